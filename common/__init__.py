@@ -1,0 +1,1 @@
+"""Code shared by the three functions: settings, the job store and its engine."""

@@ -1,0 +1,127 @@
+"""The SQLAlchemy engine, built once per instance from settings.
+
+With INSTANCE_CONNECTION_NAME the Cloud SQL Python Connector opens every connection (mutual TLS
+with ephemeral certificates, optional IAM database login, no Auth Proxy); otherwise DATABASE_URL is
+used as is. The connector is imported only on that path: it costs about 0.6 s to import.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine, create_engine
+
+from common.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from google.auth.credentials import Credentials
+    from google.cloud.sql.connector import Connector
+
+APPLICATION_NAME = "jobs-pipeline"
+
+_lock = threading.RLock()  # get_engine holds it while the factory takes the connector
+_connector: Connector | None = None
+_engine: Engine | None = None
+
+
+def _get_connector(settings: Settings, credentials: Credentials | None) -> Connector:
+    """One lazily created Connector per process: each new one costs SQL Admin API quota."""
+    global _connector
+    with _lock:
+        if _connector is None:
+            from google.cloud.sql.connector import Connector
+
+            kwargs: dict[str, Any] = {
+                "refresh_strategy": "lazy",  # no background refresh: serverless CPU is throttled
+                "ip_type": settings.db_ip_type.value,
+                "enable_iam_auth": settings.db_iam_auth,
+                "timeout": settings.db_connect_timeout_s,
+            }
+            if settings.cloudsql_admin_endpoint:
+                kwargs["sqladmin_api_endpoint"] = settings.cloudsql_admin_endpoint
+            if credentials is not None:
+                kwargs["credentials"] = credentials
+            _connector = Connector(**kwargs)
+            atexit.register(close_connector)
+        return _connector
+
+
+def close_connector() -> None:
+    global _connector
+    with _lock:
+        if _connector is not None:
+            _connector.close()
+            _connector = None
+
+
+def create_engine_from_settings(
+    settings: Settings,
+    *,
+    credentials: Credentials | None = None,
+    pool_size: int | None = None,
+    max_overflow: int | None = None,
+    autocommit: bool = True,
+) -> Engine:
+    """A new engine; functions use `get_engine()`, which keeps one per instance.
+
+    The job store's engine is in autocommit mode from the moment each connection opens: every
+    repository operation is a single statement, so it needs no BEGIN/COMMIT round trips. Setting
+    autocommit per checkout instead (`execution_options`) is wrong with pre-ping: the ping runs
+    before the option applies, opens a transaction, and the pool's reset then rolls the
+    operation back. Migrations pass autocommit=False to keep their DDL transactional.
+    """
+    startup = {"statement_timeout": str(settings.db_statement_timeout_ms)}
+    pool_args: dict[str, Any] = {
+        "pool_size": settings.db_pool_size if pool_size is None else pool_size,
+        "max_overflow": settings.db_max_overflow if max_overflow is None else max_overflow,
+        "pool_timeout": settings.db_pool_timeout_s,
+        "pool_recycle": settings.db_pool_recycle_s,
+        "pool_pre_ping": settings.db_pool_pre_ping,
+    }
+    if autocommit:
+        # No transaction is ever open on return to the pool, so its ROLLBACK would be a wasted
+        # round trip.
+        pool_args.update(isolation_level="AUTOCOMMIT", skip_autocommit_rollback=True)
+    if settings.instance_connection_name:
+        icn = settings.instance_connection_name
+        user = settings.db_user
+        password = settings.db_password.get_secret_value() if settings.db_password else None
+        connector = _get_connector(settings, credentials)
+
+        def getconn() -> Any:
+            return connector.connect(
+                icn,
+                "pg8000",
+                user=user,
+                password=password,
+                db=settings.db_name,
+                application_name=APPLICATION_NAME,
+                startup_params=startup,
+            )
+
+        return create_engine("postgresql+pg8000://", creator=getconn, **pool_args)
+    assert settings.database_url is not None  # guaranteed by Settings validation
+    return create_engine(
+        settings.database_url,
+        connect_args={
+            "application_name": APPLICATION_NAME,
+            "startup_params": startup,
+            # A socket timeout, so a dead peer cannot hang a request; never shorter than a
+            # statement is allowed to run.
+            "timeout": settings.db_connect_timeout_s + settings.db_statement_timeout_ms // 1000,
+        },
+        **pool_args,
+    )
+
+
+def get_engine() -> Engine:
+    """The instance's engine, created on first use (never at import, to keep cold starts cheap)."""
+    global _engine
+    if _engine is None:
+        with _lock:
+            if _engine is None:
+                _engine = create_engine_from_settings(get_settings())
+                atexit.register(_engine.dispose)
+    return _engine

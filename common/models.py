@@ -1,0 +1,136 @@
+"""Pydantic models of jobs as callers see them; the API's OpenAPI document derives from these."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from common.errors import InvalidInput
+from common.states import JobState
+
+PRESET_PATTERN = r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$"
+MAX_METADATA_DEPTH = 16
+
+
+def _check_json_value(value: Any, depth: int = 0) -> None:
+    """PostgreSQL's jsonb refuses NUL characters and JSON has no NaN: refuse them here instead."""
+    if depth > MAX_METADATA_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_METADATA_DEPTH} levels")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("strings must not contain NUL characters")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("numbers must be finite")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_json_value(key, depth + 1)
+            _check_json_value(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_json_value(item, depth + 1)
+
+
+class NewJob(BaseModel):
+    """What a caller asks for. The owner is never part of it: it comes from the caller's token."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    preset: str = Field(min_length=1, max_length=64, pattern=PRESET_PATTERN)
+    content: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
+
+    @field_validator("content", "idempotency_key")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _json_safe(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _check_json_value(value)
+        return value
+
+
+def parse_new_job(data: Any) -> NewJob:
+    """Validate untrusted input into a NewJob; the first problem raises the store's typed error."""
+    try:
+        return NewJob.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "body"
+        raise InvalidInput(field, first["msg"]) from None
+
+
+class JobResult(BaseModel):
+    status: Literal["succeeded", "failed"]
+    output: Any = None
+    error_type: str | None = None
+    error_message: str | None = None
+    duration_ms: int | None = None
+    created_at: datetime
+
+
+class Job(BaseModel):
+    id: UUID
+    owner_id: str
+    preset: str
+    content: str
+    metadata: dict[str, Any]
+    state: JobState
+    attempts: int
+    max_attempts: int
+    attempt_limit: int = Field(
+        description="Absolute ceiling on `attempts`. Attempt numbers never repeat (they are the "
+        "fencing token), so a retry raises the ceiling instead of resetting the count."
+    )
+    idempotency_key: str | None
+    cancel_requested: bool
+    lease_expires_at: datetime | None
+    dispatched_at: datetime | None
+    not_before: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: JobResult | None = None
+
+
+class JobEvent(BaseModel):
+    id: int
+    job_id: UUID
+    from_state: JobState | None
+    to_state: JobState
+    reason: str
+    attempt: int
+    details: dict[str, Any]
+    at: datetime
+
+
+class JobPage(BaseModel):
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+class ClaimOutcome(BaseModel):
+    """Why a claim did or did not take the job; a worker logs it and acknowledges the message."""
+
+    job: Job | None
+    reason: Literal[
+        "claimed", "not-found", "in-progress", "terminal", "not-due", "stale-message"
+    ]
+
+
+class DispatchItem(BaseModel):
+    """A job whose message must be published, with the attempt count it is published for."""
+
+    id: UUID
+    attempts: int

@@ -1,0 +1,78 @@
+"""The job state machine: one table of allowed moves.
+
+Every write in the repository takes its guard (the states it may start from) and its target from
+this table, so a move the table does not allow cannot be written at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class JobState(StrEnum):
+    PENDING = "PENDING"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+
+
+class Move(StrEnum):
+    CREATE = "create"
+    CLAIM = "claim"
+    COMPLETE = "complete"
+    FAIL = "fail"
+    RETRY_LATER = "retry_later"
+    CANCEL = "cancel"
+    REQUEST_CANCEL = "request_cancel"
+    CONFIRM_CANCEL = "confirm_cancel"
+    RETRY = "retry"
+    RESCUE = "rescue"
+    DEAD_LETTER = "dead_letter"
+
+
+@dataclass(frozen=True)
+class Transition:
+    sources: frozenset[JobState]
+    target: JobState
+    # Fenced moves are made by the worker holding an attempt: they must name that attempt, and a
+    # worker whose lease was taken over can never write over a newer attempt.
+    fenced: bool
+
+
+P, R = JobState.PENDING, JobState.PROCESSING
+C, F, X = JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED
+
+TRANSITIONS: dict[Move, Transition] = {
+    Move.CREATE: Transition(frozenset(), P, fenced=False),
+    Move.CLAIM: Transition(frozenset({P}), R, fenced=False),
+    Move.COMPLETE: Transition(frozenset({R}), C, fenced=True),
+    Move.FAIL: Transition(frozenset({R}), F, fenced=True),
+    # Back to PENDING for a later attempt; becomes FAIL when attempts are exhausted and
+    # CONFIRM_CANCEL when a cancel was requested meanwhile (decided inside the same statement).
+    Move.RETRY_LATER: Transition(frozenset({R}), P, fenced=True),
+    Move.CANCEL: Transition(frozenset({P}), X, fenced=False),
+    # Not a state change: raises the cancel flag that the worker honours. It still gets an event.
+    Move.REQUEST_CANCEL: Transition(frozenset({R}), R, fenced=False),
+    Move.CONFIRM_CANCEL: Transition(frozenset({R}), X, fenced=True),
+    Move.RETRY: Transition(frozenset({F}), P, fenced=False),
+    # Lease expired: back to PENDING while attempts remain, else FAILED (same statement).
+    Move.RESCUE: Transition(frozenset({R}), P, fenced=False),
+    Move.DEAD_LETTER: Transition(frozenset({P, R}), F, fenced=False),
+}
+
+
+def transition(move: Move) -> Transition:
+    return TRANSITIONS[move]
+
+
+def allowed(move: Move, state: JobState) -> bool:
+    return state in TRANSITIONS[move].sources

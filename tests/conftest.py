@@ -1,0 +1,63 @@
+"""Shared fixtures: a real PostgreSQL built by the Alembic migrations, and the job store on it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, text
+
+from common.db import create_engine_from_settings
+from common.repository import JobStore
+from common.settings import Settings, load_settings
+from tests.support.postgres import PostgresServer, migrate, provide_server
+
+PRESETS = ["echo", "text-stats", "chaos"]
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    server = provide_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_server: PostgresServer) -> Iterator[str]:
+    """This run's own database, its schema made by `alembic upgrade head`."""
+    name = pg_server.create_database()
+    url = pg_server.url(name)
+    migrate(url)
+    yield url
+    pg_server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    return load_settings(database_url=database_url, lease_seconds=30, max_content_bytes=10_000)
+
+
+@pytest.fixture(scope="session")
+def engine(settings: Settings) -> Iterator[Engine]:
+    eng = create_engine_from_settings(settings, pool_size=10, max_overflow=10)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture()
+def store(engine: Engine, settings: Settings) -> JobStore:
+    """A store on empty tables: maintenance queries see only what the test made."""
+    with engine.connect() as conn:
+        conn.execute(text("TRUNCATE jobs, job_events, job_results"))
+    return JobStore(engine, settings, presets=PRESETS)
+
+
+def table_counts(engine: Engine) -> tuple[int, int, int]:
+    with engine.connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM job_events), "
+                "(SELECT count(*) FROM job_results)"
+            )
+        ).one()
+    return int(row[0]), int(row[1]), int(row[2])
