@@ -94,7 +94,7 @@ class PostgresServer:
         name = f"{prefix}_{uuid.uuid4().hex[:10]}"
         conn = self.admin_connection()
         try:
-            conn.run(f'CREATE DATABASE "{name}"')
+            conn.cursor().execute(f'CREATE DATABASE "{name}"')
         finally:
             conn.close()
         return name
@@ -102,7 +102,7 @@ class PostgresServer:
     def drop_database(self, name: str) -> None:
         conn = self.admin_connection()
         try:
-            conn.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             conn.close()
 

@@ -1,0 +1,46 @@
+"""Drive jobs into each state through the real store (no SQL shortcuts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from common.models import Job, NewJob
+from common.repository import JobStore
+from common.states import JobState
+
+
+def new_job(**kw: Any) -> NewJob:
+    return NewJob(**{"preset": "echo", "content": "hello", **kw})
+
+
+def job_in_state(store: JobStore, state: JobState, owner: str = "alice", **kw: Any) -> Job:
+    job, _ = store.create(owner, new_job(**kw))
+    if state is JobState.PENDING:
+        return job
+    if state is JobState.CANCELLED:
+        return store.cancel(owner, job.id)
+    claimed = store.claim(job.id).job
+    assert claimed is not None
+    if state is JobState.PROCESSING:
+        return claimed
+    if state is JobState.COMPLETED:
+        return store.complete(job.id, claimed.attempts, {"ok": True})
+    assert state is JobState.FAILED
+    return store.fail(job.id, claimed.attempts, "Broken", "it broke")
+
+
+def snapshot(engine: Engine, job: Job) -> tuple[Any, ...]:
+    """Everything stored about one job, to show an operation changed nothing."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT to_jsonb(j) FROM jobs j WHERE id = :id"), {"id": job.id}
+        ).scalar()
+        events = conn.execute(
+            text("SELECT count(*) FROM job_events WHERE job_id = :id"), {"id": job.id}
+        ).scalar()
+        result = conn.execute(
+            text("SELECT to_jsonb(r) FROM job_results r WHERE job_id = :id"), {"id": job.id}
+        ).scalar()
+    return row, events, result

@@ -1,0 +1,129 @@
+"""Bad input gets a typed error and changes nothing; odd but valid input round-trips verbatim."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine
+
+from common.errors import InvalidInput, UnknownPreset
+from common.models import parse_new_job
+from common.repository import JobStore
+from tests.conftest import table_counts
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+payloads = st.fixed_dictionaries(
+    {},
+    optional={
+        "preset": st.sampled_from(["echo", "chaos", "ECHO", "nope", "", "a" * 70, "echo;drop"])
+        | st.text(max_size=10),
+        "content": st.text(max_size=200) | st.integers() | st.none(),
+        "metadata": st.dictionaries(st.text(max_size=8), json_values, max_size=5) | json_values,
+        "max_attempts": st.integers(min_value=-5, max_value=200) | st.text(max_size=3),
+        "idempotency_key": st.text(max_size=300) | st.none(),
+        "owner_id": st.text(max_size=5),
+    },
+)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(payload=payloads)
+def test_generated_requests_either_round_trip_or_fail_typed(
+    store: JobStore, engine: Engine, payload: dict[str, object]
+) -> None:
+    before = table_counts(engine)
+    try:
+        new = parse_new_job(payload)
+        job, created = store.create("fuzz", new)
+    except InvalidInput:
+        assert table_counts(engine) == before  # a refusal writes nothing, not even half a row
+        return
+    stored = store.get("fuzz", job.id)
+    assert (stored.preset, stored.content, stored.metadata) == (
+        new.preset,
+        new.content,
+        new.metadata,
+    )
+    if created:
+        assert table_counts(engine)[:2] == (before[0] + 1, before[1] + 1)
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"preset": "echo", "content": "a\x00b"}, "content"),
+        ({"preset": "echo", "content": "x", "metadata": {"k": "\x00"}}, "metadata"),
+        ({"preset": "echo", "content": "x", "metadata": {"k": float("nan")}}, "metadata"),
+        ({"preset": "echo", "content": "x", "metadata": {"k": float("inf")}}, "metadata"),
+        ({"preset": "Echo!", "content": "x"}, "preset"),
+        ({"preset": "echo", "content": "x", "max_attempts": 0}, "max_attempts"),
+        ({"preset": "echo", "content": "x", "owner_id": "someone"}, "owner_id"),
+        ({"preset": "echo"}, "content"),
+        ({"preset": "echo", "content": "x", "idempotency_key": ""}, "idempotency_key"),
+    ],
+)
+def test_malformed_requests_name_the_field(payload: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        parse_new_job(payload)
+    assert err.value.field.split(".")[0] == field
+
+
+def test_deep_nesting_is_refused() -> None:
+    deep: object = "leaf"
+    for _ in range(40):
+        deep = {"k": deep}
+    with pytest.raises(InvalidInput) as err:
+        parse_new_job({"preset": "echo", "content": "x", "metadata": {"d": deep}})
+    assert err.value.field == "metadata"
+
+
+def test_unknown_preset_names_the_known_ones(store: JobStore, engine: Engine) -> None:
+    with pytest.raises(UnknownPreset) as err:
+        store.create("alice", parse_new_job({"preset": "resize", "content": "x"}))
+    assert err.value.known == ["chaos", "echo", "text-stats"]
+    assert "echo" in str(err.value)
+    assert table_counts(engine) == (0, 0, 0)
+
+
+def test_oversized_content_and_metadata_are_refused(store: JobStore, engine: Engine) -> None:
+    with pytest.raises(InvalidInput) as err:
+        store.create("alice", parse_new_job({"preset": "echo", "content": "é" * 5001}))
+    assert err.value.field == "content"  # the limit is in UTF-8 bytes: 10,002 > 10,000
+    big = {"blob": "x" * 70_000}
+    with pytest.raises(InvalidInput) as err:
+        store.create("alice", parse_new_job({"preset": "echo", "content": "x", "metadata": big}))
+    assert err.value.field == "metadata"
+    assert table_counts(engine) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("owner", ["", "x" * 256, "a\x00b"])
+def test_bad_owner_ids_are_refused(store: JobStore, owner: str) -> None:
+    with pytest.raises(InvalidInput):
+        store.create(owner, parse_new_job({"preset": "echo", "content": "x"}))
+
+
+def test_sql_metacharacters_are_stored_verbatim(store: JobStore) -> None:
+    nasty = "'; DROP TABLE jobs; -- \\x00 $$ %s %(x)s :id \u202e \U0001d54f"
+    job, _ = store.create(
+        nasty, parse_new_job({"preset": "echo", "content": nasty, "metadata": {nasty: nasty}})
+    )
+    got = store.get(nasty, job.id)
+    assert (got.owner_id, got.content, got.metadata) == (nasty, nasty, {nasty: nasty})
+
+
+def test_huge_numbers_survive_in_metadata(store: JobStore) -> None:
+    meta = {"big": 10**60, "neg": -(10**30), "tiny": 1e-300}
+    job, _ = store.create(
+        "alice", parse_new_job({"preset": "echo", "content": "x", "metadata": meta})
+    )
+    assert store.get("alice", job.id).metadata == meta

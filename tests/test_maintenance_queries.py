@@ -1,0 +1,154 @@
+"""The store's maintenance operations (used by sweep), and the indexes that keep them cheap."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import Engine, text
+
+from common import repository as repo
+from common.models import DispatchItem
+from common.repository import JobStore
+from common.states import JobState
+from tests.conftest import table_counts
+from tests.jobs_helpers import job_in_state, new_job
+
+
+def test_undispatched_jobs_are_found_until_marked(store: JobStore) -> None:
+    jobs = [store.create("alice", new_job(content=str(i)))[0] for i in range(5)]
+    found = store.find_undispatched(10)
+    assert [d.id for d in found] == [j.id for j in jobs]  # oldest first
+    assert store.find_undispatched(2) == found[:2]
+    assert store.mark_dispatched(found[:3]) == 3
+    assert [d.id for d in store.find_undispatched(10)] == [j.id for j in jobs[3:]]
+
+
+def test_a_published_backlog_is_not_republished(store: JobStore) -> None:
+    for i in range(20):
+        store.create("alice", new_job(content=str(i)))
+    store.mark_dispatched(store.find_undispatched(100))
+    assert store.find_undispatched(100) == []
+    assert store.find_undispatched(100, redispatch_after=timedelta(hours=1)) == []
+
+
+def test_stale_dispatch_is_found_again_after_the_threshold(store: JobStore) -> None:
+    job, _ = store.create("alice", new_job())
+    store.mark_dispatched(store.find_undispatched(1))
+    time.sleep(0.05)
+    again = store.find_undispatched(10, redispatch_after=timedelta(milliseconds=10))
+    assert again == [DispatchItem(id=job.id, attempts=0)]
+
+
+def test_mark_dispatched_is_guarded_by_state_and_attempt(store: JobStore) -> None:
+    running = job_in_state(store, JobState.PROCESSING)
+    pending, _ = store.create("alice", new_job())
+    stale = DispatchItem(id=pending.id, attempts=4)
+    assert store.mark_dispatched([DispatchItem(id=running.id, attempts=1), stale]) == 0
+    assert store.mark_dispatched([]) == 0
+
+
+def test_cancelled_and_claimed_jobs_leave_the_dispatch_queue(store: JobStore) -> None:
+    a, _ = store.create("alice", new_job())
+    b, _ = store.create("alice", new_job())
+    store.cancel("alice", a.id)
+    store.claim(b.id)
+    assert store.find_undispatched(10) == []
+
+
+def test_retry_later_goes_back_into_the_dispatch_queue_when_due(store: JobStore) -> None:
+    job, _ = store.create("alice", new_job())
+    store.mark_dispatched(store.find_undispatched(1))
+    store.claim(job.id)
+    store.retry_later(job.id, 1, "E", "m", delay=timedelta(0))
+    assert store.find_undispatched(10) == [DispatchItem(id=job.id, attempts=1)]
+
+
+def test_expired_leases_are_listed(store: JobStore) -> None:
+    job, _ = store.create("alice", new_job())
+    store.claim(job.id, lease_s=0.01)
+    time.sleep(0.05)
+    assert store.find_expired_leases(10) == [DispatchItem(id=job.id, attempts=1)]
+
+
+def test_rescued_job_with_cancel_requested_ends_cancelled(store: JobStore) -> None:
+    job, _ = store.create("alice", new_job())
+    store.claim(job.id, lease_s=0.05)
+    store.cancel("alice", job.id)
+    time.sleep(0.1)
+    assert store.rescue_expired(5) == [(job.id, JobState.CANCELLED)]
+
+
+def test_dead_letter_fails_pending_job_once(store: JobStore) -> None:
+    job, _ = store.create("alice", new_job())
+    moved = store.dead_letter(job.id, 1, message_id="m-1")
+    assert moved is not None and moved.state is JobState.FAILED
+    assert store.dead_letter(job.id, 1, message_id="m-1") is None  # idempotent
+    shown = store.get("alice", job.id)
+    assert shown.result is not None and shown.result.error_type == "DeadLettered"
+    event = store.events("alice", job.id)[-1]
+    assert (event.reason, event.details) == ("dead-lettered", {"message_id": "m-1"})
+    assert store.retry("alice", job.id).state is JobState.PENDING  # visible and retryable
+
+
+def test_dead_letter_spares_a_live_attempt_and_a_newer_one(store: JobStore) -> None:
+    running = job_in_state(store, JobState.PROCESSING)
+    assert store.dead_letter(running.id, 1) is None  # live lease: a worker has it
+    job, _ = store.create("alice", new_job())
+    store.claim(job.id)
+    store.retry_later(job.id, 1, "E", "m", delay=timedelta(0))
+    store.claim(job.id)
+    store.retry_later(job.id, 2, "E", "m", delay=timedelta(0))
+    assert store.dead_letter(job.id, 1) is None  # the message is older than the job's attempt
+    assert store.dead_letter(job.id, 3) is not None
+
+
+def test_purge_deletes_old_terminal_jobs_in_batches(store: JobStore, engine: Engine) -> None:
+    for state in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED) * 4:
+        job_in_state(store, state)
+    keep = [job_in_state(store, JobState.PENDING), job_in_state(store, JobState.PROCESSING)]
+    assert store.purge_terminal(1, batch_size=5, max_batches=10) == 0  # none older than a day
+    assert store.purge_terminal(0, batch_size=5, max_batches=2) == 10  # bounded: 2 batches
+    assert store.purge_terminal(0, batch_size=5, max_batches=10) == 2
+    jobs, events, results = table_counts(engine)
+    assert jobs == len(keep)
+    assert results == 0  # cascaded with their jobs
+    assert events == sum(len(store.events("alice", j.id)) for j in keep)
+
+
+def _plan(engine: Engine, sql: str, params: dict[str, object]) -> str:
+    with engine.connect() as conn:
+        conn.execute(text("SET enable_seqscan = off"))  # tiny tables: ask what it *can* use
+        rows = conn.execute(text("EXPLAIN " + sql), params).scalars().all()
+        conn.execute(text("RESET enable_seqscan"))
+    return "\n".join(rows)
+
+
+@pytest.mark.parametrize(
+    ("statement", "params", "index"),
+    [
+        (repo.SQL_UNDISPATCHED, {"limit": 10}, "ix_jobs_undispatched_due"),
+        (repo.SQL_STALE_DISPATCH, {"limit": 10, "stale_s": 60}, "ix_jobs_dispatched_pending"),
+        (repo.SQL_EXPIRED, {"limit": 10}, "ix_jobs_lease_expiry"),
+        (repo.SQL_RESCUE, {"limit": 10}, "ix_jobs_lease_expiry"),
+        (repo.SQL_PURGE, {"days": 30, "batch": 10}, "ix_jobs_terminal_age"),
+        (repo.SQL_LIST[(False, False)], {"owner_id": "a", "limit": 5}, "ix_jobs_owner_created"),
+        (
+            repo.SQL_LIST[(True, True)],
+            {
+                "owner_id": "a",
+                "state": "PENDING",
+                "limit": 5,
+                "c_created": "2026-01-01T00:00:00+00:00",
+                "c_id": "00000000-0000-0000-0000-000000000000",
+            },
+            "ix_jobs_owner_state_created",
+        ),
+    ],
+    ids=["undispatched", "stale-dispatch", "expired", "rescue", "purge", "list", "list-state"],
+)
+def test_queries_use_their_indexes(
+    store: JobStore, engine: Engine, statement: object, params: dict[str, object], index: str
+) -> None:
+    assert index in _plan(engine, str(statement), params)
