@@ -8,10 +8,12 @@ used as is. The connector is imported only on that path: it costs about 0.6 s to
 from __future__ import annotations
 
 import atexit
+import functools
 import threading
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
 
 from common.settings import Settings, get_settings
 
@@ -24,6 +26,54 @@ APPLICATION_NAME = "jobs-pipeline"
 _lock = threading.RLock()  # get_engine holds it while the factory takes the connector
 _connector: Connector | None = None
 _engine: Engine | None = None
+
+
+_POSITIONAL_STYLES = frozenset({"format", "qmark", "numeric"})
+
+
+def _memoize_pg8000_paramstyle() -> None:
+    """pg8000 rewrites every statement's placeholders to $n by scanning the SQL character by
+    character, on every execution: about 1 ms for one of the store's statements, a third of a
+    lifecycle's cost. For positional styles (SQLAlchemy uses "format") the rewrite depends only
+    on the SQL text, so it is memoised here; other styles are left to pg8000 as they are."""
+    import pg8000.dbapi
+    import pg8000.legacy
+
+    original = pg8000.dbapi.convert_paramstyle
+    if getattr(original, "memoized", False):
+        return
+
+    @functools.lru_cache(maxsize=1024)
+    def rewrite(style: str, query: str) -> str:
+        return str(original(style, query, ())[0])
+
+    def convert_paramstyle(style: str, query: str, args: Any) -> tuple[str, Any]:
+        if style in _POSITIONAL_STYLES and isinstance(args, tuple | list):
+            return rewrite(style, query), args
+        return original(style, query, args)  # type: ignore[no-any-return]
+
+    convert_paramstyle.memoized = True  # type: ignore[attr-defined]
+    pg8000.dbapi.convert_paramstyle = convert_paramstyle
+    pg8000.legacy.convert_paramstyle = convert_paramstyle
+
+
+TIMESTAMPTZ_OID = 1184
+
+
+def _fast_timestamptz(data: str) -> Any:
+    """pg8000 parses timestamptz with strptime (about 13 us each; a job row has seven).
+    datetime.fromisoformat reads PostgreSQL's ISO output ~60x faster; anything it cannot read
+    (infinity, BC dates) goes to pg8000's own parser."""
+    try:
+        return datetime.fromisoformat(data)
+    except ValueError:
+        import pg8000.converters
+
+        return pg8000.converters.timestamptz_in(data)
+
+
+def _tune_connection(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.register_in_adapter(TIMESTAMPTZ_OID, _fast_timestamptz)
 
 
 def _get_connector(settings: Settings, credentials: Credentials | None) -> Connector:
@@ -72,6 +122,7 @@ def create_engine_from_settings(
     before the option applies, opens a transaction, and the pool's reset then rolls the
     operation back. Migrations pass autocommit=False to keep their DDL transactional.
     """
+    _memoize_pg8000_paramstyle()
     startup = {"statement_timeout": str(settings.db_statement_timeout_ms)}
     pool_args: dict[str, Any] = {
         "pool_size": settings.db_pool_size if pool_size is None else pool_size,
@@ -101,19 +152,22 @@ def create_engine_from_settings(
                 startup_params=startup,
             )
 
-        return create_engine("postgresql+pg8000://", creator=getconn, **pool_args)
-    assert settings.database_url is not None  # guaranteed by Settings validation
-    return create_engine(
-        settings.database_url,
-        connect_args={
-            "application_name": APPLICATION_NAME,
-            "startup_params": startup,
-            # A socket timeout, so a dead peer cannot hang a request; never shorter than a
-            # statement is allowed to run.
-            "timeout": settings.db_connect_timeout_s + settings.db_statement_timeout_ms // 1000,
-        },
-        **pool_args,
-    )
+        engine = create_engine("postgresql+pg8000://", creator=getconn, **pool_args)
+    else:
+        assert settings.database_url is not None  # guaranteed by Settings validation
+        engine = create_engine(
+            settings.database_url,
+            connect_args={
+                "application_name": APPLICATION_NAME,
+                "startup_params": startup,
+                # A socket timeout, so a dead peer cannot hang a request; never shorter than a
+                # statement is allowed to run.
+                "timeout": settings.db_connect_timeout_s + settings.db_statement_timeout_ms // 1000,
+            },
+            **pool_args,
+        )
+    event.listen(engine, "connect", _tune_connection)
+    return engine
 
 
 def get_engine() -> Engine:

@@ -129,6 +129,17 @@ class ClaimOutcome(BaseModel):
     ]
 
 
+class JobMove(BaseModel):
+    """What a worker's exit left behind. Lean on purpose: the worker already has the job, and
+    parsing a whole row back costs more than the rest of the call."""
+
+    id: UUID
+    state: JobState
+    attempts: int
+    not_before: datetime | None
+    finished_at: datetime | None
+
+
 class DispatchItem(BaseModel):
     """A job whose message must be published, with the attempt count it is published for."""
 

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, Engine, RowMapping, TextClause, text
+from sqlalchemy import Connection, Engine
 from sqlalchemy import exc as sa_exc
 
+from common import prepared
 from common.cursor import decode_cursor, encode_cursor
 from common.errors import (
     DatabaseUnavailable,
@@ -39,6 +40,7 @@ from common.models import (
     DispatchItem,
     Job,
     JobEvent,
+    JobMove,
     JobPage,
     JobResult,
     NewJob,
@@ -77,6 +79,7 @@ COLS = (
     "idempotency_key, cancel_requested, lease_expires_at, dispatched_at, not_before, "
     "created_at, updated_at, started_at, finished_at"
 )
+MOVE_COLS = "id, state, attempts, not_before, finished_at"
 J_COLS = ", ".join("j." + c.strip() for c in COLS.split(","))
 RESULT_COLS = (
     "r.status AS r_status, r.output AS r_output, r.error_type AS r_error_type, "
@@ -94,7 +97,7 @@ def _event_cte(from_state: str, reason: str, details: str = "'{}'::jsonb") -> st
     )
 
 
-SQL_CREATE = text(f"""
+SQL_CREATE = (f"""
 WITH moved AS (
     INSERT INTO jobs (owner_id, preset, content, metadata, max_attempts, attempt_limit,
                       idempotency_key, request_hash, state)
@@ -105,38 +108,38 @@ WITH moved AS (
 ), {_event_cte("NULL", "'created'")}
 SELECT {COLS} FROM moved""")
 
-SQL_BY_KEY = text(f"""
+SQL_BY_KEY = (f"""
 SELECT {COLS}, request_hash FROM jobs
 WHERE owner_id = :owner_id AND idempotency_key = :idempotency_key""")
 
-SQL_GET = text(f"""
+SQL_GET = (f"""
 SELECT {J_COLS}, {RESULT_COLS} FROM jobs j LEFT JOIN job_results r ON r.job_id = j.id
 WHERE j.id = :id AND j.owner_id = :owner_id""")
 
-SQL_GET_ANY_OWNER = text(f"""
+SQL_GET_ANY_OWNER = (f"""
 SELECT {J_COLS}, {RESULT_COLS} FROM jobs j LEFT JOIN job_results r ON r.job_id = j.id
 WHERE j.id = :id""")
 
-SQL_EVENTS = text("""
+SQL_EVENTS = ("""
 SELECT e.id, e.job_id, e.from_state, e.to_state, e.reason, e.attempt, e.details, e.at
 FROM job_events e JOIN jobs j ON j.id = e.job_id
 WHERE j.id = :id AND j.owner_id = :owner_id
 ORDER BY e.id""")
 
-SQL_PEEK = text("""
+SQL_PEEK = ("""
 SELECT state, attempts, cancel_requested,
        COALESCE(not_before > now(), false) AS not_due,
        COALESCE(lease_expires_at > now(), false) AS lease_live
 FROM jobs WHERE id = :id""")
 
 
-def _list_sql(with_state: bool, with_cursor: bool) -> TextClause:
+def _list_sql(with_state: bool, with_cursor: bool) -> str:
     where = "j.owner_id = :owner_id"
     if with_state:
         where += " AND j.state = :state"
     if with_cursor:
         where += " AND (j.created_at, j.id) < (:c_created, :c_id)"
-    return text(f"""
+    return (f"""
 SELECT {J_COLS}, {RESULT_COLS} FROM jobs j LEFT JOIN job_results r ON r.job_id = j.id
 WHERE {where}
 ORDER BY j.created_at DESC, j.id DESC
@@ -146,9 +149,9 @@ LIMIT :limit""")
 SQL_LIST = {(s, c): _list_sql(s, c) for s in (False, True) for c in (False, True)}
 
 
-def _claim_sql(expect_attempts: bool) -> TextClause:
+def _claim_sql(expect_attempts: bool) -> str:
     guard = " AND attempts = :expected_attempts" if expect_attempts else ""
-    return text(f"""
+    return (f"""
 WITH moved AS (
     UPDATE jobs SET state = {_to(Move.CLAIM)}, attempts = attempts + 1,
         lease_expires_at = now() + make_interval(secs => :lease_s),
@@ -181,9 +184,9 @@ EXIT_REASON = (
 )
 
 
-def _exit_sql(move: Move) -> TextClause:
+def _exit_sql(move: Move) -> str:
     new_state = EXIT_STATE[move]
-    return text(f"""
+    return (f"""
 WITH moved AS (
     UPDATE jobs SET state = {new_state},
         lease_expires_at = NULL, updated_at = now(),
@@ -192,7 +195,7 @@ WITH moved AS (
                           THEN now() + make_interval(secs => :delay_s) END,
         dispatched_at = NULL
     WHERE id = :id AND state IN {_src(move)} AND attempts = :attempt
-    RETURNING {COLS}
+    RETURNING {MOVE_COLS}
 ), {_event_cte(_lit(R), EXIT_REASON, "CAST(:details AS jsonb)")},
 res AS (
     INSERT INTO job_results (job_id, status, output, error_type, error_message, duration_ms)
@@ -203,19 +206,19 @@ res AS (
            :duration_ms
     FROM moved WHERE state IN ('COMPLETED', 'FAILED')
 )
-SELECT {COLS} FROM moved""")
+SELECT {MOVE_COLS} FROM moved""")
 
 
 SQL_EXIT = {move: _exit_sql(move) for move in EXIT_STATE}
 
-SQL_EXTEND_LEASE = text(f"""
+SQL_EXTEND_LEASE = (f"""
 UPDATE jobs SET lease_expires_at = now() + make_interval(secs => :lease_s), updated_at = now()
 WHERE id = :id AND state = {_lit(R)} AND attempts = :attempt
 RETURNING cancel_requested""")
 
 CANCELLABLE = TRANSITIONS[Move.CANCEL].sources | TRANSITIONS[Move.REQUEST_CANCEL].sources
 # The caller's cancel: PENDING ends at once; PROCESSING raises the flag the worker honours.
-SQL_CANCEL = text(f"""
+SQL_CANCEL = (f"""
 WITH moved AS (
     UPDATE jobs SET
         state = CASE WHEN state IN {_src(Move.CANCEL)} THEN {_to(Move.CANCEL)} ELSE state END,
@@ -234,7 +237,7 @@ SELECT {COLS} FROM moved""")
 
 # Retrying a FAILED job gives it a fresh budget of attempts without reusing attempt numbers:
 # resetting the count would hand a zombie worker's fencing token to a new attempt.
-SQL_RETRY = text(f"""
+SQL_RETRY = (f"""
 WITH moved AS (
     UPDATE jobs SET state = {_to(Move.RETRY)}, attempt_limit = attempts + max_attempts,
         finished_at = NULL, not_before = NULL, dispatched_at = NULL, cancel_requested = false,
@@ -254,25 +257,26 @@ WITH moved AS (
 SELECT {COLS} FROM moved""")
 
 # Outbox bookkeeping, not a state change: guarded by state and attempt like every write.
-SQL_MARK_DISPATCHED = text(f"""
+SQL_MARK_DISPATCHED = (f"""
 UPDATE jobs SET dispatched_at = now()
 FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS int[])) AS d(id, attempts)
-WHERE jobs.id = d.id AND jobs.attempts = d.attempts AND jobs.state = {_lit(P)}""")
+WHERE jobs.id = d.id AND jobs.attempts = d.attempts AND jobs.state = {_lit(P)}
+RETURNING jobs.id""")
 
-SQL_UNDISPATCHED = text(f"""
+SQL_UNDISPATCHED = (f"""
 SELECT id, attempts FROM jobs
 WHERE state = {_lit(P)} AND dispatched_at IS NULL AND COALESCE(not_before, created_at) <= now()
 ORDER BY COALESCE(not_before, created_at)
 LIMIT :limit""")
 
-SQL_STALE_DISPATCH = text(f"""
+SQL_STALE_DISPATCH = (f"""
 SELECT id, attempts FROM jobs
 WHERE state = {_lit(P)} AND dispatched_at IS NOT NULL
   AND dispatched_at < now() - make_interval(secs => :stale_s)
 ORDER BY dispatched_at
 LIMIT :limit""")
 
-SQL_EXPIRED = text(f"""
+SQL_EXPIRED = (f"""
 SELECT id, attempts FROM jobs
 WHERE state = {_lit(R)} AND lease_expires_at < now()
 ORDER BY lease_expires_at
@@ -284,7 +288,7 @@ RESCUE_STATE = (
     f"CASE WHEN j.cancel_requested THEN {_to(Move.CONFIRM_CANCEL)} "
     f"WHEN j.attempts >= j.attempt_limit THEN {_to(Move.FAIL)} ELSE {_to(Move.RESCUE)} END"
 )
-SQL_RESCUE = text(f"""
+SQL_RESCUE = (f"""
 WITH picked AS (
     SELECT id FROM jobs WHERE state IN {_src(Move.RESCUE)} AND lease_expires_at < now()
     ORDER BY lease_expires_at LIMIT :limit FOR UPDATE SKIP LOCKED
@@ -306,7 +310,7 @@ res AS (
 )
 SELECT id, state, attempts FROM moved""")
 
-SQL_DEAD_LETTER = text(f"""
+SQL_DEAD_LETTER = (f"""
 WITH moved AS (
     UPDATE jobs SET state = {_to(Move.DEAD_LETTER)}, finished_at = now(), lease_expires_at = NULL,
         dispatched_at = NULL, not_before = NULL, updated_at = now()
@@ -320,13 +324,14 @@ res AS (
 )
 SELECT {COLS} FROM moved""")
 
-SQL_PURGE = text(f"""
+SQL_PURGE = (f"""
 WITH victims AS (
     SELECT id FROM jobs
     WHERE state IN {TERMINAL} AND finished_at < now() - make_interval(days => :days)
     ORDER BY finished_at LIMIT :batch FOR UPDATE SKIP LOCKED
 )
-DELETE FROM jobs j USING victims v WHERE j.id = v.id""")
+DELETE FROM jobs j USING victims v WHERE j.id = v.id
+RETURNING j.id""")
 
 
 # --------------------------------------------------------------------------------------------
@@ -334,7 +339,7 @@ DELETE FROM jobs j USING victims v WHERE j.id = v.id""")
 # --------------------------------------------------------------------------------------------
 
 
-def _job(row: RowMapping) -> Job:
+def _job(row: Mapping[str, Any]) -> Job:
     data = dict(row)
     status = data.pop("r_status", None)
     result = None
@@ -429,11 +434,11 @@ class JobStore:
         except sa_exc.TimeoutError as exc:  # the pool had no connection to give in time
             raise DatabaseUnavailable("pool timeout") from exc
 
-    def _rows(self, sql: TextClause, **params: Any) -> list[RowMapping]:
+    def _rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
         with self._connect() as conn:
-            return list(conn.execute(sql, params).mappings())
+            return prepared.run(conn, sql, params)
 
-    def _one_job(self, sql: TextClause, **params: Any) -> Job | None:
+    def _one_job(self, sql: str, **params: Any) -> Job | None:
         rows = self._rows(sql, **params)
         return _job(rows[0]) if rows else None
 
@@ -513,7 +518,7 @@ class JobStore:
         rows = self._rows(SQL_EVENTS, id=_as_uuid(job_id), owner_id=_owner(owner_id))
         if not rows:  # every job has at least its 'created' event
             raise JobNotFound(job_id)
-        return [JobEvent.model_validate(dict(r)) for r in rows]
+        return [JobEvent.model_validate(r) for r in rows]
 
     def cancel(self, owner_id: str, job_id: UUID | str) -> Job:
         """PENDING → CANCELLED at once; PROCESSING → cancel requested; terminal → refused."""
@@ -580,7 +585,7 @@ class JobStore:
             raise self._explain_refusal(job_id, Move.CLAIM, attempt)
         return bool(rows[0]["cancel_requested"])
 
-    def _exit(self, move: Move, job_id: UUID, attempt: int, **params: Any) -> Job:
+    def _exit(self, move: Move, job_id: UUID, attempt: int, **params: Any) -> JobMove:
         values: dict[str, Any] = {
             "id": job_id,
             "attempt": attempt,
@@ -593,14 +598,14 @@ class JobStore:
             "details": "{}",
         }
         values.update(params)
-        job = self._one_job(SQL_EXIT[move], **values)
-        if job is None:
+        rows = self._rows(SQL_EXIT[move], **values)
+        if not rows:
             raise self._explain_refusal(job_id, move, attempt)
-        return job
+        return JobMove.model_validate(rows[0])
 
     def complete(
         self, job_id: UUID, attempt: int, output: Any, *, duration_ms: int | None = None
-    ) -> Job:
+    ) -> JobMove:
         """PROCESSING → COMPLETED with its one result row (CANCELLED if a cancel was asked)."""
         return self._exit(
             Move.COMPLETE, job_id, attempt, output=_json(output), duration_ms=duration_ms
@@ -614,7 +619,7 @@ class JobStore:
         error_message: str,
         *,
         duration_ms: int | None = None,
-    ) -> Job:
+    ) -> JobMove:
         """A permanent failure: PROCESSING → FAILED at once, the error kept as the result."""
         etype, emsg = _error_details(error_type, error_message)
         return self._exit(
@@ -636,7 +641,7 @@ class JobStore:
         *,
         delay: timedelta,
         duration_ms: int | None = None,
-    ) -> Job:
+    ) -> JobMove:
         """A transient failure: back to PENDING, due after `delay`, while attempts remain; FAILED
         ('attempts-exhausted') on the last one. The sweep re-dispatches it when due."""
         etype, emsg = _error_details(error_type, error_message)
@@ -652,7 +657,7 @@ class JobStore:
             details=_json({"error_type": etype, "error_message": emsg, "delay_s": delay_s}),
         )
 
-    def confirm_cancel(self, job_id: UUID, attempt: int) -> Job:
+    def confirm_cancel(self, job_id: UUID, attempt: int) -> JobMove:
         """The worker saw the cancel flag and stopped: PROCESSING → CANCELLED."""
         return self._exit(Move.CONFIRM_CANCEL, job_id, attempt)
 
@@ -664,12 +669,12 @@ class JobStore:
         batch = list(items)
         if not batch:
             return 0
-        with self._connect() as conn:
-            result = conn.execute(
-                SQL_MARK_DISPATCHED,
-                {"ids": [str(i.id) for i in batch], "attempts": [i.attempts for i in batch]},
-            )
-            return int(result.rowcount)
+        marked = self._rows(
+            SQL_MARK_DISPATCHED,
+            ids=[str(i.id) for i in batch],
+            attempts=[i.attempts for i in batch],
+        )
+        return len(marked)
 
     def find_undispatched(
         self, limit: int, *, redispatch_after: timedelta | None = None
@@ -714,10 +719,9 @@ class JobStore:
             raise InvalidInput("retention", "days must be >= 0, batch sizes >= 1")
         total = 0
         for _ in range(max_batches):
-            with self._connect() as conn:
-                deleted = conn.execute(SQL_PURGE, {"days": older_than_days, "batch": batch_size})
-                total += int(deleted.rowcount)
-            if deleted.rowcount < batch_size:
+            deleted = len(self._rows(SQL_PURGE, days=older_than_days, batch=batch_size))
+            total += deleted
+            if deleted < batch_size:
                 break
         return total
 

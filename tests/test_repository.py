@@ -63,7 +63,8 @@ def test_claim_complete_writes_one_result(store: JobStore) -> None:
     assert running.state is JobState.PROCESSING and running.attempts == 1
     assert running.lease_expires_at is not None and running.started_at is not None
     done = store.complete(job.id, 1, {"echo": "hello"}, duration_ms=7)
-    assert done.state is JobState.COMPLETED and done.finished_at is not None
+    assert (done.id, done.state, done.attempts) == (job.id, JobState.COMPLETED, 1)
+    assert done.finished_at is not None and done.not_before is None
     shown = store.get("alice", job.id)
     assert shown.result is not None
     assert (shown.result.status, shown.result.output, shown.result.duration_ms) == (
@@ -105,7 +106,8 @@ def test_retry_later_sets_backoff_then_exhausts(store: JobStore) -> None:
     assert first is not None
     waiting = store.retry_later(job.id, 1, "Timeout", "slow", delay=timedelta(hours=1))
     assert waiting.state is JobState.PENDING and waiting.not_before is not None
-    assert waiting.not_before > waiting.updated_at + timedelta(minutes=59)
+    assert waiting.finished_at is None
+    assert waiting.not_before > store.get("alice", job.id).updated_at + timedelta(minutes=59)
     assert store.claim(job.id).reason == "not-due"  # backoff is honoured
     assert store.find_undispatched(10) == []  # and not dispatched before it is due
 

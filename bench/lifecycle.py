@@ -1,0 +1,141 @@
+"""Benchmark: the job lifecycle (create -> claim -> complete with result) through the repository,
+as a ratio against pgbench running the minimal equivalent SQL on the same server in the same run.
+
+    make bench            # or: .venv/bin/python -m bench.lifecycle
+    BENCH_SECONDS=20      # length of each run (default 10)
+    BENCH_DATABASE_URL=postgresql+pg8000://postgres@127.0.0.1:5432/postgres  # a server of yours
+
+Without BENCH_DATABASE_URL a throwaway, durable (fsync on) server is started. Target: the
+repository reaches at least 0.5 of pgbench at 1 and at 8 concurrent workers.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import text
+
+from common import repository as repo
+from common.db import create_engine_from_settings
+from common.models import NewJob
+from common.repository import JobStore
+from common.settings import load_settings
+from tests.support.postgres import PostgresServer, migrate, server_from_url, start_postgres
+
+TARGET = 0.5
+CONCURRENCY = (1, 8)
+
+# The same three steps in their leanest SQL: an insert with its event; a guarded update with its
+# event; a guarded update with its event and a result row. One statement each, like the store.
+PGBENCH_SCRIPT = """\
+WITH moved AS (INSERT INTO jobs (owner_id, preset, content, metadata, max_attempts, attempt_limit, state) VALUES ('pgbench', 'echo', 'hello', '{}', 3, 3, 'PENDING') RETURNING id, state, attempts), ev AS (INSERT INTO job_events (job_id, from_state, to_state, reason, attempt) SELECT id, NULL, state, 'created', attempts FROM moved) SELECT id FROM moved \\gset
+WITH moved AS (UPDATE jobs SET state = 'PROCESSING', attempts = attempts + 1, lease_expires_at = now() + interval '5 minutes', started_at = now(), updated_at = now() WHERE id = CAST(:id AS uuid) AND state = 'PENDING' RETURNING id, state, attempts) INSERT INTO job_events (job_id, from_state, to_state, reason, attempt) SELECT id, 'PENDING', state, 'claimed', attempts FROM moved;
+WITH moved AS (UPDATE jobs SET state = 'COMPLETED', lease_expires_at = NULL, finished_at = now(), updated_at = now() WHERE id = CAST(:id AS uuid) AND state = 'PROCESSING' AND attempts = 1 RETURNING id, state, attempts), ev AS (INSERT INTO job_events (job_id, from_state, to_state, reason, attempt) SELECT id, 'PROCESSING', state, 'completed', attempts FROM moved) INSERT INTO job_results (job_id, status, output) SELECT id, 'succeeded', '{"echo": "hello"}' FROM moved;
+"""
+
+
+def pgbench_rate(server: PostgresServer, dbname: str, clients: int, seconds: int) -> float:
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as fh:
+        fh.write(PGBENCH_SCRIPT)
+    os.chmod(fh.name, 0o644)
+    cmd = [
+        server.bin("pgbench"), "-n", "-M", "extended", "-f", fh.name,
+        "-c", str(clients), "-j", str(clients), "-T", str(seconds),
+        "-h", server.host, "-p", str(server.port), "-U", server.user, dbname,
+    ]
+    env = {**os.environ, **({"PGPASSWORD": server.password} if server.password else {})}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    os.unlink(fh.name)
+    match = re.search(r"tps = ([\d.]+)", out.stdout)
+    if out.returncode != 0 or not match:
+        raise RuntimeError(f"pgbench failed: {out.stderr[-2000:]}")
+    return float(match.group(1))
+
+
+def repository_rate(store: JobStore, clients: int, seconds: int) -> float:
+    counts = [0] * clients
+    stop = time.monotonic() + seconds
+    go = threading.Barrier(clients)
+    new = NewJob(preset="echo", content="hello")
+
+    def worker(n: int) -> None:
+        go.wait()
+        while time.monotonic() < stop:
+            job, _ = store.create(f"bench-{n}", new)
+            claimed = store.claim(job.id).job
+            assert claimed is not None
+            store.complete(job.id, claimed.attempts, {"echo": "hello"})
+            counts[n] += 1
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.monotonic() - started)
+
+
+def maintenance_plans(store_url: str) -> dict[str, str]:
+    """EXPLAIN the sweep's queries on the table the benchmark filled (no planner hints)."""
+    engine = create_engine_from_settings(load_settings(database_url=store_url))
+    plans = {}
+    queries = {
+        "undispatched": (repo.SQL_UNDISPATCHED, {"limit": 100}),
+        "stale-dispatch": (repo.SQL_STALE_DISPATCH, {"limit": 100, "stale_s": 600}),
+        "expired-leases": (repo.SQL_EXPIRED, {"limit": 100}),
+        "rescue": (repo.SQL_RESCUE, {"limit": 100}),
+        "purge": (repo.SQL_PURGE, {"days": 30, "batch": 500}),
+    }
+    with engine.connect() as conn:
+        conn.execute(text("ANALYZE jobs"))
+        for name, (sql, params) in queries.items():
+            plan = "\n".join(conn.execute(text("EXPLAIN " + str(sql)), params).scalars())
+            used = sorted(set(re.findall(r"(ix_jobs_\w+)", plan)))
+            plans[name] = ", ".join(used) or "NO INDEX: " + plan.splitlines()[0]
+    engine.dispose()
+    return plans
+
+
+def main() -> int:
+    seconds = int(os.environ.get("BENCH_SECONDS", "10"))
+    url = os.environ.get("BENCH_DATABASE_URL")
+    server = server_from_url(url) if url else start_postgres(durable=True)
+    dbname = server.create_database("jobs_bench")
+    db_url = server.url(dbname)
+    try:
+        migrate(db_url)
+        settings = load_settings(database_url=db_url)
+        print(f"machine: {platform.node()} {os.cpu_count()} cores, {platform.python_version()}")
+        print(f"server: {'BENCH_DATABASE_URL' if url else 'throwaway, fsync on'}; {seconds}s/run")
+        ok = True
+        for clients in CONCURRENCY:
+            engine = create_engine_from_settings(settings, pool_size=clients, max_overflow=0)
+            store = JobStore(engine, settings)
+            repository_rate(store, clients, 1)  # warm the pool and the caches
+            ours = repository_rate(store, clients, seconds)
+            engine.dispose()
+            floor = pgbench_rate(server, dbname, clients, seconds)
+            ratio = ours / floor
+            ok &= ratio >= TARGET
+            print(
+                f"lifecycle clients={clients}: repository {ours:7.1f}/s  pgbench {floor:7.1f}/s  "
+                f"ratio {ratio:.2f} (target >= {TARGET}) {'OK' if ratio >= TARGET else 'BELOW'}"
+            )
+        for name, used in maintenance_plans(db_url).items():
+            print(f"plan {name}: {used}")
+        return 0 if ok else 1
+    finally:
+        server.drop_database(dbname)
+        server.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,64 @@
+"""Server-side prepared statements on pooled pg8000 connections.
+
+pg8000's DB-API path spends three round trips on every statement (Parse, then Describe, then
+Bind/Execute, each waiting for the server). A statement prepared once per connection then costs
+one round trip per execution, as with pgbench's extended protocol. The job store runs a dozen
+fixed statements at high rates, so it prepares each one on first use on each pooled connection.
+
+SQLAlchemy still owns the pool (pre-ping, recycle, overflow, the Cloud SQL connector's creator);
+this module only executes on the DB-API connection it checks out, and maps pg8000's own errors,
+which SQLAlchemy never sees here, to the store's typed ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import Connection
+
+from common.errors import DatabaseUnavailable
+
+_CACHE_KEY = "jobs.prepared"
+# 57014 statement timeout, 57P0x shutdown or termination, 08xxx connection, 53xxx resources.
+_UNAVAILABLE_PREFIXES = ("57014", "57P", "08", "53")
+
+
+def _statements(conn: Connection) -> dict[str, Any]:
+    record = conn.connection
+    dbapi_conn = record.dbapi_connection
+    cached = record.info.get(_CACHE_KEY)
+    if cached is None or cached[0] is not dbapi_conn:  # a new DB-API connection behind the record
+        cached = (dbapi_conn, {})
+        record.info[_CACHE_KEY] = cached
+    statements: dict[str, Any] = cached[1]
+    return statements
+
+
+def run(conn: Connection, sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Execute `sql` (with :name binds) as a prepared statement; rows come back as dicts."""
+    from pg8000.exceptions import DatabaseError, InterfaceError
+    from pg8000.native import PreparedStatement
+
+    statements = _statements(conn)
+    try:
+        statement = statements.get(sql)
+        if statement is None:
+            statement = PreparedStatement(conn.connection.dbapi_connection, sql)
+            statements[sql] = statement
+        rows = statement.run(**params)
+    except InterfaceError as exc:  # the socket is gone: never hand this connection out again
+        conn.invalidate(exc)
+        raise DatabaseUnavailable("connection lost") from exc
+    except DatabaseError as exc:
+        fields = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+        code = str(fields.get("C", ""))
+        if code.startswith(_UNAVAILABLE_PREFIXES):
+            if code != "57014":  # a timed-out statement leaves a healthy connection
+                conn.invalidate(exc)
+            raise DatabaseUnavailable(code) from exc
+        raise
+    if not statement.cols:
+        return []
+    names = [column["name"] for column in statement.cols]
+    return [dict(zip(names, row, strict=True)) for row in rows or ()]
