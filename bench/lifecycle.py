@@ -18,7 +18,6 @@ import subprocess
 import tempfile
 import threading
 import time
-from pathlib import Path
 
 from sqlalchemy import text
 

@@ -8,7 +8,6 @@ used as is. The connector is imported only on that path: it costs about 0.6 s to
 from __future__ import annotations
 
 import atexit
-import functools
 import threading
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -26,35 +25,6 @@ APPLICATION_NAME = "jobs-pipeline"
 _lock = threading.RLock()  # get_engine holds it while the factory takes the connector
 _connector: Connector | None = None
 _engine: Engine | None = None
-
-
-_POSITIONAL_STYLES = frozenset({"format", "qmark", "numeric"})
-
-
-def _memoize_pg8000_paramstyle() -> None:
-    """pg8000 rewrites every statement's placeholders to $n by scanning the SQL character by
-    character, on every execution: about 1 ms for one of the store's statements, a third of a
-    lifecycle's cost. For positional styles (SQLAlchemy uses "format") the rewrite depends only
-    on the SQL text, so it is memoised here; other styles are left to pg8000 as they are."""
-    import pg8000.dbapi
-    import pg8000.legacy
-
-    original = pg8000.dbapi.convert_paramstyle
-    if getattr(original, "memoized", False):
-        return
-
-    @functools.lru_cache(maxsize=1024)
-    def rewrite(style: str, query: str) -> str:
-        return str(original(style, query, ())[0])
-
-    def convert_paramstyle(style: str, query: str, args: Any) -> tuple[str, Any]:
-        if style in _POSITIONAL_STYLES and isinstance(args, tuple | list):
-            return rewrite(style, query), args
-        return original(style, query, args)  # type: ignore[no-any-return]
-
-    convert_paramstyle.memoized = True  # type: ignore[attr-defined]
-    pg8000.dbapi.convert_paramstyle = convert_paramstyle
-    pg8000.legacy.convert_paramstyle = convert_paramstyle
 
 
 TIMESTAMPTZ_OID = 1184
@@ -122,7 +92,6 @@ def create_engine_from_settings(
     before the option applies, opens a transaction, and the pool's reset then rolls the
     operation back. Migrations pass autocommit=False to keep their DDL transactional.
     """
-    _memoize_pg8000_paramstyle()
     startup = {"statement_timeout": str(settings.db_statement_timeout_ms)}
     pool_args: dict[str, Any] = {
         "pool_size": settings.db_pool_size if pool_size is None else pool_size,

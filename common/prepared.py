@@ -47,7 +47,7 @@ def run(conn: Connection, sql: str, params: Mapping[str, Any]) -> list[dict[str,
             statement = PreparedStatement(conn.connection.dbapi_connection, sql)
             statements[sql] = statement
         rows = statement.run(**params)
-    except InterfaceError as exc:  # the socket is gone: never hand this connection out again
+    except (InterfaceError, OSError) as exc:  # the socket is gone: never reuse this connection
         conn.invalidate(exc)
         raise DatabaseUnavailable("connection lost") from exc
     except DatabaseError as exc:

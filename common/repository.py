@@ -422,17 +422,29 @@ class JobStore:
 
     # -- plumbing ---------------------------------------------------------------------------
 
+    def _checkout(self) -> Connection:
+        """A pooled connection. A dead one found by pre-ping is discarded by the pool, but
+        pg8000 can report it as a bare OSError that escapes SQLAlchemy's ping handling: so one
+        more checkout is tried before the database is called unavailable."""
+        for last in (False, True):
+            try:
+                return self._engine.connect()
+            except sa_exc.DBAPIError as exc:
+                if last or not _is_unavailable(exc):
+                    if _is_unavailable(exc):
+                        raise DatabaseUnavailable(type(exc.orig).__name__) from exc
+                    raise
+            except OSError as exc:
+                if last:
+                    raise DatabaseUnavailable(type(exc).__name__) from exc
+            except sa_exc.TimeoutError as exc:  # the pool had no connection to give in time
+                raise DatabaseUnavailable("pool timeout") from exc
+        raise AssertionError("unreachable")
+
     @contextmanager
     def _connect(self) -> Iterator[Connection]:
-        try:
-            with self._engine.connect() as conn:
-                yield conn
-        except sa_exc.DBAPIError as exc:
-            if _is_unavailable(exc):
-                raise DatabaseUnavailable(type(exc.orig).__name__) from exc
-            raise
-        except sa_exc.TimeoutError as exc:  # the pool had no connection to give in time
-            raise DatabaseUnavailable("pool timeout") from exc
+        with self._checkout() as conn:
+            yield conn
 
     def _rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
         with self._connect() as conn:
