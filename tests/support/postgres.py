@@ -29,20 +29,28 @@ INSTALL_HINT = (
 )
 
 
+def _usable(bindir: Path) -> bool:
+    return (bindir / "initdb").exists() and (bindir / "pg_ctl").exists()
+
+
 def _bin_dir() -> Path:
-    forced = os.environ.get("PG_BIN_DIR")
-    candidates: list[Path] = [Path(forced)] if forced else []
+    """PG_BIN_DIR, else the system's binaries, else pgserver's (PGTEST_USE_PGSERVER forces them)."""
+    candidates: list[Path] = []
+    if forced := os.environ.get("PG_BIN_DIR"):
+        candidates.append(Path(forced))
     if not os.environ.get("PGTEST_USE_PGSERVER"):
         if found := shutil.which("pg_ctl"):
             candidates.append(Path(found).resolve().parent)
         candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    for cand in candidates:
+        if _usable(cand):
+            return cand
     with contextlib.suppress(ImportError):
         import pgserver  # type: ignore[import-untyped]
 
-        candidates.append(Path(pgserver.__file__).parent / "pginstall" / "bin")
-    for cand in candidates:
-        if (cand / "initdb").exists() and (cand / "pg_ctl").exists():
-            return cand
+        embedded = Path(pgserver.__file__).parent / "pginstall" / "bin"
+        if _usable(embedded):
+            return embedded
     raise RuntimeError(INSTALL_HINT)
 
 
