@@ -124,9 +124,7 @@ class ClaimOutcome(BaseModel):
     """Why a claim did or did not take the job; a worker logs it and acknowledges the message."""
 
     job: Job | None
-    reason: Literal[
-        "claimed", "not-found", "in-progress", "terminal", "not-due", "stale-message"
-    ]
+    reason: Literal["claimed", "not-found", "in-progress", "terminal", "not-due", "stale-message"]
 
 
 class JobMove(BaseModel):

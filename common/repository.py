@@ -97,7 +97,7 @@ def _event_cte(from_state: str, reason: str, details: str = "'{}'::jsonb") -> st
     )
 
 
-SQL_CREATE = (f"""
+SQL_CREATE = f"""
 WITH moved AS (
     INSERT INTO jobs (owner_id, preset, content, metadata, max_attempts, attempt_limit,
                       idempotency_key, request_hash, state)
@@ -106,31 +106,33 @@ WITH moved AS (
     ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING {COLS}
 ), {_event_cte("NULL", "'created'")}
-SELECT {COLS} FROM moved""")
+SELECT {COLS} FROM moved"""
 
-SQL_BY_KEY = (f"""
+SQL_BY_KEY = f"""
 SELECT {COLS}, request_hash FROM jobs
-WHERE owner_id = :owner_id AND idempotency_key = :idempotency_key""")
+WHERE owner_id = :owner_id AND idempotency_key = :idempotency_key"""
 
-SQL_GET = (f"""
+SQL_GET = f"""
 SELECT {J_COLS}, {RESULT_COLS} FROM jobs j LEFT JOIN job_results r ON r.job_id = j.id
-WHERE j.id = :id AND j.owner_id = :owner_id""")
+WHERE j.id = :id AND j.owner_id = :owner_id"""
 
-SQL_GET_ANY_OWNER = (f"""
+SQL_GET_ANY_OWNER = f"""
 SELECT {J_COLS}, {RESULT_COLS} FROM jobs j LEFT JOIN job_results r ON r.job_id = j.id
-WHERE j.id = :id""")
+WHERE j.id = :id"""
 
-SQL_EVENTS = ("""
+SQL_EVENTS = """
 SELECT e.id, e.job_id, e.from_state, e.to_state, e.reason, e.attempt, e.details, e.at
 FROM job_events e JOIN jobs j ON j.id = e.job_id
 WHERE j.id = :id AND j.owner_id = :owner_id
-ORDER BY e.id""")
+ORDER BY e.id"""
 
-SQL_PEEK = ("""
+SQL_PING = "SELECT 1 AS ok"
+
+SQL_PEEK = """
 SELECT state, attempts, cancel_requested,
        COALESCE(not_before > now(), false) AS not_due,
        COALESCE(lease_expires_at > now(), false) AS lease_live
-FROM jobs WHERE id = :id""")
+FROM jobs WHERE id = :id"""
 
 
 def _list_sql(with_state: bool, with_cursor: bool) -> str:
@@ -139,11 +141,11 @@ def _list_sql(with_state: bool, with_cursor: bool) -> str:
         where += " AND j.state = :state"
     if with_cursor:
         where += " AND (j.created_at, j.id) < (:c_created, :c_id)"
-    return (f"""
+    return f"""
 SELECT {J_COLS}, {RESULT_COLS} FROM jobs j LEFT JOIN job_results r ON r.job_id = j.id
 WHERE {where}
 ORDER BY j.created_at DESC, j.id DESC
-LIMIT :limit""")
+LIMIT :limit"""
 
 
 SQL_LIST = {(s, c): _list_sql(s, c) for s in (False, True) for c in (False, True)}
@@ -151,7 +153,7 @@ SQL_LIST = {(s, c): _list_sql(s, c) for s in (False, True) for c in (False, True
 
 def _claim_sql(expect_attempts: bool) -> str:
     guard = " AND attempts = :expected_attempts" if expect_attempts else ""
-    return (f"""
+    return f"""
 WITH moved AS (
     UPDATE jobs SET state = {_to(Move.CLAIM)}, attempts = attempts + 1,
         lease_expires_at = now() + make_interval(secs => :lease_s),
@@ -160,7 +162,7 @@ WITH moved AS (
       AND (not_before IS NULL OR not_before <= now()){guard}
     RETURNING {COLS}
 ), {_event_cte(_lit(P), "'claimed'")}
-SELECT {COLS} FROM moved""")
+SELECT {COLS} FROM moved"""
 
 
 SQL_CLAIM = {flag: _claim_sql(flag) for flag in (False, True)}
@@ -186,7 +188,7 @@ EXIT_REASON = (
 
 def _exit_sql(move: Move) -> str:
     new_state = EXIT_STATE[move]
-    return (f"""
+    return f"""
 WITH moved AS (
     UPDATE jobs SET state = {new_state},
         lease_expires_at = NULL, updated_at = now(),
@@ -206,19 +208,19 @@ res AS (
            :duration_ms
     FROM moved WHERE state IN ('COMPLETED', 'FAILED')
 )
-SELECT {MOVE_COLS} FROM moved""")
+SELECT {MOVE_COLS} FROM moved"""
 
 
 SQL_EXIT = {move: _exit_sql(move) for move in EXIT_STATE}
 
-SQL_EXTEND_LEASE = (f"""
+SQL_EXTEND_LEASE = f"""
 UPDATE jobs SET lease_expires_at = now() + make_interval(secs => :lease_s), updated_at = now()
 WHERE id = :id AND state = {_lit(R)} AND attempts = :attempt
-RETURNING cancel_requested""")
+RETURNING cancel_requested"""
 
 CANCELLABLE = TRANSITIONS[Move.CANCEL].sources | TRANSITIONS[Move.REQUEST_CANCEL].sources
 # The caller's cancel: PENDING ends at once; PROCESSING raises the flag the worker honours.
-SQL_CANCEL = (f"""
+SQL_CANCEL = f"""
 WITH moved AS (
     UPDATE jobs SET
         state = CASE WHEN state IN {_src(Move.CANCEL)} THEN {_to(Move.CANCEL)} ELSE state END,
@@ -230,14 +232,17 @@ WITH moved AS (
     WHERE id = :id AND owner_id = :owner_id
       AND state IN {_in(CANCELLABLE)}
     RETURNING {COLS}
-), {_event_cte(
-    f"CASE WHEN state = {_to(Move.CANCEL)} THEN {_lit(P)} ELSE {_lit(R)} END",
-    f"CASE WHEN state = {_to(Move.CANCEL)} THEN 'cancelled' ELSE 'cancel-requested' END")}
-SELECT {COLS} FROM moved""")
+), {
+    _event_cte(
+        f"CASE WHEN state = {_to(Move.CANCEL)} THEN {_lit(P)} ELSE {_lit(R)} END",
+        f"CASE WHEN state = {_to(Move.CANCEL)} THEN 'cancelled' ELSE 'cancel-requested' END",
+    )
+}
+SELECT {COLS} FROM moved"""
 
 # Retrying a FAILED job gives it a fresh budget of attempts without reusing attempt numbers:
 # resetting the count would hand a zombie worker's fencing token to a new attempt.
-SQL_RETRY = (f"""
+SQL_RETRY = f"""
 WITH moved AS (
     UPDATE jobs SET state = {_to(Move.RETRY)}, attempt_limit = attempts + max_attempts,
         finished_at = NULL, not_before = NULL, dispatched_at = NULL, cancel_requested = false,
@@ -254,33 +259,33 @@ WITH moved AS (
                               'previous_error_message', old.error_message)
     FROM moved LEFT JOIN old ON old.job_id = moved.id
 )
-SELECT {COLS} FROM moved""")
+SELECT {COLS} FROM moved"""
 
 # Outbox bookkeeping, not a state change: guarded by state and attempt like every write.
-SQL_MARK_DISPATCHED = (f"""
+SQL_MARK_DISPATCHED = f"""
 UPDATE jobs SET dispatched_at = now()
 FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS int[])) AS d(id, attempts)
 WHERE jobs.id = d.id AND jobs.attempts = d.attempts AND jobs.state = {_lit(P)}
-RETURNING jobs.id""")
+RETURNING jobs.id"""
 
-SQL_UNDISPATCHED = (f"""
+SQL_UNDISPATCHED = f"""
 SELECT id, attempts FROM jobs
 WHERE state = {_lit(P)} AND dispatched_at IS NULL AND COALESCE(not_before, created_at) <= now()
 ORDER BY COALESCE(not_before, created_at)
-LIMIT :limit""")
+LIMIT :limit"""
 
-SQL_STALE_DISPATCH = (f"""
+SQL_STALE_DISPATCH = f"""
 SELECT id, attempts FROM jobs
 WHERE state = {_lit(P)} AND dispatched_at IS NOT NULL
   AND dispatched_at < now() - make_interval(secs => :stale_s)
 ORDER BY dispatched_at
-LIMIT :limit""")
+LIMIT :limit"""
 
-SQL_EXPIRED = (f"""
+SQL_EXPIRED = f"""
 SELECT id, attempts FROM jobs
 WHERE state = {_lit(R)} AND lease_expires_at < now()
 ORDER BY lease_expires_at
-LIMIT :limit""")
+LIMIT :limit"""
 
 # Expired leases back to PENDING while attempts remain, else FAILED. SKIP LOCKED lets two sweeps
 # share the work; the re-checked WHERE lets a worker that completes first win the race.
@@ -288,7 +293,7 @@ RESCUE_STATE = (
     f"CASE WHEN j.cancel_requested THEN {_to(Move.CONFIRM_CANCEL)} "
     f"WHEN j.attempts >= j.attempt_limit THEN {_to(Move.FAIL)} ELSE {_to(Move.RESCUE)} END"
 )
-SQL_RESCUE = (f"""
+SQL_RESCUE = f"""
 WITH picked AS (
     SELECT id FROM jobs WHERE state IN {_src(Move.RESCUE)} AND lease_expires_at < now()
     ORDER BY lease_expires_at LIMIT :limit FOR UPDATE SKIP LOCKED
@@ -299,18 +304,22 @@ WITH picked AS (
     FROM picked WHERE j.id = picked.id AND j.state IN {_src(Move.RESCUE)}
       AND j.lease_expires_at < now()
     RETURNING {J_COLS}
-), {_event_cte(_lit(R),
-    "CASE state WHEN 'PENDING' THEN 'lease-expired-retry' WHEN 'CANCELLED' THEN 'cancelled' "
-    "ELSE 'lease-expired' END")},
+), {
+    _event_cte(
+        _lit(R),
+        "CASE state WHEN 'PENDING' THEN 'lease-expired-retry' WHEN 'CANCELLED' THEN 'cancelled' "
+        "ELSE 'lease-expired' END",
+    )
+},
 res AS (
     INSERT INTO job_results (job_id, status, error_type, error_message)
     SELECT id, 'failed', 'LeaseExpired',
            'the worker lost its lease on the last allowed attempt' FROM moved
     WHERE state = 'FAILED'
 )
-SELECT id, state, attempts FROM moved""")
+SELECT id, state, attempts FROM moved"""
 
-SQL_DEAD_LETTER = (f"""
+SQL_DEAD_LETTER = f"""
 WITH moved AS (
     UPDATE jobs SET state = {_to(Move.DEAD_LETTER)}, finished_at = now(), lease_expires_at = NULL,
         dispatched_at = NULL, not_before = NULL, updated_at = now()
@@ -322,16 +331,16 @@ res AS (
     INSERT INTO job_results (job_id, status, error_type, error_message)
     SELECT id, 'failed', 'DeadLettered', :error_message FROM moved
 )
-SELECT {COLS} FROM moved""")
+SELECT {COLS} FROM moved"""
 
-SQL_PURGE = (f"""
+SQL_PURGE = f"""
 WITH victims AS (
     SELECT id FROM jobs
     WHERE state IN {TERMINAL} AND finished_at < now() - make_interval(days => :days)
     ORDER BY finished_at LIMIT :batch FOR UPDATE SKIP LOCKED
 )
 DELETE FROM jobs j USING victims v WHERE j.id = v.id
-RETURNING j.id""")
+RETURNING j.id"""
 
 
 # --------------------------------------------------------------------------------------------
@@ -463,6 +472,10 @@ class JobStore:
         if held is not None and attempts != held:
             return StaleAttempt(job_id, move.value, state.value, held, attempts)
         return IllegalTransition(job_id, move.value, state.value)
+
+    def ping(self) -> None:
+        """A round trip to the database, for health checks."""
+        self._rows(SQL_PING)
 
     # -- callers' operations (scoped by owner) ------------------------------------------------
 
@@ -753,4 +766,3 @@ class JobStore:
 
 
 JobStoreErrorT = JobNotFound | IllegalTransition
-

@@ -61,6 +61,19 @@ class Settings(BaseSettings):
     lease_seconds: PositiveInt = 300
     max_page_size: Annotated[int, Field(ge=1, le=1000)] = 100
 
+    # Callers' tokens (submit). HS256 for services and local development; Google-signed ID
+    # tokens (Cloud Run IAM callers, Identity Platform / Firebase users). Either or both.
+    auth_hs256_secret: SecretStr | None = None
+    auth_hs256_audience: str | None = None
+    auth_google_audience: str | None = None
+    auth_google_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
+    auth_google_issuers: list[str] = ["https://accounts.google.com", "accounts.google.com"]
+
+    # Pub/Sub. The emulator is used when PUBSUB_EMULATOR_HOST is set (google-cloud-pubsub reads it).
+    google_cloud_project: str = "local-project"
+    jobs_topic: str = "jobs"
+    publish_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+
     @model_validator(mode="after")
     def _database_is_described(self) -> Self:
         if self.instance_connection_name:

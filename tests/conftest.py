@@ -10,6 +10,7 @@ from sqlalchemy import Engine, text
 from common.db import create_engine_from_settings
 from common.repository import JobStore
 from common.settings import Settings, load_settings
+from tests.support.emulator import PubSubEmulator
 from tests.support.postgres import PostgresServer, migrate, provide_server
 
 PRESETS = ["echo", "text-stats", "chaos"]
@@ -61,3 +62,14 @@ def table_counts(engine: Engine) -> tuple[int, int, int]:
             )
         ).one()
     return int(row[0]), int(row[1]), int(row[2])
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[PubSubEmulator]:
+    """One Pub/Sub emulator for the run, started only if a test asks for it."""
+    emu = PubSubEmulator(project="test-project").start()
+    yield emu
+    emu.stop()
+
+
+pytest_plugins = ["tests.submit_fixtures"]

@@ -1,0 +1,70 @@
+"""What the HTTP API returns: views of the store's models. The OpenAPI document derives from
+these, so they are the single description of the API's shapes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from common.models import Job, JobEvent, JobResult
+from common.states import JobState
+
+
+class Links(BaseModel):
+    self: str
+    events: str
+
+
+class JobView(BaseModel):
+    """A job as its owner sees it. The content is not echoed back: it can be large."""
+
+    id: str
+    preset: str
+    state: JobState
+    attempts: int
+    max_attempts: int
+    metadata: dict[str, Any]
+    cancel_requested: bool
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    not_before: datetime | None
+    result: JobResult | None
+    links: Links
+
+    @classmethod
+    def of(cls, job: Job) -> JobView:
+        base = f"/jobs/{job.id}"
+        return cls(
+            id=str(job.id),
+            preset=job.preset,
+            state=job.state,
+            attempts=job.attempts,
+            max_attempts=job.max_attempts,
+            metadata=job.metadata,
+            cancel_requested=job.cancel_requested,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            not_before=job.not_before,
+            result=job.result,
+            links=Links(self=base, events=base + "/events"),
+        )
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+    next_cursor: str | None
+
+
+class EventList(BaseModel):
+    events: list[JobEvent]
+
+
+class Health(BaseModel):
+    status: str
+    database: str

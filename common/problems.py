@@ -1,0 +1,118 @@
+"""RFC 9457 problem details: every error the API answers, with a stable `type` per kind."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from common.errors import (
+    DatabaseUnavailable,
+    IdempotencyConflict,
+    IllegalTransition,
+    InvalidCursor,
+    InvalidInput,
+    JobNotFound,
+    JobStoreError,
+    UnknownPreset,
+)
+
+TYPE_BASE = "https://jobs-pipeline.dev/problems/"
+MEDIA_TYPE = "application/problem+json"
+
+
+class InvalidParam(BaseModel):
+    name: str
+    reason: str
+
+
+class Problem(BaseModel):
+    """The body of every error response."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    invalid_params: list[InvalidParam] | None = None
+
+
+class ProblemError(Exception):
+    """Raised inside the HTTP adapter to answer with a problem; carries extra headers."""
+
+    def __init__(
+        self,
+        status: int,
+        kind: str,
+        title: str,
+        detail: str | None = None,
+        *,
+        invalid: list[InvalidParam] | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(title)
+        self.problem = Problem(
+            type=TYPE_BASE + kind,
+            title=title,
+            status=status,
+            detail=detail,
+            invalid_params=invalid,
+            **extra,
+        )
+        self.headers = headers or {}
+
+
+def from_store_error(exc: JobStoreError) -> ProblemError:
+    """Map the store's typed errors to problems; none of them carries internals."""
+    if isinstance(exc, UnknownPreset):
+        return ProblemError(
+            422,
+            "unknown-preset",
+            "Unknown preset",
+            str(exc),
+            invalid=[InvalidParam(name="preset", reason=exc.message)],
+            known_presets=exc.known,
+        )
+    if isinstance(exc, InvalidCursor):
+        return ProblemError(
+            400,
+            "invalid-cursor",
+            "Invalid cursor",
+            invalid=[InvalidParam(name="cursor", reason=exc.message)],
+        )
+    if isinstance(exc, InvalidInput):
+        return ProblemError(
+            422,
+            "validation-error",
+            "Invalid request",
+            invalid=[InvalidParam(name=exc.field, reason=exc.message)],
+        )
+    if isinstance(exc, JobNotFound):
+        return ProblemError(404, "not-found", "Job not found")
+    if isinstance(exc, IdempotencyConflict):
+        return ProblemError(
+            409,
+            "idempotency-conflict",
+            "Idempotency key reused",
+            "This Idempotency-Key was used before with a different request.",
+        )
+    if isinstance(exc, IllegalTransition):
+        return ProblemError(
+            409,
+            "illegal-transition",
+            "Not allowed in the job's state",
+            f"cannot {exc.move} a job that is {exc.state}",
+            state=exc.state,
+        )
+    if isinstance(exc, DatabaseUnavailable):
+        return ProblemError(
+            503,
+            "unavailable",
+            "Service temporarily unavailable",
+            "The job store cannot be reached; retry shortly.",
+            headers={"Retry-After": "5"},
+        )
+    return ProblemError(500, "internal", "Internal error")

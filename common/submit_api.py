@@ -1,0 +1,256 @@
+"""The jobs HTTP API, independent of the web framework: functions/submit.py feeds it requests.
+
+Every answer is JSON; every error is RFC 9457 problem+json. No input produces a 5xx except the
+database being unreachable (503 with Retry-After); unexpected exceptions become a bare 500
+problem with no stack trace, and are logged without request content.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+
+from common.api_models import EventList, Health, JobList, JobView
+from common.auth import TokenVerifier, Unauthenticated
+from common.errors import JobStoreError
+from common.logs import bind_trace, log, trace_from_headers
+from common.models import NewJob
+from common.problems import MEDIA_TYPE, InvalidParam, ProblemError, from_store_error
+from common.service import JobService
+from common.settings import Settings
+
+ROUTES = Map(
+    [
+        Rule("/jobs", methods=["POST"], endpoint="create"),
+        Rule("/jobs", methods=["GET"], endpoint="list"),
+        Rule("/jobs/<job_id>", methods=["GET"], endpoint="get"),
+        Rule("/jobs/<job_id>/events", methods=["GET"], endpoint="events"),
+        Rule("/jobs/<job_id>/cancel", methods=["POST"], endpoint="cancel"),
+        Rule("/jobs/<job_id>/retry", methods=["POST"], endpoint="retry"),
+        Rule("/healthz", methods=["GET"], endpoint="health"),
+        Rule("/openapi.json", methods=["GET"], endpoint="openapi"),
+    ],
+    strict_slashes=False,
+)
+PUBLIC = {"health", "openapi"}
+# Room for the largest content and metadata once JSON-escaped, plus the other fields.
+BODY_OVERHEAD = 16_384
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    query: Mapping[str, str]
+    read_body: Callable[[int], bytes]  # read at most n bytes of the body
+    content_length: int | None = None
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _json(status: int, model: BaseModel | dict[str, Any], **headers: str) -> Response:
+    if isinstance(model, BaseModel):
+        body = model.model_dump_json(exclude_none=False).encode()
+    else:
+        body = json.dumps(model).encode()
+    return Response(status, body, {"Content-Type": "application/json", **headers})
+
+
+def _problem(exc: ProblemError, instance: str) -> Response:
+    problem = exc.problem.model_copy(update={"instance": instance})
+    body = problem.model_dump_json(exclude_none=True).encode()
+    return Response(problem.status, body, {"Content-Type": MEDIA_TYPE, **exc.headers})
+
+
+class SubmitApi:
+    def __init__(
+        self,
+        settings: Settings,
+        service: JobService,
+        verifier: TokenVerifier,
+        openapi: Callable[[], bytes],
+    ) -> None:
+        self.settings = settings
+        self.service = service
+        self.verifier = verifier
+        self.openapi = openapi
+        self.max_body = 2 * settings.max_content_bytes + settings.max_metadata_bytes + BODY_OVERHEAD
+        self._health_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="healthz")
+
+    def handle(self, request: Request) -> Response:
+        started = time.perf_counter()
+        bind_trace(trace_from_headers(request.headers, self.settings.google_cloud_project))
+        owner: str | None = None
+        endpoint = "unmatched"
+        try:
+            adapter = ROUTES.bind("localhost", path_info=request.path)
+            endpoint, args = adapter.match(request.path, method=request.method)
+            if endpoint not in PUBLIC:
+                try:
+                    owner = self.verifier.verify(request.headers.get("Authorization")).subject
+                except Unauthenticated as exc:
+                    raise ProblemError(
+                        401,
+                        "unauthenticated",
+                        "Authentication required",
+                        str(exc),
+                        headers={"WWW-Authenticate": 'Bearer realm="jobs"'},
+                    ) from None
+            handler: Callable[..., Response] = getattr(self, "_" + endpoint)
+            response = handler(request, owner, **args)
+        except NotFound:
+            response = _problem(ProblemError(404, "not-found", "No such route"), request.path)
+        except MethodNotAllowed as exc:
+            allowed = ", ".join(sorted(exc.valid_methods or []))
+            err = ProblemError(
+                405, "method-not-allowed", "Method not allowed", headers={"Allow": allowed}
+            )
+            response = _problem(err, request.path)
+        except ProblemError as exc:
+            response = _problem(exc, request.path)
+        except JobStoreError as exc:
+            response = _problem(from_store_error(exc), request.path)
+        except Exception as exc:  # a bug: answer without internals, log without content
+            log("ERROR", "unhandled error", endpoint=endpoint, error=type(exc).__name__)
+            response = _problem(ProblemError(500, "internal", "Internal error"), request.path)
+        log(
+            "INFO" if response.status < 500 else "ERROR",
+            f"{request.method} {endpoint} {response.status}",
+            endpoint=endpoint,
+            status=response.status,
+            owner=owner,
+            latency_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        return response
+
+    # -- request body -------------------------------------------------------------------------
+
+    def _body(self, request: Request) -> Any:
+        ctype = request.headers.get("Content-Type", "")
+        if ctype.split(";")[0].strip().lower() != "application/json":
+            raise ProblemError(
+                415, "unsupported-media-type", "Content-Type must be application/json"
+            )
+        if request.content_length is not None and request.content_length > self.max_body:
+            raise ProblemError(
+                413, "payload-too-large", "Request body too large", f"at most {self.max_body} bytes"
+            )
+        raw = request.read_body(self.max_body + 1)
+        if len(raw) > self.max_body:
+            raise ProblemError(
+                413, "payload-too-large", "Request body too large", f"at most {self.max_body} bytes"
+            )
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError):  # also: bad UTF-8, too-long integers, deep nesting
+            raise ProblemError(400, "malformed-json", "Malformed JSON body") from None
+
+    # -- endpoints ----------------------------------------------------------------------------
+
+    def _create(self, request: Request, owner: str) -> Response:
+        body = self._body(request)
+        if not isinstance(body, dict):
+            raise ProblemError(
+                422,
+                "validation-error",
+                "Invalid request",
+                invalid=[InvalidParam(name="body", reason="must be a JSON object")],
+            )
+        header_key = request.headers.get("Idempotency-Key")
+        if header_key is not None:
+            if body.get("idempotency_key") not in (None, header_key):
+                raise ProblemError(
+                    422,
+                    "validation-error",
+                    "Invalid request",
+                    invalid=[
+                        InvalidParam(
+                            name="idempotency_key", reason="differs from the Idempotency-Key header"
+                        )
+                    ],
+                )
+            body = {**body, "idempotency_key": header_key}
+        try:
+            new = NewJob.model_validate(body)
+        except ValidationError as exc:
+            invalid = [
+                InvalidParam(name=".".join(str(p) for p in e["loc"]) or "body", reason=e["msg"])
+                for e in exc.errors()[:20]
+            ]
+            raise ProblemError(
+                422, "validation-error", "Invalid request", invalid=invalid
+            ) from None
+        job, created = self.service.submit(owner, new)
+        view = JobView.of(job)
+        log("INFO", "job accepted" if created else "job replayed", job_id=str(job.id), owner=owner)
+        return _json(202 if created else 200, view, Location=view.links.self)
+
+    def _list(self, request: Request, owner: str) -> Response:
+        raw_limit = request.query.get("limit", "50")
+        if not raw_limit.isdigit() or len(raw_limit) > 6:
+            raise ProblemError(
+                422,
+                "validation-error",
+                "Invalid request",
+                invalid=[InvalidParam(name="limit", reason="must be an integer")],
+            )
+        page = self.service.store.list_jobs(
+            owner,
+            state=request.query.get("state") or None,
+            limit=int(raw_limit),
+            cursor=request.query.get("cursor") or None,
+        )
+        return _json(
+            200, JobList(jobs=[JobView.of(j) for j in page.jobs], next_cursor=page.next_cursor)
+        )
+
+    def _get(self, request: Request, owner: str, job_id: str) -> Response:
+        return _json(200, JobView.of(self.service.store.get(owner, _job_id(job_id))))
+
+    def _events(self, request: Request, owner: str, job_id: str) -> Response:
+        return _json(200, EventList(events=self.service.store.events(owner, _job_id(job_id))))
+
+    def _cancel(self, request: Request, owner: str, job_id: str) -> Response:
+        job = self.service.store.cancel(owner, _job_id(job_id))
+        return _json(200 if job.state.terminal else 202, JobView.of(job))
+
+    def _retry(self, request: Request, owner: str, job_id: str) -> Response:
+        return _json(202, JobView.of(self.service.retry(owner, _job_id(job_id))))
+
+    def _health(self, request: Request, owner: None) -> Response:
+        future = self._health_pool.submit(self.service.store.ping)
+        try:
+            future.result(timeout=2.0)
+        except (FutureTimeout, JobStoreError):
+            return _json(
+                503, Health(status="unavailable", database="unreachable"), **{"Retry-After": "5"}
+            )
+        return _json(200, Health(status="ok", database="ok"))
+
+    def _openapi(self, request: Request, owner: None) -> Response:
+        return Response(200, self.openapi(), {"Content-Type": "application/json"})
+
+
+def _job_id(raw: str) -> str:
+    """A path id that is not a UUID names no job: 404, like any other missing job."""
+    from uuid import UUID
+
+    try:
+        return str(UUID(raw))
+    except ValueError:
+        raise ProblemError(404, "not-found", "Job not found") from None

@@ -1,0 +1,1 @@
+"""Thin adapters: parse the trigger, call common/, shape the response."""

@@ -1,0 +1,133 @@
+"""Fixtures for the submit API: the function under functions-framework's test client, with
+real PostgreSQL, the real Pub/Sub emulator and real token verification."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from common.auth import issue_dev_token
+from tests.support.google_tokens import GoogleTokenIssuer
+from tests.support.paths import ROOT
+
+SECRET = "test-hs256-secret-of-enough-length"
+AUDIENCE = "https://submit.example.test"
+
+
+@dataclass
+class SubmitHarness:
+    client: Any
+    env: dict[str, str]
+    topic: str
+    subscription: str
+    google: GoogleTokenIssuer
+
+    def token(self, owner: str) -> str:
+        return issue_dev_token(SECRET, owner)
+
+    def auth(self, owner: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(owner)}"}
+
+    def post_job(self, owner: str, body: Any, **headers: str) -> Any:
+        return self.client.post(
+            "/jobs",
+            data=json.dumps(body),
+            content_type="application/json",
+            headers={**self.auth(owner), **headers},
+        )
+
+    def pull(self, max_messages: int = 50) -> list[dict[str, Any]]:
+        """Messages published to the jobs topic since the last pull (acknowledged)."""
+        from google.cloud import pubsub_v1
+
+        subscriber = pubsub_v1.SubscriberClient()
+        try:
+            resp = subscriber.pull(
+                request={
+                    "subscription": self.subscription,
+                    "max_messages": max_messages,
+                    "return_immediately": True,
+                },
+                timeout=10,
+            )
+            if resp.received_messages:
+                subscriber.acknowledge(
+                    request={
+                        "subscription": self.subscription,
+                        "ack_ids": [m.ack_id for m in resp.received_messages],
+                    }
+                )
+            return [
+                {"data": json.loads(m.message.data), "attributes": dict(m.message.attributes)}
+                for m in resp.received_messages
+            ]
+        finally:
+            subscriber.close()
+
+
+def reset_instance_state() -> None:
+    """Forget the per-instance singletons, as a new Cloud Run instance would."""
+    import common.db
+    import functions.submit
+    from common.settings import get_settings
+
+    get_settings.cache_clear()
+    if common.db._engine is not None:
+        common.db._engine.dispose()
+    common.db._engine = None
+    functions.submit._api = None
+
+
+@pytest.fixture()
+def submit_env(
+    database_url: str, emulator: Any, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[SubmitHarness]:
+    """Environment of a fresh `submit` instance: its own topic, empty tables, both verifiers."""
+    from google.cloud import pubsub_v1
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        conn.execute(text("TRUNCATE jobs, job_events, job_results"))
+    google = GoogleTokenIssuer()
+    topic_id = f"jobs-{uuid.uuid4().hex[:8]}"
+    env = {
+        **emulator.env(),
+        "DATABASE_URL": database_url,
+        "AUTH_HS256_SECRET": SECRET,
+        "AUTH_GOOGLE_AUDIENCE": AUDIENCE,
+        "AUTH_GOOGLE_CERTS_URL": google.certs_url,
+        "GOOGLE_CLOUD_PROJECT": emulator.project,
+        "JOBS_TOPIC": topic_id,
+        "PUBLISH_TIMEOUT_S": "5",
+        "MAX_CONTENT_BYTES": "10000",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    topic = publisher.topic_path(emulator.project, topic_id)
+    subscription = subscriber.subscription_path(emulator.project, topic_id + "-check")
+    publisher.create_topic(request={"name": topic})
+    subscriber.create_subscription(request={"name": subscription, "topic": topic})
+    subscriber.close()
+    reset_instance_state()
+    try:
+        yield SubmitHarness(None, env, topic, subscription, google)
+    finally:
+        reset_instance_state()
+        google.stop()
+
+
+@pytest.fixture()
+def api(submit_env: SubmitHarness) -> SubmitHarness:
+    """`submit` behind functions-framework's own test client."""
+    from functions_framework import create_app
+
+    submit_env.client = create_app("submit", str(ROOT / "main.py")).test_client()
+    return submit_env
