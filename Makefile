@@ -28,6 +28,8 @@ test: lint types
 
 bench: install
 	$(BIN)/python -m bench.lifecycle
+	$(BIN)/python -m bench.submit_latency
+	$(BIN)/python -m bench.cold_start
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -45,9 +45,25 @@ def pgbench_rate(server: PostgresServer, dbname: str, clients: int, seconds: int
         fh.write(PGBENCH_SCRIPT)
     os.chmod(fh.name, 0o644)
     cmd = [
-        server.bin("pgbench"), "-n", "-M", "extended", "-f", fh.name,
-        "-c", str(clients), "-j", str(clients), "-T", str(seconds),
-        "-h", server.host, "-p", str(server.port), "-U", server.user, dbname,
+        server.bin("pgbench"),
+        "-n",
+        "-M",
+        "extended",
+        "-f",
+        fh.name,
+        "-c",
+        str(clients),
+        "-j",
+        str(clients),
+        "-T",
+        str(seconds),
+        "-h",
+        server.host,
+        "-p",
+        str(server.port),
+        "-U",
+        server.user,
+        dbname,
     ]
     env = {**os.environ, **({"PGPASSWORD": server.password} if server.password else {})}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
