@@ -234,3 +234,24 @@ def test_logs_are_json_with_trace_and_no_secrets(
     )
     text = json.dumps(lines)
     assert token not in text and "top-secret-content" not in text
+
+
+def test_published_job_is_marked_dispatched(api: SubmitHarness, store: object) -> None:
+    from common.repository import JobStore
+
+    assert isinstance(store, JobStore)
+    api.post_job("alice", JOB)
+    assert len(api.pull()) == 1
+    assert store.find_undispatched(10) == []  # sweep will not publish it a second time
+
+
+def test_cancel_of_a_running_job_is_requested(api: SubmitHarness, store: object) -> None:
+    from common.repository import JobStore
+
+    assert isinstance(store, JobStore)
+    job_id = api.post_job("alice", JOB).get_json()["id"]
+    assert store.claim(job_id).reason == "claimed"
+    resp = api.client.post(f"/jobs/{job_id}/cancel", headers=api.auth("alice"))
+    assert resp.status_code == 202
+    body = resp.get_json()
+    assert (body["state"], body["cancel_requested"]) == ("PROCESSING", True)
