@@ -38,22 +38,8 @@ class JobView(BaseModel):
     @classmethod
     def of(cls, job: Job) -> JobView:
         base = f"/jobs/{job.id}"
-        return cls(
-            id=str(job.id),
-            preset=job.preset,
-            state=job.state,
-            attempts=job.attempts,
-            max_attempts=job.max_attempts,
-            metadata=job.metadata,
-            cancel_requested=job.cancel_requested,
-            created_at=job.created_at,
-            updated_at=job.updated_at,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
-            not_before=job.not_before,
-            result=job.result,
-            links=Links(self=base, events=base + "/events"),
-        )
+        shared = job.model_dump(include=set(cls.model_fields) - {"id", "links"})
+        return cls(**shared, id=str(job.id), links=Links(self=base, events=base + "/events"))
 
 
 class JobList(BaseModel):
