@@ -177,8 +177,11 @@ class FakeCloudSQL:
 
     def _proxy(self, raw: socket.socket, context: ssl.SSLContext) -> None:
         try:
+            # Small protocol messages each way: without NODELAY, Nagle holds them back.
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client = context.wrap_socket(raw, server_side=True)
             upstream = socket.create_connection(self.pg)
+            upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (OSError, ssl.SSLError):
             raw.close()
             return
@@ -220,6 +223,8 @@ class FakeCloudSQL:
         context.load_cert_chain(self._dir / "server.pem", self._dir / "server.key")
         context.load_verify_locations(self._dir / "ca.pem")
         context.verify_mode = ssl.CERT_REQUIRED  # only holders of an ephemeral cert get in
+        # A peer closing without close_notify is an ordinary end of a tunnel, not an attack.
+        context.options |= getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
         self._listener = self._bind_loopback()
         self._spawn(self._serve_tls, self._listener, context)
         return self
