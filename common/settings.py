@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     lease_seconds: PositiveInt = 300
     max_page_size: Annotated[int, Field(ge=1, le=1000)] = 100
 
+    # Presets: modules to import for user handlers, each exposing HANDLERS (JSON list in env).
+    preset_modules: list[str] = []
+
     # Callers' tokens (submit). HS256 for services and local development; Google-signed ID
     # tokens (Cloud Run IAM callers, Identity Platform / Firebase users). Either or both.
     auth_hs256_secret: SecretStr | None = None

@@ -22,6 +22,8 @@ from werkzeug.routing import Map, Rule
 from common.api_models import EventList, Health, JobList, JobView
 from common.auth import TokenVerifier, Unauthenticated
 from common.errors import JobStoreError
+from common.handlers.base import PermanentError
+from common.handlers.registry import Registry
 from common.logs import bind_trace, log, trace_from_headers
 from common.models import NewJob
 from common.problems import MEDIA_TYPE, InvalidParam, ProblemError, from_store_error
@@ -84,7 +86,9 @@ class SubmitApi:
         service: JobService,
         verifier: TokenVerifier,
         openapi: Callable[[], bytes],
+        registry: Registry,
     ) -> None:
+        self.registry = registry
         self.settings = settings
         self.service = service
         self.verifier = verifier
@@ -195,6 +199,17 @@ class SubmitApi:
             raise ProblemError(
                 422, "validation-error", "Invalid request", invalid=invalid
             ) from None
+        handler = self.registry.get(new.preset)
+        if handler is not None:  # unknown presets are refused by the store, naming the known ones
+            try:
+                handler.parse(new.content, new.metadata)
+            except PermanentError as exc:
+                raise ProblemError(
+                    422,
+                    "validation-error",
+                    "Invalid request",
+                    invalid=[InvalidParam(name="metadata.options", reason=str(exc))],
+                ) from None
         job, created = self.service.submit(owner, new)
         view = JobView.of(job)
         log("INFO", "job accepted" if created else "job replayed", job_id=str(job.id), owner=owner)

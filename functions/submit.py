@@ -11,7 +11,7 @@ import flask
 from common.auth import TokenVerifier
 from common.db import get_engine
 from common.dispatch import Dispatcher
-from common.presets import known_presets
+from common.handlers.registry import load_registry
 from common.repository import JobStore
 from common.service import JobService
 from common.settings import get_settings
@@ -27,12 +27,14 @@ def get_api() -> SubmitApi:
     with _lock:
         if _api is None:
             settings = get_settings()
-            store = JobStore(get_engine(), settings, presets=known_presets())
+            registry = load_registry(settings)
+            store = JobStore(get_engine(), settings, presets=registry.names())
             _api = SubmitApi(
                 settings,
                 JobService(store, Dispatcher(settings)),
                 TokenVerifier(settings),
                 _openapi_document,
+                registry,
             )
         return _api
 

@@ -185,7 +185,7 @@ def test_http_errors_are_problems(api: SubmitHarness) -> None:
         assert resp.status_code == status, resp.data
         _problem(resp)
     unknown = api.post_job("alice", {"preset": "resize", "content": "x"})
-    assert _problem(unknown)["known_presets"] == ["echo", "text-stats"]
+    assert _problem(unknown)["known_presets"] == ["checksum", "echo", "text-stats"]
     assert api.client.delete("/jobs", headers=auth).headers["Allow"] == "GET, HEAD, POST"
     assert api.pull() == []
 
@@ -255,3 +255,17 @@ def test_cancel_of_a_running_job_is_requested(api: SubmitHarness, store: object)
     assert resp.status_code == 202
     body = resp.get_json()
     assert (body["state"], body["cancel_requested"]) == ("PROCESSING", True)
+
+
+def test_preset_options_are_checked_at_submit(api: SubmitHarness) -> None:
+    resp = api.post_job(
+        "alice", {"preset": "text-stats", "content": "x", "metadata": {"options": {"top": 0}}}
+    )
+    assert resp.status_code == 422
+    assert _problem(resp)["invalid_params"][0]["name"] == "metadata.options"  # type: ignore[index]
+    assert api.pull() == []
+    ok = api.post_job(
+        "alice",
+        {"preset": "checksum", "content": "x", "metadata": {"options": {"algorithms": ["md5"]}}},
+    )
+    assert ok.status_code == 202

@@ -1,0 +1,61 @@
+"""The contract between the worker and a preset's handler.
+
+A handler gets the job's content and its validated options, and returns JSON-serialisable
+output. It signals failures by kind: `PermanentError` (the job can never succeed: FAILED at
+once) or `TransientError` (try again later, with backoff, while attempts remain). Any other
+exception, or running past the time limit, counts as transient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class PermanentError(Exception):
+    """The job cannot succeed, however often it is tried."""
+
+
+class TransientError(Exception):
+    """This attempt failed for a reason that may pass."""
+
+
+class NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a running handler may know and ask. `cancelled()` asks the store whether the
+    owner cancelled the job; long handlers should call it between steps and stop early."""
+
+    job_id: str
+    attempt: int
+    cancelled: Callable[[], bool] = field(default=lambda: False)
+
+
+@dataclass(frozen=True)
+class Handler:
+    name: str
+    run: Callable[[JobContext, str, Any], Any]
+    options: type[BaseModel] = NoOptions
+    time_limit_s: float = 60.0
+    default_max_attempts: int = 5
+    max_content_chars: int | None = None
+
+    def parse(self, content: str, metadata: dict[str, Any]) -> Any:
+        """The handler's options from the job's metadata (its `options` key), validated.
+        Invalid content or options are a permanent error: retrying cannot fix them."""
+        if self.max_content_chars is not None and len(content) > self.max_content_chars:
+            raise PermanentError(f"content longer than {self.max_content_chars} characters")
+        try:
+            return self.options.model_validate(metadata.get("options", {}))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "options"
+            raise PermanentError(
+                f"invalid options for {self.name}: {where}: {first['msg']}"
+            ) from None

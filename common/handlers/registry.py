@@ -1,0 +1,41 @@
+"""Which presets exist. The built-ins, plus a user's own: PRESET_MODULES names modules to import,
+each exposing `HANDLERS` (a sequence of `Handler`), so adding a preset never means editing
+this code."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+
+from common.handlers.base import Handler
+from common.handlers.builtin import BUILTIN_HANDLERS
+from common.settings import Settings, SettingsError
+
+
+class Registry:
+    def __init__(self, handlers: Iterable[Handler]) -> None:
+        self._handlers: dict[str, Handler] = {}
+        for handler in handlers:
+            if handler.name in self._handlers:
+                raise SettingsError(f"preset {handler.name!r} is registered twice")
+            self._handlers[handler.name] = handler
+
+    def get(self, name: str) -> Handler | None:
+        return self._handlers.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._handlers)
+
+
+def load_registry(settings: Settings) -> Registry:
+    handlers = list(BUILTIN_HANDLERS)
+    for module_name in settings.preset_modules:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise SettingsError(f"PRESET_MODULES: cannot import {module_name}: {exc}") from None
+        extra = getattr(module, "HANDLERS", None)
+        if not isinstance(extra, list | tuple) or not all(isinstance(h, Handler) for h in extra):
+            raise SettingsError(f"PRESET_MODULES: {module_name}.HANDLERS must list Handler objects")
+        handlers += extra
+    return Registry(handlers)
