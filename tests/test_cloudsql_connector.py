@@ -14,7 +14,7 @@ from common.repository import JobStore
 from common.settings import load_settings
 from common.states import JobState
 from tests.jobs_helpers import new_job
-from tests.support.cloudsql_fake import FakeCloudSQL, FakeIAMCredentials, fake_credentials
+from tests.support.fake_cloudsql import FakeCloudSQL, FakeIAMCredentials, fake_credentials
 from tests.support.postgres import PostgresServer
 
 
