@@ -7,21 +7,14 @@ second to import), honours PUBSUB_EMULATOR_HOST, and batches for latency, not th
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterable
 from typing import Any
 
 from common.logs import log
+from common.messages import encode_message
 from common.models import DispatchItem
 from common.settings import Settings
-
-SCHEMA_VERSION = 1
-
-
-def encode_message(item: DispatchItem) -> tuple[bytes, dict[str, str]]:
-    data = {"v": SCHEMA_VERSION, "job_id": str(item.id), "attempts": item.attempts}
-    return json.dumps(data, separators=(",", ":")).encode(), {"job_id": str(item.id)}
 
 
 class Dispatcher:
