@@ -319,15 +319,22 @@ res AS (
 )
 SELECT id, state, attempts FROM moved"""
 
+# RETURNING shows only the new row; the prior state (PENDING or PROCESSING) comes from the
+# locked row read in the same statement, so the event records where the job came from.
 SQL_DEAD_LETTER = f"""
-WITH moved AS (
-    UPDATE jobs SET state = {_to(Move.DEAD_LETTER)}, finished_at = now(), lease_expires_at = NULL,
-        dispatched_at = NULL, not_before = NULL, updated_at = now()
-    WHERE id = :id AND state IN {_src(Move.DEAD_LETTER)} AND attempts <= :attempt
-      AND (state = {_lit(P)} OR lease_expires_at < now())
-    RETURNING {COLS}
-), {_event_cte("NULL", "'dead-lettered'", "CAST(:details AS jsonb)")},
-res AS (
+WITH prior AS (
+    SELECT id, state FROM jobs WHERE id = :id FOR UPDATE
+), moved AS (
+    UPDATE jobs j SET state = {_to(Move.DEAD_LETTER)}, finished_at = now(),
+        lease_expires_at = NULL, dispatched_at = NULL, not_before = NULL, updated_at = now()
+    FROM prior
+    WHERE j.id = prior.id AND j.state IN {_src(Move.DEAD_LETTER)} AND j.attempts <= :attempt
+      AND (j.state = {_lit(P)} OR j.lease_expires_at < now())
+    RETURNING {J_COLS}, prior.state AS prior_state
+), ev AS (
+    INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, details)
+    SELECT id, prior_state, state, 'dead-lettered', attempts, CAST(:details AS jsonb) FROM moved
+), res AS (
     INSERT INTO job_results (job_id, status, error_type, error_message)
     SELECT id, 'failed', 'DeadLettered', :error_message FROM moved
 )

@@ -89,6 +89,7 @@ def test_dead_letter_fails_pending_job_once(store: JobStore) -> None:
     assert shown.result is not None and shown.result.error_type == "DeadLettered"
     event = store.events("alice", job.id)[-1]
     assert (event.reason, event.details) == ("dead-lettered", {"message_id": "m-1"})
+    assert (event.from_state, event.to_state) == (JobState.PENDING, JobState.FAILED)
     assert store.retry("alice", job.id).state is JobState.PENDING  # visible and retryable
 
 
@@ -102,6 +103,20 @@ def test_dead_letter_spares_a_live_attempt_and_a_newer_one(store: JobStore) -> N
     store.retry_later(job.id, 2, "E", "m", delay=timedelta(0))
     assert store.dead_letter(job.id, 1) is None  # the message is older than the job's attempt
     assert store.dead_letter(job.id, 3) is not None
+
+
+def test_dead_letter_of_an_expired_run_records_where_it_came_from(store: JobStore) -> None:
+    job, _ = store.create("alice", new_job())
+    store.claim(job.id, lease_s=0.05)
+    time.sleep(0.1)
+    moved = store.dead_letter(job.id, 1)
+    assert moved is not None and moved.state is JobState.FAILED
+    event = store.events("alice", job.id)[-1]
+    assert (event.from_state, event.to_state, event.attempt) == (
+        JobState.PROCESSING,
+        JobState.FAILED,
+        1,
+    )
 
 
 def test_purge_deletes_old_terminal_jobs_in_batches(store: JobStore, engine: Engine) -> None:
