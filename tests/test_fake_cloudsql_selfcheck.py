@@ -31,12 +31,30 @@ from tests.support.fake_cloudsql import (
     FakeIAMCredentials,
     fake_credentials,
 )
-from tests.support.postgres import PostgresServer
+from tests.support.postgres import PostgresServer, start_postgres
 
 
 @pytest.fixture()
 def fake(pg_server: PostgresServer) -> Iterator[FakeCloudSQL]:
     with FakeCloudSQL(pg_server.host, pg_server.port) as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def trust_pg(pg_server: PostgresServer) -> Iterator[PostgresServer]:
+    """A server the raw protocol client below can log into: it speaks trust auth only. The
+    session's server is used unless TEST_DATABASE_URL named one that wants a password."""
+    if not pg_server.password:
+        yield pg_server
+        return
+    server = start_postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def trust_fake(trust_pg: PostgresServer) -> Iterator[FakeCloudSQL]:
+    with FakeCloudSQL(trust_pg.host, trust_pg.port) as instance:
         yield instance
 
 
@@ -189,10 +207,9 @@ def _read_until(sock: ssl.SSLSocket, done: Callable[[bytes], bool]) -> bytes:
 
 @pytest.mark.parametrize("how", ["fin", "close_notify"])
 def test_client_half_close_still_gets_the_answer(
-    fake: FakeCloudSQL, pg_server: PostgresServer, tmp_path: Path, how: str
+    trust_fake: FakeCloudSQL, trust_pg: PostgresServer, tmp_path: Path, how: str
 ) -> None:
-    if pg_server.password:
-        pytest.skip("the raw client speaks trust auth only")
+    fake, pg_server = trust_fake, trust_pg
     sock = _tls_client(fake, tmp_path)
     with sock:
         sock.sendall(_startup(pg_server.user) + _simple_query("SELECT 41 + 1"))
@@ -210,10 +227,9 @@ def test_client_half_close_still_gets_the_answer(
 
 
 def test_vanished_clients_and_junk_are_cleaned_up(
-    fake: FakeCloudSQL, pg_server: PostgresServer, tmp_path: Path
+    trust_fake: FakeCloudSQL, trust_pg: PostgresServer, tmp_path: Path
 ) -> None:
-    if pg_server.password:
-        pytest.skip("the raw client speaks trust auth only")
+    fake, pg_server = trust_fake, trust_pg
     app = f"vanish-{time.monotonic_ns()}"
     sock = _tls_client(fake, tmp_path)
     sock.sendall(_startup(pg_server.user, application_name=app))
