@@ -24,6 +24,18 @@ _CACHE_KEY = "jobs.prepared"
 _UNAVAILABLE_PREFIXES = ("57014", "57P", "08", "53")
 
 
+def sqlstate(driver_error: BaseException | None) -> str:
+    """The SQLSTATE of a pg8000 error ('' if it carries none)."""
+    args = getattr(driver_error, "args", ())
+    fields = args[0] if args else None
+    return str(fields.get("C", "")) if isinstance(fields, dict) else ""
+
+
+def means_unavailable(code: str) -> bool:
+    """Whether a SQLSTATE says the database cannot serve us now (so: retry later)."""
+    return code.startswith(_UNAVAILABLE_PREFIXES)
+
+
 def _statements(conn: Connection) -> dict[str, Any]:
     record = conn.connection
     dbapi_conn = record.dbapi_connection
@@ -51,9 +63,8 @@ def run(conn: Connection, sql: str, params: Mapping[str, Any]) -> list[dict[str,
         conn.invalidate(exc)
         raise DatabaseUnavailable("connection lost") from exc
     except DatabaseError as exc:
-        fields = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
-        code = str(fields.get("C", ""))
-        if code.startswith(_UNAVAILABLE_PREFIXES):
+        code = sqlstate(exc)
+        if means_unavailable(code):
             if code != "57014":  # a timed-out statement leaves a healthy connection
                 conn.invalidate(exc)
             raise DatabaseUnavailable(code) from exc

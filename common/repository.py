@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Collection, Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -414,10 +413,7 @@ def _is_unavailable(exc: sa_exc.DBAPIError) -> bool:
         exc, sa_exc.OperationalError | sa_exc.InterfaceError
     ):
         return True
-    fields = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
-    code = fields.get("C", "") if isinstance(fields, dict) else ""
-    # 57014 statement timeout, 57P0x shutdown/termination, 08xxx connection, 53xxx resources.
-    return code == "57014" or code.startswith(("57P", "08", "53"))
+    return prepared.means_unavailable(prepared.sqlstate(exc.orig))
 
 
 class JobStore:
@@ -446,10 +442,10 @@ class JobStore:
             try:
                 return self._engine.connect()
             except sa_exc.DBAPIError as exc:
-                if last or not _is_unavailable(exc):
-                    if _is_unavailable(exc):
-                        raise DatabaseUnavailable(type(exc.orig).__name__) from exc
+                if not _is_unavailable(exc):
                     raise
+                if last:
+                    raise DatabaseUnavailable(type(exc.orig).__name__) from exc
             except OSError as exc:
                 if last:
                     raise DatabaseUnavailable(type(exc).__name__) from exc
@@ -457,13 +453,8 @@ class JobStore:
                 raise DatabaseUnavailable("pool timeout") from exc
         raise AssertionError("unreachable")
 
-    @contextmanager
-    def _connect(self) -> Iterator[Connection]:
-        with self._checkout() as conn:
-            yield conn
-
     def _rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
-        with self._connect() as conn:
+        with self._checkout() as conn:
             return prepared.run(conn, sql, params)
 
     def _one_job(self, sql: str, **params: Any) -> Job | None:
