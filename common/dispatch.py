@@ -8,6 +8,7 @@ second to import), honours PUBSUB_EMULATOR_HOST, and batches for latency, not th
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -52,9 +53,11 @@ class Dispatcher:
             log("ERROR", "publish failed", error=type(exc).__name__, jobs=len(batch))
             return []
         published = []
+        # One deadline for the whole batch: a dead Pub/Sub must not cost N x the timeout.
+        deadline = time.monotonic() + self._settings.publish_timeout_s
         for item, future in futures:
             try:
-                future.result(timeout=self._settings.publish_timeout_s)
+                future.result(timeout=max(deadline - time.monotonic(), 0.0))
                 published.append(item)
             except Exception as exc:
                 log(
