@@ -19,9 +19,9 @@ import time
 
 from sqlalchemy import create_engine, text
 
-from bench.stack import FunctionServer
 from common.auth import issue_dev_token
 from tests.support.emulator import PubSubEmulator
+from tests.support.function_server import FunctionServer
 from tests.support.paths import ROOT
 from tests.support.postgres import migrate, start_postgres
 
@@ -119,7 +119,7 @@ def main() -> int:
         return 0 if ok else 1
     finally:
         for s in servers:
-            s.stop()
+            s.close()
         emulator.stop()
         server.stop()
 

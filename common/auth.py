@@ -22,6 +22,7 @@ class Identity:
     subject: str
     issuer: str
     email: str | None = None
+    kind: str = "hs256"  # or "google"
 
 
 class _CachedCertsRequest:
@@ -53,12 +54,25 @@ class _CachedCertsRequest:
 class TokenVerifier:
     """Verifies `Authorization: Bearer` headers with whichever verifiers the settings enable."""
 
-    def __init__(self, settings: Settings) -> None:
-        if settings.auth_hs256_secret is None and settings.auth_google_audience is None:
-            raise SettingsError(
-                "no token verifier configured: set AUTH_HS256_SECRET and/or AUTH_GOOGLE_AUDIENCE"
-            )
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        google_audience: str | None = None,
+        accept_hs256: bool = True,
+        audience_setting: str = "AUTH_GOOGLE_AUDIENCE",
+    ) -> None:
+        """By default the settings' audience and HS256 secret (submit). The sweep passes its
+        own audience and decides whether dev tokens are accepted at all."""
         self._settings = settings
+        self._secret = settings.auth_hs256_secret if accept_hs256 else None
+        self._audience = google_audience or (
+            settings.auth_google_audience if audience_setting == "AUTH_GOOGLE_AUDIENCE" else None
+        )
+        if self._secret is None and self._audience is None:
+            secret = "AUTH_HS256_SECRET" if accept_hs256 else None
+            names = " and/or ".join(n for n in (secret, audience_setting) if n)
+            raise SettingsError(f"no token verifier configured: set {names}")
         self._google_request: _CachedCertsRequest | None = None
 
     def verify(self, authorization: str | None) -> Identity:
@@ -74,21 +88,21 @@ class TokenVerifier:
             alg = jwt.get_unverified_header(token).get("alg")
         except jwt.PyJWTError:
             raise Unauthenticated("malformed token") from None
-        if alg == "HS256" and self._settings.auth_hs256_secret is not None:
+        if alg == "HS256" and self._secret is not None:
             return self._verify_hs256(token)
-        if alg == "RS256" and self._settings.auth_google_audience is not None:
+        if alg == "RS256" and self._audience is not None:
             return self._verify_google(token)
         raise Unauthenticated("token kind not accepted here")
 
     def _verify_hs256(self, token: str) -> Identity:
         import jwt
 
-        assert self._settings.auth_hs256_secret is not None
+        assert self._secret is not None
         audience = self._settings.auth_hs256_audience
         try:
             claims = jwt.decode(
                 token,
-                self._settings.auth_hs256_secret.get_secret_value(),
+                self._secret.get_secret_value(),
                 algorithms=["HS256"],
                 audience=audience,
                 options={"require": ["exp", "sub"], "verify_aud": audience is not None},
@@ -107,7 +121,7 @@ class TokenVerifier:
             claims = id_token.verify_token(
                 token,
                 self._google_request,  # type: ignore[arg-type]
-                audience=self._settings.auth_google_audience,
+                audience=self._audience,
                 certs_url=self._settings.auth_google_certs_url,
                 clock_skew_in_seconds=10,
             )
@@ -116,8 +130,12 @@ class TokenVerifier:
         if claims.get("iss") not in self._settings.auth_google_issuers:
             raise Unauthenticated("invalid token: unexpected issuer")
         email = claims.get("email")
+        verified = claims.get("email_verified") in (True, "true")
         return Identity(
-            subject=_subject(claims), issuer=str(claims["iss"]), email=str(email) if email else None
+            subject=_subject(claims),
+            issuer=str(claims["iss"]),
+            email=str(email) if email and verified else None,
+            kind="google",
         )
 
 

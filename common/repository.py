@@ -17,7 +17,7 @@ import hashlib
 import json
 from collections.abc import Collection, Iterable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from sqlalchemy import Connection, Engine
@@ -280,6 +280,37 @@ WHERE state = {_lit(P)} AND dispatched_at IS NOT NULL
 ORDER BY dispatched_at
 LIMIT :limit"""
 
+# The sweep's re-dispatch takes its rows by stamping dispatched_at first (SKIP LOCKED), so two
+# sweeps at once never publish the same job; a publish that then fails un-stamps its row. One
+# statement per partial index: never-published due jobs, and those published long ago.
+DISPATCH_DUE = {
+    False: ("dispatched_at IS NULL AND COALESCE(not_before, created_at) <= now()",
+            "COALESCE(not_before, created_at)"),
+    True: ("dispatched_at IS NOT NULL "
+           "AND dispatched_at < now() - make_interval(secs => :stale_s)", "dispatched_at"),
+}
+
+
+def _take_dispatch_sql(stale: bool) -> str:
+    where, order = DISPATCH_DUE[stale]
+    return f"""
+WITH picked AS (
+    SELECT id FROM jobs WHERE state = {_lit(P)} AND {where}
+    ORDER BY {order} LIMIT :limit FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs j SET dispatched_at = now()
+FROM picked WHERE j.id = picked.id AND j.state = {_lit(P)}
+RETURNING j.id, j.attempts"""
+
+
+SQL_TAKE_DISPATCH = {stale: _take_dispatch_sql(stale) for stale in (False, True)}
+
+SQL_RELEASE_DISPATCH = f"""
+UPDATE jobs SET dispatched_at = NULL
+FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS int[])) AS d(id, attempts)
+WHERE jobs.id = d.id AND jobs.attempts = d.attempts AND jobs.state = {_lit(P)}
+RETURNING jobs.id"""
+
 SQL_EXPIRED = f"""
 SELECT id, attempts FROM jobs
 WHERE state = {_lit(R)} AND lease_expires_at < now()
@@ -316,7 +347,7 @@ res AS (
            'the worker lost its lease on the last allowed attempt' FROM moved
     WHERE state = 'FAILED'
 )
-SELECT id, state, attempts FROM moved"""
+SELECT id, state, attempts, owner_id FROM moved"""
 
 # RETURNING shows only the new row; the prior state (PENDING or PROCESSING) comes from the
 # locked row read in the same statement, so the event records where the job came from.
@@ -347,6 +378,49 @@ WITH victims AS (
 )
 DELETE FROM jobs j USING victims v WHERE j.id = v.id
 RETURNING j.id"""
+
+# The sweep's report. Every count runs on a partial index, so its cost follows the live queue
+# (and the last hour's finishes), never the size of the table.
+SQL_QUEUE_REPORT = f"""
+SELECT
+  (SELECT count(*) FROM jobs WHERE state = {_lit(P)} AND dispatched_at IS NULL) AS undispatched,
+  (SELECT count(*) FROM jobs WHERE state = {_lit(P)} AND dispatched_at IS NOT NULL)
+      AS dispatched,
+  (SELECT count(*) FROM jobs WHERE state = {_lit(R)}) AS processing,
+  (SELECT count(*) FROM jobs WHERE state = {_lit(R)} AND lease_expires_at < now())
+      AS expired_leases,
+  LEAST(
+    (SELECT min(created_at) FROM jobs WHERE state = {_lit(P)} AND dispatched_at IS NULL),
+    (SELECT min(created_at) FROM jobs WHERE state = {_lit(P)} AND dispatched_at IS NOT NULL)
+  ) AS oldest_pending,
+  (SELECT COALESCE(jsonb_object_agg(state, n), '{{}}'::jsonb) FROM (
+     SELECT state, count(*) AS n FROM jobs
+     WHERE state IN {TERMINAL} AND finished_at > now() - interval '1 hour' GROUP BY state
+   ) f) AS finished_last_hour,
+  now() AS now"""
+
+SQL_PURGE_POISON = """
+WITH victims AS (
+    SELECT message_id FROM poison_messages
+    WHERE received_at < now() - make_interval(days => :days)
+    ORDER BY received_at LIMIT :batch FOR UPDATE SKIP LOCKED
+)
+DELETE FROM poison_messages p USING victims v WHERE p.message_id = v.message_id
+RETURNING p.message_id"""
+
+# Worker records: not job state, but about jobs, so their SQL lives here too.
+SQL_POISON = """
+INSERT INTO poison_messages (message_id, reason, excerpt) VALUES (:message_id, :reason, :excerpt)
+ON CONFLICT (message_id) DO NOTHING
+RETURNING message_id"""
+
+SQL_CHAOS_RUN = """
+INSERT INTO chaos_runs (job_id, attempt, outcome) VALUES (:job_id, :attempt, :outcome)
+RETURNING id"""
+
+SQL_CHAOS_RUNS = """
+SELECT job_id, attempt, outcome FROM chaos_runs WHERE job_id = ANY(CAST(:ids AS uuid[]))
+ORDER BY id"""
 
 
 # --------------------------------------------------------------------------------------------
@@ -414,6 +488,12 @@ def _is_unavailable(exc: sa_exc.DBAPIError) -> bool:
     ):
         return True
     return prepared.means_unavailable(prepared.sqlstate(exc.orig))
+
+
+class Rescued(NamedTuple):
+    id: UUID
+    state: JobState
+    owner_id: str
 
 
 class JobStore:
@@ -713,15 +793,44 @@ class JobStore:
             )
         return [DispatchItem(id=r["id"], attempts=r["attempts"]) for r in rows]
 
+    def take_due_for_dispatch(
+        self, limit: int, *, redispatch_after: timedelta | None = None
+    ) -> list[DispatchItem]:
+        """Take up to `limit` PENDING jobs to publish: due and never published, then (with
+        `redispatch_after`) published that long ago and still unclaimed. Taking stamps them
+        dispatched, so a concurrent sweep skips them; `release_dispatch` what fails to publish."""
+        rows = self._rows(SQL_TAKE_DISPATCH[False], limit=limit)
+        if redispatch_after is not None and len(rows) < limit:
+            rows += self._rows(
+                SQL_TAKE_DISPATCH[True],
+                limit=limit - len(rows),
+                stale_s=redispatch_after.total_seconds(),
+            )
+        return [DispatchItem(id=r["id"], attempts=r["attempts"]) for r in rows]
+
+    def release_dispatch(self, items: Iterable[DispatchItem]) -> int:
+        """Un-stamp jobs whose publish failed, so the next pass takes them again at once."""
+        batch = list(items)
+        if not batch:
+            return 0
+        return len(
+            self._rows(
+                SQL_RELEASE_DISPATCH,
+                ids=[str(i.id) for i in batch],
+                attempts=[i.attempts for i in batch],
+            )
+        )
+
     def find_expired_leases(self, limit: int) -> list[DispatchItem]:
         rows = self._rows(SQL_EXPIRED, limit=limit)
         return [DispatchItem(id=r["id"], attempts=r["attempts"]) for r in rows]
 
-    def rescue_expired(self, limit: int) -> list[tuple[UUID, JobState]]:
+    def rescue_expired(self, limit: int) -> list[Rescued]:
         """Move up to `limit` jobs whose lease expired: PENDING again while attempts remain, else
-        FAILED ('lease-expired'). Returns each job's new state."""
+        FAILED ('lease-expired'), or CANCELLED if a cancel was asked. Returns each job's new
+        state (and owner, for the results notification)."""
         rows = self._rows(SQL_RESCUE, limit=limit)
-        return [(r["id"], JobState(r["state"])) for r in rows]
+        return [Rescued(r["id"], JobState(r["state"]), r["owner_id"]) for r in rows]
 
     def dead_letter(self, job_id: UUID | str, attempt: int, *, message_id: str = "") -> Job | None:
         """A message that Pub/Sub gave up on: its job ends FAILED ('dead-lettered'), unless it is
@@ -747,6 +856,48 @@ class JobStore:
             if deleted < batch_size:
                 break
         return total
+
+    def queue_report(self) -> dict[str, Any]:
+        """Queue depth by state, the age of the oldest PENDING job, the last hour's finishes."""
+        row = self._rows(SQL_QUEUE_REPORT)[0]
+        oldest = row["oldest_pending"]
+        return {
+            "depth": {
+                "PENDING": row["undispatched"] + row["dispatched"],
+                "PROCESSING": row["processing"],
+            },
+            "pending_undispatched": row["undispatched"],
+            "expired_leases": row["expired_leases"],
+            "oldest_pending_age_s": (
+                round((row["now"] - oldest).total_seconds(), 3) if oldest else None
+            ),
+            "finished_last_hour": dict(row["finished_last_hour"]),
+        }
+
+    def purge_poison(self, older_than_days: int, *, batch_size: int) -> int:
+        """Delete one batch of recorded poison messages older than the retention period."""
+        return len(self._rows(SQL_PURGE_POISON, days=older_than_days, batch=batch_size))
+
+    # -- worker records ----------------------------------------------------------------------
+
+    def record_poison(self, message_id: str, reason: str, excerpt: str) -> bool:
+        """Keep an undecodable message that is being acknowledged. False if this message id
+        was recorded before (a redelivery)."""
+        rows = self._rows(
+            SQL_POISON,
+            message_id=message_id[:MAX_OWNER_ID],
+            reason=reason[:MAX_ERROR_MESSAGE],
+            excerpt=excerpt.replace("\x00", "\ufffd"),
+        )
+        return bool(rows)
+
+    def record_chaos_run(self, job_id: str, attempt: int, outcome: str) -> None:
+        self._rows(SQL_CHAOS_RUN, job_id=_as_uuid(job_id), attempt=attempt, outcome=outcome)
+
+    def chaos_runs(self, job_ids: Iterable[UUID | str]) -> list[tuple[UUID, int, str]]:
+        """The chaos preset's run log for these jobs, oldest first: (job_id, attempt, outcome)."""
+        rows = self._rows(SQL_CHAOS_RUNS, ids=[str(_as_uuid(j)) for j in job_ids])
+        return [(r["job_id"], r["attempt"], r["outcome"]) for r in rows]
 
     # -- validation ------------------------------------------------------------------------
 

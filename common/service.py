@@ -7,6 +7,7 @@ still accepted: it stays undispatched and the sweep publishes it.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from uuid import UUID
 
 from common.dispatch import Dispatcher
@@ -35,3 +36,13 @@ class JobService:
         job = self.store.retry(owner, job_id)
         self._dispatch(job)
         return job
+
+    def dispatch_due(self, limit: int, *, redispatch_after: timedelta | None = None) -> int:
+        """Publish PENDING jobs that are due (new and never published, or back from a backoff),
+        and with `redispatch_after` those whose message went unclaimed that long. Returns how
+        many were published; the rest are released for the next pass."""
+        taken = self.store.take_due_for_dispatch(limit, redispatch_after=redispatch_after)
+        published = self.dispatcher.publish(taken)
+        done = {item.id for item in published}
+        self.store.release_dispatch(item for item in taken if item.id not in done)
+        return len(published)

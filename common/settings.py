@@ -76,6 +76,36 @@ class Settings(BaseSettings):
     google_cloud_project: str = "local-project"
     jobs_topic: str = "jobs"
     publish_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+    # Terminal states are announced here ({job_id, owner, state}); empty turns it off.
+    results_topic: str = "job-results"
+
+    # The worker (process). A handler's time limit is cut to fit inside the push subscription's
+    # ack deadline, less a margin for claiming and writing the result: past the deadline Pub/Sub
+    # would deliver the message again while the first run is still going.
+    ack_deadline_s: Annotated[int, Field(ge=10, le=600)] = 600
+    ack_margin_s: Annotated[float, Field(ge=1)] = 15.0
+    # How often a running job's lease is extended and its cancel flag read.
+    heartbeat_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    # Backoff after a transient failure: exponential from base to cap, with jitter.
+    retry_base_s: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    retry_cap_s: Annotated[float, Field(ge=0, le=86_400)] = 600.0
+    # The sweep (scheduled maintenance). Its callers: Google-signed OIDC tokens for this
+    # audience (the function's URL) whose email is listed; dev HS256 tokens only if allowed.
+    sweep_audience: str | None = None
+    sweep_allowed_invokers: list[str] = []
+    sweep_allow_dev_tokens: bool = False
+    # A pass stops taking new work after this long; keep it well under the function's timeout.
+    sweep_time_budget_s: Annotated[float, Field(gt=0, le=3600)] = 240.0
+    sweep_batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
+    # A PENDING job whose message was published this long ago and never claimed is published
+    # again (a safety net: Pub/Sub keeps accepted messages). Longer than the ack deadline, and
+    # than a backlog takes to drain, or a backlog gets published twice.
+    redispatch_after_s: Annotated[int, Field(ge=60)] = 1800
+    dead_letter_subscription: str = "jobs-dead-letters"
+    retention_days: Annotated[int, Field(ge=0, le=3650)] = 30
+
+    # The chaos preset (tests and benchmarks only): never registered unless this is on.
+    enable_chaos_preset: bool = False
 
     @model_validator(mode="after")
     def _database_is_described(self) -> Self:
@@ -90,6 +120,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 "set INSTANCE_CONNECTION_NAME (Cloud SQL) or DATABASE_URL (postgresql+pg8000://...)"
             )
+        if self.ack_margin_s >= self.ack_deadline_s:
+            raise ValueError("ACK_MARGIN_S must be shorter than ACK_DEADLINE_S")
+        if self.heartbeat_s >= self.lease_seconds:
+            raise ValueError("HEARTBEAT_S must be shorter than LEASE_SECONDS")
         return self
 
 

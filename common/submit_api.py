@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
@@ -24,9 +23,12 @@ from common.auth import TokenVerifier, Unauthenticated
 from common.errors import JobStoreError
 from common.handlers.base import PermanentError
 from common.handlers.registry import Registry
+from common.http import Request, Response
+from common.http import json_response as _json
+from common.http import problem_response as _problem
 from common.logs import bind_trace, log, trace_from_headers
 from common.models import NewJob
-from common.problems import MEDIA_TYPE, InvalidParam, ProblemError, from_store_error
+from common.problems import InvalidParam, ProblemError, from_store_error
 from common.service import JobService
 from common.settings import Settings
 
@@ -46,37 +48,6 @@ ROUTES = Map(
 PUBLIC = {"health", "openapi"}
 # Room for the largest content and metadata once JSON-escaped, plus the other fields.
 BODY_OVERHEAD = 16_384
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    headers: Mapping[str, str]
-    query: Mapping[str, str]
-    read_body: Callable[[int], bytes]  # read at most n bytes of the body
-    content_length: int | None = None
-
-
-@dataclass
-class Response:
-    status: int
-    body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-def _json(status: int, model: BaseModel | dict[str, Any], **headers: str) -> Response:
-    if isinstance(model, BaseModel):
-        body = model.model_dump_json(exclude_none=False).encode()
-    else:
-        body = json.dumps(model).encode()
-    return Response(status, body, {"Content-Type": "application/json", **headers})
-
-
-def _problem(exc: ProblemError, instance: str) -> Response:
-    problem = exc.problem.model_copy(update={"instance": instance})
-    body = problem.model_dump_json(exclude_none=True).encode()
-    return Response(problem.status, body, {"Content-Type": MEDIA_TYPE, **exc.headers})
 
 
 class SubmitApi:
@@ -210,6 +181,8 @@ class SubmitApi:
                     "Invalid request",
                     invalid=[InvalidParam(name="metadata.options", reason=str(exc))],
                 ) from None
+            if new.max_attempts is None and handler.default_max_attempts is not None:
+                new = new.model_copy(update={"max_attempts": handler.default_max_attempts})
         job, created = self.service.submit(owner, new)
         view = JobView.of(job)
         log("INFO", "job accepted" if created else "job replayed", job_id=str(job.id), owner=owner)

@@ -49,7 +49,7 @@ def engine(settings: Settings) -> Iterator[Engine]:
 def store(engine: Engine, settings: Settings) -> JobStore:
     """A store on empty tables: maintenance queries see only what the test made."""
     with engine.connect() as conn:
-        conn.execute(text("TRUNCATE jobs, job_events, job_results"))
+        conn.execute(text("TRUNCATE jobs, job_events, job_results, poison_messages, chaos_runs"))
     return JobStore(engine, settings, presets=PRESETS)
 
 
@@ -72,4 +72,4 @@ def emulator() -> Iterator[PubSubEmulator]:
     emu.stop()
 
 
-pytest_plugins = ["tests.submit_fixtures"]
+pytest_plugins = ["tests.submit_fixtures", "tests.process_fixtures"]

@@ -74,14 +74,21 @@ class SubmitHarness:
 def reset_instance_state() -> None:
     """Forget the per-instance singletons, as a new Cloud Run instance would."""
     import common.db
+    import common.pubsub
+    import functions.process
     import functions.submit
+    import functions.sweep
     from common.settings import get_settings
 
     get_settings.cache_clear()
     if common.db._engine is not None:
         common.db._engine.dispose()
     common.db._engine = None
-    functions.submit._api = None
+    functions.submit._api.reset()
+    functions.process._worker.reset()
+    functions.sweep._api.reset()
+    common.pubsub.publisher.reset()  # a new instance builds its clients from its environment
+    common.pubsub.subscriber.reset()
 
 
 @pytest.fixture()
@@ -93,7 +100,7 @@ def submit_env(
     from sqlalchemy import text
 
     with engine.connect() as conn:
-        conn.execute(text("TRUNCATE jobs, job_events, job_results"))
+        conn.execute(text("TRUNCATE jobs, job_events, job_results, poison_messages, chaos_runs"))
     google = GoogleTokenIssuer()
     topic_id = f"jobs-{uuid.uuid4().hex[:8]}"
     env = {

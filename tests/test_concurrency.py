@@ -120,7 +120,7 @@ def test_two_rescuers_share_work_without_overlap(store: JobStore, engine: Engine
     def rescuer(n: int) -> None:
         go.wait()
         while moved := store.rescue_expired(7):
-            got[n] += [job_id for job_id, _ in moved]
+            got[n] += [r.id for r in moved]
 
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(rescuer, range(2)))

@@ -24,7 +24,7 @@ def _expired_claim(store: JobStore, **kw: object) -> tuple[object, int]:
 
 def test_late_worker_cannot_complete_after_takeover(store: JobStore, engine: Engine) -> None:
     job_id, old_attempt = _expired_claim(store)
-    assert store.rescue_expired(10) == [(job_id, JobState.PENDING)]
+    assert [r[:2] for r in store.rescue_expired(10)] == [(job_id, JobState.PENDING)]
     new = store.claim(job_id).job  # type: ignore[arg-type]
     assert new is not None and new.attempts == old_attempt + 1
     before = snapshot(engine, new)
@@ -55,7 +55,7 @@ def test_late_worker_after_rescue_but_before_reclaim_is_refused(store: JobStore)
 
 def test_rescue_of_last_attempt_fails_the_job(store: JobStore) -> None:
     job_id, _ = _expired_claim(store, max_attempts=1)
-    assert store.rescue_expired(10) == [(job_id, JobState.FAILED)]
+    assert [r[:2] for r in store.rescue_expired(10)] == [(job_id, JobState.FAILED)]
     job = store.get("alice", job_id)  # type: ignore[arg-type]
     assert job.result is not None and job.result.error_type == "LeaseExpired"
     assert store.events("alice", job_id)[-1].reason == "lease-expired"  # type: ignore[arg-type]

@@ -31,7 +31,9 @@ def _shape(url: str) -> tuple[set[str], set[str]]:
 def test_upgrade_downgrade_upgrade(scratch_url: str) -> None:
     migrate(scratch_url)
     tables, indexes = _shape(scratch_url)
-    assert {"jobs", "job_events", "job_results", "alembic_version"} <= tables
+    assert {
+        "jobs", "job_events", "job_results", "poison_messages", "chaos_runs", "alembic_version"
+    } <= tables
     assert {
         "ix_jobs_owner_created",
         "ix_jobs_owner_state_created",
@@ -41,6 +43,8 @@ def test_upgrade_downgrade_upgrade(scratch_url: str) -> None:
         "ix_jobs_dispatched_pending",
         "ix_jobs_terminal_age",
         "ix_job_events_job",
+        "ix_poison_messages_received",
+        "ix_chaos_runs_job",
     } <= indexes
     migrate(scratch_url, "base", down=True)
     assert _shape(scratch_url)[0] <= {"alembic_version"}

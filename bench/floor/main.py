@@ -1,5 +1,8 @@
-"""The floor for the submit benchmark: a functions-framework function that does one INSERT and
-one publish, with the same driver, pool and publisher settings as `submit`, and nothing else."""
+"""Floors for the benchmarks, measured in the same run as what they judge.
+
+`floor` (submit latency): an HTTP function that does one INSERT and one publish, with the same
+driver, pool and publisher settings as `submit`, and nothing else. `noop_event` (end to end):
+a CloudEvent function that only counts the messages the emulator pushes to it."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import threading
 from typing import Any
 
 import flask
+import functions_framework
 from sqlalchemy import create_engine, text
 
 _lock = threading.Lock()
@@ -50,3 +54,18 @@ def floor(request: flask.Request) -> flask.Response:
     return flask.Response(
         json.dumps({"id": str(job_id)}), status=202, content_type="application/json"
     )
+
+
+_counter: list[int] = []
+
+
+@functions_framework.cloud_event
+def noop_event(event: Any) -> None:
+    """The floor for the end-to-end benchmark: accepts a pushed message and does nothing but
+    count it (one byte appended to a file the benchmark watches)."""
+    if not _counter:
+        with _lock:
+            if not _counter:
+                _counter.append(os.open(os.environ["NOOP_COUNT_FILE"],
+                                        os.O_WRONLY | os.O_APPEND | os.O_CREAT))
+    os.write(_counter[0], b".")

@@ -29,8 +29,9 @@ class NoOptions(BaseModel):
 
 @dataclass(frozen=True)
 class JobContext:
-    """What a running handler may know and ask. `cancelled()` asks the store whether the
-    owner cancelled the job; long handlers should call it between steps and stop early."""
+    """What a running handler may know and ask. `cancelled()` turns true once the owner
+    cancelled the job, its time limit passed, or its lease was lost: from then on nothing the
+    handler returns is kept, so long handlers should check it between steps and stop early."""
 
     job_id: str
     attempt: int
@@ -43,7 +44,8 @@ class Handler:
     run: Callable[[JobContext, str, Any], Any]
     options: type[BaseModel] = NoOptions
     time_limit_s: float = 60.0
-    default_max_attempts: int = 5
+    # None: the DEFAULT_MAX_ATTEMPTS setting. A caller's own max_attempts wins over both.
+    default_max_attempts: int | None = None
     max_content_chars: int | None = None
 
     def parse(self, content: str, metadata: dict[str, Any]) -> Any:

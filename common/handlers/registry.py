@@ -1,6 +1,6 @@
 """Which presets exist. The built-ins, plus a user's own: PRESET_MODULES names modules to import,
 each exposing `HANDLERS` (a sequence of `Handler`), so adding a preset never means editing
-this code."""
+this code. The chaos preset joins only when ENABLE_CHAOS_PRESET is on."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Iterable
 
 from common.handlers.base import Handler
 from common.handlers.builtin import BUILTIN_HANDLERS
+from common.handlers.chaos import RunLog, chaos_handler, no_record
 from common.settings import Settings, SettingsError
 
 
@@ -27,8 +28,10 @@ class Registry:
         return sorted(self._handlers)
 
 
-def load_registry(settings: Settings) -> Registry:
+def load_registry(settings: Settings, *, chaos_log: RunLog = no_record) -> Registry:
     handlers = list(BUILTIN_HANDLERS)
+    if settings.enable_chaos_preset:
+        handlers.append(chaos_handler(chaos_log))
     for module_name in settings.preset_modules:
         try:
             module = importlib.import_module(module_name)

@@ -1,0 +1,56 @@
+"""The `chaos` preset: a handler that misbehaves on request, for tests and benchmarks.
+
+Its options (metadata `options`) say what to do: sleep (stopping early if the job is
+cancelled), fail transiently on the first N attempts, fail permanently, or hang (ignore
+cancellation and the time limit, as a stuck library call would). Each run is recorded in the
+`chaos_runs` table, so a test can count real executions, not messages. It is registered only
+when ENABLE_CHAOS_PRESET is on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.handlers.base import Handler, JobContext, PermanentError, TransientError
+
+RunLog = Callable[[str, int, str], None]
+
+
+class ChaosOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sleep_s: float = Field(default=0.0, ge=0, le=600)
+    fail_times: int = Field(default=0, ge=0, le=100)
+    fail_permanently: bool = False
+    hang_s: float = Field(default=0.0, ge=0, le=3600)
+
+
+def chaos_handler(record: RunLog) -> Handler:
+    def chaos(ctx: JobContext, content: str, options: ChaosOptions) -> dict[str, Any]:
+        if options.hang_s:
+            record(ctx.job_id, ctx.attempt, "hung")  # first: the instance may die meanwhile
+            time.sleep(options.hang_s)
+            return {"hung_s": options.hang_s}
+        deadline = time.monotonic() + options.sleep_s
+        while time.monotonic() < deadline and not ctx.cancelled():
+            time.sleep(min(0.05, max(deadline - time.monotonic(), 0)))
+        if ctx.cancelled():  # cancelled, or past the time limit: the worker has moved on
+            record(ctx.job_id, ctx.attempt, "abandoned")
+            return {"abandoned": True}
+        if options.fail_permanently:
+            record(ctx.job_id, ctx.attempt, "permanent")
+            raise PermanentError("chaos: asked to fail permanently")
+        if ctx.attempt <= options.fail_times:
+            record(ctx.job_id, ctx.attempt, "transient")
+            raise TransientError(f"chaos: failing attempt {ctx.attempt} of {options.fail_times}")
+        record(ctx.job_id, ctx.attempt, "succeeded")
+        return {"attempt": ctx.attempt, "slept_s": options.sleep_s, "length": len(content)}
+
+    return Handler("chaos", chaos, ChaosOptions, time_limit_s=600)
+
+
+def no_record(job_id: str, attempt: int, outcome: str) -> None:
+    """For instances that validate chaos jobs but never run them (submit)."""

@@ -1,0 +1,69 @@
+"""Dead letters: messages Pub/Sub gave up on (max delivery attempts on the jobs subscription)
+are pulled from the dead-letter subscription; their jobs end FAILED ('dead-lettered'), visible
+and retryable, unless they are terminal, running under a live lease, or already past the
+attempt the message was for. Each message is acknowledged only after its job was settled, so a
+database outage leaves it for the next pass."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.logs import log
+from common.maintenance.budget import Budget
+from common.messages import PoisonMessage, decode_message
+from common.notify import Notifier
+from common.pubsub import get_subscriber
+from common.repository import JobStore
+
+# One pull waits at most this long for messages; an empty subscription costs no more.
+PULL_WAIT_S = 2.0
+
+
+def settle(
+    store: JobStore, notifier: Notifier, subscription: str, budget: Budget, batch_size: int
+) -> dict[str, Any]:
+    from google.api_core import exceptions as gexc
+
+    subscriber = get_subscriber()
+    settled = ignored = poison = 0
+    more = False
+    while True:
+        if budget.spent():
+            more = True
+            break
+        try:
+            response = subscriber.pull(
+                request={"subscription": subscription, "max_messages": min(batch_size, 1000)},
+                timeout=max(min(PULL_WAIT_S, budget.remaining()), 0.1),
+            )
+        except gexc.DeadlineExceeded:
+            break  # nothing waiting
+        received = list(response.received_messages)
+        if not received:
+            break
+        done: list[str] = []
+        try:
+            for received_message in received:
+                message = received_message.message
+                try:
+                    item = decode_message(bytes(message.data))
+                except PoisonMessage as exc:
+                    store.record_poison(message.message_id, "dead letter: " + exc.reason,
+                                        exc.excerpt)
+                    poison += 1
+                else:
+                    job = store.dead_letter(item.id, item.attempts, message_id=message.message_id)
+                    if job is None:
+                        ignored += 1
+                    else:
+                        settled += 1
+                        notifier.terminal([(job.id, job.owner_id, job.state)])
+                        log("WARNING", "job dead-lettered", job_id=str(job.id),
+                            message_id=message.message_id)
+                done.append(received_message.ack_id)
+        finally:  # what was settled is acknowledged even if the database then went away
+            if done:
+                subscriber.acknowledge(request={"subscription": subscription, "ack_ids": done})
+        if len(received) < min(batch_size, 1000):
+            break
+    return {"settled": settled, "ignored": ignored, "poison": poison, "more": more}

@@ -1,0 +1,26 @@
+"""Retention: terminal jobs older than RETENTION_DAYS are deleted with their events and results
+(the foreign keys cascade), one short transaction per batch, oldest first; old poison-message
+records go the same way. Whatever the budget leaves is for the next pass."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.maintenance.budget import Budget
+from common.repository import JobStore
+
+
+def prune(store: JobStore, budget: Budget, batch_size: int, days: int) -> dict[str, Any]:
+    deleted = poison = 0
+    more = False
+    while True:
+        if budget.spent():
+            more = True
+            break
+        count = store.purge_terminal(days, batch_size=batch_size, max_batches=1)
+        deleted += count
+        if count < batch_size:
+            break
+    if not more:
+        poison = store.purge_poison(days, batch_size=batch_size)
+    return {"deleted_jobs": deleted, "deleted_poison_messages": poison, "more": more}

@@ -1,0 +1,261 @@
+"""The worker: what `process` does with one Pub/Sub message.
+
+Pub/Sub delivers at least once, so any message may arrive twice, late or out of order. The
+worker therefore trusts nothing in the message but the job id and the attempt count it was
+published for, and lets the database decide: the claim is a guarded compare-and-set that
+succeeds for exactly one delivery, and every later write is fenced by the attempt it claimed.
+
+Acknowledge (return normally) whenever redelivering cannot help: a duplicate, a stale message,
+a poison message, an outcome the database refused because the job moved on. Raise
+`DatabaseUnavailable` only when the job could not even be claimed or recorded, so that Pub/Sub
+delivers again (and, after its max delivery attempts, dead-letters the message).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from uuid import UUID
+
+from common.errors import DatabaseUnavailable, IllegalTransition, InvalidInput, JobNotFound
+from common.handlers.base import Handler, JobContext, PermanentError
+from common.handlers.registry import Registry
+from common.logs import log
+from common.messages import PoisonMessage, backoff, decode_message
+from common.models import Job, JobMove
+from common.notify import Notifier
+from common.repository import JobStore
+from common.settings import Settings
+
+# Waits between tries of the final write when the database blips; short, because the whole
+# run must fit within the ack deadline's margin.
+WRITE_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One Pub/Sub message as the trigger gave it: `data` is base64 text (or bytes)."""
+
+    data: Any
+    message_id: str = ""
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+Action = Literal[
+    "poison", "skipped", "completed", "failed", "retry-scheduled", "cancelled", "fenced",
+    "lease-lost", "unrecorded",
+]
+
+
+@dataclass(frozen=True)
+class WorkOutcome:
+    action: Action
+    job_id: UUID | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class _Run:
+    """How a handler's run ended, before anything is written."""
+
+    kind: Literal["ok", "permanent", "transient", "timeout", "cancelled", "lease-lost"]
+    output: Any = None
+    error_type: str = ""
+    error_message: str = ""
+    duration_ms: int = 0
+
+
+class Worker:
+    def __init__(
+        self,
+        store: JobStore,
+        registry: Registry,
+        notifier: Notifier,
+        settings: Settings,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.notifier = notifier
+        self.settings = settings
+        self._rng = rng or random.Random()
+
+    def time_limit(self, handler: Handler) -> float:
+        """The handler's own limit, cut to end before the ack deadline (less the margin for
+        claiming and writing): past it, Pub/Sub would push the message again."""
+        return min(handler.time_limit_s, self.settings.ack_deadline_s - self.settings.ack_margin_s)
+
+    def handle(self, delivery: Delivery) -> WorkOutcome:
+        message_id = delivery.message_id or f"unknown-{uuid.uuid4()}"
+        try:
+            item = decode_message(delivery.data)
+        except PoisonMessage as poison:
+            first = self.store.record_poison(message_id, poison.reason, poison.excerpt)
+            log(
+                "WARNING",
+                "poison message acknowledged",
+                message_id=message_id,
+                reason=poison.reason,
+                excerpt=poison.excerpt,
+                first_delivery=first,
+            )
+            return WorkOutcome("poison", detail=poison.reason)
+        claim = self.store.claim(
+            item.id, expected_attempts=item.attempts, lease_s=self.settings.lease_seconds
+        )
+        if claim.job is None:
+            log("INFO", "message skipped", job_id=str(item.id), reason=claim.reason,
+                message_id=message_id, published_for_attempts=item.attempts)
+            return WorkOutcome("skipped", item.id, claim.reason)
+        job = claim.job
+        run = self._run(job)
+        outcome = self._record(job, run)
+        log(
+            "INFO" if outcome.action in ("completed", "cancelled") else "WARNING",
+            "job attempt finished",
+            job_id=str(job.id),
+            preset=job.preset,
+            attempt=job.attempts,
+            outcome=outcome.action,
+            run=run.kind,
+            error_type=run.error_type or None,
+            duration_ms=run.duration_ms,
+            message_id=message_id,
+        )
+        return outcome
+
+    # -- running the handler -----------------------------------------------------------------
+
+    def _run(self, job: Job) -> _Run:
+        handler = self.registry.get(job.preset)
+        if handler is None:  # the preset was removed after the job was accepted
+            return _Run("permanent", error_type="UnknownPreset",
+                        error_message=f"no handler for preset {job.preset!r} on this worker")
+        try:
+            options = handler.parse(job.content, job.metadata)
+        except PermanentError as exc:
+            return _Run("permanent", error_type="InvalidJob", error_message=str(exc))
+        stop = threading.Event()
+        ctx = JobContext(job_id=str(job.id), attempt=job.attempts, cancelled=stop.is_set)
+        started = time.monotonic()
+        future = _start(handler.run, ctx, job.content, options)
+        try:
+            return self._supervise(job, handler, future, stop, started)
+        finally:
+            stop.set()  # whatever happened, a handler still running must know it is abandoned
+
+    def _supervise(
+        self, job: Job, handler: Handler, future: Future[Any], stop: threading.Event,
+        started: float,
+    ) -> _Run:
+        """Wait for the handler, extending the lease every heartbeat, until it returns, its
+        time limit passes, the owner cancels, or the lease turns out to be lost."""
+        deadline = started + self.time_limit(handler)
+
+        def took() -> int:
+            return int((time.monotonic() - started) * 1000)
+
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return _Run("timeout", error_type="TimeLimitExceeded",
+                            error_message=f"ran past its time limit of "
+                                          f"{self.time_limit(handler):g} s",
+                            duration_ms=took())
+            try:
+                value = future.result(timeout=min(self.settings.heartbeat_s, remaining))
+            except FutureTimeout:
+                pass
+            except PermanentError as exc:
+                return _Run("permanent", error_type="PermanentError",
+                            error_message=str(exc), duration_ms=took())
+            except Exception as exc:  # TransientError, and any surprise, may pass next time
+                return _Run("transient", error_type=type(exc).__name__,
+                            error_message=str(exc), duration_ms=took())
+            else:
+                return _Run("ok", output=value, duration_ms=took())
+            try:
+                cancel = self.store.extend_lease(
+                    job.id, job.attempts, lease_s=self.settings.lease_seconds
+                )
+            except (IllegalTransition, JobNotFound):
+                return _Run("lease-lost", duration_ms=took())
+            except DatabaseUnavailable:
+                continue  # the lease may still hold; the final write is fenced either way
+            if cancel:
+                return _Run("cancelled", duration_ms=took())
+
+    # -- recording the outcome -----------------------------------------------------------------
+
+    def _record(self, job: Job, run: _Run) -> WorkOutcome:
+        if run.kind == "lease-lost":  # another attempt owns the job now: write nothing
+            return WorkOutcome("lease-lost", job.id)
+        try:
+            move = self._with_retries(lambda: self._write(job, run))
+        except (IllegalTransition, JobNotFound) as exc:
+            return WorkOutcome("fenced", job.id, type(exc).__name__)
+        except DatabaseUnavailable:
+            # Acknowledge anyway: the lease expires and the sweep's rescuer gives the job its
+            # next attempt. Redelivery would only find the job under that lease.
+            log("ERROR", "could not record the outcome; the sweep will rescue the job",
+                job_id=str(job.id), attempt=job.attempts)
+            return WorkOutcome("unrecorded", job.id)
+        if move.state.terminal:
+            self.notifier.terminal([(job.id, job.owner_id, move.state)])
+        action: Action = {
+            "COMPLETED": "completed", "FAILED": "failed", "CANCELLED": "cancelled",
+            "PENDING": "retry-scheduled",
+        }[move.state.value]  # type: ignore[assignment]
+        return WorkOutcome(action, job.id, move.state.value)
+
+    def _write(self, job: Job, run: _Run) -> JobMove:
+        if run.kind == "ok":
+            try:
+                return self.store.complete(job.id, job.attempts, run.output,
+                                           duration_ms=run.duration_ms)
+            except InvalidInput as exc:  # output that is not JSON: no retry can fix the code
+                return self.store.fail(job.id, job.attempts, "InvalidOutput", exc.message,
+                                       duration_ms=run.duration_ms)
+        if run.kind == "cancelled":
+            return self.store.confirm_cancel(job.id, job.attempts)
+        if run.kind == "permanent":
+            return self.store.fail(job.id, job.attempts, run.error_type, run.error_message,
+                                   duration_ms=run.duration_ms)
+        delay = backoff(job.attempts, base_s=self.settings.retry_base_s,
+                        cap_s=self.settings.retry_cap_s, rng=self._rng)
+        return self.store.retry_later(job.id, job.attempts, run.error_type, run.error_message,
+                                      delay=delay, duration_ms=run.duration_ms)
+
+    @staticmethod
+    def _with_retries(write: Callable[[], JobMove]) -> JobMove:
+        for delay in WRITE_RETRY_DELAYS:
+            try:
+                return write()
+            except DatabaseUnavailable:
+                time.sleep(delay)
+        return write()
+
+
+def _start(fn: Callable[..., Any], *args: Any) -> Future[Any]:
+    """Run a handler on its own daemon thread. Not a pool: a handler that hangs must not hold
+    a worker slot that later jobs wait for; it is abandoned (told so by `cancelled()`)."""
+    future: Future[Any] = Future()
+
+    def target() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=target, daemon=True, name="job-handler").start()
+    return future

@@ -1,0 +1,37 @@
+"""Between Flask (what functions-framework hands an HTTP function) and common.http."""
+
+from __future__ import annotations
+
+import flask
+
+from common.http import Request, Response
+
+
+def _reader(request: flask.Request):  # type: ignore[no-untyped-def]
+    def read(limit: int) -> bytes:
+        """At most `limit` bytes of the body: a stream may return less per read."""
+        chunks, size = [], 0
+        while size < limit:
+            chunk = request.stream.read(limit - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+
+    return read
+
+
+def from_flask(request: flask.Request) -> Request:
+    return Request(
+        method=request.method,
+        path=request.path,
+        headers=request.headers,
+        query=request.args,
+        read_body=_reader(request),
+        content_length=request.content_length,
+    )
+
+
+def to_flask(response: Response) -> flask.Response:
+    return flask.Response(response.body, status=response.status, headers=response.headers)

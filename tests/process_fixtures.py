@@ -1,0 +1,190 @@
+"""The local pipeline for end-to-end tests: `submit` (functions-framework test client), `process`
+as a real functions-framework server fed by the emulator's push subscription (with its
+dead-letter topic and retry policy, as in production), the results topic, and a proxy in front
+of PostgreSQL that a test can cut to take the database away from `process` alone."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from sqlalchemy import Engine
+
+from common.dispatch import Dispatcher
+from common.models import Job
+from common.repository import JobStore
+from common.service import JobService
+from common.settings import Settings, load_settings
+from common.states import JobState
+from tests.submit_fixtures import SubmitHarness
+from tests.support.function_server import FunctionServer
+from tests.support.paths import ROOT
+from tests.support.tcp_proxy import TcpProxy
+
+MAX_DELIVERY_ATTEMPTS = 5
+
+
+@dataclass
+class Pipeline:
+    api: SubmitHarness
+    process: FunctionServer
+    proxy: TcpProxy
+    store: JobStore
+    service: JobService
+    settings: Settings
+    project: str
+    results_sub: str
+    dead_letter_sub: str
+    push_sub: str
+
+    def submit(self, preset: str = "echo", content: str = "hi", owner: str = "alice",
+               **body: Any) -> str:
+        resp = self.api.post_job(owner, {"preset": preset, "content": content, **body})
+        assert resp.status_code == 202, resp.get_json()
+        return str(resp.get_json()["id"])
+
+    def chaos(self, owner: str = "alice", max_attempts: int | None = None, **options: Any) -> str:
+        extra = {"max_attempts": max_attempts} if max_attempts else {}
+        return self.submit("chaos", "c", owner, metadata={"options": options}, **extra)
+
+    def job(self, job_id: str) -> Job:
+        job = self.store.get_for_worker(job_id)
+        assert job is not None
+        return job
+
+    def wait(self, job_id: str, *states: JobState, timeout: float = 60,
+             tick: Callable[[], Any] | None = None) -> Job:
+        """Poll until the job is in one of `states`; `tick` runs each round (a sweep step)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job.state in states:
+                return job
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"job {job_id} stayed {job.state} (attempts {job.attempts}); process log:\n"
+                    + self.process.log_text()[-3000:]
+                )
+            if tick is not None:
+                tick()
+            time.sleep(0.1)
+
+    def redispatch(self) -> int:
+        """The sweep's re-dispatch step: publish what is due (e.g. after a backoff)."""
+        return self.service.dispatch_due(100)
+
+    def pull(self, subscription: str, wait_s: float = 0, want: int = 1) -> list[Any]:
+        """Messages on a pull subscription (acknowledged), waiting up to `wait_s` for `want`."""
+        from google.cloud import pubsub_v1
+
+        subscriber = pubsub_v1.SubscriberClient()
+        got: list[Any] = []
+        deadline = time.monotonic() + wait_s
+        try:
+            while True:
+                resp = subscriber.pull(
+                    request={"subscription": subscription, "max_messages": 100,
+                             "return_immediately": True},
+                    timeout=10,
+                )
+                if resp.received_messages:
+                    subscriber.acknowledge(request={
+                        "subscription": subscription,
+                        "ack_ids": [m.ack_id for m in resp.received_messages],
+                    })
+                    got += [m.message for m in resp.received_messages]
+                if len(got) >= want or time.monotonic() > deadline:
+                    return got
+                time.sleep(0.2)
+        finally:
+            subscriber.close()
+
+    def notifications(self, wait_s: float = 0, want: int = 1) -> list[dict[str, Any]]:
+        return [json.loads(m.data) for m in self.pull(self.results_sub, wait_s, want)]
+
+
+def _through(url: str, port: int) -> str:
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)
+    creds = netloc[0] + "@" if len(netloc) == 2 else ""
+    return urlunsplit(parts._replace(netloc=f"{creds}127.0.0.1:{port}"))
+
+
+@pytest.fixture()
+def pipeline(
+    api: SubmitHarness, engine: Engine, emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Pipeline]:
+    from google.cloud import pubsub_v1
+    from google.protobuf import duration_pb2
+
+    tag = uuid.uuid4().hex[:8]
+    results_topic, dead_topic = f"results-{tag}", f"dead-{tag}"
+    monkeypatch.setenv("ENABLE_CHAOS_PRESET", "true")
+    monkeypatch.setenv("RESULTS_TOPIC", results_topic)
+    db = urlsplit(api.env["DATABASE_URL"])
+    proxy = TcpProxy(db.hostname or "127.0.0.1", db.port or 5432)
+    env = {
+        **api.env,
+        "DATABASE_URL": _through(api.env["DATABASE_URL"], proxy.port),
+        "DB_CONNECT_TIMEOUT_S": "2",
+        "ENABLE_CHAOS_PRESET": "true",
+        "RESULTS_TOPIC": results_topic,
+        "LEASE_SECONDS": "5",
+        "HEARTBEAT_S": "0.2",
+        "RETRY_BASE_S": "0.2",
+        "RETRY_CAP_S": "1",
+        "ACK_DEADLINE_S": "60",
+        "ACK_MARGIN_S": "5",
+    }
+    process = FunctionServer("process", ROOT / "main.py", env)
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    project = emulator.project
+    path = publisher.topic_path
+    for topic in (results_topic, dead_topic):
+        publisher.create_topic(request={"name": path(project, topic)})
+    results_sub = subscriber.subscription_path(project, results_topic + "-reader")
+    dead_sub = subscriber.subscription_path(project, dead_topic + "-reader")
+    push_sub = subscriber.subscription_path(project, f"process-{tag}")
+    subscriber.create_subscription(
+        request={"name": results_sub, "topic": path(project, results_topic)}
+    )
+    subscriber.create_subscription(request={"name": dead_sub, "topic": path(project, dead_topic)})
+    subscriber.create_subscription(
+        request={
+            "name": push_sub,
+            "topic": api.topic,
+            "push_config": {"push_endpoint": process.url + "/"},
+            "ack_deadline_seconds": 60,
+            "dead_letter_policy": {
+                "dead_letter_topic": path(project, dead_topic),
+                "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS,
+            },
+            "retry_policy": {
+                "minimum_backoff": duration_pb2.Duration(nanos=200_000_000),
+                "maximum_backoff": duration_pb2.Duration(seconds=1),
+            },
+        }
+    )
+    subscriber.close()
+    settings = load_settings(**{k.lower(): v for k, v in env.items() if k.isupper()
+                                and k.lower() in Settings.model_fields})
+    settings = settings.model_copy(update={"database_url": api.env["DATABASE_URL"]})
+    store = JobStore(engine, settings)
+    try:
+        yield Pipeline(
+            api, process, proxy, store, JobService(store, Dispatcher(settings)), settings,
+            project, results_sub, dead_sub, push_sub,
+        )
+    finally:
+        sub = pubsub_v1.SubscriberClient()
+        sub.delete_subscription(request={"subscription": push_sub})  # stop pushing first
+        sub.close()
+        process.close()
+        proxy.close()
