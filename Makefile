@@ -30,6 +30,8 @@ bench: install
 	$(BIN)/python -m bench.lifecycle
 	$(BIN)/python -m bench.submit_latency
 	$(BIN)/python -m bench.cold_start
+	$(BIN)/python -m bench.end_to_end
+	$(BIN)/python -m bench.sweep_scale
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -103,8 +103,8 @@ def maintenance_plans(store_url: str) -> dict[str, str]:
     engine = create_engine_from_settings(load_settings(database_url=store_url))
     plans = {}
     queries = {
-        "undispatched": (repo.SQL_UNDISPATCHED, {"limit": 100}),
-        "stale-dispatch": (repo.SQL_STALE_DISPATCH, {"limit": 100, "stale_s": 600}),
+        "undispatched": (repo.SQL_TAKE_DISPATCH[False], {"limit": 100}),
+        "stale-dispatch": (repo.SQL_TAKE_DISPATCH[True], {"limit": 100, "stale_s": 600}),
         "expired-leases": (repo.SQL_EXPIRED, {"limit": 100}),
         "rescue": (repo.SQL_RESCUE, {"limit": 100}),
         "purge": (repo.SQL_PURGE, {"days": 30, "batch": 500}),

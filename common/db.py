@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import atexit
 import threading
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
 
 from common.settings import Settings, get_settings
 
@@ -98,7 +100,8 @@ def create_engine_from_settings(
         "max_overflow": settings.db_max_overflow if max_overflow is None else max_overflow,
         "pool_timeout": settings.db_pool_timeout_s,
         "pool_recycle": settings.db_pool_recycle_s,
-        "pool_pre_ping": settings.db_pool_pre_ping,
+        # The store's engine pings only connections that sat idle (see _ping_if_idle).
+        "pool_pre_ping": settings.db_pool_pre_ping and not autocommit,
     }
     if autocommit:
         # No transaction is ever open on return to the pool, so its ROLLBACK would be a wasted
@@ -136,7 +139,49 @@ def create_engine_from_settings(
             **pool_args,
         )
     event.listen(engine, "connect", _tune_connection)
+    if autocommit and settings.db_pool_pre_ping:
+        _ping_if_idle(engine, settings.db_ping_idle_s)
     return engine
+
+
+_LAST_USED = "jobs.last_used"
+# When any connection was found dead, every connection last used before that moment is suspect
+# (a failover or restart drops them all at once): each is pinged at its next checkout.
+_suspect_before = 0.0
+
+
+def distrust_pooled_connections() -> None:
+    global _suspect_before
+    _suspect_before = time.monotonic()
+
+
+def _ping_if_idle(engine: Engine, idle_s: float) -> None:
+    """Pessimistic disconnect handling, paid only where it pays: a connection used moments ago
+    is trusted (a failover in between costs that one statement a typed DatabaseUnavailable);
+    one that sat idle, which is when Cloud SQL and proxies drop them, is pinged first, and so is
+    every connection older than the last one found dead (see `distrust_pooled_connections`). Raising
+    DisconnectionError makes the pool discard it and check out another (SQLAlchemy's documented
+    pattern, "Disconnect Handling - Pessimistic", with a custom event)."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(dbapi_connection: Any, record: Any) -> None:
+        record.info[_LAST_USED] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        last = record.info.get(_LAST_USED)
+        if last is not None and time.monotonic() - last < idle_s and last > _suspect_before:
+            return
+        if last is None:  # just opened: nothing to check
+            record.info[_LAST_USED] = time.monotonic()
+            return
+        try:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SELECT 1")
+            cursor.fetchall()
+            cursor.close()
+        except Exception as exc:
+            raise sa_exc.DisconnectionError(type(exc).__name__) from exc
 
 
 def get_engine() -> Engine:

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from common.db import distrust_pooled_connections
 from common.errors import DatabaseUnavailable
 
 _CACHE_KEY = "jobs.prepared"
@@ -61,6 +62,7 @@ def run(conn: Connection, sql: str, params: Mapping[str, Any]) -> list[dict[str,
         rows = statement.run(**params)
     except (InterfaceError, OSError) as exc:  # the socket is gone: never reuse this connection
         conn.invalidate(exc)
+        distrust_pooled_connections()  # its siblings probably went with it
         raise DatabaseUnavailable("connection lost") from exc
     except DatabaseError as exc:
         code = sqlstate(exc)

@@ -267,19 +267,10 @@ FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS int[])) AS d(id, attempts)
 WHERE jobs.id = d.id AND jobs.attempts = d.attempts AND jobs.state = {_lit(P)}
 RETURNING jobs.id"""
 
-SQL_UNDISPATCHED = f"""
-SELECT id, attempts FROM jobs
-WHERE state = {_lit(P)} AND dispatched_at IS NULL AND COALESCE(not_before, created_at) <= now()
-ORDER BY COALESCE(not_before, created_at)
-LIMIT :limit"""
-
-SQL_STALE_DISPATCH = f"""
-SELECT id, attempts FROM jobs
-WHERE state = {_lit(P)} AND dispatched_at IS NOT NULL
-  AND dispatched_at < now() - make_interval(secs => :stale_s)
-ORDER BY dispatched_at
-LIMIT :limit"""
-
+# Maintenance statements pick their rows on a partial index, then touch them by primary key
+# (`id = ANY(ARRAY(SELECT ...))`): written as a join, the planner may scan the whole table to
+# match a few hundred ids, and the cost would follow the table instead of the work.
+#
 # The sweep's re-dispatch takes its rows by stamping dispatched_at first (SKIP LOCKED), so two
 # sweeps at once never publish the same job; a publish that then fails un-stamps its row. One
 # statement per partial index: never-published due jobs, and those published long ago.
@@ -299,7 +290,7 @@ WITH picked AS (
     ORDER BY {order} LIMIT :limit FOR UPDATE SKIP LOCKED
 )
 UPDATE jobs j SET dispatched_at = now()
-FROM picked WHERE j.id = picked.id AND j.state = {_lit(P)}
+WHERE j.id = ANY(ARRAY(SELECT id FROM picked)) AND j.state = {_lit(P)}
 RETURNING j.id, j.attempts"""
 
 
@@ -331,7 +322,7 @@ WITH picked AS (
     UPDATE jobs j SET state = {RESCUE_STATE},
         finished_at = CASE WHEN {RESCUE_STATE} IN {TERMINAL} THEN now() END,
         lease_expires_at = NULL, dispatched_at = NULL, not_before = NULL, updated_at = now()
-    FROM picked WHERE j.id = picked.id AND j.state IN {_src(Move.RESCUE)}
+    WHERE j.id = ANY(ARRAY(SELECT id FROM picked)) AND j.state IN {_src(Move.RESCUE)}
       AND j.lease_expires_at < now()
     RETURNING {J_COLS}
 ), {
@@ -376,7 +367,7 @@ WITH victims AS (
     WHERE state IN {TERMINAL} AND finished_at < now() - make_interval(days => :days)
     ORDER BY finished_at LIMIT :batch FOR UPDATE SKIP LOCKED
 )
-DELETE FROM jobs j USING victims v WHERE j.id = v.id
+DELETE FROM jobs j WHERE j.id = ANY(ARRAY(SELECT id FROM victims))
 RETURNING j.id"""
 
 # The sweep's report. Every count runs on a partial index, so its cost follows the live queue
@@ -405,7 +396,8 @@ WITH victims AS (
     WHERE received_at < now() - make_interval(days => :days)
     ORDER BY received_at LIMIT :batch FOR UPDATE SKIP LOCKED
 )
-DELETE FROM poison_messages p USING victims v WHERE p.message_id = v.message_id
+DELETE FROM poison_messages p
+WHERE p.message_id = ANY(ARRAY(SELECT message_id FROM victims))
 RETURNING p.message_id"""
 
 # Worker records: not job state, but about jobs, so their SQL lives here too.
@@ -778,20 +770,6 @@ class JobStore:
             attempts=[i.attempts for i in batch],
         )
         return len(marked)
-
-    def find_undispatched(
-        self, limit: int, *, redispatch_after: timedelta | None = None
-    ) -> list[DispatchItem]:
-        """PENDING jobs due now whose message was never published (oldest first); with
-        `redispatch_after`, also those published longer ago than that and still not claimed."""
-        rows = self._rows(SQL_UNDISPATCHED, limit=limit)
-        if redispatch_after is not None and len(rows) < limit:
-            rows += self._rows(
-                SQL_STALE_DISPATCH,
-                limit=limit - len(rows),
-                stale_s=redispatch_after.total_seconds(),
-            )
-        return [DispatchItem(id=r["id"], attempts=r["attempts"]) for r in rows]
 
     def take_due_for_dispatch(
         self, limit: int, *, redispatch_after: timedelta | None = None

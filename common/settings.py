@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     db_pool_timeout_s: PositiveInt = 5
     db_pool_recycle_s: PositiveInt = 1800
     db_pool_pre_ping: bool = True
+    # With pre-ping, a pooled connection is pinged only if it sat idle this long: a ping is a
+    # round trip, as costly as the statement it guards. 0 pings on every checkout.
+    db_ping_idle_s: Annotated[float, Field(ge=0)] = 5.0
     db_statement_timeout_ms: PositiveInt = 15_000
     db_connect_timeout_s: PositiveInt = 10
 

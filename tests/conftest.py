@@ -35,7 +35,11 @@ def database_url(pg_server: PostgresServer) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
-    return load_settings(database_url=database_url, lease_seconds=30, max_content_bytes=10_000)
+    # Some tests terminate every store connection on purpose: the shared engine pings on each
+    # checkout so that the next test never inherits a dead one.
+    return load_settings(
+        database_url=database_url, lease_seconds=30, max_content_bytes=10_000, db_ping_idle_s=0
+    )
 
 
 @pytest.fixture(scope="session")

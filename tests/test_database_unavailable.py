@@ -4,6 +4,7 @@ Pub/Sub redeliver), never a raw driver error, and the pool recovers by itself.""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from sqlalchemy import Engine, text
@@ -35,28 +36,57 @@ def _store(settings: Settings, **overrides: object) -> tuple[JobStore, Engine]:
     return JobStore(engine, tuned, presets=None), engine
 
 
-def test_pre_ping_replaces_a_terminated_connection(
-    store: JobStore, settings: Settings, engine: Engine
+@pytest.mark.parametrize("idle_s", [0.0, 0.2])
+def test_pre_ping_replaces_a_connection_terminated_while_idle(
+    store: JobStore, settings: Settings, engine: Engine, idle_s: float
 ) -> None:
-    mine, own_engine = _store(settings)
+    mine, own_engine = _store(settings, db_ping_idle_s=idle_s)
     try:
         job, _ = mine.create("alice", new_job())
         assert _terminate_store_connections(engine) >= 1
+        time.sleep(idle_s + 0.1)  # idle past the threshold: pinged before use, and replaced
         assert mine.get("alice", job.id).id == job.id  # no error reaches the caller
     finally:
         own_engine.dispose()
 
 
-def test_without_pre_ping_one_call_fails_typed_then_the_pool_recovers(
-    store: JobStore, settings: Settings, engine: Engine
+@pytest.mark.parametrize(
+    "overrides",
+    [{"db_pool_pre_ping": False}, {"db_ping_idle_s": 5.0}],
+    ids=["no pre-ping", "used moments ago, so trusted"],
+)
+def test_one_call_fails_typed_then_the_pool_recovers(
+    store: JobStore, settings: Settings, engine: Engine, overrides: dict[str, object]
 ) -> None:
-    mine, own_engine = _store(settings, db_pool_pre_ping=False)
+    mine, own_engine = _store(settings, **overrides)
     try:
         job, _ = mine.create("alice", new_job())
         _terminate_store_connections(engine)
         with pytest.raises(DatabaseUnavailable):
             mine.get("alice", job.id)
         assert mine.get("alice", job.id).id == job.id
+    finally:
+        own_engine.dispose()
+
+
+def test_one_dead_connection_gets_its_siblings_pinged(
+    store: JobStore, settings: Settings, engine: Engine
+) -> None:
+    """A failover drops every connection at once: after the first failure, the pool's other
+    connections are pinged before use instead of failing one call each."""
+    tuned = settings.model_copy(update={"db_ping_idle_s": 60.0})
+    own_engine = create_engine_from_settings(tuned, pool_size=3, max_overflow=0)
+    mine = JobStore(own_engine, tuned)
+    try:
+        job, _ = mine.create("alice", new_job())
+        held = [own_engine.connect() for _ in range(3)]  # three pooled connections, all fresh
+        for conn in held:
+            conn.close()
+        assert _terminate_store_connections(engine) >= 3
+        with pytest.raises(DatabaseUnavailable):
+            mine.get("alice", job.id)
+        for _ in range(5):  # every later call succeeds, whichever connection it gets
+            assert mine.get("alice", job.id).id == job.id
     finally:
         own_engine.dispose()
 

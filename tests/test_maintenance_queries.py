@@ -16,29 +16,42 @@ from tests.conftest import table_counts
 from tests.jobs_helpers import job_in_state, new_job
 
 
-def test_undispatched_jobs_are_found_until_marked(store: JobStore) -> None:
+def test_due_jobs_are_taken_oldest_first_and_once(store: JobStore) -> None:
     jobs = [store.create("alice", new_job(content=str(i)))[0] for i in range(5)]
-    found = store.find_undispatched(10)
-    assert [d.id for d in found] == [j.id for j in jobs]  # oldest first
-    assert store.find_undispatched(2) == found[:2]
-    assert store.mark_dispatched(found[:3]) == 3
-    assert [d.id for d in store.find_undispatched(10)] == [j.id for j in jobs[3:]]
+    first = store.take_due_for_dispatch(2)
+    assert {d.id for d in first} == {j.id for j in jobs[:2]}  # the oldest first
+    assert {d.id for d in store.take_due_for_dispatch(10)} == {j.id for j in jobs[2:]}
+    assert store.take_due_for_dispatch(10) == []  # taken means stamped: nobody takes them again
 
 
 def test_a_published_backlog_is_not_republished(store: JobStore) -> None:
     for i in range(20):
         store.create("alice", new_job(content=str(i)))
-    store.mark_dispatched(store.find_undispatched(100))
-    assert store.find_undispatched(100) == []
-    assert store.find_undispatched(100, redispatch_after=timedelta(hours=1)) == []
+    assert len(store.take_due_for_dispatch(100)) == 20
+    assert store.take_due_for_dispatch(100, redispatch_after=timedelta(hours=1)) == []
 
 
-def test_stale_dispatch_is_found_again_after_the_threshold(store: JobStore) -> None:
+def test_stale_dispatch_is_taken_again_after_the_threshold(store: JobStore) -> None:
     job, _ = store.create("alice", new_job())
-    store.mark_dispatched(store.find_undispatched(1))
+    store.take_due_for_dispatch(1)
     time.sleep(0.05)
-    again = store.find_undispatched(10, redispatch_after=timedelta(milliseconds=10))
+    again = store.take_due_for_dispatch(10, redispatch_after=timedelta(milliseconds=10))
     assert again == [DispatchItem(id=job.id, attempts=0)]
+
+
+def test_a_released_job_is_taken_again(store: JobStore) -> None:
+    job, _ = store.create("alice", new_job())
+    taken = store.take_due_for_dispatch(1)
+    assert store.release_dispatch(taken) == 1
+    assert store.take_due_for_dispatch(1) == taken
+    assert store.release_dispatch([DispatchItem(id=job.id, attempts=3)]) == 0  # stale: guarded
+
+
+def test_not_yet_due_jobs_wait(store: JobStore) -> None:
+    job, _ = store.create("alice", new_job())
+    store.claim(job.id)
+    store.retry_later(job.id, 1, "E", "m", delay=timedelta(hours=1))
+    assert store.take_due_for_dispatch(10) == []
 
 
 def test_mark_dispatched_is_guarded_by_state_and_attempt(store: JobStore) -> None:
@@ -54,15 +67,15 @@ def test_cancelled_and_claimed_jobs_leave_the_dispatch_queue(store: JobStore) ->
     b, _ = store.create("alice", new_job())
     store.cancel("alice", a.id)
     store.claim(b.id)
-    assert store.find_undispatched(10) == []
+    assert store.take_due_for_dispatch(10) == []
 
 
 def test_retry_later_goes_back_into_the_dispatch_queue_when_due(store: JobStore) -> None:
     job, _ = store.create("alice", new_job())
-    store.mark_dispatched(store.find_undispatched(1))
+    store.take_due_for_dispatch(1)
     store.claim(job.id)
     store.retry_later(job.id, 1, "E", "m", delay=timedelta(0))
-    assert store.find_undispatched(10) == [DispatchItem(id=job.id, attempts=1)]
+    assert store.take_due_for_dispatch(10) == [DispatchItem(id=job.id, attempts=1)]
 
 
 def test_expired_leases_are_listed(store: JobStore) -> None:
@@ -143,8 +156,8 @@ def _plan(engine: Engine, sql: str, params: dict[str, object]) -> str:
 @pytest.mark.parametrize(
     ("statement", "params", "index"),
     [
-        (repo.SQL_UNDISPATCHED, {"limit": 10}, "ix_jobs_undispatched_due"),
-        (repo.SQL_STALE_DISPATCH, {"limit": 10, "stale_s": 60}, "ix_jobs_dispatched_pending"),
+        (repo.SQL_TAKE_DISPATCH[False], {"limit": 10}, "ix_jobs_undispatched_due"),
+        (repo.SQL_TAKE_DISPATCH[True], {"limit": 10, "stale_s": 60}, "ix_jobs_dispatched_pending"),
         (repo.SQL_EXPIRED, {"limit": 10}, "ix_jobs_lease_expiry"),
         (repo.SQL_RESCUE, {"limit": 10}, "ix_jobs_lease_expiry"),
         (repo.SQL_PURGE, {"days": 30, "batch": 10}, "ix_jobs_terminal_age"),

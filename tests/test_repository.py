@@ -109,7 +109,7 @@ def test_retry_later_sets_backoff_then_exhausts(store: JobStore) -> None:
     assert waiting.finished_at is None
     assert waiting.not_before > store.get("alice", job.id).updated_at + timedelta(minutes=59)
     assert store.claim(job.id).reason == "not-due"  # backoff is honoured
-    assert store.find_undispatched(10) == []  # and not dispatched before it is due
+    assert store.take_due_for_dispatch(10) == []  # and not dispatched before it is due
 
     due, _ = store.create("alice", new_job(max_attempts=2))
     store.claim(due.id)

@@ -242,7 +242,7 @@ def test_published_job_is_marked_dispatched(api: SubmitHarness, store: object) -
     assert isinstance(store, JobStore)
     api.post_job("alice", JOB)
     assert len(api.pull()) == 1
-    assert store.find_undispatched(10) == []  # sweep will not publish it a second time
+    assert store.take_due_for_dispatch(10) == []  # sweep will not publish it a second time
 
 
 def test_cancel_of_a_running_job_is_requested(api: SubmitHarness, store: object) -> None:

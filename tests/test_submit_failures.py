@@ -23,7 +23,7 @@ def test_publish_failure_still_accepts_and_leaves_job_undispatched(
     resp = api.post_job("alice", JOB)
     assert resp.status_code == 202
     job_id = resp.get_json()["id"]
-    pending = store.find_undispatched(10)
+    pending = store.take_due_for_dispatch(10)
     assert [str(item.id) for item in pending] == [job_id]  # sweep will publish it
 
 

@@ -57,6 +57,7 @@ class Maintenance:
         return got
 
     def notifications(self) -> list[dict[str, Any]]:
+        assert self.notifier.flush()
         subscriber = pubsub_v1.SubscriberClient()
         resp = subscriber.pull(
             request={"subscription": self.results_sub, "max_messages": 100,

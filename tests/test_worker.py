@@ -356,6 +356,8 @@ def test_notifications_only_for_terminal_states(
     failed, d3 = chaos(worker, fail_permanently=True)
     for d in (d1, d2, d3):
         worker.handle(d)
+    assert worker.notifier.flush()
+    assert worker.notifier.published == 2
     resp = subscriber.pull(request={"subscription": sub.name, "max_messages": 10}, timeout=10)
     got = sorted(json.loads(m.message.data)["state"] for m in resp.received_messages)
     assert got == ["COMPLETED", "FAILED"]

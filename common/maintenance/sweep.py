@@ -82,6 +82,8 @@ class Sweeper:
         summary["budget_exhausted"] = any(
             isinstance(v, dict) and v.get("more") for v in steps.values()
         )
+        # Not on any request's critical path here: let the pass's notifications go out.
+        self.notifier.flush(max(min(budget.remaining(), 10.0), 1.0))
         summary["duration_ms"] = budget.elapsed_ms()
         log("INFO" if summary["ok"] else "ERROR", "sweep pass", summary=summary)
         return summary

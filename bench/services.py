@@ -1,0 +1,26 @@
+"""What every benchmark stands on: a durable throwaway PostgreSQL (fsync on) with the schema
+migrated, and the Pub/Sub emulator, both stopped when the benchmark ends."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from tests.support.emulator import PubSubEmulator
+from tests.support.postgres import migrate, start_postgres
+
+
+@contextmanager
+def services(dbname: str) -> Iterator[tuple[str, PubSubEmulator]]:
+    """(database URL, emulator); the emulator's environment is exported for the clients here."""
+    server = start_postgres(durable=True)
+    emulator = PubSubEmulator(project="bench-project").start()
+    try:
+        url = server.url(server.create_database(dbname))
+        migrate(url)
+        os.environ.update(emulator.env())
+        yield url, emulator
+    finally:
+        emulator.stop()
+        server.stop()
