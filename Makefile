@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install lint types test bench clean
+.PHONY: install lint types test bench dev clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -27,11 +27,15 @@ test: lint types
 	$(BIN)/python -m pytest
 
 bench: install
-	$(BIN)/python -m bench.lifecycle
-	$(BIN)/python -m bench.submit_latency
-	$(BIN)/python -m bench.cold_start
-	$(BIN)/python -m bench.end_to_end
-	$(BIN)/python -m bench.sweep_scale
+	-$(BIN)/python -m bench.lifecycle
+	-$(BIN)/python -m bench.submit_latency
+	-$(BIN)/python -m bench.cold_start
+	-$(BIN)/python -m bench.end_to_end
+	-$(BIN)/python -m bench.sweep_scale
+
+# The whole pipeline locally, in the foreground (see localstack/dev.py); Ctrl-C stops it.
+dev: install
+	$(BIN)/python -m localstack.dev
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

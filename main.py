@@ -1,7 +1,30 @@
-"""Entry points of the Cloud Run functions (deploy with --entry-point submit, process or sweep)."""
+"""Entry points of the Cloud Run functions (deploy with --entry-point submit, process or sweep),
+and, run as a script, the command line (`python main.py --help`; see cli.py).
 
-from functions.process import process
-from functions.submit import submit
-from functions.sweep import sweep
+Each function's module is imported when functions-framework looks its target up, so an instance
+of one function never pays the cold-start import of the other two.
+"""
 
-__all__ = ["process", "submit", "sweep"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_TARGETS = {name: f"functions.{name}" for name in ("submit", "process", "sweep")}
+
+__all__ = list(_TARGETS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _TARGETS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'main' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from cli import main
+
+    sys.exit(main())

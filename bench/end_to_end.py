@@ -22,8 +22,9 @@ from sqlalchemy import create_engine, text
 from bench.services import services
 from bench.submit_latency import Client
 from common.auth import issue_dev_token
-from tests.support.emulator import PubSubEmulator
-from tests.support.function_server import FunctionServer
+from localstack.emulator import PubSubEmulator
+from localstack.function_server import FunctionServer
+from localstack.topology import Topology
 from tests.support.paths import ROOT
 
 SECRET = secrets.token_urlsafe(32)
@@ -32,22 +33,9 @@ CLIENTS = 8
 
 
 def _push_subscription(emulator: PubSubEmulator, topic: str, name: str, endpoint: str) -> None:
-    from google.cloud import pubsub_v1
-    from google.protobuf import duration_pb2
-
-    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
-    topic_path = publisher.topic_path(emulator.project, topic)
-    publisher.create_topic(request={"name": topic_path})
-    subscriber.create_subscription(
-        request={
-            "name": subscriber.subscription_path(emulator.project, name),
-            "topic": topic_path,
-            "push_config": {"push_endpoint": endpoint},
-            "ack_deadline_seconds": 60,
-            "retry_policy": {"minimum_backoff": duration_pb2.Duration(seconds=1)},
-        }
-    )
-    subscriber.close()
+    Topology(project=emulator.project, jobs_topic=topic, push_subscription=name,
+             dead_letter_topic=topic + "-dead", dead_letter_subscription=topic + "-dead-sub",
+             results_topic=topic + "-results").create(endpoint)
 
 
 def floor_rate(emulator: PubSubEmulator, n: int, topic: str) -> float:

@@ -26,7 +26,7 @@ from common.db import create_engine_from_settings
 from common.models import NewJob
 from common.repository import JobStore
 from common.settings import load_settings
-from tests.support.postgres import PostgresServer, migrate, server_from_url, start_postgres
+from localstack.postgres import PostgresServer, migrate, server_from_url, start_postgres
 
 TARGET = 0.5
 CONCURRENCY = (1, 8)

@@ -7,8 +7,8 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tests.support.emulator import PubSubEmulator
-from tests.support.postgres import migrate, start_postgres
+from localstack.emulator import PubSubEmulator
+from localstack.postgres import migrate, start_postgres
 
 
 @contextmanager

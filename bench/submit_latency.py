@@ -20,10 +20,10 @@ import time
 from sqlalchemy import create_engine, text
 
 from common.auth import issue_dev_token
-from tests.support.emulator import PubSubEmulator
-from tests.support.function_server import FunctionServer
+from localstack.emulator import PubSubEmulator
+from localstack.function_server import FunctionServer
+from localstack.postgres import migrate, start_postgres
 from tests.support.paths import ROOT
-from tests.support.postgres import migrate, start_postgres
 
 SECRET = secrets.token_urlsafe(32)  # per run: nothing outside this run may sign tokens
 TARGETS = {"p50": 1.5, "p99": 2.5}

@@ -54,3 +54,12 @@ class EventList(BaseModel):
 class Health(BaseModel):
     status: str
     database: str
+
+
+class Stats(BaseModel):
+    """The caller's own queue: jobs per state, the oldest PENDING one, recent throughput."""
+
+    depth: dict[JobState, int]
+    oldest_pending_age_s: float | None
+    finished_last_5_min: int
+    throughput_per_min: float

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from common.api_models import EventList, Health, JobList, JobView
+from common.api_models import EventList, Health, JobList, JobView, Stats
 from common.models import NewJob
 from common.problems import Problem
 from common.states import JobState
@@ -73,6 +73,7 @@ def build_openapi() -> dict[str, Any]:
         (EventList, "serialization"),
         (Problem, "serialization"),
         (Health, "serialization"),
+        (Stats, "serialization"),
     ]
     _, schema = models_json_schema(models, ref_template=REF)
     write_errors = (400, 404, 409, 413, 415, 422, 503)
@@ -136,6 +137,10 @@ def build_openapi() -> dict[str, Any]:
                     (404, 409, 503),
                     params=[JOB_ID],
                 ),
+            },
+            "/stats": {
+                "get": _op("getStats", "The caller's queue: depth, oldest pending, throughput",
+                           {200: Stats}, (503,)),
             },
             "/healthz": {
                 "get": _op(

@@ -390,6 +390,14 @@ SELECT
    ) f) AS finished_last_hour,
   now() AS now"""
 
+# An owner's own queue, for `GET /stats`: runs on the owner's rows only (owner/state index).
+SQL_OWNER_STATS = f"""
+SELECT state, count(*) AS n,
+       min(created_at) FILTER (WHERE state = {_lit(P)}) AS oldest_pending,
+       count(*) FILTER (WHERE finished_at > now() - interval '5 minutes') AS finished_5m,
+       now() AS now
+FROM jobs WHERE owner_id = :owner_id GROUP BY state"""
+
 SQL_PURGE_POISON = """
 WITH victims AS (
     SELECT message_id FROM poison_messages
@@ -850,6 +858,25 @@ class JobStore:
                 round((row["now"] - oldest).total_seconds(), 3) if oldest else None
             ),
             "finished_last_hour": dict(row["finished_last_hour"]),
+        }
+
+    def owner_stats(self, owner_id: str) -> dict[str, Any]:
+        """The owner's jobs by state, the age of their oldest PENDING one, and how many of theirs
+        finished in the last five minutes."""
+        rows = self._rows(SQL_OWNER_STATS, owner_id=_owner(owner_id))
+        depth = {state.value: 0 for state in JobState}
+        oldest, finished, now = None, 0, None
+        for row in rows:
+            depth[row["state"]] = int(row["n"])
+            finished += int(row["finished_5m"])
+            oldest = row["oldest_pending"] or oldest
+            now = row["now"]
+        return {
+            "depth": depth,
+            "oldest_pending_age_s": (
+                round((now - oldest).total_seconds(), 3) if oldest and now else None
+            ),
+            "finished_last_5_min": finished,
         }
 
     def purge_poison(self, older_than_days: int, *, batch_size: int) -> int:

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
-from common.api_models import EventList, Health, JobList, JobView
+from common.api_models import EventList, Health, JobList, JobView, Stats
 from common.auth import TokenVerifier, Unauthenticated
 from common.errors import JobStoreError
 from common.handlers.base import PermanentError
@@ -40,6 +40,7 @@ ROUTES = Map(
         Rule("/jobs/<job_id>/events", methods=["GET"], endpoint="events"),
         Rule("/jobs/<job_id>/cancel", methods=["POST"], endpoint="cancel"),
         Rule("/jobs/<job_id>/retry", methods=["POST"], endpoint="retry"),
+        Rule("/stats", methods=["GET"], endpoint="stats"),
         Rule("/healthz", methods=["GET"], endpoint="health"),
         Rule("/openapi.json", methods=["GET"], endpoint="openapi"),
     ],
@@ -219,6 +220,10 @@ class SubmitApi:
 
     def _retry(self, request: Request, owner: str, job_id: str) -> Response:
         return _json(202, JobView.of(self.service.retry(owner, _job_id(job_id))))
+
+    def _stats(self, request: Request, owner: str) -> Response:
+        stats = self.service.store.owner_stats(owner)
+        return _json(200, Stats(**stats, throughput_per_min=stats["finished_last_5_min"] / 5))
 
     def _health(self, request: Request, owner: None) -> Response:
         future = self._health_pool.submit(self.service.store.ping)

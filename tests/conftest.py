@@ -10,8 +10,8 @@ from sqlalchemy import Engine, text
 from common.db import create_engine_from_settings
 from common.repository import JobStore
 from common.settings import Settings, load_settings
-from tests.support.emulator import PubSubEmulator
-from tests.support.postgres import PostgresServer, migrate, provide_server
+from localstack.emulator import PubSubEmulator
+from localstack.postgres import PostgresServer, migrate, provide_server
 
 PRESETS = ["echo", "text-stats", "chaos"]
 

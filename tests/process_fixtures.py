@@ -22,8 +22,9 @@ from common.repository import JobStore
 from common.service import JobService
 from common.settings import Settings, load_settings
 from common.states import JobState
+from localstack.function_server import FunctionServer
+from localstack.topology import Topology
 from tests.submit_fixtures import SubmitHarness
-from tests.support.function_server import FunctionServer
 from tests.support.paths import ROOT
 from tests.support.tcp_proxy import TcpProxy
 
@@ -121,7 +122,6 @@ def pipeline(
     api: SubmitHarness, engine: Engine, emulator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Pipeline]:
     from google.cloud import pubsub_v1
-    from google.protobuf import duration_pb2
 
     tag = uuid.uuid4().hex[:8]
     results_topic, dead_topic = f"results-{tag}", f"dead-{tag}"
@@ -143,36 +143,27 @@ def pipeline(
         "ACK_MARGIN_S": "5",
     }
     process = FunctionServer("process", ROOT / "main.py", env)
-    publisher = pubsub_v1.PublisherClient()
-    subscriber = pubsub_v1.SubscriberClient()
     project = emulator.project
-    path = publisher.topic_path
-    for topic in (results_topic, dead_topic):
-        publisher.create_topic(request={"name": path(project, topic)})
-    results_sub = subscriber.subscription_path(project, results_topic + "-reader")
-    dead_sub = subscriber.subscription_path(project, dead_topic + "-reader")
-    push_sub = subscriber.subscription_path(project, f"process-{tag}")
-    subscriber.create_subscription(
-        request={"name": results_sub, "topic": path(project, results_topic)}
+    topology = Topology(
+        project=project,
+        jobs_topic=api.topic.rsplit("/", 1)[1],
+        push_subscription=f"process-{tag}",
+        dead_letter_topic=dead_topic,
+        dead_letter_subscription=f"{dead_topic}-reader",
+        results_topic=results_topic,
+        max_delivery_attempts=MAX_DELIVERY_ATTEMPTS,
+        min_backoff_s=0.2,
+        max_backoff_s=1.0,
     )
-    subscriber.create_subscription(request={"name": dead_sub, "topic": path(project, dead_topic)})
+    topology.create(process.url + "/")
+    results_sub = topology.path("subscriptions", results_topic + "-reader")
+    subscriber = pubsub_v1.SubscriberClient()
     subscriber.create_subscription(
-        request={
-            "name": push_sub,
-            "topic": api.topic,
-            "push_config": {"push_endpoint": process.url + "/"},
-            "ack_deadline_seconds": 60,
-            "dead_letter_policy": {
-                "dead_letter_topic": path(project, dead_topic),
-                "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS,
-            },
-            "retry_policy": {
-                "minimum_backoff": duration_pb2.Duration(nanos=200_000_000),
-                "maximum_backoff": duration_pb2.Duration(seconds=1),
-            },
-        }
+        request={"name": results_sub, "topic": topology.path("topics", results_topic)}
     )
     subscriber.close()
+    dead_sub = topology.path("subscriptions", topology.dead_letter_subscription)
+    push_sub = topology.path("subscriptions", topology.push_subscription)
     settings = load_settings(**{k.lower(): v for k, v in env.items() if k.isupper()
                                 and k.lower() in Settings.model_fields})
     settings = settings.model_copy(update={"database_url": api.env["DATABASE_URL"]})
@@ -183,8 +174,6 @@ def pipeline(
             project, results_sub, dead_sub, push_sub,
         )
     finally:
-        sub = pubsub_v1.SubscriberClient()
-        sub.delete_subscription(request={"subscription": push_sub})  # stop pushing first
-        sub.close()
+        topology.delete_push_subscription()  # stop pushing first
         process.close()
         proxy.close()

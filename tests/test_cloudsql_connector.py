@@ -13,9 +13,9 @@ from common.db import close_connector, create_engine_from_settings
 from common.repository import JobStore
 from common.settings import load_settings
 from common.states import JobState
+from localstack.postgres import PostgresServer
 from tests.jobs_helpers import new_job
 from tests.support.fake_cloudsql import FakeCloudSQL, FakeIAMCredentials, fake_credentials
-from tests.support.postgres import PostgresServer
 
 
 @pytest.fixture()

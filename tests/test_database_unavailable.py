@@ -13,8 +13,8 @@ from common.db import create_engine_from_settings
 from common.errors import DatabaseUnavailable
 from common.repository import JobStore
 from common.settings import Settings
+from localstack.postgres import free_port
 from tests.jobs_helpers import new_job
-from tests.support.postgres import free_port
 
 
 def _terminate_store_connections(engine: Engine) -> int:

@@ -25,13 +25,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from google.cloud.sql.connector import Connector
 from google.cloud.sql.connector.exceptions import CloudSQLIPTypeError
 
+from localstack.postgres import PostgresServer, start_postgres
 from tests.support.fake_cloudsql import (
     SERVER_PROXY_PORT,
     FakeCloudSQL,
     FakeIAMCredentials,
     fake_credentials,
 )
-from tests.support.postgres import PostgresServer, start_postgres
 
 
 @pytest.fixture()

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import create_engine, inspect
 
-from tests.support.postgres import PostgresServer, migrate
+from localstack.postgres import PostgresServer, migrate
 
 
 @pytest.fixture()

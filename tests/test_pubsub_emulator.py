@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from tests.support.emulator import EmulatorUnavailable, PubSubEmulator, find_emulator_launcher
+from localstack.emulator import EmulatorUnavailable, PubSubEmulator, find_emulator_launcher
 
 
 def test_publish_and_pull_through_the_emulator(

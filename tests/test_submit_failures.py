@@ -8,8 +8,8 @@ import json
 import pytest
 
 from common.repository import JobStore
+from localstack.postgres import free_port
 from tests.submit_fixtures import SubmitHarness, reset_instance_state
-from tests.support.postgres import free_port
 
 JOB = {"preset": "echo", "content": "hello"}
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from localstack.postgres import free_port
 from tests.submit_fixtures import SubmitHarness
 from tests.support.paths import ROOT
-from tests.support.postgres import free_port
 
 
 @pytest.fixture()

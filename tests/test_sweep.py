@@ -30,9 +30,9 @@ from common.repository import JobStore
 from common.service import JobService
 from common.settings import Settings, load_settings
 from common.states import JobState
+from localstack.postgres import free_port
 from tests.jobs_helpers import job_in_state, new_job
 from tests.submit_fixtures import SubmitHarness
-from tests.support.postgres import free_port
 
 BIG = Budget(600)
 

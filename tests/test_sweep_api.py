@@ -14,9 +14,9 @@ import pytest
 from common.auth import issue_dev_token
 from common.repository import JobStore
 from common.settings import load_settings
+from localstack.function_server import FunctionServer
 from tests.jobs_helpers import new_job
 from tests.submit_fixtures import SECRET, SubmitHarness, reset_instance_state
-from tests.support.function_server import FunctionServer
 from tests.support.paths import ROOT
 
 SWEEP_URL = "https://sweep.example.test"

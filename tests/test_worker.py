@@ -26,8 +26,8 @@ from common.repository import JobStore
 from common.settings import Settings
 from common.states import JobState
 from common.worker import Delivery, Worker
+from localstack.postgres import free_port
 from tests.jobs_helpers import new_job
-from tests.support.postgres import free_port
 
 
 def _slow(ctx: JobContext, content: str, options: Any) -> dict[str, str]:

@@ -1,3 +1,3 @@
-from pathlib import Path
+from localstack.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
+__all__ = ["ROOT"]

@@ -7,7 +7,7 @@ import contextlib
 import socket
 import threading
 
-from tests.support.postgres import free_port
+from localstack.postgres import free_port
 
 
 class TcpProxy:

@@ -18,7 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.support.postgres import free_port
+from localstack.postgres import free_port
 
 INSTALL_HINT = (
     "the Pub/Sub emulator was not found. Install the Google Cloud CLI and its emulator "
@@ -70,6 +70,10 @@ class PubSubEmulator:
         self.host = f"127.0.0.1:{self.port}"
         self._proc: subprocess.Popen[bytes] | None = None
         self._dir: Path | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     def env(self) -> dict[str, str]:
         return {"PUBSUB_EMULATOR_HOST": self.host, "PUBSUB_PROJECT_ID": self.project}

@@ -80,6 +80,7 @@ class PostgresServer:
     admin_db: str = "postgres"
     _proc_dir: Path | None = field(default=None, repr=False)
     _bin: Path | None = field(default=None, repr=False)
+    _keep: bool = field(default=False, repr=False)
 
     def url(self, dbname: str) -> str:
         auth = self.user + (f":{self.password}" if self.password else "")
@@ -127,8 +128,9 @@ class PostgresServer:
         if self._proc_dir is None or self._bin is None:
             return
         data = self._proc_dir / "data"
+        mode = "fast" if self._keep else "immediate"  # a kept cluster shuts down cleanly
         subprocess.run(
-            [str(self._bin / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+            [str(self._bin / "pg_ctl"), "-D", str(data), "-m", mode, "-w", "stop"],
             user=_uid_or_none(),
             capture_output=True,
             check=False,
@@ -138,8 +140,21 @@ class PostgresServer:
         if pid_file.exists():  # pg_ctl failed: make sure nothing is left running
             with contextlib.suppress(Exception):
                 os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
-        shutil.rmtree(self._proc_dir, ignore_errors=True)
+        if not self._keep:
+            shutil.rmtree(self._proc_dir, ignore_errors=True)
         self._proc_dir = None
+
+    def ensure_database(self, name: str) -> str:
+        """Create `name` if it does not exist; returns it."""
+        conn = self.admin_connection()
+        try:
+            cur = conn.cursor()
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if not cur.fetchall():
+                cur.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            conn.close()
+        return name
 
 
 def _uid_or_none() -> int | None:
@@ -159,72 +174,61 @@ def server_from_url(url: str) -> PostgresServer:
 
 
 def start_postgres(
-    *, durable: bool = False, extra_conf: dict[str, str] | None = None
+    *,
+    durable: bool = False,
+    extra_conf: dict[str, str] | None = None,
+    root: Path | None = None,
+    port: int | None = None,
 ) -> PostgresServer:
-    """initdb + pg_ctl start in a temp dir on a free port. `durable=False` turns fsync off: the
-    tests need a real server, not a durable one. Benchmarks pass durable=True."""
+    """initdb + pg_ctl start on a free port. By default in a temp dir, removed by stop();
+    `durable=False` turns fsync off (the tests need a real server, not a durable one;
+    benchmarks pass durable=True). With `root`, the cluster lives there and survives stop()
+    (make dev): initdb runs only the first time."""
     bindir = _bin_dir()
     user = _run_user()
-    root = Path(tempfile.mkdtemp(prefix="jobs-pg-"))
+    keep = root is not None
+    root = root or Path(tempfile.mkdtemp(prefix="jobs-pg-"))
     data, sock = root / "data", root / "sock"
-    sock.mkdir()
+    root.mkdir(parents=True, exist_ok=True)
+    sock.mkdir(exist_ok=True)
     if user:
         for path in (root, sock):
             os.chown(path, user.pw_uid, user.pw_gid)
     uid = user.pw_uid if user else None
     env = {**os.environ, "LC_ALL": "C.UTF-8"}
-    subprocess.run(
-        [
-            str(bindir / "initdb"),
-            "-D",
-            str(data),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-instructions",
-        ],
-        user=uid,
-        env=env,
-        capture_output=True,
-        check=True,
-        timeout=120,
-    )
-    port = free_port()
-    conf = {
-        "listen_addresses": "'127.0.0.1'",
-        "port": str(port),
-        "unix_socket_directories": f"'{sock}'",
-        "max_connections": "200",
-        "shared_buffers": "'256MB'",
-        "fsync": "on" if durable else "off",
-        "synchronous_commit": "on" if durable else "off",
-        "full_page_writes": "on" if durable else "off",
-        "log_min_messages": "'warning'",
-    }
-    conf.update(extra_conf or {})
-    with open(data / "postgresql.conf", "a") as fh:
-        fh.writelines(f"{k} = {v}\n" for k, v in conf.items())
+    if not (data / "PG_VERSION").exists():
+        try:
+            subprocess.run(
+                [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                 "-E", "UTF8", "--no-instructions"],
+                user=uid, env=env, capture_output=True, check=True, timeout=120,
+            )
+        except subprocess.CalledProcessError as exc:
+            raise RuntimeError(
+                f"initdb failed in {data}: {exc.stderr.decode(errors='replace')[-1000:]}"
+                + (f" (it runs as {user.pw_name}: every folder above {root} must be "
+                   "searchable by that user)" if user else "")
+            ) from None
+        conf = {
+            "listen_addresses": "'127.0.0.1'",
+            "max_connections": "200",
+            "shared_buffers": "'256MB'",
+            "fsync": "on" if durable else "off",
+            "synchronous_commit": "on" if durable else "off",
+            "full_page_writes": "on" if durable else "off",
+            "log_min_messages": "'warning'",
+        }
+        conf.update(extra_conf or {})
+        with open(data / "postgresql.conf", "a") as fh:
+            fh.writelines(f"{k} = {v}\n" for k, v in conf.items())
+    port = port or free_port()
     proc = subprocess.run(
-        [
-            str(bindir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-l",
-            str(root / "server.log"),
-            "-w",
-            "-t",
-            "60",
-            "start",
-        ],
-        user=uid,
-        env=env,
-        capture_output=True,
-        check=False,
-        timeout=90,
+        [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"),
+         "-o", f"-p {port} -k {sock}", "-w", "-t", "60", "start"],
+        user=uid, env=env, capture_output=True, check=False, timeout=90,
     )
-    server = PostgresServer(host="127.0.0.1", port=port, _proc_dir=root, _bin=bindir)
+    server = PostgresServer(host="127.0.0.1", port=port, _proc_dir=root, _bin=bindir,
+                            _keep=keep)
     if proc.returncode != 0:
         log = (
             (root / "server.log").read_text(errors="replace")[-2000:]
@@ -256,7 +260,7 @@ def migrate(url: str, revision: str = "head", *, down: bool = False) -> None:
     from alembic import command
     from alembic.config import Config
 
-    from tests.support.paths import ROOT
+    from localstack.paths import ROOT
 
     cfg = Config(str(ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(ROOT / "migrations"))

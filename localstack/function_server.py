@@ -8,12 +8,15 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from tests.support.postgres import free_port
+from localstack.postgres import free_port
 
 
 class FunctionServer:
@@ -27,8 +30,12 @@ class FunctionServer:
         env: dict[str, str],
         probe: str = "/",
         port: int | None = None,
+        on_line: Callable[[str], None] | None = None,
     ) -> None:
+        """`on_line`, if given, receives each line the server prints (make dev shows them);
+        otherwise they go to `log_path`."""
         self.target, self.source, self.env, self.probe = target, source, env, probe
+        self.on_line = on_line
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         fd, name = tempfile.mkstemp(prefix=f"ff-{target}-", suffix=".log")
@@ -38,7 +45,8 @@ class FunctionServer:
         self.start()
 
     def start(self) -> None:
-        with open(self.log_path, "ab") as out:
+        with open(self.log_path, "ab") as log_file:
+            out: Any = subprocess.PIPE if self.on_line else log_file
             self._proc = subprocess.Popen(
                 [
                     sys.executable, "-m", "functions_framework",
@@ -51,10 +59,15 @@ class FunctionServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        if self.on_line and self._proc.stdout is not None:
+            threading.Thread(
+                target=self._relay, args=(self._proc.stdout, self.on_line), daemon=True
+            ).start()
         deadline = time.monotonic() + 30
         while True:
             try:
-                urllib.request.urlopen(self.url + self.probe, timeout=2).read()
+                # Our own http://127.0.0.1 URL.
+                urllib.request.urlopen(self.url + self.probe, timeout=2).read()  # noqa: S310
                 return
             except urllib.error.HTTPError:
                 return  # it answers: up
@@ -66,10 +79,18 @@ class FunctionServer:
                     ) from None
                 time.sleep(0.1)
 
+    @staticmethod
+    def _relay(stream: Any, on_line: Callable[[str], None]) -> None:
+        for raw in iter(stream.readline, b""):
+            on_line(raw.decode(errors="replace").rstrip("\n"))
+
     @property
     def pid(self) -> int:
         assert self._proc is not None
         return self._proc.pid
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")

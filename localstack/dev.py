@@ -1,0 +1,217 @@
+"""`make dev`: the whole pipeline on this machine, in the foreground.
+
+PostgreSQL (DATABASE_URL if set, else a server whose data lives under .local/ and survives a
+restart), the migrations to head, the Pub/Sub emulator with production's topics and
+subscriptions, `submit`, `process` and `sweep` under functions-framework, and a scheduler that
+calls `sweep` every few seconds with a scheduler token, as Cloud Scheduler does. It prints the
+URLs and a dev token, then every part's output prefixed by its name. Ctrl-C or SIGTERM stops
+everything it started, by pid.
+
+    .venv/bin/python -m localstack.dev [--submit-port 8080 --process-port 8081 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from localstack.emulator import PubSubEmulator
+from localstack.function_server import FunctionServer
+from localstack.paths import ROOT
+from localstack.postgres import PostgresServer, migrate, start_postgres
+from localstack.topology import Topology
+
+SCHEDULER = "local-scheduler"
+_print_lock = threading.Lock()
+
+
+def say(part: str, line: str) -> None:
+    with _print_lock:
+        sys.stdout.write(f"{part:<8}| {line}\n")
+        sys.stdout.flush()
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="make dev", description=__doc__.split("\n\n")[0])
+    p.add_argument("--submit-port", type=int, default=_env_int("SUBMIT_PORT", 8080))
+    p.add_argument("--process-port", type=int, default=_env_int("PROCESS_PORT", 8081))
+    p.add_argument("--sweep-port", type=int, default=_env_int("SWEEP_PORT", 8082))
+    p.add_argument("--emulator-port", type=int, default=_env_int("EMULATOR_PORT", 8085))
+    p.add_argument("--pg-port", type=int, default=_env_int("DEV_PG_PORT", 54329))
+    p.add_argument("--sweep-every", type=float, default=float(os.environ.get("SWEEP_EVERY_S", 10)))
+    p.add_argument("--data-dir", type=Path,
+                   default=Path(os.environ.get("DEV_DATA_DIR", ROOT / ".local")))
+    return p.parse_args(argv)
+
+
+class DevStack:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.postgres: PostgresServer | None = None
+        self.emulator: PubSubEmulator | None = None
+        self.servers: list[FunctionServer] = []
+        self.stopping = threading.Event()
+        self.database_url = ""
+        self.secret = ""
+        self.env: dict[str, str] = {}
+
+    def _secret(self) -> str:
+        """One dev signing secret per data dir, so tokens survive a restart."""
+        path = self.args.data_dir / "dev-secret"
+        if not path.exists():
+            self.args.data_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def start(self) -> None:
+        a = self.args
+        self.secret = self._secret()
+        if url := os.environ.get("DATABASE_URL"):
+            self.database_url = url
+            say("postgres", "using DATABASE_URL")
+        else:
+            self.postgres = start_postgres(durable=True, root=a.data_dir / "postgres",
+                                           port=a.pg_port)
+            self.database_url = self.postgres.url(self.postgres.ensure_database("jobs"))
+            say("postgres", f"embedded server on 127.0.0.1:{a.pg_port}, data in "
+                            f"{a.data_dir / 'postgres'}")
+        migrate(self.database_url)
+        say("postgres", "migrations applied (alembic upgrade head)")
+        self.emulator = PubSubEmulator(project="local-project", port=a.emulator_port).start()
+        os.environ.update(self.emulator.env())
+        say("pubsub", f"emulator on {self.emulator.host}")
+        topology = Topology(project="local-project")
+        process_url = f"http://127.0.0.1:{a.process_port}/"
+        self.env = {
+            **self.emulator.env(),
+            **topology.env(),
+            "DATABASE_URL": self.database_url,
+            "AUTH_HS256_SECRET": self.secret,
+            "SWEEP_ALLOW_DEV_TOKENS": "true",
+            "SWEEP_ALLOWED_INVOKERS": json.dumps([SCHEDULER]),
+            "LEASE_SECONDS": "60",
+            "RETRY_BASE_S": "2",
+            "RETRY_CAP_S": "30",
+            "REDISPATCH_AFTER_S": "120",
+            "PYTHONUNBUFFERED": "1",
+        }
+        for target, port, probe in (("submit", a.submit_port, "/healthz"),
+                                    ("process", a.process_port, "/"),
+                                    ("sweep", a.sweep_port, "/")):
+            self.servers.append(FunctionServer(
+                target, ROOT / "main.py", self.env, probe=probe, port=port,
+                on_line=lambda line, t=target: say(t, line),
+            ))
+        topology.create(process_url)
+        say("pubsub", f"topics {topology.jobs_topic}, {topology.dead_letter_topic}, "
+                      f"{topology.results_topic}; push subscription -> {process_url}")
+        threading.Thread(target=self._scheduler, daemon=True, name="scheduler").start()
+
+    def _scheduler(self) -> None:
+        from common.auth import issue_dev_token
+
+        url = f"http://127.0.0.1:{self.args.sweep_port}/"
+        while not self.stopping.wait(self.args.sweep_every):
+            token = issue_dev_token(self.secret, SCHEDULER, ttl_s=300)
+            req = urllib.request.Request(url, data=b"", method="POST",
+                                         headers={"Authorization": f"Bearer {token}"})
+            try:
+                with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 - our URL
+                    summary = json.loads(resp.read())
+            except urllib.error.HTTPError as err:
+                say("schedule", f"sweep answered {err.code}")
+                continue
+            except OSError as err:
+                say("schedule", f"sweep unreachable: {err}")
+                continue
+            steps, queue = summary["steps"], summary["queue"]
+            say("schedule", (
+                f"sweep: rescued {steps['rescue']['rescued']}, "
+                f"published {steps['redispatch']['published']}, "
+                f"dead letters {steps['dead_letters']['settled']}, "
+                f"deleted {steps['retention']['deleted_jobs']}; queue {queue['depth']}"
+            ))
+
+    def banner(self) -> None:
+        from common.auth import issue_dev_token
+
+        a = self.args
+        token = issue_dev_token(self.secret, "dev", ttl_s=86400)
+        pids = [s.pid for s in self.servers]
+        if self.emulator is not None and self.emulator.pid:
+            pids.append(self.emulator.pid)
+        lines = [
+            "",
+            "jobs-pipeline is running; Ctrl-C stops everything.",
+            f"  submit   http://127.0.0.1:{a.submit_port}   (OpenAPI at /openapi.json)",
+            f"  process  http://127.0.0.1:{a.process_port}   (the emulator pushes to it)",
+            f"  sweep    http://127.0.0.1:{a.sweep_port}   (called every {a.sweep_every:g} s)",
+            f"  pubsub   {self.emulator.host if self.emulator else '-'}",
+            f"  postgres {self.database_url}",
+            "",
+            "A token for user 'dev' (24 h), and the secret that signs tokens:",
+            f"  export JOBS_TOKEN={token}",
+            f"  export AUTH_HS256_SECRET={self.secret}",
+            "Then:",
+            '  python main.py submit --preset text-stats --content "Hello there." --wait',
+            f"  curl -H \"Authorization: Bearer $JOBS_TOKEN\" http://127.0.0.1:{a.submit_port}/jobs",
+            "",
+            "pids " + " ".join(str(p) for p in pids),
+            "ready",
+            "",
+        ]
+        with _print_lock:
+            sys.stdout.write("\n".join(lines))
+            sys.stdout.flush()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for server in reversed(self.servers):
+            server.close()
+        if self.emulator is not None:
+            self.emulator.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+        say("dev", "stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    stack = DevStack(parse(argv))
+
+    def stop(signum: int, _frame: Any) -> None:
+        stack.stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        stack.start()
+        stack.banner()
+        while not stack.stopping.wait(0.5):
+            for server in stack.servers:
+                if not server.alive():
+                    say("dev", f"{server.target} exited; stopping")
+                    stack.stopping.set()
+    except Exception as exc:
+        say("dev", f"could not start: {exc}")
+        return 1
+    finally:
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
