@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+TOOLS  := $(VENV)/tools/.installed-$(shell cat requirements-tools.txt | cksum | cut -d' ' -f1)
 
 .PHONY: install lint types test bench dev clean
 
@@ -15,7 +16,14 @@ $(STAMP): requirements.txt requirements-dev.txt
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-install: $(STAMP)
+# checkov (offline checks of infra/) lives in its own virtualenv: its pins clash with ours.
+$(TOOLS): requirements-tools.txt $(STAMP)
+	$(PYTHON) -m venv $(VENV)/tools
+	$(VENV)/tools/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-tools.txt
+	rm -f $(VENV)/tools/.installed-*
+	touch $(TOOLS)
+
+install: $(STAMP) $(TOOLS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -107,6 +107,19 @@ def _migrate() -> None:
     config.set_main_option("script_location", os.path.join(root, "migrations"))
     command.upgrade(config, "head")
     print("migrated to head")
+    users = [u.strip() for u in os.environ.get("DB_APP_USERS", "").split(",") if u.strip()]
+    if users:
+        from common.db import create_engine_from_settings, grant_app_role
+        from common.settings import load_settings
+
+        engine = create_engine_from_settings(load_settings(), autocommit=False)
+        try:
+            grant_app_role(engine, users)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        finally:
+            engine.dispose()
+        print("granted jobs_app to " + ", ".join(users))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -132,7 +145,8 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--state")
     ls.add_argument("--limit", type=int, default=20)
     sub.add_parser("stats", help="queue depth per state, oldest pending, recent throughput")
-    sub.add_parser("migrate", help="alembic upgrade head (uses DATABASE_URL or Cloud SQL)")
+    sub.add_parser("migrate", help="alembic upgrade head (DATABASE_URL or Cloud SQL); then "
+                   "GRANT jobs_app to the users in DB_APP_USERS (comma-separated)")
     sw = sub.add_parser("sweep", help="run one maintenance pass")
     sw.add_argument("--sweep-url", default=os.environ.get("JOBS_SWEEP_URL",
                                                           "http://127.0.0.1:8082"))

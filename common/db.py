@@ -8,6 +8,7 @@ used as is. The connector is imported only on that path: it costs about 0.6 s to
 from __future__ import annotations
 
 import atexit
+import re
 import threading
 import time
 from datetime import datetime
@@ -193,3 +194,20 @@ def get_engine() -> Engine:
                 _engine = create_engine_from_settings(get_settings())
                 atexit.register(_engine.dispose)
     return _engine
+
+
+_DB_USER = re.compile(r"^[A-Za-z0-9@._-]{1,63}$")
+
+
+def grant_app_role(engine: Engine, users: list[str]) -> None:
+    """GRANT jobs_app (migration 0003) to the functions' database users. Role names cannot be
+    bound as parameters, so each is checked against a strict pattern and quoted."""
+    from sqlalchemy import text
+
+    for user in users:
+        if not _DB_USER.match(user):
+            raise ValueError(f"not a database user name: {user!r}")
+    with engine.begin() as conn:
+        for user in users:
+            quoted = engine.dialect.identifier_preparer.quote_identifier(user)
+            conn.execute(text(f"GRANT jobs_app TO {quoted}"))

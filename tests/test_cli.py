@@ -6,7 +6,8 @@ import os
 import subprocess
 import sys
 
-from sqlalchemy import create_engine, inspect
+import pytest
+from sqlalchemy import create_engine, inspect, text
 
 from localstack.paths import ROOT
 from localstack.postgres import PostgresServer, free_port
@@ -22,11 +23,25 @@ def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 def test_migrate_builds_the_schema(pg_server: PostgresServer) -> None:
     name = pg_server.create_database("jobs_cli")
     try:
-        done = _cli("migrate", DATABASE_URL=pg_server.url(name))
+        admin = create_engine(pg_server.url(name), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(
+                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'fn_user') "
+                "THEN CREATE ROLE fn_user LOGIN; END IF; END $$"
+            ))
+        done = _cli("migrate", DATABASE_URL=pg_server.url(name), DB_APP_USERS="fn_user")
         assert done.returncode == 0, done.stderr
-        engine = create_engine(pg_server.url(name))
-        assert {"jobs", "job_events", "job_results"} <= set(inspect(engine).get_table_names())
-        engine.dispose()
+        assert "granted jobs_app to fn_user" in done.stdout
+        assert {"jobs", "job_events", "job_results"} <= set(inspect(admin).get_table_names())
+        with admin.connect() as conn:  # the function's user may write jobs, not change tables
+            conn.execute(text("SET ROLE fn_user"))
+            conn.execute(text("SELECT count(*) FROM jobs")).scalar_one()
+            with pytest.raises(Exception, match="must be owner"):
+                conn.execute(text("ALTER TABLE jobs ADD COLUMN x int"))
+        admin.dispose()
+        refused = _cli("migrate", DATABASE_URL=pg_server.url(name),
+                       DB_APP_USERS='x"; DROP TABLE jobs; --')
+        assert refused.returncode != 0 and "not a database user name" in refused.stderr
     finally:
         pg_server.drop_database(name)
 

@@ -1,0 +1,141 @@
+# One service account per function, one for Cloud Scheduler, one that Pub/Sub pushes as, and
+# one for the Cloud Build migration step: each gets only what it uses.
+
+locals {
+  functions = toset(["submit", "process", "sweep"])
+  # A Cloud SQL IAM database user is the service account's email without the domain suffix.
+  db_users = {
+    for f in local.functions :
+    f => trimsuffix(google_service_account.function[f].email, ".gserviceaccount.com")
+  }
+  pubsub_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+}
+
+resource "google_service_account" "function" {
+  for_each     = local.functions
+  account_id   = "${var.name}-${each.key}"
+  display_name = "jobs pipeline: ${each.key} function"
+}
+
+resource "google_service_account" "scheduler" {
+  account_id   = "${var.name}-scheduler"
+  display_name = "jobs pipeline: Cloud Scheduler calling sweep"
+}
+
+resource "google_service_account" "push" {
+  account_id   = "${var.name}-push"
+  display_name = "jobs pipeline: Pub/Sub pushing job messages to process"
+}
+
+resource "google_service_account" "migrate" {
+  account_id   = "${var.name}-migrate"
+  display_name = "jobs pipeline: Cloud Build deploys and runs the migrations"
+}
+
+# Every function connects to Cloud SQL through the connector, logging in with IAM.
+resource "google_project_iam_member" "sql_client" {
+  for_each = setunion(local.functions, ["migrate"])
+  project  = var.project_id
+  role     = "roles/cloudsql.client"
+  member   = "serviceAccount:${each.key == "migrate" ? google_service_account.migrate.email : google_service_account.function[each.key].email}"
+}
+
+resource "google_project_iam_member" "sql_instance_user" {
+  for_each = local.functions
+  project  = var.project_id
+  role     = "roles/cloudsql.instanceUser"
+  member   = "serviceAccount:${google_service_account.function[each.key].email}"
+}
+
+# submit publishes new jobs, sweep re-dispatches; process and sweep announce terminal states.
+resource "google_pubsub_topic_iam_member" "jobs_publisher" {
+  for_each = toset(["submit", "sweep"])
+  topic    = google_pubsub_topic.jobs.id
+  role     = "roles/pubsub.publisher"
+  member   = "serviceAccount:${google_service_account.function[each.key].email}"
+}
+
+resource "google_pubsub_topic_iam_member" "results_publisher" {
+  for_each = toset(["process", "sweep"])
+  topic    = google_pubsub_topic.results.id
+  role     = "roles/pubsub.publisher"
+  member   = "serviceAccount:${google_service_account.function[each.key].email}"
+}
+
+# sweep settles dead letters from its pull subscription.
+resource "google_pubsub_subscription_iam_member" "sweep_dead_letters" {
+  subscription = google_pubsub_subscription.dead_letters.id
+  role         = "roles/pubsub.subscriber"
+  member       = "serviceAccount:${google_service_account.function["sweep"].email}"
+}
+
+# The HS256 secret is read by submit only (service callers' tokens).
+resource "google_secret_manager_secret_iam_member" "hs256_reader" {
+  secret_id = google_secret_manager_secret.hs256.id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.function["submit"].email}"
+}
+
+# Pub/Sub's service agent forwards undeliverable messages: publisher on the dead-letter topic,
+# subscriber on the subscription they come from. It also mints the push OIDC tokens.
+resource "google_pubsub_topic_iam_member" "agent_dead_letter_publisher" {
+  topic  = google_pubsub_topic.dead_letter.id
+  role   = "roles/pubsub.publisher"
+  member = local.pubsub_agent
+}
+
+resource "google_pubsub_subscription_iam_member" "agent_source_subscriber" {
+  subscription = google_pubsub_subscription.process_push.id
+  role         = "roles/pubsub.subscriber"
+  member       = local.pubsub_agent
+}
+
+resource "google_service_account_iam_member" "agent_mints_push_tokens" {
+  service_account_id = google_service_account.push.name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = local.pubsub_agent
+}
+
+# The migration step reads the postgres user's password.
+resource "google_secret_manager_secret_iam_member" "db_admin_reader" {
+  secret_id = google_secret_manager_secret.db_admin_password.id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.migrate.email}"
+}
+
+# Cloud Build deploys the functions as their service accounts.
+resource "google_service_account_iam_member" "migrate_acts_as_functions" {
+  for_each           = local.functions
+  service_account_id = google_service_account.function[each.key].name
+  role               = "roles/iam.serviceAccountUser"
+  member             = "serviceAccount:${google_service_account.migrate.email}"
+}
+
+resource "google_project_iam_member" "migrate_deploys_functions" {
+  project = var.project_id
+  role    = "roles/cloudfunctions.developer"
+  member  = "serviceAccount:${google_service_account.migrate.email}"
+}
+
+# Who may invoke each function (gen2 functions are Cloud Run services underneath).
+resource "google_cloud_run_service_iam_member" "process_invoker" {
+  location = var.region
+  service  = google_cloudfunctions2_function.fn["process"].service_config[0].service
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.push.email}"
+}
+
+resource "google_cloud_run_service_iam_member" "sweep_invoker" {
+  location = var.region
+  service  = google_cloudfunctions2_function.fn["sweep"].service_config[0].service
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.scheduler.email}"
+}
+
+resource "google_cloud_run_service_iam_member" "submit_invoker" {
+  for_each = toset(var.allow_public_submit ? ["allUsers"] : var.submit_invokers)
+  location = var.region
+  service  = google_cloudfunctions2_function.fn["submit"].service_config[0].service
+  role     = "roles/run.invoker"
+  member   = each.key
+}

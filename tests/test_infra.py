@@ -1,0 +1,235 @@
+"""Offline checks of the deployment: infra/*.tf parse and hold the properties the promise needs,
+checkov passes, and cloudbuild.yaml is valid and consistent with the code. No cloud access."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import main
+from common.settings import Settings
+from localstack.paths import ROOT
+from tests.support.terraform import Infra
+
+CHECKOV = ROOT / ".venv" / "tools" / "bin" / "checkov"
+
+
+@pytest.fixture(scope="module")
+def infra() -> Infra:
+    return Infra()
+
+
+def _one(block: Any) -> dict[str, Any]:
+    """A nested block (a list of one dict) as the dict."""
+    assert isinstance(block, list) and len(block) == 1, block
+    return block[0]
+
+
+def test_every_tf_file_parses(infra: Infra) -> None:
+    assert set(infra.files) >= {"versions.tf", "variables.tf", "pubsub.tf", "sql.tf",
+                                "functions.tf", "iam.tf", "scheduler.tf", "outputs.tf",
+                                "secrets.tf"}
+    assert all(doc for doc in infra.files.values())
+
+
+def test_push_subscription_has_dead_letters_retries_and_oidc(infra: Infra) -> None:
+    sub = infra.resource("google_pubsub_subscription", "process_push")
+    dead = _one(sub["dead_letter_policy"])
+    assert dead["dead_letter_topic"] == "${google_pubsub_topic.dead_letter.id}"
+    assert 5 <= infra.default("max_delivery_attempts") <= 100
+    retry = _one(sub["retry_policy"])
+    assert retry["minimum_backoff"] and retry["maximum_backoff"]
+    push = _one(sub["push_config"])
+    oidc = _one(push["oidc_token"])
+    assert oidc["service_account_email"] == "${google_service_account.push.email}"
+    # The sweep's dead-letter subscription reads that topic.
+    dead_sub = infra.resource("google_pubsub_subscription", "dead_letters")
+    assert dead_sub["topic"] == "${google_pubsub_topic.dead_letter.id}"
+
+
+def test_ack_deadline_is_no_shorter_than_process_timeout(infra: Infra) -> None:
+    sub = infra.resource("google_pubsub_subscription", "process_push")
+    assert sub["ack_deadline_seconds"] == "${var.ack_deadline_s}"
+    process = infra.locals["fn"]["process"]
+    assert process["timeout"] == "${var.ack_deadline_s}"  # equal: the deadline is not shorter
+    assert 10 <= infra.default("ack_deadline_s") <= 600
+    # The worker is told the same deadline, so handlers' limits are cut below it.
+    assert infra.locals["common_env"]["ACK_DEADLINE_S"] == "${tostring(var.ack_deadline_s)}"
+
+
+def test_pubsub_agent_may_forward_dead_letters(infra: Infra) -> None:
+    publisher = infra.resource("google_pubsub_topic_iam_member", "agent_dead_letter_publisher")
+    assert (publisher["topic"], publisher["role"]) == (
+        "${google_pubsub_topic.dead_letter.id}", "roles/pubsub.publisher")
+    subscriber = infra.resource("google_pubsub_subscription_iam_member",
+                                "agent_source_subscriber")
+    assert (subscriber["subscription"], subscriber["role"]) == (
+        "${google_pubsub_subscription.process_push.id}", "roles/pubsub.subscriber")
+    assert "gcp-sa-pubsub.iam.gserviceaccount.com" in infra.locals["pubsub_agent"]
+
+
+def test_no_public_invoker_unless_switched_on(infra: Infra) -> None:
+    assert infra.default("allow_public_submit") is False
+    assert infra.default("submit_invokers") == []
+    submit = infra.resource("google_cloud_run_service_iam_member", "submit_invoker")
+    assert submit["for_each"] == (
+        '${toset(var.allow_public_submit ? ["allUsers"] : var.submit_invokers)}'
+    )
+    # allUsers appears nowhere else; allAuthenticatedUsers nowhere at all.
+    assert infra.text().count('"allUsers"') == 1
+    assert "allAuthenticatedUsers" not in infra.text()
+    for name in ("process_invoker", "sweep_invoker"):
+        member = infra.resource("google_cloud_run_service_iam_member", name)["member"]
+        assert member.startswith("serviceAccount:${google_service_account.")
+
+
+def test_scheduler_calls_sweep_with_oidc_and_sweep_accepts_only_it(infra: Infra) -> None:
+    job = infra.resource("google_cloud_scheduler_job", "sweep")
+    target = _one(job["http_target"])
+    oidc = _one(target["oidc_token"])
+    assert oidc["service_account_email"] == "${google_service_account.scheduler.email}"
+    assert oidc["audience"] == target["uri"] == '${local.url["sweep"]}'
+    env = infra.locals["fn"]["sweep"]["env"]
+    assert env["SWEEP_AUDIENCE"] == '${local.url["sweep"]}'
+    assert env["SWEEP_ALLOWED_INVOKERS"] == (
+        "${jsonencode([google_service_account.scheduler.email])}"
+    )
+    assert "SWEEP_ALLOW_DEV_TOKENS" not in infra.text()
+    assert infra.default("sweep_time_budget_s") < infra.default("sweep_timeout_s")
+
+
+def test_connection_arithmetic_holds_for_the_defaults(infra: Infra) -> None:
+    instances = infra.default("max_instances")
+    per_instance = infra.default("db_pool_size") + infra.default("db_max_overflow")
+    budget = infra.default("db_max_connections") - infra.default("db_reserved_connections")
+    assert sum(instances.values()) * per_instance <= budget
+    # The Terraform defaults are the settings' own defaults.
+    defaults = Settings.model_fields
+    assert infra.default("db_pool_size") == defaults["db_pool_size"].default
+    assert infra.default("db_max_overflow") == defaults["db_max_overflow"].default
+    # ... and the plan refuses values that break it.
+    preconditions = _one(infra.resource("google_cloudfunctions2_function", "fn")["lifecycle"])
+    conditions = [p["condition"] for p in preconditions["precondition"]]
+    assert "${local.connections_needed <= local.connection_budget}" in conditions
+
+
+def test_cloud_sql_is_protected_and_uses_iam_logins(infra: Infra) -> None:
+    instance = infra.resource("google_sql_database_instance", "jobs")
+    version = int(re.sub(r"\D", "", instance["database_version"]))
+    assert version >= 15
+    assert infra.default("deletion_protection") is True
+    settings = _one(instance["settings"])
+    backup = _one(settings["backup_configuration"])
+    assert backup["enabled"] is True and backup["point_in_time_recovery_enabled"] is True
+    flags = {f["name"]: f["value"] for f in settings["database_flags"]}
+    assert flags["cloudsql.iam_authentication"] == "on"
+    assert flags["max_connections"] == "${tostring(var.db_max_connections)}"
+    assert flags["log_min_duration_statement"] == "-1"  # statement text never logged
+    ip = _one(settings["ip_configuration"])
+    assert ip["ipv4_enabled"] == "${!var.db_private_ip}"
+    assert "authorized_networks" not in ip
+    users = infra.resource("google_sql_user", "function")
+    assert users["type"] == "CLOUD_IAM_SERVICE_ACCOUNT"
+
+
+def test_each_function_has_its_own_account_and_the_secret_comes_from_secret_manager(
+    infra: Infra,
+) -> None:
+    fn = infra.resource("google_cloudfunctions2_function", "fn")
+    service = _one(fn["service_config"])
+    assert service["service_account_email"] == (
+        "${google_service_account.function[each.key].email}"
+    )
+    assert "AUTH_HS256_SECRET" not in str(infra.locals) + str(service["environment_variables"])
+    secret = _one(_one(service["dynamic"])["secret_environment_variables"]["content"])
+    assert secret["key"] == "AUTH_HS256_SECRET"
+    assert secret["secret"] == "${google_secret_manager_secret.hs256.secret_id}"
+    readers = infra.resource("google_secret_manager_secret_iam_member", "hs256_reader")
+    assert readers["member"] == 'serviceAccount:${google_service_account.function["submit"].email}'
+
+
+def test_every_environment_variable_is_a_setting(infra: Infra) -> None:
+    """A typo in a variable name would be silently ignored by the functions."""
+    names = set(infra.locals["common_env"])
+    for fn in infra.locals["fn"].values():
+        names |= set(fn["env"])
+    names |= {"DB_USER", "AUTH_HS256_SECRET"}
+    known = {name.upper() for name in Settings.model_fields}
+    assert names - known == set()
+
+
+def test_entry_points_exist() -> None:
+    fn = Infra().resource("google_cloudfunctions2_function", "fn")
+    assert _one(fn["build_config"])["entry_point"] == "${each.key}"
+    assert sorted(Infra().locals["fn"]) == sorted(main.__all__)
+    for name in main.__all__:
+        assert callable(getattr(main, name))
+
+
+def test_outputs_name_what_a_user_needs(infra: Infra) -> None:
+    assert {"submit_url", "instance_connection_name", "results_topic",
+            "dead_letter_subscription", "hs256_secret", "db_users"} <= set(infra.outputs)
+
+
+def test_checkov_passes_with_every_skip_justified() -> None:
+    if not CHECKOV.exists():
+        raise AssertionError(f"{CHECKOV} is missing: run `make install` (requirements-tools.txt)")
+    done = subprocess.run(
+        [str(CHECKOV), "-d", str(ROOT / "infra"), "--framework", "terraform", "--compact",
+         "--quiet", "--skip-download"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "Failed checks: 0" in done.stdout
+    for path in (ROOT / "infra").glob("*.tf"):
+        for line in path.read_text().splitlines():
+            if "checkov:skip=" in line:  # a reason follows the check id
+                assert re.search(r"checkov:skip=CKV2?_\w+: \S.{20,}", line), line
+
+
+# -- cloudbuild.yaml ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def build() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "cloudbuild.yaml").read_text())
+    return loaded
+
+
+def test_cloudbuild_matches_cloud_builds_schema() -> None:
+    done = subprocess.run(
+        [str(Path(ROOT / ".venv" / "bin" / "check-jsonschema")), "--builtin-schema",
+         "vendor.cloudbuild", str(ROOT / "cloudbuild.yaml")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_cloudbuild_tests_then_migrates_through_the_connector_then_deploys(
+    build: dict[str, Any],
+) -> None:
+    steps = {s["id"]: s for s in build["steps"]}
+    assert "make test" in steps["test"]["args"][-1]
+    migrate = steps["migrate"]
+    assert migrate["waitFor"] == ["test"]
+    env = dict(e.split("=", 1) for e in migrate["env"])
+    assert env["INSTANCE_CONNECTION_NAME"] == "${_INSTANCE}"  # connector, not an allow-listed IP
+    assert "DATABASE_URL" not in env
+    assert "requirements.txt" in migrate["args"][-1]
+    assert "python main.py migrate" in migrate["args"][-1]
+    assert migrate["secretEnv"] == ["DB_PASSWORD"]
+    deployed = set()
+    for step_id, step in steps.items():
+        if step_id.startswith("deploy-"):
+            assert step["waitFor"] == ["migrate"]
+            args = step["args"]
+            entry = next(a.split("=", 1)[1] for a in args if a.startswith("--entry-point="))
+            assert entry in main.__all__ and "--source=." in args
+            deployed.add(entry)
+    assert deployed == set(main.__all__)
+    assert {"_REGION", "_NAME", "_INSTANCE"} <= set(build["substitutions"])
