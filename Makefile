@@ -40,6 +40,8 @@ bench: install
 	-$(BIN)/python -m bench.cold_start
 	-$(BIN)/python -m bench.end_to_end
 	-$(BIN)/python -m bench.sweep_scale
+	-$(BIN)/python -m bench.chaos
+	$(BIN)/python -m bench.report
 
 # The whole pipeline locally, in the foreground (see localstack/dev.py); Ctrl-C stops it.
 dev: install

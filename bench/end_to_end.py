@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
+from bench.results import record
 from bench.services import services
 from bench.submit_latency import Client
 from common.auth import issue_dev_token
@@ -163,6 +164,9 @@ def main() -> int:
               f"ratio {ratio:.2f} (target >= {TARGET}) {'OK' if ratio >= TARGET else 'BELOW'}")
         print(f"submit -> COMPLETED latency: p50 {cuts[49] * 1000:.0f} ms, "
               f"p99 {cuts[98] * 1000:.0f} ms")
+        record("end_to_end", jobs=n, clients=CLIENTS, ours=rate, floor=floor,
+               floor_runs=[floor_before, floor_after], ratio=ratio, target=TARGET,
+               latency_ms={"p50": cuts[49] * 1000, "p99": cuts[98] * 1000})
         return 0 if ratio >= TARGET else 1
 
 

@@ -21,6 +21,7 @@ import time
 
 from sqlalchemy import text
 
+from bench.results import record
 from common import repository as repo
 from common.db import create_engine_from_settings
 from common.models import NewJob
@@ -29,7 +30,7 @@ from common.settings import load_settings
 from localstack.postgres import PostgresServer, migrate, server_from_url, start_postgres
 
 TARGET = 0.5
-CONCURRENCY = (1, 8)
+CONCURRENCY = (1, 2, 4, 8)
 
 # The same three steps in their leanest SQL: an insert with its event; a guarded update with its
 # event; a guarded update with its event and a result row. One statement each, like the store.
@@ -131,6 +132,7 @@ def main() -> int:
         print(f"machine: {platform.node()} {os.cpu_count()} cores, {platform.python_version()}")
         print(f"server: {'BENCH_DATABASE_URL' if url else 'throwaway, fsync on'}; {seconds}s/run")
         ok = True
+        rows = []
         for clients in CONCURRENCY:
             engine = create_engine_from_settings(settings, pool_size=clients, max_overflow=0)
             store = JobStore(engine, settings)
@@ -140,12 +142,15 @@ def main() -> int:
             floor = pgbench_rate(server, dbname, clients, seconds)
             ratio = ours / floor
             ok &= ratio >= TARGET
+            rows.append({"clients": clients, "ours": ours, "floor": floor, "ratio": ratio})
             print(
                 f"lifecycle clients={clients}: repository {ours:7.1f}/s  pgbench {floor:7.1f}/s  "
                 f"ratio {ratio:.2f} (target >= {TARGET}) {'OK' if ratio >= TARGET else 'BELOW'}"
             )
-        for name, used in maintenance_plans(db_url).items():
+        plans = maintenance_plans(db_url)
+        for name, used in plans.items():
             print(f"plan {name}: {used}")
+        record("lifecycle", target=TARGET, rows=rows, plans=plans, seconds=seconds)
         return 0 if ok else 1
     finally:
         server.drop_database(dbname)

@@ -19,6 +19,7 @@ import time
 
 from sqlalchemy import Engine, text
 
+from bench.results import record
 from bench.services import services
 from common import repository as repo
 from common.db import create_engine_from_settings
@@ -169,6 +170,10 @@ def main() -> int:
               f"{total:.0f} s ({passes:.0f} pass(es) at a {settings.sweep_time_budget_s:.0f} s "
               f"budget); longest transaction {longest * 1000:.0f} ms (target < 1000 ms) "
               f"{'OK' if longest < 1 else 'ABOVE'}")
+        record("sweep_scale", big=big, small_ms=small * 1000, large_ms=large * 1000,
+               ratio=ratio, target=TARGET_RATIO, plans=plans(admin),
+               retention={"deleted": deleted, "batches": batches, "seconds": total,
+                          "longest_transaction_ms": longest * 1000})
         engine.dispose()
         admin.dispose()
         return 0 if ratio <= TARGET_RATIO and longest < 1 else 1

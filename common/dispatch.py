@@ -7,6 +7,7 @@ the database and the sweep publishes it.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable
 
 from common.logs import log
@@ -19,12 +20,16 @@ from common.settings import Settings
 class Dispatcher:
     """Publishes job messages; `publish` returns the items Pub/Sub accepted."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, fault_rate: float = 0.0) -> None:
         self._settings = settings
         self._topic = topic_path(settings.google_cloud_project, settings.jobs_topic)
+        self._fault_rate = fault_rate
 
     def publish(self, items: Iterable[DispatchItem]) -> list[DispatchItem]:
         batch = list(items)
+        if self._fault_rate and random.random() < self._fault_rate:  # injected (chaos runs)
+            log("WARNING", "publish dropped by fault injection", jobs=len(batch))
+            return []
         accepted = publish_batch(
             self._topic, [encode_message(i) for i in batch], self._settings.publish_timeout_s
         )

@@ -109,6 +109,9 @@ class Settings(BaseSettings):
 
     # The chaos preset (tests and benchmarks only): never registered unless this is on.
     enable_chaos_preset: bool = False
+    # Fault injection (chaos runs only): this fraction of submit's publishes is dropped as if
+    # Pub/Sub had failed, leaving those jobs to the sweep. 0 (off) unless a test sets it.
+    publish_fault_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
 
     @model_validator(mode="after")
     def _database_is_described(self) -> Self:

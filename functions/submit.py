@@ -26,7 +26,7 @@ def _build() -> SubmitApi:
     store = JobStore(get_engine(), settings, presets=registry.names())
     return SubmitApi(
         settings,
-        JobService(store, Dispatcher(settings)),
+        JobService(store, Dispatcher(settings, fault_rate=settings.publish_fault_rate)),
         TokenVerifier(settings),
         _openapi_document,
         registry,

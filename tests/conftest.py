@@ -77,3 +77,12 @@ def emulator() -> Iterator[PubSubEmulator]:
 
 
 pytest_plugins = ["tests.submit_fixtures", "tests.process_fixtures"]
+
+
+@pytest.fixture(autouse=True)
+def _functions_framework_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """functions-framework's create_app writes FUNCTION_TARGET and FUNCTION_SIGNATURE_TYPE into
+    os.environ; monkeypatch restores them after each test, so one test's CloudEvent function
+    never turns the next test's HTTP app (or the servers it starts) into one."""
+    for name in ("FUNCTION_TARGET", "FUNCTION_SIGNATURE_TYPE"):
+        monkeypatch.delenv(name, raising=False)

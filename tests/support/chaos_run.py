@@ -1,0 +1,270 @@
+"""The chaos run, shared by the CI test (200 jobs) and bench/chaos.py (1,000 jobs).
+
+Everything real: submit, process and sweep as functions-framework servers, the emulator's push
+subscription with its dead-letter policy, PostgreSQL. A mix of chaos jobs goes in over HTTP
+while faults are injected: duplicate messages, a kill -9 of the process server (restarted on
+the same port), dropped publishes at submit, and every database connection terminated once.
+Then the sweep runs until nothing changes, and the outcome is checked job by job.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, text
+
+from common.auth import issue_dev_token
+from common.messages import encode_message
+from common.models import DispatchItem
+from localstack.emulator import PubSubEmulator
+from localstack.function_server import FunctionServer
+from localstack.paths import ROOT
+from localstack.topology import Topology
+
+SECRET = "chaos-run-secret-of-enough-length"
+SCHEDULER = "chaos-scheduler"
+TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
+
+
+@dataclass
+class Planned:
+    kind: str  # succeed, transient, permanent, hang
+    options: dict[str, Any]
+    max_attempts: int = 5
+
+
+def plan(n: int, rng: random.Random) -> list[Planned]:
+    """20% fail transiently once or twice, 5% fail permanently, 5% hang past their lease."""
+    kinds = (["transient"] * 20 + ["permanent"] * 5 + ["hang"] * 5 + ["succeed"] * 70)
+    jobs = []
+    for i in range(n):
+        kind = kinds[i % 100]
+        if kind == "transient":
+            jobs.append(Planned(kind, {"fail_times": rng.choice([1, 2]),
+                                       "sleep_s": rng.uniform(0, 0.05)}))
+        elif kind == "permanent":
+            jobs.append(Planned(kind, {"fail_permanently": True}))
+        elif kind == "hang":  # past the lease and the time limit, twice: then it is FAILED
+            jobs.append(Planned(kind, {"hang_s": 4.0}, max_attempts=2))
+        else:
+            jobs.append(Planned(kind, {"sleep_s": rng.uniform(0, 0.1)}))
+    rng.shuffle(jobs)
+    return jobs
+
+
+@dataclass
+class ChaosResult:
+    counts: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+def _post(url: str, token: str, body: Any) -> tuple[int, Any]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"null")
+
+
+def run(
+    database_url: str, emulator: PubSubEmulator, n: int, seed: int = 7, quiesce_s: float = 240
+) -> ChaosResult:
+    """`quiesce_s`: how long the sweep may take to bring every job to rest. The emulator pushes
+    about two messages at a time, so each hanging attempt holds up the queue for its time limit."""
+    rng = random.Random(seed)
+    tag = f"chaos{seed}{n}"
+    topology = Topology(project=emulator.project, jobs_topic=f"{tag}-jobs",
+                        push_subscription=f"{tag}-process", dead_letter_topic=f"{tag}-dead",
+                        dead_letter_subscription=f"{tag}-dead-letters",
+                        results_topic=f"{tag}-results", ack_deadline_s=10,
+                        min_backoff_s=0.5, max_backoff_s=2.0)
+    env = {
+        **emulator.env(), **topology.env(),
+        "DATABASE_URL": database_url,
+        "AUTH_HS256_SECRET": SECRET,
+        "ENABLE_CHAOS_PRESET": "true",
+        "LEASE_SECONDS": "3",
+        "HEARTBEAT_S": "0.5",
+        "ACK_MARGIN_S": "7",          # handlers get 10 - 7 = 3 s: the 4 s hang times out
+        "RETRY_BASE_S": "0.2",
+        "RETRY_CAP_S": "1",
+        "REDISPATCH_AFTER_S": "60",
+        "PUBLISH_TIMEOUT_S": "5",
+        "SWEEP_ALLOW_DEV_TOKENS": "true",
+        "SWEEP_ALLOWED_INVOKERS": json.dumps([SCHEDULER]),
+    }
+    servers: list[FunctionServer] = []
+    engine = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    result = ChaosResult()
+    try:
+        process = FunctionServer("process", ROOT / "main.py", env)
+        servers.append(process)
+        submit = FunctionServer("submit", ROOT / "main.py",
+                                {**env, "PUBLISH_FAULT_RATE": "0.05"}, probe="/healthz")
+        sweep = FunctionServer("sweep", ROOT / "main.py", env)
+        servers += [submit, sweep]
+        topology.create(process.url + "/")
+        token = issue_dev_token(SECRET, "chaos-owner", ttl_s=3600)
+        planned = plan(n, rng)
+        ids: dict[str, Planned] = {}
+        lock = threading.Lock()
+
+        def submit_some(chunk: list[tuple[int, Planned]]) -> None:
+            for number, p in chunk:
+                body = {"preset": "chaos", "content": "c", "metadata": {"options": p.options},
+                        "max_attempts": p.max_attempts, "idempotency_key": f"{tag}-{number}"}
+                for _ in range(50):  # as a client should: retry a 503, same idempotency key
+                    status, job = _post(submit.url + "/jobs", token, body)
+                    if status != 503:
+                        break
+                    time.sleep(0.2)
+                with lock:
+                    if status in (200, 202):
+                        ids[job["id"]] = p
+                    else:
+                        result.problems.append(f"submit answered {status}: {job}")
+
+        numbered = list(enumerate(planned))
+        chunks = [numbered[i::4] for i in range(4)]
+        threads = [threading.Thread(target=submit_some, args=(c,)) for c in chunks]
+        for t in threads:
+            t.start()
+        # Faults while the jobs flow.
+        time.sleep(0.5)
+        _terminate_connections(engine)
+        result.counts["connections_terminated"] = True
+        time.sleep(0.5)
+        process.kill()  # kill -9, mid-run
+        time.sleep(0.5)
+        process.start()  # same port: the push endpoint is unchanged
+        result.counts["process_killed_and_restarted"] = True
+        for t in threads:
+            t.join()
+        duplicates = rng.sample(sorted(ids), k=n // 5)
+        from google.cloud import pubsub_v1
+
+        publisher = pubsub_v1.PublisherClient()
+        topic = topology.path("topics", topology.jobs_topic)
+        for job_id in duplicates:
+            data, attrs = encode_message(DispatchItem(id=job_id, attempts=0))
+            publisher.publish(topic, data, **attrs).result(timeout=30)
+        result.counts["duplicates_published"] = len(duplicates)
+
+        # The scheduler: sweep until every job is terminal and a few passes change nothing.
+        sweep_token = issue_dev_token(SECRET, SCHEDULER, ttl_s=3600)
+        quiet, passes, last = 0, 0, None
+        deadline = time.monotonic() + quiesce_s
+        while quiet < 3:
+            if time.monotonic() > deadline:
+                result.problems.append(f"no quiescence in {quiesce_s:g} s: {last}")
+                break
+            time.sleep(1.0)
+            status, _ = _post(sweep.url + "/", sweep_token, {})
+            if status != 200:  # e.g. 503 right after its connections were terminated
+                result.counts["sweep_failed_passes"] = result.counts.get("sweep_failed_passes",
+                                                                         0) + 1
+            passes += 1
+            states = _states(engine)
+            done = sum(states.get(s, 0) for s in TERMINAL) == len(ids)
+            snapshot = (states, _event_count(engine))
+            quiet = quiet + 1 if done and snapshot == last else 0
+            last = snapshot
+        result.counts["sweep_passes"] = passes
+        result.counts["publishes_dropped_at_submit"] = submit.log_text().count(
+            "publish dropped by fault injection")
+        with engine.connect() as conn:
+            result.counts["attempts_rescued_after_lost_lease"] = int(conn.execute(text(
+                "SELECT count(*) FROM job_events WHERE reason = 'lease-expired-retry'"
+            )).scalar_one())
+        _check(engine, ids, result)
+    finally:
+        for server in servers:
+            server.close()
+        engine.dispose()
+    return result
+
+
+def _terminate_connections(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'jobs-pipeline' AND pid <> pg_backend_pid()"
+        )).scalar_one())
+
+
+def _states(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {s: int(c) for s, c in conn.execute(
+            text("SELECT state, count(*) FROM jobs WHERE owner_id = 'chaos-owner' GROUP BY state"))}
+
+
+def _event_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM job_events")).scalar_one())
+
+
+def _check(engine: Engine, ids: dict[str, Planned], result: ChaosResult) -> None:
+    with engine.connect() as conn:
+        jobs = {str(r.id): r for r in conn.execute(text(
+            "SELECT id, state, attempts, (SELECT count(*) FROM job_results r WHERE r.job_id = j.id)"
+            " AS results, (SELECT error_type FROM job_results r WHERE r.job_id = j.id) AS error"
+            " FROM jobs j WHERE owner_id = 'chaos-owner'"))}
+        events: dict[str, list[tuple[str, int]]] = {}
+        for r in conn.execute(text(
+                "SELECT job_id, reason, attempt FROM job_events e JOIN jobs j ON j.id = e.job_id "
+                "WHERE j.owner_id = 'chaos-owner' ORDER BY e.id")):
+            events.setdefault(str(r.job_id), []).append((r.reason, r.attempt))
+        runs: dict[str, list[tuple[int, str]]] = {}
+        for r in conn.execute(text("SELECT job_id, attempt, outcome FROM chaos_runs ORDER BY id")):
+            runs.setdefault(str(r.job_id), []).append((r.attempt, r.outcome))
+    counts: Counter[str] = Counter()
+    for job_id, planned in ids.items():
+        job = jobs[job_id]
+        counts[f"{planned.kind}:{job.state}"] += 1
+        reasons = events.get(job_id, [])
+        if job.state not in TERMINAL:
+            result.problems.append(f"{job_id} ({planned.kind}) left {job.state}")
+            continue
+        if [r for r, _ in reasons].count("completed") > 1:
+            result.problems.append(f"{job_id} has two COMPLETED events")
+        if job.results != (1 if job.state != "CANCELLED" else 0):
+            result.problems.append(f"{job_id} has {job.results} result rows")
+        job_runs = runs.get(job_id, [])
+        succeeded = [a for a, o in job_runs if o == "succeeded"]
+        # Exactly one successful run is the one whose result was written; any other belongs to
+        # an attempt that never wrote one (its instance was killed, its lease rescued).
+        completed_attempts = [a for r, a in reasons if r == "completed"]
+        for attempt in succeeded:
+            rescued = ("lease-expired-retry", attempt) in reasons
+            if attempt not in completed_attempts and not rescued:
+                result.problems.append(f"{job_id}: a successful run at attempt {attempt} "
+                                       "neither completed nor was rescued")
+        if planned.kind in ("succeed", "transient"):
+            if job.state != "COMPLETED":
+                result.problems.append(f"{job_id} ({planned.kind}) ended {job.state}")
+            elif len([a for a in succeeded if a in completed_attempts]) != 1:
+                result.problems.append(f"{job_id}: {len(succeeded)} successful runs")
+        if planned.kind == "permanent":
+            failed_attempts = [a for r, a in reasons if r == "failed"]
+            permanent = [a for a, o in job_runs if o == "permanent"]
+            written = [a for a in permanent if a in failed_attempts]
+            lost = [a for a in permanent if ("lease-expired-retry", a) in reasons]
+            if (job.state, job.error, len(written)) != ("FAILED", "PermanentError", 1) or len(
+                written
+            ) + len(lost) != len(permanent):
+                result.problems.append(
+                    f"{job_id} (permanent) ended {job.state}/{job.error} after runs {permanent}")
+        if planned.kind == "hang" and job.state != "FAILED":
+            result.problems.append(f"{job_id} (hang) ended {job.state}")
+        counts["extra_successful_runs"] += max(len(succeeded) - 1, 0)
+    result.counts["outcomes"] = dict(sorted(counts.items()))

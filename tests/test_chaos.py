@@ -1,0 +1,35 @@
+"""The chaos run at reduced size (200 jobs) through the real local stack: see
+tests/support/chaos_run.py for the faults, and bench/chaos.py for the full 1,000."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from localstack.postgres import PostgresServer, migrate
+from tests.support import chaos_run
+
+
+@pytest.mark.timeout(900)
+def test_every_job_ends_once_under_faults(
+    pg_server: PostgresServer, emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in emulator.env().items():
+        monkeypatch.setenv(key, value)
+    name = pg_server.create_database("jobs_chaos")
+    try:
+        url = pg_server.url(name)
+        migrate(url)
+        result = chaos_run.run(url, emulator, n=200)
+    finally:
+        pg_server.drop_database(name)
+    print("chaos counts:", result.counts)
+    assert result.problems == [], result.problems[:20]
+    outcomes = result.counts["outcomes"]
+    assert outcomes.get("succeed:COMPLETED", 0) == 140
+    assert outcomes.get("transient:COMPLETED", 0) == 40
+    assert outcomes.get("permanent:FAILED", 0) == 10
+    assert outcomes.get("hang:FAILED", 0) == 10
+    assert result.counts["duplicates_published"] == 40
+    assert result.counts["publishes_dropped_at_submit"] > 0  # the sweep published those
