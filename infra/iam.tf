@@ -117,17 +117,17 @@ resource "google_project_iam_member" "migrate_deploys_functions" {
   member  = "serviceAccount:${google_service_account.migrate.email}"
 }
 
-# Who may invoke each function (gen2 functions are Cloud Run services underneath).
+# Who may invoke each function (a gen2 function runs as the Cloud Run service of its name).
 resource "google_cloud_run_service_iam_member" "process_invoker" {
   location = var.region
-  service  = google_cloudfunctions2_function.fn["process"].service_config[0].service
+  service  = google_cloudfunctions2_function.fn["process"].name
   role     = "roles/run.invoker"
   member   = "serviceAccount:${google_service_account.push.email}"
 }
 
 resource "google_cloud_run_service_iam_member" "sweep_invoker" {
   location = var.region
-  service  = google_cloudfunctions2_function.fn["sweep"].service_config[0].service
+  service  = google_cloudfunctions2_function.fn["sweep"].name
   role     = "roles/run.invoker"
   member   = "serviceAccount:${google_service_account.scheduler.email}"
 }
@@ -135,7 +135,7 @@ resource "google_cloud_run_service_iam_member" "sweep_invoker" {
 resource "google_cloud_run_service_iam_member" "submit_invoker" {
   for_each = toset(var.allow_public_submit ? ["allUsers"] : var.submit_invokers)
   location = var.region
-  service  = google_cloudfunctions2_function.fn["submit"].service_config[0].service
+  service  = google_cloudfunctions2_function.fn["submit"].name
   role     = "roles/run.invoker"
   member   = each.key
 }
