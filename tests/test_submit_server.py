@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -15,52 +10,18 @@ from typing import Any
 
 import pytest
 
-from localstack.postgres import free_port
+from localstack.function_server import FunctionServer
 from tests.submit_fixtures import SubmitHarness
 from tests.support.paths import ROOT
 
 
 @pytest.fixture()
 def server(submit_env: SubmitHarness) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, **{k: v for k, v in submit_env.env.items()}}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "functions_framework",
-            "--target",
-            "submit",
-            "--source",
-            str(ROOT / "main.py"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url + "/healthz", timeout=2).read()
-            break
-        except (urllib.error.URLError, ConnectionError):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                out = proc.stdout.read().decode() if proc.stdout else ""
-                proc.kill()
-                raise RuntimeError(f"functions-framework did not start:\n{out[-3000:]}") from None
-            time.sleep(0.1)
+    srv = FunctionServer("submit", ROOT / "main.py", submit_env.env, probe="/healthz")
     try:
-        yield url
+        yield srv.url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
+        srv.close()  # the whole process group, even if the test failed
 
 
 def _call(
