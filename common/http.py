@@ -42,3 +42,23 @@ def problem_response(exc: ProblemError, instance: str) -> Response:
     problem = exc.problem.model_copy(update={"instance": instance})
     body = problem.model_dump_json(exclude_none=True).encode()
     return Response(problem.status, body, {"Content-Type": MEDIA_TYPE, **exc.headers})
+
+
+def read_body(request: Request, limit: int) -> bytes:
+    """At most `limit` bytes of the body, else 413: refused from Content-Length when it says
+    so, or after reading one byte past the limit when it does not."""
+    too_large = ProblemError(413, "payload-too-large", "Request body too large",
+                             f"at most {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    raw = request.read_body(limit + 1)
+    if len(raw) > limit:
+        raise too_large
+    return raw
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):  # also: bad UTF-8, too-long integers, deep nesting
+        raise ProblemError(400, "malformed-json", "Malformed JSON body") from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from common.errors import (
     DatabaseUnavailable,
@@ -63,6 +63,15 @@ class ProblemError(Exception):
             **extra,
         )
         self.headers = headers or {}
+
+
+def validation_problem(exc: ValidationError) -> ProblemError:
+    """422 naming each invalid field (the first 20), from pydantic's own errors."""
+    invalid = [
+        InvalidParam(name=".".join(str(p) for p in e["loc"]) or "body", reason=e["msg"])
+        for e in exc.errors()[:20]
+    ]
+    return ProblemError(422, "validation-error", "Invalid request", invalid=invalid)
 
 
 def from_store_error(exc: JobStoreError) -> ProblemError:

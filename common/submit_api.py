@@ -7,7 +7,6 @@ problem with no stack trace, and are logged without request content.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,12 +22,12 @@ from common.auth import TokenVerifier, Unauthenticated
 from common.errors import JobStoreError
 from common.handlers.base import PermanentError
 from common.handlers.registry import Registry
-from common.http import Request, Response
+from common.http import Request, Response, parse_json, read_body
 from common.http import json_response as _json
 from common.http import problem_response as _problem
 from common.logs import bind_trace, log, trace_from_headers
 from common.models import NewJob
-from common.problems import InvalidParam, ProblemError, from_store_error
+from common.problems import InvalidParam, ProblemError, from_store_error, validation_problem
 from common.service import JobService
 from common.settings import Settings
 
@@ -122,19 +121,7 @@ class SubmitApi:
             raise ProblemError(
                 415, "unsupported-media-type", "Content-Type must be application/json"
             )
-        if request.content_length is not None and request.content_length > self.max_body:
-            raise ProblemError(
-                413, "payload-too-large", "Request body too large", f"at most {self.max_body} bytes"
-            )
-        raw = request.read_body(self.max_body + 1)
-        if len(raw) > self.max_body:
-            raise ProblemError(
-                413, "payload-too-large", "Request body too large", f"at most {self.max_body} bytes"
-            )
-        try:
-            return json.loads(raw)
-        except (ValueError, RecursionError):  # also: bad UTF-8, too-long integers, deep nesting
-            raise ProblemError(400, "malformed-json", "Malformed JSON body") from None
+        return parse_json(read_body(request, self.max_body))
 
     # -- endpoints ----------------------------------------------------------------------------
 
@@ -164,13 +151,7 @@ class SubmitApi:
         try:
             new = NewJob.model_validate(body)
         except ValidationError as exc:
-            invalid = [
-                InvalidParam(name=".".join(str(p) for p in e["loc"]) or "body", reason=e["msg"])
-                for e in exc.errors()[:20]
-            ]
-            raise ProblemError(
-                422, "validation-error", "Invalid request", invalid=invalid
-            ) from None
+            raise validation_problem(exc) from None
         handler = self.registry.get(new.preset)
         if handler is not None:  # unknown presets are refused by the store, naming the known ones
             try:

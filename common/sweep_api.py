@@ -8,15 +8,20 @@ No token or a bad one is 401, a good token of anyone else 403; nothing runs for 
 
 from __future__ import annotations
 
-import json
-
 from pydantic import ValidationError
 
 from common.auth import Identity, TokenVerifier, Unauthenticated
-from common.http import Request, Response, json_response, problem_response
+from common.http import (
+    Request,
+    Response,
+    json_response,
+    parse_json,
+    problem_response,
+    read_body,
+)
 from common.logs import bind_trace, log, trace_from_headers
 from common.maintenance.sweep import Sweeper, SweepRequest
-from common.problems import InvalidParam, ProblemError
+from common.problems import ProblemError, validation_problem
 from common.settings import Settings
 
 MAX_BODY = 4096
@@ -69,24 +74,14 @@ class SweepApi:
         return name
 
     def _parse(self, request: Request) -> SweepRequest:
-        raw = request.read_body(MAX_BODY + 1)
-        if len(raw) > MAX_BODY:
-            raise ProblemError(413, "payload-too-large", "Request body too large",
-                               f"at most {MAX_BODY} bytes")
+        raw = read_body(request, MAX_BODY)
         if not raw.strip():
             return SweepRequest()
+        body = parse_json(raw)
         try:
-            return SweepRequest.model_validate(json.loads(raw))
-        except (ValueError, RecursionError) as exc:
-            if isinstance(exc, ValidationError):
-                invalid = [
-                    InvalidParam(name=".".join(str(p) for p in e["loc"]) or "body",
-                                 reason=e["msg"])
-                    for e in exc.errors()[:20]
-                ]
-                raise ProblemError(422, "validation-error", "Invalid request",
-                                   invalid=invalid) from None
-            raise ProblemError(400, "malformed-json", "Malformed JSON body") from None
+            return SweepRequest.model_validate(body)
+        except ValidationError as exc:
+            raise validation_problem(exc) from None
 
 
 def _invoker_name(identity: Identity) -> str | None:
