@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -19,3 +20,14 @@ class Budget:
 
     def elapsed_ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)
+
+    def in_batches(self, batch_size: int, step: Callable[[], int]) -> tuple[int, bool]:
+        """Run `step` (one batch; it returns how many rows it handled) until a batch comes back
+        short or the budget is spent. Returns (rows handled, whether work may be left)."""
+        total = 0
+        while not self.spent():
+            count = step()
+            total += count
+            if count < batch_size:
+                return total, False
+        return total, True

@@ -16,14 +16,8 @@ from common.service import JobService
 def redispatch(
     service: JobService, budget: Budget, batch_size: int, redispatch_after: timedelta
 ) -> dict[str, Any]:
-    published = 0
-    more = False
-    while True:
-        if budget.spent():
-            more = True
-            break
-        count = service.dispatch_due(batch_size, redispatch_after=redispatch_after)
-        published += count
-        if count < batch_size:  # all done, or Pub/Sub refused some: the next pass retries
-            break
+    # A short batch means all done, or Pub/Sub refused some: the next pass retries those.
+    published, more = budget.in_batches(
+        batch_size, lambda: service.dispatch_due(batch_size, redispatch_after=redispatch_after)
+    )
     return {"published": published, "more": more}

@@ -15,14 +15,12 @@ from common.repository import JobStore
 
 def rescue(store: JobStore, notifier: Notifier, budget: Budget, batch_size: int) -> dict[str, Any]:
     moved: Counter[str] = Counter()
-    more = False
-    while True:
-        if budget.spent():
-            more = True
-            break
+
+    def batch() -> int:
         rescued = store.rescue_expired(batch_size)
         moved.update(r.state.value for r in rescued)
         notifier.terminal((r.id, r.owner_id, r.state) for r in rescued)
-        if len(rescued) < batch_size:
-            break
-    return {"rescued": sum(moved.values()), "to_state": dict(moved), "more": more}
+        return len(rescued)
+
+    total, more = budget.in_batches(batch_size, batch)
+    return {"rescued": total, "to_state": dict(moved), "more": more}

@@ -11,16 +11,8 @@ from common.repository import JobStore
 
 
 def prune(store: JobStore, budget: Budget, batch_size: int, days: int) -> dict[str, Any]:
-    deleted = poison = 0
-    more = False
-    while True:
-        if budget.spent():
-            more = True
-            break
-        count = store.purge_terminal(days, batch_size=batch_size, max_batches=1)
-        deleted += count
-        if count < batch_size:
-            break
-    if not more:
-        poison = store.purge_poison(days, batch_size=batch_size)
+    deleted, more = budget.in_batches(
+        batch_size, lambda: store.purge_terminal(days, batch_size=batch_size, max_batches=1)
+    )
+    poison = 0 if more else store.purge_poison(days, batch_size=batch_size)
     return {"deleted_jobs": deleted, "deleted_poison_messages": poison, "more": more}
