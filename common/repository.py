@@ -261,11 +261,17 @@ WITH moved AS (
 SELECT {COLS} FROM moved"""
 
 # Outbox bookkeeping, not a state change: guarded by state and attempt like every write.
-SQL_MARK_DISPATCHED = f"""
-UPDATE jobs SET dispatched_at = now()
+# Marking a publish stamps dispatched_at; releasing a failed one clears it.
+def _set_dispatched_sql(value: str) -> str:
+    return f"""
+UPDATE jobs SET dispatched_at = {value}
 FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS int[])) AS d(id, attempts)
 WHERE jobs.id = d.id AND jobs.attempts = d.attempts AND jobs.state = {_lit(P)}
 RETURNING jobs.id"""
+
+
+SQL_MARK_DISPATCHED = _set_dispatched_sql("now()")
+SQL_RELEASE_DISPATCH = _set_dispatched_sql("NULL")
 
 # Maintenance statements pick their rows on a partial index, then touch them by primary key
 # (`id = ANY(ARRAY(SELECT ...))`): written as a join, the planner may scan the whole table to
@@ -295,12 +301,6 @@ RETURNING j.id, j.attempts"""
 
 
 SQL_TAKE_DISPATCH = {stale: _take_dispatch_sql(stale) for stale in (False, True)}
-
-SQL_RELEASE_DISPATCH = f"""
-UPDATE jobs SET dispatched_at = NULL
-FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS int[])) AS d(id, attempts)
-WHERE jobs.id = d.id AND jobs.attempts = d.attempts AND jobs.state = {_lit(P)}
-RETURNING jobs.id"""
 
 SQL_EXPIRED = f"""
 SELECT id, attempts FROM jobs
@@ -769,15 +769,7 @@ class JobStore:
     def mark_dispatched(self, items: Iterable[DispatchItem]) -> int:
         """Record that these jobs' messages were published (only if still PENDING at that
         attempt count). Returns how many rows were marked."""
-        batch = list(items)
-        if not batch:
-            return 0
-        marked = self._rows(
-            SQL_MARK_DISPATCHED,
-            ids=[str(i.id) for i in batch],
-            attempts=[i.attempts for i in batch],
-        )
-        return len(marked)
+        return self._set_dispatched(SQL_MARK_DISPATCHED, items)
 
     def take_due_for_dispatch(
         self, limit: int, *, redispatch_after: timedelta | None = None
@@ -796,16 +788,16 @@ class JobStore:
 
     def release_dispatch(self, items: Iterable[DispatchItem]) -> int:
         """Un-stamp jobs whose publish failed, so the next pass takes them again at once."""
+        return self._set_dispatched(SQL_RELEASE_DISPATCH, items)
+
+    def _set_dispatched(self, sql: str, items: Iterable[DispatchItem]) -> int:
         batch = list(items)
         if not batch:
             return 0
-        return len(
-            self._rows(
-                SQL_RELEASE_DISPATCH,
-                ids=[str(i.id) for i in batch],
-                attempts=[i.attempts for i in batch],
-            )
+        rows = self._rows(
+            sql, ids=[str(i.id) for i in batch], attempts=[i.attempts for i in batch]
         )
+        return len(rows)
 
     def find_expired_leases(self, limit: int) -> list[DispatchItem]:
         rows = self._rows(SQL_EXPIRED, limit=limit)
