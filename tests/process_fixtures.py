@@ -26,6 +26,7 @@ from localstack.function_server import FunctionServer
 from localstack.topology import Topology
 from tests.submit_fixtures import SubmitHarness
 from tests.support.paths import ROOT
+from tests.support.pubsub_pull import pull_acked
 from tests.support.tcp_proxy import TcpProxy
 
 MAX_DELIVERY_ATTEMPTS = 5
@@ -82,29 +83,7 @@ class Pipeline:
 
     def pull(self, subscription: str, wait_s: float = 0, want: int = 1) -> list[Any]:
         """Messages on a pull subscription (acknowledged), waiting up to `wait_s` for `want`."""
-        from google.cloud import pubsub_v1
-
-        subscriber = pubsub_v1.SubscriberClient()
-        got: list[Any] = []
-        deadline = time.monotonic() + wait_s
-        try:
-            while True:
-                resp = subscriber.pull(
-                    request={"subscription": subscription, "max_messages": 100,
-                             "return_immediately": True},
-                    timeout=10,
-                )
-                if resp.received_messages:
-                    subscriber.acknowledge(request={
-                        "subscription": subscription,
-                        "ack_ids": [m.ack_id for m in resp.received_messages],
-                    })
-                    got += [m.message for m in resp.received_messages]
-                if len(got) >= want or time.monotonic() > deadline:
-                    return got
-                time.sleep(0.2)
-        finally:
-            subscriber.close()
+        return pull_acked(subscription, wait_s=wait_s, want=want)
 
     def notifications(self, wait_s: float = 0, want: int = 1) -> list[dict[str, Any]]:
         return [json.loads(m.data) for m in self.pull(self.results_sub, wait_s, want)]

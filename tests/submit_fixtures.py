@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from common.auth import issue_dev_token
 from tests.support.google_tokens import GoogleTokenIssuer
 from tests.support.paths import ROOT
+from tests.support.pubsub_pull import pull_acked
 
 SECRET = "test-hs256-secret-of-enough-length"
 AUDIENCE = "https://submit.example.test"
@@ -44,31 +45,10 @@ class SubmitHarness:
 
     def pull(self, max_messages: int = 50) -> list[dict[str, Any]]:
         """Messages published to the jobs topic since the last pull (acknowledged)."""
-        from google.cloud import pubsub_v1
-
-        subscriber = pubsub_v1.SubscriberClient()
-        try:
-            resp = subscriber.pull(
-                request={
-                    "subscription": self.subscription,
-                    "max_messages": max_messages,
-                    "return_immediately": True,
-                },
-                timeout=10,
-            )
-            if resp.received_messages:
-                subscriber.acknowledge(
-                    request={
-                        "subscription": self.subscription,
-                        "ack_ids": [m.ack_id for m in resp.received_messages],
-                    }
-                )
-            return [
-                {"data": json.loads(m.message.data), "attributes": dict(m.message.attributes)}
-                for m in resp.received_messages
-            ]
-        finally:
-            subscriber.close()
+        return [
+            {"data": json.loads(m.data), "attributes": dict(m.attributes)}
+            for m in pull_acked(self.subscription, max_messages=max_messages)
+        ]
 
 
 def reset_instance_state() -> None:

@@ -33,6 +33,7 @@ from common.states import JobState
 from localstack.postgres import free_port
 from tests.jobs_helpers import job_in_state, new_job
 from tests.submit_fixtures import SubmitHarness
+from tests.support.pubsub_pull import pull_acked
 
 BIG = Budget(600)
 
@@ -58,16 +59,7 @@ class Maintenance:
 
     def notifications(self) -> list[dict[str, Any]]:
         assert self.notifier.flush()
-        subscriber = pubsub_v1.SubscriberClient()
-        resp = subscriber.pull(
-            request={"subscription": self.results_sub, "max_messages": 100,
-                     "return_immediately": True}, timeout=10,
-        )
-        if resp.received_messages:
-            subscriber.acknowledge(request={"subscription": self.results_sub,
-                                            "ack_ids": [m.ack_id for m in resp.received_messages]})
-        subscriber.close()
-        return [json.loads(m.message.data) for m in resp.received_messages]
+        return [json.loads(m.data) for m in pull_acked(self.results_sub)]
 
     def dead_letter(self, data: bytes) -> None:
         pubsub_v1.PublisherClient().publish(self.dead_topic, data).result(timeout=10)

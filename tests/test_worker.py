@@ -28,6 +28,7 @@ from common.states import JobState
 from common.worker import Delivery, Worker
 from localstack.postgres import free_port
 from tests.jobs_helpers import new_job
+from tests.support.pubsub_pull import pull_acked
 
 
 def _slow(ctx: JobContext, content: str, options: Any) -> dict[str, str]:
@@ -358,11 +359,9 @@ def test_notifications_only_for_terminal_states(
         worker.handle(d)
     assert worker.notifier.flush()
     assert worker.notifier.published == 2
-    resp = subscriber.pull(request={"subscription": sub.name, "max_messages": 10}, timeout=10)
-    got = sorted(json.loads(m.message.data)["state"] for m in resp.received_messages)
-    assert got == ["COMPLETED", "FAILED"]
-    bodies = {json.loads(m.message.data)["job_id"]: json.loads(m.message.data)
-              for m in resp.received_messages}
+    messages = [json.loads(m.data) for m in pull_acked(sub.name, wait_s=10, want=2)]
+    assert sorted(m["state"] for m in messages) == ["COMPLETED", "FAILED"]
+    bodies = {m["job_id"]: m for m in messages}
     assert bodies[str(done.id)] == {"job_id": str(done.id), "owner": "alice", "state": "COMPLETED"}
     assert str(retried.id) not in bodies
     assert bodies[str(failed.id)]["state"] == "FAILED"
