@@ -39,7 +39,7 @@ def _mint(subject: str, ttl_s: int = 3600) -> str:
     secret = os.environ.get("AUTH_HS256_SECRET")
     if not secret:
         raise CliError("no token: pass --token, set JOBS_TOKEN, or set AUTH_HS256_SECRET")
-    from common.auth import issue_dev_token
+    from common.api.auth import issue_dev_token
 
     return issue_dev_token(secret, subject, ttl_s=ttl_s)
 
@@ -109,8 +109,8 @@ def _migrate() -> None:
     print("migrated to head")
     users = [u.strip() for u in os.environ.get("DB_APP_USERS", "").split(",") if u.strip()]
     if users:
-        from common.db import create_engine_from_settings, grant_app_role
         from common.settings import load_settings
+        from common.store.engine import create_engine_from_settings, grant_app_role
 
         engine = create_engine_from_settings(load_settings(), autocommit=False)
         try:

@@ -22,7 +22,7 @@ from sqlalchemy import create_engine, text
 from bench.results import record
 from bench.services import services
 from bench.submit_latency import Client
-from common.auth import issue_dev_token
+from common.api.auth import issue_dev_token
 from localstack.emulator import PubSubEmulator
 from localstack.function_server import FunctionServer
 from localstack.topology import Topology

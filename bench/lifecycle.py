@@ -22,11 +22,11 @@ import time
 from sqlalchemy import text
 
 from bench.results import record
-from common import repository as repo
-from common.db import create_engine_from_settings
-from common.models import NewJob
-from common.repository import JobStore
 from common.settings import load_settings
+from common.store import maintenance_queries as repo
+from common.store.engine import create_engine_from_settings
+from common.store.job_store import JobStore
+from common.store.models import NewJob
 from localstack.postgres import PostgresServer, migrate, server_from_url, start_postgres
 
 TARGET = 0.5

@@ -20,7 +20,7 @@ import time
 from sqlalchemy import create_engine, text
 
 from bench.results import record
-from common.auth import issue_dev_token
+from common.api.auth import issue_dev_token
 from localstack.emulator import PubSubEmulator
 from localstack.function_server import FunctionServer
 from localstack.postgres import migrate, start_postgres

@@ -21,14 +21,14 @@ from sqlalchemy import Engine, text
 
 from bench.results import record
 from bench.services import services
-from common import repository as repo
-from common.db import create_engine_from_settings
-from common.dispatch import Dispatcher
 from common.maintenance.sweep import Sweeper, SweepRequest
-from common.notify import Notifier
-from common.repository import JobStore
+from common.messaging.dispatch import Dispatcher
+from common.messaging.notify import Notifier
 from common.service import JobService
 from common.settings import load_settings
+from common.store import maintenance_queries as repo
+from common.store.engine import create_engine_from_settings
+from common.store.job_store import JobStore
 
 WORK = 1000
 TARGET_RATIO = 1.5

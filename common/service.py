@@ -10,9 +10,9 @@ from __future__ import annotations
 from datetime import timedelta
 from uuid import UUID
 
-from common.dispatch import Dispatcher
-from common.models import DispatchItem, Job, NewJob
-from common.repository import JobStore
+from common.messaging.dispatch import Dispatcher
+from common.store.job_store import JobStore
+from common.store.models import DispatchItem, Job, NewJob
 
 
 class JobService:

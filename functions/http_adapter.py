@@ -1,10 +1,10 @@
-"""Between Flask (what functions-framework hands an HTTP function) and common.http."""
+"""Between Flask (what functions-framework hands an HTTP function) and common.api.http."""
 
 from __future__ import annotations
 
 import flask
 
-from common.http import Request, Response
+from common.api.http import Request, Response
 
 
 def _reader(request: flask.Request):  # type: ignore[no-untyped-def]

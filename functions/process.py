@@ -13,15 +13,15 @@ from typing import Any
 
 import functions_framework
 
-from common.db import get_engine
-from common.errors import DatabaseUnavailable
-from common.handlers.registry import load_registry
 from common.lazy import Lazy
 from common.logs import log
-from common.notify import Notifier
-from common.repository import JobStore
+from common.messaging.notify import Notifier
+from common.presets.registry import load_registry
 from common.settings import get_settings
-from common.worker import Delivery, Worker
+from common.store.engine import get_engine
+from common.store.errors import DatabaseUnavailable
+from common.store.job_store import JobStore
+from common.worker.runner import Delivery, Worker
 
 
 def _build() -> Worker:

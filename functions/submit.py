@@ -7,15 +7,15 @@ import json
 
 import flask
 
-from common.auth import TokenVerifier
-from common.db import get_engine
-from common.dispatch import Dispatcher
-from common.handlers.registry import load_registry
+from common.api.auth import TokenVerifier
+from common.api.submit import SubmitApi
 from common.lazy import Lazy
-from common.repository import JobStore
+from common.messaging.dispatch import Dispatcher
+from common.presets.registry import load_registry
 from common.service import JobService
 from common.settings import get_settings
-from common.submit_api import SubmitApi
+from common.store.engine import get_engine
+from common.store.job_store import JobStore
 from functions.http_adapter import from_flask, to_flask
 
 
@@ -39,7 +39,7 @@ get_api = _api.get
 
 @functools.cache
 def _openapi_document() -> bytes:
-    from common.openapi import build_openapi  # pydantic's JSON-schema machinery: load on demand
+    from common.api.openapi import build_openapi  # pydantic's JSON-schema machinery: load on demand
 
     return json.dumps(build_openapi()).encode()
 

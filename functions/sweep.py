@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import flask
 
-from common.db import get_engine
-from common.dispatch import Dispatcher
+from common.api.sweep import SweepApi, make_verifier
 from common.lazy import Lazy
 from common.maintenance.sweep import Sweeper
-from common.notify import Notifier
-from common.repository import JobStore
+from common.messaging.dispatch import Dispatcher
+from common.messaging.notify import Notifier
 from common.service import JobService
 from common.settings import get_settings
-from common.sweep_api import SweepApi, make_verifier
+from common.store.engine import get_engine
+from common.store.job_store import JobStore
 from functions.http_adapter import from_flask, to_flask
 
 

@@ -122,7 +122,7 @@ class DevStack:
         threading.Thread(target=self._scheduler, daemon=True, name="scheduler").start()
 
     def _scheduler(self) -> None:
-        from common.auth import issue_dev_token
+        from common.api.auth import issue_dev_token
 
         url = f"http://127.0.0.1:{self.args.sweep_port}/"
         while not self.stopping.wait(self.args.sweep_every):
@@ -147,7 +147,7 @@ class DevStack:
             ))
 
     def banner(self) -> None:
-        from common.auth import issue_dev_token
+        from common.api.auth import issue_dev_token
 
         a = self.args
         token = issue_dev_token(self.secret, "dev", ttl_s=86400)

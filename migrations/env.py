@@ -10,8 +10,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from common.db import create_engine_from_settings
 from common.settings import load_settings
+from common.store.engine import create_engine_from_settings
 
 
 def _run(connection: Connection) -> None:
@@ -34,7 +34,7 @@ def run_migrations_online() -> None:
             connection.commit()
     finally:
         engine.dispose()
-        from common.db import close_connector
+        from common.store.engine import close_connector
 
         close_connector()
 

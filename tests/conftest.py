@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine, text
 
-from common.db import create_engine_from_settings
-from common.repository import JobStore
 from common.settings import Settings, load_settings
+from common.store.engine import create_engine_from_settings
+from common.store.job_store import JobStore
 from localstack.emulator import PubSubEmulator
 from localstack.postgres import PostgresServer, migrate, provide_server
 

@@ -6,9 +6,9 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from common.models import Job, NewJob
-from common.repository import JobStore
-from common.states import JobState
+from common.store.job_store import JobStore
+from common.store.models import Job, NewJob
+from common.store.states import JobState
 
 
 def new_job(**kw: Any) -> NewJob:

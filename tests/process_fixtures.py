@@ -16,12 +16,12 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from sqlalchemy import Engine
 
-from common.dispatch import Dispatcher
-from common.models import Job
-from common.repository import JobStore
+from common.messaging.dispatch import Dispatcher
 from common.service import JobService
 from common.settings import Settings, load_settings
-from common.states import JobState
+from common.store.job_store import JobStore
+from common.store.models import Job
+from common.store.states import JobState
 from localstack.function_server import FunctionServer
 from localstack.topology import Topology
 from tests.submit_fixtures import SubmitHarness

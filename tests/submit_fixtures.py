@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from common.auth import issue_dev_token
+from common.api.auth import issue_dev_token
 from tests.support.google_tokens import GoogleTokenIssuer
 from tests.support.paths import ROOT
 from tests.support.pubsub_pull import pull_acked
@@ -53,22 +53,23 @@ class SubmitHarness:
 
 def reset_instance_state() -> None:
     """Forget the per-instance singletons, as a new Cloud Run instance would."""
-    import common.db
-    import common.pubsub
+    import common.messaging.pubsub
+    import common.store.engine
     import functions.process
     import functions.submit
     import functions.sweep
     from common.settings import get_settings
 
     get_settings.cache_clear()
-    if common.db._engine is not None:
-        common.db._engine.dispose()
-    common.db._engine = None
+    if common.store.engine._engine is not None:
+        common.store.engine._engine.dispose()
+    common.store.engine._engine = None
     functions.submit._api.reset()
     functions.process._worker.reset()
     functions.sweep._api.reset()
-    common.pubsub.publisher.reset()  # a new instance builds its clients from its environment
-    common.pubsub.subscriber.reset()
+    # a new instance builds its clients from its environment
+    common.messaging.pubsub.publisher.reset()
+    common.messaging.pubsub.subscriber.reset()
 
 
 @pytest.fixture()

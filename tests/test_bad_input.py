@@ -7,9 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
-from common.errors import IdempotencyConflict, InvalidInput, UnknownPreset
-from common.models import parse_new_job
-from common.repository import JobStore
+from common.store.errors import IdempotencyConflict, InvalidInput, UnknownPreset
+from common.store.job_store import JobStore
+from common.store.models import parse_new_job
 from tests.conftest import table_counts
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)

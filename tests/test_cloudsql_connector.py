@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from common.db import close_connector, create_engine_from_settings
-from common.repository import JobStore
 from common.settings import load_settings
-from common.states import JobState
+from common.store.engine import close_connector, create_engine_from_settings
+from common.store.job_store import JobStore
+from common.store.states import JobState
 from localstack.postgres import PostgresServer
 from tests.jobs_helpers import new_job
 from tests.support.fake_cloudsql import FakeCloudSQL, FakeIAMCredentials, fake_credentials

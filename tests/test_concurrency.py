@@ -10,9 +10,9 @@ from uuid import UUID
 
 from sqlalchemy import Engine, text
 
-from common.errors import IllegalTransition
-from common.repository import JobStore
-from common.states import JobState
+from common.store.errors import IllegalTransition
+from common.store.job_store import JobStore
+from common.store.states import JobState
 from tests.jobs_helpers import new_job
 
 WORKERS = 8

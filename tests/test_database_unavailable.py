@@ -9,10 +9,10 @@ import time
 import pytest
 from sqlalchemy import Engine, text
 
-from common.db import create_engine_from_settings
-from common.errors import DatabaseUnavailable
-from common.repository import JobStore
 from common.settings import Settings
+from common.store.engine import create_engine_from_settings
+from common.store.errors import DatabaseUnavailable
+from common.store.job_store import JobStore
 from localstack.postgres import free_port
 from tests.jobs_helpers import new_job
 

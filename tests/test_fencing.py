@@ -8,9 +8,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine
 
-from common.errors import IllegalTransition, StaleAttempt
-from common.repository import JobStore
-from common.states import JobState
+from common.store.errors import IllegalTransition, StaleAttempt
+from common.store.job_store import JobStore
+from common.store.states import JobState
 from tests.jobs_helpers import new_job, snapshot
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from common.handlers.base import JobContext, PermanentError
-from common.handlers.builtin import BUILTIN_HANDLERS
-from common.handlers.registry import Registry, load_registry
+from common.presets.base import JobContext, PermanentError
+from common.presets.builtin import BUILTIN_HANDLERS
+from common.presets.registry import Registry, load_registry
 from common.settings import Settings, SettingsError
 
 CTX = JobContext(job_id="j", attempt=1)

@@ -8,10 +8,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, text
 
-from common import repository as repo
-from common.models import DispatchItem
-from common.repository import JobStore
-from common.states import JobState
+from common.store import callers
+from common.store import maintenance_queries as repo
+from common.store.job_store import JobStore
+from common.store.models import DispatchItem
+from common.store.states import JobState
 from tests.conftest import table_counts
 from tests.jobs_helpers import job_in_state, new_job
 
@@ -161,9 +162,9 @@ def _plan(engine: Engine, sql: str, params: dict[str, object]) -> str:
         (repo.SQL_EXPIRED, {"limit": 10}, "ix_jobs_lease_expiry"),
         (repo.SQL_RESCUE, {"limit": 10}, "ix_jobs_lease_expiry"),
         (repo.SQL_PURGE, {"days": 30, "batch": 10}, "ix_jobs_terminal_age"),
-        (repo.SQL_LIST[(False, False)], {"owner_id": "a", "limit": 5}, "ix_jobs_owner_created"),
+        (callers.SQL_LIST[(False, False)], {"owner_id": "a", "limit": 5}, "ix_jobs_owner_created"),
         (
-            repo.SQL_LIST[(True, True)],
+            callers.SQL_LIST[(True, True)],
             {
                 "owner_id": "a",
                 "state": "PENDING",

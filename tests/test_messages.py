@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.messages import PoisonMessage, backoff, decode_message, encode_message
-from common.models import DispatchItem
+from common.messaging.job_message import PoisonMessage, backoff, decode_message, encode_message
+from common.store.models import DispatchItem
 
 
 def test_round_trip_through_base64_as_pubsub_delivers_it() -> None:

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
-from common.repository import JobStore
-from common.states import JobState
+from common.store.job_store import JobStore
+from common.store.states import JobState
 from tests.jobs_helpers import job_in_state, snapshot
 from tests.submit_fixtures import SubmitHarness, reset_instance_state
 from tests.support.paths import ROOT

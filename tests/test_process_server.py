@@ -12,12 +12,12 @@ from typing import Any
 from google.cloud import pubsub_v1
 from sqlalchemy import Engine, text
 
-from common.errors import StaleAttempt
 from common.maintenance.sweep import Sweeper, SweepRequest
-from common.messages import encode_message
-from common.models import DispatchItem
-from common.notify import Notifier
-from common.states import JobState
+from common.messaging.job_message import encode_message
+from common.messaging.notify import Notifier
+from common.store.errors import StaleAttempt
+from common.store.models import DispatchItem
+from common.store.states import JobState
 from tests.jobs_helpers import new_job
 from tests.process_fixtures import MAX_DELIVERY_ATTEMPTS, Pipeline
 

@@ -8,9 +8,9 @@ from uuid import uuid4
 import pytest
 from sqlalchemy import Engine
 
-from common.errors import IdempotencyConflict, InvalidCursor, InvalidInput, JobNotFound
-from common.repository import JobStore
-from common.states import JobState
+from common.store.errors import IdempotencyConflict, InvalidCursor, InvalidInput, JobNotFound
+from common.store.job_store import JobStore
+from common.store.states import JobState
 from tests.conftest import table_counts
 from tests.jobs_helpers import job_in_state, new_job
 

@@ -14,7 +14,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from common.repository import JobStore
+from common.store.job_store import JobStore
 from tests.submit_fixtures import AUDIENCE, SECRET, SubmitHarness
 
 ALICE = "alice"

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from common.errors import IllegalTransition
-from common.models import Job
-from common.repository import JobStore
-from common.states import TERMINAL_STATES, TRANSITIONS, JobState, Move, allowed
+from common.store.errors import IllegalTransition
+from common.store.job_store import JobStore
+from common.store.models import Job
+from common.store.states import TERMINAL_STATES, TRANSITIONS, JobState, Move, allowed
 from tests.jobs_helpers import job_in_state, snapshot
 
 

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from common.auth import issue_dev_token
+from common.api.auth import issue_dev_token
 from tests.submit_fixtures import AUDIENCE, SECRET, SubmitHarness
 
 JOB = {"preset": "echo", "content": "hello", "metadata": {"ref": 7}}
@@ -97,7 +97,7 @@ def test_events_cancel_and_retry(api: SubmitHarness) -> None:
 
 
 def test_retry_of_a_failed_job_dispatches_it_again(api: SubmitHarness, store: object) -> None:
-    from common.repository import JobStore
+    from common.store.job_store import JobStore
 
     assert isinstance(store, JobStore)
     job_id = api.post_job("alice", JOB).get_json()["id"]
@@ -237,7 +237,7 @@ def test_logs_are_json_with_trace_and_no_secrets(
 
 
 def test_published_job_is_marked_dispatched(api: SubmitHarness, store: object) -> None:
-    from common.repository import JobStore
+    from common.store.job_store import JobStore
 
     assert isinstance(store, JobStore)
     api.post_job("alice", JOB)
@@ -246,7 +246,7 @@ def test_published_job_is_marked_dispatched(api: SubmitHarness, store: object) -
 
 
 def test_cancel_of_a_running_job_is_requested(api: SubmitHarness, store: object) -> None:
-    from common.repository import JobStore
+    from common.store.job_store import JobStore
 
     assert isinstance(store, JobStore)
     job_id = api.post_job("alice", JOB).get_json()["id"]

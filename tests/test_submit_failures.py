@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from common.repository import JobStore
+from common.store.job_store import JobStore
 from localstack.postgres import free_port
 from tests.submit_fixtures import SubmitHarness, reset_instance_state
 

@@ -18,18 +18,18 @@ import pytest
 from google.cloud import pubsub_v1
 from sqlalchemy import Engine, text
 
-from common.dispatch import Dispatcher
-from common.errors import IllegalTransition
 from common.maintenance import dead_letters, redispatcher, rescuer, retention
 from common.maintenance.budget import Budget
 from common.maintenance.sweep import Sweeper, SweepRequest
-from common.messages import encode_message
-from common.models import DispatchItem
-from common.notify import Notifier
-from common.repository import JobStore
+from common.messaging.dispatch import Dispatcher
+from common.messaging.job_message import encode_message
+from common.messaging.notify import Notifier
 from common.service import JobService
 from common.settings import Settings, load_settings
-from common.states import JobState
+from common.store.errors import IllegalTransition
+from common.store.job_store import JobStore
+from common.store.models import DispatchItem
+from common.store.states import JobState
 from localstack.postgres import free_port
 from tests.jobs_helpers import job_in_state, new_job
 from tests.submit_fixtures import SubmitHarness
@@ -217,17 +217,17 @@ def test_redispatch_publishes_what_is_due_once(maint: Maintenance, engine: Engin
 def test_a_failed_publish_is_released_for_the_next_pass(
     maint: Maintenance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import common.pubsub
+    import common.messaging.pubsub
 
     job, _ = maint.store.create("alice", new_job())
     with monkeypatch.context() as patch:
         patch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{free_port()}")  # nothing listens
-        common.pubsub.publisher.reset()
+        common.messaging.pubsub.publisher.reset()
         broken = JobService(maint.store, Dispatcher(maint.settings.model_copy(
             update={"publish_timeout_s": 1.0})))
         assert redispatcher.redispatch(broken, BIG, 10, timedelta(hours=1))["published"] == 0
         assert maint.store.get("alice", job.id).dispatched_at is None  # released, not stamped
-    common.pubsub.publisher.reset()  # Pub/Sub is back
+    common.messaging.pubsub.publisher.reset()  # Pub/Sub is back
     assert redispatcher.redispatch(maint.service, BIG, 10, timedelta(hours=1))["published"] == 1
 
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from common.auth import issue_dev_token
-from common.repository import JobStore
+from common.api.auth import issue_dev_token
 from common.settings import load_settings
+from common.store.job_store import JobStore
 from localstack.function_server import FunctionServer
 from tests.jobs_helpers import new_job
 from tests.submit_fixtures import SECRET, SubmitHarness, reset_instance_state

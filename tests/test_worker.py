@@ -15,17 +15,17 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from common.db import create_engine_from_settings
-from common.errors import DatabaseUnavailable, StaleAttempt
-from common.handlers.base import Handler, JobContext
-from common.handlers.registry import Registry, load_registry
-from common.messages import encode_message
-from common.models import DispatchItem, Job
-from common.notify import Notifier
-from common.repository import JobStore
+from common.messaging.job_message import encode_message
+from common.messaging.notify import Notifier
+from common.presets.base import Handler, JobContext
+from common.presets.registry import Registry, load_registry
 from common.settings import Settings
-from common.states import JobState
-from common.worker import Delivery, Worker
+from common.store.engine import create_engine_from_settings
+from common.store.errors import DatabaseUnavailable, StaleAttempt
+from common.store.job_store import JobStore
+from common.store.models import DispatchItem, Job
+from common.store.states import JobState
+from common.worker.runner import Delivery, Worker
 from localstack.postgres import free_port
 from tests.jobs_helpers import new_job
 from tests.support.pubsub_pull import pull_acked
@@ -339,11 +339,11 @@ def test_notifications_only_for_terminal_states(
 ) -> None:
     from google.cloud import pubsub_v1
 
-    import common.pubsub
+    import common.messaging.pubsub
 
     for key, value in emulator.env().items():
         monkeypatch.setenv(key, value)
-    common.pubsub.publisher.reset()
+    common.messaging.pubsub.publisher.reset()
     publisher = pubsub_v1.PublisherClient()
     subscriber = pubsub_v1.SubscriberClient()
     topic = publisher.create_topic(request={"name": f"projects/{emulator.project}/topics/res-w"})
@@ -366,7 +366,7 @@ def test_notifications_only_for_terminal_states(
     assert str(retried.id) not in bodies
     assert bodies[str(failed.id)]["state"] == "FAILED"
     subscriber.close()
-    common.pubsub.publisher.reset()
+    common.messaging.pubsub.publisher.reset()
 
 
 def _wait_for(predicate: Any, timeout: float = 20) -> None:

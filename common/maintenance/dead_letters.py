@@ -10,10 +10,10 @@ from typing import Any
 
 from common.logs import log
 from common.maintenance.budget import Budget
-from common.messages import PoisonMessage, decode_message
-from common.notify import Notifier
-from common.pubsub import get_subscriber
-from common.repository import JobStore
+from common.messaging.job_message import PoisonMessage, decode_message
+from common.messaging.notify import Notifier
+from common.messaging.pubsub import get_subscriber
+from common.store.job_store import JobStore
 
 # One pull waits at most this long for messages; an empty subscription costs no more.
 PULL_WAIT_S = 2.0

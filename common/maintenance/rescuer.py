@@ -9,8 +9,8 @@ from collections import Counter
 from typing import Any
 
 from common.maintenance.budget import Budget
-from common.notify import Notifier
-from common.repository import JobStore
+from common.messaging.notify import Notifier
+from common.store.job_store import JobStore
 
 
 def rescue(store: JobStore, notifier: Notifier, budget: Budget, batch_size: int) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from common.maintenance.budget import Budget
-from common.repository import JobStore
+from common.store.job_store import JobStore
 
 
 def prune(store: JobStore, budget: Budget, batch_size: int, days: int) -> dict[str, Any]:

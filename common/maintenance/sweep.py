@@ -14,14 +14,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from common.errors import DatabaseUnavailable
 from common.logs import log
 from common.maintenance import dead_letters, redispatcher, rescuer, retention
 from common.maintenance.budget import Budget
-from common.notify import Notifier
-from common.pubsub import subscription_path
+from common.messaging.notify import Notifier
+from common.messaging.pubsub import subscription_path
 from common.service import JobService
 from common.settings import Settings
+from common.store.errors import DatabaseUnavailable
 
 Step = Literal["rescue", "redispatch", "dead_letters", "retention"]
 ALL_STEPS: tuple[Step, ...] = ("rescue", "redispatch", "dead_letters", "retention")

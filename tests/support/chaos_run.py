@@ -21,9 +21,9 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, text
 
-from common.auth import issue_dev_token
-from common.messages import encode_message
-from common.models import DispatchItem
+from common.api.auth import issue_dev_token
+from common.messaging.job_message import encode_message
+from common.store.models import DispatchItem
 from localstack.emulator import PubSubEmulator
 from localstack.function_server import FunctionServer
 from localstack.paths import ROOT

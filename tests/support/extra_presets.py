@@ -1,6 +1,6 @@
 """A user's own preset module, as PRESET_MODULES would name it."""
 
-from common.handlers.base import Handler
+from common.presets.base import Handler
 
 
 def shout(ctx: object, content: str, options: object) -> dict[str, str]:

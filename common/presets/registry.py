@@ -7,9 +7,9 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable
 
-from common.handlers.base import Handler
-from common.handlers.builtin import BUILTIN_HANDLERS
-from common.handlers.chaos import RunLog, chaos_handler, no_record
+from common.presets.base import Handler
+from common.presets.builtin import BUILTIN_HANDLERS
+from common.presets.chaos import RunLog, chaos_handler, no_record
 from common.settings import Settings, SettingsError
 
 

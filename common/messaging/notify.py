@@ -17,9 +17,9 @@ import threading
 from collections.abc import Iterable
 from uuid import UUID
 
-from common.pubsub import publish_batch, topic_path
+from common.messaging.pubsub import publish_batch, topic_path
 from common.settings import Settings
-from common.states import JobState
+from common.store.states import JobState
 
 Message = tuple[bytes, dict[str, str]]
 

@@ -13,7 +13,7 @@ import json
 from datetime import datetime
 from uuid import UUID
 
-from common.errors import InvalidCursor
+from common.store.errors import InvalidCursor
 
 
 def encode_cursor(created_at: datetime, job_id: UUID) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from common.problems import MEDIA_TYPE, ProblemError
+from common.api.problems import MEDIA_TYPE, ProblemError
 
 
 @dataclass

@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from common.models import Job, JobEvent, JobResult
-from common.states import JobState
+from common.store.models import Job, JobEvent, JobResult
+from common.store.states import JobState
 
 
 class Links(BaseModel):

@@ -7,10 +7,10 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from common.api_models import EventList, Health, JobList, JobView, Stats
-from common.models import NewJob
-from common.problems import Problem
-from common.states import JobState
+from common.api.models import EventList, Health, JobList, JobView, Stats
+from common.api.problems import Problem
+from common.store.models import NewJob
+from common.store.states import JobState
 
 REF = "#/components/schemas/{model}"
 JOB_ID = {

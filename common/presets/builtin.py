@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from common.handlers.base import Handler, JobContext
+from common.presets.base import Handler, JobContext
 
 WORD = re.compile(r"[^\W\d_]+(?:['\u2019][^\W\d_]+)*", re.UNICODE)
 SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from common.handlers.base import Handler, JobContext, PermanentError, TransientError
+from common.presets.base import Handler, JobContext, PermanentError, TransientError
 
 RunLog = Callable[[str, int, str], None]
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from common.errors import (
+from common.store.errors import (
     DatabaseUnavailable,
     IdempotencyConflict,
     IllegalTransition,

@@ -24,15 +24,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from uuid import UUID
 
-from common.errors import DatabaseUnavailable, IllegalTransition, InvalidInput, JobNotFound
-from common.handlers.base import Handler, JobContext, PermanentError
-from common.handlers.registry import Registry
 from common.logs import log
-from common.messages import PoisonMessage, backoff, decode_message
-from common.models import Job, JobMove
-from common.notify import Notifier
-from common.repository import JobStore
+from common.messaging.job_message import PoisonMessage, backoff, decode_message
+from common.messaging.notify import Notifier
+from common.presets.base import Handler, JobContext, PermanentError
+from common.presets.registry import Registry
 from common.settings import Settings
+from common.store.errors import DatabaseUnavailable, IllegalTransition, InvalidInput, JobNotFound
+from common.store.job_store import JobStore
+from common.store.models import Job, JobMove
 
 # Waits between tries of the final write when the database blips; short, because the whole
 # run must fit within the ack deadline's margin.

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from common.auth import Identity, TokenVerifier, Unauthenticated
-from common.http import (
+from common.api.auth import Identity, TokenVerifier, Unauthenticated
+from common.api.http import (
     Request,
     Response,
     json_response,
@@ -19,9 +19,9 @@ from common.http import (
     problem_response,
     read_body,
 )
+from common.api.problems import ProblemError, validation_problem
 from common.logs import bind_trace, log, trace_from_headers
 from common.maintenance.sweep import Sweeper, SweepRequest
-from common.problems import ProblemError, validation_problem
 from common.settings import Settings
 
 MAX_BODY = 4096

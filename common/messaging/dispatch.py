@@ -11,10 +11,10 @@ import random
 from collections.abc import Iterable
 
 from common.logs import log
-from common.messages import encode_message
-from common.models import DispatchItem
-from common.pubsub import publish_batch, topic_path
+from common.messaging.job_message import encode_message
+from common.messaging.pubsub import publish_batch, topic_path
 from common.settings import Settings
+from common.store.models import DispatchItem
 
 
 class Dispatcher:

@@ -17,19 +17,19 @@ from pydantic import ValidationError
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
-from common.api_models import EventList, Health, JobList, JobView, Stats
-from common.auth import TokenVerifier, Unauthenticated
-from common.errors import JobStoreError
-from common.handlers.base import PermanentError
-from common.handlers.registry import Registry
-from common.http import Request, Response, parse_json, read_body
-from common.http import json_response as _json
-from common.http import problem_response as _problem
+from common.api.auth import TokenVerifier, Unauthenticated
+from common.api.http import Request, Response, parse_json, read_body
+from common.api.http import json_response as _json
+from common.api.http import problem_response as _problem
+from common.api.models import EventList, Health, JobList, JobView, Stats
+from common.api.problems import InvalidParam, ProblemError, from_store_error, validation_problem
 from common.logs import bind_trace, log, trace_from_headers
-from common.models import NewJob
-from common.problems import InvalidParam, ProblemError, from_store_error, validation_problem
+from common.presets.base import PermanentError
+from common.presets.registry import Registry
 from common.service import JobService
 from common.settings import Settings
+from common.store.errors import JobStoreError
+from common.store.models import NewJob
 
 ROUTES = Map(
     [

@@ -9,8 +9,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from common.errors import InvalidInput
-from common.states import JobState
+from common.store.errors import InvalidInput
+from common.store.states import JobState
 
 PRESET_PATTERN = r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$"
 MAX_METADATA_DEPTH = 16

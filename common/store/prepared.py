@@ -17,8 +17,8 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from common.db import distrust_pooled_connections
-from common.errors import DatabaseUnavailable
+from common.store.engine import distrust_pooled_connections
+from common.store.errors import DatabaseUnavailable
 
 _CACHE_KEY = "jobs.prepared"
 # 57014 statement timeout, 57P0x shutdown or termination, 08xxx connection, 53xxx resources.

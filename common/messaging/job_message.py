@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
-from common.models import DispatchItem
+from common.store.models import DispatchItem
 
 SCHEMA_VERSION = 1
 MAX_EXCERPT = 200

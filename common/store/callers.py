@@ -1,0 +1,260 @@
+"""Callers' operations: what an owner's request reads and writes, always scoped by owner.
+
+A foreign job is indistinguishable from a missing one (JobNotFound).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from common.store.base import StoreBase
+from common.store.cursor import decode_cursor, encode_cursor
+from common.store.errors import (
+    DatabaseUnavailable,
+    IdempotencyConflict,
+    InvalidInput,
+    JobNotFound,
+    UnknownPreset,
+)
+from common.store.fragments import (
+    COLS,
+    J_COLS,
+    RESULT_COLS,
+    P,
+    R,
+    as_uuid,
+    checked_owner,
+    event_cte,
+    in_list,
+    job_from_row,
+    lit,
+    request_hash,
+    sources,
+    target,
+    to_json,
+)
+from common.store.models import (
+    Job,
+    JobEvent,
+    JobPage,
+    NewJob,
+)
+from common.store.states import TRANSITIONS, JobState, Move
+
+SQL_CREATE = f"""
+WITH moved AS (
+    INSERT INTO jobs (owner_id, preset, content, metadata, max_attempts, attempt_limit,
+                      idempotency_key, request_hash, state)
+    VALUES (:owner_id, :preset, :content, CAST(:metadata AS jsonb), :max_attempts, :max_attempts,
+            :idempotency_key, :request_hash, {target(Move.CREATE)})
+    ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING {COLS}
+), {event_cte("NULL", "'created'")}
+SELECT {COLS} FROM moved"""
+
+SQL_BY_KEY = f"""
+SELECT {COLS}, request_hash FROM jobs
+WHERE owner_id = :owner_id AND idempotency_key = :idempotency_key"""
+
+SQL_GET = f"""
+SELECT {J_COLS}, {RESULT_COLS} FROM jobs j LEFT JOIN job_results r ON r.job_id = j.id
+WHERE j.id = :id AND j.owner_id = :owner_id"""
+
+SQL_EVENTS = """
+SELECT e.id, e.job_id, e.from_state, e.to_state, e.reason, e.attempt, e.details, e.at
+FROM job_events e JOIN jobs j ON j.id = e.job_id
+WHERE j.id = :id AND j.owner_id = :owner_id
+ORDER BY e.id"""
+
+
+def _list_sql(with_state: bool, with_cursor: bool) -> str:
+    where = "j.owner_id = :owner_id"
+    if with_state:
+        where += " AND j.state = :state"
+    if with_cursor:
+        where += " AND (j.created_at, j.id) < (:c_created, :c_id)"
+    return f"""
+SELECT {J_COLS}, {RESULT_COLS} FROM jobs j LEFT JOIN job_results r ON r.job_id = j.id
+WHERE {where}
+ORDER BY j.created_at DESC, j.id DESC
+LIMIT :limit"""
+
+
+SQL_LIST = {(s, c): _list_sql(s, c) for s in (False, True) for c in (False, True)}
+
+
+CANCELLABLE = TRANSITIONS[Move.CANCEL].sources | TRANSITIONS[Move.REQUEST_CANCEL].sources
+# The caller's cancel: PENDING ends at once; PROCESSING raises the flag the worker honours.
+SQL_CANCEL = f"""
+WITH moved AS (
+    UPDATE jobs SET
+        state = CASE WHEN state IN {sources(Move.CANCEL)} THEN {target(Move.CANCEL)} ELSE state END,
+        finished_at = CASE WHEN state IN {sources(Move.CANCEL)} THEN now() END,
+        cancel_requested = state IN {sources(Move.REQUEST_CANCEL)},
+        dispatched_at = CASE WHEN state IN {sources(Move.CANCEL)} THEN NULL ELSE dispatched_at END,
+        not_before = CASE WHEN state IN {sources(Move.CANCEL)} THEN NULL ELSE not_before END,
+        updated_at = now()
+    WHERE id = :id AND owner_id = :owner_id
+      AND state IN {in_list(CANCELLABLE)}
+    RETURNING {COLS}
+), {
+    event_cte(
+        f"CASE WHEN state = {target(Move.CANCEL)} THEN {lit(P)} ELSE {lit(R)} END",
+        f"CASE WHEN state = {target(Move.CANCEL)} THEN 'cancelled' ELSE 'cancel-requested' END",
+    )
+}
+SELECT {COLS} FROM moved"""
+
+# Retrying a FAILED job gives it a fresh budget of attempts without reusing attempt numbers:
+# resetting the count would hand a zombie worker's fencing token to a new attempt.
+SQL_RETRY = f"""
+WITH moved AS (
+    UPDATE jobs SET state = {target(Move.RETRY)}, attempt_limit = attempts + max_attempts,
+        finished_at = NULL, not_before = NULL, dispatched_at = NULL, cancel_requested = false,
+        updated_at = now()
+    WHERE id = :id AND owner_id = :owner_id AND state IN {sources(Move.RETRY)}
+    RETURNING {COLS}
+), old AS (
+    DELETE FROM job_results r USING moved WHERE r.job_id = moved.id
+    RETURNING r.job_id, r.error_type, r.error_message
+), ev AS (
+    INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, details)
+    SELECT moved.id, {lit(JobState.FAILED)}, moved.state, 'retried', moved.attempts,
+           jsonb_build_object('previous_error_type', old.error_type,
+                              'previous_error_message', old.error_message)
+    FROM moved LEFT JOIN old ON old.job_id = moved.id
+)
+SELECT {COLS} FROM moved"""
+
+
+# An owner's own queue, for `GET /stats`: runs on the owner's rows only (owner/state index).
+SQL_OWNER_STATS = f"""
+SELECT state, count(*) AS n,
+       min(created_at) FILTER (WHERE state = {lit(P)}) AS oldest_pending,
+       count(*) FILTER (WHERE finished_at > now() - interval '5 minutes') AS finished_5m,
+       now() AS now
+FROM jobs WHERE owner_id = :owner_id GROUP BY state"""
+
+
+class CallerOperations(StoreBase):
+    """Create, read, list, cancel and retry, for one owner."""
+
+    # -- callers' operations (scoped by owner) ------------------------------------------------
+
+    def create(self, owner_id: str, new: NewJob) -> tuple[Job, bool]:
+        """Create a job; returns (job, created). A replay of the same keyed request returns the
+        existing job with created=False; the same key with a different request raises."""
+        owner = checked_owner(owner_id)
+        self._check_new_job(new)
+        max_attempts = new.max_attempts or self._settings.default_max_attempts
+        digest = request_hash(new, max_attempts) if new.idempotency_key else None
+        params = {
+            "owner_id": owner,
+            "preset": new.preset,
+            "content": new.content,
+            "metadata": to_json(new.metadata),
+            "max_attempts": max_attempts,
+            "idempotency_key": new.idempotency_key,
+            "request_hash": digest,
+        }
+        # Two tries: the conflicting row may be deleted by retention between the two statements.
+        for _ in range(2):
+            created = self._one_job(SQL_CREATE, **params)
+            if created is not None:
+                return created, True
+            rows = self._rows(SQL_BY_KEY, owner_id=owner, idempotency_key=new.idempotency_key)
+            if rows:
+                if rows[0]["request_hash"] != digest:
+                    raise IdempotencyConflict(rows[0]["id"])
+                return job_from_row(rows[0]), False
+        raise DatabaseUnavailable("idempotency race did not settle")
+
+    def get(self, owner_id: str, job_id: UUID | str) -> Job:
+        job = self._one_job(SQL_GET, id=as_uuid(job_id), owner_id=checked_owner(owner_id))
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    def list_jobs(
+        self,
+        owner_id: str,
+        *,
+        state: JobState | str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        params: dict[str, Any] = {"owner_id": checked_owner(owner_id)}
+        if not 1 <= limit <= self._settings.max_page_size:
+            raise InvalidInput("limit", f"must be between 1 and {self._settings.max_page_size}")
+        if state is not None:
+            try:
+                params["state"] = JobState(state).value
+            except ValueError:
+                names = ", ".join(s.value for s in JobState)
+                raise InvalidInput("state", f"must be one of {names}") from None
+        if cursor:
+            params["c_created"], params["c_id"] = decode_cursor(cursor)
+        params["limit"] = limit + 1
+        rows = self._rows(SQL_LIST[(state is not None, bool(cursor))], **params)
+        jobs = [job_from_row(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        next_cursor = encode_cursor(jobs[-1].created_at, jobs[-1].id) if more else None
+        return JobPage(jobs=jobs, next_cursor=next_cursor)
+
+    def events(self, owner_id: str, job_id: UUID | str) -> list[JobEvent]:
+        rows = self._rows(SQL_EVENTS, id=as_uuid(job_id), owner_id=checked_owner(owner_id))
+        if not rows:  # every job has at least its 'created' event
+            raise JobNotFound(job_id)
+        return [JobEvent.model_validate(r) for r in rows]
+
+    def cancel(self, owner_id: str, job_id: UUID | str) -> Job:
+        """PENDING → CANCELLED at once; PROCESSING → cancel requested; terminal → refused."""
+        uid = as_uuid(job_id)
+        job = self._one_job(SQL_CANCEL, id=uid, owner_id=checked_owner(owner_id))
+        if job is None:
+            self.get(owner_id, uid)  # raises JobNotFound for a missing or foreign job
+            raise self._explain_refusal(uid, Move.CANCEL, None)
+        return job
+
+    def retry(self, owner_id: str, job_id: UUID | str) -> Job:
+        """FAILED → PENDING with a fresh budget of attempts; the caller then dispatches it."""
+        uid = as_uuid(job_id)
+        job = self._one_job(SQL_RETRY, id=uid, owner_id=checked_owner(owner_id))
+        if job is None:
+            self.get(owner_id, uid)
+            raise self._explain_refusal(uid, Move.RETRY, None)
+        return job
+
+    def owner_stats(self, owner_id: str) -> dict[str, Any]:
+        """The owner's jobs by state, the age of their oldest PENDING one, and how many of theirs
+        finished in the last five minutes."""
+        rows = self._rows(SQL_OWNER_STATS, owner_id=checked_owner(owner_id))
+        depth = {state.value: 0 for state in JobState}
+        oldest, finished, now = None, 0, None
+        for row in rows:
+            depth[row["state"]] = int(row["n"])
+            finished += int(row["finished_5m"])
+            oldest = row["oldest_pending"] or oldest
+            now = row["now"]
+        return {
+            "depth": depth,
+            "oldest_pending_age_s": (
+                round((now - oldest).total_seconds(), 3) if oldest and now else None
+            ),
+            "finished_last_5_min": finished,
+        }
+
+    # -- validation ------------------------------------------------------------------------
+
+    def _check_new_job(self, new: NewJob) -> None:
+        if self._presets is not None and new.preset not in self._presets:
+            raise UnknownPreset(new.preset, self._presets)
+        if len(new.content.encode()) > self._settings.max_content_bytes:
+            raise InvalidInput(
+                "content", f"larger than {self._settings.max_content_bytes} bytes (UTF-8)"
+            )
+        if len(to_json(new.metadata).encode()) > self._settings.max_metadata_bytes:
+            raise InvalidInput(
+                "metadata", f"larger than {self._settings.max_metadata_bytes} bytes as JSON"
+            )

@@ -1,0 +1,15 @@
+"""The job store: one class over the three query sets.
+
+procrastinate-style: each concern keeps its SQL beside its methods (`callers`, `worker_moves`,
+`maintenance_queries`); this class only joins them, so callers hold one object.
+"""
+
+from __future__ import annotations
+
+from common.store.callers import CallerOperations
+from common.store.maintenance_queries import MaintenanceQueries
+from common.store.worker_moves import WorkerMoves
+
+
+class JobStore(CallerOperations, WorkerMoves, MaintenanceQueries):
+    """The job repository. Thread-safe: each call checks one connection out of the pool."""

@@ -1,0 +1,282 @@
+"""The sweep's queries and the dispatch bookkeeping (the outbox marks).
+
+Each statement picks its rows on a partial index and is bounded by a limit, so its cost follows
+the work, not the size of the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any, NamedTuple
+from uuid import UUID
+
+from common.store.base import StoreBase
+from common.store.errors import (
+    InvalidInput,
+)
+from common.store.fragments import (
+    COLS,
+    J_COLS,
+    TERMINAL,
+    P,
+    R,
+    as_uuid,
+    event_cte,
+    lit,
+    sources,
+    target,
+    to_json,
+)
+from common.store.models import (
+    DispatchItem,
+    Job,
+)
+from common.store.states import JobState, Move
+
+
+# Outbox bookkeeping, not a state change: guarded by state and attempt like every write.
+# Marking a publish stamps dispatched_at; releasing a failed one clears it.
+def _set_dispatched_sql(value: str) -> str:
+    return f"""
+UPDATE jobs SET dispatched_at = {value}
+FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS int[])) AS d(id, attempts)
+WHERE jobs.id = d.id AND jobs.attempts = d.attempts AND jobs.state = {lit(P)}
+RETURNING jobs.id"""
+
+
+SQL_MARK_DISPATCHED = _set_dispatched_sql("now()")
+SQL_RELEASE_DISPATCH = _set_dispatched_sql("NULL")
+
+# Maintenance statements pick their rows on a partial index, then touch them by primary key
+# (`id = ANY(ARRAY(SELECT ...))`): written as a join, the planner may scan the whole table to
+# match a few hundred ids, and the cost would follow the table instead of the work.
+#
+# The sweep's re-dispatch takes its rows by stamping dispatched_at first (SKIP LOCKED), so two
+# sweeps at once never publish the same job; a publish that then fails un-stamps its row. One
+# statement per partial index: never-published due jobs, and those published long ago.
+DISPATCH_DUE = {
+    False: ("dispatched_at IS NULL AND COALESCE(not_before, created_at) <= now()",
+            "COALESCE(not_before, created_at)"),
+    True: ("dispatched_at IS NOT NULL "
+           "AND dispatched_at < now() - make_interval(secs => :stale_s)", "dispatched_at"),
+}
+
+
+def _take_dispatch_sql(stale: bool) -> str:
+    where, order = DISPATCH_DUE[stale]
+    return f"""
+WITH picked AS (
+    SELECT id FROM jobs WHERE state = {lit(P)} AND {where}
+    ORDER BY {order} LIMIT :limit FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs j SET dispatched_at = now()
+WHERE j.id = ANY(ARRAY(SELECT id FROM picked)) AND j.state = {lit(P)}
+RETURNING j.id, j.attempts"""
+
+
+SQL_TAKE_DISPATCH = {stale: _take_dispatch_sql(stale) for stale in (False, True)}
+
+SQL_EXPIRED = f"""
+SELECT id, attempts FROM jobs
+WHERE state = {lit(R)} AND lease_expires_at < now()
+ORDER BY lease_expires_at
+LIMIT :limit"""
+
+# Expired leases back to PENDING while attempts remain, else FAILED. SKIP LOCKED lets two sweeps
+# share the work; the re-checked WHERE lets a worker that completes first win the race.
+RESCUE_STATE = (
+    f"CASE WHEN j.cancel_requested THEN {target(Move.CONFIRM_CANCEL)} "
+    f"WHEN j.attempts >= j.attempt_limit THEN {target(Move.FAIL)} ELSE {target(Move.RESCUE)} END"
+)
+SQL_RESCUE = f"""
+WITH picked AS (
+    SELECT id FROM jobs WHERE state IN {sources(Move.RESCUE)} AND lease_expires_at < now()
+    ORDER BY lease_expires_at LIMIT :limit FOR UPDATE SKIP LOCKED
+), moved AS (
+    UPDATE jobs j SET state = {RESCUE_STATE},
+        finished_at = CASE WHEN {RESCUE_STATE} IN {TERMINAL} THEN now() END,
+        lease_expires_at = NULL, dispatched_at = NULL, not_before = NULL, updated_at = now()
+    WHERE j.id = ANY(ARRAY(SELECT id FROM picked)) AND j.state IN {sources(Move.RESCUE)}
+      AND j.lease_expires_at < now()
+    RETURNING {J_COLS}
+), {
+    event_cte(
+        lit(R),
+        "CASE state WHEN 'PENDING' THEN 'lease-expired-retry' WHEN 'CANCELLED' THEN 'cancelled' "
+        "ELSE 'lease-expired' END",
+    )
+},
+res AS (
+    INSERT INTO job_results (job_id, status, error_type, error_message)
+    SELECT id, 'failed', 'LeaseExpired',
+           'the worker lost its lease on the last allowed attempt' FROM moved
+    WHERE state = 'FAILED'
+)
+SELECT id, state, attempts, owner_id FROM moved"""
+
+# RETURNING shows only the new row; the prior state (PENDING or PROCESSING) comes from the
+# locked row read in the same statement, so the event records where the job came from.
+SQL_DEAD_LETTER = f"""
+WITH prior AS (
+    SELECT id, state FROM jobs WHERE id = :id FOR UPDATE
+), moved AS (
+    UPDATE jobs j SET state = {target(Move.DEAD_LETTER)}, finished_at = now(),
+        lease_expires_at = NULL, dispatched_at = NULL, not_before = NULL, updated_at = now()
+    FROM prior
+    WHERE j.id = prior.id AND j.state IN {sources(Move.DEAD_LETTER)} AND j.attempts <= :attempt
+      AND (j.state = {lit(P)} OR j.lease_expires_at < now())
+    RETURNING {J_COLS}, prior.state AS prior_state
+), ev AS (
+    INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, details)
+    SELECT id, prior_state, state, 'dead-lettered', attempts, CAST(:details AS jsonb) FROM moved
+), res AS (
+    INSERT INTO job_results (job_id, status, error_type, error_message)
+    SELECT id, 'failed', 'DeadLettered', :error_message FROM moved
+)
+SELECT {COLS} FROM moved"""
+
+SQL_PURGE = f"""
+WITH victims AS (
+    SELECT id FROM jobs
+    WHERE state IN {TERMINAL} AND finished_at < now() - make_interval(days => :days)
+    ORDER BY finished_at LIMIT :batch FOR UPDATE SKIP LOCKED
+)
+DELETE FROM jobs j WHERE j.id = ANY(ARRAY(SELECT id FROM victims))
+RETURNING j.id"""
+
+# The sweep's report. Every count runs on a partial index, so its cost follows the live queue
+# (and the last hour's finishes), never the size of the table.
+SQL_QUEUE_REPORT = f"""
+SELECT
+  (SELECT count(*) FROM jobs WHERE state = {lit(P)} AND dispatched_at IS NULL) AS undispatched,
+  (SELECT count(*) FROM jobs WHERE state = {lit(P)} AND dispatched_at IS NOT NULL)
+      AS dispatched,
+  (SELECT count(*) FROM jobs WHERE state = {lit(R)}) AS processing,
+  (SELECT count(*) FROM jobs WHERE state = {lit(R)} AND lease_expires_at < now())
+      AS expired_leases,
+  LEAST(
+    (SELECT min(created_at) FROM jobs WHERE state = {lit(P)} AND dispatched_at IS NULL),
+    (SELECT min(created_at) FROM jobs WHERE state = {lit(P)} AND dispatched_at IS NOT NULL)
+  ) AS oldest_pending,
+  (SELECT COALESCE(jsonb_object_agg(state, n), '{{}}'::jsonb) FROM (
+     SELECT state, count(*) AS n FROM jobs
+     WHERE state IN {TERMINAL} AND finished_at > now() - interval '1 hour' GROUP BY state
+   ) f) AS finished_last_hour,
+  now() AS now"""
+
+
+SQL_PURGE_POISON = """
+WITH victims AS (
+    SELECT message_id FROM poison_messages
+    WHERE received_at < now() - make_interval(days => :days)
+    ORDER BY received_at LIMIT :batch FOR UPDATE SKIP LOCKED
+)
+DELETE FROM poison_messages p
+WHERE p.message_id = ANY(ARRAY(SELECT message_id FROM victims))
+RETURNING p.message_id"""
+
+
+
+class Rescued(NamedTuple):
+    id: UUID
+    state: JobState
+    owner_id: str
+
+
+
+class MaintenanceQueries(StoreBase):
+    """Dispatch marks, rescue, dead letters, retention and the queue report."""
+
+    # -- maintenance (sweep) -----------------------------------------------------------------
+
+    def mark_dispatched(self, items: Iterable[DispatchItem]) -> int:
+        """Record that these jobs' messages were published (only if still PENDING at that
+        attempt count). Returns how many rows were marked."""
+        return self._set_dispatched(SQL_MARK_DISPATCHED, items)
+
+    def take_due_for_dispatch(
+        self, limit: int, *, redispatch_after: timedelta | None = None
+    ) -> list[DispatchItem]:
+        """Take up to `limit` PENDING jobs to publish: due and never published, then (with
+        `redispatch_after`) published that long ago and still unclaimed. Taking stamps them
+        dispatched, so a concurrent sweep skips them; `release_dispatch` what fails to publish."""
+        rows = self._rows(SQL_TAKE_DISPATCH[False], limit=limit)
+        if redispatch_after is not None and len(rows) < limit:
+            rows += self._rows(
+                SQL_TAKE_DISPATCH[True],
+                limit=limit - len(rows),
+                stale_s=redispatch_after.total_seconds(),
+            )
+        return [DispatchItem(id=r["id"], attempts=r["attempts"]) for r in rows]
+
+    def release_dispatch(self, items: Iterable[DispatchItem]) -> int:
+        """Un-stamp jobs whose publish failed, so the next pass takes them again at once."""
+        return self._set_dispatched(SQL_RELEASE_DISPATCH, items)
+
+    def _set_dispatched(self, sql: str, items: Iterable[DispatchItem]) -> int:
+        batch = list(items)
+        if not batch:
+            return 0
+        rows = self._rows(
+            sql, ids=[str(i.id) for i in batch], attempts=[i.attempts for i in batch]
+        )
+        return len(rows)
+
+    def find_expired_leases(self, limit: int) -> list[DispatchItem]:
+        rows = self._rows(SQL_EXPIRED, limit=limit)
+        return [DispatchItem(id=r["id"], attempts=r["attempts"]) for r in rows]
+
+    def rescue_expired(self, limit: int) -> list[Rescued]:
+        """Move up to `limit` jobs whose lease expired: PENDING again while attempts remain, else
+        FAILED ('lease-expired'), or CANCELLED if a cancel was asked. Returns each job's new
+        state (and owner, for the results notification)."""
+        rows = self._rows(SQL_RESCUE, limit=limit)
+        return [Rescued(r["id"], JobState(r["state"]), r["owner_id"]) for r in rows]
+
+    def dead_letter(self, job_id: UUID | str, attempt: int, *, message_id: str = "") -> Job | None:
+        """A message that Pub/Sub gave up on: its job ends FAILED ('dead-lettered'), unless it is
+        terminal, running under a live lease, or already past `attempt` (the message is older
+        than the job's current attempt). Returns the job if it was moved."""
+        return self._one_job(
+            SQL_DEAD_LETTER,
+            id=as_uuid(job_id),
+            attempt=attempt,
+            details=to_json({"message_id": message_id}),
+            error_message="Pub/Sub could not deliver the job's message; retry the job to run it",
+        )
+
+    def purge_terminal(self, older_than_days: int, *, batch_size: int, max_batches: int) -> int:
+        """Delete terminal jobs older than the retention period (events and results cascade),
+        in short batches, each its own transaction. Returns how many jobs were deleted."""
+        if older_than_days < 0 or batch_size < 1 or max_batches < 1:
+            raise InvalidInput("retention", "days must be >= 0, batch sizes >= 1")
+        total = 0
+        for _ in range(max_batches):
+            deleted = len(self._rows(SQL_PURGE, days=older_than_days, batch=batch_size))
+            total += deleted
+            if deleted < batch_size:
+                break
+        return total
+
+    def queue_report(self) -> dict[str, Any]:
+        """Queue depth by state, the age of the oldest PENDING job, the last hour's finishes."""
+        row = self._rows(SQL_QUEUE_REPORT)[0]
+        oldest = row["oldest_pending"]
+        return {
+            "depth": {
+                "PENDING": row["undispatched"] + row["dispatched"],
+                "PROCESSING": row["processing"],
+            },
+            "pending_undispatched": row["undispatched"],
+            "expired_leases": row["expired_leases"],
+            "oldest_pending_age_s": (
+                round((row["now"] - oldest).total_seconds(), 3) if oldest else None
+            ),
+            "finished_last_hour": dict(row["finished_last_hour"]),
+        }
+
+    def purge_poison(self, older_than_days: int, *, batch_size: int) -> int:
+        """Delete one batch of recorded poison messages older than the retention period."""
+        return len(self._rows(SQL_PURGE_POISON, days=older_than_days, batch=batch_size))
+

@@ -1,0 +1,278 @@
+"""The worker's fenced moves: claim, heartbeat, and the exits, each guarded by state and attempt.
+
+A state change, its `job_events` row and (for terminal outcomes) its `job_results` row are
+written by data-modifying CTEs of one statement, so they commit together or not at all. The
+attempt number is the fencing token: it only ever grows, so a worker whose lease was taken over
+can never write over a newer attempt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from common.store.base import SQL_PEEK, StoreBase
+from common.store.fragments import (
+    COLS,
+    J_COLS,
+    MAX_ERROR_MESSAGE,
+    MAX_OWNER_ID,
+    MOVE_COLS,
+    RESULT_COLS,
+    TERMINAL,
+    P,
+    R,
+    as_uuid,
+    event_cte,
+    lit,
+    sources,
+    storable_error,
+    target,
+    to_json,
+)
+from common.store.models import (
+    ClaimOutcome,
+    Job,
+    JobMove,
+)
+from common.store.states import JobState, Move
+
+SQL_GET_ANY_OWNER = f"""
+SELECT {J_COLS}, {RESULT_COLS} FROM jobs j LEFT JOIN job_results r ON r.job_id = j.id
+WHERE j.id = :id"""
+
+
+def _claim_sql(expect_attempts: bool) -> str:
+    guard = " AND attempts = :expected_attempts" if expect_attempts else ""
+    return f"""
+WITH moved AS (
+    UPDATE jobs SET state = {target(Move.CLAIM)}, attempts = attempts + 1,
+        lease_expires_at = now() + make_interval(secs => :lease_s),
+        started_at = now(), updated_at = now(), not_before = NULL
+    WHERE id = :id AND state IN {sources(Move.CLAIM)} AND NOT cancel_requested
+      AND (not_before IS NULL OR not_before <= now()){guard}
+    RETURNING {COLS}
+), {event_cte(lit(P), "'claimed'")}
+SELECT {COLS} FROM moved"""
+
+
+SQL_CLAIM = {flag: _claim_sql(flag) for flag in (False, True)}
+
+# A worker's exits. A cancel requested while the job ran wins over every outcome, so each exit
+# computes its target in SQL from the row it guards, within the same statement.
+CANCELLED_IF_ASKED = f"WHEN cancel_requested THEN {target(Move.CONFIRM_CANCEL)}"
+EXIT_STATE = {
+    Move.COMPLETE: f"CASE {CANCELLED_IF_ASKED} ELSE {target(Move.COMPLETE)} END",
+    Move.FAIL: f"CASE {CANCELLED_IF_ASKED} ELSE {target(Move.FAIL)} END",
+    Move.RETRY_LATER: (
+        f"CASE {CANCELLED_IF_ASKED} WHEN attempts >= attempt_limit THEN {target(Move.FAIL)} "
+        f"ELSE {target(Move.RETRY_LATER)} END"
+    ),
+    Move.CONFIRM_CANCEL: target(Move.CONFIRM_CANCEL),
+}
+EXIT_REASON = (
+    "CASE state WHEN 'COMPLETED' THEN 'completed' WHEN 'CANCELLED' THEN 'cancelled' "
+    "WHEN 'PENDING' THEN 'retry-scheduled' "
+    "ELSE CASE WHEN :permanent THEN 'failed' ELSE 'attempts-exhausted' END END"
+)
+
+
+def _exit_sql(move: Move) -> str:
+    new_state = EXIT_STATE[move]
+    return f"""
+WITH moved AS (
+    UPDATE jobs SET state = {new_state},
+        lease_expires_at = NULL, updated_at = now(),
+        finished_at = CASE WHEN {new_state} IN {TERMINAL} THEN now() END,
+        not_before = CASE WHEN {new_state} = {lit(P)}
+                          THEN now() + make_interval(secs => :delay_s) END,
+        dispatched_at = NULL
+    WHERE id = :id AND state IN {sources(move)} AND attempts = :attempt
+    RETURNING {MOVE_COLS}
+), {event_cte(lit(R), EXIT_REASON, "CAST(:details AS jsonb)")},
+res AS (
+    INSERT INTO job_results (job_id, status, output, error_type, error_message, duration_ms)
+    SELECT id, CASE state WHEN 'COMPLETED' THEN 'succeeded' ELSE 'failed' END,
+           CASE state WHEN 'COMPLETED' THEN CAST(:output AS jsonb) END,
+           CASE state WHEN 'FAILED' THEN CAST(:error_type AS text) END,
+           CASE state WHEN 'FAILED' THEN CAST(:error_message AS text) END,
+           :duration_ms
+    FROM moved WHERE state IN ('COMPLETED', 'FAILED')
+)
+SELECT {MOVE_COLS} FROM moved"""
+
+
+SQL_EXIT = {move: _exit_sql(move) for move in EXIT_STATE}
+
+
+SQL_EXTEND_LEASE = f"""
+UPDATE jobs SET lease_expires_at = now() + make_interval(secs => :lease_s), updated_at = now()
+WHERE id = :id AND state = {lit(R)} AND attempts = :attempt
+RETURNING cancel_requested"""
+
+
+# Worker records: not job state, but about jobs, so their SQL lives here too.
+SQL_POISON = """
+INSERT INTO poison_messages (message_id, reason, excerpt) VALUES (:message_id, :reason, :excerpt)
+ON CONFLICT (message_id) DO NOTHING
+RETURNING message_id"""
+
+SQL_CHAOS_RUN = """
+INSERT INTO chaos_runs (job_id, attempt, outcome) VALUES (:job_id, :attempt, :outcome)
+RETURNING id"""
+
+SQL_CHAOS_RUNS = """
+SELECT job_id, attempt, outcome FROM chaos_runs WHERE job_id = ANY(CAST(:ids AS uuid[]))
+ORDER BY id"""
+
+
+
+class WorkerMoves(StoreBase):
+    """What `process` does to a job, fenced by the attempt it holds."""
+
+    # -- the worker's operations (fenced by attempt) -----------------------------------------
+
+    def get_for_worker(self, job_id: UUID | str) -> Job | None:
+        return self._one_job(SQL_GET_ANY_OWNER, id=as_uuid(job_id))
+
+    def claim(
+        self,
+        job_id: UUID | str,
+        *,
+        expected_attempts: int | None = None,
+        lease_s: float | None = None,
+    ) -> ClaimOutcome:
+        """PENDING → PROCESSING under a lease, attempts + 1. Never raises for a job that cannot be
+        claimed: the outcome says why, so the worker can acknowledge a duplicate and move on.
+        `expected_attempts` (the attempt count the message was published for) turns a message
+        left over from an earlier attempt into 'stale-message'."""
+        uid = as_uuid(job_id)
+        params: dict[str, Any] = {"id": uid, "lease_s": lease_s or self._settings.lease_seconds}
+        if expected_attempts is not None:
+            params["expected_attempts"] = expected_attempts
+        job = self._one_job(SQL_CLAIM[expected_attempts is not None], **params)
+        if job is not None:
+            return ClaimOutcome(job=job, reason="claimed")
+        rows = self._rows(SQL_PEEK, id=uid)
+        if not rows:
+            return ClaimOutcome(job=None, reason="not-found")
+        peek = rows[0]
+        if JobState(peek["state"]).terminal:
+            return ClaimOutcome(job=None, reason="terminal")
+        if peek["state"] == JobState.PROCESSING:
+            return ClaimOutcome(job=None, reason="in-progress")
+        if expected_attempts is not None and peek["attempts"] != expected_attempts:
+            return ClaimOutcome(job=None, reason="stale-message")
+        return ClaimOutcome(job=None, reason="not-due")
+
+    def extend_lease(self, job_id: UUID, attempt: int, *, lease_s: float | None = None) -> bool:
+        """Heartbeat for a long handler. Returns whether a cancel was requested meanwhile."""
+        rows = self._rows(
+            SQL_EXTEND_LEASE,
+            id=job_id,
+            attempt=attempt,
+            lease_s=lease_s or self._settings.lease_seconds,
+        )
+        if not rows:
+            raise self._explain_refusal(job_id, Move.CLAIM, attempt)
+        return bool(rows[0]["cancel_requested"])
+
+    def _exit(self, move: Move, job_id: UUID, attempt: int, **params: Any) -> JobMove:
+        values: dict[str, Any] = {
+            "id": job_id,
+            "attempt": attempt,
+            "delay_s": 0.0,
+            "output": None,
+            "error_type": None,
+            "error_message": None,
+            "duration_ms": None,
+            "permanent": move is Move.FAIL,
+            "details": "{}",
+        }
+        values.update(params)
+        rows = self._rows(SQL_EXIT[move], **values)
+        if not rows:
+            raise self._explain_refusal(job_id, move, attempt)
+        return JobMove.model_validate(rows[0])
+
+    def complete(
+        self, job_id: UUID, attempt: int, output: Any, *, duration_ms: int | None = None
+    ) -> JobMove:
+        """PROCESSING → COMPLETED with its one result row (CANCELLED if a cancel was asked)."""
+        return self._exit(
+            Move.COMPLETE, job_id, attempt, output=to_json(output), duration_ms=duration_ms
+        )
+
+    def fail(
+        self,
+        job_id: UUID,
+        attempt: int,
+        error_type: str,
+        error_message: str,
+        *,
+        duration_ms: int | None = None,
+    ) -> JobMove:
+        """A permanent failure: PROCESSING → FAILED at once, the error kept as the result."""
+        etype, emsg = storable_error(error_type, error_message)
+        return self._exit(
+            Move.FAIL,
+            job_id,
+            attempt,
+            error_type=etype,
+            error_message=emsg,
+            duration_ms=duration_ms,
+            details=to_json({"error_type": etype, "error_message": emsg}),
+        )
+
+    def retry_later(
+        self,
+        job_id: UUID,
+        attempt: int,
+        error_type: str,
+        error_message: str,
+        *,
+        delay: timedelta,
+        duration_ms: int | None = None,
+    ) -> JobMove:
+        """A transient failure: back to PENDING, due after `delay`, while attempts remain; FAILED
+        ('attempts-exhausted') on the last one. The sweep re-dispatches it when due."""
+        etype, emsg = storable_error(error_type, error_message)
+        delay_s = max(delay.total_seconds(), 0.0)
+        return self._exit(
+            Move.RETRY_LATER,
+            job_id,
+            attempt,
+            error_type=etype,
+            error_message=emsg,
+            delay_s=delay_s,
+            duration_ms=duration_ms,
+            details=to_json({"error_type": etype, "error_message": emsg, "delay_s": delay_s}),
+        )
+
+    def confirm_cancel(self, job_id: UUID, attempt: int) -> JobMove:
+        """The worker saw the cancel flag and stopped: PROCESSING → CANCELLED."""
+        return self._exit(Move.CONFIRM_CANCEL, job_id, attempt)
+
+    # -- worker records ----------------------------------------------------------------------
+
+    def record_poison(self, message_id: str, reason: str, excerpt: str) -> bool:
+        """Keep an undecodable message that is being acknowledged. False if this message id
+        was recorded before (a redelivery)."""
+        rows = self._rows(
+            SQL_POISON,
+            message_id=message_id[:MAX_OWNER_ID],
+            reason=reason[:MAX_ERROR_MESSAGE],
+            excerpt=excerpt.replace("\x00", "\ufffd"),
+        )
+        return bool(rows)
+
+    def record_chaos_run(self, job_id: str, attempt: int, outcome: str) -> None:
+        self._rows(SQL_CHAOS_RUN, job_id=as_uuid(job_id), attempt=attempt, outcome=outcome)
+
+    def chaos_runs(self, job_ids: Iterable[UUID | str]) -> list[tuple[UUID, int, str]]:
+        """The chaos preset's run log for these jobs, oldest first: (job_id, attempt, outcome)."""
+        rows = self._rows(SQL_CHAOS_RUNS, ids=[str(as_uuid(j)) for j in job_ids])
+        return [(r["job_id"], r["attempt"], r["outcome"]) for r in rows]
+
