@@ -5,6 +5,14 @@
 #   must stay <= db_max_connections - db_reserved_connections.
 # Defaults: (10 + 20 + 1) x (2 + 1) = 93 <= 100 - 7. The precondition below refuses a plan that
 # breaks it; raise db_max_connections (and the tier) before max instances or pools.
+# Request concurrency does not multiply connections: an instance's pool caps them whatever the
+# number of requests it serves at once.
+#
+# sweep: concurrency 2 on its single instance, so a Scheduler call that overlaps a running pass
+# reaches the code, finds the pass's advisory lock taken and answers 200 "another-pass-running"
+# instead of a 429 from Cloud Run. A pass holds one pooled connection for its lock and one for
+# its work, and each overlapping call needs one to try the lock, so the sweep's pool must hold
+# concurrency.sweep + 1 connections (3 with the defaults: 2 + 1 = 3). A precondition checks that.
 
 locals {
   per_instance_connections = var.db_pool_size + var.db_max_overflow
@@ -12,6 +20,10 @@ locals {
   connections_needed = local.per_instance_connections * (
     var.max_instances.submit + var.max_instances.process + var.max_instances.sweep
   )
+  # The function URLs (cloudfunctions.net): the OIDC audiences that callers put in their ID
+  # tokens and that submit and sweep check. Known before the functions exist, so the functions'
+  # own environment can name them. Targets of internal-only functions use the run.app URL instead
+  # (service_config[0].uri): only there do Scheduler and Pub/Sub push count as internal traffic.
   url = { for f in local.functions : f => "https://${var.region}-${var.project_id}.cloudfunctions.net/${var.name}-${f}" }
 
   common_env = {
@@ -72,6 +84,10 @@ resource "google_cloudfunctions2_function" "fn" {
   build_config {
     runtime     = "python311"
     entry_point = each.key
+    # Built by our own account into our own repository (with its cleanup policy), not by the
+    # default Cloud Build account into gcf-artifacts.
+    service_account   = google_service_account.build.id
+    docker_repository = google_artifact_registry_repository.functions.id
     source {
       storage_source {
         bucket = var.source_bucket
@@ -101,11 +117,21 @@ resource "google_cloudfunctions2_function" "fn" {
       content {
         key        = "AUTH_HS256_SECRET"
         project_id = var.project_id
-        secret     = google_secret_manager_secret.hs256.secret_id
+        secret     = data.google_secret_manager_secret.hs256.secret_id
         version    = "latest"
       }
     }
   }
+
+  # Cloud Run checks, when it deploys a revision, that the runtime account may read its secrets;
+  # the build account must hold its role before the first build; the APIs must be on.
+  depends_on = [
+    google_secret_manager_secret_iam_member.hs256_reader,
+    google_project_iam_member.build_log_writer,
+    google_project_iam_member.build_reads_sources,
+    google_artifact_registry_repository_iam_member.build_pushes_images,
+    google_project_service.api,
+  ]
 
   lifecycle {
     # Terraform creates the functions; cloudbuild.yaml deploys each new version of the code
@@ -122,6 +148,18 @@ resource "google_cloudfunctions2_function" "fn" {
     precondition {
       condition     = var.ack_deadline_s >= 10 && var.ack_deadline_s <= 600
       error_message = "ack_deadline_s must be within Pub/Sub's 10..600 seconds."
+    }
+    precondition {
+      condition     = !var.db_private_ip || (var.vpc_connector != "" && var.db_network != "")
+      error_message = "db_private_ip = true needs db_network and vpc_connector: without a Serverless VPC Access connector the functions cannot reach a private IP."
+    }
+    precondition {
+      condition     = var.concurrency.sweep >= 2
+      error_message = "concurrency.sweep must be at least 2: an overlapping Scheduler call must reach sweep (which answers 'another-pass-running') instead of getting 429 from Cloud Run."
+    }
+    precondition {
+      condition     = local.per_instance_connections >= var.concurrency.sweep + 1
+      error_message = "db_pool_size + db_max_overflow must be at least concurrency.sweep + 1: a sweep pass holds its lock connection and a working one, and each overlapping call needs one."
     }
   }
 }

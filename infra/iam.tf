@@ -1,5 +1,6 @@
-# One service account per function, one for Cloud Scheduler, one that Pub/Sub pushes as, and
-# one for the Cloud Build migration step: each gets only what it uses.
+# One service account per function, one for Cloud Scheduler, one that Pub/Sub pushes as, one for
+# the Cloud Build pipeline (cloudbuild.yaml: migrations and deploys), one that builds the
+# functions' images, and one that callers impersonate to invoke submit: each gets only what it uses.
 
 locals {
   functions = toset(["submit", "process", "sweep"])
@@ -30,6 +31,21 @@ resource "google_service_account" "push" {
 resource "google_service_account" "migrate" {
   account_id   = "${var.name}-migrate"
   display_name = "jobs pipeline: Cloud Build deploys and runs the migrations"
+}
+
+# build_config.service_account of the functions: projects created since mid-2024 grant the
+# default Cloud Build account nothing, so every function build names this one.
+resource "google_service_account" "build" {
+  account_id   = "${var.name}-build"
+  display_name = "jobs pipeline: Cloud Build builds the functions' images"
+}
+
+# An invoker of submit for people and for services without a Google identity of their own: a
+# person impersonates it (roles/iam.serviceAccountTokenCreator, submit_caller_impersonators) to
+# mint an ID token for submit's URL with its email (docs/deploy.md, "Try it").
+resource "google_service_account" "caller" {
+  account_id   = "${var.name}-caller"
+  display_name = "jobs pipeline: invokes submit (impersonated by people trying it)"
 }
 
 # Every function connects to Cloud SQL through the connector, logging in with IAM.
@@ -69,9 +85,10 @@ resource "google_pubsub_subscription_iam_member" "sweep_dead_letters" {
   member       = "serviceAccount:${google_service_account.function["sweep"].email}"
 }
 
-# The HS256 secret is read by submit only (service callers' tokens).
+# The HS256 secret is read by submit only (service callers' tokens). submit depends_on this grant:
+# Cloud Run checks the runtime account's access to the secret when it deploys the revision.
 resource "google_secret_manager_secret_iam_member" "hs256_reader" {
-  secret_id = google_secret_manager_secret.hs256.id
+  secret_id = data.google_secret_manager_secret.hs256.id
   role      = "roles/secretmanager.secretAccessor"
   member    = "serviceAccount:${google_service_account.function["submit"].email}"
 }
@@ -98,17 +115,61 @@ resource "google_service_account_iam_member" "agent_mints_push_tokens" {
 
 # The migration step reads the postgres user's password.
 resource "google_secret_manager_secret_iam_member" "db_admin_reader" {
-  secret_id = google_secret_manager_secret.db_admin_password.id
+  secret_id = data.google_secret_manager_secret.db_admin_password.id
   role      = "roles/secretmanager.secretAccessor"
   member    = "serviceAccount:${google_service_account.migrate.email}"
 }
 
-# Cloud Build deploys the functions as their service accounts.
+# Cloud Build deploys the functions as their service accounts, built by the build account.
 resource "google_service_account_iam_member" "migrate_acts_as_functions" {
   for_each           = local.functions
   service_account_id = google_service_account.function[each.key].name
   role               = "roles/iam.serviceAccountUser"
   member             = "serviceAccount:${google_service_account.migrate.email}"
+}
+
+resource "google_service_account_iam_member" "migrate_acts_as_build" {
+  service_account_id = google_service_account.build.name
+  role               = "roles/iam.serviceAccountUser"
+  member             = "serviceAccount:${google_service_account.migrate.email}"
+}
+
+# A build that names its own service account and logs with CLOUD_LOGGING_ONLY needs to write logs,
+# and to read the source that `gcloud builds submit --gcs-source-staging-dir` stages in the
+# source bucket (docs/deploy.md, step 6).
+resource "google_project_iam_member" "migrate_log_writer" {
+  project = var.project_id
+  role    = "roles/logging.logWriter"
+  member  = "serviceAccount:${google_service_account.migrate.email}"
+}
+
+resource "google_storage_bucket_iam_member" "migrate_reads_source" {
+  bucket = var.source_bucket
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${google_service_account.migrate.email}"
+}
+
+# The function builds (what Google lists for a user-specified build account): write build logs,
+# read the source archive (ours, and the copy Cloud Functions keeps in its gcf-v2-sources bucket,
+# which exists only after the first deploy: hence project level) and push the image and the
+# buildpacks cache to our repository only.
+resource "google_project_iam_member" "build_log_writer" {
+  project = var.project_id
+  role    = "roles/logging.logWriter"
+  member  = "serviceAccount:${google_service_account.build.email}"
+}
+
+resource "google_project_iam_member" "build_reads_sources" {
+  project = var.project_id
+  role    = "roles/storage.objectViewer"
+  member  = "serviceAccount:${google_service_account.build.email}"
+}
+
+resource "google_artifact_registry_repository_iam_member" "build_pushes_images" {
+  location   = google_artifact_registry_repository.functions.location
+  repository = google_artifact_registry_repository.functions.name
+  role       = "roles/artifactregistry.writer"
+  member     = "serviceAccount:${google_service_account.build.email}"
 }
 
 resource "google_project_iam_member" "migrate_deploys_functions" {
@@ -130,6 +191,20 @@ resource "google_cloud_run_service_iam_member" "sweep_invoker" {
   service  = google_cloudfunctions2_function.fn["sweep"].name
   role     = "roles/run.invoker"
   member   = "serviceAccount:${google_service_account.scheduler.email}"
+}
+
+resource "google_cloud_run_service_iam_member" "submit_caller_invoker" {
+  location = var.region
+  service  = google_cloudfunctions2_function.fn["submit"].name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.caller.email}"
+}
+
+resource "google_service_account_iam_member" "caller_impersonators" {
+  for_each           = toset(var.submit_caller_impersonators)
+  service_account_id = google_service_account.caller.name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = each.key
 }
 
 resource "google_cloud_run_service_iam_member" "submit_invoker" {

@@ -5,15 +5,32 @@ resource "google_sql_database_instance" "jobs" {
   # certificates required, no authorized networks); set db_private_ip = true to drop it.
   # checkov:skip=CKV2_GCP_13: log_duration writes a line per statement, at job rates a large
   # Cloud Logging bill; Query Insights (below) keeps statement latencies instead.
-  name                = "${var.name}-db"
-  database_version    = "POSTGRES_15"
-  region              = var.region
+  name             = "${var.name}-db"
+  database_version = "POSTGRES_15"
+  region           = var.region
+  # Terraform's own guard (terraform destroy / replacement refuses) ...
   deletion_protection = var.deletion_protection
+
+  depends_on = [google_project_service.api]
 
   settings {
     tier              = var.db_tier
     availability_type = "REGIONAL"
     edition           = "ENTERPRISE"
+    # ... and the API-level one: no surface (console, gcloud, API) deletes the instance until it
+    # is switched off.
+    deletion_protection_enabled = var.deletion_protection
+
+    # The disk grows by itself, up to a limit: a runaway table must not grow the bill forever.
+    disk_autoresize       = true
+    disk_autoresize_limit = var.db_disk_autoresize_limit_gb
+
+    # Updates restart the instance (seconds with REGIONAL): pick the quietest hour, UTC.
+    maintenance_window {
+      day          = var.db_maintenance_window.day
+      hour         = var.db_maintenance_window.hour
+      update_track = "stable"
+    }
 
     backup_configuration {
       enabled                        = true

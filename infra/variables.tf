@@ -59,15 +59,27 @@ variable "db_network" {
 }
 
 variable "vpc_connector" {
-  description = "Serverless VPC Access connector the functions use to reach a private IP."
+  description = "Serverless VPC Access connector the functions use to reach a private IP (required with db_private_ip)."
   type        = string
   default     = ""
 }
 
 variable "deletion_protection" {
-  description = "Protect the Cloud SQL instance from terraform destroy."
+  description = "Protect the Cloud SQL instance from deletion: by Terraform and at the API level."
   type        = bool
   default     = true
+}
+
+variable "db_disk_autoresize_limit_gb" {
+  description = "The instance's disk grows automatically up to this size (GB)."
+  type        = number
+  default     = 100
+}
+
+variable "db_maintenance_window" {
+  description = "When Cloud SQL may restart the instance for updates: day 1-7 (Monday = 1), hour 0-23 UTC."
+  type        = object({ day = number, hour = number })
+  default     = { day = 7, hour = 3 }
 }
 
 # --- Functions -------------------------------------------------------------------------------
@@ -91,9 +103,13 @@ variable "max_instances" {
 }
 
 variable "concurrency" {
-  description = "Requests one instance serves at once (a connection is held per statement only)."
+  description = <<-EOT
+    Requests one instance serves at once (a connection is held per statement only). sweep needs at
+    least 2 on its single instance, so that a Scheduler call overlapping a running pass gets the
+    clean "another-pass-running" answer instead of a 429 (see functions.tf).
+  EOT
   type        = object({ submit = number, process = number, sweep = number })
-  default     = { submit = 8, process = 8, sweep = 1 }
+  default     = { submit = 8, process = 8, sweep = 2 }
 }
 
 variable "ack_deadline_s" {
@@ -145,4 +161,92 @@ variable "submit_invokers" {
   description = "IAM members allowed to call submit when it is private (e.g. serviceAccount:...)."
   type        = list(string)
   default     = []
+}
+
+variable "submit_caller_impersonators" {
+  description = <<-EOT
+    IAM members (e.g. user:you@example.com) who may impersonate the caller service account to mint
+    ID tokens for submit: the way a person tries the API (docs/deploy.md, "Try it").
+  EOT
+  type        = list(string)
+  default     = []
+}
+
+# --- Delivery ----------------------------------------------------------------------------------
+
+variable "build_repository" {
+  description = <<-EOT
+    A Cloud Build (2nd gen) repository, projects/P/locations/REGION/connections/C/repositories/R,
+    connected once in the console. When set, a trigger runs cloudbuild.yaml on every push to
+    build_branch with the deployment's substitutions. Empty: no trigger (gcloud builds submit).
+  EOT
+  type        = string
+  default     = ""
+}
+
+variable "build_branch" {
+  description = "Branch regex the build trigger runs on."
+  type        = string
+  default     = "^main$"
+}
+
+variable "images_kept" {
+  description = "Newest images of each function that the Artifact Registry cleanup policy always keeps."
+  type        = number
+  default     = 10
+}
+
+variable "image_max_age_days" {
+  description = "Older function images than this are deleted (unless among the newest images_kept)."
+  type        = number
+  default     = 30
+}
+
+# --- Monitoring --------------------------------------------------------------------------------
+
+variable "notification_channels" {
+  description = <<-EOT
+    Cloud Monitoring notification channel ids (projects/P/notificationChannels/N) every alert
+    policy, and the budget, notifies. Empty: the alerts still open incidents in the console.
+  EOT
+  type        = list(string)
+  default     = []
+}
+
+variable "alert_oldest_pending_age_s" {
+  description = "Alert when the oldest PENDING job has waited longer than this (seconds) for 5 minutes."
+  type        = number
+  default     = 900
+}
+
+variable "alert_failed_ratio" {
+  description = "Alert when more than this share of the jobs that finished in 10 minutes FAILED."
+  type        = number
+  default     = 0.2
+}
+
+variable "alert_sweep_absent_minutes" {
+  description = "Alert when no sweep pass has been reported for this many minutes."
+  type        = number
+  default     = 10
+}
+
+variable "alert_submit_5xx_ratio" {
+  description = "Alert when more than this share of submit's answers in 5 minutes are 5xx."
+  type        = number
+  default     = 0.05
+}
+
+# --- Budget (optional) -------------------------------------------------------------------------
+
+variable "billing_account" {
+  description = "Billing account id (XXXXXX-XXXXXX-XXXXXX). When set, a budget alert covers this project."
+  type        = string
+  default     = ""
+}
+
+variable "budget_amount" {
+  description = "Monthly budget, in the billing account's currency (whole units)."
+  type        = number
+  default     = 100
 }

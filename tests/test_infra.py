@@ -33,7 +33,8 @@ def _one(block: Any) -> dict[str, Any]:
 def test_every_tf_file_parses(infra: Infra) -> None:
     assert set(infra.files) >= {"versions.tf", "variables.tf", "pubsub.tf", "sql.tf",
                                 "functions.tf", "iam.tf", "scheduler.tf", "outputs.tf",
-                                "secrets.tf"}
+                                "secrets.tf", "apis.tf", "build.tf", "artifacts.tf",
+                                "monitoring.tf", "budget.tf"}
     assert all(doc for doc in infra.files.values())
 
 
@@ -93,7 +94,10 @@ def test_scheduler_calls_sweep_with_oidc_and_sweep_accepts_only_it(infra: Infra)
     target = _one(job["http_target"])
     oidc = _one(target["oidc_token"])
     assert oidc["service_account_email"] == "${google_service_account.scheduler.email}"
-    assert oidc["audience"] == target["uri"] == '${local.url["sweep"]}'
+    # The audience is the function URL that sweep checks; the target is the run.app URL, the one
+    # internal-only ingress admits Scheduler on (issue 13, item 8: tests/test_deploy_first_try.py).
+    assert oidc["audience"] == '${local.url["sweep"]}'
+    assert target["uri"] == '${google_cloudfunctions2_function.fn["sweep"].service_config[0].uri}'
     env = infra.locals["fn"]["sweep"]["env"]
     assert env["SWEEP_AUDIENCE"] == '${local.url["sweep"]}'
     assert env["SWEEP_ALLOWED_INVOKERS"] == (
@@ -126,6 +130,14 @@ def test_cloud_sql_is_protected_and_uses_iam_logins(infra: Infra) -> None:
     settings = _one(instance["settings"])
     backup = _one(settings["backup_configuration"])
     assert backup["enabled"] is True and backup["point_in_time_recovery_enabled"] is True
+    # Hardening (issue 13): API-level deletion protection, a maintenance window, a disk limit.
+    assert settings["deletion_protection_enabled"] == "${var.deletion_protection}"
+    assert instance["deletion_protection"] == "${var.deletion_protection}"
+    window = _one(settings["maintenance_window"])
+    assert {"day", "hour", "update_track"} <= set(window)
+    assert settings["disk_autoresize"] is True
+    assert settings["disk_autoresize_limit"] == "${var.db_disk_autoresize_limit_gb}"
+    assert infra.default("db_disk_autoresize_limit_gb") > 10
     flags = {f["name"]: f["value"] for f in settings["database_flags"]}
     assert flags["cloudsql.iam_authentication"] == "on"
     assert flags["max_connections"] == "${tostring(var.db_max_connections)}"
@@ -148,7 +160,7 @@ def test_each_function_has_its_own_account_and_the_secret_comes_from_secret_mana
     assert "AUTH_HS256_SECRET" not in str(infra.locals) + str(service["environment_variables"])
     secret = _one(_one(service["dynamic"])["secret_environment_variables"]["content"])
     assert secret["key"] == "AUTH_HS256_SECRET"
-    assert secret["secret"] == "${google_secret_manager_secret.hs256.secret_id}"
+    assert secret["secret"] == "${data.google_secret_manager_secret.hs256.secret_id}"
     readers = infra.resource("google_secret_manager_secret_iam_member", "hs256_reader")
     assert readers["member"] == 'serviceAccount:${google_service_account.function["submit"].email}'
 
@@ -210,15 +222,16 @@ def test_cloudbuild_matches_cloud_builds_schema() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_cloudbuild_tests_then_migrates_through_the_connector_then_deploys(
+def test_cloudbuild_checks_then_migrates_through_the_connector_then_deploys(
     build: dict[str, Any],
 ) -> None:
     steps = {s["id"]: s for s in build["steps"]}
-    assert "make test" in steps["test"]["args"][-1]
+    assert next(iter(steps)) == "preflight"
     migrate = steps["migrate"]
-    assert migrate["waitFor"] == ["test"]
+    assert migrate["waitFor"] == ["preflight"]
     env = dict(e.split("=", 1) for e in migrate["env"])
     assert env["INSTANCE_CONNECTION_NAME"] == "${_INSTANCE}"  # connector, not an allow-listed IP
+    assert env["DB_IP_TYPE"] == "${_DB_IP_TYPE}"
     assert "DATABASE_URL" not in env
     assert "requirements.txt" in migrate["args"][-1]
     assert "python main.py migrate" in migrate["args"][-1]
@@ -232,4 +245,5 @@ def test_cloudbuild_tests_then_migrates_through_the_connector_then_deploys(
             assert entry in main.__all__ and "--source=." in args
             deployed.add(entry)
     assert deployed == set(main.__all__)
-    assert {"_REGION", "_NAME", "_INSTANCE"} <= set(build["substitutions"])
+    assert {"_REGION", "_NAME", "_INSTANCE", "_DB_IP_TYPE", "_DB_APP_USERS"} <= set(
+        build["substitutions"])

@@ -36,6 +36,7 @@ class Infra:
     def __init__(self) -> None:
         self.files = {p.name: load(p) for p in sorted(INFRA.glob("*.tf"))}
         self.resources: dict[str, dict[str, dict[str, Any]]] = {}
+        self.data: dict[str, dict[str, dict[str, Any]]] = {}
         self.variables: dict[str, dict[str, Any]] = {}
         self.locals: dict[str, Any] = {}
         self.outputs: dict[str, dict[str, Any]] = {}
@@ -43,6 +44,9 @@ class Infra:
             for block in doc.get("resource", []):
                 for rtype, named in block.items():
                     self.resources.setdefault(rtype, {}).update(named)
+            for block in doc.get("data", []):
+                for dtype, named in block.items():
+                    self.data.setdefault(dtype, {}).update(named)
             for block in doc.get("variable", []):
                 self.variables.update(block)
             for block in doc.get("locals", []):
@@ -52,6 +56,9 @@ class Infra:
 
     def resource(self, rtype: str, name: str) -> dict[str, Any]:
         return self.resources[rtype][name]
+
+    def resource_types(self) -> set[str]:
+        return set(self.resources)
 
     def default(self, variable: str) -> Any:
         return self.variables[variable]["default"]

@@ -1,0 +1,98 @@
+"""Monitoring as code (issue 13): the log-based metrics read log lines and report fields that the
+code really writes, every metric is on the dashboard, every alert notifies the channels and says
+what it means, and the Cloud SQL, Artifact Registry and budget settings hold."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from localstack.paths import ROOT
+from tests.support.terraform import Infra
+
+CODE = "\n".join(p.read_text() for p in sorted((ROOT / "common").rglob("*.py")))
+
+
+@pytest.fixture(scope="module")
+def infra() -> Infra:
+    return Infra()
+
+
+def _one(block: Any) -> dict[str, Any]:
+    assert isinstance(block, list) and len(block) == 1, block
+    return block[0]
+
+
+def test_log_filters_name_log_lines_the_code_writes(infra: Infra) -> None:
+    messages = re.findall(r'jsonPayload\.message=\\?"([^"\\]+)\\?"', infra.text())
+    assert {"sweep pass", "job attempt finished", "poison message acknowledged"} <= set(messages)
+    for message in set(messages):
+        assert f'"{message}"' in CODE, f"no log line {message!r} in common/"
+    # The label the finishes are split by is a field of that line, and its values are the
+    # worker's actions.
+    assert "outcome=outcome.action" in CODE
+    for action in ("completed", "failed", "cancelled"):
+        assert f'"{action}"' in CODE
+
+
+def test_sweep_figures_read_fields_of_the_report(infra: Infra) -> None:
+    figures = infra.locals["sweep_figures"]
+    assert {"queue_pending", "queue_processing", "oldest_pending_age", "dead_lettered",
+            "delivery_failed", "undeliverable"} <= set(figures)
+    for name, figure in figures.items():
+        field = figure["field"]
+        assert field.startswith("jsonPayload.summary."), name
+        assert field.rsplit(".", 1)[-1] in CODE or name in {"delivery_failed", "undeliverable"}, (
+            f"{name}: the report has no field {field}")
+    metric = infra.resource("google_logging_metric", "sweep_figure")
+    assert metric["value_extractor"] == "EXTRACT(${each.value.field})"
+    assert metric["filter"] == "${local.sweep_report}"
+    assert _one(metric["metric_descriptor"])["value_type"] == "DISTRIBUTION"
+    counts = infra.locals["log_counts"]
+    assert {"sweep_passes", "sweep_errors", "job_finishes", "poison_messages"} <= set(counts)
+
+
+def test_every_metric_is_on_the_dashboard(infra: Infra) -> None:
+    charted = " ".join(c["filter"] for c in infra.locals["charts"])
+    for name in [*infra.locals["sweep_figures"], *infra.locals["log_counts"]]:
+        assert f'local.metric_filter["{name}"]' in charted, name
+    for metric in ("run.googleapis.com/request_count", "run.googleapis.com/request_latencies",
+                   "pubsub.googleapis.com/subscription/num_undelivered_messages",
+                   "pubsub.googleapis.com/subscription/oldest_unacked_message_age"):
+        assert metric in charted, metric
+    dashboard = infra.resource("google_monitoring_dashboard", "pipeline")
+    assert dashboard["dashboard_json"] == "${jsonencode(local.dashboard)}"
+
+
+def test_the_five_alerts_notify_the_channels_and_explain_themselves(infra: Infra) -> None:
+    policies = infra.resources["google_monitoring_alert_policy"]
+    assert set(policies) == {"oldest_pending", "failing_jobs", "dead_letters", "sweep_health",
+                             "submit_5xx"}
+    for name, policy in policies.items():
+        assert policy["notification_channels"] == "${var.notification_channels}", name
+        assert len(_one(policy["documentation"])["content"]) > 80, name
+    assert infra.default("notification_channels") == []
+    dead = str(policies["dead_letters"]["conditions"])
+    for metric in ("dead_letter_message_count", "num_undelivered_messages",
+                   "oldest_unacked_message_age"):
+        assert metric in dead, metric
+    assert "condition_absent" in policies["sweep_health"]["conditions"][0]
+    submit = _one(policies["submit_5xx"]["conditions"])["condition_threshold"][0]
+    assert 'response_code_class=\\"5xx\\"' in submit["filter"] and submit["denominator_filter"]
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    assert "## Reading the dashboard" in docs and "## What each alert means" in docs
+
+
+def test_images_are_cleaned_up_and_the_budget_is_optional(infra: Infra) -> None:
+    repo = infra.resource("google_artifact_registry_repository", "functions")
+    assert repo["cleanup_policy_dry_run"] is False
+    actions = {p["action"] for p in repo["cleanup_policies"]}
+    assert actions == {"KEEP", "DELETE"}
+    fn = infra.resource("google_cloudfunctions2_function", "fn")
+    assert _one(fn["build_config"])["docker_repository"] == (
+        "${google_artifact_registry_repository.functions.id}")
+    budget = infra.resource("google_billing_budget", "project")
+    assert budget["count"] == '${var.billing_account != "" ? 1 : 0}'
+    assert infra.default("billing_account") == ""
