@@ -3,12 +3,17 @@
 One line per event on stdout with `severity`, `message` and fields such as job_id and owner. The
 trace of the current request (from X-Cloud-Trace-Context or traceparent) rides along as
 `logging.googleapis.com/trace`. Tokens and job content are never passed to these functions.
+
+`log()` never raises: it is called on error paths, where a logging failure would replace the
+real outcome with a crash. Whatever a field holds (lone surrogates, objects that cannot be
+printed, huge values, cycles) becomes bounded, valid JSON text; a closed stdout loses the line.
 """
 
 from __future__ import annotations
 
 import contextvars
 import json
+import math
 import re
 import sys
 from datetime import UTC, datetime
@@ -17,6 +22,11 @@ from typing import Any
 _trace: contextvars.ContextVar[str | None] = contextvars.ContextVar("trace", default=None)
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 _CLOUD_TRACE = re.compile(r"^([0-9a-fA-F]{1,32})(?:/\d+)?(?:;o=\d)?$")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+# Cloud Logging takes entries up to 256 KB: each text is cut well below, and so is nesting.
+MAX_TEXT = 8192
+MAX_ITEMS = 100
+MAX_DEPTH = 6
 
 
 def trace_from_headers(headers: Any, project: str | None) -> str | None:
@@ -36,13 +46,62 @@ def bind_trace(trace: str | None) -> None:
 
 
 def log(severity: str, message: str, **fields: Any) -> None:
-    entry: dict[str, Any] = {
-        "severity": severity,
-        "message": message,
-        "time": datetime.now(UTC).isoformat(),
-    }
-    if trace := _trace.get():
-        entry["logging.googleapis.com/trace"] = trace
-    entry.update({k: v for k, v in fields.items() if v is not None})
-    sys.stdout.write(json.dumps(entry, default=str, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
+    try:
+        entry: dict[str, Any] = {
+            "severity": _clean(severity),
+            "message": _clean(message),
+            "time": datetime.now(UTC).isoformat(),
+        }
+        if trace := _trace.get():
+            entry["logging.googleapis.com/trace"] = _clean(trace)
+        for key, value in fields.items():
+            if value is not None:
+                entry[_text(key)] = _clean(value)
+        line = json.dumps(entry, ensure_ascii=False)
+    except Exception as exc:  # cannot happen with _clean's output; still, never raise
+        line = json.dumps({"severity": "ERROR", "message": "unloggable log entry",
+                           "error": type(exc).__name__})
+    try:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    except Exception:  # noqa: S110 - stdout closed or gone: nowhere left to report it
+        pass
+
+
+def _text(value: object) -> str:
+    """Any object as bounded text that encodes as UTF-8: its __str__ may raise or lie."""
+    try:
+        text = str.__str__(value) if isinstance(value, str) else str(value)
+        if not isinstance(text, str):
+            raise TypeError
+    except BaseException as exc:  # a user object's __str__: whatever it raises
+        text = f"<unprintable {type(value).__name__}: {type(exc).__name__}>"
+    if len(text) > MAX_TEXT:
+        text = text[:MAX_TEXT] + f"...(+{len(text) - MAX_TEXT} chars)"
+    return _SURROGATES.sub("\ufffd", text)
+
+
+def _clean(value: Any, depth: int = 0) -> Any:
+    """A JSON-ready copy of `value`: texts bounded and valid, containers bounded in size and
+    depth (so cycles end), numbers JSON can hold; anything else as its text."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value) if value.bit_length() <= 64 else f"<int of {value.bit_length()} bits>"
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else str(float(value))
+    if isinstance(value, str) or depth >= MAX_DEPTH:
+        return _text(value)
+    if isinstance(value, dict):
+        items = list(value.items())
+        cleaned = {_text(k): _clean(v, depth + 1) for k, v in items[:MAX_ITEMS]}
+        if len(items) > MAX_ITEMS:
+            cleaned["..."] = f"{len(items) - MAX_ITEMS} more"
+        return cleaned
+    if isinstance(value, list | tuple | set | frozenset):
+        items = list(value)
+        cleaned_list = [_clean(v, depth + 1) for v in items[:MAX_ITEMS]]
+        if len(items) > MAX_ITEMS:
+            cleaned_list.append(f"... {len(items) - MAX_ITEMS} more")
+        return cleaned_list
+    return _text(value)

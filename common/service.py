@@ -2,7 +2,9 @@
 
 A new job is committed first (row + first event in one statement), then published, then marked
 dispatched. If the publish fails, or the instance dies between commit and publish, the job is
-still accepted: it stays undispatched and the sweep publishes it.
+still accepted: it stays undispatched and the sweep publishes it. Once the row is committed the
+caller is told so, whatever happens to the bookkeeping after: answering an error for a job that
+exists would make a client without an idempotency key submit it twice.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 from datetime import timedelta
 from uuid import UUID
 
+from common.logs import log
 from common.messaging.dispatch import Dispatcher
+from common.store.errors import DatabaseUnavailable
 from common.store.job_store import JobStore
 from common.store.models import DispatchItem, Job, NewJob
 
@@ -21,9 +25,17 @@ class JobService:
         self.dispatcher = dispatcher
 
     def _dispatch(self, job: Job) -> None:
+        """Publish a committed job and record that it was. Never raises for the record: a job
+        left unmarked is published again by the sweep, and the claim's fencing makes that
+        second message harmless (it finds the job claimed, or stale, and is acknowledged)."""
         published = self.dispatcher.publish([DispatchItem(id=job.id, attempts=job.attempts)])
-        if published:
+        if not published:
+            return
+        try:
             self.store.mark_dispatched(published)
+        except DatabaseUnavailable:
+            log("WARNING", "published job not marked dispatched; the sweep will publish it again",
+                job_id=str(job.id), attempts=job.attempts)
 
     def submit(self, owner: str, new: NewJob) -> tuple[Job, bool]:
         """Returns (job, created). A replayed request publishes nothing new."""

@@ -70,7 +70,9 @@ class Settings(BaseSettings):
     # Callers' tokens (submit). HS256 for services and local development; Google-signed ID
     # tokens (Cloud Run IAM callers, Identity Platform / Firebase users). Either or both.
     auth_hs256_secret: SecretStr | None = None
+    # When set, HS256 tokens must carry this `aud` / `iss`; both are required in production.
     auth_hs256_audience: str | None = None
+    auth_hs256_issuer: str | None = None
     auth_google_audience: str | None = None
     auth_google_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
     auth_google_issuers: list[str] = ["https://accounts.google.com", "accounts.google.com"]
@@ -107,6 +109,11 @@ class Settings(BaseSettings):
     dead_letter_subscription: str = "jobs-dead-letters"
     retention_days: Annotated[int, Field(ge=0, le=3650)] = 30
 
+    # Production or not: PRODUCTION if set, else whether Cloud Run's K_SERVICE is (every Cloud
+    # Run service and gen2 function has it). Production refuses laxer configurations.
+    production: bool | None = None
+    k_service: str | None = None
+
     # The chaos preset (tests and benchmarks only): never registered unless this is on.
     enable_chaos_preset: bool = False
     # Fault injection (chaos runs only): this fraction of submit's publishes is dropped as if
@@ -130,7 +137,19 @@ class Settings(BaseSettings):
             raise ValueError("ACK_MARGIN_S must be shorter than ACK_DEADLINE_S")
         if self.heartbeat_s >= self.lease_seconds:
             raise ValueError("HEARTBEAT_S must be shorter than LEASE_SECONDS")
+        if self.is_production and self.auth_hs256_secret is not None:
+            # Without them, a token minted for any other service that shares the secret (or a
+            # leaked dev token) would be accepted here.
+            missing = [n for n in ("auth_hs256_audience", "auth_hs256_issuer")
+                       if not getattr(self, n)]
+            if missing:
+                names = " and ".join(m.upper() for m in missing)
+                raise ValueError(f"in production AUTH_HS256_SECRET needs {names} too")
         return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.production if self.production is not None else bool(self.k_service)
 
 
 def load_settings(**overrides: object) -> Settings:

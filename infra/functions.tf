@@ -45,6 +45,10 @@ locals {
       memory  = "512Mi"
       env = {
         AUTH_GOOGLE_AUDIENCE = local.url["submit"]
+        # On Cloud Run, HS256 tokens must name this issuer and audience (settings refuse a
+        # secret without them): mint with `python main.py token` given the same two values.
+        AUTH_HS256_ISSUER   = "${var.name}-callers"
+        AUTH_HS256_AUDIENCE = local.url["submit"]
       }
       # The public API: still private by IAM unless allow_public_submit.
       ingress = "ALLOW_ALL"

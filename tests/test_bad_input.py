@@ -106,10 +106,35 @@ def test_oversized_content_and_metadata_are_refused(store: JobStore, engine: Eng
     assert table_counts(engine) == (0, 0, 0)
 
 
-@pytest.mark.parametrize("owner", ["", "x" * 256, "a\x00b"])
-def test_bad_owner_ids_are_refused(store: JobStore, owner: str) -> None:
+@pytest.mark.parametrize("owner", ["", "x" * 321, "a\x00b", "a\ud800b"])
+def test_bad_owner_ids_are_refused(store: JobStore, engine: Engine, owner: str) -> None:
     with pytest.raises(InvalidInput):
         store.create(owner, parse_new_job({"preset": "echo", "content": "x"}))
+    assert table_counts(engine) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("field", "payload"),
+    [
+        ("content", {"content": "a\ud800b"}),
+        ("idempotency_key", {"idempotency_key": "k\udfff"}),
+        ("metadata", {"metadata": {"k\ud800": 1}}),
+        ("metadata", {"metadata": {"k": {"deep": ["\udc00"]}}}),
+    ],
+)
+def test_lone_surrogates_are_refused_typed_naming_the_field(
+    store: JobStore, engine: Engine, field: str, payload: dict[str, object]
+) -> None:
+    """PostgreSQL stores UTF-8, which has no lone surrogates: refused before any write. (The
+    library entry point builds NewJob directly, so the store checks, not only the API.)"""
+    from common.store.models import NewJob
+
+    new = NewJob.model_construct(**{"preset": "echo", "content": "x", "metadata": {},
+                                    "max_attempts": None, "idempotency_key": None, **payload})
+    with pytest.raises(InvalidInput) as err:
+        store.create("alice", new)
+    assert err.value.field == field and "surrogate" in err.value.message
+    assert table_counts(engine) == (0, 0, 0)
 
 
 def test_sql_metacharacters_are_stored_verbatim(store: JobStore) -> None:

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.messaging.job_message import PoisonMessage, backoff, decode_message, encode_message
+from common.store.fragments import INT4_MAX, MAX_TOTAL_ATTEMPTS
 from common.store.models import DispatchItem
 
 
@@ -63,3 +64,25 @@ def test_backoff_grows_is_capped_and_jittered() -> None:
 def test_message_never_carries_content() -> None:
     data, _ = encode_message(DispatchItem(id=uuid.uuid4(), attempts=0))
     assert set(json.loads(data)) == {"v", "job_id", "attempts"}
+
+
+@pytest.mark.parametrize("attempts", [10_000, 10_001, 1_000_000, INT4_MAX])
+def test_every_attempt_count_the_database_can_hold_decodes(attempts: int) -> None:
+    """Retries raise the attempt limit, so counts only grow: a count the decoder refused would
+    make its job's message poison while the sweep republished it forever."""
+    item = DispatchItem(id=uuid.uuid4(), attempts=attempts)
+    assert decode_message(encode_message(item)[0]) == item
+
+
+@pytest.mark.parametrize("attempts", [INT4_MAX + 1, 2**63, 10**30])
+def test_attempt_counts_past_the_int_column_are_poison(attempts: int) -> None:
+    data = json.dumps({"v": 1, "job_id": str(uuid.uuid4()), "attempts": attempts}).encode()
+    with pytest.raises(PoisonMessage) as err:
+        decode_message(data)
+    assert "range" in err.value.reason
+
+
+@pytest.mark.parametrize("attempt", [1024, 1025, 5000, MAX_TOTAL_ATTEMPTS, INT4_MAX])
+def test_backoff_never_overflows_and_stays_capped(attempt: int) -> None:
+    delay = backoff(attempt, base_s=10, cap_s=600, rng=random.Random(1)).total_seconds()
+    assert 300 <= delay <= 600

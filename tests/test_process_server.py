@@ -22,10 +22,11 @@ from tests.jobs_helpers import new_job
 from tests.process_fixtures import MAX_DELIVERY_ATTEMPTS, Pipeline
 
 DONE = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+ALICE = "hs256:alice"  # the owner of jobs submitted with an HS256 token for "alice"
 
 
 def _reasons(pipeline: Pipeline, job_id: str) -> list[str]:
-    return [e.reason for e in pipeline.store.events("alice", job_id)]
+    return [e.reason for e in pipeline.store.events(ALICE, job_id)]
 
 
 def _publish(pipeline: Pipeline, data: bytes, **attributes: str) -> str:
@@ -43,13 +44,13 @@ def test_happy_path_and_notifications(pipeline: Pipeline) -> None:
         job = pipeline.wait(job_id, *DONE)
         assert job.state is JobState.COMPLETED and job.attempts == 1
         assert _reasons(pipeline, job_id) == ["created", "claimed", "completed"]
-    stats = pipeline.store.get("alice", next(j for j, p in ids.items() if p == "text-stats"))
+    stats = pipeline.store.get(ALICE, next(j for j, p in ids.items() if p == "text-stats"))
     assert stats.result is not None and stats.result.output["words"] == 4
-    checksum = pipeline.store.get("alice", next(j for j, p in ids.items() if p == "checksum"))
+    checksum = pipeline.store.get(ALICE, next(j for j, p in ids.items() if p == "checksum"))
     assert checksum.result is not None and checksum.result.output["sha256"].startswith("ba7816bf")
     notes = pipeline.notifications(wait_s=10, want=3)
     assert sorted((n["job_id"], n["state"], n["owner"]) for n in notes) == sorted(
-        (j, "COMPLETED", "alice") for j in ids
+        (j, "COMPLETED", ALICE) for j in ids
     )
 
 
@@ -142,7 +143,7 @@ def test_transient_failures_are_retried_with_backoff_then_complete(pipeline: Pip
     job_id = pipeline.chaos(fail_times=2)
     done = pipeline.wait(job_id, *DONE, tick=pipeline.redispatch)
     assert done.state is JobState.COMPLETED and done.attempts == 3
-    events = pipeline.store.events("alice", job_id)
+    events = pipeline.store.events(ALICE, job_id)
     retries = [e for e in events if e.reason == "retry-scheduled"]
     assert len(retries) == 2 and all(e.details["error_type"] == "TransientError" for e in retries)
     assert all(0.1 <= e.details["delay_s"] <= 1.0 for e in retries)  # RETRY_BASE_S=0.2, cap 1

@@ -224,3 +224,41 @@ def test_missing_job_is_not_found(store: JobStore) -> None:
     for call in (store.get, store.events, store.cancel, store.retry):
         with pytest.raises(JobNotFound):
             call("alice", uuid4())
+
+
+@pytest.mark.parametrize(
+    ("output", "reason"),
+    [
+        ({"a": "x\x00y"}, "at $.a: a string contains NUL"),
+        ({"a": [{"k\x00": 1}]}, "at $.a[0]{key #0}: a key contains NUL"),
+        (["\udfff"], "at $[0]: a string contains a lone surrogate"),
+        ({"n": float("inf")}, "at $.n: a number that is not finite"),
+        ({"b": b"bytes"}, "at $.b: a value of type bytes"),
+    ],
+)
+def test_unstorable_output_is_a_typed_error_that_names_the_path(
+    store: JobStore, engine: Engine, output: object, reason: str
+) -> None:
+    job = job_in_state(store, JobState.PROCESSING)
+    before = table_counts(engine)
+    with pytest.raises(InvalidInput) as err:
+        store.complete(job.id, job.attempts, output)
+    assert err.value.field == "output" and err.value.message.startswith(reason)
+    assert "x\x00y" not in err.value.message and "bytes'" not in err.value.message
+    assert table_counts(engine) == before
+    assert store.get("alice", job.id).state is JobState.PROCESSING
+
+
+def test_an_escaped_backslash_u0000_is_ordinary_text(store: JobStore) -> None:
+    job = job_in_state(store, JobState.PROCESSING)
+    store.complete(job.id, job.attempts, {"text": "\\u0000"})
+    result = store.get("alice", job.id).result
+    assert result is not None and result.output == {"text": "\\u0000"}
+
+
+def test_error_text_is_made_storable(store: JobStore) -> None:
+    job = job_in_state(store, JobState.PROCESSING)
+    store.fail(job.id, job.attempts, "Bad\x00\ud800Type", "m\x00\udc00" + "z" * 5000)
+    result = store.get("alice", job.id).result
+    assert result is not None and result.error_type == "Bad\ufffdType"
+    assert result.error_message == ("m\ufffd" + "z" * 5000)[:2000]

@@ -89,7 +89,8 @@ def test_another_owners_token_sees_nothing_of_alices(api: SubmitHarness, store: 
         assert listed.status_code == 200 and job_id not in listed.get_data(as_text=True)
         stats = api.client.get("/stats", headers=headers).get_json()
         assert stats["depth"]["PENDING"] == 0
-    assert store.get(ALICE, job_id).state.value == "PENDING"  # bob's cancel/retry did nothing
+    # bob's cancel/retry did nothing (owners are namespaced by verifier: README)
+    assert store.get(f"hs256:{ALICE}", job_id).state.value == "PENDING"
 
 
 SQL_NASTIES = [
@@ -120,8 +121,8 @@ def test_sql_metacharacters_are_stored_and_returned_verbatim(
     assert resp.status_code == 202, resp.get_json()
     view = resp.get_json()
     assert view["metadata"] == {nasty: nasty, "list": [nasty]}
-    stored = store.get(owner, view["id"])
-    assert stored.content == nasty and stored.owner_id == owner
+    stored = store.get(f"hs256:{owner}", view["id"])
+    assert stored.content == nasty and stored.owner_id == f"hs256:{owner}"
     assert stored.idempotency_key == nasty[:200]
     got = api.client.get(f"/jobs/{view['id']}", headers=api.auth(owner)).get_json()
     assert got["metadata"] == {nasty: nasty, "list": [nasty]}
@@ -130,4 +131,52 @@ def test_sql_metacharacters_are_stored_and_returned_verbatim(
         bad = api.client.get("/jobs?" + urlencode({key: nasty}), headers=api.auth(owner))
         assert bad.status_code in (400, 422) and bad.content_type == "application/problem+json"
     # The tables are all still there, and only this job exists for this owner.
-    assert [j.id for j in store.list_jobs(owner, limit=10).jobs] == [stored.id]
+    assert [j.id for j in store.list_jobs(f"hs256:{owner}", limit=10).jobs] == [stored.id]
+
+
+GOOGLE_SUB = "109876543210987654321"  # the shape of a Google account's subject
+
+
+def test_an_hs256_token_cannot_act_as_the_google_user_with_the_same_sub(
+    api: SubmitHarness, store: JobStore
+) -> None:
+    """Anyone holding the HS256 secret can mint any `sub`; owners are namespaced by verifier,
+    so the Google user's jobs stay theirs alone (and the reverse)."""
+    google = {"Authorization": "Bearer " + api.google.token(sub=GOOGLE_SUB, aud=AUDIENCE)}
+    forged = {"Authorization": f"Bearer {_hs256(GOOGLE_SUB)}"}
+    body = json.dumps({"preset": "echo", "content": "x", "idempotency_key": "same-key"})
+    ids = {}
+    for name, headers in (("google", google), ("hs256", forged)):
+        resp = api.client.post("/jobs", headers=headers, data=body,
+                               content_type="application/json")
+        assert resp.status_code == 202, name  # the same key is no conflict: other owner
+        ids[name] = resp.get_json()["id"]
+    for mine, theirs, headers in (("google", "hs256", google), ("hs256", "google", forged)):
+        assert api.client.get(f"/jobs/{ids[theirs]}", headers=headers).status_code == 404
+        listed = api.client.get("/jobs", headers=headers).get_json()["jobs"]
+        assert [j["id"] for j in listed] == [ids[mine]]
+        assert store.get(f"{mine}:{GOOGLE_SUB}", ids[mine]).owner_id == f"{mine}:{GOOGLE_SUB}"
+        stats = api.client.get("/stats", headers=headers).get_json()
+        assert stats["depth"]["PENDING"] == 1
+
+
+def test_hs256_issuer_and_audience_are_checked_when_configured(
+    api: SubmitHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.submit_fixtures import reset_instance_state
+
+    monkeypatch.setenv("AUTH_HS256_ISSUER", "https://issuer.example")
+    monkeypatch.setenv("AUTH_HS256_AUDIENCE", AUDIENCE)
+    reset_instance_state()  # a new instance, built from the new environment
+    good = {"iss": "https://issuer.example", "aud": AUDIENCE}
+    cases = {
+        "no iss": {"aud": AUDIENCE},
+        "wrong iss": {**good, "iss": "jobs-pipeline-dev"},
+        "no aud": {"iss": "https://issuer.example"},
+        "wrong aud": {**good, "aud": "https://elsewhere.example"},
+    }
+    for name, claims in cases.items():
+        headers = {"Authorization": f"Bearer {_hs256(ALICE, **claims)}"}
+        assert api.client.get("/jobs", headers=headers).status_code == 401, name
+    ok = api.client.get("/jobs", headers={"Authorization": f"Bearer {_hs256(ALICE, **good)}"})
+    assert ok.status_code == 200

@@ -66,3 +66,38 @@ def test_password_never_shows_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql+pg8000://u@h/db")
     monkeypatch.setenv("DB_PASSWORD", "hunter2")
     assert "hunter2" not in repr(load_settings())
+
+
+@pytest.mark.parametrize("how", [{"K_SERVICE": "submit"}, {"PRODUCTION": "true"}])
+def test_production_refuses_an_hs256_secret_without_issuer_and_audience(
+    monkeypatch: pytest.MonkeyPatch, how: dict[str, str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql+pg8000://u@h/db")
+    monkeypatch.setenv("AUTH_HS256_SECRET", "s" * 32)
+    for name in ("AUTH_HS256_ISSUER", "AUTH_HS256_AUDIENCE", "K_SERVICE", "PRODUCTION"):
+        monkeypatch.delenv(name, raising=False)
+    assert not load_settings().is_production  # a laptop: dev tokens without iss/aud are fine
+    for name, value in how.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert "AUTH_HS256_AUDIENCE" in str(err.value) and "AUTH_HS256_ISSUER" in str(err.value)
+    assert "s" * 32 not in str(err.value)
+    monkeypatch.setenv("AUTH_HS256_ISSUER", "https://issuer.example")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert "AUTH_HS256_AUDIENCE" in str(err.value) and "AUTH_HS256_ISSUER" not in str(err.value)
+    monkeypatch.setenv("AUTH_HS256_AUDIENCE", "https://submit.example")
+    assert load_settings().is_production
+    monkeypatch.setenv("PRODUCTION", "false")  # explicit wins over the detection
+    monkeypatch.delenv("AUTH_HS256_AUDIENCE")
+    assert not load_settings().is_production
+
+
+def test_production_without_an_hs256_secret_needs_no_hs256_claims(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql+pg8000://u@h/db")
+    monkeypatch.setenv("K_SERVICE", "process")
+    monkeypatch.delenv("AUTH_HS256_SECRET", raising=False)
+    assert load_settings().is_production

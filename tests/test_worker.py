@@ -375,3 +375,28 @@ def _wait_for(predicate: Any, timeout: float = 20) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.05)
+
+
+def test_poison_with_nul_and_lone_surrogates_is_still_recorded(
+    worker: Worker, engine: Engine
+) -> None:
+    """A poison message that cannot be recorded would answer 500 and come back forever."""
+    delivery = Delivery("\ud800 not base64 \x00", "poison-\ud800\x00")
+    assert worker.handle(delivery).action == "poison"
+    assert worker.handle(delivery).action == "poison"
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT message_id, excerpt FROM poison_messages")).all()
+    assert rows == [("poison-\ufffd", "\ufffd not base64 \ufffd")]
+
+
+def test_a_job_past_ten_thousand_attempts_still_runs(worker: Worker, engine: Engine) -> None:
+    """Counts only grow (retries raise the limit): one the old decoder called poison runs."""
+    job, _ = submit(worker)
+    with engine.connect() as conn:  # a job retried for years, before the bound existed
+        conn.execute(text("UPDATE jobs SET attempts = 10500, attempt_limit = 10505 "
+                          "WHERE id = :id"), {"id": job.id})
+        conn.commit()
+    assert worker.handle(message_for(DispatchItem(id=job.id, attempts=10500))).action == (
+        "completed"
+    )
+    assert worker.store.get("alice", job.id).attempts == 10501

@@ -1,5 +1,7 @@
 """Who is calling: bearer tokens verified with google-auth (Google-signed ID tokens) and PyJWT
-(HS256). The token's subject is the job owner; no request body ever names an owner."""
+(HS256). No request body ever names an owner: the owner is the token's subject, namespaced by
+who vouches for it (`google:<sub>`, `hs256:<sub>`). Without the namespace, anyone holding the
+HS256 secret could act as a Google user by minting a token with that user's numeric `sub`."""
 
 from __future__ import annotations
 
@@ -11,6 +13,9 @@ from typing import Any
 from common.settings import Settings, SettingsError
 
 DEV_ISSUER = "jobs-pipeline-dev"
+# Owner namespaces, one per verifier: their owners can never collide.
+GOOGLE, HS256 = "google", "hs256"
+MAX_SUBJECT = 255
 
 
 class Unauthenticated(Exception):
@@ -22,7 +27,16 @@ class Identity:
     subject: str
     issuer: str
     email: str | None = None
-    kind: str = "hs256"  # or "google"
+    kind: str = HS256  # or GOOGLE
+
+    @property
+    def owner(self) -> str:
+        """The job owner this caller is: the subject in its verifier's namespace."""
+        return owner_id(self.kind, self.subject)
+
+
+def owner_id(kind: str, subject: str) -> str:
+    return f"{kind}:{subject}"
 
 
 class _CachedCertsRequest:
@@ -99,17 +113,20 @@ class TokenVerifier:
 
         assert self._secret is not None
         audience = self._settings.auth_hs256_audience
+        issuer = self._settings.auth_hs256_issuer
+        required = ["exp", "sub"] + (["aud"] if audience else []) + (["iss"] if issuer else [])
         try:
             claims = jwt.decode(
                 token,
                 self._secret.get_secret_value(),
                 algorithms=["HS256"],
                 audience=audience,
-                options={"require": ["exp", "sub"], "verify_aud": audience is not None},
+                issuer=issuer,
+                options={"require": required, "verify_aud": audience is not None},
             )
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"invalid token: {type(exc).__name__}") from None
-        return Identity(subject=_subject(claims), issuer=str(claims.get("iss", "hs256")))
+        return Identity(subject=_subject(claims), issuer=str(claims.get("iss", HS256)))
 
     def _verify_google(self, token: str) -> Identity:
         from google.auth import exceptions as google_exceptions
@@ -135,25 +152,37 @@ class TokenVerifier:
             subject=_subject(claims),
             issuer=str(claims["iss"]),
             email=str(email) if email and verified else None,
-            kind="google",
+            kind=GOOGLE,
         )
 
 
 def _subject(claims: dict[str, Any] | Any) -> str:
+    """The `sub` claim, if it can name an owner: text of 1 to 255 characters that can be
+    stored and logged (no NUL, no lone surrogate, no control or separator but the space)."""
     sub = claims.get("sub")
-    if not isinstance(sub, str) or not sub or len(sub) > 255 or "\x00" in sub:
+    if (
+        not isinstance(sub, str)
+        or not 0 < len(sub) <= MAX_SUBJECT
+        or not sub.isprintable()  # also refuses NUL and lone surrogates
+    ):
         raise Unauthenticated("invalid token: bad subject")
     return sub
 
 
 def issue_dev_token(
-    secret: str, subject: str, *, ttl_s: int = 3600, audience: str | None = None
+    secret: str,
+    subject: str,
+    *,
+    ttl_s: int = 3600,
+    audience: str | None = None,
+    issuer: str = DEV_ISSUER,
 ) -> str:
-    """An HS256 token for local development and service-to-service calls."""
+    """An HS256 token for local development and service-to-service calls. Where the verifier
+    requires them (production), pass its AUTH_HS256_AUDIENCE and AUTH_HS256_ISSUER."""
     import jwt
 
     now = int(time.time())
-    claims: dict[str, Any] = {"sub": subject, "iss": DEV_ISSUER, "iat": now, "exp": now + ttl_s}
+    claims: dict[str, Any] = {"sub": subject, "iss": issuer, "iat": now, "exp": now + ttl_s}
     if audience:
         claims["aud"] = audience
     return jwt.encode(claims, secret, algorithm="HS256")

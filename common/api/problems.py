@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from common.store.errors import (
+    AttemptLimitReached,
     DatabaseUnavailable,
     IdempotencyConflict,
     IllegalTransition,
@@ -107,6 +108,16 @@ def from_store_error(exc: JobStoreError) -> ProblemError:
             "idempotency-conflict",
             "Idempotency key reused",
             "This Idempotency-Key was used before with a different request.",
+        )
+    if isinstance(exc, AttemptLimitReached):
+        return ProblemError(
+            409,
+            "attempt-limit-reached",
+            "No attempts left",
+            f"this job has used {exc.attempts} attempts; a job may have at most {exc.limit} "
+            "in all, retries included, so it cannot be retried again",
+            attempts=exc.attempts,
+            attempt_limit=exc.limit,
         )
     if isinstance(exc, IllegalTransition):
         return ProblemError(

@@ -77,7 +77,7 @@ class SubmitApi:
             endpoint, args = adapter.match(request.path, method=request.method)
             if endpoint not in PUBLIC:
                 try:
-                    owner = self.verifier.verify(request.headers.get("Authorization")).subject
+                    owner = self.verifier.verify(request.headers.get("Authorization")).owner
                 except Unauthenticated as exc:
                     raise ProblemError(
                         401,

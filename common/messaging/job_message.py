@@ -15,10 +15,13 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+from common.store.fragments import INT4_MAX
 from common.store.models import DispatchItem
 
 SCHEMA_VERSION = 1
 MAX_EXCERPT = 200
+# 2 ** 30 x any base is far past any cap; a larger exponent only risks float overflow.
+MAX_BACKOFF_EXPONENT = 30
 
 
 class PoisonMessage(Exception):
@@ -58,7 +61,9 @@ def decode_message(data: Any) -> DispatchItem:
     job_id, attempts = body.get("job_id"), body.get("attempts")
     if not isinstance(job_id, str) or not isinstance(attempts, int) or isinstance(attempts, bool):
         raise PoisonMessage("job_id must be a string and attempts an integer", raw)
-    if not 0 <= attempts <= 10_000:
+    # Whatever the attempts column can hold is a real attempt count (the API bounds how many a
+    # job gets); refusing a larger one than we expect would republish its job forever.
+    if not 0 <= attempts <= INT4_MAX:
         raise PoisonMessage("attempts out of range", raw)
     try:
         return DispatchItem(id=UUID(job_id), attempts=attempts)
@@ -71,5 +76,6 @@ def backoff(
 ) -> timedelta:
     """Delay before the attempt after `attempt` (1-based): exponential, capped, with full jitter
     so that jobs failing together do not come back together."""
-    ceiling = min(cap_s, base_s * 2 ** max(attempt - 1, 0))
+    exponent = min(max(attempt - 1, 0), MAX_BACKOFF_EXPONENT)
+    ceiling = min(cap_s, base_s * 2**exponent)
     return timedelta(seconds=(rng or random).uniform(ceiling / 2, ceiling))

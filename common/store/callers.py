@@ -11,6 +11,7 @@ from uuid import UUID
 from common.store.base import StoreBase
 from common.store.cursor import decode_cursor, encode_cursor
 from common.store.errors import (
+    AttemptLimitReached,
     DatabaseUnavailable,
     IdempotencyConflict,
     InvalidInput,
@@ -20,12 +21,14 @@ from common.store.errors import (
 from common.store.fragments import (
     COLS,
     J_COLS,
+    MAX_TOTAL_ATTEMPTS,
     RESULT_COLS,
     P,
     R,
     as_uuid,
     checked_owner,
     event_cte,
+    has_surrogate,
     in_list,
     job_from_row,
     lit,
@@ -33,6 +36,7 @@ from common.store.fragments import (
     sources,
     target,
     to_json,
+    unstorable,
 )
 from common.store.models import (
     Job,
@@ -53,9 +57,11 @@ WITH moved AS (
 ), {event_cte("NULL", "'created'")}
 SELECT {COLS} FROM moved"""
 
+# A replay answers with the job as GET shows it, its result included once it has one.
 SQL_BY_KEY = f"""
-SELECT {COLS}, request_hash FROM jobs
-WHERE owner_id = :owner_id AND idempotency_key = :idempotency_key"""
+SELECT {J_COLS}, j.request_hash, {RESULT_COLS} FROM jobs j
+LEFT JOIN job_results r ON r.job_id = j.id
+WHERE j.owner_id = :owner_id AND j.idempotency_key = :idempotency_key"""
 
 SQL_GET = f"""
 SELECT {J_COLS}, {RESULT_COLS} FROM jobs j LEFT JOIN job_results r ON r.job_id = j.id
@@ -107,13 +113,16 @@ WITH moved AS (
 SELECT {COLS} FROM moved"""
 
 # Retrying a FAILED job gives it a fresh budget of attempts without reusing attempt numbers:
-# resetting the count would hand a zombie worker's fencing token to a new attempt.
+# resetting the count would hand a zombie worker's fencing token to a new attempt. The budget
+# stops at MAX_TOTAL_ATTEMPTS; a job that has used them all cannot be retried.
 SQL_RETRY = f"""
 WITH moved AS (
-    UPDATE jobs SET state = {target(Move.RETRY)}, attempt_limit = attempts + max_attempts,
+    UPDATE jobs SET state = {target(Move.RETRY)},
+        attempt_limit = LEAST(attempts + max_attempts, :max_total),
         finished_at = NULL, not_before = NULL, dispatched_at = NULL, cancel_requested = false,
         updated_at = now()
     WHERE id = :id AND owner_id = :owner_id AND state IN {sources(Move.RETRY)}
+      AND attempts < :max_total
     RETURNING {COLS}
 ), old AS (
     DELETE FROM job_results r USING moved WHERE r.job_id = moved.id
@@ -153,7 +162,7 @@ class CallerOperations(StoreBase):
             "owner_id": owner,
             "preset": new.preset,
             "content": new.content,
-            "metadata": to_json(new.metadata),
+            "metadata": to_json(new.metadata, "metadata"),
             "max_attempts": max_attempts,
             "idempotency_key": new.idempotency_key,
             "request_hash": digest,
@@ -218,11 +227,16 @@ class CallerOperations(StoreBase):
         return job
 
     def retry(self, owner_id: str, job_id: UUID | str) -> Job:
-        """FAILED → PENDING with a fresh budget of attempts; the caller then dispatches it."""
+        """FAILED → PENDING with a fresh budget of attempts (up to MAX_TOTAL_ATTEMPTS in all);
+        the caller then dispatches it."""
         uid = as_uuid(job_id)
-        job = self._one_job(SQL_RETRY, id=uid, owner_id=checked_owner(owner_id))
+        job = self._one_job(
+            SQL_RETRY, id=uid, owner_id=checked_owner(owner_id), max_total=MAX_TOTAL_ATTEMPTS
+        )
         if job is None:
-            self.get(owner_id, uid)
+            current = self.get(owner_id, uid)
+            if current.state in TRANSITIONS[Move.RETRY].sources:
+                raise AttemptLimitReached(uid, current.attempts, MAX_TOTAL_ATTEMPTS)
             raise self._explain_refusal(uid, Move.RETRY, None)
         return job
 
@@ -248,13 +262,19 @@ class CallerOperations(StoreBase):
     # -- validation ------------------------------------------------------------------------
 
     def _check_new_job(self, new: NewJob) -> None:
+        # First: text with lone surrogates cannot even be measured in UTF-8, let alone stored.
+        for name, text in (("content", new.content), ("idempotency_key", new.idempotency_key)):
+            if text is not None and has_surrogate(text):
+                raise InvalidInput(name, "contains a lone surrogate (not valid Unicode text)")
+        if (reason := unstorable(new.metadata, "metadata")) is not None:
+            raise InvalidInput("metadata", reason)
         if self._presets is not None and new.preset not in self._presets:
             raise UnknownPreset(new.preset, self._presets)
         if len(new.content.encode()) > self._settings.max_content_bytes:
             raise InvalidInput(
                 "content", f"larger than {self._settings.max_content_bytes} bytes (UTF-8)"
             )
-        if len(to_json(new.metadata).encode()) > self._settings.max_metadata_bytes:
+        if len(to_json(new.metadata, "metadata").encode()) > self._settings.max_metadata_bytes:
             raise InvalidInput(
                 "metadata", f"larger than {self._settings.max_metadata_bytes} bytes as JSON"
             )

@@ -62,6 +62,15 @@ class StaleAttempt(IllegalTransition):
         self.current = current
 
 
+class AttemptLimitReached(IllegalTransition):
+    """A retry refused because the job has used every attempt a job may ever have in all."""
+
+    def __init__(self, job_id: object, attempts: int, limit: int) -> None:
+        super().__init__(job_id, "retry", "FAILED", f"{attempts} of {limit} attempts used")
+        self.attempts = attempts
+        self.limit = limit
+
+
 class IdempotencyConflict(JobStoreError):
     """The idempotency key was used before by this owner with a different request."""
 

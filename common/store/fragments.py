@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 from uuid import UUID
@@ -18,8 +20,20 @@ from common.store.states import TERMINAL_STATES, TRANSITIONS, JobState, Move
 
 # Error messages are stored for people to read; a handler's huge exception text is cut here.
 MAX_ERROR_MESSAGE = 2000
-MAX_OWNER_ID = 255
+MAX_ERROR_TYPE = 200
+# An owner is "<namespace>:<subject>" (common/api/auth.py): a 255-character subject plus room
+# for its namespace.
+MAX_OWNER_ID = 320
+# The largest value of PostgreSQL's `integer`, the type of every attempt column.
+INT4_MAX = 2_147_483_647
+# Attempt numbers only grow (they are the fencing token) and each retry raises the ceiling, so
+# the total is bounded here, far inside the int column: a retry that would pass it is refused.
+MAX_TOTAL_ATTEMPTS = 10_000
 
+# UTF-16 surrogates cannot be encoded as UTF-8, so PostgreSQL can never store them.
+_SURROGATES = re.compile("[\ud800-\udfff]")
+# A dict key shown in an error path: only a plain identifier, never arbitrary content.
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,39}$")
 
 
 def lit(state: JobState) -> str:
@@ -93,20 +107,96 @@ def as_uuid(job_id: UUID | str) -> UUID:
 
 
 def checked_owner(owner_id: str) -> str:
-    if not owner_id or len(owner_id) > MAX_OWNER_ID or "\x00" in owner_id:
-        raise InvalidInput("owner_id", f"must be 1 to {MAX_OWNER_ID} characters, without NUL")
+    if (
+        not owner_id
+        or len(owner_id) > MAX_OWNER_ID
+        or "\x00" in owner_id
+        or has_surrogate(owner_id)
+    ):
+        raise InvalidInput(
+            "owner_id", f"must be 1 to {MAX_OWNER_ID} characters, without NUL or surrogates"
+        )
     return owner_id
 
 
-def to_json(value: Any) -> str:
+def has_surrogate(text: str) -> bool:
+    return _SURROGATES.search(text) is not None
+
+
+def storable_text(text: str, limit: int) -> str:
+    """Text PostgreSQL will take: NUL dropped, lone surrogates made U+FFFD, at most `limit`
+    characters. For text that is only shown to people (error messages), never for content."""
+    return _SURROGATES.sub("\ufffd", text[: limit * 2].replace("\x00", ""))[:limit]
+
+
+def unstorable(value: Any, root: str = "$") -> str | None:
+    """Why `value` cannot be stored as jsonb (the path and what is wrong), or None if it can.
+    The reason names positions and plain keys only, never the content itself: it is logged and
+    kept as an error message."""
+    stack: list[tuple[Any, str]] = [(value, root)]
+    seen: set[int] = set()  # containers already walked: a shared or self-containing one once
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+        if item is None or isinstance(item, bool):
+            continue
+        if isinstance(item, str):
+            if "\x00" in item:
+                return f"at {path}: a string contains NUL (U+0000)"
+            if has_surrogate(item):
+                return f"at {path}: a string contains a lone surrogate"
+        elif isinstance(item, int):
+            if item.bit_length() > 14_000:  # json's own limit is 4,300 digits
+                return f"at {path}: an integer too large for JSON"
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return f"at {path}: a number that is not finite (NaN or infinity)"
+        elif isinstance(item, dict):
+            for index, (key, child) in enumerate(item.items()):
+                if not isinstance(key, str):
+                    if key is not None and not isinstance(key, int | float):  # json's own rule
+                        return f"at {path}: a key of type {type(key).__name__}, not a string"
+                    key = ""
+                shown = f"{path}.{key}" if _PLAIN_KEY.match(key) else f"{path}{{key #{index}}}"
+                if "\x00" in key:
+                    return f"at {shown}: a key contains NUL (U+0000)"
+                if has_surrogate(key):
+                    return f"at {shown}: a key contains a lone surrogate"
+                stack.append((child, shown))
+        elif isinstance(item, list | tuple):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
+        else:
+            return f"at {path}: a value of type {type(item).__name__}, which is not JSON"
+    return None
+
+
+def to_json(value: Any, field: str = "output") -> str:
+    """`value` as JSON text that jsonb accepts, else InvalidInput naming the path and the fault.
+    Serialised first (at C speed); only a suspect result is walked, to find the reason."""
     try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput("output", f"not JSON-serialisable: {exc}") from None
+        text: str | None = json.dumps(
+            value, separators=(",", ":"), allow_nan=False, ensure_ascii=False
+        )
+    except (TypeError, ValueError, RecursionError):  # NaN, a set, a list that contains itself
+        text = None
+    if text is not None and "\\u0000" not in text and not has_surrogate(text):
+        return text
+    reason = unstorable(value)
+    if reason is None and text is not None:  # only an escaped backslash before "u0000"
+        return text
+    raise InvalidInput(
+        field, reason or "not JSON-serialisable (nested too deeply, or contains itself)"
+    )
 
 
 def storable_error(error_type: str, message: str) -> tuple[str, str]:
-    return error_type[:200].replace("\x00", ""), message[:MAX_ERROR_MESSAGE].replace("\x00", "")
+    """A handler's error type and message as they can be stored and shown: NUL removed, lone
+    surrogates replaced, length bounded. The type is never empty (the results row needs one)."""
+    etype = storable_text(str(error_type), MAX_ERROR_TYPE) or "Error"
+    return etype, storable_text(str(message), MAX_ERROR_MESSAGE)
 
 
 def request_hash(new: NewJob, max_attempts: int) -> str:

@@ -18,7 +18,6 @@ from common.store.fragments import (
     COLS,
     J_COLS,
     MAX_ERROR_MESSAGE,
-    MAX_OWNER_ID,
     MOVE_COLS,
     RESULT_COLS,
     TERMINAL,
@@ -29,6 +28,7 @@ from common.store.fragments import (
     lit,
     sources,
     storable_error,
+    storable_text,
     target,
     to_json,
 )
@@ -38,6 +38,8 @@ from common.store.models import (
     JobMove,
 )
 from common.store.states import JobState, Move
+
+MAX_MESSAGE_ID = 255
 
 SQL_GET_ANY_OWNER = f"""
 SELECT {J_COLS}, {RESULT_COLS} FROM jobs j LEFT JOIN job_results r ON r.job_id = j.id
@@ -259,12 +261,13 @@ class WorkerMoves(StoreBase):
 
     def record_poison(self, message_id: str, reason: str, excerpt: str) -> bool:
         """Keep an undecodable message that is being acknowledged. False if this message id
-        was recorded before (a redelivery)."""
+        was recorded before (a redelivery). Every text is made storable (no NUL, no lone
+        surrogate): a message that cannot even be recorded would be redelivered forever."""
         rows = self._rows(
             SQL_POISON,
-            message_id=message_id[:MAX_OWNER_ID],
-            reason=reason[:MAX_ERROR_MESSAGE],
-            excerpt=excerpt.replace("\x00", "\ufffd"),
+            message_id=storable_text(message_id, MAX_MESSAGE_ID) or "unknown",
+            reason=storable_text(reason, MAX_ERROR_MESSAGE),
+            excerpt=storable_text(excerpt.replace("\x00", "\ufffd"), MAX_ERROR_MESSAGE),
         )
         return bool(rows)
 

@@ -30,7 +30,13 @@ from common.messaging.notify import Notifier
 from common.presets.base import Handler, JobContext, PermanentError
 from common.presets.registry import Registry
 from common.settings import Settings
-from common.store.errors import DatabaseUnavailable, IllegalTransition, InvalidInput, JobNotFound
+from common.store.errors import (
+    DatabaseUnavailable,
+    IllegalTransition,
+    InvalidInput,
+    JobNotFound,
+    JobStoreError,
+)
 from common.store.job_store import JobStore
 from common.store.models import Job, JobMove
 
@@ -141,8 +147,8 @@ class Worker:
                         error_message=f"no handler for preset {job.preset!r} on this worker")
         try:
             options = handler.parse(job.content, job.metadata)
-        except PermanentError as exc:
-            return _Run("permanent", error_type="InvalidJob", error_message=str(exc))
+        except Exception as exc:  # PermanentError, or a surprise in the preset's options model
+            return _Run("permanent", error_type="InvalidJob", error_message=_describe(exc)[1])
         stop = threading.Event()
         ctx = JobContext(job_id=str(job.id), attempt=job.attempts, cancelled=stop.is_set)
         started = time.monotonic()
@@ -176,10 +182,11 @@ class Worker:
                 pass
             except PermanentError as exc:
                 return _Run("permanent", error_type="PermanentError",
-                            error_message=str(exc), duration_ms=took())
+                            error_message=_describe(exc)[1], duration_ms=took())
             except Exception as exc:  # TransientError, and any surprise, may pass next time
-                return _Run("transient", error_type=type(exc).__name__,
-                            error_message=str(exc), duration_ms=took())
+                error_type, message = _describe(exc)
+                return _Run("transient", error_type=error_type, error_message=message,
+                            duration_ms=took())
             else:
                 return _Run("ok", output=value, duration_ms=took())
             try:
@@ -221,9 +228,14 @@ class Worker:
             try:
                 return self.store.complete(job.id, job.attempts, run.output,
                                            duration_ms=run.duration_ms)
-            except InvalidInput as exc:  # output that is not JSON: no retry can fix the code
-                return self.store.fail(job.id, job.attempts, "InvalidOutput", exc.message,
-                                       duration_ms=run.duration_ms)
+            except InvalidInput as exc:  # unstorable output: no retry can fix the handler's code
+                reason = f"output cannot be stored: {exc.message}"
+            except JobStoreError:
+                raise  # unavailable (retried) or fenced (acknowledged): decided by the caller
+            except Exception as exc:  # refused by the database in a way the check did not foresee
+                reason = f"output cannot be stored: the database refused it ({type(exc).__name__})"
+            return self.store.fail(job.id, job.attempts, "InvalidOutput", reason,
+                                   duration_ms=run.duration_ms)
         if run.kind == "cancelled":
             return self.store.confirm_cancel(job.id, job.attempts)
         if run.kind == "permanent":
@@ -244,6 +256,23 @@ class Worker:
         return write()
 
 
+class HandlerAborted(Exception):
+    """A handler raised a BaseException that is not an Exception (SystemExit, say): on its own
+    thread it ends only that run, which then counts as a transient failure like any other."""
+
+
+def _describe(exc: BaseException) -> tuple[str, str]:
+    """An exception's type name and message, whatever the exception: its `__str__` may raise
+    or return anything. The store makes both storable (no NUL, no lone surrogate, bounded)."""
+    if isinstance(exc, HandlerAborted) and exc.args:
+        return str(exc.args[0]), f"the handler raised {exc.args[0]}"
+    try:
+        message = str(exc)
+    except BaseException as err:  # user code: whatever its __str__ raises
+        message = f"(the exception's message could not be read: {type(err).__name__})"
+    return type(exc).__name__, message
+
+
 def _start(fn: Callable[..., Any], *args: Any) -> Future[Any]:
     """Run a handler on its own daemon thread. Not a pool: a handler that hangs must not hold
     a worker slot that later jobs wait for; it is abandoned (told so by `cancelled()`)."""
@@ -254,8 +283,12 @@ def _start(fn: Callable[..., Any], *args: Any) -> Future[Any]:
             return
         try:
             future.set_result(fn(*args))
-        except BaseException as exc:
+        except Exception as exc:
             future.set_exception(exc)
+        except BaseException as exc:
+            aborted = HandlerAborted(type(exc).__name__)
+            aborted.__cause__ = exc
+            future.set_exception(aborted)
 
     threading.Thread(target=target, daemon=True, name="job-handler").start()
     return future

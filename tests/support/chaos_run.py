@@ -205,7 +205,8 @@ def _terminate_connections(engine: Engine) -> int:
 def _states(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
         return {s: int(c) for s, c in conn.execute(
-            text("SELECT state, count(*) FROM jobs WHERE owner_id = 'chaos-owner' GROUP BY state"))}
+            text("SELECT state, count(*) FROM jobs WHERE owner_id = 'hs256:chaos-owner' "
+                 "GROUP BY state"))}
 
 
 def _event_count(engine: Engine) -> int:
@@ -218,11 +219,11 @@ def _check(engine: Engine, ids: dict[str, Planned], result: ChaosResult) -> None
         jobs = {str(r.id): r for r in conn.execute(text(
             "SELECT id, state, attempts, (SELECT count(*) FROM job_results r WHERE r.job_id = j.id)"
             " AS results, (SELECT error_type FROM job_results r WHERE r.job_id = j.id) AS error"
-            " FROM jobs j WHERE owner_id = 'chaos-owner'"))}
+            " FROM jobs j WHERE owner_id = 'hs256:chaos-owner'"))}
         events: dict[str, list[tuple[str, int]]] = {}
         for r in conn.execute(text(
                 "SELECT job_id, reason, attempt FROM job_events e JOIN jobs j ON j.id = e.job_id "
-                "WHERE j.owner_id = 'chaos-owner' ORDER BY e.id")):
+                "WHERE j.owner_id = 'hs256:chaos-owner' ORDER BY e.id")):
             events.setdefault(str(r.job_id), []).append((r.reason, r.attempt))
         runs: dict[str, list[tuple[int, str]]] = {}
         for r in conn.execute(text("SELECT job_id, attempt, outcome FROM chaos_runs ORDER BY id")):
