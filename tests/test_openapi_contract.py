@@ -12,26 +12,19 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from localstack.function_server import FunctionServer
 from tests.submit_fixtures import SubmitHarness
-from tests.support.paths import ROOT
 
 SEED = 20261126
 EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "50"))
 
 
 @pytest.fixture()
-def server(submit_env: SubmitHarness) -> Iterator[str]:
-    srv = FunctionServer("submit", ROOT / "main.py", submit_env.env, probe="/healthz")
-    try:
-        yield srv.url
-    finally:
-        srv.close()
+def server(submit_server: str) -> str:
+    return submit_server
 
 
 def run_schemathesis(
