@@ -11,9 +11,9 @@ from common.api.auth import TokenVerifier
 from common.api.submit import SubmitApi
 from common.lazy import Lazy
 from common.messaging.dispatch import Dispatcher
-from common.presets.registry import load_registry
+from common.presets.registry import Registry, load_registry
 from common.service import JobService
-from common.settings import get_settings
+from common.settings import Settings, get_settings
 from common.store.engine import get_engine
 from common.store.job_store import JobStore
 from functions.http_adapter import from_flask, to_flask
@@ -28,7 +28,7 @@ def _build() -> SubmitApi:
         settings,
         JobService(store, Dispatcher(settings, fault_rate=settings.publish_fault_rate)),
         TokenVerifier(settings),
-        _openapi_document,
+        Lazy(functools.partial(_openapi_document, registry, settings)).get,
         registry,
     )
 
@@ -37,11 +37,11 @@ _api = Lazy(_build)
 get_api = _api.get
 
 
-@functools.cache
-def _openapi_document() -> bytes:
+def _openapi_document(registry: Registry, settings: Settings) -> bytes:
+    """This instance's document (its presets, its limits), built on first request."""
     from common.api.openapi import build_openapi  # pydantic's JSON-schema machinery: load on demand
 
-    return json.dumps(build_openapi()).encode()
+    return json.dumps(build_openapi(registry, settings)).encode()
 
 
 def submit(request: flask.Request) -> flask.Response:

@@ -119,3 +119,15 @@ def api(submit_env: SubmitHarness) -> SubmitHarness:
 
     submit_env.client = create_app("submit", str(ROOT / "main.py")).test_client()
     return submit_env
+
+
+@pytest.fixture()
+def submit_server(submit_env: SubmitHarness) -> Iterator[str]:
+    """`submit` served by a real functions-framework server process, as Cloud Run runs it."""
+    from localstack.function_server import FunctionServer
+
+    srv = FunctionServer("submit", ROOT / "main.py", submit_env.env, probe="/healthz")
+    try:
+        yield srv.url
+    finally:
+        srv.close()  # the whole process group, even if the test failed

@@ -180,7 +180,7 @@ def _paths_a_step_needs(step: dict[str, Any]) -> set[str]:
         needs |= {"Makefile", "pyproject.toml", "requirements-dev.txt", "tests/conftest.py",
                   "tests/test_infra.py", "localstack/paths.py"}
     if "main.py migrate" in text:
-        needs |= {"main.py", "cli.py", "alembic.ini", "migrations/env.py", "common/db.py"}
+        needs |= {"main.py", "cli.py", "alembic.ini", "migrations/env.py", "common/store/engine.py"}
     if "--source=." in text:
         needs |= {"main.py", "requirements.txt", "functions/submit.py", "common/settings.py"}
     return needs

@@ -50,7 +50,8 @@ def test_idempotent_replay_returns_200_and_publishes_nothing(api: SubmitHarness)
 
 def test_key_in_body_and_header_must_agree(api: SubmitHarness) -> None:
     resp = api.post_job("alice", {**JOB, "idempotency_key": "a"}, **{"Idempotency-Key": "b"})
-    assert resp.status_code == 422
+    assert resp.status_code == 409
+    assert _problem(resp)["type"].endswith("/idempotency-key-mismatch")  # type: ignore[union-attr]
 
 
 def test_list_pages_newest_first_and_filters(api: SubmitHarness) -> None:

@@ -5,23 +5,16 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from localstack.function_server import FunctionServer
 from tests.submit_fixtures import SubmitHarness
-from tests.support.paths import ROOT
 
 
 @pytest.fixture()
-def server(submit_env: SubmitHarness) -> Iterator[str]:
-    srv = FunctionServer("submit", ROOT / "main.py", submit_env.env, probe="/healthz")
-    try:
-        yield srv.url
-    finally:
-        srv.close()  # the whole process group, even if the test failed
+def server(submit_server: str) -> str:
+    return submit_server
 
 
 def _call(

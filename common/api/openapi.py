@@ -1,4 +1,13 @@
-"""The OpenAPI 3.1 document, generated from the pydantic models (never a hand-written copy)."""
+"""The OpenAPI 3.1 document, generated from the pydantic models (never a hand-written copy).
+
+It is built per instance, because what the API accepts depends on the instance: the presets it
+has registered (each with its own options model), its size limits and its page size. The
+document says exactly what the code checks, so that a contract tester finds schema-valid
+requests accepted and schema-invalid ones refused: a request body is one variant per preset;
+every string the store refuses NUL in says so; the cursor has the format it is decoded with;
+every operation lists every status it answers, each with its problem type. Links lead from a
+created job to its own operations, for stateful testing and for readers.
+"""
 
 from __future__ import annotations
 
@@ -8,55 +17,78 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from common.api.models import EventList, Health, JobList, JobView, Stats
-from common.api.problems import Problem
-from common.store.models import NewJob
+from common.api.problems import TYPE_BASE, Problem
+from common.presets.registry import Registry
+from common.settings import Settings
+from common.store.cursor import QUERY_CURSOR_PATTERN
+from common.store.models import MAX_METADATA_DEPTH
 from common.store.states import JobState
 
 REF = "#/components/schemas/{model}"
+NO_NUL = "^[^\\u0000]*$"
 JOB_ID = {
     "name": "job_id",
     "in": "path",
     "required": True,
+    "description": "A job's id; any other text names no job (404).",
     "schema": {"type": "string", "format": "uuid"},
+}
+# What each status means, per operation kind; the problem `type`s are listed in each response.
+PROBLEM_TYPES: dict[int, tuple[str, ...]] = {
+    400: ("malformed-json", "invalid-cursor"),
+    401: ("unauthenticated",),
+    404: ("not-found",),
+    409: (
+        "idempotency-conflict", "idempotency-key-mismatch", "illegal-transition",
+        "attempt-limit-reached",
+    ),
+    413: ("payload-too-large",),
+    415: ("unsupported-media-type",),
+    422: ("validation-error", "unknown-preset"),
+    503: ("unavailable",),
 }
 
 
-def _ref(model: type[BaseModel]) -> dict[str, Any]:
-    return {"$ref": REF.format(model=model.__name__)}
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": REF.format(model=name)}
 
 
-def _content(model: type[BaseModel], media: str = "application/json") -> dict[str, Any]:
-    return {"content": {media: {"schema": _ref(model)}}}
+def _content(name: str, media: str = "application/json") -> dict[str, Any]:
+    return {"content": {media: {"schema": _ref(name)}}}
 
 
-def _problems(*codes: int) -> dict[str, Any]:
-    return {
-        str(c): {"description": "problem", **_content(Problem, "application/problem+json")}
-        for c in codes
-    }
+def _problems(codes: dict[int, str]) -> dict[str, Any]:
+    out = {}
+    for code, why in codes.items():
+        kinds = ", ".join(TYPE_BASE + k for k in PROBLEM_TYPES.get(code, ()))
+        out[str(code)] = {
+            "description": f"{why} (problem types: {kinds})" if kinds else why,
+            **_content("Problem", "application/problem+json"),
+        }
+    return out
 
 
 def _op(
     op_id: str,
     summary: str,
-    ok: dict[int, type[BaseModel]],
-    errors: tuple[int, ...],
+    ok: dict[int, str],
+    errors: dict[int, str],
     *,
     params: list[dict[str, Any]] | None = None,
-    body: type[BaseModel] | None = None,
+    body: str | None = None,
     auth: bool = True,
+    links: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    op: dict[str, Any] = {
-        "operationId": op_id,
-        "summary": summary,
-        "responses": {
-            **{
-                str(code): {"description": model.__name__, **_content(model)}
-                for code, model in ok.items()
-            },
-            **_problems(*errors, *((401,) if auth else ())),
-        },
+    responses: dict[str, Any] = {
+        str(code): {"description": model, **_content(model)} for code, model in ok.items()
     }
+    if links:
+        for code in ok:
+            responses[str(code)]["links"] = links
+    if auth:
+        errors = {**errors, 401: "missing, malformed, expired or foreign token"}
+    responses.update(_problems(errors))
+    op: dict[str, Any] = {"operationId": op_id, "summary": summary, "responses": responses}
     if params:
         op["parameters"] = params
     if body is not None:
@@ -65,9 +97,91 @@ def _op(
     return op
 
 
-def build_openapi() -> dict[str, Any]:
+def _json_values(schemas: dict[str, Any]) -> str:
+    """Any JSON value the store holds in metadata: no NUL in strings or keys, no NaN or
+    infinity, nested at most MAX_METADATA_DEPTH levels. Written out level by level (JsonValue1
+    … JsonValue16) rather than as one recursive schema: the depth limit is then exact, and
+    generators that negate a schema (contract testers) need not recurse forever."""
+    scalars: list[dict[str, Any]] = [
+        {"type": "string", "pattern": NO_NUL},
+        {"type": "number"},
+        {"type": "boolean"},
+        {"type": "null"},
+    ]
+    deepest = MAX_METADATA_DEPTH
+    schemas[f"JsonValue{deepest}"] = {
+        "anyOf": [*scalars, {"type": "array", "maxItems": 0},
+                  {"type": "object", "maxProperties": 0}],
+    }
+    for level in range(deepest - 1, 0, -1):
+        inner = _ref(f"JsonValue{level + 1}")
+        schemas[f"JsonValue{level}"] = {
+            "anyOf": [
+                *scalars,
+                {"type": "array", "items": inner},
+                {"type": "object", "propertyNames": {"pattern": NO_NUL},
+                 "additionalProperties": inner},
+            ],
+        }
+    return "JsonValue1"
+
+
+def _new_job_variants(
+    registry: Registry, settings: Settings, schemas: dict[str, Any]
+) -> dict[str, Any]:
+    """`NewJob` as one variant per registered preset, each with that preset's options model,
+    so an unknown preset or invalid options is schema-invalid rather than a surprise 422."""
+    variants = []
+    json_value = _json_values(schemas)
+    for name in registry.names():
+        handler = registry.get(name)
+        assert handler is not None
+        options_name = "Options_" + name.replace("-", "_")
+        options = handler.options.model_json_schema(ref_template=REF)
+        schemas.update(options.pop("$defs", {}))
+        schemas[options_name] = options
+        content: dict[str, Any] = {
+            "type": "string",
+            "pattern": NO_NUL,
+            "maxLength": settings.max_content_bytes,
+            "description": f"At most {settings.max_content_bytes} bytes as UTF-8.",
+        }
+        if handler.max_content_chars is not None:
+            content["maxLength"] = min(settings.max_content_bytes, handler.max_content_chars)
+        schemas["NewJob_" + name.replace("-", "_")] = {
+            "type": "object",
+            "title": f"NewJob ({name})",
+            "additionalProperties": False,
+            "required": ["preset", "content"],
+            "properties": {
+                "preset": {"const": name},
+                "content": content,
+                "metadata": {
+                    "type": "object",
+                    "description": (
+                        f"Free JSON, at most {settings.max_metadata_bytes} bytes and "
+                        f"{MAX_METADATA_DEPTH} levels deep; `options` configures the preset."
+                    ),
+                    "propertyNames": {"pattern": NO_NUL},
+                    "properties": {"options": _ref(options_name)},
+                    "additionalProperties": _ref(json_value),
+                },
+                "max_attempts": {
+                    "anyOf": [{"type": "integer", "minimum": 1, "maximum": 100},
+                              {"type": "null"}],
+                },
+                "idempotency_key": {
+                    "anyOf": [{"type": "string", "minLength": 1, "maxLength": 255,
+                               "pattern": NO_NUL}, {"type": "null"}],
+                },
+            },
+        }
+        variants.append(_ref("NewJob_" + name.replace("-", "_")))
+    return {"oneOf": variants, "description": f"Presets: {', '.join(registry.names())}."}
+
+
+def build_openapi(registry: Registry, settings: Settings) -> dict[str, Any]:
     models: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
-        (NewJob, "validation"),
         (JobView, "serialization"),
         (JobList, "serialization"),
         (EventList, "serialization"),
@@ -75,18 +189,40 @@ def build_openapi() -> dict[str, Any]:
         (Health, "serialization"),
         (Stats, "serialization"),
     ]
-    _, schema = models_json_schema(models, ref_template=REF)
-    write_errors = (400, 404, 409, 413, 415, 422, 503)
+    _, generated = models_json_schema(models, ref_template=REF)
+    schemas: dict[str, Any] = generated.get("$defs", {})
+    schemas["NewJob"] = _new_job_variants(registry, settings, schemas)
+    job_links = {
+        op: {"operationId": op, "parameters": {"job_id": "$response.body#/id"}}
+        for op in ("getJob", "getJobEvents", "cancelJob", "retryJob")
+    }
+    unavailable = {503: "the job store cannot be reached; retry after Retry-After"}
     list_params = [
-        {"name": "state", "in": "query", "schema": {"enum": [s.value for s in JobState]}},
+        {
+            "name": "state",
+            "in": "query",
+            "description": "Only jobs in this state; empty or absent: every state.",
+            "schema": {"enum": [*(s.value for s in JobState), ""]},
+        },
         {
             "name": "limit",
             "in": "query",
-            "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+            "schema": {"type": "integer", "minimum": 1, "maximum": settings.max_page_size},
         },
-        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+        {
+            "name": "cursor",
+            "in": "query",
+            "description": "`next_cursor` from the previous page; empty or absent: the first.",
+            "schema": {"type": "string", "pattern": QUERY_CURSOR_PATTERN},
+        },
     ]
-    idem = {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}
+    idem = {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "description": "Same as the body's idempotency_key; if both are given and differ: 409.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": NO_NUL},
+    }
+    by_id = {404: "no such job, or another owner's", **unavailable}
     return {
         "openapi": "3.1.0",
         "info": {"title": "jobs-pipeline", "version": "1"},
@@ -95,37 +231,42 @@ def build_openapi() -> dict[str, Any]:
                 "post": _op(
                     "createJob",
                     "Create a job",
-                    {202: JobView, 200: JobView},
-                    write_errors,
+                    {202: "JobView", 200: "JobView"},
+                    {
+                        400: "the body is not JSON",
+                        409: "the idempotency key was used with a different request, or the "
+                             "header and the body name different keys",
+                        413: "the body is larger than the content and metadata limits allow",
+                        415: "Content-Type is not application/json",
+                        422: "the body is not a valid job for a registered preset",
+                        **unavailable,
+                    },
                     params=[idem],
-                    body=NewJob,
+                    body="NewJob",
+                    links=job_links,
                 ),
                 "get": _op(
                     "listJobs",
                     "The caller's jobs, newest first",
-                    {200: JobList},
-                    (400, 422, 503),
+                    {200: "JobList"},
+                    {400: "the cursor is malformed", 422: "state or limit is invalid",
+                     **unavailable},
                     params=list_params,
                 ),
             },
             "/jobs/{job_id}": {
-                "get": _op("getJob", "One job", {200: JobView}, (404, 503), params=[JOB_ID]),
+                "get": _op("getJob", "One job", {200: "JobView"}, by_id, params=[JOB_ID]),
             },
             "/jobs/{job_id}/events": {
-                "get": _op(
-                    "getJobEvents",
-                    "A job's audit trail",
-                    {200: EventList},
-                    (404, 503),
-                    params=[JOB_ID],
-                ),
+                "get": _op("getJobEvents", "A job's audit trail", {200: "EventList"}, by_id,
+                           params=[JOB_ID]),
             },
             "/jobs/{job_id}/cancel": {
                 "post": _op(
                     "cancelJob",
                     "Cancel (or request cancellation of) a job",
-                    {200: JobView, 202: JobView},
-                    (404, 409, 503),
+                    {200: "JobView", 202: "JobView"},
+                    {**by_id, 409: "the job is already finished"},
                     params=[JOB_ID],
                 ),
             },
@@ -133,27 +274,27 @@ def build_openapi() -> dict[str, Any]:
                 "post": _op(
                     "retryJob",
                     "Run a FAILED job again",
-                    {202: JobView},
-                    (404, 409, 503),
+                    {202: "JobView"},
+                    {**by_id, 409: "the job is not FAILED, or has used every attempt allowed"},
                     params=[JOB_ID],
                 ),
             },
             "/stats": {
                 "get": _op("getStats", "The caller's queue: depth, oldest pending, throughput",
-                           {200: Stats}, (503,)),
+                           {200: "Stats"}, unavailable),
             },
             "/healthz": {
                 "get": _op(
                     "health",
                     "Liveness and database reachability",
-                    {200: Health, 503: Health},
-                    (),
+                    {200: "Health", 503: "Health"},
+                    {},
                     auth=False,
                 ),
             },
         },
         "components": {
-            "schemas": schema.get("$defs", {}),
+            "schemas": schemas,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
             },

@@ -137,15 +137,13 @@ class SubmitApi:
         header_key = request.headers.get("Idempotency-Key")
         if header_key is not None:
             if body.get("idempotency_key") not in (None, header_key):
+                # Each is a valid key; the request contradicts itself, so it conflicts (409)
+                # rather than being malformed: nothing about either value is invalid.
                 raise ProblemError(
-                    422,
-                    "validation-error",
-                    "Invalid request",
-                    invalid=[
-                        InvalidParam(
-                            name="idempotency_key", reason="differs from the Idempotency-Key header"
-                        )
-                    ],
+                    409,
+                    "idempotency-key-mismatch",
+                    "Idempotency keys differ",
+                    "The Idempotency-Key header and the body's idempotency_key differ.",
                 )
             body = {**body, "idempotency_key": header_key}
         try:

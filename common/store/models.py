@@ -13,7 +13,7 @@ from common.store.errors import InvalidInput
 from common.store.states import JobState
 
 PRESET_PATTERN = r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$"
-MAX_METADATA_DEPTH = 16
+MAX_METADATA_DEPTH = 6
 
 
 def _check_json_value(value: Any, depth: int = 0) -> None:
@@ -51,6 +51,15 @@ class NewJob(BaseModel):
     def _no_nul(cls, value: str | None) -> str | None:
         if value is not None and "\x00" in value:
             raise ValueError("must not contain NUL characters")
+        return value
+
+    @field_validator("max_attempts", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: Any) -> Any:
+        """JSON `true` is not an attempt count, though pydantic would read it as 1; `28.0` is
+        (JSON Schema's integer includes it)."""
+        if isinstance(value, bool):
+            raise ValueError("must be an integer, not a boolean")
         return value
 
     @field_validator("metadata")

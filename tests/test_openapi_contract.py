@@ -1,0 +1,101 @@
+"""The OpenAPI document is exact: schemathesis, an independent contract tester, finds nothing.
+
+schemathesis runs against a real `submit` server (functions-framework, real PostgreSQL, the
+Pub/Sub emulator) with every check, including the stateful phase that follows the document's
+links from `POST /jobs` to the job's own operations. Seeded and bounded for CI; `make bench`
+runs it longer (SCHEMATHESIS_EXAMPLES).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.submit_fixtures import SubmitHarness
+
+SEED = 20261126
+EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "50"))
+
+
+@pytest.fixture()
+def server(submit_server: str) -> str:
+    return submit_server
+
+
+def run_schemathesis(
+    url: str, token: str, report: Path, examples: int
+) -> subprocess.CompletedProcess[str]:
+    cli = Path(sys.executable).with_name("schemathesis")
+    return subprocess.run(
+        [
+            str(cli), "run", f"{url}/openapi.json",
+            "-H", f"Authorization: Bearer {token}",
+            "--checks", "all",
+            "--phases", os.environ.get("SCHEMATHESIS_PHASES", "examples,coverage,fuzzing,stateful"),
+            "-n", str(examples),
+            "--seed", str(SEED),
+            "--workers", "1",
+            "--report", "json",
+            "--report-json-path", str(report),
+            "--no-color",
+        ],
+        capture_output=True, text=True, timeout=900,
+        env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
+    )
+
+
+def test_schemathesis_finds_nothing(server: str, submit_env: SubmitHarness, tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    done = run_schemathesis(server, submit_env.token("contract"), report, EXAMPLES)
+    assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-2000:]
+    summary = json.loads(report.read_text())
+    cases = summary["test_cases"]
+    print(f"schemathesis: {cases['generated']} cases, seed {SEED}, "
+          f"{summary['operations']['tested']} operations")
+    assert summary["complete"] and summary["failures"] == [] and summary["errors"] == []
+    assert cases["with_failures"] == 0 and cases["generated"] >= 8 * EXAMPLES
+    assert summary["operations"]["tested"] == summary["operations"]["total"] == 8
+    assert {name: p["status"] for name, p in summary["phases"].items() if name != "examples"} == {
+        "coverage": "success", "fuzzing": "success", "stateful": "success"
+    }
+    # The stateful phase walked real jobs: the job operations were reached through the links.
+    assert "GET /jobs/{job_id}" not in summary["warnings"]["missing_test_data"]
+
+
+def test_the_document_lists_this_instance_s_presets_and_links(server: str) -> None:
+    from urllib.request import urlopen
+
+    with urlopen(server + "/openapi.json", timeout=10) as resp:
+        doc = json.loads(resp.read())
+    variants = doc["components"]["schemas"]["NewJob"]["oneOf"]
+    presets = sorted(
+        doc["components"]["schemas"][v["$ref"].rsplit("/", 1)[1]]["properties"]["preset"]["const"]
+        for v in variants
+    )
+    assert presets == ["checksum", "echo", "text-stats"]
+    links = doc["paths"]["/jobs"]["post"]["responses"]["202"]["links"]
+    assert set(links) == {"getJob", "getJobEvents", "cancelJob", "retryJob"}
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            for code, answer in op["responses"].items():
+                if int(code) >= 400 and path != "/healthz":  # /healthz's 503 is a Health body
+                    assert "problem+json" in str(answer["content"]), (path, method, code)
+
+
+@pytest.mark.parametrize(
+    "cursor", ["0." + "0" * 32, "9999999999999999." + "f" * 32, "1732612345123456." + "a" * 32]
+)
+def test_every_cursor_the_pattern_allows_is_accepted(
+    server: str, submit_env: SubmitHarness, cursor: str
+) -> None:
+    from urllib.request import Request, urlopen
+
+    req = Request(f"{server}/jobs?cursor={cursor}",
+                  headers={"Authorization": f"Bearer {submit_env.token('c')}"})
+    with urlopen(req, timeout=10) as resp:
+        assert resp.status == 200 and json.loads(resp.read())["jobs"] == []
