@@ -16,7 +16,6 @@ from common.store.errors import (
     InvalidInput,
 )
 from common.store.fragments import (
-    COLS,
     J_COLS,
     TERMINAL,
     P,
@@ -26,13 +25,10 @@ from common.store.fragments import (
     lit,
     sources,
     target,
-    to_json,
 )
-from common.store.models import (
-    DispatchItem,
-    Job,
-)
+from common.store.models import DispatchItem
 from common.store.states import JobState, Move
+from common.store.sweep_lock import SweepLock
 
 
 # Outbox bookkeeping, not a state change: guarded by state and attempt like every write.
@@ -115,26 +111,67 @@ res AS (
 )
 SELECT id, state, attempts, owner_id FROM moved"""
 
-# RETURNING shows only the new row; the prior state (PENDING or PROCESSING) comes from the
-# locked row read in the same statement, so the event records where the job came from.
-SQL_DEAD_LETTER = f"""
+# A dead letter for a job still PENDING at the message's attempt, whose dispatch is outstanding
+# (dispatched_at set: an undispatched job is already in the re-dispatch queue, so a second dead
+# letter for the same dispatch is not counted twice). The job never ran that attempt, so this
+# is a delivery failure: back to the re-dispatch queue after a growing, jittered delay; FAILED
+# 'Undeliverable' once it has waited out the budget since it became due. `prior` reads the
+# locked row before the update, so the event records the count and the time it started.
+# Due since: not_before for a backoff, else updated_at (when it last entered PENDING).
+DUE_SINCE = "COALESCE(undelivered_since, not_before, updated_at)"
+SQL_DELIVERY_FAILED = f"""
 WITH prior AS (
-    SELECT id, state FROM jobs WHERE id = :id FOR UPDATE
+    SELECT id, delivery_failures + 1 AS failures, {DUE_SINCE} AS since,
+           {DUE_SINCE} < now() - make_interval(secs => :budget_s) AS exhausted,
+           LEAST(CAST(:cap_s AS float8), :base_s * power(2, LEAST(delivery_failures, 30)))
+               * (0.5 + random() / 2) AS delay_s
+    FROM jobs
+    WHERE id = :id AND state IN {sources(Move.DELIVERY_FAILED)} AND attempts = :attempt
+      AND dispatched_at IS NOT NULL
+    FOR UPDATE
 ), moved AS (
-    UPDATE jobs j SET state = {target(Move.DEAD_LETTER)}, finished_at = now(),
-        lease_expires_at = NULL, dispatched_at = NULL, not_before = NULL, updated_at = now()
+    UPDATE jobs j SET
+        state = CASE WHEN prior.exhausted THEN {target(Move.UNDELIVERABLE)}
+                     ELSE {target(Move.DELIVERY_FAILED)} END,
+        finished_at = CASE WHEN prior.exhausted THEN now() END,
+        not_before = CASE WHEN NOT prior.exhausted
+                          THEN now() + make_interval(secs => prior.delay_s) END,
+        undelivered_since = CASE WHEN NOT prior.exhausted THEN prior.since END,
+        delivery_failures = CASE WHEN prior.exhausted THEN 0 ELSE prior.failures END,
+        dispatched_at = NULL, updated_at = now()
     FROM prior
-    WHERE j.id = prior.id AND j.state IN {sources(Move.DEAD_LETTER)} AND j.attempts <= :attempt
-      AND (j.state = {lit(P)} OR j.lease_expires_at < now())
-    RETURNING {J_COLS}, prior.state AS prior_state
+    WHERE j.id = prior.id AND j.state IN {sources(Move.DELIVERY_FAILED)}
+      AND j.attempts = :attempt AND j.dispatched_at IS NOT NULL
+    RETURNING j.id, j.state, j.attempts, j.owner_id, prior.failures, prior.since, prior.delay_s,
+              prior.exhausted
 ), ev AS (
     INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, details)
-    SELECT id, prior_state, state, 'dead-lettered', attempts, CAST(:details AS jsonb) FROM moved
+    SELECT id, {lit(P)}, state, CASE WHEN exhausted THEN 'undeliverable' ELSE 'delivery-failed' END,
+           attempts,
+           jsonb_build_object('message_id', CAST(:message_id AS text),
+                              'delivery_failures', failures, 'undelivered_since', since)
+           || CASE WHEN exhausted THEN '{{}}'::jsonb
+                   ELSE jsonb_build_object('delay_s', round(CAST(delay_s AS numeric), 3)) END
+    FROM moved
 ), res AS (
     INSERT INTO job_results (job_id, status, error_type, error_message)
-    SELECT id, 'failed', 'DeadLettered', :error_message FROM moved
+    SELECT id, 'failed', 'Undeliverable', :error_message FROM moved WHERE exhausted
 )
-SELECT {COLS} FROM moved"""
+SELECT id, state, owner_id, failures FROM moved"""
+
+# Is the worker stalled, or merely busy? A stall: PENDING jobs published over :stall_s ago are
+# still unclaimed, and in that window no worker heartbeat (a lease set or extended: a lease of
+# :lease_s that ends later than now + :lease_s - :stall_s) and no finish. A draining backlog
+# always shows one of the two. Each EXISTS stops at its first row of a partial index.
+SQL_STALL = f"""
+SELECT
+  EXISTS (SELECT 1 FROM jobs WHERE state = {lit(P)} AND dispatched_at IS NOT NULL
+          AND dispatched_at < now() - make_interval(secs => :stall_s)) AS waiting,
+  EXISTS (SELECT 1 FROM jobs WHERE state = {lit(R)}
+          AND lease_expires_at > now() + make_interval(secs => CAST(:lease_s AS float8) - :stall_s))
+      AS heartbeat,
+  EXISTS (SELECT 1 FROM jobs WHERE state IN {TERMINAL}
+          AND finished_at > now() - make_interval(secs => :stall_s)) AS finished"""
 
 SQL_PURGE = f"""
 WITH victims AS (
@@ -182,6 +219,13 @@ class Rescued(NamedTuple):
     id: UUID
     state: JobState
     owner_id: str
+
+
+class DeliveryFailure(NamedTuple):
+    id: UUID
+    state: JobState  # PENDING (dispatched again later) or FAILED (undeliverable)
+    owner_id: str
+    failures: int
 
 
 
@@ -234,17 +278,37 @@ class MaintenanceQueries(StoreBase):
         rows = self._rows(SQL_RESCUE, limit=limit)
         return [Rescued(r["id"], JobState(r["state"]), r["owner_id"]) for r in rows]
 
-    def dead_letter(self, job_id: UUID | str, attempt: int, *, message_id: str = "") -> Job | None:
-        """A message that Pub/Sub gave up on: its job ends FAILED ('dead-lettered'), unless it is
-        terminal, running under a live lease, or already past `attempt` (the message is older
-        than the job's current attempt). Returns the job if it was moved."""
-        return self._one_job(
-            SQL_DEAD_LETTER,
+    def delivery_failed(
+        self, job_id: UUID | str, attempt: int, *, message_id: str = ""
+    ) -> DeliveryFailure | None:
+        """A message Pub/Sub gave up on, for a job still PENDING at `attempt` with its dispatch
+        outstanding: the job is dispatched again after a growing delay ('delivery-failed'), or
+        ends FAILED 'Undeliverable' past the delivery budget. None (nothing written) if the job
+        is gone, terminal, running, past that attempt, or already back in the dispatch queue."""
+        s = self._settings
+        rows = self._rows(
+            SQL_DELIVERY_FAILED,
             id=as_uuid(job_id),
             attempt=attempt,
-            details=to_json({"message_id": message_id}),
-            error_message="Pub/Sub could not deliver the job's message; retry the job to run it",
+            message_id=message_id,
+            budget_s=s.delivery_budget_s,
+            base_s=s.delivery_retry_base_s,
+            cap_s=s.delivery_retry_cap_s,
+            error_message="Pub/Sub could not deliver the job's message for "
+            f"{s.delivery_budget_s:g} s; retry the job to run it",
         )
+        if not rows:
+            return None
+        r = rows[0]
+        return DeliveryFailure(r["id"], JobState(r["state"]), r["owner_id"], r["failures"])
+
+    def worker_stalled(self, stall_after_s: float) -> bool:
+        """Whether published jobs wait unclaimed while the worker shows no sign of life (see
+        SQL_STALL): then they are worth publishing again; a busy worker's backlog is not."""
+        row = self._rows(
+            SQL_STALL, stall_s=stall_after_s, lease_s=self._settings.lease_seconds
+        )[0]
+        return bool(row["waiting"] and not (row["heartbeat"] or row["finished"]))
 
     def purge_terminal(self, older_than_days: int, *, batch_size: int, max_batches: int) -> int:
         """Delete terminal jobs older than the retention period (events and results cascade),
@@ -258,6 +322,10 @@ class MaintenanceQueries(StoreBase):
             if deleted < batch_size:
                 break
         return total
+
+    def sweep_lock(self) -> SweepLock:
+        """The lock that keeps sweep passes from overlapping (see `sweep_lock`)."""
+        return SweepLock(self._checkout)
 
     def queue_report(self) -> dict[str, Any]:
         """Queue depth by state, the age of the oldest PENDING job, the last hour's finishes."""
