@@ -111,9 +111,9 @@ class Settings(BaseSettings):
     delivery_budget_s: Annotated[float, Field(gt=0, le=7 * 86_400)] = 21_600.0
     delivery_retry_base_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
     delivery_retry_cap_s: Annotated[float, Field(ge=0, le=86_400)] = 900.0
-    # A stall (not a backlog): PENDING jobs published this long ago are still unclaimed and the
-    # worker showed no progress (no heartbeat, no finish) for as long. The sweep then publishes
-    # them again at once instead of after REDISPATCH_AFTER_S.
+    # A stranded job (not a backlog): published this long ago into a worker that showed no sign
+    # of life (no job running or finishing) for as long after. The sweep publishes it again at
+    # once instead of after REDISPATCH_AFTER_S, so recovery after an outage is prompt.
     stall_after_s: Annotated[float, Field(gt=0, le=86_400)] = 120.0
     retention_days: Annotated[int, Field(ge=0, le=3650)] = 30
 

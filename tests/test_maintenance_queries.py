@@ -202,21 +202,35 @@ def test_a_dead_letter_is_ignored_unless_it_is_for_the_outstanding_dispatch(
     assert store.delivery_failed(uuid4(), 0) is None
 
 
-def test_a_stall_is_told_from_a_busy_backlog(store: JobStore, engine: Engine) -> None:
-    assert store.worker_stalled(60) is False  # nothing waiting
+def test_stranded_jobs_are_told_from_a_busy_backlog(store: JobStore, engine: Engine) -> None:
     waiting = _dispatched(store)
-    assert store.worker_stalled(60) is False  # published a moment ago
-    _set(engine, waiting, "dispatched_at = now() - interval '61 seconds'")
-    assert store.worker_stalled(60) is True  # waiting, and no sign of the worker
+
+    def stranded() -> list[object]:
+        taken = store.take_stranded(10, 60)
+        # Look, don't keep: taking stamps the job published now; put the old stamp back.
+        _set(engine, waiting, "dispatched_at = now() - interval '10 minutes'")
+        return [t.id for t in taken]
+
+    assert store.take_stranded(10, 60) == []  # published a moment ago
+    _set(engine, waiting, "dispatched_at = now() - interval '10 minutes'")
+    assert stranded() == [waiting.id]  # and nothing ran since: the worker was down
+    # A job that ran in the minute after that publish: the worker was alive, busy with others.
     done = job_in_state(store, JobState.COMPLETED)
-    assert store.worker_stalled(60) is False  # a finish in the window: a backlog draining
-    _set(engine, done, "finished_at = now() - interval '61 seconds'")
-    assert store.worker_stalled(60) is True
-    running = job_in_state(store, JobState.PROCESSING)  # claimed just now: a heartbeat
-    assert store.worker_stalled(60) is False
-    # A lease last set or extended over 60 s ago (LEASE_SECONDS is 30 here): no heartbeat.
-    _set(engine, running, "lease_expires_at = now() - interval '31 seconds'")
-    assert store.worker_stalled(60) is True
+    _set(engine, done, "started_at = now() - interval '9 minutes 30 seconds', "
+                       "finished_at = now() - interval '9 minutes'")
+    assert stranded() == []
+    # A finish long after that minute, of a job started long after it, says nothing about it.
+    _set(engine, done, "started_at = now() - interval '1 minute', finished_at = now()")
+    assert stranded() == [waiting.id]
+    # A job that started before the publish and still heartbeats: alive all along.
+    running = job_in_state(store, JobState.PROCESSING)  # lease of 30 s, just set
+    _set(engine, running, "started_at = now() - interval '11 minutes'")
+    assert stranded() == []
+    # ...but one whose last heartbeat came before the publish is a worker that died.
+    _set(engine, running, "lease_expires_at = now() - interval '10 minutes 1 second' "
+                          "+ interval '30 seconds'")
+    assert store.take_stranded(10, 60) == [DispatchItem(id=waiting.id, attempts=0)]
+    assert store.take_stranded(10, 60) == []  # stamped: not again for another minute
 
 
 def test_a_pass_lock_is_held_by_one_pass_at_a_time(store: JobStore) -> None:
@@ -258,7 +272,7 @@ def _plan(engine: Engine, sql: str, params: dict[str, object]) -> str:
         (repo.SQL_EXPIRED, {"limit": 10}, "ix_jobs_lease_expiry"),
         (repo.SQL_RESCUE, {"limit": 10}, "ix_jobs_lease_expiry"),
         (repo.SQL_PURGE, {"days": 30, "batch": 10}, "ix_jobs_terminal_age"),
-        *[(repo.SQL_STALL, {"stall_s": 60, "lease_s": 30}, ix) for ix in (
+        *[(repo.SQL_TAKE_STRANDED, {"limit": 10, "stale_s": 60, "lease_s": 30}, ix) for ix in (
             "ix_jobs_dispatched_pending", "ix_jobs_lease_expiry", "ix_jobs_terminal_age")],
         (callers.SQL_LIST[(False, False)], {"owner_id": "a", "limit": 5}, "ix_jobs_owner_created"),
         (
@@ -273,8 +287,8 @@ def _plan(engine: Engine, sql: str, params: dict[str, object]) -> str:
             "ix_jobs_owner_state_created",
         ),
     ],
-    ids=["undispatched", "stale-dispatch", "expired", "rescue", "purge", "stall-waiting",
-         "stall-heartbeat", "stall-finished", "list", "list-state"],
+    ids=["undispatched", "stale-dispatch", "expired", "rescue", "purge", "stranded",
+         "stranded-running", "stranded-finished", "list", "list-state"],
 )
 def test_queries_use_their_indexes(
     store: JobStore, engine: Engine, statement: object, params: dict[str, object], index: str

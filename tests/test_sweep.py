@@ -115,7 +115,7 @@ def _expire(engine: Engine, *job_ids: UUID) -> None:
 
 def _age(engine: Engine, column: str, seconds: float, *job_ids: UUID) -> None:
     """Move a timestamp into the past, as time would."""
-    assert column in {"finished_at", "dispatched_at", "created_at", "updated_at"}
+    assert column in {"finished_at", "dispatched_at", "created_at", "updated_at", "started_at"}
     with engine.connect() as conn:
         conn.execute(
             text(f"UPDATE jobs SET {column} = {column} - make_interval(secs => :s) "
@@ -213,7 +213,7 @@ def test_redispatch_publishes_what_is_due_once(maint: Maintenance, engine: Engin
     store.retry_later(later.id, later.attempts, "Flaky", "x", delay=timedelta(hours=1))
     after = timedelta(seconds=maint.settings.redispatch_after_s)
     assert redispatcher.redispatch(maint.service, BIG, 2, after) == {
-        "published": 5, "stalled": False, "more": False
+        "published": 5, "stalled": False, "stranded": 0, "more": False
     }
     assert sorted(maint.published()) == sorted(str(j.id) for j in never)
     # Waiting in Pub/Sub is not lost: the next passes publish nothing again.
@@ -225,22 +225,24 @@ def test_redispatch_publishes_what_is_due_once(maint: Maintenance, engine: Engin
     assert maint.published() == [str(never[0].id)]
 
 
-def test_a_stall_is_published_again_at_once_a_busy_backlog_is_not(
+def test_stranded_jobs_are_published_again_at_once_a_busy_backlog_is_not(
     maint: Maintenance, engine: Engine
 ) -> None:
     store = maint.store
     waiting = [store.create("alice", new_job(content=str(i)))[0] for i in range(3)]
     store.take_due_for_dispatch(10)
     _age(engine, "dispatched_at", 40, *(j.id for j in waiting))  # past STALL_AFTER_S (30 s)
-    done = job_in_state(store, JobState.COMPLETED)  # the worker finished something just now
+    done = job_in_state(store, JobState.COMPLETED)  # the worker ran something meanwhile
+    _age(engine, "started_at", 35, done.id)
     long, stall = timedelta(hours=1), timedelta(seconds=30)
     assert redispatcher.redispatch(maint.service, BIG, 2, long, stall) == {
-        "published": 0, "stalled": False, "more": False
+        "published": 0, "stalled": False, "stranded": 0, "more": False
     }
     assert maint.published() == []  # a backlog being worked through: left to Pub/Sub
-    _age(engine, "finished_at", 31, done.id)  # and then nothing for the whole window
+    _age(engine, "started_at", 600, done.id)  # no: it ran and ended before they were sent
+    _age(engine, "finished_at", 600, done.id)
     assert redispatcher.redispatch(maint.service, BIG, 2, long, stall) == {
-        "published": 3, "stalled": True, "more": False
+        "published": 3, "stalled": True, "stranded": 3, "more": False
     }
     assert sorted(maint.published()) == sorted(str(j.id) for j in waiting)
     # Published again just now: the next pass waits another window before doing it again.
@@ -333,10 +335,9 @@ def test_a_dead_letter_is_not_acknowledged_while_the_database_is_down(
         with pytest.raises(DatabaseUnavailable):
             dead_letters.settle(down, maint.notifier, maint.dead_sub, Budget(5), 100)
         proxy.up()
-        # Not acknowledged: once the message is offered again (the ack deadline passes), the
-        # next pass settles it.
+        # Not acknowledged but handed back: a pass after the recovery settles it.
         settled: dict[str, Any] = {"delivery_failed": 0}
-        for _ in range(30):
+        for _ in range(3):
             settled = dead_letters.settle(down, maint.notifier, maint.dead_sub, BIG, 100)
             if settled["delivery_failed"]:
                 break

@@ -9,6 +9,7 @@ acknowledged only after its job was settled, so a database outage leaves it for 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from common.logs import log
@@ -16,6 +17,7 @@ from common.maintenance.budget import Budget
 from common.messaging.job_message import PoisonMessage, decode_message
 from common.messaging.notify import Notifier
 from common.messaging.pubsub import get_subscriber
+from common.settings import Settings
 from common.store.job_store import JobStore
 from common.store.states import JobState
 
@@ -24,8 +26,10 @@ PULL_WAIT_S = 2.0
 
 
 def settle(
-    store: JobStore, notifier: Notifier, subscription: str, budget: Budget, batch_size: int
+    store: JobStore, notifier: Notifier, subscription: str, budget: Budget, batch_size: int,
+    policy: Settings | None = None,
 ) -> dict[str, Any]:
+    """`policy`: the settings that give the delivery budget and delays (else the store's)."""
     from google.api_core import exceptions as gexc
 
     subscriber = get_subscriber()
@@ -57,7 +61,7 @@ def settle(
                     poison += 1
                 else:
                     moved = store.delivery_failed(item.id, item.attempts,
-                                                  message_id=message.message_id)
+                                                  message_id=message.message_id, policy=policy)
                     if moved is None:
                         ignored += 1
                     elif moved.state is JobState.FAILED:
@@ -71,6 +75,13 @@ def settle(
         finally:  # what was settled is acknowledged even if the database then went away
             if done:
                 subscriber.acknowledge(request={"subscription": subscription, "ack_ids": done})
+            # What was not settled is offered again at once (no waiting out the ack deadline);
+            # best effort: if this fails, the deadline does the same a little later.
+            if rest := [r.ack_id for r in received if r.ack_id not in set(done)]:
+                with contextlib.suppress(Exception):
+                    subscriber.modify_ack_deadline(request={
+                        "subscription": subscription, "ack_ids": rest, "ack_deadline_seconds": 0,
+                    })
         if len(received) < min(batch_size, 1000):
             break
     return {"delivery_failed": delivery_failed, "undeliverable": undeliverable,

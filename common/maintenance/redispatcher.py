@@ -4,11 +4,11 @@ those whose message went unclaimed for REDISPATCH_AFTER_S. Jobs are taken with S
 stamped before the publish, so two sweeps never publish the same job.
 
 A backlog merely waiting in Pub/Sub is not published again until REDISPATCH_AFTER_S: the worker
-is busy with it. A stall is different: jobs published more than STALL_AFTER_S ago wait unclaimed
-and the worker shows no sign of life in that window (no heartbeat, no finish). Pub/Sub then backs
-off, or dead-letters, and would leave them waiting after the worker is back; so on a stall the
-same statement takes them with STALL_AFTER_S instead, and they run as soon as the worker answers.
-During a long outage that republishes each waiting job at most once per STALL_AFTER_S."""
+is busy with it. A stranded job is different: it was published more than STALL_AFTER_S ago into
+a worker that showed no sign of life (no run overlapping the STALL_AFTER_S after the publish):
+our worker or database was down. Pub/Sub backs off, or dead-letters it, and would leave it
+waiting long after the worker is back; so it is published again now, and runs as soon as the
+worker answers. During a long outage that republishes each job at most once per STALL_AFTER_S."""
 
 from __future__ import annotations
 
@@ -26,12 +26,14 @@ def redispatch(
     redispatch_after: timedelta,
     stall_after: timedelta | None = None,
 ) -> dict[str, Any]:
-    stalled = stall_after is not None and service.store.worker_stalled(
-        stall_after.total_seconds()
-    )
-    after = min(redispatch_after, stall_after) if stalled and stall_after else redispatch_after
     # A short batch means all done, or Pub/Sub refused some: the next pass retries those.
     published, more = budget.in_batches(
-        batch_size, lambda: service.dispatch_due(batch_size, redispatch_after=after)
+        batch_size, lambda: service.dispatch_due(batch_size, redispatch_after=redispatch_after)
     )
-    return {"published": published, "stalled": stalled, "more": more}
+    stranded = 0
+    if stall_after is not None and not more:
+        stranded, more = budget.in_batches(
+            batch_size, lambda: service.dispatch_stranded(batch_size, stall_after=stall_after)
+        )
+    return {"published": published + stranded, "stalled": stranded > 0, "stranded": stranded,
+            "more": more}

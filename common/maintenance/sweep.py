@@ -94,7 +94,7 @@ class Sweeper:
             "dead_letters": lambda: dead_letters.settle(
                 self.store, self.notifier,
                 subscription_path(s.google_cloud_project, s.dead_letter_subscription),
-                budget, batch,
+                budget, batch, s,
             ),
             "retention": lambda: retention.prune(self.store, budget, batch, s.retention_days),
         }

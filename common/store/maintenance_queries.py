@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any, NamedTuple
 from uuid import UUID
 
+from common.settings import Settings
 from common.store.base import StoreBase
 from common.store.errors import (
     InvalidInput,
@@ -159,19 +160,30 @@ WITH prior AS (
 )
 SELECT id, state, owner_id, failures FROM moved"""
 
-# Is the worker stalled, or merely busy? A stall: PENDING jobs published over :stall_s ago are
-# still unclaimed, and in that window no worker heartbeat (a lease set or extended: a lease of
-# :lease_s that ends later than now + :lease_s - :stall_s) and no finish. A draining backlog
-# always shows one of the two. Each EXISTS stops at its first row of a partial index.
-SQL_STALL = f"""
-SELECT
-  EXISTS (SELECT 1 FROM jobs WHERE state = {lit(P)} AND dispatched_at IS NOT NULL
-          AND dispatched_at < now() - make_interval(secs => :stall_s)) AS waiting,
-  EXISTS (SELECT 1 FROM jobs WHERE state = {lit(R)}
-          AND lease_expires_at > now() + make_interval(secs => CAST(:lease_s AS float8) - :stall_s))
-      AS heartbeat,
-  EXISTS (SELECT 1 FROM jobs WHERE state IN {TERMINAL}
-          AND finished_at > now() - make_interval(secs => :stall_s)) AS finished"""
+# Stranded, not merely waiting: a job published over :stale_s (STALL_AFTER_S) ago, still
+# unclaimed, into a worker that showed no sign of life in the :stale_s after that publish: no
+# job it ran overlaps that window (a finished one that started by its end and finished after
+# its start; a running one that started by its end and has heartbeated since its start, i.e.
+# its lease of :lease_s ends after start + :lease_s). A backlog draining behind a live worker
+# always has such a job; a message sent while the worker or the database was down has none,
+# and Pub/Sub may hold it back (backoff) or dead-letter it long after the worker is back.
+SQL_TAKE_STRANDED = f"""
+WITH picked AS (
+    SELECT id FROM jobs j
+    WHERE state = {lit(P)} AND dispatched_at IS NOT NULL
+      AND dispatched_at < now() - make_interval(secs => :stale_s)
+      AND NOT EXISTS (
+          SELECT 1 FROM jobs t WHERE t.state IN {TERMINAL} AND t.finished_at >= j.dispatched_at
+            AND t.started_at <= j.dispatched_at + make_interval(secs => :stale_s))
+      AND NOT EXISTS (
+          SELECT 1 FROM jobs r WHERE r.state = {lit(R)}
+            AND r.lease_expires_at >= j.dispatched_at + make_interval(secs => :lease_s)
+            AND r.started_at <= j.dispatched_at + make_interval(secs => :stale_s))
+    ORDER BY dispatched_at LIMIT :limit FOR UPDATE OF j SKIP LOCKED
+)
+UPDATE jobs j SET dispatched_at = now()
+WHERE j.id = ANY(ARRAY(SELECT id FROM picked)) AND j.state = {lit(P)}
+RETURNING j.id, j.attempts"""
 
 SQL_PURGE = f"""
 WITH victims AS (
@@ -279,13 +291,15 @@ class MaintenanceQueries(StoreBase):
         return [Rescued(r["id"], JobState(r["state"]), r["owner_id"]) for r in rows]
 
     def delivery_failed(
-        self, job_id: UUID | str, attempt: int, *, message_id: str = ""
+        self, job_id: UUID | str, attempt: int, *, message_id: str = "",
+        policy: Settings | None = None,
     ) -> DeliveryFailure | None:
         """A message Pub/Sub gave up on, for a job still PENDING at `attempt` with its dispatch
         outstanding: the job is dispatched again after a growing delay ('delivery-failed'), or
         ends FAILED 'Undeliverable' past the delivery budget. None (nothing written) if the job
-        is gone, terminal, running, past that attempt, or already back in the dispatch queue."""
-        s = self._settings
+        is gone, terminal, running, past that attempt, or already back in the dispatch queue.
+        The budget and delays come from `policy` (the caller's settings), else the store's."""
+        s = policy or self._settings
         rows = self._rows(
             SQL_DELIVERY_FAILED,
             id=as_uuid(job_id),
@@ -302,13 +316,13 @@ class MaintenanceQueries(StoreBase):
         r = rows[0]
         return DeliveryFailure(r["id"], JobState(r["state"]), r["owner_id"], r["failures"])
 
-    def worker_stalled(self, stall_after_s: float) -> bool:
-        """Whether published jobs wait unclaimed while the worker shows no sign of life (see
-        SQL_STALL): then they are worth publishing again; a busy worker's backlog is not."""
-        row = self._rows(
-            SQL_STALL, stall_s=stall_after_s, lease_s=self._settings.lease_seconds
-        )[0]
-        return bool(row["waiting"] and not (row["heartbeat"] or row["finished"]))
+    def take_stranded(self, limit: int, stall_after_s: float) -> list[DispatchItem]:
+        """Take up to `limit` PENDING jobs published over `stall_after_s` ago into a worker that
+        showed no sign of life for that long after (see SQL_TAKE_STRANDED), stamping them
+        dispatched as `take_due_for_dispatch` does; `release_dispatch` what fails to publish."""
+        rows = self._rows(SQL_TAKE_STRANDED, limit=limit, stale_s=float(stall_after_s),
+                          lease_s=float(self._settings.lease_seconds))
+        return [DispatchItem(id=r["id"], attempts=r["attempts"]) for r in rows]
 
     def purge_terminal(self, older_than_days: int, *, batch_size: int, max_batches: int) -> int:
         """Delete terminal jobs older than the retention period (events and results cascade),
