@@ -53,7 +53,16 @@ class JobService:
         """Publish PENDING jobs that are due (new and never published, or back from a backoff),
         and with `redispatch_after` those whose message went unclaimed that long. Returns how
         many were published; the rest are released for the next pass."""
-        taken = self.store.take_due_for_dispatch(limit, redispatch_after=redispatch_after)
+        return self._publish_taken(
+            self.store.take_due_for_dispatch(limit, redispatch_after=redispatch_after)
+        )
+
+    def dispatch_stranded(self, limit: int, *, stall_after: timedelta) -> int:
+        """Publish again PENDING jobs whose message went out while the worker showed no sign of
+        life (see JobStore.take_stranded). Returns how many were published."""
+        return self._publish_taken(self.store.take_stranded(limit, stall_after.total_seconds()))
+
+    def _publish_taken(self, taken: list[DispatchItem]) -> int:
         published = self.dispatcher.publish(taken)
         done = {item.id for item in published}
         self.store.release_dispatch(item for item in taken if item.id not in done)

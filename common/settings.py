@@ -107,6 +107,16 @@ class Settings(BaseSettings):
     # than a backlog takes to drain, or a backlog gets published twice.
     redispatch_after_s: Annotated[int, Field(ge=60)] = 1800
     dead_letter_subscription: str = "jobs-dead-letters"
+    # A dead letter for a job that never ran is a delivery failure, not a job failure: the job
+    # is dispatched again after a delay growing from base to cap (jittered), and ends FAILED
+    # 'Undeliverable' only once it has waited this long since it became due.
+    delivery_budget_s: Annotated[float, Field(gt=0, le=7 * 86_400)] = 21_600.0
+    delivery_retry_base_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    delivery_retry_cap_s: Annotated[float, Field(ge=0, le=86_400)] = 900.0
+    # A stranded job (not a backlog): published this long ago into a worker that showed no sign
+    # of life (no job running or finishing) for as long after. The sweep publishes it again at
+    # once instead of after REDISPATCH_AFTER_S, so recovery after an outage is prompt.
+    stall_after_s: Annotated[float, Field(gt=0, le=86_400)] = 120.0
     retention_days: Annotated[int, Field(ge=0, le=3650)] = 30
 
     # Production or not: PRODUCTION if set, else whether Cloud Run's K_SERVICE is (every Cloud

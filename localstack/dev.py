@@ -138,11 +138,14 @@ class DevStack:
             except OSError as err:
                 say("schedule", f"sweep unreachable: {err}")
                 continue
+            if "skipped" in summary:  # another pass was running, or no migrations yet
+                say("schedule", f"sweep skipped: {summary['skipped']}")
+                continue
             steps, queue = summary["steps"], summary["queue"]
             say("schedule", (
                 f"sweep: rescued {steps['rescue']['rescued']}, "
                 f"published {steps['redispatch']['published']}, "
-                f"dead letters {steps['dead_letters']['settled']}, "
+                f"delivery failures {steps['dead_letters']['delivery_failed']}, "
                 f"deleted {steps['retention']['deleted_jobs']}; queue {queue['depth']}"
             ))
 

@@ -16,15 +16,19 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from sqlalchemy import Engine
 
+from common.maintenance.sweep import Sweeper
 from common.messaging.dispatch import Dispatcher
+from common.messaging.notify import Notifier
 from common.service import JobService
 from common.settings import Settings, load_settings
+from common.store.engine import create_engine_from_settings
 from common.store.job_store import JobStore
 from common.store.models import Job
 from common.store.states import JobState
 from localstack.function_server import FunctionServer
 from localstack.topology import Topology
 from tests.submit_fixtures import SubmitHarness
+from tests.support.http_gate import HttpGate
 from tests.support.paths import ROOT
 from tests.support.pubsub_pull import pull_acked
 from tests.support.tcp_proxy import TcpProxy
@@ -156,3 +160,53 @@ def pipeline(
         topology.delete_push_subscription()  # stop pushing first
         process.close()
         proxy.close()
+
+
+@dataclass
+class GatedPipeline:
+    """The pipeline with an HttpGate between the push subscription and `process`, and a sweep
+    whose database path goes through the same cuttable proxy as `process`'s."""
+
+    pipeline: Pipeline
+    gate: HttpGate
+    sweeper: Sweeper
+    settings: Settings
+
+
+@pytest.fixture()
+def gated(pipeline: Pipeline) -> Iterator[GatedPipeline]:
+    gate = HttpGate(pipeline.process.url)
+    tag = pipeline.push_sub.rsplit("/", 1)[1]
+    project = pipeline.project
+    topology = Topology(
+        project=project,
+        jobs_topic=pipeline.api.topic.rsplit("/", 1)[1],
+        push_subscription=f"gated-{tag}",
+        # The pipeline's dead-letter subscription is named after its topic: "<topic>-reader".
+        dead_letter_topic=pipeline.dead_letter_sub.rsplit("/", 1)[1].removesuffix("-reader"),
+        dead_letter_subscription=pipeline.dead_letter_sub.rsplit("/", 1)[1],
+        results_topic=pipeline.settings.results_topic,
+        max_delivery_attempts=MAX_DELIVERY_ATTEMPTS,
+        min_backoff_s=0.2,
+        max_backoff_s=1.0,
+    )
+    # Pushes go through the gate only: the direct subscription goes away first.
+    Topology(project=project, push_subscription=tag).delete_push_subscription()
+    topology.create(gate.url + "/")
+    settings = pipeline.settings.model_copy(update={
+        "database_url": _through(pipeline.settings.database_url or "", pipeline.proxy.port),
+        "dead_letter_subscription": topology.dead_letter_subscription,
+        "stall_after_s": 0.5,
+        "delivery_retry_base_s": 0.0,
+        "sweep_time_budget_s": 30.0,
+    })
+    engine = create_engine_from_settings(settings, pool_size=2, max_overflow=1)
+    store = JobStore(engine, settings)
+    sweeper = Sweeper(JobService(store, Dispatcher(settings)), Notifier(settings), settings)
+    try:
+        yield GatedPipeline(pipeline, gate, sweeper, settings)
+    finally:
+        topology.delete_push_subscription()
+        gate.close()
+        engine.dispose()
+

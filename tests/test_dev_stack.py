@@ -145,7 +145,11 @@ def test_make_dev_runs_the_pipeline_and_stops_cleanly(data_dir: Path) -> None:
         assert sweep.returncode == 0 and json.loads(sweep.stdout)["ok"] is True
         other = dev.cli("token", "bob")
         assert other.returncode == 0 and other.stdout.count(".") == 2
-        assert any(line.startswith("schedule| sweep:") for line in dev.lines)
+        # The scheduler's pass may still be running (the CLI's overlapping one was skipped).
+        deadline = time.monotonic() + 30
+        while not any(line.startswith("schedule| sweep:") for line in dev.lines):
+            assert time.monotonic() < deadline, "the scheduler never reported a pass"
+            time.sleep(0.1)
         assert any(line.startswith("process | ") for line in dev.lines)
     finally:
         code = dev.terminate()

@@ -218,30 +218,36 @@ def test_cancel_while_running(pipeline: Pipeline) -> None:
 
 
 def test_the_subscription_dead_letters_what_never_gets_through(pipeline: Pipeline) -> None:
+    """process cannot reach the database, so Pub/Sub gives up on the message. The job never
+    ran: that is a delivery failure, not a job failure. It goes back to be dispatched again,
+    and completes once the database is back."""
     pipeline.proxy.down()  # process cannot reach the database; the sweep (direct) can
-    job_id = pipeline.submit("echo", "doomed")
+    job_id = pipeline.submit("echo", "patience")
     deadline = time.monotonic() + 60
-    # The sweep's dead-letter step settles it: FAILED 'dead-lettered', visible and retryable.
-    where = {"dead_letter_subscription": pipeline.dead_letter_sub.rsplit("/", 1)[1]}
+    where = {"dead_letter_subscription": pipeline.dead_letter_sub.rsplit("/", 1)[1],
+             "delivery_retry_base_s": 0.0}
     settings = pipeline.settings.model_copy(update=where)
     sweeper = Sweeper(pipeline.service, Notifier(settings), settings)
-    settled = 0
-    while not settled:
+    failed = 0
+    while not failed:
         assert time.monotonic() < deadline + 30, "nothing reached the dead-letter topic"
-        settled = sweeper.run(SweepRequest(steps=["dead_letters"]))["steps"]["dead_letters"][
-            "settled"
-        ]
+        step = sweeper.run(SweepRequest(steps=["dead_letters"]))["steps"]["dead_letters"]
+        failed = step["delivery_failed"]
+        assert step["undeliverable"] == 0
     refusals = "database unavailable; Pub/Sub will deliver the message again"
     assert pipeline.process.log_text().count(refusals) == MAX_DELIVERY_ATTEMPTS
+    back = pipeline.job(job_id)
+    assert back.state is JobState.PENDING and back.attempts == 0 and back.result is None
+    assert back.dispatched_at is None  # in the re-dispatch queue
+    assert _reasons(pipeline, job_id) == ["created", "delivery-failed"]
+    event = pipeline.store.events("alice", job_id)[-1]
+    assert event.details["delivery_failures"] == 1 and event.details["message_id"]
     pipeline.proxy.up()
-    failed = pipeline.job(job_id)
-    assert failed.state is JobState.FAILED and failed.attempts == 0
-    assert failed.result is not None and failed.result.error_type == "DeadLettered"
-    assert _reasons(pipeline, job_id) == ["created", "dead-lettered"]
+    # One pass dispatches it again; this time it gets through.
+    assert sweeper.run()["steps"]["redispatch"]["published"] == 1
+    done = pipeline.wait(job_id, *DONE)
+    assert done.state is JobState.COMPLETED and done.attempts == 1
+    assert _reasons(pipeline, job_id) == ["created", "delivery-failed", "claimed", "completed"]
     assert [(n["job_id"], n["state"]) for n in pipeline.notifications(wait_s=10)] == [
-        (job_id, "FAILED")
+        (job_id, "COMPLETED")
     ]
-    # The owner retries it; this time it gets through.
-    retried = pipeline.api.client.post(f"/jobs/{job_id}/retry", headers=pipeline.api.auth("alice"))
-    assert retried.status_code == 202, retried.get_json()
-    assert pipeline.wait(job_id, *DONE).state is JobState.COMPLETED

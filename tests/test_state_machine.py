@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from common.store.errors import IllegalTransition
 from common.store.job_store import JobStore
@@ -75,13 +75,30 @@ def test_claim_takes_only_pending_jobs(store: JobStore, engine: Engine, state: J
     assert snapshot(engine, job) == before
 
 
-@pytest.mark.parametrize("state", sorted(TERMINAL_STATES))
-def test_dead_letter_leaves_terminal_jobs_alone(
+def test_a_delivery_failure_never_fails_a_job_that_ran() -> None:
+    """A dead letter acts only on a job that never ran that attempt: PENDING, back to PENDING
+    (dispatched again later) or, past the delivery budget, FAILED 'Undeliverable'."""
+    for move in (Move.DELIVERY_FAILED, Move.UNDELIVERABLE):
+        assert TRANSITIONS[move].sources == {JobState.PENDING} and not TRANSITIONS[move].fenced
+    assert TRANSITIONS[Move.DELIVERY_FAILED].target is JobState.PENDING
+    assert TRANSITIONS[Move.UNDELIVERABLE].target is JobState.FAILED
+    assert not any(JobState.PROCESSING in t.sources and t.target is JobState.FAILED
+                   for m, t in TRANSITIONS.items() if not t.fenced)
+
+
+@pytest.mark.parametrize("state", [s for s in JobState if s is not JobState.PENDING])
+def test_a_dead_letter_leaves_every_job_but_a_pending_one_alone(
     store: JobStore, engine: Engine, state: JobState
 ) -> None:
     job = job_in_state(store, state)
+    if state is JobState.PROCESSING:  # even with its lease expired: that is the rescuer's
+        with engine.connect() as conn:
+            conn.execute(text("UPDATE jobs SET lease_expires_at = now() - interval '1 s', "
+                              "dispatched_at = now() WHERE id = :id"), {"id": job.id})
+            conn.commit()
     before = snapshot(engine, job)
-    assert store.dead_letter(job.id, job.attempts + 1) is None
+    for attempt in {0, job.attempts, job.attempts + 1}:
+        assert store.delivery_failed(job.id, attempt) is None
     assert snapshot(engine, job) == before
 
 

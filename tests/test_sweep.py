@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import pytest
@@ -26,14 +27,17 @@ from common.messaging.job_message import encode_message
 from common.messaging.notify import Notifier
 from common.service import JobService
 from common.settings import Settings, load_settings
-from common.store.errors import IllegalTransition
+from common.store.engine import create_engine_from_settings
+from common.store.errors import DatabaseUnavailable, IllegalTransition
 from common.store.job_store import JobStore
 from common.store.models import DispatchItem
 from common.store.states import JobState
-from localstack.postgres import free_port
+from localstack.postgres import PostgresServer, free_port
 from tests.jobs_helpers import job_in_state, new_job
+from tests.process_fixtures import _through
 from tests.submit_fixtures import SubmitHarness
 from tests.support.pubsub_pull import pull_acked
+from tests.support.tcp_proxy import TcpProxy
 
 BIG = Budget(600)
 
@@ -94,6 +98,11 @@ def maint(submit_env: SubmitHarness, engine: Engine, emulator: Any) -> Iterator[
     )
 
 
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 5432
+
+
 def _expire(engine: Engine, *job_ids: UUID) -> None:
     with engine.connect() as conn:
         conn.execute(
@@ -106,7 +115,7 @@ def _expire(engine: Engine, *job_ids: UUID) -> None:
 
 def _age(engine: Engine, column: str, seconds: float, *job_ids: UUID) -> None:
     """Move a timestamp into the past, as time would."""
-    assert column in {"finished_at", "dispatched_at", "created_at"}
+    assert column in {"finished_at", "dispatched_at", "created_at", "updated_at", "started_at"}
     with engine.connect() as conn:
         conn.execute(
             text(f"UPDATE jobs SET {column} = {column} - make_interval(secs => :s) "
@@ -203,7 +212,9 @@ def test_redispatch_publishes_what_is_due_once(maint: Maintenance, engine: Engin
     later = job_in_state(store, JobState.PROCESSING)
     store.retry_later(later.id, later.attempts, "Flaky", "x", delay=timedelta(hours=1))
     after = timedelta(seconds=maint.settings.redispatch_after_s)
-    assert redispatcher.redispatch(maint.service, BIG, 2, after) == {"published": 5, "more": False}
+    assert redispatcher.redispatch(maint.service, BIG, 2, after) == {
+        "published": 5, "stalled": False, "stranded": 0, "more": False
+    }
     assert sorted(maint.published()) == sorted(str(j.id) for j in never)
     # Waiting in Pub/Sub is not lost: the next passes publish nothing again.
     assert redispatcher.redispatch(maint.service, BIG, 2, after)["published"] == 0
@@ -212,6 +223,30 @@ def test_redispatch_publishes_what_is_due_once(maint: Maintenance, engine: Engin
     _age(engine, "dispatched_at", 61, never[0].id)
     assert redispatcher.redispatch(maint.service, BIG, 2, after)["published"] == 1
     assert maint.published() == [str(never[0].id)]
+
+
+def test_stranded_jobs_are_published_again_at_once_a_busy_backlog_is_not(
+    maint: Maintenance, engine: Engine
+) -> None:
+    store = maint.store
+    waiting = [store.create("alice", new_job(content=str(i)))[0] for i in range(3)]
+    store.take_due_for_dispatch(10)
+    _age(engine, "dispatched_at", 40, *(j.id for j in waiting))  # past STALL_AFTER_S (30 s)
+    done = job_in_state(store, JobState.COMPLETED)  # the worker ran something meanwhile
+    _age(engine, "started_at", 35, done.id)
+    long, stall = timedelta(hours=1), timedelta(seconds=30)
+    assert redispatcher.redispatch(maint.service, BIG, 2, long, stall) == {
+        "published": 0, "stalled": False, "stranded": 0, "more": False
+    }
+    assert maint.published() == []  # a backlog being worked through: left to Pub/Sub
+    _age(engine, "started_at", 600, done.id)  # no: it ran and ended before they were sent
+    _age(engine, "finished_at", 600, done.id)
+    assert redispatcher.redispatch(maint.service, BIG, 2, long, stall) == {
+        "published": 3, "stalled": True, "stranded": 3, "more": False
+    }
+    assert sorted(maint.published()) == sorted(str(j.id) for j in waiting)
+    # Published again just now: the next pass waits another window before doing it again.
+    assert redispatcher.redispatch(maint.service, BIG, 2, long, stall)["published"] == 0
 
 
 def test_a_failed_publish_is_released_for_the_next_pass(
@@ -238,17 +273,21 @@ def _message(job_id: UUID, attempts: int) -> bytes:
     return encode_message(DispatchItem(id=job_id, attempts=attempts))[0]
 
 
-def test_dead_letters_settle_jobs_then_are_acknowledged(
+def test_dead_letters_send_jobs_back_then_are_acknowledged(
     maint: Maintenance, engine: Engine
 ) -> None:
     store = maint.store
     lost, _ = store.create("alice", new_job(content="never delivered"))
+    hopeless, _ = store.create("alice", new_job(content="never delivered for hours"))
+    store.take_due_for_dispatch(10)  # both published
+    _age(engine, "updated_at", 6 * 3600 + 1, hopeless.id)  # due for longer than the budget
     done = job_in_state(store, JobState.COMPLETED)
     running = job_in_state(store, JobState.PROCESSING)
     moved_on = job_in_state(store, JobState.PROCESSING)
     store.retry_later(moved_on.id, moved_on.attempts, "Flaky", "x", delay=timedelta(0))
     for data in (
         _message(lost.id, 0),
+        _message(hopeless.id, 0),
         _message(done.id, 0),
         _message(running.id, 0),
         _message(moved_on.id, 0),  # an old message: the job went on to attempt 1
@@ -256,22 +295,57 @@ def test_dead_letters_settle_jobs_then_are_acknowledged(
     ):
         maint.dead_letter(data)
     result = dead_letters.settle(store, maint.notifier, maint.dead_sub, BIG, 100)
-    assert result == {"settled": 1, "ignored": 3, "poison": 1, "more": False}
-    failed = store.get("alice", lost.id)
+    assert result == {"delivery_failed": 1, "undeliverable": 1, "ignored": 3, "poison": 1,
+                      "more": False}
+    back = store.get("alice", lost.id)  # never ran: not failed, dispatched again later
+    assert back.state is JobState.PENDING and back.attempts == 0 and back.result is None
+    assert back.dispatched_at is None and back.not_before is not None
+    assert [e.reason for e in store.events("alice", lost.id)] == ["created", "delivery-failed"]
+    failed = store.get("alice", hopeless.id)
     assert failed.state is JobState.FAILED and failed.result is not None
-    assert failed.result.error_type == "DeadLettered"
-    assert [e.reason for e in store.events("alice", lost.id)][-1] == "dead-lettered"
+    assert failed.result.error_type == "Undeliverable"
+    assert [e.reason for e in store.events("alice", hopeless.id)][-1] == "undeliverable"
     assert store.get("alice", done.id).state is JobState.COMPLETED
     assert store.get("alice", running.id).state is JobState.PROCESSING
     assert store.get("alice", moved_on.id).state is JobState.PENDING
     assert maint.notifications() == [
-        {"job_id": str(lost.id), "owner": "alice", "state": "FAILED"}
+        {"job_id": str(hopeless.id), "owner": "alice", "state": "FAILED"}
     ]
     # Everything was acknowledged: a second pass finds nothing.
     again = dead_letters.settle(store, maint.notifier, maint.dead_sub, BIG, 100)
-    assert again == {"settled": 0, "ignored": 0, "poison": 0, "more": False}
-    # A dead-lettered job is retryable by its owner.
-    assert store.retry("alice", lost.id).state is JobState.PENDING
+    assert again == {"delivery_failed": 0, "undeliverable": 0, "ignored": 0, "poison": 0,
+                     "more": False}
+    # An undeliverable job is retryable by its owner.
+    assert store.retry("alice", hopeless.id).state is JobState.PENDING
+
+
+def test_a_dead_letter_is_not_acknowledged_while_the_database_is_down(
+    maint: Maintenance, settings: Settings
+) -> None:
+    job, _ = maint.store.create("alice", new_job())
+    maint.store.take_due_for_dispatch(1)
+    maint.dead_letter(_message(job.id, 0))
+    proxy = TcpProxy(*_host_port(settings.database_url or ""))
+    url = _through(settings.database_url or "", proxy.port)
+    cut = maint.settings.model_copy(update={"database_url": url, "db_connect_timeout_s": 2})
+    cut_engine = create_engine_from_settings(cut, pool_size=1, max_overflow=0)
+    try:
+        down = JobStore(cut_engine, cut)
+        proxy.down()
+        with pytest.raises(DatabaseUnavailable):
+            dead_letters.settle(down, maint.notifier, maint.dead_sub, Budget(5), 100)
+        proxy.up()
+        # Not acknowledged but handed back: a pass after the recovery settles it.
+        settled: dict[str, Any] = {"delivery_failed": 0}
+        for _ in range(3):
+            settled = dead_letters.settle(down, maint.notifier, maint.dead_sub, BIG, 100)
+            if settled["delivery_failed"]:
+                break
+        assert settled["delivery_failed"] == 1
+        assert [e.reason for e in maint.store.events("alice", job.id)][-1] == "delivery-failed"
+    finally:
+        cut_engine.dispose()
+        proxy.close()
 
 
 # -- retention --------------------------------------------------------------------------------
@@ -327,7 +401,10 @@ def test_a_pass_reports_a_summary(maint: Maintenance, engine: Engine) -> None:
     steps = summary["steps"]
     assert steps["rescue"]["rescued"] == 1
     assert steps["redispatch"]["published"] == 4  # three new ones and the rescued one
-    assert steps["dead_letters"] == {"settled": 0, "ignored": 0, "poison": 0, "more": False}
+    assert steps["dead_letters"] == {
+        "delivery_failed": 0, "undeliverable": 0, "ignored": 0, "poison": 0, "more": False
+    }
+    assert steps["redispatch"]["stalled"] is False
     assert steps["retention"]["deleted_jobs"] == 0
     queue = summary["queue"]
     assert queue["depth"] == {"PENDING": 4, "PROCESSING": 0}
@@ -347,18 +424,22 @@ def test_only_the_requested_steps_run(maint: Maintenance) -> None:
 def test_two_sweeps_at_once_neither_double_rescue_nor_double_publish(
     maint: Maintenance, engine: Engine
 ) -> None:
+    """The steps themselves are safe side by side (SKIP LOCKED), even without the pass lock:
+    during a deploy an old instance may still run a pass without it."""
     store = maint.store
     new = [store.create("alice", new_job(content=f"n{i}"))[0] for i in range(150)]
     stuck = [job_in_state(store, JobState.PROCESSING, content=f"s{i}") for i in range(150)]
     _expire(engine, *(j.id for j in stuck))
+    after = timedelta(seconds=maint.settings.redispatch_after_s)
+
+    def steps(_: int) -> tuple[int, int]:
+        rescued = rescuer.rescue(store, maint.notifier, BIG, 20)["rescued"]
+        return rescued, redispatcher.redispatch(maint.service, BIG, 20, after)["published"]
+
     with ThreadPoolExecutor(2) as pool:
-        summaries = list(pool.map(
-            lambda _: maint.sweeper.run(SweepRequest(batch_size=20, steps=["rescue",
-                                                                           "redispatch"])),
-            range(2),
-        ))
-    assert sum(s["steps"]["rescue"]["rescued"] for s in summaries) == 150
-    assert sum(s["steps"]["redispatch"]["published"] for s in summaries) == 300
+        results = list(pool.map(steps, range(2)))
+    assert sum(r for r, _ in results) == 150
+    assert sum(p for _, p in results) == 300
     published = Counter(maint.published())
     assert len(published) == 300 and set(published.values()) == {1}
     assert set(published) == {str(j.id) for j in new + stuck}
@@ -368,6 +449,55 @@ def test_two_sweeps_at_once_neither_double_rescue_nor_double_publish(
             "GROUP BY job_id"
         )).all()
     assert len(rescues) == 150 and {n for _, n in rescues} == {1}
+
+
+def test_an_overlapping_pass_is_a_clean_no_op(
+    maint: Maintenance, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job, _ = maint.store.create("alice", new_job())
+    holder = maint.store.sweep_lock()
+    assert holder.acquire() == "held"  # a pass in progress elsewhere
+    try:
+        assert maint.sweeper.run() == {"ok": True, "skipped": "another-pass-running"}
+        assert maint.published() == []  # nothing ran
+    finally:
+        holder.release()
+    assert maint.sweeper.run()["steps"]["redispatch"]["published"] == 1
+    assert maint.published() == [str(job.id)]
+    # Two passes started together: exactly one runs.
+    barrier = threading.Barrier(2)
+
+    def run(_: int) -> dict[str, Any]:
+        barrier.wait()
+        return maint.sweeper.run(SweepRequest(steps=["rescue"]))
+
+    for _ in range(5):
+        with ThreadPoolExecutor(2) as pool:
+            outcomes = list(pool.map(run, range(2)))
+        skipped = [o for o in outcomes if o.get("skipped") == "another-pass-running"]
+        assert all(o["ok"] for o in outcomes) and len(skipped) <= 1
+    capsys.readouterr()
+
+
+def test_a_pass_before_the_migrations_is_skipped_with_one_warning(
+    maint: Maintenance, pg_server: PostgresServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = pg_server.create_database("jobs_unmigrated")
+    bare = maint.settings.model_copy(update={"database_url": pg_server.url(name)})
+    bare_engine = create_engine_from_settings(bare, pool_size=1, max_overflow=0)
+    try:
+        store = JobStore(bare_engine, bare)
+        sweeper = Sweeper(JobService(store, Dispatcher(bare)), maint.notifier, bare)
+        capsys.readouterr()
+        assert sweeper.run() == {"ok": True, "skipped": "schema-missing"}
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [(line["severity"], "migrations" in line["message"]) for line in lines] == [
+            ("WARNING", True)
+        ]
+        assert store.sweep_lock().acquire() == "schema-missing"  # the lock was let go
+    finally:
+        bare_engine.dispose()
+        pg_server.drop_database(name)
 
 
 def test_settings_bound_what_a_request_may_ask(maint: Maintenance) -> None:

@@ -15,6 +15,7 @@ from common.api.auth import issue_dev_token
 from common.settings import load_settings
 from common.store.job_store import JobStore
 from localstack.function_server import FunctionServer
+from localstack.postgres import PostgresServer
 from tests.jobs_helpers import new_job
 from tests.submit_fixtures import SECRET, SubmitHarness, reset_instance_state
 from tests.support.paths import ROOT
@@ -193,3 +194,45 @@ def test_through_a_real_server(sweep_env: SubmitHarness, waiting_job: str) -> No
         server.close()
     assert _published(sweep_env) == [waiting_job]
     assert load_settings().sweep_audience == SWEEP_URL
+
+
+def test_before_the_migrations_a_pass_answers_200_skipped(
+    sweep_env: SubmitHarness, pg_server: PostgresServer, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from functions_framework import create_app
+
+    name = pg_server.create_database("jobs_not_migrated")
+    try:
+        monkeypatch.setenv("DATABASE_URL", pg_server.url(name))
+        reset_instance_state()
+        client = create_app("sweep", str(ROOT / "main.py")).test_client()
+        token = _bearer(sweep_env.google.token(sub="1", aud=SWEEP_URL, email=SCHEDULER))
+        capsys.readouterr()
+        for _ in range(3):  # every scheduled call until the migrations run: the same answer
+            resp = client.post("/", headers=token)
+            assert resp.status_code == 200
+            assert resp.get_json() == {"ok": True, "skipped": "schema-missing"}
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        warnings = [line for line in lines if line["severity"] != "INFO"]
+        assert [w["severity"] for w in warnings] == ["WARNING"] * 3  # one line per call
+    finally:
+        reset_instance_state()
+        pg_server.drop_database(name)
+
+
+def test_an_overlapping_call_answers_200_and_runs_nothing(
+    client: Any, sweep_env: SubmitHarness, store: JobStore, waiting_job: str
+) -> None:
+    token = _bearer(sweep_env.google.token(sub="1", aud=SWEEP_URL, email=SCHEDULER))
+    running = store.sweep_lock()
+    assert running.acquire() == "held"  # a pass that is still going
+    try:
+        resp = client.post("/", headers=token)
+        assert resp.status_code == 200
+        assert resp.get_json() == {"ok": True, "skipped": "another-pass-running"}
+        assert _published(sweep_env) == []
+    finally:
+        running.release()
+    resp = client.post("/", headers=token)
+    assert resp.status_code == 200 and resp.get_json()["steps"]["redispatch"]["published"] == 1

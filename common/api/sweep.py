@@ -4,6 +4,8 @@ Only the scheduler's identity may run a pass: a Google-signed OIDC token for SWE
 (the function's URL) whose verified email is in SWEEP_ALLOWED_INVOKERS, or, where
 SWEEP_ALLOW_DEV_TOKENS is on (local development), a dev HS256 token whose subject is listed.
 No token or a bad one is 401, a good token of anyone else 403; nothing runs for either.
+A pass that overlaps another, or runs before the migrations, is a clean no-op answered 200
+(`"skipped"` says why), so neither shows as a failed scheduler run.
 """
 
 from __future__ import annotations

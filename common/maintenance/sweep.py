@@ -1,9 +1,15 @@
 """One sweep pass: the maintenance steps in order, within a time budget, and a JSON summary.
 
-Rescue runs before re-dispatch so a rescued job is published in the same pass. Each step is
-bounded by the batch size and the budget, idempotent, and safe alongside workers and another
-sweep. A step that fails is reported and the others still run; the caller turns a failed step
+Rescue and dead letters run before re-dispatch, so a job they send back is published in the
+same pass. Each step is bounded by the batch size and the budget, idempotent, and safe alongside
+workers. A step that fails is reported and the others still run; the caller turns a failed step
 into an error status so the scheduler shows the run as failed.
+
+A pass holds an advisory lock for its whole length, so an overlapping call (a slow pass, a
+retried schedule) is a clean no-op rather than a second pass contending for the same rows.
+Before the migrations have run there is nothing to maintain: the pass says so, once, and
+succeeds, instead of failing every step every minute. With the database unreachable no step can
+do anything (and dead letters must stay unacknowledged), so none runs.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from common.settings import Settings
 from common.store.errors import DatabaseUnavailable
 
 Step = Literal["rescue", "redispatch", "dead_letters", "retention"]
-ALL_STEPS: tuple[Step, ...] = ("rescue", "redispatch", "dead_letters", "retention")
+ALL_STEPS: tuple[Step, ...] = ("rescue", "dead_letters", "redispatch", "retention")
 
 
 class SweepRequest(BaseModel):
@@ -46,6 +52,34 @@ class Sweeper:
 
     def run(self, request: SweepRequest | None = None) -> dict[str, Any]:
         request = request or SweepRequest()
+        lock = self.store.sweep_lock()
+        try:
+            state = lock.acquire()
+        except DatabaseUnavailable as exc:
+            return self._unreachable(request, exc)
+        if state == "busy":
+            log("INFO", "sweep skipped: another pass is running")
+            return {"ok": True, "skipped": "another-pass-running"}
+        if state == "schema-missing":
+            log("WARNING", "sweep skipped: the database has no jobs table yet; run the migrations")
+            return {"ok": True, "skipped": "schema-missing"}
+        try:
+            return self._pass(request)
+        finally:
+            lock.release()
+
+    def _unreachable(self, request: SweepRequest, exc: DatabaseUnavailable) -> dict[str, Any]:
+        error = {"error": "database unavailable", "detail": str(exc)}
+        summary = {
+            "ok": False,
+            "steps": {name: dict(error) for name in ALL_STEPS if name in request.steps},
+            "queue": None,
+            "budget_exhausted": False,
+        }
+        log("ERROR", "sweep pass", summary=summary)
+        return summary
+
+    def _pass(self, request: SweepRequest) -> dict[str, Any]:
         s = self.settings
         # A caller may shorten the budget, never stretch it past the configured one.
         budget = Budget(min(request.time_budget_s or s.sweep_time_budget_s,
@@ -54,12 +88,13 @@ class Sweeper:
         work: dict[Step, Callable[[], dict[str, Any]]] = {
             "rescue": lambda: rescuer.rescue(self.store, self.notifier, budget, batch),
             "redispatch": lambda: redispatcher.redispatch(
-                self.service, budget, batch, timedelta(seconds=s.redispatch_after_s)
+                self.service, budget, batch, timedelta(seconds=s.redispatch_after_s),
+                timedelta(seconds=s.stall_after_s),
             ),
             "dead_letters": lambda: dead_letters.settle(
                 self.store, self.notifier,
                 subscription_path(s.google_cloud_project, s.dead_letter_subscription),
-                budget, batch,
+                budget, batch, s,
             ),
             "retention": lambda: retention.prune(self.store, budget, batch, s.retention_days),
         }

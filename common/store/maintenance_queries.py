@@ -11,12 +11,12 @@ from datetime import timedelta
 from typing import Any, NamedTuple
 from uuid import UUID
 
+from common.settings import Settings
 from common.store.base import StoreBase
 from common.store.errors import (
     InvalidInput,
 )
 from common.store.fragments import (
-    COLS,
     J_COLS,
     TERMINAL,
     P,
@@ -26,13 +26,10 @@ from common.store.fragments import (
     lit,
     sources,
     target,
-    to_json,
 )
-from common.store.models import (
-    DispatchItem,
-    Job,
-)
+from common.store.models import DispatchItem
 from common.store.states import JobState, Move
+from common.store.sweep_lock import SweepLock
 
 
 # Outbox bookkeeping, not a state change: guarded by state and attempt like every write.
@@ -115,26 +112,78 @@ res AS (
 )
 SELECT id, state, attempts, owner_id FROM moved"""
 
-# RETURNING shows only the new row; the prior state (PENDING or PROCESSING) comes from the
-# locked row read in the same statement, so the event records where the job came from.
-SQL_DEAD_LETTER = f"""
+# A dead letter for a job still PENDING at the message's attempt, whose dispatch is outstanding
+# (dispatched_at set: an undispatched job is already in the re-dispatch queue, so a second dead
+# letter for the same dispatch is not counted twice). The job never ran that attempt, so this
+# is a delivery failure: back to the re-dispatch queue after a growing, jittered delay; FAILED
+# 'Undeliverable' once it has waited out the budget since it became due. `prior` reads the
+# locked row before the update, so the event records the count and the time it started.
+# Due since: not_before for a backoff, else updated_at (when it last entered PENDING).
+DUE_SINCE = "COALESCE(undelivered_since, not_before, updated_at)"
+SQL_DELIVERY_FAILED = f"""
 WITH prior AS (
-    SELECT id, state FROM jobs WHERE id = :id FOR UPDATE
+    SELECT id, delivery_failures + 1 AS failures, {DUE_SINCE} AS since,
+           {DUE_SINCE} < now() - make_interval(secs => :budget_s) AS exhausted,
+           LEAST(CAST(:cap_s AS float8), :base_s * power(2, LEAST(delivery_failures, 30)))
+               * (0.5 + random() / 2) AS delay_s
+    FROM jobs
+    WHERE id = :id AND state IN {sources(Move.DELIVERY_FAILED)} AND attempts = :attempt
+      AND dispatched_at IS NOT NULL
+    FOR UPDATE
 ), moved AS (
-    UPDATE jobs j SET state = {target(Move.DEAD_LETTER)}, finished_at = now(),
-        lease_expires_at = NULL, dispatched_at = NULL, not_before = NULL, updated_at = now()
+    UPDATE jobs j SET
+        state = CASE WHEN prior.exhausted THEN {target(Move.UNDELIVERABLE)}
+                     ELSE {target(Move.DELIVERY_FAILED)} END,
+        finished_at = CASE WHEN prior.exhausted THEN now() END,
+        not_before = CASE WHEN NOT prior.exhausted
+                          THEN now() + make_interval(secs => prior.delay_s) END,
+        undelivered_since = CASE WHEN NOT prior.exhausted THEN prior.since END,
+        delivery_failures = CASE WHEN prior.exhausted THEN 0 ELSE prior.failures END,
+        dispatched_at = NULL, updated_at = now()
     FROM prior
-    WHERE j.id = prior.id AND j.state IN {sources(Move.DEAD_LETTER)} AND j.attempts <= :attempt
-      AND (j.state = {lit(P)} OR j.lease_expires_at < now())
-    RETURNING {J_COLS}, prior.state AS prior_state
+    WHERE j.id = prior.id AND j.state IN {sources(Move.DELIVERY_FAILED)}
+      AND j.attempts = :attempt AND j.dispatched_at IS NOT NULL
+    RETURNING j.id, j.state, j.attempts, j.owner_id, prior.failures, prior.since, prior.delay_s,
+              prior.exhausted
 ), ev AS (
     INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, details)
-    SELECT id, prior_state, state, 'dead-lettered', attempts, CAST(:details AS jsonb) FROM moved
+    SELECT id, {lit(P)}, state, CASE WHEN exhausted THEN 'undeliverable' ELSE 'delivery-failed' END,
+           attempts,
+           jsonb_build_object('message_id', CAST(:message_id AS text),
+                              'delivery_failures', failures, 'undelivered_since', since)
+           || CASE WHEN exhausted THEN '{{}}'::jsonb
+                   ELSE jsonb_build_object('delay_s', round(CAST(delay_s AS numeric), 3)) END
+    FROM moved
 ), res AS (
     INSERT INTO job_results (job_id, status, error_type, error_message)
-    SELECT id, 'failed', 'DeadLettered', :error_message FROM moved
+    SELECT id, 'failed', 'Undeliverable', :error_message FROM moved WHERE exhausted
 )
-SELECT {COLS} FROM moved"""
+SELECT id, state, owner_id, failures FROM moved"""
+
+# Stranded, not merely waiting: a job published over :stale_s (STALL_AFTER_S) ago, still
+# unclaimed, into a worker that showed no sign of life in the :stale_s after that publish: no
+# job it ran overlaps that window (a finished one that started by its end and finished after
+# its start; a running one that started by its end and has heartbeated since its start, i.e.
+# its lease of :lease_s ends after start + :lease_s). A backlog draining behind a live worker
+# always has such a job; a message sent while the worker or the database was down has none,
+# and Pub/Sub may hold it back (backoff) or dead-letter it long after the worker is back.
+SQL_TAKE_STRANDED = f"""
+WITH picked AS (
+    SELECT id FROM jobs j
+    WHERE state = {lit(P)} AND dispatched_at IS NOT NULL
+      AND dispatched_at < now() - make_interval(secs => :stale_s)
+      AND NOT EXISTS (
+          SELECT 1 FROM jobs t WHERE t.state IN {TERMINAL} AND t.finished_at >= j.dispatched_at
+            AND t.started_at <= j.dispatched_at + make_interval(secs => :stale_s))
+      AND NOT EXISTS (
+          SELECT 1 FROM jobs r WHERE r.state = {lit(R)}
+            AND r.lease_expires_at >= j.dispatched_at + make_interval(secs => :lease_s)
+            AND r.started_at <= j.dispatched_at + make_interval(secs => :stale_s))
+    ORDER BY dispatched_at LIMIT :limit FOR UPDATE OF j SKIP LOCKED
+)
+UPDATE jobs j SET dispatched_at = now()
+WHERE j.id = ANY(ARRAY(SELECT id FROM picked)) AND j.state = {lit(P)}
+RETURNING j.id, j.attempts"""
 
 SQL_PURGE = f"""
 WITH victims AS (
@@ -182,6 +231,13 @@ class Rescued(NamedTuple):
     id: UUID
     state: JobState
     owner_id: str
+
+
+class DeliveryFailure(NamedTuple):
+    id: UUID
+    state: JobState  # PENDING (dispatched again later) or FAILED (undeliverable)
+    owner_id: str
+    failures: int
 
 
 
@@ -234,17 +290,39 @@ class MaintenanceQueries(StoreBase):
         rows = self._rows(SQL_RESCUE, limit=limit)
         return [Rescued(r["id"], JobState(r["state"]), r["owner_id"]) for r in rows]
 
-    def dead_letter(self, job_id: UUID | str, attempt: int, *, message_id: str = "") -> Job | None:
-        """A message that Pub/Sub gave up on: its job ends FAILED ('dead-lettered'), unless it is
-        terminal, running under a live lease, or already past `attempt` (the message is older
-        than the job's current attempt). Returns the job if it was moved."""
-        return self._one_job(
-            SQL_DEAD_LETTER,
+    def delivery_failed(
+        self, job_id: UUID | str, attempt: int, *, message_id: str = "",
+        policy: Settings | None = None,
+    ) -> DeliveryFailure | None:
+        """A message Pub/Sub gave up on, for a job still PENDING at `attempt` with its dispatch
+        outstanding: the job is dispatched again after a growing delay ('delivery-failed'), or
+        ends FAILED 'Undeliverable' past the delivery budget. None (nothing written) if the job
+        is gone, terminal, running, past that attempt, or already back in the dispatch queue.
+        The budget and delays come from `policy` (the caller's settings), else the store's."""
+        s = policy or self._settings
+        rows = self._rows(
+            SQL_DELIVERY_FAILED,
             id=as_uuid(job_id),
             attempt=attempt,
-            details=to_json({"message_id": message_id}),
-            error_message="Pub/Sub could not deliver the job's message; retry the job to run it",
+            message_id=message_id,
+            budget_s=s.delivery_budget_s,
+            base_s=s.delivery_retry_base_s,
+            cap_s=s.delivery_retry_cap_s,
+            error_message="Pub/Sub could not deliver the job's message for "
+            f"{s.delivery_budget_s:g} s; retry the job to run it",
         )
+        if not rows:
+            return None
+        r = rows[0]
+        return DeliveryFailure(r["id"], JobState(r["state"]), r["owner_id"], r["failures"])
+
+    def take_stranded(self, limit: int, stall_after_s: float) -> list[DispatchItem]:
+        """Take up to `limit` PENDING jobs published over `stall_after_s` ago into a worker that
+        showed no sign of life for that long after (see SQL_TAKE_STRANDED), stamping them
+        dispatched as `take_due_for_dispatch` does; `release_dispatch` what fails to publish."""
+        rows = self._rows(SQL_TAKE_STRANDED, limit=limit, stale_s=float(stall_after_s),
+                          lease_s=float(self._settings.lease_seconds))
+        return [DispatchItem(id=r["id"], attempts=r["attempts"]) for r in rows]
 
     def purge_terminal(self, older_than_days: int, *, batch_size: int, max_batches: int) -> int:
         """Delete terminal jobs older than the retention period (events and results cascade),
@@ -258,6 +336,10 @@ class MaintenanceQueries(StoreBase):
             if deleted < batch_size:
                 break
         return total
+
+    def sweep_lock(self) -> SweepLock:
+        """The lock that keeps sweep passes from overlapping (see `sweep_lock`)."""
+        return SweepLock(self._checkout)
 
     def queue_report(self) -> dict[str, Any]:
         """Queue depth by state, the age of the oldest PENDING job, the last hour's finishes."""

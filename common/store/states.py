@@ -36,7 +36,8 @@ class Move(StrEnum):
     CONFIRM_CANCEL = "confirm_cancel"
     RETRY = "retry"
     RESCUE = "rescue"
-    DEAD_LETTER = "dead_letter"
+    DELIVERY_FAILED = "delivery_failed"
+    UNDELIVERABLE = "undeliverable"
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,12 @@ TRANSITIONS: dict[Move, Transition] = {
     Move.RETRY: Transition(frozenset({F}), P, fenced=False),
     # Lease expired: back to PENDING while attempts remain, else FAILED (same statement).
     Move.RESCUE: Transition(frozenset({R}), P, fenced=False),
-    Move.DEAD_LETTER: Transition(frozenset({P, R}), F, fenced=False),
+    # A dead-lettered message for a job that never ran that attempt: Pub/Sub could not deliver
+    # it (our worker or database was down), which is no failure of the job. It waits a growing
+    # delay and is dispatched again; only past the delivery budget does it end FAILED
+    # ('undeliverable'), decided inside the same statement.
+    Move.DELIVERY_FAILED: Transition(frozenset({P}), P, fenced=False),
+    Move.UNDELIVERABLE: Transition(frozenset({P}), F, fenced=False),
 }
 
 

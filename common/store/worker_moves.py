@@ -52,7 +52,8 @@ def _claim_sql(expect_attempts: bool) -> str:
 WITH moved AS (
     UPDATE jobs SET state = {target(Move.CLAIM)}, attempts = attempts + 1,
         lease_expires_at = now() + make_interval(secs => :lease_s),
-        started_at = now(), updated_at = now(), not_before = NULL
+        started_at = now(), updated_at = now(), not_before = NULL,
+        undelivered_since = NULL, delivery_failures = 0
     WHERE id = :id AND state IN {sources(Move.CLAIM)} AND NOT cancel_requested
       AND (not_before IS NULL OR not_before <= now()){guard}
     RETURNING {COLS}
