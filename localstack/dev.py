@@ -1,11 +1,13 @@
 """`make dev`: the whole pipeline on this machine, in the foreground.
 
-PostgreSQL (DATABASE_URL if set, else a server whose data lives under .local/ and survives a
-restart), the migrations to head, the Pub/Sub emulator with production's topics and
+PostgreSQL (DATABASE_URL if set, else a server whose data survives a restart: under .local/, or
+as root where the server's unprivileged user can reach it, see postgres.cluster_home), the
+migrations to head, the Pub/Sub emulator with production's topics and
 subscriptions, `submit`, `process` and `sweep` under functions-framework, and a scheduler that
-calls `sweep` every few seconds with a scheduler token, as Cloud Scheduler does. It prints the
-URLs and a dev token, then every part's output prefixed by its name. Ctrl-C or SIGTERM stops
-everything it started, by pid.
+calls `sweep` every few seconds with a scheduler token, as Cloud Scheduler does. It writes
+.local/dev-client.json (the URLs and the dev secret, mode 0600) so the CLI in another terminal
+finds the stack with no exports, prints the URLs, then every part's output prefixed by its
+name. Ctrl-C or SIGTERM stops everything it started, by pid.
 
     .venv/bin/python -m localstack.dev [--submit-port 8080 --process-port 8081 ...]
 """
@@ -24,6 +26,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from localstack import dev_client
 from localstack.emulator import PubSubEmulator
 from localstack.function_server import FunctionServer
 from localstack.paths import ROOT
@@ -73,8 +76,9 @@ class DevStack:
         path = self.args.data_dir / "dev-secret"
         if not path.exists():
             self.args.data_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(32))
-            path.chmod(0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable
+            with os.fdopen(fd, "w") as fh:                                   # by others
+                fh.write(secrets.token_urlsafe(32))
         return path.read_text().strip()
 
     def start(self) -> None:
@@ -88,7 +92,7 @@ class DevStack:
                                            port=a.pg_port)
             self.database_url = self.postgres.url(self.postgres.ensure_database("jobs"))
             say("postgres", f"embedded server on 127.0.0.1:{a.pg_port}, data in "
-                            f"{a.data_dir / 'postgres'}")
+                            f"{self.postgres.home}")
         migrate(self.database_url)
         say("postgres", "migrations applied (alembic upgrade head)")
         self.emulator = PubSubEmulator(project="local-project", port=a.emulator_port).start()
@@ -120,6 +124,13 @@ class DevStack:
         say("pubsub", f"topics {topology.jobs_topic}, {topology.dead_letter_topic}, "
                       f"{topology.results_topic}; push subscription -> {process_url}")
         threading.Thread(target=self._scheduler, daemon=True, name="scheduler").start()
+        dev_client.write(self.client_file, dev_client.DevClient(
+            submit_url=f"http://127.0.0.1:{a.submit_port}",
+            sweep_url=f"http://127.0.0.1:{a.sweep_port}", secret=self.secret))
+
+    @property
+    def client_file(self) -> Path:
+        return Path(self.args.data_dir) / dev_client.FILE_NAME
 
     def _scheduler(self) -> None:
         from common.api.auth import issue_dev_token
@@ -147,10 +158,7 @@ class DevStack:
             ))
 
     def banner(self) -> None:
-        from common.api.auth import issue_dev_token
-
         a = self.args
-        token = issue_dev_token(self.secret, "dev", ttl_s=86400)
         pids = [s.pid for s in self.servers]
         if self.emulator is not None and self.emulator.pid:
             pids.append(self.emulator.pid)
@@ -163,12 +171,12 @@ class DevStack:
             f"  pubsub   {self.emulator.host if self.emulator else '-'}",
             f"  postgres {self.database_url}",
             "",
-            "A token for user 'dev' (24 h), and the secret that signs tokens:",
-            f"  export JOBS_TOKEN={token}",
-            f"  export AUTH_HS256_SECRET={self.secret}",
-            "Then:",
+            f"The CLI finds this stack by itself: {self.client_file} (mode 0600) holds the URLs",
+            "and the secret that signs dev tokens. In another terminal, with no exports:",
             '  python main.py submit --preset text-stats --content "Hello there." --wait',
-            f"  curl -H \"Authorization: Bearer $JOBS_TOKEN\" http://127.0.0.1:{a.submit_port}/jobs",
+            "  python main.py list",
+            f'  curl -H "Authorization: Bearer $(python main.py token dev)" '
+            f"http://127.0.0.1:{a.submit_port}/jobs",
             "",
             "pids " + " ".join(str(p) for p in pids),
             "ready",
