@@ -237,7 +237,8 @@ def run(argv: list[str]) -> int:
         body = {"steps": args.steps} if args.steps else None
         from cli_render import pretty
 
-        print(pretty(_client(url, token).call("POST", "/", body)))
+        summary = _client(url, token).call("POST", "/", body)
+        _emit(summary, as_json, lambda: pretty(summary))
         return 0
     url, token = endpoint(args.url, args.token, file_url="submit_url", default_url=DEFAULT_URL,
                           subject=os.environ.get("JOBS_USER", "dev"))

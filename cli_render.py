@@ -161,8 +161,19 @@ def state_change(job: JobView, elapsed_s: float, paint: Paint) -> str:
     return line
 
 
-def pretty(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+def pretty(value: Any, width: int = 88, indent: int = 0) -> str:
+    """Indented JSON, except that a list or object that fits on one line stays on one line:
+    a result's small records read as rows rather than as a column of braces."""
+    flat = json.dumps(value, sort_keys=True, ensure_ascii=False)
+    if indent + len(flat) <= width or not isinstance(value, dict | list) or not value:
+        return flat
+    pad = " " * (indent + 2)
+    if isinstance(value, dict):
+        items = [f"{pad}{json.dumps(k, ensure_ascii=False)}: "
+                 f"{pretty(v, width, indent + 2).lstrip()}" for k, v in sorted(value.items())]
+        return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
+    items = [pad + pretty(v, width, indent + 2).lstrip() for v in value]
+    return "[\n" + ",\n".join(items) + "\n" + " " * indent + "]"
 
 
 def _clock(at: datetime, seconds: bool = False) -> str:

@@ -171,8 +171,8 @@ class DevStack:
             f"  pubsub   {self.emulator.host if self.emulator else '-'}",
             f"  postgres {self.database_url}",
             "",
-            f"The CLI finds this stack by itself: {self.client_file} (mode 0600) holds the URLs",
-            "and the secret that signs dev tokens. In another terminal, with no exports:",
+            "The CLI finds this stack with no exports: it reads the URLs and the secret that",
+            f"signs dev tokens from {self.client_file} (mode 0600). In another terminal:",
             '  python main.py submit --preset text-stats --content "Hello there." --wait',
             "  python main.py list",
             f'  curl -H "Authorization: Bearer $(python main.py token dev)" '
