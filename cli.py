@@ -91,7 +91,8 @@ def _client(url: str, token: Callable[[], str]) -> JobsClient:
     from common.api.client import InvalidUrl, JobsClient
 
     try:
-        return JobsClient(url, token)
+        # A person is waiting: give up on a stopped stack within a second or so.
+        return JobsClient(url, token, retries=2, backoff_s=0.25)
     except InvalidUrl as exc:
         raise CliError(str(exc)) from None
 

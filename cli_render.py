@@ -39,7 +39,7 @@ class Paint:
         return cls(stream.isatty() and not env.get("NO_COLOR"))
 
     def code(self, text: str, sgr: str) -> str:
-        return f"\033[{sgr}m{text}\033[0m" if self.colour and sgr else text
+        return f"\033[{sgr}m{text}\033[0m" if self.colour and sgr and text else text
 
     def state(self, state: JobState | str, width: int = 0) -> str:
         """The state padded to `width` before colouring, so columns stay aligned."""

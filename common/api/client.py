@@ -80,7 +80,8 @@ class ApiError(ClientError):
 
 
 class BadRequest(ApiError):
-    """400, 413, 415, 422: the request itself is wrong; sending it again will not help."""
+    """400, 413, 415, 422, or refused before sending (what NewJob refuses): the request itself
+    is wrong, and sending it again will not help."""
 
 
 class Unauthorized(ApiError):
@@ -212,7 +213,6 @@ class JobsClient:
         except ValidationError as exc:
             raise BadRequest(
                 422, "Invalid request", PROBLEM_BASE + "validation-error",
-                "refused before sending",
                 invalid_params=[{"name": ".".join(str(p) for p in e["loc"]) or "body",
                                  "reason": e["msg"]} for e in exc.errors()],
             ) from None
