@@ -321,3 +321,17 @@ def test_retry_after_accepts_seconds_and_dates() -> None:
     assert parse_retry_after("Thu, 26 Nov 2026 12:00:30 GMT", now) == 30.0
     assert parse_retry_after("Thu, 26 Nov 2026 11:00:00 GMT", now) == 0.0
     assert parse_retry_after("soon", now) is None and parse_retry_after(None) is None
+
+
+def test_importing_the_client_stays_light() -> None:
+    """A calling service pays for pydantic and the models, not the server's database or web
+    stacks."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, common.api.client; print(sorted(m for m in ('sqlalchemy', 'pg8000', "
+             "'werkzeug', 'flask', 'jwt', 'google.auth', 'google.cloud.pubsub') "
+             "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                         text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
