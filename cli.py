@@ -251,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return run(sys.argv[1:] if argv is None else argv)
+    except BrokenPipeError:  # `… | head` stopped reading: exit quietly, as `cat` would
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush cannot fail
+        return 141
     except Unreachable as err:
         sys.stderr.write(f"error: {err}\n")
         return 2

@@ -61,6 +61,11 @@ def age(seconds: float) -> str:
     return f"{s}s"
 
 
+def duration(seconds: float) -> str:
+    """4 ms, 1.2 s: a run time, in the unit that shows it."""
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]], paint: Paint,
           colour_column: int | None = None) -> str:
     """Columns as wide as their widest cell; the state column coloured after padding."""
@@ -97,7 +102,7 @@ def job_summary(job: JobView, now: datetime, paint: Paint) -> str:
     if job.not_before and not job.state.terminal and job.not_before > now:
         lines.append(("next try", f"in {age((job.not_before - now).total_seconds())}"))
     if job.started_at and job.finished_at:
-        lines.append(("ran", f"{(job.finished_at - job.started_at).total_seconds():.1f} s"))
+        lines.append(("ran", duration((job.finished_at - job.started_at).total_seconds())))
     if job.metadata:
         lines.append(("metadata", json.dumps(job.metadata, sort_keys=True)))
     out = [f"{paint.dim(k.ljust(8))}  {v}" for k, v in lines]

@@ -179,6 +179,12 @@ def test_people_get_tables_and_scripts_get_json(server: str, tmp_path: Path) -> 
     assert lines[-1] == "1 job"
     _, forced = _in_pty("--json", "list", **where)
     assert json.loads(forced)["jobs"][0]["id"] == job["id"]
+    reader, writer = os.pipe()
+    os.close(reader)  # a reader that has stopped, as `| head -1` does
+    closed = subprocess.run([sys.executable, "main.py", "list"], cwd=ROOT, env=_env(**where),
+                            stdout=writer, stderr=subprocess.PIPE, text=True, timeout=60)
+    os.close(writer)
+    assert closed.returncode == 141 and closed.stderr == ""
 
     _, shown = _in_pty("cancel", job["id"], NO_COLOR="1", **where)
     assert [line.split()[0] for line in shown.splitlines()[:4]] == ["job", "state", "preset",
@@ -221,6 +227,7 @@ def test_the_renderer_colours_only_a_terminal_and_pretty_prints_results() -> Non
         "duration_ms": 12, "created_at": now}})
     text = r.job_summary(done, now, r.Paint(False))
     assert "created   3m ago (2026-11-26 11:57:00 UTC)" in text and "ran       1.0 s" in text
+    assert r.duration(0.0042) == "4 ms"
     assert text.splitlines()[-2:] == ["result    succeeded in 12 ms",
                                       '  {"top_terms": ["hello"], "words": 4}']
     assert r.pretty({"words": 4, "top_terms": ["hello"]}, width=20).splitlines() == [
