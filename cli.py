@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -110,14 +109,19 @@ def _emit(value: Any, as_json: bool, human: Callable[[], str]) -> None:
 
 
 def _wait(api: JobsClient, job_id: str, timeout_s: float) -> Any:
-    """Wait for the job to end, showing each state it passes through on stderr."""
+    """Wait for the job to end, showing on stderr every state it passed through: each change
+    that polling sees fetches the audit trail, so a change between two polls is shown too."""
     from cli_render import Paint, state_change
     from common.api.client import WaitTimeout
 
-    paint, started = Paint.for_stream(sys.stderr), time.monotonic()
+    paint, shown = Paint.for_stream(sys.stderr), 0
 
     def show(job: Any) -> None:
-        sys.stderr.write(state_change(job, time.monotonic() - started, paint) + "\n")
+        nonlocal shown
+        events = api.events(job.id)
+        for event in events[shown:]:
+            sys.stderr.write(state_change(event, job.created_at, paint) + "\n")
+        shown = len(events)
         sys.stderr.flush()
 
     try:

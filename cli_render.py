@@ -156,14 +156,11 @@ def stats_summary(stats: Stats, paint: Paint) -> str:
     return "\n".join(lines)
 
 
-def state_change(job: JobView, elapsed_s: float, paint: Paint) -> str:
-    """One line of `submit --wait`'s progress."""
-    line = f"{elapsed_s:6.1f} s  {paint.state(job.state)}"
-    if job.state == JobState.PENDING and job.attempts:
-        line += paint.dim(f"  (attempt {job.attempts} ended; retrying)")
-    elif job.state == JobState.PROCESSING:
-        line += paint.dim(f"  (attempt {job.attempts} of {job.max_attempts})")
-    return line
+def state_change(event: JobEvent, since: datetime, paint: Paint) -> str:
+    """One line of `submit --wait`'s progress: when after `since`, the state, and why."""
+    why = event.reason + (f", attempt {event.attempt}" if event.attempt else "")
+    return (f"{(event.at - since).total_seconds():6.1f} s  "
+            f"{paint.state(event.to_state, 10)}  {paint.dim(why)}").rstrip()
 
 
 def pretty(value: Any, width: int = 88, indent: int = 0) -> str:

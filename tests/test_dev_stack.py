@@ -145,8 +145,9 @@ def test_make_dev_runs_the_pipeline_and_stops_cleanly(data_dir: Path) -> None:
         assert done.returncode == 0, done.stderr
         job = json.loads(done.stdout)
         assert job["state"] == "COMPLETED" and job["result"]["output"]["words"] == 2
-        progress = [line.split()[-1] for line in done.stderr.splitlines()]
-        assert progress[0] == "PENDING" and progress[-1] == "COMPLETED", done.stderr
+        progress = [line.split()[2:] for line in done.stderr.splitlines()]
+        assert progress == [["PENDING", "created"], ["PROCESSING", "claimed,", "attempt", "1"],
+                            ["COMPLETED", "completed,", "attempt", "1"]], done.stderr
         listed = json.loads(dev.cli("list", "--state", "COMPLETED").stdout)
         assert len(listed["jobs"]) == 4
         events = json.loads(dev.cli("events", job["id"]).stdout)["events"]
