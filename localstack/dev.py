@@ -15,14 +15,13 @@ name. Ctrl-C or SIGTERM stops everything it started, by pid.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import secrets
 import signal
 import sys
 import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +78,7 @@ class DevStack:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable
             with os.fdopen(fd, "w") as fh:                                   # by others
                 fh.write(secrets.token_urlsafe(32))
-        return path.read_text().strip()
+        return str(path.read_text()).strip()
 
     def start(self) -> None:
         a = self.args
@@ -118,7 +117,7 @@ class DevStack:
                                     ("sweep", a.sweep_port, "/")):
             self.servers.append(FunctionServer(
                 target, ROOT / "main.py", self.env, probe=probe, port=port,
-                on_line=lambda line, t=target: say(t, line),
+                on_line=functools.partial(say, target),
             ))
         topology.create(process_url)
         say("pubsub", f"topics {topology.jobs_topic}, {topology.dead_letter_topic}, "
@@ -133,20 +132,21 @@ class DevStack:
         return Path(self.args.data_dir) / dev_client.FILE_NAME
 
     def _scheduler(self) -> None:
+        """Cloud Scheduler's part: POST / to sweep with a fresh scheduler token, through the
+        project's one HTTP client. No retries: the next tick is the retry."""
         from common.api.auth import issue_dev_token
+        from common.api.client import ApiError, JobsClient, Unreachable
 
-        url = f"http://127.0.0.1:{self.args.sweep_port}/"
+        sweep = JobsClient(f"http://127.0.0.1:{self.args.sweep_port}",
+                           lambda: issue_dev_token(self.secret, SCHEDULER, ttl_s=300),
+                           retries=0, timeout_s=60)
         while not self.stopping.wait(self.args.sweep_every):
-            token = issue_dev_token(self.secret, SCHEDULER, ttl_s=300)
-            req = urllib.request.Request(url, data=b"", method="POST",
-                                         headers={"Authorization": f"Bearer {token}"})
             try:
-                with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 - our URL
-                    summary = json.loads(resp.read())
-            except urllib.error.HTTPError as err:
-                say("schedule", f"sweep answered {err.code}")
+                summary = sweep.call("POST", "/")
+            except ApiError as err:
+                say("schedule", f"sweep answered {err.status}: {err}")
                 continue
-            except OSError as err:
+            except Unreachable as err:
                 say("schedule", f"sweep unreachable: {err}")
                 continue
             steps, queue = summary["steps"], summary["queue"]
