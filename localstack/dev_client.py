@@ -57,7 +57,7 @@ def read(path: Path | None = None) -> DevClient | None:
     path = path or default_path()
     try:
         info = path.stat()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     if stat.S_IMODE(info.st_mode) & 0o077:
         raise DevClientFileError(f"{path} is readable by others; run: chmod 600 {path}")

@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,8 +28,8 @@ from tests.submit_fixtures import SECRET, SubmitHarness
 
 SETTINGS_VARS = ("AUTH_HS256_SECRET", "JOBS_TOKEN", "DATABASE_URL", "JOBS_API_URL", "JOBS_USER",
                  "JOBS_SWEEP_URL", "JOBS_SWEEP_TOKEN", "NO_COLOR")
-# No test may pick up a dev-client file from this checkout's own .local/.
-NOWHERE = tempfile.mkdtemp(prefix="jobs-cli-nowhere-")
+# No test may pick up a dev-client file from this checkout's own .local/: a folder never made.
+NOWHERE = str(Path(tempfile.gettempdir()) / f"jobs-cli-nowhere-{uuid.uuid4().hex}")
 LOCAL_SECRET = "local-secret-of-a-decent-length-0123"
 ENV_SECRET = "from-the-environment-also-long-enough"
 
