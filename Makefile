@@ -44,8 +44,9 @@ bench: install
 	-SCHEMATHESIS_EXAMPLES=300 $(BIN)/python -m pytest -q -s tests/test_openapi_contract.py
 	$(BIN)/python -m bench.report
 
-# The whole pipeline locally, in the foreground (see localstack/dev.py); Ctrl-C stops it.
-dev: install
+# The whole pipeline locally, in the foreground (see localstack/dev.py); Ctrl-C stops it. It
+# needs only the runtime and dev requirements, not the tools virtualenv (checkov).
+dev: $(STAMP)
 	$(BIN)/python -m localstack.dev
 
 clean:

@@ -1,15 +1,18 @@
-"""The command line: `python main.py <command>`. It talks to the HTTP API like any other client
-(URL and token from flags or the environment); only `migrate` touches the database directly.
+"""The command line: `python main.py <command>`. It talks to the HTTP API through the project's
+one HTTP client (common/api/client.py), like any other caller; only `migrate` touches the
+database directly.
 
-    python main.py token alice                       # a dev HS256 token (needs the secret)
     python main.py submit --preset text-stats --content "Hello there." --wait
     python main.py get ID | list --state FAILED | events ID | cancel ID | retry ID | stats
+    python main.py token alice                       # a dev HS256 token
     python main.py sweep                             # one maintenance pass, as the scheduler
     python main.py migrate                           # alembic upgrade head
 
-Environment: JOBS_API_URL (default http://127.0.0.1:8080), JOBS_TOKEN, JOBS_SWEEP_URL (default
-http://127.0.0.1:8082), JOBS_SWEEP_TOKEN, AUTH_HS256_SECRET (for `token`, and to mint tokens
-when none is given). Errors print the problem's title and exit 1; an unreachable API exits 2.
+Where it finds the API, first match wins: the flags (--url, --token), the variables
+(JOBS_API_URL, JOBS_TOKEN; AUTH_HS256_SECRET to mint a token for JOBS_USER, default `dev`), and
+last the file `make dev` writes (.local/dev-client.json), which is used only for a loopback URL.
+On a terminal it prints tables and summaries; otherwise, or with --json, the API's JSON.
+Errors are one line; an API error exits 1, an API that cannot be reached exits 2.
 """
 
 from __future__ import annotations
@@ -18,14 +21,17 @@ import argparse
 import json
 import os
 import sys
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from typing import Any
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
+if TYPE_CHECKING:
+    from common.api.client import JobsClient
+    from localstack.dev_client import DevClient
+
 SCHEDULER_SUBJECT = "local-scheduler"
+DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_SWEEP_URL = "http://127.0.0.1:8082"
 
 
 class CliError(Exception):
@@ -34,68 +40,128 @@ class CliError(Exception):
         self.code = code
 
 
-def _mint(subject: str, ttl_s: int = 3600) -> str:
-    """A dev token signed with AUTH_HS256_SECRET (`make dev` prints it)."""
-    secret = os.environ.get("AUTH_HS256_SECRET")
+# -- where the API is, and who we are ---------------------------------------------------------
+
+
+def _dev_file(url: str | None) -> DevClient | None:
+    """make dev's client file, if there is one and it may serve `url` (None: no URL was
+    given). Never for a URL off this machine, and never in a deployed source tree."""
+    try:
+        from localstack.dev_client import DevClientFileError, is_loopback, read
+    except ImportError:
+        return None
+    if url is not None and not is_loopback(url):
+        return None
+    try:
+        dev = read()
+    except DevClientFileError as exc:
+        raise CliError(str(exc)) from None
+    if dev is None or not (is_loopback(dev.submit_url) and is_loopback(dev.sweep_url)):
+        return None
+    return dev
+
+
+def _mint(secret: str | None, subject: str, ttl_s: int = 3600) -> str:
+    """A dev token signed with the dev secret (AUTH_HS256_SECRET or make dev's file)."""
     if not secret:
-        raise CliError("no token: pass --token, set JOBS_TOKEN, or set AUTH_HS256_SECRET")
+        raise CliError("no token: pass --token, set JOBS_TOKEN or AUTH_HS256_SECRET, "
+                       "or start `make dev` (it writes .local/dev-client.json)")
     from common.api.auth import issue_dev_token
 
     return issue_dev_token(secret, subject, ttl_s=ttl_s)
 
 
-def _call(base: str, token: str | None, method: str, path: str, body: Any = None) -> Any:
-    if urllib.parse.urlsplit(base).scheme not in ("http", "https"):
-        raise CliError(f"not an http(s) URL: {base}")
-    data = json.dumps(body).encode() if body is not None else None
-    # The scheme was checked just above: only http(s) is ever opened.
-    req = urllib.request.Request(base.rstrip("/") + path, data=data, method=method)  # noqa: S310
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
+def endpoint(
+    url: str | None, token: str | None, *, file_url: str, default_url: str, subject: str
+) -> tuple[str, Callable[[], str]]:
+    """The URL and a token source, from flags or variables (already in `url` and `token`),
+    else from make dev's file. The file's secret never signs a token for a non-loopback URL."""
+    dev = _dev_file(url) if url is None or token is None else None
+    url = url or (getattr(dev, file_url) if dev is not None else default_url)
     if token:
-        req.add_header("Authorization", f"Bearer {token}")
+        fixed = token
+        return url, lambda: fixed
+    secret = os.environ.get("AUTH_HS256_SECRET") or (dev.secret if dev is not None else None)
+    minted = _mint(secret, subject)  # once: it lasts an hour, far longer than a command
+    return url, lambda: minted
+
+
+def _client(url: str, token: Callable[[], str]) -> JobsClient:
+    from common.api.client import InvalidUrl, JobsClient
+
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
-            raw = resp.read()
-    except urllib.error.HTTPError as err:
-        raw = err.read()
-        try:
-            problem = json.loads(raw)
-        except ValueError:
-            raise CliError(f"HTTP {err.code}") from None
-        detail = problem.get("detail") or ", ".join(
-            f"{p['name']}: {p['reason']}" for p in problem.get("invalid_params") or []
-        )
-        title = problem.get("title", "error")
-        raise CliError(title + (f": {detail}" if detail else "")) from None
-    except (urllib.error.URLError, OSError) as err:
-        raise CliError(f"cannot reach {base}: {getattr(err, 'reason', err)}", code=2) from None
-    return json.loads(raw) if raw else None
+        # A person is waiting: give up on a stopped stack within a second or so.
+        return JobsClient(url, token, retries=2, backoff_s=0.25)
+    except InvalidUrl as exc:
+        raise CliError(str(exc)) from None
 
 
-def _print(value: Any) -> None:
-    print(json.dumps(value, indent=2, sort_keys=True))
+# -- commands ---------------------------------------------------------------------------------
 
 
-def _wait(api: Any, job_id: str, timeout_s: float) -> Any:
-    """Poll until the job ends, showing each state it passes through on stderr."""
-    started, last, spin = time.monotonic(), None, 0
-    while True:
-        job = api("GET", f"/jobs/{job_id}")
-        if job["state"] != last:
-            sys.stderr.write(("\n" if last else "") + f"{job['state']:<10}")
-            last = job["state"]
-        else:
-            sys.stderr.write("." if spin % 10 == 0 else "")
-        spin += 1
+def _emit(value: Any, as_json: bool, human: Callable[[], str]) -> None:
+    if as_json:
+        if hasattr(value, "model_dump"):
+            value = value.model_dump(mode="json")
+        print(json.dumps(value, indent=2, sort_keys=True))
+    else:
+        print(human())
+
+
+def _wait(api: JobsClient, job_id: str, timeout_s: float) -> Any:
+    """Wait for the job to end, showing on stderr every state it passed through: each change
+    that polling sees fetches the audit trail, so a change between two polls is shown too."""
+    from cli_render import Paint, state_change
+    from common.api.client import WaitTimeout
+
+    paint, shown = Paint.for_stream(sys.stderr), 0
+
+    def show(job: Any) -> None:
+        nonlocal shown
+        events = api.events(job.id)
+        for event in events[shown:]:
+            sys.stderr.write(state_change(event, job.created_at, paint) + "\n")
+        shown = len(events)
         sys.stderr.flush()
-        if job["state"] in TERMINAL:
-            sys.stderr.write(f"  ({time.monotonic() - started:.1f} s)\n")
-            return job
-        if time.monotonic() - started > timeout_s:
-            sys.stderr.write("\n")
-            raise CliError(f"still {job['state']} after {timeout_s:g} s")
-        time.sleep(0.1)
+
+    try:
+        return api.wait(job_id, timeout_s, poll_s=0.1, on_change=show)
+    except WaitTimeout as exc:
+        raise CliError(str(exc)) from None
+
+
+def _jobs_command(args: argparse.Namespace, api: JobsClient, as_json: bool) -> int:
+    import cli_render as r
+
+    paint, now = r.Paint.for_stream(sys.stdout), datetime.now(UTC)
+    if args.command == "submit":
+        metadata = None
+        if args.metadata:
+            try:
+                metadata = json.loads(args.metadata)
+            except ValueError:
+                raise CliError("--metadata is not valid JSON") from None
+        job = api.submit(args.preset, args.content, metadata=metadata,
+                         max_attempts=args.max_attempts, idempotency_key=args.idempotency_key)
+        if args.wait:
+            job = _wait(api, str(job.id), args.timeout)
+        _emit(job, as_json, lambda: r.job_summary(job, datetime.now(UTC), paint))
+        return 0 if not args.wait or job.state == "COMPLETED" else 1
+    if args.command == "list":
+        page = api.page(state=args.state, limit=args.limit, cursor=args.cursor)
+        _emit(page, as_json, lambda: r.job_table(page.jobs, page.next_cursor, now, paint))
+    elif args.command == "events":
+        events = api.events(args.id)
+        _emit({"events": [e.model_dump(mode="json") for e in events]}, as_json,
+              lambda: r.timeline(events, paint))
+    elif args.command == "stats":
+        stats = api.stats()
+        _emit(stats, as_json, lambda: r.stats_summary(stats, paint))
+    else:
+        action = {"get": api.get, "cancel": api.cancel, "retry": api.retry}[args.command]
+        job = action(args.id)
+        _emit(job, as_json, lambda: r.job_summary(job, now, paint))
+    return 0
 
 
 def _migrate() -> None:
@@ -123,9 +189,12 @@ def _migrate() -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python main.py", description="Drive the jobs pipeline.")
-    p.add_argument("--url", default=os.environ.get("JOBS_API_URL", "http://127.0.0.1:8080"))
+    p = argparse.ArgumentParser(prog="python main.py", description="Drive the jobs pipeline.",
+                                epilog="Without a terminal, output is JSON (as with --json).")
+    p.add_argument("--url", default=os.environ.get("JOBS_API_URL"),
+                   help=f"the submit API (JOBS_API_URL; make dev's, else {DEFAULT_URL})")
     p.add_argument("--token", default=os.environ.get("JOBS_TOKEN"))
+    p.add_argument("--json", action="store_true", help="print the API's JSON")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("token", help="print a dev HS256 token for USER")
     t.add_argument("user")
@@ -135,21 +204,22 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--content", required=True)
     s.add_argument("--metadata", help="JSON object; a preset's options go under 'options'")
     s.add_argument("--max-attempts", type=int)
-    s.add_argument("--idempotency-key")
-    s.add_argument("--wait", action="store_true", help="wait until the job ends")
+    s.add_argument("--idempotency-key", help="default: a new one for this call")
+    s.add_argument("--wait", action="store_true", help="show its states until it ends; "
+                   "exit 1 unless COMPLETED")
     s.add_argument("--timeout", type=float, default=300)
-    for name, text in (("get", "show a job"), ("events", "a job's audit trail"),
+    for name, text in (("get", "show a job"), ("events", "a job's audit trail, as a timeline"),
                        ("cancel", "cancel a job"), ("retry", "retry a FAILED job")):
         sub.add_parser(name, help=text).add_argument("id")
     ls = sub.add_parser("list", help="your jobs, newest first")
     ls.add_argument("--state")
     ls.add_argument("--limit", type=int, default=20)
-    sub.add_parser("stats", help="queue depth per state, oldest pending, recent throughput")
+    ls.add_argument("--cursor", help="the next page, as the previous one named it")
+    sub.add_parser("stats", help="your jobs per state, oldest pending, recent throughput")
     sub.add_parser("migrate", help="alembic upgrade head (DATABASE_URL or Cloud SQL); then "
                    "GRANT jobs_app to the users in DB_APP_USERS (comma-separated)")
     sw = sub.add_parser("sweep", help="run one maintenance pass")
-    sw.add_argument("--sweep-url", default=os.environ.get("JOBS_SWEEP_URL",
-                                                          "http://127.0.0.1:8082"))
+    sw.add_argument("--sweep-url", default=os.environ.get("JOBS_SWEEP_URL"))
     sw.add_argument("--sweep-token", default=os.environ.get("JOBS_SWEEP_TOKEN"))
     sw.add_argument("--steps", nargs="*", help="rescue redispatch dead_letters retention")
     return p
@@ -157,58 +227,41 @@ def parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str]) -> int:
     args = parser().parse_args(argv)
+    as_json = args.json or not sys.stdout.isatty()
     if args.command == "token":
-        print(_mint(args.user, args.ttl))
+        dev = None if os.environ.get("AUTH_HS256_SECRET") else _dev_file(None)
+        print(_mint(os.environ.get("AUTH_HS256_SECRET") or (dev.secret if dev else None),
+                    args.user, args.ttl))
         return 0
     if args.command == "migrate":
         _migrate()
         return 0
     if args.command == "sweep":
-        token = args.sweep_token or _mint(SCHEDULER_SUBJECT)
+        url, token = endpoint(args.sweep_url, args.sweep_token, file_url="sweep_url",
+                              default_url=DEFAULT_SWEEP_URL, subject=SCHEDULER_SUBJECT)
         body = {"steps": args.steps} if args.steps else None
-        _print(_call(args.sweep_url, token, "POST", "/", body))
-        return 0
-    token = args.token or _mint(os.environ.get("JOBS_USER", "dev"))
+        from cli_render import pretty
 
-    def api(method: str, path: str, body: Any = None) -> Any:
-        return _call(args.url, token, method, path, body)
-
-    if args.command == "submit":
-        body: dict[str, Any] = {"preset": args.preset, "content": args.content}
-        if args.metadata:
-            try:
-                body["metadata"] = json.loads(args.metadata)
-            except ValueError:
-                raise CliError("--metadata is not valid JSON") from None
-        if args.max_attempts:
-            body["max_attempts"] = args.max_attempts
-        if args.idempotency_key:
-            body["idempotency_key"] = args.idempotency_key
-        job = api("POST", "/jobs", body)
-        if args.wait:
-            job = _wait(api, job["id"], args.timeout)
-        _print(job)
-        return 0 if not args.wait or job["state"] == "COMPLETED" else 1
-    if args.command == "list":
-        query = {"limit": str(args.limit), **({"state": args.state} if args.state else {})}
-        _print(api("GET", "/jobs?" + urllib.parse.urlencode(query)))
+        summary = _client(url, token).call("POST", "/", body)
+        _emit(summary, as_json, lambda: pretty(summary))
         return 0
-    paths = {
-        "get": ("GET", "/jobs/{id}"),
-        "events": ("GET", "/jobs/{id}/events"),
-        "cancel": ("POST", "/jobs/{id}/cancel"),
-        "retry": ("POST", "/jobs/{id}/retry"),
-        "stats": ("GET", "/stats"),
-    }
-    method, path = paths[args.command]
-    job_id = urllib.parse.quote(getattr(args, "id", ""), safe="")
-    _print(api(method, path.format(id=job_id), {} if method == "POST" else None))
-    return 0
+    url, token = endpoint(args.url, args.token, file_url="submit_url", default_url=DEFAULT_URL,
+                          subject=os.environ.get("JOBS_USER", "dev"))
+    return _jobs_command(args, _client(url, token), as_json)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from common.api.client import ClientError, Unreachable
+
     try:
         return run(sys.argv[1:] if argv is None else argv)
-    except CliError as err:
+    except BrokenPipeError:  # `… | head` stopped reading: exit quietly, as `cat` would
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush cannot fail
+        return 141
+    except Unreachable as err:
         sys.stderr.write(f"error: {err}\n")
-        return err.code
+        return 2
+    except (CliError, ClientError) as err:
+        sys.stderr.write(f"error: {err}\n")
+        return err.code if isinstance(err, CliError) else 1

@@ -22,9 +22,23 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+def _in_checkout_venv() -> None:
+    """Run the CLI with the checkout's .venv (made by `make dev` or `make install`) when there
+    is one and this is another interpreter, so a plain `python main.py` finds its packages."""
+    import os
+    import sys
+    from pathlib import Path
+
+    venv = Path(__file__).resolve().parent / ".venv"
+    python = venv / "bin" / "python"
+    if python.exists() and Path(sys.prefix).resolve() != venv.resolve():
+        os.execv(python, [str(python), os.path.abspath(__file__), *sys.argv[1:]])  # noqa: S606
+
+
 if __name__ == "__main__":
     import sys
 
+    _in_checkout_venv()
     from cli import main
 
     sys.exit(main())

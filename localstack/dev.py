@@ -1,11 +1,13 @@
 """`make dev`: the whole pipeline on this machine, in the foreground.
 
-PostgreSQL (DATABASE_URL if set, else a server whose data lives under .local/ and survives a
-restart), the migrations to head, the Pub/Sub emulator with production's topics and
+PostgreSQL (DATABASE_URL if set, else a server whose data survives a restart: under .local/, or
+as root where the server's unprivileged user can reach it, see postgres.cluster_home), the
+migrations to head, the Pub/Sub emulator with production's topics and
 subscriptions, `submit`, `process` and `sweep` under functions-framework, and a scheduler that
-calls `sweep` every few seconds with a scheduler token, as Cloud Scheduler does. It prints the
-URLs and a dev token, then every part's output prefixed by its name. Ctrl-C or SIGTERM stops
-everything it started, by pid.
+calls `sweep` every few seconds with a scheduler token, as Cloud Scheduler does. It writes
+.local/dev-client.json (the URLs and the dev secret, mode 0600) so the CLI in another terminal
+finds the stack with no exports, prints the URLs, then every part's output prefixed by its
+name. Ctrl-C or SIGTERM stops everything it started, by pid.
 
     .venv/bin/python -m localstack.dev [--submit-port 8080 --process-port 8081 ...]
 """
@@ -13,17 +15,17 @@ everything it started, by pid.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import secrets
 import signal
 import sys
 import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+from localstack import dev_client
 from localstack.emulator import PubSubEmulator
 from localstack.function_server import FunctionServer
 from localstack.paths import ROOT
@@ -73,9 +75,10 @@ class DevStack:
         path = self.args.data_dir / "dev-secret"
         if not path.exists():
             self.args.data_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(32))
-            path.chmod(0o600)
-        return path.read_text().strip()
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable
+            with os.fdopen(fd, "w") as fh:                                   # by others
+                fh.write(secrets.token_urlsafe(32))
+        return str(path.read_text()).strip()
 
     def start(self) -> None:
         a = self.args
@@ -88,7 +91,7 @@ class DevStack:
                                            port=a.pg_port)
             self.database_url = self.postgres.url(self.postgres.ensure_database("jobs"))
             say("postgres", f"embedded server on 127.0.0.1:{a.pg_port}, data in "
-                            f"{a.data_dir / 'postgres'}")
+                            f"{self.postgres.home}")
         migrate(self.database_url)
         say("postgres", "migrations applied (alembic upgrade head)")
         self.emulator = PubSubEmulator(project="local-project", port=a.emulator_port).start()
@@ -114,28 +117,36 @@ class DevStack:
                                     ("sweep", a.sweep_port, "/")):
             self.servers.append(FunctionServer(
                 target, ROOT / "main.py", self.env, probe=probe, port=port,
-                on_line=lambda line, t=target: say(t, line),
+                on_line=functools.partial(say, target),
             ))
         topology.create(process_url)
         say("pubsub", f"topics {topology.jobs_topic}, {topology.dead_letter_topic}, "
                       f"{topology.results_topic}; push subscription -> {process_url}")
         threading.Thread(target=self._scheduler, daemon=True, name="scheduler").start()
+        dev_client.write(self.client_file, dev_client.DevClient(
+            submit_url=f"http://127.0.0.1:{a.submit_port}",
+            sweep_url=f"http://127.0.0.1:{a.sweep_port}", secret=self.secret))
+
+    @property
+    def client_file(self) -> Path:
+        return Path(self.args.data_dir) / dev_client.FILE_NAME
 
     def _scheduler(self) -> None:
+        """Cloud Scheduler's part: POST / to sweep with a fresh scheduler token, through the
+        project's one HTTP client. No retries: the next tick is the retry."""
         from common.api.auth import issue_dev_token
+        from common.api.client import ApiError, JobsClient, Unreachable
 
-        url = f"http://127.0.0.1:{self.args.sweep_port}/"
+        sweep = JobsClient(f"http://127.0.0.1:{self.args.sweep_port}",
+                           lambda: issue_dev_token(self.secret, SCHEDULER, ttl_s=300),
+                           retries=0, timeout_s=60)
         while not self.stopping.wait(self.args.sweep_every):
-            token = issue_dev_token(self.secret, SCHEDULER, ttl_s=300)
-            req = urllib.request.Request(url, data=b"", method="POST",
-                                         headers={"Authorization": f"Bearer {token}"})
             try:
-                with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 - our URL
-                    summary = json.loads(resp.read())
-            except urllib.error.HTTPError as err:
-                say("schedule", f"sweep answered {err.code}")
+                summary = sweep.call("POST", "/")
+            except ApiError as err:
+                say("schedule", f"sweep answered {err.status}: {err}")
                 continue
-            except OSError as err:
+            except Unreachable as err:
                 say("schedule", f"sweep unreachable: {err}")
                 continue
             if "skipped" in summary:  # another pass was running, or no migrations yet
@@ -150,10 +161,7 @@ class DevStack:
             ))
 
     def banner(self) -> None:
-        from common.api.auth import issue_dev_token
-
         a = self.args
-        token = issue_dev_token(self.secret, "dev", ttl_s=86400)
         pids = [s.pid for s in self.servers]
         if self.emulator is not None and self.emulator.pid:
             pids.append(self.emulator.pid)
@@ -166,12 +174,12 @@ class DevStack:
             f"  pubsub   {self.emulator.host if self.emulator else '-'}",
             f"  postgres {self.database_url}",
             "",
-            "A token for user 'dev' (24 h), and the secret that signs tokens:",
-            f"  export JOBS_TOKEN={token}",
-            f"  export AUTH_HS256_SECRET={self.secret}",
-            "Then:",
+            "The CLI finds this stack with no exports: it reads the URLs and the secret that",
+            f"signs dev tokens from {self.client_file} (mode 0600). In another terminal:",
             '  python main.py submit --preset text-stats --content "Hello there." --wait',
-            f"  curl -H \"Authorization: Bearer $JOBS_TOKEN\" http://127.0.0.1:{a.submit_port}/jobs",
+            "  python main.py list",
+            f'  curl -H "Authorization: Bearer $(python main.py token dev)" '
+            f"http://127.0.0.1:{a.submit_port}/jobs",
             "",
             "pids " + " ".join(str(p) for p in pids),
             "ready",

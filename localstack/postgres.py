@@ -3,12 +3,14 @@
 Order of preference: TEST_DATABASE_URL (a server you run; each run still makes its own database),
 else a fresh cluster in a temp dir from the system's PostgreSQL binaries, else from the binaries
 embedded in the `pgserver` wheel. initdb refuses to run as root, so as root the cluster is owned
-by and run as an unprivileged user.
+by and run as an unprivileged user, and a kept cluster (make dev) lives where that user can
+reach it (see `cluster_home`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pwd
 import shutil
@@ -58,6 +60,37 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+# As root, kept clusters live here: root-owned, so nobody else can plant a folder in it (as anyone
+# could in /var/tmp), and outside every checkout, so a private (0700) tree does not matter.
+CLUSTERS_HOME = Path("/var/lib/jobs-pipeline-dev")
+
+
+def cluster_home(wanted: Path) -> Path:
+    """Where the kept cluster asked for at `wanted` really lives.
+
+    As root, initdb and the server run as an unprivileged user, who cannot even reach a checkout
+    inside a private folder (mode 0700, as `mktemp -d` makes and as /root is). So as root the
+    cluster lives under CLUSTERS_HOME in a folder named after a hash of `wanted`: each checkout
+    keeps its own data across restarts. A cluster already made at `wanted` stays where it is.
+    """
+    if os.geteuid() != 0 or (wanted / "data" / "PG_VERSION").exists():
+        return wanted
+    digest = hashlib.sha256(str(wanted.resolve()).encode()).hexdigest()[:16]
+    return CLUSTERS_HOME / digest
+
+
+def _own_folder(path: Path, user: pwd.struct_passwd) -> None:
+    """Make `path` (under root-owned CLUSTERS_HOME) the run user's private folder; refuse one
+    that is a link or belongs to someone else rather than start a server in it."""
+    CLUSTERS_HOME.mkdir(mode=0o755, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+        os.chown(path, user.pw_uid, user.pw_gid)
+    info = path.lstat()
+    if path.is_symlink() or info.st_uid != user.pw_uid:
+        raise RuntimeError(f"{path} is not a folder owned by {user.pw_name}; remove it")
 
 
 def _run_user() -> pwd.struct_passwd | None:
@@ -114,6 +147,11 @@ class PostgresServer:
             conn.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             conn.close()
+
+    @property
+    def home(self) -> Path | None:
+        """The folder of a cluster started here (its data, socket and log); None otherwise."""
+        return self._proc_dir
 
     def bin(self, tool: str) -> str:
         """Path of a client tool (pgbench, psql) matching this server where we started it."""
@@ -183,10 +221,15 @@ def start_postgres(
     """initdb + pg_ctl start on a free port. By default in a temp dir, removed by stop();
     `durable=False` turns fsync off (the tests need a real server, not a durable one;
     benchmarks pass durable=True). With `root`, the cluster lives there and survives stop()
-    (make dev): initdb runs only the first time."""
+    (make dev): initdb runs only the first time. As root, `root` is moved where the server's
+    user can reach it (`cluster_home`); `PostgresServer.home` says where."""
     bindir = _bin_dir()
     user = _run_user()
     keep = root is not None
+    if root is not None and user is not None:
+        root = cluster_home(root)
+        if root.parent == CLUSTERS_HOME:
+            _own_folder(root, user)
     root = root or Path(tempfile.mkdtemp(prefix="jobs-pg-"))
     data, sock = root / "data", root / "sock"
     root.mkdir(parents=True, exist_ok=True)

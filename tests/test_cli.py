@@ -1,23 +1,67 @@
-"""The CLI's own behaviour (the dev-stack test drives it against a running pipeline)."""
+"""The CLI's own behaviour: errors, where it finds the API, and what it prints for a person
+on a terminal (a real pty) and for a script. The dev-stack test drives it against the whole
+running pipeline."""
 
 from __future__ import annotations
 
+import json
 import os
+import pty
+import re
 import subprocess
 import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
+import jwt
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
+import cli
+from localstack import dev_client
+from localstack.function_server import FunctionServer
 from localstack.paths import ROOT
 from localstack.postgres import PostgresServer, free_port
+from tests.submit_fixtures import SECRET, SubmitHarness
+
+SETTINGS_VARS = ("AUTH_HS256_SECRET", "JOBS_TOKEN", "DATABASE_URL", "JOBS_API_URL", "JOBS_USER",
+                 "JOBS_SWEEP_URL", "JOBS_SWEEP_TOKEN", "NO_COLOR")
+# No test may pick up a dev-client file from this checkout's own .local/: a folder never made.
+NOWHERE = str(Path(tempfile.gettempdir()) / f"jobs-cli-nowhere-{uuid.uuid4().hex}")
+LOCAL_SECRET = "local-secret-of-a-decent-length-0123"
+ENV_SECRET = "from-the-environment-also-long-enough"
+
+
+def _env(**env: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if k not in SETTINGS_VARS}
+    return {**base, "DEV_DATA_DIR": NOWHERE, **env}
 
 
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("AUTH_HS256_SECRET", "JOBS_TOKEN", "DATABASE_URL")}
-    return subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, env={**base, **env},
+    return subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, env=_env(**env),
                           capture_output=True, text=True, timeout=120)
+
+
+def _in_pty(*args: str, **env: str) -> tuple[int, str]:
+    """The CLI with its stdout on a pseudo-terminal, as a person runs it."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "main.py", *args], cwd=ROOT, env=_env(**env),
+                            stdout=follower, stderr=subprocess.PIPE)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+    return proc.returncode, b"".join(chunks).decode().replace("\r\n", "\n")
 
 
 def test_migrate_builds_the_schema(pg_server: PostgresServer) -> None:
@@ -58,3 +102,141 @@ def test_errors_are_short_and_exit_non_zero() -> None:
     not_http = _cli("--url", "file:///etc/passwd", "--token", "t", "stats")
     assert not_http.returncode == 1 and "not an http(s) URL" in not_http.stderr
     assert "Traceback" not in unreachable.stderr + no_secret.stderr + bad_json.stderr
+
+
+def test_an_unreadable_or_foreign_url_never_uses_the_dev_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in SETTINGS_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DEV_DATA_DIR", str(tmp_path))
+    path = tmp_path / dev_client.FILE_NAME
+    dev_client.write(path, dev_client.DevClient("http://127.0.0.1:18080", "http://127.0.0.1:18082",
+                                                LOCAL_SECRET))
+    assert path.stat().st_mode & 0o777 == 0o600
+
+    def who(token: str, secret: str = LOCAL_SECRET) -> str:
+        return str(jwt.decode(token, secret, algorithms=["HS256"])["sub"])
+
+    def resolve(url: str | None, token: str | None = None, subject: str = "dev") -> tuple[str, str]:
+        found, source = cli.endpoint(url, token, file_url="submit_url",
+                                     default_url=cli.DEFAULT_URL, subject=subject)
+        return found, source()
+
+    url, token = resolve(None)  # nothing given: the file's URL and a token from its secret
+    assert url == "http://127.0.0.1:18080" and who(token) == "dev"
+    url, token = resolve("http://localhost:9999", subject="alice")  # loopback: its secret
+    assert url == "http://localhost:9999" and who(token) == "alice"
+    assert resolve("http://127.0.0.1:1", "given") == ("http://127.0.0.1:1", "given")
+    monkeypatch.setenv("AUTH_HS256_SECRET", ENV_SECRET)
+    assert who(resolve(None)[1], ENV_SECRET) == "dev"  # the variable wins
+    monkeypatch.delenv("AUTH_HS256_SECRET")
+    with pytest.raises(cli.CliError, match="no token"):
+        resolve("https://jobs.example.com")  # not loopback: the file is never read
+    sweep_url, _ = cli.endpoint(None, None, file_url="sweep_url", default_url="x",
+                                subject=cli.SCHEDULER_SUBJECT)
+    assert sweep_url == "http://127.0.0.1:18082"
+
+    path.chmod(0o644)
+    with pytest.raises(cli.CliError, match="readable by others"):
+        resolve(None)
+    path.chmod(0o600)
+    path.write_text("{not json")
+    with pytest.raises(cli.CliError, match="restart `make dev`"):
+        resolve(None)
+
+
+@pytest.fixture()
+def server(submit_env: SubmitHarness) -> Iterator[str]:
+    srv = FunctionServer("submit", ROOT / "main.py", submit_env.env, probe="/healthz")
+    try:
+        yield srv.url
+    finally:
+        srv.close()
+
+
+def test_people_get_tables_and_scripts_get_json(server: str, tmp_path: Path) -> None:
+    """Through make dev's file (no URL, no token given), on a pty and through a pipe."""
+    dev_client.write(tmp_path / dev_client.FILE_NAME,
+                     dev_client.DevClient(server, "http://127.0.0.1:1", SECRET))
+    where = {"DEV_DATA_DIR": str(tmp_path)}
+    submitted = _cli("submit", "--preset", "echo", "--content", "hi", **where)
+    assert submitted.returncode == 0, submitted.stderr
+    job = json.loads(submitted.stdout)  # a pipe: JSON, as before
+    assert job["state"] == "PENDING" and job["preset"] == "echo"
+    assert set(json.loads(_cli("list", **where).stdout)) == {"jobs", "next_cursor"}
+    assert json.loads(_cli("get", job["id"], **where).stdout)["id"] == job["id"]
+
+    _, table = _in_pty("list", **where)
+    header, row = table.splitlines()[:2]
+    assert re.sub(r"\033\[[0-9;]*m", "", header).split() == ["ID", "STATE", "PRESET", "AGE",
+                                                            "ATTEMPTS"]
+    assert "\033[34mPENDING" in row and job["id"] in row
+    assert row.endswith(f"0/{job['max_attempts']}")
+    _, plain = _in_pty("list", NO_COLOR="1", **where)
+    assert "\033[" not in plain
+    lines = plain.splitlines()
+    assert lines[1].index("PENDING") == lines[0].index("STATE")  # aligned
+    assert lines[-1] == "1 job"
+    _, forced = _in_pty("--json", "list", **where)
+    assert json.loads(forced)["jobs"][0]["id"] == job["id"]
+    reader, writer = os.pipe()
+    os.close(reader)  # a reader that has stopped, as `| head -1` does
+    closed = subprocess.run([sys.executable, "main.py", "list"], cwd=ROOT, env=_env(**where),
+                            stdout=writer, stderr=subprocess.PIPE, text=True, timeout=60)
+    os.close(writer)
+    assert closed.returncode == 141 and closed.stderr == ""
+
+    _, shown = _in_pty("cancel", job["id"], NO_COLOR="1", **where)
+    assert [line.split()[0] for line in shown.splitlines()[:4]] == ["job", "state", "preset",
+                                                                    "created"]
+    assert f"CANCELLED  (attempt 0 of {job['max_attempts']})" in shown
+    _, events = _in_pty("events", job["id"], NO_COLOR="1", **where)
+    created, cancelled = events.splitlines()[1:]
+    assert created.split()[1:4] == ["+0.000s", "created", "->"] and "PENDING" in created
+    assert "cancelled  PENDING -> CANCELLED" in cancelled
+    _, stats = _in_pty("stats", NO_COLOR="1", **where)
+    assert re.search(r"^CANCELLED +1$", stats, re.M) and "finished in the last 5 min: 1" in stats
+
+
+class _Stream:
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_the_renderer_colours_only_a_terminal_and_pretty_prints_results() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import cli_render as r
+    from common.api.models import JobView
+
+    assert r.Paint.for_stream(_Stream(True), {}).colour  # type: ignore[arg-type]
+    assert not r.Paint.for_stream(_Stream(True), {"NO_COLOR": "1"}).colour  # type: ignore[arg-type]
+    assert not r.Paint.for_stream(_Stream(False), {}).colour  # type: ignore[arg-type]
+
+    now = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
+    base = {"id": "fb041ba8-d9c1-4784-a61e-0ecdf690008d", "preset": "text-stats",
+            "attempts": 1, "max_attempts": 3, "metadata": {}, "cancel_requested": False,
+            "created_at": now - timedelta(minutes=3), "updated_at": now,
+            "started_at": now - timedelta(seconds=2), "finished_at": now - timedelta(seconds=1),
+            "not_before": None, "links": {"self": "/jobs/x", "events": "/jobs/x/events"}}
+    done = JobView.model_validate({**base, "state": "COMPLETED", "result": {
+        "status": "succeeded", "output": {"words": 4, "top_terms": ["hello"]},
+        "duration_ms": 12, "created_at": now}})
+    text = r.job_summary(done, now, r.Paint(False))
+    assert "created   3m ago (2026-11-26 11:57:00 UTC)" in text and "ran       1.0 s" in text
+    assert r.duration(0.0042) == "4 ms"
+    assert text.splitlines()[-2:] == ["result    succeeded in 12 ms",
+                                      '  {"top_terms": ["hello"], "words": 4}']
+    assert r.pretty({"words": 4, "top_terms": ["hello"]}, width=20).splitlines() == [
+        "{", '  "top_terms": ["hello"],', '  "words": 4', "}"]  # what fits stays on one line
+    failed = JobView.model_validate({**base, "state": "FAILED", "result": {
+        "status": "failed", "error_type": "PermanentError", "error_message": "bad input",
+        "duration_ms": 3, "created_at": now}})
+    coloured = r.job_summary(failed, now, r.Paint(True))
+    assert "\033[31mFAILED\033[0m" in coloured
+    assert "failed in 3 ms: PermanentError: bad input" in coloured
+    assert r.age(59) == "59s" and r.age(61) == "1m" and r.age(7200) == "2h" and r.age(2e5) == "2d"

@@ -1,6 +1,7 @@
-"""`make dev` end to end: the same code path on free ports, driven over HTTP with real tokens
-and through the CLI; SIGTERM leaves nothing running, and the embedded database survives a
-restart."""
+"""`make dev` end to end: the same code path on free ports, its data in a private (0700) folder
+as `mktemp -d` makes, driven over HTTP with real tokens and through the CLI with no exports
+(it finds the stack through the client file); SIGTERM leaves nothing running, and the embedded
+database survives a restart."""
 
 from __future__ import annotations
 
@@ -19,14 +20,17 @@ from typing import Any
 
 import pytest
 
+from common.api.auth import issue_dev_token
+from localstack import dev_client
 from localstack.paths import ROOT
-from localstack.postgres import free_port
+from localstack.postgres import cluster_home, free_port
 
 
 class DevProcess:
     """`python -m localstack.dev` with its output drained (and kept) by a thread."""
 
     def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
         self.ports = {name: free_port() for name in ("submit", "process", "sweep", "emulator",
                                                       "pg")}
         env = {**os.environ, "DEV_DATA_DIR": str(data_dir), "SWEEP_EVERY_S": "1"}
@@ -47,8 +51,9 @@ class DevProcess:
         if not self._ready.wait(180):
             self.proc.kill()
             raise AssertionError("make dev did not get ready:\n" + "\n".join(self.lines[-40:]))
-        self.token = self._value("export JOBS_TOKEN=")
-        self.secret = self._value("export AUTH_HS256_SECRET=")
+        client = dev_client.read(data_dir / dev_client.FILE_NAME)
+        assert client is not None
+        self.token = issue_dev_token(client.secret, "dev")
         self.pids = [int(p) for p in self._value("pids ").split()]
         self.url = f"http://127.0.0.1:{self.ports['submit']}"
 
@@ -75,9 +80,11 @@ class DevProcess:
             return err.code, json.loads(err.read())
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "JOBS_API_URL": self.url, "JOBS_TOKEN": self.token,
-               "JOBS_SWEEP_URL": f"http://127.0.0.1:{self.ports['sweep']}",
-               "AUTH_HS256_SECRET": self.secret}
+        """No exports: only DEV_DATA_DIR, since this stack's folder is not .local/."""
+        unset = ("JOBS_API_URL", "JOBS_TOKEN", "JOBS_SWEEP_URL", "JOBS_SWEEP_TOKEN",
+                 "AUTH_HS256_SECRET", "JOBS_USER")
+        env = {**{k: v for k, v in os.environ.items() if k not in unset},
+               "DEV_DATA_DIR": str(self.data_dir)}
         return subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=120)
 
@@ -107,17 +114,25 @@ def _wait_done(dev: DevProcess, job_id: str) -> dict[str, Any]:
 
 @pytest.fixture()
 def data_dir() -> Iterator[Path]:
+    """Private, as `mktemp -d` makes it: as root, the server's user cannot even enter it."""
     path = Path(tempfile.mkdtemp(prefix="jobs-dev-"))
-    path.chmod(0o755)  # the embedded server may run as an unprivileged user
+    assert path.stat().st_mode & 0o777 == 0o700
     yield path
     import shutil
 
+    shutil.rmtree(cluster_home(path / "postgres"), ignore_errors=True)
     shutil.rmtree(path, ignore_errors=True)
 
 
 def test_make_dev_runs_the_pipeline_and_stops_cleanly(data_dir: Path) -> None:
     dev = DevProcess(data_dir)
+    home = cluster_home(data_dir / "postgres")
     try:
+        assert (data_dir / dev_client.FILE_NAME).stat().st_mode & 0o777 == 0o600
+        assert any(line.endswith(f"data in {home}") for line in dev.lines)
+        if os.geteuid() == 0:  # the server's user owns its data, outside the private tree
+            assert data_dir not in home.parents and home.stat().st_uid != 0
+        assert not any(dev.token in line or "AUTH_HS256_SECRET=" in line for line in dev.lines)
         ids = []
         for preset, content in (("echo", "hi"), ("text-stats", "One. Two."), ("checksum", "x")):
             status, job = dev.call("POST", "/jobs", {"preset": preset, "content": content})
@@ -130,7 +145,9 @@ def test_make_dev_runs_the_pipeline_and_stops_cleanly(data_dir: Path) -> None:
         assert done.returncode == 0, done.stderr
         job = json.loads(done.stdout)
         assert job["state"] == "COMPLETED" and job["result"]["output"]["words"] == 2
-        assert "COMPLETED" in done.stderr  # the progress display
+        progress = [line.split()[2:] for line in done.stderr.splitlines()]
+        assert progress == [["PENDING", "created"], ["PROCESSING", "claimed,", "attempt", "1"],
+                            ["COMPLETED", "completed,", "attempt", "1"]], done.stderr
         listed = json.loads(dev.cli("list", "--state", "COMPLETED").stdout)
         assert len(listed["jobs"]) == 4
         events = json.loads(dev.cli("events", job["id"]).stdout)["events"]
@@ -157,7 +174,8 @@ def test_make_dev_runs_the_pipeline_and_stops_cleanly(data_dir: Path) -> None:
     assert dev.lines[-1].endswith("stopped")
     time.sleep(0.5)
     assert [pid for pid in dev.pids if _alive(pid)] == []
-    assert not (data_dir / "postgres" / "data" / "postmaster.pid").exists()
+    assert (home / "data" / "PG_VERSION").exists()
+    assert not (home / "data" / "postmaster.pid").exists()
 
     # The embedded database survives a restart.
     again = DevProcess(data_dir)

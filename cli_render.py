@@ -1,0 +1,183 @@
+"""How the CLI shows things to a person: aligned tables, short summaries, a timeline.
+
+Kept apart from cli.py so it can be tested without a terminal: every function takes the data,
+the time to measure ages from, and a `Paint` that says whether to colour (only on a TTY, never
+with NO_COLOR). Scripts never see any of this: without a TTY the CLI prints JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from common.api.models import JobView, Stats
+from common.store.models import JobEvent
+from common.store.states import JobState
+
+_STATE_COLOUR = {
+    JobState.PENDING: "34",  # blue
+    JobState.PROCESSING: "36",  # cyan
+    JobState.COMPLETED: "32",  # green
+    JobState.FAILED: "31",  # red
+    JobState.CANCELLED: "33",  # yellow
+}
+
+
+class Paint:
+    """ANSI colour, or plain text when colour is off."""
+
+    def __init__(self, colour: bool) -> None:
+        self.colour = colour
+
+    @classmethod
+    def for_stream(cls, stream: IO[str], env: Mapping[str, str] | None = None) -> Paint:
+        """Colour only on a terminal, and never when NO_COLOR is set (no-color.org)."""
+        env = os.environ if env is None else env
+        return cls(stream.isatty() and not env.get("NO_COLOR"))
+
+    def code(self, text: str, sgr: str) -> str:
+        return f"\033[{sgr}m{text}\033[0m" if self.colour and sgr and text else text
+
+    def state(self, state: JobState | str, width: int = 0) -> str:
+        """The state padded to `width` before colouring, so columns stay aligned."""
+        return self.code(str(state).ljust(width), _STATE_COLOUR.get(JobState(state), ""))
+
+    def dim(self, text: str) -> str:
+        return self.code(text, "2")
+
+    def bold(self, text: str) -> str:
+        return self.code(text, "1")
+
+
+def age(seconds: float) -> str:
+    """12s, 5m, 3h, 2d: how long ago, to a person's precision."""
+    s = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+def duration(seconds: float) -> str:
+    """4 ms, 1.2 s: a run time, in the unit that shows it."""
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]], paint: Paint,
+          colour_column: int | None = None) -> str:
+    """Columns as wide as their widest cell; the state column coloured after padding."""
+    body = [list(r) for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(headers)]
+    lines = [paint.bold("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+                        .rstrip())]
+    for row in body:
+        cells = [paint.state(c, w) if i == colour_column else c.ljust(w)
+                 for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def job_table(jobs: Sequence[JobView], next_cursor: str | None, now: datetime,
+              paint: Paint) -> str:
+    if not jobs:
+        return "no jobs"
+    rows = [(str(j.id), str(j.state), j.preset, age((now - j.created_at).total_seconds()),
+             f"{j.attempts}/{j.max_attempts}") for j in jobs]
+    text = table(("ID", "STATE", "PRESET", "AGE", "ATTEMPTS"), rows, paint, colour_column=1)
+    more = f"; more with --cursor {next_cursor}" if next_cursor else ""
+    return text + "\n" + paint.dim(f"{len(jobs)} job{'s' if len(jobs) != 1 else ''}{more}")
+
+
+def job_summary(job: JobView, now: datetime, paint: Paint) -> str:
+    """One job, field by field, with its result pretty-printed."""
+    state = paint.state(job.state) + f"  (attempt {job.attempts} of {job.max_attempts})"
+    if job.cancel_requested and not job.state.terminal:
+        state += ", cancel requested"
+    lines = [("job", str(job.id)), ("state", state), ("preset", job.preset),
+             ("created", f"{age((now - job.created_at).total_seconds())} ago "
+                         f"({_clock(job.created_at, seconds=True)})")]
+    if job.not_before and not job.state.terminal and job.not_before > now:
+        lines.append(("next try", f"in {age((job.not_before - now).total_seconds())}"))
+    if job.started_at and job.finished_at:
+        lines.append(("ran", duration((job.finished_at - job.started_at).total_seconds())))
+    if job.metadata:
+        lines.append(("metadata", json.dumps(job.metadata, sort_keys=True)))
+    out = [f"{paint.dim(k.ljust(8))}  {v}" for k, v in lines]
+    result = job.result
+    if result is not None:
+        took = f" in {result.duration_ms} ms" if result.duration_ms is not None else ""
+        if result.status == "succeeded":
+            out.append(f"{paint.dim('result'.ljust(8))}  succeeded{took}")
+            out += ["  " + line for line in pretty(result.output).splitlines()]
+        else:
+            out.append(f"{paint.dim('result'.ljust(8))}  "
+                       + paint.code(f"failed{took}: {result.error_type}: {result.error_message}",
+                                    "31"))
+    return "\n".join(out)
+
+
+def timeline(events: Sequence[JobEvent], paint: Paint) -> str:
+    """The audit trail as a timeline: when, how long after the first event, what moved."""
+    if not events:
+        return "no events"
+    first = events[0].at
+    rows = []
+    for e in events:
+        moved = f"{e.from_state} -> {e.to_state}" if e.from_state else f"-> {e.to_state}"
+        details = json.dumps(e.details, sort_keys=True) if e.details else ""
+        rows.append((_clock(e.at), f"+{(e.at - first).total_seconds():.3f}s", e.reason, moved,
+                     f"attempt {e.attempt}" if e.attempt else "", details))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = []
+    for r in rows:
+        state_at = r[3].rfind(" ") + 1  # colour the state the event moved to
+        moved = r[3][:state_at] + paint.state(r[3][state_at:]) + " " * (widths[3] - len(r[3]))
+        cells = [paint.dim(r[0]), r[1].rjust(widths[1]), r[2].ljust(widths[2]), moved,
+                 r[4].ljust(widths[4]), paint.dim(r[5])]
+        lines.append("  ".join(cells).rstrip())
+    return paint.dim(f"times in UTC, from {first.astimezone(UTC):%Y-%m-%d}") + "\n" + \
+        "\n".join(lines)
+
+
+def stats_summary(stats: Stats, paint: Paint) -> str:
+    rows = [(str(s), str(stats.depth.get(s, 0))) for s in JobState]
+    widths = (max(len(r[0]) for r in rows), max(4, *(len(r[1]) for r in rows)))
+    lines = [paint.bold(f"{'STATE'.ljust(widths[0])}  {'JOBS'.rjust(widths[1])}")]
+    lines += [f"{paint.state(s, widths[0])}  {n.rjust(widths[1])}" for s, n in rows]
+    oldest = stats.oldest_pending_age_s
+    lines.append(
+        f"oldest pending: {age(oldest) if oldest is not None else 'none'}; "
+        f"finished in the last 5 min: {stats.finished_last_5_min} "
+        f"({stats.throughput_per_min:g}/min)"
+    )
+    return "\n".join(lines)
+
+
+def state_change(event: JobEvent, since: datetime, paint: Paint) -> str:
+    """One line of `submit --wait`'s progress: when after `since`, the state, and why."""
+    why = event.reason + (f", attempt {event.attempt}" if event.attempt else "")
+    return (f"{(event.at - since).total_seconds():6.1f} s  "
+            f"{paint.state(event.to_state, 10)}  {paint.dim(why)}").rstrip()
+
+
+def pretty(value: Any, width: int = 88, indent: int = 0) -> str:
+    """Indented JSON, except that a list or object that fits on one line stays on one line:
+    a result's small records read as rows rather than as a column of braces."""
+    flat = json.dumps(value, sort_keys=True, ensure_ascii=False)
+    if indent + len(flat) <= width or not isinstance(value, dict | list) or not value:
+        return flat
+    pad = " " * (indent + 2)
+    if isinstance(value, dict):
+        items = [f"{pad}{json.dumps(k, ensure_ascii=False)}: "
+                 f"{pretty(v, width, indent + 2).lstrip()}" for k, v in sorted(value.items())]
+        return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
+    items = [pad + pretty(v, width, indent + 2).lstrip() for v in value]
+    return "[\n" + ",\n".join(items) + "\n" + " " * indent + "]"
+
+
+def _clock(at: datetime, seconds: bool = False) -> str:
+    utc = at.astimezone(UTC)
+    return f"{utc:%Y-%m-%d %H:%M:%S} UTC" if seconds else f"{utc:%H:%M:%S}.{utc:%f}"[:12]

@@ -1,0 +1,337 @@
+"""The typed client (common/api/client.py) against the real `submit` server, a functions-framework
+process, with a small fault-injecting HTTP proxy in front of it where a test needs the network
+to misbehave. Waits are counted through the client's injectable `sleep`, never timed."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+from common.api.client import (
+    BadRequest,
+    Conflict,
+    JobsClient,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+    Unreachable,
+    WaitTimeout,
+    parse_retry_after,
+)
+from common.store.states import JobState
+from localstack.function_server import FunctionServer
+from localstack.postgres import free_port
+from tests.submit_fixtures import AUDIENCE, SubmitHarness
+from tests.support.paths import ROOT
+
+UNAVAILABLE = json.dumps({
+    "type": "https://jobs-pipeline.dev/problems/unavailable", "title": "Service temporarily "
+    "unavailable", "status": 503, "detail": "The job store cannot be reached; retry shortly."
+}).encode()
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    idempotency_key: str | None
+    authorization: str | None = field(repr=False)  # never in a failure's output
+    upstream_status: int | None = None  # None: not forwarded
+
+
+@dataclass
+class FaultProxy:
+    """Forwards to `upstream`, except that each request first takes the next action from
+    `script` (then "forward" once the script is empty):
+      "forward"           pass it on, answer what the server answered;
+      "commit-then-503"   pass it on (the server commits), but answer the client 503;
+      ("503", after)      answer 503 with Retry-After `after` (None: no header), not forwarded;
+      ("302", location)   answer a redirect, not forwarded;
+      "drop"              read the request, then close the connection without an answer."""
+
+    upstream: str
+    script: list[Any] = field(default_factory=list)
+    seen: list[Seen] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                seen = Seen(self.command, self.path, self.headers.get("Idempotency-Key"),
+                            self.headers.get("Authorization"))
+                proxy.seen.append(seen)
+                action = proxy.script.pop(0) if proxy.script else "forward"
+                if action == "drop":
+                    self.close_connection = True
+                    with contextlib.suppress(OSError):
+                        self.connection.shutdown(2)
+                    return
+                if isinstance(action, tuple):
+                    status, value = action
+                    headers = {"Location": value} if status == "302" else (
+                        {"Retry-After": value} if value else {})
+                    self._answer(int(status), UNAVAILABLE if status == "503" else b"", headers)
+                    return
+                status, answer, ctype = self._forward(body)
+                seen.upstream_status = status
+                if action == "commit-then-503":
+                    self._answer(503, UNAVAILABLE, {})
+                else:
+                    self._answer(status, answer, {"Content-Type": ctype})
+
+            do_GET = do_POST = _any
+
+            def _forward(self, body: bytes) -> tuple[int, bytes, str]:
+                host, port = proxy.upstream.removeprefix("http://").split(":")
+                conn = http.client.HTTPConnection(host, int(port), timeout=10)
+                skip = {"host", "connection", "content-length"}
+                conn.request(self.command, self.path, body=body or None,
+                             headers={k: v for k, v in self.headers.items()
+                                      if k.lower() not in skip})
+                resp = conn.getresponse()
+                out = (resp.status, resp.read(), resp.getheader("Content-Type") or "")
+                conn.close()
+                return out
+
+            def _answer(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+                self.send_response(status)
+                if status == 503:
+                    headers = {"Content-Type": "application/problem+json", **headers}
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture()
+def server(submit_env: SubmitHarness) -> Iterator[str]:
+    srv = FunctionServer("submit", ROOT / "main.py", submit_env.env, probe="/healthz")
+    try:
+        yield srv.url
+    finally:
+        srv.close()
+
+
+@pytest.fixture()
+def proxy(server: str) -> Iterator[FaultProxy]:
+    p = FaultProxy(server)
+    yield p
+    p.close()
+
+
+class Sleeps(list[float]):
+    """Records the waits the client asked for instead of waiting."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def _client(url: str, env: SubmitHarness, sleeps: Sleeps | None = None,
+            **kwargs: Any) -> JobsClient:
+    return JobsClient(url, lambda: env.token("alice"), sleep=Sleeps() if sleeps is None else sleeps,
+                      **kwargs)
+
+
+def _jobs(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM jobs")).scalar_one())
+
+
+def test_every_operation_through_the_real_server(
+    proxy: FaultProxy, submit_env: SubmitHarness
+) -> None:
+    api = _client(proxy.url, submit_env)
+    ids = [api.submit("echo", f"job {i}").id for i in range(5)]
+    job = api.get(ids[0])
+    assert job.state == JobState.PENDING and job.preset == "echo" and job.attempts == 0
+    listed = list(api.list(page_size=2))
+    assert [j.id for j in listed] == ids[::-1]  # newest first, across pages
+    assert len([s for s in proxy.seen if s.path.startswith("/jobs?")]) == 3
+    assert [e.reason for e in api.events(ids[0])] == ["created"]
+    assert api.cancel(ids[0]).state == JobState.CANCELLED
+    assert api.stats().depth[JobState.CANCELLED] == 1
+
+    with pytest.raises(Conflict) as conflict:
+        api.retry(ids[0])
+    err = conflict.value
+    assert (err.status, err.title) == (409, "Not allowed in the job's state")
+    assert err.type.endswith("/illegal-transition") and err.extra["state"] == "CANCELLED"
+    assert err.detail == "cannot retry a job that is CANCELLED"
+    with pytest.raises(NotFound, match="Job not found"):
+        api.get(uuid.uuid4())
+    with pytest.raises(BadRequest) as unknown:
+        api.submit("no-such-preset", "x")
+    assert unknown.value.status == 422 and "echo" in unknown.value.extra["known_presets"]
+
+    before = len(proxy.seen)
+    with pytest.raises(BadRequest) as local:
+        api.submit("Not A Preset", "x", max_attempts=0)
+    assert {p["name"] for p in local.value.invalid_params} == {"preset", "max_attempts"}
+    assert len(proxy.seen) == before  # refused before sending
+
+    secret_token = "not-a-token-" + uuid.uuid4().hex
+    with pytest.raises(Unauthorized) as refused:
+        JobsClient(proxy.url, lambda: secret_token).stats()
+    assert refused.value.status == 401 and secret_token not in str(refused.value)
+
+
+def test_wait_returns_the_ended_job_and_times_out_typed(
+    server: str, submit_env: SubmitHarness
+) -> None:
+    """No worker runs here: a job ends only because the test cancels it while waiting."""
+    api = _client(server, submit_env)
+    job = api.submit("echo", "hi")
+    seen: list[JobState] = []
+
+    def cancel_on_first_sight(j: Any) -> None:
+        seen.append(j.state)
+        if j.state == JobState.PENDING:
+            api.cancel(j.id)
+
+    assert api.wait(job.id, 30, poll_s=0, on_change=cancel_on_first_sight).state == "CANCELLED"
+    assert seen == [JobState.PENDING, JobState.CANCELLED]
+
+    stuck = api.submit("echo", "nobody runs me")
+    with pytest.raises(WaitTimeout) as timeout:
+        api.wait(stuck.id, 0)
+    assert timeout.value.job.id == stuck.id and timeout.value.job.state == "PENDING"
+
+
+def test_a_503_after_the_commit_is_retried_without_a_duplicate(
+    proxy: FaultProxy, submit_env: SubmitHarness, engine: Engine
+) -> None:
+    """The server commits the job, the client sees 503: the retry carries the same
+    Idempotency-Key and gets that same job back, so there is one row."""
+    sleeps = Sleeps()
+    proxy.script = ["commit-then-503"]
+    job = _client(proxy.url, submit_env, sleeps).submit("echo", "exactly once")
+    posts = [s for s in proxy.seen if s.method == "POST"]
+    assert [s.upstream_status for s in posts] == [202, 200]  # created, then replayed
+    assert posts[0].idempotency_key and posts[0].idempotency_key == posts[1].idempotency_key
+    assert len(sleeps) == 1 and _jobs(engine) == 1
+    assert [m["data"]["job_id"] for m in submit_env.pull()] == [str(job.id)]
+
+    _client(proxy.url, submit_env).submit("echo", "exactly once")  # a new call: a new key
+    assert _jobs(engine) == 2
+
+
+def test_retry_after_is_honoured_and_capped(proxy: FaultProxy, submit_env: SubmitHarness) -> None:
+    sleeps = Sleeps()
+    proxy.script = [("503", "3"), ("503", "1"), ("503", "120")]
+    api = _client(proxy.url, submit_env, sleeps, max_retry_after_s=7)
+    assert sum(api.stats().depth.values()) == 0
+    assert sleeps == [3.0, 1.0, 7.0]
+    assert len(proxy.seen) == 4
+
+
+def test_it_gives_up_with_the_problem_after_backing_off(
+    proxy: FaultProxy, submit_env: SubmitHarness
+) -> None:
+    sleeps = Sleeps()
+    proxy.script = [("503", None)] * 10
+    api = _client(proxy.url, submit_env, sleeps, retries=3, backoff_s=0.5, max_backoff_s=1.5)
+    with pytest.raises(Unavailable) as gave_up:
+        api.get(uuid.uuid4())
+    err = gave_up.value
+    assert (err.status, err.type) == (503, "https://jobs-pipeline.dev/problems/unavailable")
+    assert err.detail == "The job store cannot be reached; retry shortly."
+    assert len(proxy.seen) == 4 and len(sleeps) == 3
+    assert all(0 <= s <= cap for s, cap in zip(sleeps, (0.5, 1.0, 1.5), strict=True))
+
+
+def test_connection_failures_are_retried_only_where_safe(
+    proxy: FaultProxy, submit_env: SubmitHarness
+) -> None:
+    sleeps = Sleeps()
+    api = _client(proxy.url, submit_env, sleeps)
+    proxy.script = ["drop"]
+    job = api.submit("echo", "after a reset")  # a submit is safe: it has its key
+    assert len(proxy.seen) == 2 and len(sleeps) == 1
+    proxy.script = ["drop"]
+    with pytest.raises(Unreachable, match="cannot reach"):
+        api.cancel(job.id)  # may have been done: not repeated
+    assert len(proxy.seen) == 3
+
+    nobody = JobsClient(f"http://127.0.0.1:{free_port()}", None, retries=2, sleep=sleeps)
+    with pytest.raises(Unreachable):
+        nobody.cancel(job.id)  # refused: it never left, so even a cancel is retried
+    assert len(sleeps) == 1 + 2
+
+
+def test_redirects_are_not_followed(proxy: FaultProxy, submit_env: SubmitHarness) -> None:
+    """The bearer token must not travel to a host the caller did not name."""
+    elsewhere = FaultProxy(proxy.upstream)
+    try:
+        proxy.script = [("302", elsewhere.url + "/stats")]
+        with pytest.raises(Exception) as err:
+            _client(proxy.url, submit_env).stats()
+        assert getattr(err.value, "status", None) == 302
+        assert elsewhere.seen == []
+    finally:
+        elsewhere.close()
+
+
+def test_the_token_is_asked_for_on_every_attempt(
+    proxy: FaultProxy, submit_env: SubmitHarness
+) -> None:
+    """So a callable that refreshes a Google ID token is used as it should be."""
+    minted: list[str] = []
+
+    def fresh_google_token() -> str:
+        minted.append(submit_env.google.token(sub="svc-1", aud=AUDIENCE, jti=uuid.uuid4().hex))
+        return minted[-1]
+
+    proxy.script = [("503", "0")]
+    api = JobsClient(proxy.url, fresh_google_token, sleep=Sleeps())
+    job = api.submit("echo", "from another service")
+    assert api.get(job.id).id == job.id
+    assert len(minted) == 3 == len(proxy.seen)
+    assert [s.authorization for s in proxy.seen] == [f"Bearer {t}" for t in minted]
+
+
+def test_retry_after_accepts_seconds_and_dates() -> None:
+    from datetime import UTC, datetime
+
+    now = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
+    assert parse_retry_after("5", now) == 5.0
+    assert parse_retry_after("Thu, 26 Nov 2026 12:00:30 GMT", now) == 30.0
+    assert parse_retry_after("Thu, 26 Nov 2026 11:00:00 GMT", now) == 0.0
+    assert parse_retry_after("soon", now) is None and parse_retry_after(None) is None
+
+
+def test_importing_the_client_stays_light() -> None:
+    """A calling service pays for pydantic and the models, not the server's database or web
+    stacks."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, common.api.client; print(sorted(m for m in ('sqlalchemy', 'pg8000', "
+             "'werkzeug', 'flask', 'jwt', 'google.auth', 'google.cloud.pubsub') "
+             "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                         text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
