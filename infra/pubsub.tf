@@ -50,7 +50,8 @@ resource "google_pubsub_subscription" "process_push" {
   }
 }
 
-# The sweep pulls dead letters from here and ends their jobs FAILED 'dead-lettered'.
+# The sweep pulls dead letters from here: a job that never ran is dispatched again
+# ('delivery-failed'), and ends FAILED 'Undeliverable' only past DELIVERY_BUDGET_S.
 resource "google_pubsub_subscription" "dead_letters" {
   name                       = "${var.name}-dead-letters"
   topic                      = google_pubsub_topic.dead_letter.id
