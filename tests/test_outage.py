@@ -57,7 +57,7 @@ def _assert_all_completed_once(g: GatedPipeline, ids: list[str]) -> None:
     for job_id in ids:
         job = g.pipeline.job(job_id)
         assert job.state is JobState.COMPLETED and job.attempts == 1, job
-        reasons = [e.reason for e in g.pipeline.store.events("alice", job_id)]
+        reasons = [e.reason for e in g.pipeline.store.events("hs256:alice", job_id)]
         assert reasons.count("completed") == 1 and "undeliverable" not in reasons
 
 
@@ -140,7 +140,7 @@ def test_a_dead_lettered_job_is_dispatched_again_and_completes(gated: GatedPipel
     assert summaries[0]["steps"]["dead_letters"]["undeliverable"] == 0
     job = g.pipeline.job(job_id)
     assert job.state is JobState.COMPLETED and job.attempts == 1
-    reasons = [e.reason for e in g.pipeline.store.events("alice", job_id)]
+    reasons = [e.reason for e in g.pipeline.store.events("hs256:alice", job_id)]
     assert reasons[:2] == ["created", "delivery-failed"] and reasons[-1] == "completed"
 
 
@@ -157,7 +157,7 @@ def test_past_the_delivery_budget_a_job_ends_undeliverable(gated: GatedPipeline)
     job = g.pipeline.job(job_id)
     assert job.state is JobState.FAILED and job.attempts == 0
     assert job.result is not None and job.result.error_type == "Undeliverable"
-    assert [e.reason for e in g.pipeline.store.events("alice", job_id)] == [
+    assert [e.reason for e in g.pipeline.store.events("hs256:alice", job_id)] == [
         "created", "undeliverable"
     ]
     assert [(n["job_id"], n["state"]) for n in g.pipeline.notifications(wait_s=10)] == [
