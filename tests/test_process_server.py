@@ -240,7 +240,7 @@ def test_the_subscription_dead_letters_what_never_gets_through(pipeline: Pipelin
     assert back.state is JobState.PENDING and back.attempts == 0 and back.result is None
     assert back.dispatched_at is None  # in the re-dispatch queue
     assert _reasons(pipeline, job_id) == ["created", "delivery-failed"]
-    event = pipeline.store.events("alice", job_id)[-1]
+    event = pipeline.store.events(ALICE, job_id)[-1]
     assert event.details["delivery_failures"] == 1 and event.details["message_id"]
     pipeline.proxy.up()
     # One pass dispatches it again; this time it gets through.
