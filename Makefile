@@ -41,6 +41,7 @@ bench: install
 	-$(BIN)/python -m bench.end_to_end
 	-$(BIN)/python -m bench.sweep_scale
 	-$(BIN)/python -m bench.chaos
+	-$(BIN)/python -m bench.state_properties
 	$(BIN)/python -m bench.report
 
 # The whole pipeline locally, in the foreground (see localstack/dev.py); Ctrl-C stops it.

@@ -74,6 +74,10 @@ def rows() -> list[tuple[str, str, str, str, str]]:
     if chaos := load("chaos"):
         out.append((f"chaos run, {chaos['jobs']} jobs", f"{chaos['problems']} problems",
                      "", "", _verdict(chaos["problems"] == 0)))
+    if props := load("state_properties"):
+        out.append((f"state-machine properties, {props['examples']:,} examples",
+                     f"{props['checked_states']:,} states checked in {props['seconds']:.0f} s",
+                     "", "", _verdict(props["passed"])))
     return out
 
 
