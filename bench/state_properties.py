@@ -3,7 +3,7 @@ same derandomized rules and invariants on real PostgreSQL, with many more exampl
 than CI runs. Prints and records the examples, steps and what the steps did; exits 1 if a
 property failed.
 
-    .venv/bin/python -m bench.state_properties   # BENCH_PROPS_EXAMPLES (1000), _STEPS (150)
+    .venv/bin/python -m bench.state_properties   # BENCH_PROPS_EXAMPLES (1000), _STEPS (100)
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from bench.results import record
 
 def main() -> int:
     examples = int(os.environ.get("BENCH_PROPS_EXAMPLES", "1000"))
-    steps = int(os.environ.get("BENCH_PROPS_STEPS", "150"))
+    steps = int(os.environ.get("BENCH_PROPS_STEPS", "100"))
     # Read by the test module when pytest imports it, below.
     os.environ["STATE_PROPS_EXAMPLES"] = str(examples)
     os.environ["STATE_PROPS_STEPS"] = str(steps)

@@ -355,6 +355,10 @@ class JobMachine(RuleBasedStateMachine):
         exp.state, exp.attempts, exp.attempt_limit = moved.state, moved.attempts, row.attempt_limit
         exp.cancel_requested, exp.due = moved.cancel_requested, not row.not_due
         exp.lease_live = False
+        if moved.state is P and row.not_due:  # re-dispatched later: pin the delay far out, so
+            with self.engine.connect() as conn:  # it cannot lapse between two reads
+                conn.execute(text("UPDATE jobs SET not_before = now() + interval '1 hour' "
+                                  "WHERE id = :id"), {"id": job_id})
         exp.result = ("failed", ANY_ERROR, None) if RESULT_STATUS[moved.state] else None
         TALLY[f"dead letter -> {moved.state.value}"] += 1
 
