@@ -161,7 +161,7 @@ def run(
         _terminate_connections(engine)
         result.counts["connections_terminated"] = True
         # kill -9 once the database shows jobs running under this server's live leases.
-        caught = _running(engine, at_least=2, wait_s=30)
+        caught = _running(engine, wait_s=30)
         process.kill()
         time.sleep(0.5)
         process.start()  # same port: the push endpoint is unchanged
@@ -230,19 +230,26 @@ def _terminate_connections(engine: Engine) -> int:
         )).scalar_one())
 
 
-def _running(engine: Engine, at_least: int, wait_s: float) -> list[tuple[str, int]]:
-    """Poll until at least `at_least` jobs run under a live lease that their worker renewed or
-    took within the last second (so not one orphaned by a dead instance); returns them, as
-    (id, attempt), or what there is after `wait_s`."""
+def _running(engine: Engine, wait_s: float) -> list[tuple[str, int]]:
+    """Poll until at least two jobs run under a live lease that their worker took or renewed
+    within the last second (not one orphaned by a dead instance), one of them a long handler
+    (slow or hanging) that started within the last half second, so a kill now catches it
+    mid-run. Returns them as (id, attempt); after `wait_s`, whatever runs at all."""
     deadline = time.monotonic() + wait_s
     while True:
         with engine.connect() as conn:
-            rows = [(str(r.id), int(r.attempts)) for r in conn.execute(text(
-                "SELECT id, attempts FROM jobs WHERE owner_id = 'chaos-owner' "
-                "AND state = 'PROCESSING' AND lease_expires_at > now() "
-                "AND updated_at > now() - interval '1 second'"))]
-        if len(rows) >= at_least or time.monotonic() > deadline:
-            return rows
+            rows = conn.execute(text(
+                "SELECT id, attempts, started_at > now() - interval '0.5 seconds' AND ("
+                "  COALESCE((metadata->'options'->>'sleep_s')::float, 0) >= 1"
+                "  OR COALESCE((metadata->'options'->>'hang_s')::float, 0) > 0) AS long_fresh "
+                "FROM jobs WHERE owner_id = 'chaos-owner' AND state = 'PROCESSING' "
+                "AND lease_expires_at > now() AND updated_at > now() - interval '1 second'"
+            )).all()
+        late = time.monotonic() > deadline
+        if (len(rows) >= 2 and any(r.long_fresh for r in rows)) or (late and rows):
+            return [(str(r.id), int(r.attempts)) for r in rows]
+        if late and time.monotonic() > deadline + wait_s:
+            return []
         time.sleep(0.02)
 
 
