@@ -42,6 +42,7 @@ bench: install
 	-$(BIN)/python -m bench.sweep_scale
 	-$(BIN)/python -m bench.chaos
 	-SCHEMATHESIS_EXAMPLES=300 $(BIN)/python -m pytest -q -s tests/test_openapi_contract.py
+	-$(BIN)/python -m bench.state_properties
 	$(BIN)/python -m bench.report
 
 # The whole pipeline locally, in the foreground (see localstack/dev.py); Ctrl-C stops it. It

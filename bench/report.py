@@ -72,8 +72,14 @@ def rows() -> list[tuple[str, str, str, str, str]]:
                      f"{ret['longest_transaction_ms']:.0f} ms", "", "",
                      f"< 1000 ms {_verdict(ret['longest_transaction_ms'] < 1000)}"))
     if chaos := load("chaos"):
-        out.append((f"chaos run, {chaos['jobs']} jobs", f"{chaos['problems']} problems",
-                     "", "", _verdict(chaos["problems"] == 0)))
+        missed = chaos.get("missed", [])
+        out.append((f"chaos run, {chaos['jobs']} jobs", f"{chaos['problems']} problems"
+                     + (f", missed: {', '.join(missed)}" if missed else ""),
+                     "", "", _verdict(chaos["problems"] == 0 and not missed)))
+    if props := load("state_properties"):
+        out.append((f"state-machine properties, {props['examples']:,} examples",
+                     f"{props['checked_states']:,} states checked in {props['seconds']:.0f} s",
+                     "", "", _verdict(props["passed"])))
     return out
 
 

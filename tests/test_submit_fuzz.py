@@ -1,23 +1,43 @@
 """Generated requests against every operation of the OpenAPI document: never a 5xx, every error
 a problem+json, and never a partial row (a job without its events, a result without a terminal
-state)."""
+state). Unicode edge cases (tests/support/unicode_edges.py) go into every string field, both in
+the generated requests and, one by one, through tests/test_submit_unicode.py."""
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
+from tests.conftest import table_counts
 from tests.submit_fixtures import SubmitHarness
+from tests.support.unicode_edges import (
+    EDGES,
+    UNSTORABLE,
+    json_bodies,
+    utf8,
+    wire_header,
+    wire_path,
+    wire_query,
+)
 
 EXAMPLES = 1200
 
-nasty_text = st.sampled_from(
-    ["", "\x00", "' OR 1=1 --", "🙂" * 50, "\u202e", "a" * 300, "%s%s", "{{x}}", "\ud7ff", "NaN"]
-) | st.text(max_size=40)
+nasty_text = (
+    st.sampled_from(
+        ["", "\x00", "' OR 1=1 --", "🙂" * 50, "\u202e", "a" * 300, "%s%s", "{{x}}", "\ud7ff",
+         "NaN", *EDGES.values()]
+    )
+    | st.text(max_size=40)
+    # Any code point at all, lone surrogates included (st.text leaves those out by default).
+    | st.text(st.characters(codec=None, exclude_categories=[]) | st.characters(categories=["Cs"]),
+              max_size=12)
+)
 json_leaf = (
     st.none()
     | st.booleans()
@@ -58,9 +78,7 @@ raw_bodies = st.one_of(
     st.just(b"[" * 3000),
     st.just(b'{"preset":"echo","content":"x","max_attempts":1' + b"0" * 5000 + b"}"),
 )
-path_ids = st.one_of(
-    st.uuids().map(str), nasty_text.map(lambda s: s.replace("/", "").replace("?", "") or "x")
-)
+path_ids = st.one_of(st.uuids().map(str), nasty_text.map(lambda s: wire_path(s) or "x"))
 
 
 def _operations(doc: dict[str, Any]) -> list[tuple[str, str]]:
@@ -79,8 +97,8 @@ def requests(draw: st.DrawFn, operations: list[tuple[str, str]]) -> dict[str, An
     ctype = st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain"])
     headers = {"Content-Type": draw(ctype)}
     if draw(st.booleans()):
-        headers["Idempotency-Key"] = draw(
-            nasty_text.filter(lambda s: "\n" not in s and "\r" not in s)
+        headers["Idempotency-Key"] = wire_header(
+            draw(nasty_text.filter(lambda s: "\n" not in s and "\r" not in s))
         )
     return {
         "method": method,
@@ -139,7 +157,7 @@ def test_generated_requests_never_5xx_and_leave_no_partial_rows(
         resp = api.client.open(
             path,
             method=req["method"].upper(),
-            query_string=req["query"],
+            query_string=wire_query(req["query"]),
             data=req["body"],
             headers=headers,
         )
@@ -156,3 +174,112 @@ def test_generated_requests_never_5xx_and_leave_no_partial_rows(
     assert {200, 202, 401, 404, 409, 422} <= set(seen), seen
     assert seen[202] >= 100  # the write path itself was exercised, not only refusals
     print("fuzz status counts:", dict(sorted(seen.items())))
+
+
+# -- Unicode edge cases, every string field, one case at a time ------------------------------
+# Deterministic: every case of tests/support/unicode_edges.py in every field, each request
+# checked on its own. A refusal is a problem+json that wrote nothing; an acceptance stores the
+# strings exactly (read back through GET); a string PostgreSQL cannot store is never accepted.
+
+BODY_FIELDS: dict[str, Any] = {
+    "content": lambda v: {"preset": "echo", "content": v},
+    "metadata-key": lambda v: {"preset": "echo", "content": "x", "metadata": {v: 1}},
+    "metadata-value": lambda v: {"preset": "echo", "content": "x",
+                                 "metadata": {"k": v, "nested": [{"v": v}]}},
+    "idempotency-key": lambda v: {"preset": "echo", "content": "x", "idempotency_key": v},
+    "preset": lambda v: {"preset": v, "content": "x"},
+}
+UNICODE_FIELDS = [*BODY_FIELDS, "idempotency-header", "query", "path"]
+
+
+def _cases(field: str, known: str) -> list[dict[str, Any]]:
+    """Every request of one field's cases: (label, method, path, query, headers, body, sent)."""
+    out: list[dict[str, Any]] = []
+    for name, value in EDGES.items():
+        if field in BODY_FIELDS:
+            sent = BODY_FIELDS[field](value)
+            for encoding, raw in json_bodies(sent).items():
+                out.append({"label": f"{name}/{encoding}", "method": "POST", "path": "/jobs",
+                            "body": raw, "sent": sent, "unstorable": name in UNSTORABLE})
+        elif field == "idempotency-header":
+            if "\n" in value or "\r" in value:
+                continue  # a header line cannot hold one; the request would not be sent
+            out.append({"label": name, "method": "POST", "path": "/jobs",
+                        "headers": {"Idempotency-Key": wire_header(value)},
+                        "body": b'{"preset": "echo", "content": "x"}'})
+        elif field == "query":
+            crafted = {
+                "cursor-timestamp": base64.urlsafe_b64encode(utf8(json.dumps(
+                    [value, known], ensure_ascii=False))).decode(),
+                "cursor-id": base64.urlsafe_b64encode(utf8(json.dumps(
+                    ["2026-01-01T00:00:00+00:00", value], ensure_ascii=False))).decode(),
+            }
+            queries = [{"state": value}, {"limit": value}, {"cursor": value}, {value: "1"},
+                       *({"cursor": c} for c in crafted.values())]
+            for i, query in enumerate(queries):
+                out.append({"label": f"{name}/{i}", "method": "GET", "path": "/jobs",
+                            "query": wire_query(query)})
+        else:  # path ids: alone, and glued to a real job's id
+            for seg in (wire_path(value), known + wire_path(value)):
+                for method, suffix in (("GET", ""), ("GET", "/events"), ("POST", "/cancel"),
+                                       ("POST", "/retry")):
+                    out.append({"label": f"{name}/{method}{suffix}", "method": method,
+                                "path": f"/jobs/{seg}{suffix}"})
+    return out
+
+
+def _stored(engine: Engine, job_id: str, keys: list[str]) -> dict[str, Any]:
+    """The job's fields as the database holds them (content and key are not in the API's view)."""
+    with engine.connect() as conn:
+        row = conn.execute(text(
+            "SELECT preset, content, metadata, idempotency_key FROM jobs WHERE id = :id"
+        ), {"id": job_id}).mappings().one()
+    return {key: row[key] for key in keys}
+
+
+def _judge(api: SubmitHarness, engine: Engine, case: dict[str, Any], resp: Any,
+           before: tuple[int, int, int]) -> str | None:
+    """What is wrong with this answer, or None."""
+    status = resp.status_code
+    if status >= 500:
+        return f"answered {status}: {resp.data[:200]!r}"
+    if status >= 400:
+        if resp.headers.get("Content-Type") != "application/problem+json":
+            return f"{status} is not problem+json"
+        problem = json.loads(resp.data)
+        if problem.get("status") != status or not problem.get("type") or not problem.get("title"):
+            return f"{status} with a malformed problem: {problem}"
+        if table_counts(engine) != before:
+            return f"refused with {status} but wrote rows"
+        return None
+    if case.get("unstorable"):
+        return f"accepted an unstorable string with {status}"
+    if case["method"] == "POST" and case["path"] == "/jobs":
+        grown = tuple(a - b for a, b in zip(table_counts(engine), before, strict=True))
+        if grown != ((1, 1, 0) if status == 202 else (0, 0, 0)):
+            return f"{status} changed the tables by {grown}"
+        sent = case.get("sent") or {"idempotency_key": case["headers"]["Idempotency-Key"]}
+        if _stored(engine, json.loads(resp.data)["id"], list(sent)) != sent:
+            return "stored strings differ from those sent"
+    return None
+
+
+@pytest.mark.parametrize("field", UNICODE_FIELDS)
+def test_unicode_edge_cases_in_every_string_field(
+    api: SubmitHarness, engine: Engine, field: str
+) -> None:
+    known = api.post_job("alice", {"preset": "echo", "content": "seed"}).get_json()["id"]
+    cases = _cases(field, known)
+    wrong: list[str] = []
+    for case in cases:
+        headers = {**api.auth("alice"), **case.get("headers", {})}
+        if case.get("body") is not None:
+            headers["Content-Type"] = "application/json"
+        before = table_counts(engine)
+        resp = api.client.open(case["path"], method=case["method"],
+                               query_string=case.get("query", ""), data=case.get("body"),
+                               headers=headers)
+        if (why := _judge(api, engine, case, resp, before)) is not None:
+            wrong.append(f"{field} {case['label']}: {why}")
+    print(f"unicode {field}: {len(cases)} requests, {len(wrong)} wrong")
+    assert wrong == [], "\n".join(wrong)

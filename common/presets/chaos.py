@@ -1,14 +1,17 @@
 """The `chaos` preset: a handler that misbehaves on request, for tests and benchmarks.
 
 Its options (metadata `options`) say what to do: sleep (stopping early if the job is
-cancelled), fail transiently on the first N attempts, fail permanently, or hang (ignore
-cancellation and the time limit, as a stuck library call would). Each run is recorded in the
-`chaos_runs` table, so a test can count real executions, not messages. It is registered only
-when ENABLE_CHAOS_PRESET is on.
+cancelled), fail transiently on the first N attempts, fail permanently, hang (ignore
+cancellation and the time limit, as a stuck library call would), or finish and then kill its
+own instance on the first N attempts (the instance dies after the work is done but before the
+result is written). Each run is recorded in the `chaos_runs` table, so a test can count real
+executions, not messages. It is registered only when ENABLE_CHAOS_PRESET is on.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +29,10 @@ class ChaosOptions(BaseModel):
     fail_times: int = Field(default=0, ge=0, le=100)
     fail_permanently: bool = False
     hang_s: float = Field(default=0.0, ge=0, le=3600)
+    # SIGKILL of this very process (all its threads, every job it runs) after the work is done
+    # and recorded, on attempts up to this number: a death between a handler's end and the
+    # worker's final write, which only the lease and the sweep can recover from.
+    kill_after_finish_times: int = Field(default=0, ge=0, le=100)
 
 
 def chaos_handler(record: RunLog) -> Handler:
@@ -46,6 +53,9 @@ def chaos_handler(record: RunLog) -> Handler:
         if ctx.attempt <= options.fail_times:
             record(ctx.job_id, ctx.attempt, "transient")
             raise TransientError(f"chaos: failing attempt {ctx.attempt} of {options.fail_times}")
+        if ctx.attempt <= options.kill_after_finish_times:
+            record(ctx.job_id, ctx.attempt, "finished-then-killed")  # first: then no more code
+            os.kill(os.getpid(), signal.SIGKILL)
         record(ctx.job_id, ctx.attempt, "succeeded")
         return {"attempt": ctx.attempt, "slept_s": options.sleep_s, "length": len(content)}
 

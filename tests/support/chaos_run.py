@@ -2,9 +2,12 @@
 
 Everything real: submit, process and sweep as functions-framework servers, the emulator's push
 subscription with its dead-letter policy, PostgreSQL. A mix of chaos jobs goes in over HTTP
-while faults are injected: duplicate messages, a kill -9 of the process server (restarted on
-the same port), dropped publishes at submit, and every database connection terminated once.
-Then the sweep runs until nothing changes, and the outcome is checked job by job.
+while faults are injected: duplicate messages, a kill -9 of the process server timed for when
+the database shows jobs running under its leases (restarted on the same port), handlers that
+finish and then kill their own instance before the result is written (gunicorn starts a new
+worker, as Cloud Run starts a new instance), dropped publishes at submit, and every database
+connection terminated once. Then the sweep runs until nothing changes, and the outcome is
+checked job by job, including that every attempt lost with its instance was rescued.
 """
 
 from __future__ import annotations
@@ -34,16 +37,25 @@ SCHEDULER = "chaos-scheduler"
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
 
 
+# Kinds whose jobs must end COMPLETED whatever was done to their instances.
+MUST_COMPLETE = ("succeed", "transient", "slow", "crash")
+# Outcomes in the chaos run log of attempts that can have written nothing.
+LOST_WITH_INSTANCE = "finished-then-killed"
+
+
 @dataclass
 class Planned:
-    kind: str  # succeed, transient, permanent, hang
+    kind: str  # succeed, transient, permanent, hang, slow, crash
     options: dict[str, Any]
     max_attempts: int = 5
 
 
 def plan(n: int, rng: random.Random) -> list[Planned]:
-    """20% fail transiently once or twice, 5% fail permanently, 5% hang past their lease."""
-    kinds = (["transient"] * 20 + ["permanent"] * 5 + ["hang"] * 5 + ["succeed"] * 70)
+    """20% fail transiently once or twice, 5% fail permanently, 5% hang past their lease, 5%
+    run for seconds (so a kill -9 finds work in flight), 2% finish their first attempt and then
+    kill their own instance before the result is written."""
+    kinds = (["transient"] * 20 + ["permanent"] * 5 + ["hang"] * 5 + ["slow"] * 5
+             + ["crash"] * 2 + ["succeed"] * 63)
     jobs = []
     for i in range(n):
         kind = kinds[i % 100]
@@ -54,6 +66,11 @@ def plan(n: int, rng: random.Random) -> list[Planned]:
             jobs.append(Planned(kind, {"fail_permanently": True}))
         elif kind == "hang":  # past the lease and the time limit, twice: then it is FAILED
             jobs.append(Planned(kind, {"hang_s": 4.0}, max_attempts=2))
+        elif kind == "slow":  # within the 3 s time limit, the lease kept by heartbeats
+            jobs.append(Planned(kind, {"sleep_s": rng.uniform(1.5, 2.5)}))
+        elif kind == "crash":
+            jobs.append(Planned(kind, {"kill_after_finish_times": 1,
+                                       "sleep_s": rng.uniform(0, 0.1)}))
         else:
             jobs.append(Planned(kind, {"sleep_s": rng.uniform(0, 0.1)}))
     rng.shuffle(jobs)
@@ -143,11 +160,13 @@ def run(
         time.sleep(0.5)
         _terminate_connections(engine)
         result.counts["connections_terminated"] = True
-        time.sleep(0.5)
-        process.kill()  # kill -9, mid-run
+        # kill -9 once the database shows jobs running under this server's live leases.
+        caught = _running(engine, wait_s=30)
+        process.kill()
         time.sleep(0.5)
         process.start()  # same port: the push endpoint is unchanged
         result.counts["process_killed_and_restarted"] = True
+        result.counts["running_jobs_caught_by_kill"] = len(caught)
         for t in threads:
             t.join()
         duplicates = rng.sample(sorted(ids), k=n // 5)
@@ -186,6 +205,15 @@ def run(
             result.counts["attempts_rescued_after_lost_lease"] = int(conn.execute(text(
                 "SELECT count(*) FROM job_events WHERE reason = 'lease-expired-retry'"
             )).scalar_one())
+            result.counts["caught_jobs_rescued"] = int(conn.execute(text(
+                "SELECT count(*) FROM job_events e JOIN unnest(CAST(:ids AS uuid[]), "
+                "CAST(:attempts AS int[])) AS c(id, attempt) ON (e.job_id, e.attempt) = "
+                "(c.id, c.attempt) WHERE e.reason IN ('lease-expired-retry', 'lease-expired')"
+            ), {"ids": [str(i) for i, _ in caught], "attempts": [a for _, a in caught]}
+            ).scalar_one())
+        # gunicorn's master outlives its worker's SIGKILL and starts a new one.
+        result.counts["instances_killed_by_their_handler"] = process.log_text().count(
+            "was sent SIGKILL")
         _check(engine, ids, result)
     finally:
         for server in servers:
@@ -200,6 +228,29 @@ def _terminate_connections(engine: Engine) -> int:
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE application_name = 'jobs-pipeline' AND pid <> pg_backend_pid()"
         )).scalar_one())
+
+
+def _running(engine: Engine, wait_s: float) -> list[tuple[str, int]]:
+    """Poll until at least two jobs run under a live lease that their worker took or renewed
+    within the last second (not one orphaned by a dead instance), one of them a long handler
+    (slow or hanging) that started within the last half second, so a kill now catches it
+    mid-run. Returns them as (id, attempt); after `wait_s`, whatever runs at all."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        with engine.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT id, attempts, started_at > now() - interval '0.5 seconds' AND ("
+                "  COALESCE((metadata->'options'->>'sleep_s')::float, 0) >= 1"
+                "  OR COALESCE((metadata->'options'->>'hang_s')::float, 0) > 0) AS long_fresh "
+                "FROM jobs WHERE owner_id = 'chaos-owner' AND state = 'PROCESSING' "
+                "AND lease_expires_at > now() AND updated_at > now() - interval '1 second'"
+            )).all()
+        late = time.monotonic() > deadline
+        if (len(rows) >= 2 and any(r.long_fresh for r in rows)) or (late and rows):
+            return [(str(r.id), int(r.attempts)) for r in rows]
+        if late and time.monotonic() > deadline + wait_s:
+            return []
+        time.sleep(0.02)
 
 
 def _states(engine: Engine) -> dict[str, int]:
@@ -250,7 +301,14 @@ def _check(engine: Engine, ids: dict[str, Planned], result: ChaosResult) -> None
             if attempt not in completed_attempts and not rescued:
                 result.problems.append(f"{job_id}: a successful run at attempt {attempt} "
                                        "neither completed nor was rescued")
-        if planned.kind in ("succeed", "transient"):
+        # The instance died after the handler finished: nothing may have been written for that
+        # attempt, and the lease must have brought the job back for another.
+        for attempt in [a for a, o in job_runs if o == LOST_WITH_INSTANCE]:
+            counts["handler_finished_then_instance_died"] += 1
+            if attempt in completed_attempts or ("lease-expired-retry", attempt) not in reasons:
+                result.problems.append(f"{job_id}: the attempt {attempt} that died after "
+                                       f"finishing left events {reasons}")
+        if planned.kind in MUST_COMPLETE:
             if job.state != "COMPLETED":
                 result.problems.append(f"{job_id} ({planned.kind}) ended {job.state}")
             elif len([a for a in succeeded if a in completed_attempts]) != 1:
@@ -268,4 +326,6 @@ def _check(engine: Engine, ids: dict[str, Planned], result: ChaosResult) -> None
         if planned.kind == "hang" and job.state != "FAILED":
             result.problems.append(f"{job_id} (hang) ended {job.state}")
         counts["extra_successful_runs"] += max(len(succeeded) - 1, 0)
+    result.counts["handler_finished_then_instance_died"] = counts.pop(
+        "handler_finished_then_instance_died", 0)
     result.counts["outcomes"] = dict(sorted(counts.items()))
