@@ -35,6 +35,14 @@ def _in_checkout_venv() -> None:
         os.execv(python, [str(python), os.path.abspath(__file__), *sys.argv[1:]])  # noqa: S606
 
 
+if __name__ != "__main__":
+    # Loaded by functions-framework: its app exists by now, and `errorhandler` registers on it.
+    import functions_framework
+
+    from functions.http_adapter import unrouted
+
+    functions_framework.errorhandler(404)(unrouted)
+
 if __name__ == "__main__":
     import sys
 

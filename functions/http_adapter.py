@@ -35,3 +35,15 @@ def from_flask(request: flask.Request) -> Request:
 
 def to_flask(response: Response) -> flask.Response:
     return flask.Response(response.body, status=response.status, headers=response.headers)
+
+
+def unrouted(error: Exception) -> flask.Response:
+    """Flask's own 404, for a path its catch-all route cannot match (the path converter stops
+    at a newline, so `/jobs/a%0Ab` never reaches our handler): a problem, like every other
+    error this API answers, instead of Flask's HTML page."""
+    import json
+
+    body = {"type": "https://jobs-pipeline.dev/problems/not-found", "title": "No such route",
+            "status": 404}
+    return flask.Response(json.dumps(body), status=404,
+                          content_type="application/problem+json")

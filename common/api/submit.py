@@ -170,7 +170,8 @@ class SubmitApi:
 
     def _list(self, request: Request, owner: str) -> Response:
         raw_limit = request.query.get("limit", "50")
-        if not raw_limit.isdigit() or len(raw_limit) > 6:
+        # ASCII digits only: "²".isdigit() is true, but int("²") raises.
+        if not (raw_limit.isascii() and raw_limit.isdigit()) or len(raw_limit) > 6:
             raise ProblemError(
                 422,
                 "validation-error",
