@@ -45,7 +45,9 @@ def test_the_table_gives_every_move_its_pairs() -> None:
         for source in t.sources or {None}:
             assert (source, t.target) in ALLOWED_PAIRS, move
     assert (None, P) in ALLOWED_PAIRS and (C, P) not in ALLOWED_PAIRS
-    assert TRANSITIONS[Move.DEAD_LETTER].sources <= {P, R}
+    # A dead letter is a delivery failure: it moves only a job that never ran that attempt.
+    assert TRANSITIONS[Move.DELIVERY_FAILED].sources == {P}
+    assert TRANSITIONS[Move.UNDELIVERABLE].sources == {P}
 
 
 def test_state_machine_properties_hold_under_any_interleaving(

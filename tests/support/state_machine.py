@@ -28,11 +28,10 @@ from sqlalchemy import Engine, text
 from common.settings import Settings
 from common.store.errors import IdempotencyConflict, IllegalTransition, JobNotFound, StaleAttempt
 from common.store.job_store import JobStore
-from common.store.models import NewJob
+from common.store.models import DispatchItem, NewJob
 from common.store.states import JobState
 from tests.support.state_model import (
     ALLOWED_PAIRS,
-    ANY_ERROR,
     RESULT_STATUS,
     Expected,
     Seen,
@@ -331,35 +330,45 @@ class JobMachine(RuleBasedStateMachine):
             exp.due = True
             TALLY[f"rescue -> {state.value}"] += 1
 
-    @precondition(lambda self: self.ever)
-    @rule(n=PICK, stale_by=st.sampled_from([0, 0, 1, 2]))
-    def dead_letter(self, n: int, stale_by: int) -> None:
+    @precondition(lambda self: self._any(lambda e: e.state is P))
+    @rule(n=PICK, stale_by=st.sampled_from([0, 0, 1, 2]), exhausted=st.booleans(),
+          published=st.booleans())
+    def dead_letter(self, n: int, stale_by: int, exhausted: bool, published: bool) -> None:
         """A message Pub/Sub gave up on, for the job's current attempt count or an older one.
-        Whatever the store decides for the job, it must be a move of the table, reported by its
-        return value; a stale message, a finished job or a live lease change nothing."""
+        Only a PENDING job at that attempt whose dispatch is outstanding moves: back to PENDING
+        to be dispatched again ('delivery-failed'), or FAILED 'Undeliverable' past the delivery
+        budget (`exhausted` gives the budget 0 s). Whatever the store decides must be a move of
+        the table, reported by its return value; anything else changes nothing."""
         job_id = self._pick(n, lambda e: e.state is P or lapsed(e))
         exp = self.jobs.get(job_id)
         attempt = (exp.attempts if exp else 0) - stale_by
         self.messages += 1
+        if published and exp is not None:  # its message went out (guarded by state and attempt)
+            self.store.mark_dispatched([DispatchItem(id=job_id, attempts=exp.attempts)])
         before = snapshot(self.engine, job_id)
-        moved = self.store.dead_letter(job_id, attempt, message_id=f"dl-{self.messages}")
-        if (exp is None or stale_by > 0 or exp.state.terminal
-                or (exp.state is R and exp.lease_live)):
+        with self.engine.connect() as conn:
+            outstanding = bool(conn.execute(
+                text("SELECT dispatched_at IS NOT NULL FROM jobs WHERE id = :id"),
+                {"id": job_id}).scalar())
+        policy = self.app_settings.model_copy(
+            update={"delivery_budget_s": 0.0 if exhausted else 86_400.0})
+        moved = self.store.delivery_failed(job_id, attempt, message_id=f"dl-{self.messages}",
+                                           policy=policy)
+        if exp is None or stale_by > 0 or exp.state is not P or not outstanding:
             assert moved is None and snapshot(self.engine, job_id) == before
             TALLY["dead letter ignored"] += 1
             return
         assert moved is not None and moved.id == job_id, "a due dead letter must settle its job"
         assert (exp.state, moved.state) in ALLOWED_PAIRS
-        assert moved.attempts >= exp.attempts
+        assert moved.state is (F if exhausted else P)
         row = read_tables(self.engine).jobs[job_id]
-        exp.state, exp.attempts, exp.attempt_limit = moved.state, moved.attempts, row.attempt_limit
-        exp.cancel_requested, exp.due = moved.cancel_requested, not row.not_due
-        exp.lease_live = False
+        assert row.attempts == exp.attempts  # a delivery failure consumes no attempt
+        exp.state, exp.due, exp.lease_live = moved.state, not row.not_due, False
         if moved.state is P and row.not_due:  # re-dispatched later: pin the delay far out, so
             with self.engine.connect() as conn:  # it cannot lapse between two reads
                 conn.execute(text("UPDATE jobs SET not_before = now() + interval '1 hour' "
                                   "WHERE id = :id"), {"id": job_id})
-        exp.result = ("failed", ANY_ERROR, None) if RESULT_STATUS[moved.state] else None
+        exp.result = ("failed", "Undeliverable", None) if moved.state is F else None
         TALLY[f"dead letter -> {moved.state.value}"] += 1
 
     @precondition(lambda self: self._any(lambda e: e.state.terminal))
