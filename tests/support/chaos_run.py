@@ -242,7 +242,7 @@ def _running(engine: Engine, wait_s: float) -> list[tuple[str, int]]:
                 "SELECT id, attempts, started_at > now() - interval '0.5 seconds' AND ("
                 "  COALESCE((metadata->'options'->>'sleep_s')::float, 0) >= 1"
                 "  OR COALESCE((metadata->'options'->>'hang_s')::float, 0) > 0) AS long_fresh "
-                "FROM jobs WHERE owner_id = 'chaos-owner' AND state = 'PROCESSING' "
+                "FROM jobs WHERE owner_id = 'hs256:chaos-owner' AND state = 'PROCESSING' "
                 "AND lease_expires_at > now() AND updated_at > now() - interval '1 second'"
             )).all()
         late = time.monotonic() > deadline
