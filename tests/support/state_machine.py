@@ -330,6 +330,35 @@ class JobMachine(RuleBasedStateMachine):
             exp.due = True
             TALLY[f"rescue -> {state.value}"] += 1
 
+    def _live_tokens(self) -> list[tuple[UUID, int]]:
+        return [t for held in self.tokens for t in held if t[0] in self.jobs
+                and self.jobs[t[0]].state is R and self.jobs[t[0]].attempts == t[1]]
+
+    @precondition(lambda self: bool(self._live_tokens()))
+    @rule(worker=st.integers(0, WORKERS - 1), n=PICK)
+    def takeover(self, worker: int, n: int) -> None:
+        """An instance stalls past its lease; the sweep rescues the job and another worker
+        claims it. The stalled worker then tries to finish: fenced out, nothing changes. (The
+        interleaving the other rules reach only by chance, made a step of its own so that every
+        run takes it.)"""
+        tokens = self._live_tokens()
+        job_id, held = tokens[n % len(tokens)]
+        self._move_into_past(job_id, lease=True)
+        self.rescue(0, lapse_first=False)
+        exp = self.jobs.get(job_id)
+        if exp is None or exp.state is not P or not exp.due:
+            return  # its last attempt, or a cancel was asked: the rescue ended it
+        outcome = self.store.claim(job_id, expected_attempts=exp.attempts, lease_s=LEASE_S)
+        assert outcome.reason == "claimed" and outcome.job is not None, outcome
+        exp.state, exp.attempts, exp.lease_live = R, exp.attempts + 1, True
+        self.tokens[worker].append((job_id, exp.attempts))
+        TALLY["claim: claimed"] += 1
+        err = self._refused(
+            job_id, lambda: self.store.complete(job_id, held, {"zombie": True}), StaleAttempt
+        )
+        assert isinstance(err, StaleAttempt) and (err.held, err.current) == (held, exp.attempts)
+        TALLY["fenced-out worker refused"] += 1
+
     @precondition(lambda self: self._any(lambda e: e.state is P))
     @rule(n=PICK, stale_by=st.sampled_from([0, 0, 1, 2]), exhausted=st.booleans(),
           published=st.booleans())
