@@ -23,6 +23,7 @@ from common.api.http import json_response as _json
 from common.api.http import problem_response as _problem
 from common.api.models import EventList, Health, JobList, JobView, Stats
 from common.api.problems import InvalidParam, ProblemError, from_store_error, validation_problem
+from common.api.ui import UiFiles
 from common.logs import bind_trace, log, trace_from_headers
 from common.presets.base import PermanentError
 from common.presets.registry import Registry
@@ -42,10 +43,12 @@ ROUTES = Map(
         Rule("/stats", methods=["GET"], endpoint="stats"),
         Rule("/healthz", methods=["GET"], endpoint="health"),
         Rule("/openapi.json", methods=["GET"], endpoint="openapi"),
+        Rule("/ui", methods=["GET"], endpoint="ui"),  # the dashboard's own files (common/api/ui.py)
+        Rule("/ui/<path:asset>", methods=["GET"], endpoint="ui"),
     ],
     strict_slashes=False,
 )
-PUBLIC = {"health", "openapi"}
+PUBLIC = {"health", "openapi", "ui"}  # the dashboard's data calls carry the token
 # Room for the largest content and metadata once JSON-escaped, plus the other fields.
 BODY_OVERHEAD = 16_384
 
@@ -66,6 +69,7 @@ class SubmitApi:
         self.openapi = openapi
         self.max_body = 2 * settings.max_content_bytes + settings.max_metadata_bytes + BODY_OVERHEAD
         self._health_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="healthz")
+        self.ui = UiFiles()
 
     def handle(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -182,6 +186,7 @@ class SubmitApi:
             state=request.query.get("state") or None,
             limit=int(raw_limit),
             cursor=request.query.get("cursor") or None,
+            preset=request.query.get("preset") or None,
         )
         return _json(
             200, JobList(jobs=[JobView.of(j) for j in page.jobs], next_cursor=page.next_cursor)
@@ -216,6 +221,9 @@ class SubmitApi:
 
     def _openapi(self, request: Request, owner: None) -> Response:
         return Response(200, self.openapi(), {"Content-Type": "application/json"})
+
+    def _ui(self, request: Request, owner: None, asset: str | None = None) -> Response:
+        return self.ui.serve(request, asset)
 
 
 def _job_id(raw: str) -> str:
