@@ -105,6 +105,25 @@ def _wait_done(dev: DevProcess, job_id: str) -> dict[str, Any]:
         time.sleep(0.1)
 
 
+def _dashboard_signs_in(dev: DevProcess) -> None:
+    """The printed dashboard link signs a browser in as 'dev' and shows its queue."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.support.browser import start_chromium
+
+    link = dev._value("dashboard ")
+    assert link == f"{dev.url}/ui/#token={dev.token}"
+    driver = start_chromium()
+    try:
+        driver.get(link)
+        WebDriverWait(driver, 30).until(lambda d: d.execute_script(
+            "const c = document.querySelector('.count[data-state=COMPLETED]');"
+            "return c && c.textContent === '4'"))
+        assert dev.token not in driver.current_url  # moved to sessionStorage, off the URL
+    finally:
+        driver.quit()
+
+
 @pytest.fixture()
 def data_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="jobs-dev-"))
@@ -146,6 +165,7 @@ def test_make_dev_runs_the_pipeline_and_stops_cleanly(data_dir: Path) -> None:
         other = dev.cli("token", "bob")
         assert other.returncode == 0 and other.stdout.count(".") == 2
         assert any(line.startswith("schedule| sweep:") for line in dev.lines)
+        _dashboard_signs_in(dev)
         assert any(line.startswith("process | ") for line in dev.lines)
     finally:
         code = dev.terminate()

@@ -49,9 +49,9 @@ function signIn(view, reason) {
     token.set(input.value);
     try {
       await call('stats', {signOut: false});
-      say('Signed in.');
-      location.hash = '#/';
+      history.replaceState(null, '', location.pathname + location.search + '#/');
       render();
+      say('Signed in.');
     } catch (err) {
       token.clear();
       put(errors, h('p', {class: 'error', role: 'alert'},
@@ -101,12 +101,13 @@ document.querySelector('.skip').addEventListener('click', (event) => {
 });
 document.getElementById('signout').addEventListener('click', () => {
   token.clear();
-  say('Signed out.');
   render();
+  say('Signed out.');
 });
 window.addEventListener('jobs:signed-out', (event) => render(
   'Your token was refused (' + event.detail + '). Sign in again.'));
 window.addEventListener('hashchange', () => {
+  say('');  // a message belongs to the view it was said on
   takeTokenFromFragment();
   render();
 });

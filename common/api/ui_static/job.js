@@ -22,6 +22,9 @@ export function showJob(view, {id}) {
       const [job, events] = await Promise.all([call(path), call(path + '/events')]);
       if (!live) return;
       if (job.state + job.cancel_requested !== shownState) {
+        if (shownState !== null && !shownState.startsWith(job.state)) {
+          say(`The job is now ${job.state}.`);
+        }
         shownState = job.state + job.cancel_requested;
         drawActions(actions, job, act);
       }
@@ -51,7 +54,6 @@ export function showJob(view, {id}) {
     } catch (err) {
       put(notice, problem(err));
     }
-    shownState = null;
     await refresh();
     (actions.querySelector('button') || title).focus();
   }
@@ -98,7 +100,8 @@ function drawJob(body, job, events) {
           job.cancel_requested && !TERMINAL.has(job.state) ? ' (cancel requested)' : null),
         progress(job.progress),
         row('Preset', job.preset),
-        row('Attempts', `${job.attempts} of ${job.max_attempts}`),
+        row('Attempts', String(job.attempts)),
+        row('Max attempts per run', String(job.max_attempts)),
         row('Created', timeEl(job.created_at)),
         row('Started', timeEl(job.started_at)),
         job.not_before ? row('Not before', timeEl(job.not_before)) : null,
@@ -108,7 +111,7 @@ function drawJob(body, job, events) {
       json(job.metadata)),
     h('section', {'aria-labelledby': 'result-h'},
       h('h2', {id: 'result-h'}, r && r.status === 'failed' ? 'Error' : 'Result'),
-      !r ? h('p', {class: 'muted'}, 'No result yet.')
+      !r ? h('p', {class: 'muted'}, TERMINAL.has(job.state) ? 'No result.' : 'No result yet.')
         : r.status === 'failed'
           ? h('div', {class: 'failure'}, h('p', {}, h('strong', {}, r.error_type || 'Error')),
             h('pre', {class: 'json'}, r.error_message || ''))
@@ -121,5 +124,14 @@ function drawJob(body, job, events) {
         e.from_state ? [badge(e.from_state), ' → '] : null, badge(e.to_state), ' ',
         h('span', {class: 'reason'}, e.reason),
         h('span', {class: 'muted'}, ` attempt ${e.attempt}`),
-        Object.keys(e.details || {}).length ? json(e.details) : null)))));
+        details(e.details))))));
+}
+
+/** An event's details on one line: `key value · key value`, values as text. */
+function details(found) {
+  const entries = Object.entries(found || {});
+  if (!entries.length) return null;
+  return h('dl', {class: 'details'}, entries.map(([key, value]) => h('div', {},
+    h('dt', {}, key),
+    h('dd', {}, typeof value === 'string' ? value : JSON.stringify(value)))));
 }

@@ -71,7 +71,7 @@ function table(jobs, cursor) {
       h('td', {}, badge(job.state),
         job.cancel_requested && !['CANCELLED', 'COMPLETED', 'FAILED'].includes(job.state)
           ? h('span', {class: 'muted'}, ' cancelling') : null),
-      h('td', {}, `${job.attempts} / ${job.max_attempts}`),
+      h('td', {}, String(job.attempts)),
       h('td', {}, timeEl(job.created_at)),
       h('td', {}, timeEl(job.finished_at))))));
 }

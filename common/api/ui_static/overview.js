@@ -77,6 +77,7 @@ function update(parts, stats, samples) {
   parts.finished.textContent = String(stats.finished_last_5_min);
   parts.rate.textContent = `${stats.throughput_per_min.toFixed(1)} jobs/min`;
   parts.chart.replaceChildren(sparkline(samples));
+  const every = pollMs(5000);
   parts.caption.textContent = 'Throughput in jobs per minute, sampled every ' +
-    `${Math.round(pollMs(5000) / 1000)} s while this tab is open.`;
+    (every < 1000 ? `${every} ms` : `${Math.round(every / 1000)} s`) + ' while this tab is open.';
 }
