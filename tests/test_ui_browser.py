@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 
 from common.store.states import JobState
 from tests.process_fixtures import Pipeline
@@ -356,3 +357,36 @@ def test_an_expired_token_signs_out(dash: Dashboard) -> None:
     assert dash.js("return sessionStorage.getItem('jobs.token')") is None
     # the API said 401 once; that is the only thing logged
     assert [e for e in dash.console() if "401" not in e["message"]] == []
+
+
+def test_optional_fields_show_when_present(dash: Dashboard, engine: Engine) -> None:
+    """`not_before` (a retry's wait) from the store as it is; `progress`, which a newer API adds,
+    by giving the page's own fetch a job that has it."""
+    from sqlalchemy import text
+
+    from common.store.models import NewJob
+
+    job, _ = dash.pipeline.store.create("hs256:alice", NewJob(preset="echo", content="later"))
+    with engine.connect() as conn:
+        conn.execute(text("UPDATE jobs SET not_before = now() + interval '1 hour' WHERE id = :id"),
+                      {"id": job.id})
+    _sign_in_by_link(dash)
+    dash.open(f"/jobs/{job.id}")
+    dash.wait(lambda: "Not before" in dash.texts(".fields dt"), "the not-before field")
+    assert "Progress" not in dash.texts(".fields dt")
+
+    dash.js("""
+        const real = window.fetch;
+        window.fetch = async (url, init) => {
+          const res = await real(url, init);
+          if (!/\\/jobs\\/[0-9a-f-]+$/.test(new URL(url).pathname)) return res;
+          const job = await res.json();
+          job.progress = {fraction: 0.42, note: 'chunk 3 of 7'};
+          return new Response(JSON.stringify(job), {status: res.status, headers: res.headers});
+        };""")
+    dash.open("/jobs")
+    dash.open(f"/jobs/{job.id}")
+    dash.wait(lambda: "Progress" in dash.texts(".fields dt"), "the progress field")
+    assert dash.js("return document.querySelector('.fields progress').value") == 42
+    assert "42%" in dash.texts(".fields dd")[1] and "chunk 3 of 7" in dash.texts(".fields dd")[1]
+    assert dash.axe() == []

@@ -90,12 +90,12 @@ def test_files_are_read_on_first_request_not_at_import() -> None:
         "import builtins, pathlib; opened = []\n"
         "orig = pathlib.Path.read_bytes\n"
         "pathlib.Path.read_bytes = lambda self: opened.append(str(self)) or orig(self)\n"
-        "import main; main.submit\n"
-        "print([p for p in opened if 'ui_static' in p])"
+        "import main, sys; main.submit\n"
+        "print([p for p in opened if 'ui_static' in p], 'common.api.ui' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True, cwd=ROOT).stdout.strip()
-    assert out == "[]"
+    assert out == "[] False"
 
 
 def test_the_openapi_document_leaves_the_ui_out(api: SubmitHarness) -> None:

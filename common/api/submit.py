@@ -23,7 +23,6 @@ from common.api.http import json_response as _json
 from common.api.http import problem_response as _problem
 from common.api.models import EventList, Health, JobList, JobView, Stats
 from common.api.problems import InvalidParam, ProblemError, from_store_error, validation_problem
-from common.api.ui import UiFiles
 from common.logs import bind_trace, log, trace_from_headers
 from common.presets.base import PermanentError
 from common.presets.registry import Registry
@@ -69,7 +68,6 @@ class SubmitApi:
         self.openapi = openapi
         self.max_body = 2 * settings.max_content_bytes + settings.max_metadata_bytes + BODY_OVERHEAD
         self._health_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="healthz")
-        self.ui = UiFiles()
 
     def handle(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -223,7 +221,9 @@ class SubmitApi:
         return Response(200, self.openapi(), {"Content-Type": "application/json"})
 
     def _ui(self, request: Request, owner: None, asset: str | None = None) -> Response:
-        return self.ui.serve(request, asset)
+        from common.api.ui import FILES  # loaded by the first /ui request: no cold-start cost
+
+        return FILES.serve(request, asset)
 
 
 def _job_id(raw: str) -> str:

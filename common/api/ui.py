@@ -6,8 +6,8 @@ needs no auth path of its own: its files hold no data and are public; every data
 goes through the owner-scoped API like any other client's.
 
 Why these choices:
-- Files are read on the first /ui request, not at import: a cold `submit` that never serves
-  the dashboard pays nothing for it (bench/cold_start.py).
+- This module is imported, and the files read, on the first /ui request: a cold `submit`
+  that never serves the dashboard pays nothing for it (bench/cold_start.py).
 - Only the files found in `ui_static/` (one flat folder) have names here, so no request path
   can reach anything else on disk.
 - The Content-Security-Policy allows only this origin's scripts and styles (no inline code, no
@@ -105,3 +105,6 @@ class UiFiles:
         if found.etag in request.headers.get("If-None-Match", ""):
             return Response(304, b"", headers)
         return Response(200, found.body, headers)
+
+
+FILES = UiFiles()
