@@ -390,3 +390,23 @@ def test_optional_fields_show_when_present(dash: Dashboard, engine: Engine) -> N
     assert dash.js("return document.querySelector('.fields progress').value") == 42
     assert "42%" in dash.texts(".fields dd")[1] and "chunk 3 of 7" in dash.texts(".fields dd")[1]
     assert dash.axe() == []
+
+
+def test_the_list_pages_with_the_api_cursor(dash: Dashboard) -> None:
+    from common.store.models import NewJob
+
+    made = [dash.pipeline.store.create("hs256:alice", NewJob(preset="echo", content=str(i)))[0]
+            for i in range(23)]  # straight into the store: nothing runs them
+    newest_first = [str(j.id) for j in reversed(made)]
+    _sign_in_by_link(dash)
+    dash.open("/jobs?state=PENDING")
+    rows = "return [...document.querySelectorAll('tbody tr')].map(r => r.dataset.job)"
+    dash.wait(lambda: dash.js(rows) == newest_first[:20], "the first page")
+    assert dash.texts(".pager a") == ["Older »"]
+    dash.click(".pager a", "Older »")
+    dash.wait(lambda: dash.js(rows) == newest_first[20:], "the second page")
+    assert "cursor=" in dash.driver.current_url
+    assert dash.js("return document.getElementById('state').value") == "PENDING"  # kept
+    assert dash.texts(".pager a") == ["« Newest"]
+    dash.driver.back()
+    dash.wait(lambda: dash.js(rows) == newest_first[:20], "the first page again")
