@@ -6,7 +6,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 TOOLS  := $(VENV)/tools/.installed-$(shell cat requirements-tools.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install lint types test bench dev clean
+AXE    := tests/ui/node_modules/axe-core/axe.min.js
+
+.PHONY: install lint types browser test bench dev clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -23,7 +25,18 @@ $(TOOLS): requirements-tools.txt $(STAMP)
 	rm -f $(VENV)/tools/.installed-*
 	touch $(TOOLS)
 
-install: $(STAMP) $(TOOLS)
+# axe-core (the accessibility checker the dashboard's browser tests inject), pinned by its lock.
+$(AXE): tests/ui/package-lock.json
+	@if command -v npm >/dev/null; then \
+	  npm ci --prefix tests/ui --no-audit --no-fund --silent && touch $(AXE); \
+	else echo "note: npm is missing; the dashboard's accessibility test will fail without it"; fi
+
+install: $(STAMP) $(TOOLS) $(AXE)
+
+# Debian's chromium and chromium-driver for the dashboard's browser tests: installed when
+# missing and we are root (CI), else a note on how (the tests then fail saying the same).
+browser:
+	@bash .ci/ensure-chromium
 
 lint: install
 	$(BIN)/ruff check .
@@ -31,7 +44,7 @@ lint: install
 types: install
 	$(BIN)/mypy
 
-test: lint types
+test: lint types browser
 	$(BIN)/python -m pytest
 
 bench: install

@@ -169,6 +169,8 @@ class DevStack:
             "",
             "jobs-pipeline is running; Ctrl-C stops everything.",
             f"  submit   http://127.0.0.1:{a.submit_port}   (OpenAPI at /openapi.json)",
+            # The token rides in the #fragment, which browsers never send to a server.
+            f"  dashboard http://127.0.0.1:{a.submit_port}/ui/#token={token}",
             f"  process  http://127.0.0.1:{a.process_port}   (the emulator pushes to it)",
             f"  sweep    http://127.0.0.1:{a.sweep_port}   (called every {a.sweep_every:g} s)",
             f"  pubsub   {self.emulator.host if self.emulator else '-'}",

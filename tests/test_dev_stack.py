@@ -112,6 +112,26 @@ def _wait_done(dev: DevProcess, job_id: str) -> dict[str, Any]:
         time.sleep(0.1)
 
 
+def _dashboard_signs_in(dev: DevProcess) -> None:
+    """The printed dashboard link signs a browser in as 'dev' and shows its queue."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.support.browser import start_chromium
+
+    link = dev._value("dashboard ")
+    assert link.startswith(f"{dev.url}/ui/#token=")
+    driver = start_chromium()
+    try:
+        driver.get(link)
+        WebDriverWait(driver, 30).until(lambda d: d.execute_script(
+            "const c = document.querySelector('.count[data-state=COMPLETED]');"
+            "return c && c.textContent === '4'"))
+        # moved to sessionStorage, off the URL
+        assert link.split("#token=", 1)[1] not in driver.current_url
+    finally:
+        driver.quit()
+
+
 @pytest.fixture()
 def data_dir() -> Iterator[Path]:
     """Private, as `mktemp -d` makes it: as root, the server's user cannot even enter it."""
@@ -132,7 +152,12 @@ def test_make_dev_runs_the_pipeline_and_stops_cleanly(data_dir: Path) -> None:
         assert any(line.endswith(f"data in {home}") for line in dev.lines)
         if os.geteuid() == 0:  # the server's user owns its data, outside the private tree
             assert data_dir not in home.parents and home.stat().st_uid != 0
-        assert not any(dev.token in line or "AUTH_HS256_SECRET=" in line for line in dev.lines)
+        # The signing secret is never printed; the one token printed is the dashboard's sign-in
+        # link, in the URL fragment (never sent to a server), for this terminal's user.
+        secret = json.loads((data_dir / dev_client.FILE_NAME).read_text())["secret"]
+        assert not any(secret in line or "AUTH_HS256_SECRET=" in line for line in dev.lines)
+        assert [line for line in dev.lines if "#token=" in line] == [
+            line for line in dev.lines if "dashboard http" in line]
         ids = []
         for preset, content in (("echo", "hi"), ("text-stats", "One. Two."), ("checksum", "x")):
             status, job = dev.call("POST", "/jobs", {"preset": preset, "content": content})
@@ -167,6 +192,7 @@ def test_make_dev_runs_the_pipeline_and_stops_cleanly(data_dir: Path) -> None:
         while not any(line.startswith("schedule| sweep:") for line in dev.lines):
             assert time.monotonic() < deadline, "the scheduler never reported a pass"
             time.sleep(0.1)
+        _dashboard_signs_in(dev)
         assert any(line.startswith("process | ") for line in dev.lines)
     finally:
         code = dev.terminate()

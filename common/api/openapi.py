@@ -21,7 +21,7 @@ from common.api.problems import TYPE_BASE, Problem
 from common.presets.registry import Registry
 from common.settings import Settings
 from common.store.cursor import QUERY_CURSOR_PATTERN
-from common.store.models import MAX_METADATA_DEPTH
+from common.store.models import MAX_METADATA_DEPTH, PRESET_PATTERN
 from common.store.states import JobState
 
 REF = "#/components/schemas/{model}"
@@ -205,6 +205,13 @@ def build_openapi(registry: Registry, settings: Settings) -> dict[str, Any]:
             "schema": {"enum": [*(s.value for s in JobState), ""]},
         },
         {
+            "name": "preset",
+            "in": "query",
+            "description": "Only jobs of this preset; empty or absent: every preset.",
+            "schema": {"type": "string", "maxLength": 64,
+                       "pattern": "^(?:" + PRESET_PATTERN[1:-1] + ")?$"},
+        },
+        {
             "name": "limit",
             "in": "query",
             "schema": {"type": "integer", "minimum": 1, "maximum": settings.max_page_size},
@@ -249,7 +256,7 @@ def build_openapi(registry: Registry, settings: Settings) -> dict[str, Any]:
                     "listJobs",
                     "The caller's jobs, newest first",
                     {200: "JobList"},
-                    {400: "the cursor is malformed", 422: "state or limit is invalid",
+                    {400: "the cursor is malformed", 422: "state, preset or limit is invalid",
                      **unavailable},
                     params=list_params,
                 ),

@@ -42,10 +42,12 @@ ROUTES = Map(
         Rule("/stats", methods=["GET"], endpoint="stats"),
         Rule("/healthz", methods=["GET"], endpoint="health"),
         Rule("/openapi.json", methods=["GET"], endpoint="openapi"),
+        Rule("/ui", methods=["GET"], endpoint="ui"),  # the dashboard's own files (common/api/ui.py)
+        Rule("/ui/<path:asset>", methods=["GET"], endpoint="ui"),
     ],
     strict_slashes=False,
 )
-PUBLIC = {"health", "openapi"}
+PUBLIC = {"health", "openapi", "ui"}  # the dashboard's data calls carry the token
 # Room for the largest content and metadata once JSON-escaped, plus the other fields.
 BODY_OVERHEAD = 16_384
 
@@ -183,6 +185,7 @@ class SubmitApi:
             state=request.query.get("state") or None,
             limit=int(raw_limit),
             cursor=request.query.get("cursor") or None,
+            preset=request.query.get("preset") or None,
         )
         return _json(
             200, JobList(jobs=[JobView.of(j) for j in page.jobs], next_cursor=page.next_cursor)
@@ -217,6 +220,11 @@ class SubmitApi:
 
     def _openapi(self, request: Request, owner: None) -> Response:
         return Response(200, self.openapi(), {"Content-Type": "application/json"})
+
+    def _ui(self, request: Request, owner: None, asset: str | None = None) -> Response:
+        from common.api.ui import FILES  # loaded by the first /ui request: no cold-start cost
+
+        return FILES.serve(request, asset)
 
 
 def _job_id(raw: str) -> str:

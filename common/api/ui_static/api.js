@@ -1,0 +1,72 @@
+// The dashboard's only way to the data: the JSON API, with the caller's own bearer token, so
+// every answer is scoped to that owner exactly as for any other client. The token lives in
+// sessionStorage (gone when the tab closes) and is only ever sent in the Authorization header.
+
+const KEY = 'jobs.token';
+
+export const token = {
+  get: () => sessionStorage.getItem(KEY),
+  set: (value) => sessionStorage.setItem(KEY, value.trim()),
+  clear: () => sessionStorage.removeItem(KEY),
+};
+
+export class ApiError extends Error {
+  constructor(status, problem) {
+    super(problem.detail || problem.title || `HTTP ${status}`);
+    this.status = status;
+    this.problem = problem;
+  }
+}
+
+/** The API's root: one level above this page (/ui/), wherever the service is mounted. */
+export function apiUrl(path, query) {
+  const url = new URL('../' + path, document.baseURI);
+  for (const [key, value] of Object.entries(query || {})) {
+    if (value) url.searchParams.set(key, value);
+  }
+  return url;
+}
+
+/** Call the API; resolves with the JSON body, rejects with an ApiError. A 401 signs out. */
+export async function call(path, {method = 'GET', query, auth = true, signOut = true} = {}) {
+  const headers = {Accept: 'application/json'};
+  if (auth) headers.Authorization = 'Bearer ' + (token.get() || '');
+  let res;
+  try {
+    res = await fetch(apiUrl(path, query), {
+      method, headers, credentials: 'omit', cache: 'no-store', referrerPolicy: 'no-referrer',
+    });
+  } catch {
+    throw new ApiError(0, {title: 'The API cannot be reached'});
+  }
+  const type = res.headers.get('Content-Type') || '';
+  const body = type.includes('json') ? await res.json() : {};
+  if (!res.ok) {
+    const err = new ApiError(res.status, body);
+    if (res.status === 401 && auth && signOut) {
+      token.clear();
+      window.dispatchEvent(new CustomEvent('jobs:signed-out', {detail: err.message}));
+    }
+    throw err;
+  }
+  return body;
+}
+
+let presets = null;
+
+/** This instance's presets, from its public OpenAPI document (one variant per preset). */
+export async function presetNames() {
+  if (presets === null) {
+    try {
+      const doc = await call('openapi.json', {auth: false});
+      const schemas = doc.components.schemas;
+      presets = schemas.NewJob.oneOf
+        .map((v) => schemas[v.$ref.split('/').pop()].properties.preset.const)
+        .filter((name) => typeof name === 'string')
+        .sort();
+    } catch {
+      presets = [];
+    }
+  }
+  return presets;
+}

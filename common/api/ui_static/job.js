@@ -1,0 +1,137 @@
+// One job: its fields, progress (when the API reports it), result or error, the event
+// timeline, and the cancel and retry actions, each confirmed first. Polled until terminal.
+
+import {call} from './api.js';
+import {confirmAction} from './confirm.js';
+import {TERMINAL, badge, h, json, pollMs, problem, put, say, timeEl} from './dom.js';
+
+export function showJob(view, {id}) {
+  const title = h('h1', {tabindex: '-1'}, 'Job ', h('span', {class: 'mono'}, id));
+  const actions = h('div', {class: 'actions', role: 'group', 'aria-label': 'Actions'});
+  const notice = h('div');
+  const body = h('div', {'aria-busy': 'true'}, h('p', {}, 'Loading…'));
+  put(view, h('p', {}, h('a', {href: '#/jobs'}, '« All jobs')), title, actions, notice, body);
+  let live = true;
+  let timer = null;
+  let shownState = null;
+
+  async function refresh() {
+    clearTimeout(timer);
+    try {
+      const path = 'jobs/' + encodeURIComponent(id);
+      const [job, events] = await Promise.all([call(path), call(path + '/events')]);
+      if (!live) return;
+      if (job.state + job.cancel_requested !== shownState) {
+        if (shownState !== null && !shownState.startsWith(job.state)) {
+          say(`The job is now ${job.state}.`);
+        }
+        shownState = job.state + job.cancel_requested;
+        drawActions(actions, job, act);
+      }
+      drawJob(body, job, events.events);
+      body.removeAttribute('aria-busy');
+      if (live && !TERMINAL.has(job.state)) timer = setTimeout(refresh, pollMs(2000));
+    } catch (err) {
+      if (live) put(body, problem(err));
+    }
+  }
+
+  async function act(kind) {
+    const cancel = kind === 'cancel';
+    const sure = await confirmAction(cancel
+      ? {title: 'Cancel this job?', yes: 'Cancel job', danger: true,
+        text: 'A pending job ends at once; a running one stops at its next check.'}
+      : {title: 'Retry this job?', yes: 'Retry job',
+        text: 'The job goes back to PENDING with a fresh budget of attempts.'});
+    if (!sure || !live) return;
+    try {
+      const job = await call(`jobs/${encodeURIComponent(id)}/${kind}`, {method: 'POST'});
+      const text = cancel
+        ? (job.state === 'CANCELLED' ? 'Job cancelled.' : 'Cancel requested; the job stops soon.')
+        : 'Retry accepted: the job is PENDING again.';
+      put(notice);
+      say(text);
+    } catch (err) {
+      put(notice, problem(err));
+    }
+    await refresh();
+    (actions.querySelector('button') || title).focus();
+  }
+
+  refresh();
+  return () => {
+    live = false;
+    clearTimeout(timer);
+  };
+}
+
+function drawActions(actions, job, act) {
+  const canCancel = ['PENDING', 'PROCESSING'].includes(job.state) && !job.cancel_requested;
+  put(actions,
+    canCancel ? h('button', {type: 'button', class: 'danger', onclick: () => act('cancel')},
+      'Cancel job…') : null,
+    job.state === 'FAILED' ? h('button', {type: 'button', class: 'primary',
+      onclick: () => act('retry')}, 'Retry job…') : null);
+}
+
+function row(term, ...value) {
+  return h('div', {}, h('dt', {}, term), h('dd', {}, ...value));
+}
+
+/** `progress` comes from a newer API: a fraction, or {fraction, note}; shown only if present. */
+function progress(value) {
+  if (value === undefined || value === null) return null;
+  const fraction = typeof value === 'number' ? value : Number(value.fraction);
+  const note = typeof value === 'object' && value.note ? String(value.note) : '';
+  if (!Number.isFinite(fraction)) return null;
+  const pct = Math.round(Math.min(1, Math.max(0, fraction)) * 100);
+  return row('Progress',
+    h('progress', {max: 100, value: pct, 'aria-label': 'Progress'}, `${pct}%`),
+    ` ${pct}%`, note ? h('span', {class: 'muted'}, ' ' + note) : null);
+}
+
+function drawJob(body, job, events) {
+  const r = job.result;
+  put(body,
+    h('section', {'aria-labelledby': 'fields-h'},
+      h('h2', {id: 'fields-h'}, 'Fields'),
+      h('dl', {class: 'fields'},
+        row('State', badge(job.state),
+          job.cancel_requested && !TERMINAL.has(job.state) ? ' (cancel requested)' : null),
+        progress(job.progress),
+        row('Preset', job.preset),
+        row('Attempts', String(job.attempts)),
+        row('Max attempts per run', String(job.max_attempts)),
+        row('Created', timeEl(job.created_at)),
+        row('Started', timeEl(job.started_at)),
+        job.not_before ? row('Not before', timeEl(job.not_before)) : null,
+        row('Finished', timeEl(job.finished_at)),
+        row('Updated', timeEl(job.updated_at))),
+      h('h3', {}, 'Metadata'),
+      json(job.metadata)),
+    h('section', {'aria-labelledby': 'result-h'},
+      h('h2', {id: 'result-h'}, r && r.status === 'failed' ? 'Error' : 'Result'),
+      !r ? h('p', {class: 'muted'}, TERMINAL.has(job.state) ? 'No result.' : 'No result yet.')
+        : r.status === 'failed'
+          ? h('div', {class: 'failure'}, h('p', {}, h('strong', {}, r.error_type || 'Error')),
+            h('pre', {class: 'json'}, r.error_message || ''))
+          : [json(r.output), r.duration_ms != null
+            ? h('p', {class: 'muted'}, `Took ${r.duration_ms} ms.`) : null]),
+    h('section', {'aria-labelledby': 'timeline-h'},
+      h('h2', {id: 'timeline-h'}, 'Timeline'),
+      h('ol', {class: 'timeline'}, events.map((e) => h('li', {},
+        timeEl(e.at), ' ',
+        e.from_state ? [badge(e.from_state), ' → '] : null, badge(e.to_state), ' ',
+        h('span', {class: 'reason'}, e.reason),
+        h('span', {class: 'muted'}, ` attempt ${e.attempt}`),
+        details(e.details))))));
+}
+
+/** An event's details on one line: `key value · key value`, values as text. */
+function details(found) {
+  const entries = Object.entries(found || {});
+  if (!entries.length) return null;
+  return h('dl', {class: 'details'}, entries.map(([key, value]) => h('div', {},
+    h('dt', {}, key),
+    h('dd', {}, typeof value === 'string' ? value : JSON.stringify(value)))));
+}

@@ -1,0 +1,412 @@
+"""The dashboard in a real headless browser (Debian's chromium through chromium-driver), on the
+real stack: a functions-framework `submit` server, PostgreSQL, the Pub/Sub emulator and a real
+`process` server that runs the jobs. Jobs are submitted over the HTTP API; the tests look at
+what a person sees and do what a person does: sign in, read the queue, filter, open a job,
+cancel and retry with confirmation, move around with the keyboard.
+
+Screenshots go to a temporary folder; with UI_SCREENSHOTS=save they replace the ones in
+docs/screenshots/ that README shows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from common.store.states import JobState
+from tests.process_fixtures import Pipeline
+from tests.support.browser import axe_source, save_small_png, start_chromium
+from tests.support.paths import ROOT
+
+pytestmark = pytest.mark.timeout(600)
+
+MARKUP = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
+WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    driver = start_chromium()
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@dataclass
+class Dashboard:
+    """One signed-out browser tab on a real `submit` server, and the API beside it."""
+
+    driver: Any
+    url: str
+    pipeline: Pipeline
+    shots: Path
+
+    def token(self, owner: str = "alice") -> str:
+        return self.pipeline.api.token(owner)
+
+    def call(self, method: str, path: str, body: Any = None, owner: str = "alice") -> Any:
+        req = urllib.request.Request(
+            self.url + path, method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.token(owner)}",
+                     "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read())
+
+    def submit(self, preset: str, content: str = "hello", owner: str = "alice",
+               **body: Any) -> str:
+        job = self.call("POST", "/jobs", {"preset": preset, "content": content, **body}, owner)
+        return str(job["id"])
+
+    def open(self, fragment: str = "/") -> None:
+        self.driver.get(f"{self.url}/ui/#{fragment}")
+
+    def wait(self, check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+        from selenium.common.exceptions import TimeoutException
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        try:
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(
+                lambda _d: check()
+            )
+        except TimeoutException:
+            main = self.js("return document.getElementById('main').innerText")
+            raise AssertionError(f"waited for {what}; the page shows:\n{main}") from None
+
+    def js(self, code: str, *args: Any) -> Any:
+        return self.driver.execute_script(code, *args)
+
+    def texts(self, css: str) -> list[str]:
+        return list(self.js(
+            "return [...document.querySelectorAll(arguments[0])].map(e => e.textContent.trim())",
+            css))
+
+    def click(self, css: str, text: str | None = None) -> None:
+        from selenium.webdriver.common.by import By
+
+        for el in self.driver.find_elements(By.CSS_SELECTOR, css):
+            if text is None or el.text.strip() == text:
+                el.click()
+                return
+        raise AssertionError(f"no {css} with text {text!r}")
+
+    def console(self) -> list[dict[str, Any]]:
+        """What the page logged since the last call (CSP violations are logged as errors)."""
+        return list(self.driver.get_log("browser"))
+
+    def shot(self, name: str, height: int = 760) -> Path:
+        """The window's view as a small PNG; `height` grows the window for a long page."""
+        path = self.shots / f"{name}.png"
+        self.js("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)")
+        self.driver.set_window_size(1200, height + 140)  # the window's frame takes ~140 px
+        try:
+            size = save_small_png(self.driver.get_screenshot_as_png(), path)
+        finally:
+            self.driver.set_window_size(1200, 900)
+        assert 3_000 < size < 200_000, (name, size)
+        return path
+
+    def axe(self) -> list[str]:
+        """axe-core's WCAG A/AA violations on the page as it is now, one line each."""
+        if not self.js("return typeof window.axe === 'object'"):
+            self.js(axe_source())
+        found = self.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "axe.run(document, {runOnly: {type: 'tag', values: arguments[0]}})"
+            ".then(r => done(r.violations.map(v => v.id + ': ' + v.help + ' at ' +"
+            " v.nodes.map(n => n.target.join(' ') + ' ' + (n.failureSummary || '')).join('; '))))"
+            ".catch(e => done(['axe failed: ' + e]));",
+            WCAG,
+        )
+        return list(found)
+
+
+@pytest.fixture()
+def dash(chromium: Any, pipeline: Pipeline, submit_server: str, tmp_path: Path) -> Dashboard:
+    """`pipeline` first: the submit server then inherits its settings (the chaos preset)."""
+    shots = ROOT / "docs" / "screenshots" if os.environ.get("UI_SCREENSHOTS") == "save" \
+        else tmp_path
+    chromium.get(submit_server + "/ui/")
+    chromium.execute_script("sessionStorage.clear()")
+    chromium.get_log("browser")  # start counting from here
+    return Dashboard(chromium, submit_server, pipeline, shots)
+
+
+def _sign_in_by_link(dash: Dashboard, owner: str = "alice") -> None:
+    token = dash.token(owner)
+    dash.driver.get(f"{dash.url}/ui/#token={token}")
+    dash.wait(lambda: dash.texts("main h1") == ["Overview"], "the overview")
+    assert dash.js("return sessionStorage.getItem('jobs.token')") == token
+    assert token not in dash.driver.current_url  # the fragment was cleared
+    assert dash.driver.current_url.endswith("/ui/#/")
+    dash.js("sessionStorage.setItem('jobs.pollMs', '250')")
+
+
+def _counts(dash: Dashboard) -> dict[str, str]:
+    return dict(dash.js(
+        "return [...document.querySelectorAll('.count')].map(e => [e.dataset.state, e.textContent])"
+    ))
+
+
+def _wait_state(dash: Dashboard, job_id: str, *states: JobState) -> None:
+    dash.pipeline.wait(job_id, *states)
+
+
+def test_dashboard_shows_the_queue_and_steers_it(dash: Dashboard) -> None:
+    _sign_in_by_link(dash)
+    dash.driver.refresh()  # polls every 250 ms from now on
+    dash.wait(lambda: _counts(dash).get("PENDING") == "0", "an empty queue")
+    # Jobs arrive in waves while the overview polls, so its sparkline has something to show.
+    done = []
+    for wave, content in enumerate(["Hello there.", "General Kenobi!"], start=1):
+        done.append(dash.submit("echo", content))
+        dash.pipeline.wait(done[-1], JobState.COMPLETED)
+        dash.wait(lambda n=wave: dash.texts("#finished") == [str(n)], f"{wave} finished")
+    done.append(dash.submit("text-stats", "One. Two words. Three words here."))
+    broken = dash.submit("chaos", "x", metadata={"options": {"fail_permanently": True}},
+                         max_attempts=1)
+    sleeper = dash.submit("chaos", "x", metadata={"options": {"sleep_s": 120}})
+    dash.pipeline.wait(done[-1], JobState.COMPLETED)
+    dash.pipeline.wait(broken, JobState.FAILED)
+    dash.pipeline.wait(sleeper, JobState.PROCESSING)
+    want = {"PENDING": "0", "PROCESSING": "1", "COMPLETED": "3", "FAILED": "1", "CANCELLED": "0"}
+    dash.wait(lambda: _counts(dash) == want, f"the depth per state {want}")
+    dash.wait(lambda: dash.texts("#finished") == ["4"], "four finished")
+    assert dash.texts("#throughput") == ["0.8 jobs/min"]  # 4 finishes in 5 minutes
+    label = dash.js("return document.querySelector('.spark').getAttribute('aria-label')")
+    assert "now 0.8" in label and "lowest 0.0" in label and "jobs per minute" in label
+    assert dash.js("return document.querySelectorAll('.spark-line').length") == 1
+    dash.shot("overview")
+
+    dash.click("#nav a", "Jobs")
+    dash.wait(lambda: len(dash.texts("tbody tr")) == 5, "five jobs in the list")
+    assert dash.texts("tbody tr td:nth-child(3) .badge") == [
+        "PROCESSING", "FAILED", "COMPLETED", "COMPLETED", "COMPLETED"]  # newest first
+    dash.shot("jobs")
+
+    _choose(dash, "state", "FAILED")
+    dash.wait(lambda: dash.texts("tbody tr td:nth-child(2)") == ["chaos"], "the failed job")
+    _choose(dash, "state", "")
+    _choose(dash, "preset", "echo")
+    dash.wait(lambda: dash.texts("tbody tr td:nth-child(2)") == ["echo", "echo"], "echo jobs")
+    assert "preset=echo" in dash.driver.current_url
+
+    # Cancel the running job, confirming in the dialog; the worker ends it CANCELLED.
+    dash.open(f"/jobs/{sleeper}")
+    dash.wait(lambda: dash.texts(".fields .badge") == ["PROCESSING"], "the running job")
+    dash.click(".actions button", "Cancel job…")
+    dash.wait(lambda: dash.js("return !!document.querySelector('dialog[open]')"), "the dialog")
+    assert dash.texts("dialog h2") == ["Cancel this job?"]
+    dash.click("dialog button", "Cancel job")
+    dash.wait(lambda: dash.texts(".fields .badge") == ["CANCELLED"], "the job cancelled")
+    timeline = dash.texts(".timeline li .reason")
+    assert timeline[0] == "created" and "cancel-requested" in timeline
+    assert dash.texts(".timeline li .badge")[-1] == "CANCELLED"
+    assert dash.texts(".actions button") == []  # nothing left to do to it
+    assert dash.call("GET", f"/jobs/{sleeper}")["state"] == "CANCELLED"
+    dash.shot("job", height=1000)
+
+    # Retry the failed job: back to PENDING, run again, FAILED again with a second attempt.
+    dash.open(f"/jobs/{broken}")
+    dash.wait(lambda: dash.texts(".failure strong") == ["PermanentError"], "the error")
+    assert dash.texts(".failure pre") == ["chaos: asked to fail permanently"]
+    before = len(dash.texts(".timeline li"))
+    dash.click(".actions button", "Retry job…")
+    dash.wait(lambda: dash.js("return !!document.querySelector('dialog[open]')"), "the dialog")
+    dash.click("dialog button", "Retry job")
+    dash.wait(lambda: len(dash.texts(".timeline li")) >= before + 3 and
+              dash.texts(".fields .badge") == ["FAILED"], "the retried job to fail again")
+    assert dash.call("GET", f"/jobs/{broken}")["attempts"] == 2
+    assert "retried" in " ".join(dash.texts(".timeline li .reason"))
+    dash.shot("job-failed", height=1180)
+
+    problems = [e for e in dash.console() if e["level"] == "SEVERE"]
+    assert problems == []
+
+
+def _choose(dash: Dashboard, field: str, value: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    Select(dash.driver.find_element(By.ID, field)).select_by_value(value)
+    dash.click(".filters button", "Show")
+
+
+def test_user_data_renders_as_text_and_no_script_runs(dash: Dashboard) -> None:
+    markup_job = dash.submit("echo", MARKUP, metadata={"note": MARKUP, MARKUP: "<b>bold?</b>"})
+    foreign = dash.submit("echo", "mallory's", owner="mallory")
+    _wait_state(dash, markup_job, JobState.COMPLETED)
+
+    _sign_in_by_link(dash)
+    dash.open("/jobs")
+    dash.wait(lambda: len(dash.texts("tbody tr")) == 1, "alice's one job")  # not mallory's
+    dash.open(f"/jobs/{markup_job}")
+    dash.wait(lambda: dash.texts(".fields .badge") == ["COMPLETED"], "the job")
+    output, metadata = dash.texts("#main pre.json")[1], dash.texts("#main pre.json")[0]
+    assert json.loads(output) == {"content": MARKUP}  # the echo shown as the text it is
+    assert json.loads(metadata) == {"note": MARKUP, MARKUP: "<b>bold?</b>"}
+    assert dash.js("return document.querySelectorAll('#main img, #main script, #main b').length") \
+        == 0
+    assert dash.js("return window.__pwned") is None
+    assert dash.console() == []  # no error, and no CSP violation: nothing even tried to run
+
+    # Another owner's job is as absent as a missing one.
+    dash.open(f"/jobs/{foreign}")
+    dash.wait(lambda: dash.texts("#main .error") == ["Job not found"], "not found")
+
+    # The second line of defence is on: parsing markup into the page is refused outright.
+    refused = dash.js(
+        "try { document.getElementById('main').innerHTML = arguments[0]; return 'parsed'; }"
+        " catch (e) { return e.name; }", MARKUP)
+    assert refused == "TypeError"
+    logged = [e["message"] for e in dash.console()]
+    violations = [m for m in logged if "TrustedHTML" in m or "Content Security Policy" in m]
+    assert len(violations) == 1 and "TrustedHTML" in violations[0]
+    others = [m for m in logged if m not in violations]  # the foreign job's 404s, no more
+    assert others and all(f"/jobs/{foreign}" in m and "404 (NOT FOUND)" in m for m in others)
+    assert dash.js("return window.__pwned") is None
+
+
+def test_keyboard_and_accessibility(dash: Dashboard) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    sleeper = dash.submit("chaos", "x", metadata={"options": {"sleep_s": 120}})
+    _wait_state(dash, sleeper, JobState.PROCESSING)
+    driver = dash.driver
+
+    # Sign in with the keyboard alone: the token field has focus, Enter submits.
+    dash.open("/")
+    dash.wait(lambda: dash.texts("main h1") == ["Sign in"], "the sign-in form")
+    assert dash.js("return document.activeElement.id") == "token"
+    assert dash.texts("label[for=token]") == ["API token"]
+    assert dash.axe() == []
+    assert dash.texts("#nav a") == ["Overview", "Jobs"] and not dash.js(
+        "return document.getElementById('nav').checkVisibility()")  # no views while signed out
+    dash.shot("sign-in")
+    field = driver.find_element("css selector", "#token")
+    field.send_keys("not-a-token", Keys.ENTER)
+    dash.wait(lambda: dash.texts("main [role=alert]") != [], "the refusal")
+    assert dash.texts("main [role=alert]")[0].startswith("That token was refused")
+    assert dash.js("return document.activeElement.id") == "token"  # back to the field
+    field.clear()
+    field.send_keys(dash.token(), Keys.ENTER)
+    dash.wait(lambda: dash.texts("main h1") == ["Overview"], "the overview")
+    dash.wait(lambda: _counts(dash).get("PROCESSING") == "1", "the counts")
+
+    # Tab order: skip link, the two views, sign out, then the state tiles; focus is visible.
+    driver.refresh()  # focus starts at the top of the document
+    dash.wait(lambda: _counts(dash).get("PROCESSING") == "1", "the counts")
+    seen = []
+    for _ in range(8):
+        driver.switch_to.active_element.send_keys(Keys.TAB)
+        seen.append(dash.js(
+            "const e = document.activeElement, s = getComputedStyle(e);"
+            "return [e.tagName + ':' + e.textContent.trim(), s.outlineStyle,"
+            " parseFloat(s.outlineWidth)]"))
+    assert [s[0] for s in seen] == [
+        "A:Skip to content", "A:Overview", "A:Jobs", "BUTTON:Sign out",
+        "A:PENDING0 jobs: show them", "A:PROCESSING1 jobs: show them",
+        "A:COMPLETED0 jobs: show them", "A:FAILED0 jobs: show them"], seen
+    assert all(style != "none" and width >= 2 for _, style, width in seen), seen
+    assert dash.axe() == []
+
+    for _ in range(2):
+        driver.switch_to.active_element.send_keys(Keys.SHIFT, Keys.TAB)  # back to PROCESSING
+    driver.switch_to.active_element.send_keys(Keys.ENTER)
+    dash.wait(lambda: dash.texts("tbody tr td:nth-child(3) .badge") == ["PROCESSING"], "list")
+    assert dash.js("return document.activeElement.tagName") == "H1"  # focus moved to the view
+    assert dash.axe() == []
+
+    # A job's actions are real buttons; the confirmation traps focus and Escape backs out.
+    dash.open(f"/jobs/{sleeper}")
+    dash.wait(lambda: dash.texts(".actions button") == ["Cancel job…"], "the cancel button")
+    assert dash.axe() == []
+    button = driver.find_element("css selector", ".actions button")
+    assert button.tag_name == "button"
+    button.send_keys(Keys.ENTER)
+    dash.wait(lambda: dash.js("return !!document.querySelector('dialog[open]')"), "the dialog")
+    assert dash.js("return document.activeElement.textContent") == "Keep it"
+    assert dash.axe() == []
+    driver.switch_to.active_element.send_keys(Keys.ESCAPE)
+    dash.wait(lambda: not dash.js("return !!document.querySelector('dialog')"), "no dialog")
+    assert dash.js("return document.activeElement.textContent") == "Cancel job…"
+    assert dash.call("GET", f"/jobs/{sleeper}")["state"] == "PROCESSING"  # nothing was done
+    dash.call("POST", f"/jobs/{sleeper}/cancel")  # let the worker go
+    # axe does see contrast: pale grey text on white is reported.
+    dash.js("const p = document.createElement('p'); p.textContent = 'pale';"
+            "p.style.color = '#c0c0c0'; document.getElementById('main').append(p)")
+    assert [v.split(":")[0] for v in dash.axe()] == ["color-contrast"]
+    severe = [e["message"] for e in dash.console() if e["level"] == "SEVERE"]
+    assert len(severe) == 1 and "/stats" in severe[0] and "401" in severe[0]  # the bad token
+
+
+def test_an_expired_token_signs_out(dash: Dashboard) -> None:
+    dash.driver.get(f"{dash.url}/ui/#token=expired.or.forged")
+    dash.wait(lambda: dash.texts("main h1") == ["Sign in"], "the sign-in form again")
+    assert "refused" in " ".join(dash.texts("main [role=alert]"))
+    assert dash.js("return sessionStorage.getItem('jobs.token')") is None
+    # the API said 401 once; that is the only thing logged
+    assert [e for e in dash.console() if "401" not in e["message"]] == []
+
+
+def test_optional_fields_show_when_present(dash: Dashboard, engine: Engine) -> None:
+    """`not_before` (a retry's wait) from the store as it is; `progress`, which a newer API adds,
+    by giving the page's own fetch a job that has it."""
+    from sqlalchemy import text
+
+    from common.store.models import NewJob
+
+    job, _ = dash.pipeline.store.create("hs256:alice", NewJob(preset="echo", content="later"))
+    with engine.connect() as conn:
+        conn.execute(text("UPDATE jobs SET not_before = now() + interval '1 hour' WHERE id = :id"),
+                      {"id": job.id})
+    _sign_in_by_link(dash)
+    dash.open(f"/jobs/{job.id}")
+    dash.wait(lambda: "Not before" in dash.texts(".fields dt"), "the not-before field")
+    assert "Progress" not in dash.texts(".fields dt")
+
+    dash.js("""
+        const real = window.fetch;
+        window.fetch = async (url, init) => {
+          const res = await real(url, init);
+          if (!/\\/jobs\\/[0-9a-f-]+$/.test(new URL(url).pathname)) return res;
+          const job = await res.json();
+          job.progress = {fraction: 0.42, note: 'chunk 3 of 7'};
+          return new Response(JSON.stringify(job), {status: res.status, headers: res.headers});
+        };""")
+    dash.open("/jobs")
+    dash.open(f"/jobs/{job.id}")
+    dash.wait(lambda: "Progress" in dash.texts(".fields dt"), "the progress field")
+    assert dash.js("return document.querySelector('.fields progress').value") == 42
+    assert "42%" in dash.texts(".fields dd")[1] and "chunk 3 of 7" in dash.texts(".fields dd")[1]
+    assert dash.axe() == []
+
+
+def test_the_list_pages_with_the_api_cursor(dash: Dashboard) -> None:
+    from common.store.models import NewJob
+
+    made = [dash.pipeline.store.create("hs256:alice", NewJob(preset="echo", content=str(i)))[0]
+            for i in range(23)]  # straight into the store: nothing runs them
+    newest_first = [str(j.id) for j in reversed(made)]
+    _sign_in_by_link(dash)
+    dash.open("/jobs?state=PENDING")
+    rows = "return [...document.querySelectorAll('tbody tr')].map(r => r.dataset.job)"
+    dash.wait(lambda: dash.js(rows) == newest_first[:20], "the first page")
+    assert dash.texts(".pager a") == ["Older »"]
+    dash.click(".pager a", "Older »")
+    dash.wait(lambda: dash.js(rows) == newest_first[20:], "the second page")
+    assert "cursor=" in dash.driver.current_url
+    assert dash.js("return document.getElementById('state').value") == "PENDING"  # kept
+    assert dash.texts(".pager a") == ["« Newest"]
+    dash.driver.back()
+    dash.wait(lambda: dash.js(rows) == newest_first[:20], "the first page again")
