@@ -161,7 +161,10 @@ class DevStack:
             ))
 
     def banner(self) -> None:
+        from common.api.auth import issue_dev_token
+
         a = self.args
+        token = issue_dev_token(self.secret, "dev", ttl_s=86400)  # the dashboard's sign-in
         pids = [s.pid for s in self.servers]
         if self.emulator is not None and self.emulator.pid:
             pids.append(self.emulator.pid)
