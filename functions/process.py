@@ -16,6 +16,7 @@ import functions_framework
 from common.lazy import Lazy
 from common.logs import log
 from common.messaging.notify import Notifier
+from common.messaging.webhooks import WebhookDeliverer
 from common.presets.registry import load_registry
 from common.settings import get_settings
 from common.store.engine import get_engine
@@ -29,7 +30,8 @@ def _build() -> Worker:
     settings = get_settings()
     store = JobStore(get_engine(), settings)
     registry = load_registry(settings, chaos_log=store.record_chaos_run)
-    return Worker(store, registry, Notifier(settings), settings)
+    return Worker(store, registry, Notifier(settings), settings,
+                  webhooks=WebhookDeliverer(store, settings))
 
 
 _worker = Lazy(_build)

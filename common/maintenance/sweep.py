@@ -15,16 +15,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.logs import log
-from common.maintenance import dead_letters, redispatcher, rescuer, retention
+from common.maintenance import dead_letters, redispatcher, rescuer, retention, webhooks
 from common.maintenance.budget import Budget
 from common.messaging.notify import Notifier
 from common.messaging.pubsub import subscription_path
+from common.messaging.webhooks import WebhookDeliverer
 from common.service import JobService
 from common.settings import Settings
 from common.store.errors import DatabaseUnavailable
 
-Step = Literal["rescue", "redispatch", "dead_letters", "retention"]
-ALL_STEPS: tuple[Step, ...] = ("rescue", "redispatch", "dead_letters", "retention")
+Step = Literal["rescue", "redispatch", "dead_letters", "retention", "webhooks"]
+ALL_STEPS: tuple[Step, ...] = ("rescue", "redispatch", "dead_letters", "retention", "webhooks")
 
 
 class SweepRequest(BaseModel):
@@ -32,7 +33,7 @@ class SweepRequest(BaseModel):
     that would outlive the function or hold long transactions."""
 
     model_config = ConfigDict(extra="forbid")
-    steps: list[Step] = Field(default=list(ALL_STEPS), min_length=1, max_length=4)
+    steps: list[Step] = Field(default=list(ALL_STEPS), min_length=1, max_length=len(ALL_STEPS))
     batch_size: int | None = Field(default=None, ge=1, le=5000)
     time_budget_s: float | None = Field(default=None, gt=0, le=3600)
 
@@ -43,6 +44,7 @@ class Sweeper:
         self.store = service.store
         self.notifier = notifier
         self.settings = settings
+        self.webhooks = WebhookDeliverer(self.store, settings)
 
     def run(self, request: SweepRequest | None = None) -> dict[str, Any]:
         request = request or SweepRequest()
@@ -62,6 +64,7 @@ class Sweeper:
                 budget, batch,
             ),
             "retention": lambda: retention.prune(self.store, budget, batch, s.retention_days),
+            "webhooks": lambda: webhooks.deliver(self.webhooks, budget, batch),
         }
         steps: dict[str, Any] = {}
         failed = False

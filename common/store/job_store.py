@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from common.store.callers import CallerOperations
 from common.store.maintenance_queries import MaintenanceQueries
+from common.store.webhooks import WebhookQueries
 from common.store.worker_moves import WorkerMoves
 
 
-class JobStore(CallerOperations, WorkerMoves, MaintenanceQueries):
+class JobStore(CallerOperations, WorkerMoves, MaintenanceQueries, WebhookQueries):
     """The job repository. Thread-safe: each call checks one connection out of the pool."""
