@@ -77,25 +77,45 @@ def _print(value: Any) -> None:
     print(json.dumps(value, indent=2, sort_keys=True))
 
 
-def _wait(api: Any, job_id: str, timeout_s: float) -> Any:
-    """Poll until the job ends, showing each state it passes through on stderr."""
-    started, last, spin = time.monotonic(), None, 0
-    while True:
-        job = api("GET", f"/jobs/{job_id}")
-        if job["state"] != last:
-            sys.stderr.write(("\n" if last else "") + f"{job['state']:<10}")
-            last = job["state"]
+def progress_line(job: dict[str, Any], tty: bool, width: int = 30) -> str:
+    """The job's state and its last progress: a bar on a terminal, plain text otherwise."""
+    progress = job.get("progress") or {}
+    fraction = progress.get("fraction")
+    text = f"{job['state']:<10}"
+    if fraction is not None and job["state"] not in TERMINAL:
+        note = f" {progress['note']}" if progress.get("note") else ""
+        if tty:
+            filled = round(fraction * width)
+            text += f" [{'#' * filled}{'.' * (width - filled)}] {fraction:4.0%}{note[:30]}"
         else:
-            sys.stderr.write("." if spin % 10 == 0 else "")
-        spin += 1
-        sys.stderr.flush()
-        if job["state"] in TERMINAL:
-            sys.stderr.write(f"  ({time.monotonic() - started:.1f} s)\n")
+            text += f" {fraction:.0%}{note}"
+    return text
+
+
+def _wait(api: Any, job_id: str, timeout_s: float) -> Any:
+    """Wait until the job ends (the API holds each request up to a second, answering at once
+    when the job ends), drawing its progress on stderr: a bar redrawn in place on a terminal,
+    a line per change otherwise."""
+    tty = sys.stderr.isatty()
+    started, last = time.monotonic(), ""
+    while True:
+        job = api("GET", f"/jobs/{job_id}?wait=1")
+        line = progress_line(job, tty)
+        ended = job["state"] in TERMINAL
+        if ended:
+            line += f"  ({time.monotonic() - started:.1f} s)"
+        if line != last:
+            if tty:
+                sys.stderr.write("\r" + line.ljust(len(last)) + ("\n" if ended else ""))
+            else:
+                sys.stderr.write(line + "\n")
+            last = line
+            sys.stderr.flush()
+        if ended:
             return job
         if time.monotonic() - started > timeout_s:
-            sys.stderr.write("\n")
+            sys.stderr.write("\n" if tty else "")
             raise CliError(f"still {job['state']} after {timeout_s:g} s")
-        time.sleep(0.1)
 
 
 def _migrate() -> None:

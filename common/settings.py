@@ -109,7 +109,9 @@ class Settings(BaseSettings):
     dead_letter_subscription: str = "jobs-dead-letters"
     retention_days: Annotated[int, Field(ge=0, le=3650)] = 30
 
-    # Waiting for a job's end (GET /jobs/{id}?wait=N): the longest pause between two reads.
+    # Waiting for a job's end (GET /jobs/{id}?wait=N): the longest wait a request may ask for
+    # (keep it well under submit's request timeout), and the longest pause between two reads.
+    wait_max_s: Annotated[float, Field(gt=0, le=30)] = 30.0
     wait_poll_max_s: Annotated[float, Field(gt=0, le=5)] = 1.0
     # Completion webhooks. Loopback targets (and plain http to them) only where this is on:
     # make dev and tests; production refuses it.

@@ -58,3 +58,17 @@ def test_errors_are_short_and_exit_non_zero() -> None:
     not_http = _cli("--url", "file:///etc/passwd", "--token", "t", "stats")
     assert not_http.returncode == 1 and "not an http(s) URL" in not_http.stderr
     assert "Traceback" not in unreachable.stderr + no_secret.stderr + bad_json.stderr
+
+
+def test_submit_wait_draws_progress_as_a_bar_on_a_tty_and_as_lines_otherwise() -> None:
+    from cli import progress_line
+
+    running = {"state": "PROCESSING",
+               "progress": {"fraction": 0.5, "note": "32768 of 65536 bytes", "at": "t",
+                            "attempt": 1}}
+    bar = progress_line(running, tty=True, width=10)
+    assert bar == "PROCESSING [#####.....]  50% 32768 of 65536 bytes"
+    assert progress_line(running, tty=False) == "PROCESSING 50% 32768 of 65536 bytes"
+    assert progress_line({"state": "PENDING", "progress": None}, tty=True) == "PENDING   "
+    done = {**running, "state": "COMPLETED"}  # a finished job shows no bar
+    assert progress_line(done, tty=True) == progress_line(done, tty=False) == "COMPLETED "

@@ -18,7 +18,6 @@ from pydantic.json_schema import models_json_schema
 
 from common.api.models import EventList, Health, JobList, JobView, Stats, WebhookSecret
 from common.api.problems import TYPE_BASE, Problem
-from common.api.waiting import MAX_WAIT_S
 from common.messaging.callbacks import MAX_URL, url_patterns
 from common.presets.registry import Registry
 from common.settings import Settings
@@ -274,14 +273,14 @@ def build_openapi(registry: Registry, settings: Settings) -> dict[str, Any]:
                     "getJob",
                     "One job; with `wait`, once it is terminal or `wait` seconds have passed",
                     {200: "JobView"},
-                    {**by_id, 422: "wait is not a number in (0, 30]"},
+                    {**by_id, 422: f"wait is not a number in (0, {settings.wait_max_s:g}]"},
                     params=[JOB_ID, {
                         "name": "wait",
                         "in": "query",
                         "description": "Answer as soon as the job is terminal, or with its "
                                        "current state after this many seconds.",
                         "schema": {"type": "number", "exclusiveMinimum": 0,
-                                   "maximum": MAX_WAIT_S},
+                                   "maximum": settings.wait_max_s},
                     }],
                 ),
             },

@@ -23,7 +23,7 @@ from common.api.http import json_response as _json
 from common.api.http import problem_response as _problem
 from common.api.models import EventList, Health, JobList, JobView, Stats, WebhookSecret
 from common.api.problems import InvalidParam, ProblemError, from_store_error, validation_problem
-from common.api.waiting import MAX_WAIT_S, parse_wait, wait_for_end
+from common.api.waiting import parse_wait, wait_for_end
 from common.logs import bind_traceparent, current_traceparent, log, traceparent_from_headers
 from common.messaging import callbacks
 from common.messaging.signing import new_secret, seal
@@ -207,12 +207,12 @@ class SubmitApi:
         raw_wait = request.query.get("wait")
         if raw_wait is None:
             return _json(200, JobView.of(self.service.store.get(owner, _job_id(job_id))))
-        wait_s = parse_wait(raw_wait)
+        wait_s = parse_wait(raw_wait, self.settings.wait_max_s)
         if wait_s is None:
             raise ProblemError(
                 422, "validation-error", "Invalid request",
-                invalid=[InvalidParam(name="wait", reason=f"must be a number of seconds, "
-                                      f"more than 0 and at most {MAX_WAIT_S:g}")],
+                invalid=[InvalidParam(name="wait", reason=f"must be a number of seconds, more "
+                                      f"than 0 and at most {self.settings.wait_max_s:g}")],
             )
         job = wait_for_end(self.service.store, owner, _job_id(job_id), wait_s,
                            max_poll_s=self.settings.wait_poll_max_s)

@@ -20,18 +20,18 @@ from collections.abc import Callable
 from common.store.job_store import JobStore
 from common.store.models import Job
 
-MAX_WAIT_S = 30.0
+MAX_WAIT_S = 30.0  # the API's ceiling; WAIT_MAX_S may lower it per instance
 FIRST_POLL_S = 0.1
 # A JSON number, as the OpenAPI document's `number` type: no sign, no inf/nan, no blanks.
 WAIT_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
 
 
-def parse_wait(raw: str) -> float | None:
-    """Seconds to wait, or None if `raw` is not a number in (0, MAX_WAIT_S]."""
+def parse_wait(raw: str, max_s: float = MAX_WAIT_S) -> float | None:
+    """Seconds to wait, or None if `raw` is not a number in (0, max_s]."""
     if not WAIT_PATTERN.fullmatch(raw):
         return None
     value = float(raw)
-    return value if 0 < value <= MAX_WAIT_S else None
+    return value if 0 < value <= min(max_s, MAX_WAIT_S) else None
 
 
 def wait_for_end(
