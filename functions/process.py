@@ -16,7 +16,6 @@ import functions_framework
 from common.lazy import Lazy
 from common.logs import log
 from common.messaging.notify import Notifier
-from common.messaging.webhooks import WebhookDeliverer
 from common.presets.registry import load_registry
 from common.settings import get_settings
 from common.store.engine import get_engine
@@ -27,6 +26,8 @@ from common.worker.runner import Delivery, Worker
 
 def _build() -> Worker:
     """Built on the first message, once per instance: no connection is opened at import."""
+    from common.messaging.webhooks import WebhookDeliverer  # HTTP client: not at cold import
+
     settings = get_settings()
     store = JobStore(get_engine(), settings)
     registry = load_registry(settings, chaos_log=store.record_chaos_run)

@@ -25,8 +25,6 @@ from common.api.models import EventList, Health, JobList, JobView, Stats, Webhoo
 from common.api.problems import InvalidParam, ProblemError, from_store_error, validation_problem
 from common.api.waiting import parse_wait, wait_for_end
 from common.logs import bind_traceparent, current_traceparent, log, traceparent_from_headers
-from common.messaging import callbacks
-from common.messaging.signing import new_secret, seal
 from common.presets.base import PermanentError
 from common.presets.registry import Registry
 from common.service import JobService
@@ -170,6 +168,8 @@ class SubmitApi:
             if new.max_attempts is None and handler.default_max_attempts is not None:
                 new = new.model_copy(update={"max_attempts": handler.default_max_attempts})
         if new.callback_url is not None:
+            from common.messaging import callbacks  # only for jobs that have one
+
             try:
                 callbacks.check_at_submit(
                     new.callback_url, allow_loopback=self.settings.webhook_allow_loopback
@@ -221,6 +221,8 @@ class SubmitApi:
     def _rotate_webhook_secret(self, request: Request, owner: str) -> Response:
         """A new signing secret, shown this once; the previous one keeps signing for the grace
         period. The secret is never logged and is stored sealed (see common/messaging/signing)."""
+        from common.messaging.signing import new_secret, seal
+
         secret = new_secret()
         rotation = self.service.store.rotate_webhook_secret(
             owner, seal(secret, owner, self.settings.webhook_secret_key),

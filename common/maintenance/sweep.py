@@ -15,11 +15,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.logs import log
-from common.maintenance import dead_letters, redispatcher, rescuer, retention, webhooks
+from common.maintenance import dead_letters, redispatcher, rescuer, retention
 from common.maintenance.budget import Budget
 from common.messaging.notify import Notifier
 from common.messaging.pubsub import subscription_path
-from common.messaging.webhooks import WebhookDeliverer
 from common.service import JobService
 from common.settings import Settings
 from common.store.errors import DatabaseUnavailable
@@ -44,7 +43,14 @@ class Sweeper:
         self.store = service.store
         self.notifier = notifier
         self.settings = settings
+        from common.messaging.webhooks import WebhookDeliverer  # built with the sweeper
+
         self.webhooks = WebhookDeliverer(self.store, settings)
+
+    def _webhooks(self, budget: Budget, batch: int) -> dict[str, Any]:
+        from common.maintenance import webhooks
+
+        return webhooks.deliver(self.webhooks, budget, batch)
 
     def run(self, request: SweepRequest | None = None) -> dict[str, Any]:
         request = request or SweepRequest()
@@ -64,7 +70,7 @@ class Sweeper:
                 budget, batch,
             ),
             "retention": lambda: retention.prune(self.store, budget, batch, s.retention_days),
-            "webhooks": lambda: webhooks.deliver(self.webhooks, budget, batch),
+            "webhooks": lambda: self._webhooks(budget, batch),
         }
         steps: dict[str, Any] = {}
         failed = False

@@ -21,13 +21,12 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 from common.logs import bind_traceparent, log, unbind_trace
 from common.messaging.job_message import PoisonMessage, backoff, decode_message
 from common.messaging.notify import Notifier
-from common.messaging.webhooks import WebhookDeliverer
 from common.presets.base import Handler, JobContext, PermanentError
 from common.presets.registry import Registry
 from common.settings import Settings
@@ -42,6 +41,9 @@ from common.store.job_store import JobStore
 from common.store.models import Job, JobMove
 from common.store.worker_moves import Progress
 from common.worker.progress import ProgressBox
+
+if TYPE_CHECKING:  # built by functions/process on first use: not on the cold path
+    from common.messaging.webhooks import WebhookDeliverer
 
 # Waits between tries of the final write when the database blips; short, because the whole
 # run must fit within the ack deadline's margin.
