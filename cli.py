@@ -108,26 +108,55 @@ def _emit(value: Any, as_json: bool, human: Callable[[], str]) -> None:
         print(human())
 
 
+def progress_line(job: Any, tty: bool, width: int = 30) -> str:
+    """The job's state and its last progress: a bar on a terminal, plain text otherwise."""
+    progress = job.progress
+    text = f"{job.state.value:<10}"
+    if progress is not None and not job.state.terminal:
+        note = f" {progress.note}" if progress.note else ""
+        if tty:
+            filled = round(progress.fraction * width)
+            text += (f" [{'#' * filled}{'.' * (width - filled)}] "
+                     f"{progress.fraction:4.0%}{note[:30]}")
+        else:
+            text += f" {progress.fraction:.0%}{note}"
+    return text
+
+
 def _wait(api: JobsClient, job_id: str, timeout_s: float) -> Any:
-    """Wait for the job to end, showing on stderr every state it passed through: each change
-    that polling sees fetches the audit trail, so a change between two polls is shown too."""
+    """Wait for the job to end (the server holds each poll up to a second and answers at once
+    when the job ends), showing on stderr every state it passed through and its progress: each
+    state change fetches the audit trail, so a change between two polls is shown too; progress
+    is a bar redrawn in place on a terminal, a line per change otherwise."""
     from cli_render import Paint, state_change
     from common.api.client import WaitTimeout
 
-    paint, shown = Paint.for_stream(sys.stderr), 0
+    paint, shown, tty = Paint.for_stream(sys.stderr), 0, sys.stderr.isatty()
+    bar = ""
 
     def show(job: Any) -> None:
-        nonlocal shown
+        nonlocal shown, bar
         events = api.events(job.id)
+        if events[shown:] and bar and tty:
+            sys.stderr.write("\n")
+            bar = ""
         for event in events[shown:]:
             sys.stderr.write(state_change(event, job.created_at, paint) + "\n")
         shown = len(events)
+        if job.progress is not None and not job.state.terminal:
+            line = progress_line(job, tty)
+            if line != bar:
+                sys.stderr.write("\r" + line.ljust(len(bar)) if tty else line + "\n")
+                bar = line
         sys.stderr.flush()
 
     try:
-        return api.wait(job_id, timeout_s, poll_s=0.1, on_change=show)
+        return api.wait(job_id, timeout_s, poll_s=0.1, server_wait_s=1.0, on_change=show)
     except WaitTimeout as exc:
         raise CliError(str(exc)) from None
+    finally:
+        if bar and tty:
+            sys.stderr.write("\n")
 
 
 def _jobs_command(args: argparse.Namespace, api: JobsClient, as_json: bool) -> int:

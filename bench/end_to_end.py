@@ -100,7 +100,7 @@ def pipeline_run(
             warm.post("/jobs", body, headers)
         _wait_completed(engine, 20)
         with engine.connect() as conn:
-            conn.execute(text("TRUNCATE jobs, job_events, job_results"))
+            conn.execute(text("TRUNCATE jobs, job_events, job_results, webhook_deliveries"))
         errors: list[Any] = []
 
         def client(count: int) -> None:

@@ -15,12 +15,20 @@ import contextvars
 import json
 import math
 import re
+import secrets
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
 _trace: contextvars.ContextVar[str | None] = contextvars.ContextVar("trace", default=None)
+_traceparent: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "traceparent", default=None
+)
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+# W3C: version 00 is the one we write; ff is invalid, and so are all-zero ids.
+_VALID_TRACEPARENT = re.compile(
+    r"^(?!ff)[0-9a-f]{2}-(?!0{32})([0-9a-f]{32})-(?!0{16})[0-9a-f]{16}-([0-9a-f]{2})$"
+)
 _CLOUD_TRACE = re.compile(r"^([0-9a-fA-F]{1,32})(?:/\d+)?(?:;o=\d)?$")
 _SURROGATES = re.compile("[\ud800-\udfff]")
 # Cloud Logging takes entries up to 256 KB: each text is cut well below, and so is nesting.
@@ -43,6 +51,43 @@ def trace_from_headers(headers: Any, project: str | None) -> str | None:
 
 def bind_trace(trace: str | None) -> None:
     _trace.set(trace)
+
+
+def traceparent_from_headers(headers: Any) -> str:
+    """The W3C `traceparent` this request's work continues: the caller's trace (from
+    `traceparent`, else Cloud Run's `X-Cloud-Trace-Context`) with a new span of ours, or a new
+    trace when neither is usable. It travels with the job (message attribute, database row)."""
+    span = secrets.token_hex(8)
+    if match := _VALID_TRACEPARENT.match(headers.get("traceparent", "") or ""):
+        return f"00-{match.group(1)}-{span}-{match.group(2)}"
+    if match := _CLOUD_TRACE.match(headers.get("X-Cloud-Trace-Context", "") or ""):
+        trace_id = match.group(1).lower().rjust(32, "0")
+        if trace_id != "0" * 32:
+            sampled = (headers.get("X-Cloud-Trace-Context") or "").endswith(";o=1")
+            return f"00-{trace_id}-{span}-{'01' if sampled else '00'}"
+    return f"00-{secrets.token_hex(16)}-{span}-00"
+
+
+def bind_traceparent(traceparent: str | None, project: str | None) -> bool:
+    """Bind a job's W3C trace to this context, so every log line joins its trace in Cloud
+    Logging. False (and nothing bound) if `traceparent` is missing or malformed."""
+    match = _VALID_TRACEPARENT.match(traceparent or "")
+    if match is None:
+        return False
+    _traceparent.set(traceparent)
+    trace_id = match.group(1)
+    _trace.set(f"projects/{project}/traces/{trace_id}" if project else trace_id)
+    return True
+
+
+def unbind_trace() -> None:
+    _trace.set(None)
+    _traceparent.set(None)
+
+
+def current_traceparent() -> str | None:
+    """The W3C trace bound to this context, to hand on to the work it starts."""
+    return _traceparent.get()
 
 
 def log(severity: str, message: str, **fields: Any) -> None:

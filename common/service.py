@@ -28,7 +28,9 @@ class JobService:
         """Publish a committed job and record that it was. Never raises for the record: a job
         left unmarked is published again by the sweep, and the claim's fencing makes that
         second message harmless (it finds the job claimed, or stale, and is acknowledged)."""
-        published = self.dispatcher.publish([DispatchItem(id=job.id, attempts=job.attempts)])
+        published = self.dispatcher.publish(
+            [DispatchItem(id=job.id, attempts=job.attempts, traceparent=job.traceparent)]
+        )
         if not published:
             return
         try:
@@ -37,9 +39,12 @@ class JobService:
             log("WARNING", "published job not marked dispatched; the sweep will publish it again",
                 job_id=str(job.id), attempts=job.attempts)
 
-    def submit(self, owner: str, new: NewJob) -> tuple[Job, bool]:
-        """Returns (job, created). A replayed request publishes nothing new."""
-        job, created = self.store.create(owner, new)
+    def submit(
+        self, owner: str, new: NewJob, *, traceparent: str | None = None
+    ) -> tuple[Job, bool]:
+        """Returns (job, created). A replayed request publishes nothing new. The job keeps
+        `traceparent`, and every message about it carries that trace."""
+        job, created = self.store.create(owner, new, traceparent=traceparent)
         if created:
             self._dispatch(job)
         return job, created

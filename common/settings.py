@@ -119,6 +119,25 @@ class Settings(BaseSettings):
     stall_after_s: Annotated[float, Field(gt=0, le=86_400)] = 120.0
     retention_days: Annotated[int, Field(ge=0, le=3650)] = 30
 
+    # Waiting for a job's end (GET /jobs/{id}?wait=N): the longest wait a request may ask for
+    # (keep it well under submit's request timeout), and the longest pause between two reads.
+    wait_max_s: Annotated[float, Field(gt=0, le=30)] = 30.0
+    wait_poll_max_s: Annotated[float, Field(gt=0, le=5)] = 1.0
+    # Completion webhooks. Loopback targets (and plain http to them) only where this is on:
+    # make dev and tests; production refuses it.
+    webhook_allow_loopback: bool = False
+    # 32 random bytes, base64: owners' signing secrets are stored encrypted (AES-GCM) under it.
+    webhook_secret_key: SecretStr | None = None
+    webhook_timeout_s: Annotated[float, Field(gt=0, le=30)] = 10.0
+    webhook_max_attempts: Annotated[int, Field(ge=1, le=50)] = 10
+    webhook_retry_base_s: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    webhook_retry_cap_s: Annotated[float, Field(ge=0, le=86_400)] = 3600.0
+    # How many of a delivery's attempts `process` makes itself, right after the job ends,
+    # before leaving the rest to the sweep.
+    webhook_process_tries: Annotated[int, Field(ge=0, le=10)] = 3
+    # After a rotation, the previous secret still signs deliveries this long.
+    webhook_rotation_grace_s: Annotated[float, Field(ge=0, le=30 * 86_400)] = 86_400.0
+
     # Production or not: PRODUCTION if set, else whether Cloud Run's K_SERVICE is (every Cloud
     # Run service and gen2 function has it). Production refuses laxer configurations.
     production: bool | None = None
@@ -147,6 +166,18 @@ class Settings(BaseSettings):
             raise ValueError("ACK_MARGIN_S must be shorter than ACK_DEADLINE_S")
         if self.heartbeat_s >= self.lease_seconds:
             raise ValueError("HEARTBEAT_S must be shorter than LEASE_SECONDS")
+        if self.is_production and self.webhook_allow_loopback:
+            raise ValueError("WEBHOOK_ALLOW_LOOPBACK must not be on in production")
+        if self.webhook_secret_key is not None:
+            import base64
+            import binascii
+
+            try:
+                key = base64.b64decode(self.webhook_secret_key.get_secret_value(), validate=True)
+            except (binascii.Error, ValueError):
+                key = b""
+            if len(key) != 32:
+                raise ValueError("WEBHOOK_SECRET_KEY must be 32 bytes, base64-encoded")
         if self.is_production and self.auth_hs256_secret is not None:
             # Without them, a token minted for any other service that shares the secret (or a
             # leaked dev token) would be accepted here.

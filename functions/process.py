@@ -26,10 +26,13 @@ from common.worker.runner import Delivery, Worker
 
 def _build() -> Worker:
     """Built on the first message, once per instance: no connection is opened at import."""
+    from common.messaging.webhooks import WebhookDeliverer  # HTTP client: not at cold import
+
     settings = get_settings()
     store = JobStore(get_engine(), settings)
     registry = load_registry(settings, chaos_log=store.record_chaos_run)
-    return Worker(store, registry, Notifier(settings), settings)
+    return Worker(store, registry, Notifier(settings), settings,
+                  webhooks=WebhookDeliverer(store, settings))
 
 
 _worker = Lazy(_build)

@@ -110,6 +110,9 @@ class DevStack:
             "RETRY_BASE_S": "2",
             "RETRY_CAP_S": "30",
             "REDISPATCH_AFTER_S": "120",
+            # Webhook receivers on this machine (http://127.0.0.1:…) are allowed here only.
+            "WEBHOOK_ALLOW_LOOPBACK": "true",
+            "HEARTBEAT_S": "1",  # progress shows within a second
             "PYTHONUNBUFFERED": "1",
         }
         for target, port, probe in (("submit", a.submit_port, "/healthz"),

@@ -240,3 +240,25 @@ def test_the_renderer_colours_only_a_terminal_and_pretty_prints_results() -> Non
     assert "\033[31mFAILED\033[0m" in coloured
     assert "failed in 3 ms: PermanentError: bad input" in coloured
     assert r.age(59) == "59s" and r.age(61) == "1m" and r.age(7200) == "2h" and r.age(2e5) == "2d"
+def test_submit_wait_draws_progress_as_a_bar_on_a_tty_and_as_lines_otherwise() -> None:
+    from datetime import UTC, datetime
+
+    from cli import progress_line
+    from common.api.models import JobView
+
+    now = datetime.now(UTC).isoformat()
+    base = {"id": "00000000-0000-4000-8000-000000000001", "preset": "checksum", "attempts": 1,
+            "max_attempts": 3, "metadata": {}, "cancel_requested": False, "created_at": now,
+            "updated_at": now, "started_at": now, "finished_at": None, "not_before": None,
+            "result": None, "links": {"self": "/jobs/x", "events": "/jobs/x/events"}}
+    progress = {"fraction": 0.5, "note": "32768 of 65536 bytes", "at": now, "attempt": 1}
+    running = JobView.model_validate({**base, "state": "PROCESSING", "progress": progress})
+    bar = progress_line(running, tty=True, width=10)
+    assert bar == "PROCESSING [#####.....]  50% 32768 of 65536 bytes"
+    assert progress_line(running, tty=False) == "PROCESSING 50% 32768 of 65536 bytes"
+    pending = JobView.model_validate({**base, "state": "PENDING", "progress": None})
+    assert progress_line(pending, tty=True) == "PENDING   "
+    done = running.model_copy(update={"state": "COMPLETED"})  # a finished job shows no bar
+    assert progress_line(done, tty=True) == progress_line(done, tty=False) == "COMPLETED "
+
+

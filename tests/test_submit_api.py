@@ -4,6 +4,7 @@ Pub/Sub emulator and real token verification."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import pytest
@@ -30,8 +31,12 @@ def test_post_commits_then_publishes_id_and_attempt_not_content(api: SubmitHarne
     assert job["state"] == "PENDING" and job["metadata"] == {"ref": 7}
     assert "content" not in job and "owner_id" not in job
     messages = api.pull()
+    # The attributes carry the job's W3C trace too (a new one: this request sent none).
+    traceparent = messages[0]["attributes"].get("traceparent", "")
+    assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]", traceparent)
     assert messages == [
-        {"data": {"v": 1, "job_id": job["id"], "attempts": 0}, "attributes": {"job_id": job["id"]}}
+        {"data": {"v": 1, "job_id": job["id"], "attempts": 0},
+         "attributes": {"job_id": job["id"], "traceparent": traceparent}}
     ]
     shown = api.client.get(f"/jobs/{job['id']}", headers=api.auth("alice")).get_json()
     assert shown["id"] == job["id"]

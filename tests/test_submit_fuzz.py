@@ -45,6 +45,15 @@ json_leaf = (
     | st.floats(allow_nan=False, allow_infinity=False)
     | nasty_text
 )
+callback_urls = st.sampled_from(
+    ["https://hooks.example.com/x?t=1", "https://169.254.169.254/", "http://127.0.0.1:1/",
+     "https://10.0.0.1/", "https://a.b", "javascript:alert(1)", "https://hooks.example.com/\x00",
+     "https://hé.example.com/", "https://hooks.example.com:70000/", "https://[::1]/"]
+) | st.text(max_size=40)
+# A `wait` that really waits would make each example last seconds: only refusals and 10 ms.
+wait_values = st.sampled_from(
+    ["0", "-1", "31", "1e999", "nan", "abc", "", "0.01", "\ufffd", "\u0663", "1" * 500]
+)
 json_value = st.recursive(
     json_leaf,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(nasty_text, inner, max_size=3),
@@ -58,6 +67,7 @@ job_body = st.fixed_dictionaries(
         "max_attempts": st.integers(min_value=-3, max_value=150) | nasty_text,
         "idempotency_key": nasty_text,
         "owner_id": nasty_text,
+        "callback_url": callback_urls | json_value,
     },
 )
 # Text the store can hold (no NUL, no lone surrogate): a valid job must stay valid, so that the
@@ -69,6 +79,7 @@ valid_job = st.fixed_dictionaries(
         "metadata": st.dictionaries(storable_text, st.integers() | storable_text, max_size=3),
         "max_attempts": st.integers(min_value=1, max_value=100),
         "idempotency_key": st.integers(0, 30).map(lambda n: f"key-{n}"),
+        "callback_url": st.sampled_from(["https://hooks.example.com/x", "https://b.example.org"]),
     },
 )
 raw_bodies = st.one_of(
@@ -91,7 +102,10 @@ def _operations(doc: dict[str, Any]) -> list[tuple[str, str]]:
 @st.composite
 def requests(draw: st.DrawFn, operations: list[tuple[str, str]]) -> dict[str, Any]:
     # Creation is where writes happen: weight it, so that most of the run probes the write path.
-    everything = st.sampled_from([*operations, ("delete", "/jobs"), ("put", "/x")])
+    # POST /jobs twice: more operations (the webhook secret's) must not thin out the writes.
+    everything = st.sampled_from(
+        [*operations, ("post", "/jobs"), ("delete", "/jobs"), ("put", "/x")]
+    )
     method, path = draw(st.one_of(st.just(("post", "/jobs")), everything))
     path = path.replace("{job_id}", draw(path_ids))
     query = draw(
@@ -103,6 +117,8 @@ def requests(draw: st.DrawFn, operations: list[tuple[str, str]]) -> dict[str, An
         headers["Idempotency-Key"] = wire_header(
             draw(nasty_text.filter(lambda s: "\n" not in s and "\r" not in s))
         )
+    if method == "get" and draw(st.integers(0, 2)) == 0:
+        query["wait"] = draw(wait_values)
     return {
         "method": method,
         "path": path,
@@ -175,7 +191,7 @@ def test_generated_requests_never_5xx_and_leave_no_partial_rows(
     _check_no_partial_rows(engine)
     assert sum(seen.values()) >= 1000
     assert {200, 202, 401, 404, 409, 422} <= set(seen), seen
-    assert seen[202] >= 100  # the write path itself was exercised, not only refusals
+    assert seen[202] >= 100, seen  # the write path itself was exercised, not only refusals
     print("fuzz status counts:", dict(sorted(seen.items())))
 
 

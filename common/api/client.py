@@ -221,8 +221,11 @@ class JobsClient:
                            idempotent=True)
         return JobView.model_validate(answer)
 
-    def get(self, job_id: str | UUID) -> JobView:
-        return JobView.model_validate(self.call("GET", f"/jobs/{_segment(job_id)}"))
+    def get(self, job_id: str | UUID, *, wait_s: float | None = None) -> JobView:
+        """The job; with `wait_s`, the server holds the answer up to that long (0 < wait_s ≤
+        30) and answers as soon as the job ends."""
+        query = f"?wait={wait_s:.3f}" if wait_s else ""
+        return JobView.model_validate(self.call("GET", f"/jobs/{_segment(job_id)}{query}"))
 
     def page(
         self, *, state: JobState | str | None = None, limit: int = 50, cursor: str | None = None
@@ -271,23 +274,30 @@ class JobsClient:
         timeout_s: float = 300.0,
         *,
         poll_s: float = 0.5,
+        server_wait_s: float | None = None,
         on_change: Callable[[JobView], None] | None = None,
     ) -> JobView:
-        """Poll until the job ends and return it; `on_change` sees each new state (and the
-        first). Raises WaitTimeout, holding the job as last seen, after `timeout_s`."""
+        """Poll until the job ends and return it; `on_change` sees each new state or progress
+        (and the first). With `server_wait_s`, each poll is `GET /jobs/{id}?wait=N`: the server
+        answers as soon as the job ends, so no sleep is needed between polls. Raises WaitTimeout,
+        holding the job as last seen, after `timeout_s`."""
         deadline = self._clock() + timeout_s
-        last: JobState | None = None
+        last: tuple[JobState, Any] | None = None
         while True:
-            job = self.get(job_id)
-            if job.state != last:
-                last = job.state
+            remaining = deadline - self._clock()
+            hold = min(server_wait_s, remaining) if server_wait_s and remaining > 0.05 else None
+            job = self.get(job_id, wait_s=hold)
+            seen = (job.state, job.progress)
+            if seen != last:
+                last = seen
                 if on_change is not None:
                     on_change(job)
             if job.state.terminal:
                 return job
             if self._clock() >= deadline:
                 raise WaitTimeout(job, timeout_s)
-            self._sleep(poll_s)
+            if hold is None:
+                self._sleep(poll_s)
 
     # -- transport ----------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from common.store.models import Job, JobEvent, JobResult
 from common.store.states import JobState
@@ -15,6 +15,15 @@ from common.store.states import JobState
 class Links(BaseModel):
     self: str
     events: str
+
+
+class ProgressView(BaseModel):
+    """The last progress the job's handler reported, stored by the worker's heartbeat."""
+
+    fraction: float = Field(ge=0, le=1)
+    note: str | None
+    at: datetime
+    attempt: int
 
 
 class JobView(BaseModel):
@@ -33,13 +42,29 @@ class JobView(BaseModel):
     finished_at: datetime | None
     not_before: datetime | None
     result: JobResult | None
+    progress: ProgressView | None = None
+    callback_url: str | None = None
     links: Links
 
     @classmethod
     def of(cls, job: Job) -> JobView:
         base = f"/jobs/{job.id}"
-        shared = job.model_dump(include=set(cls.model_fields) - {"id", "links"})
-        return cls(**shared, id=str(job.id), links=Links(self=base, events=base + "/events"))
+        shared = job.model_dump(include=set(cls.model_fields) - {"id", "links", "progress"})
+        progress = None
+        if job.progress is not None and job.progress_at is not None:
+            progress = ProgressView(fraction=job.progress, note=job.progress_note,
+                                    at=job.progress_at, attempt=job.progress_attempt or 0)
+        return cls(**shared, id=str(job.id), progress=progress,
+                   links=Links(self=base, events=base + "/events"))
+
+
+class WebhookSecret(BaseModel):
+    """A new signing secret, shown once. Deliveries are signed with it from now on, and also
+    with the previous one until `previous_valid_until`, so receivers can switch without loss."""
+
+    secret: str
+    rotated_at: datetime
+    previous_valid_until: datetime | None
 
 
 class JobList(BaseModel):

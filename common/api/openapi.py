@@ -16,8 +16,9 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from common.api.models import EventList, Health, JobList, JobView, Stats
+from common.api.models import EventList, Health, JobList, JobView, Stats, WebhookSecret
 from common.api.problems import TYPE_BASE, Problem
+from common.messaging.callbacks import MAX_URL, url_patterns
 from common.presets.registry import Registry
 from common.settings import Settings
 from common.store.cursor import QUERY_CURSOR_PATTERN
@@ -174,6 +175,18 @@ def _new_job_variants(
                     "anyOf": [{"type": "string", "minLength": 1, "maxLength": 255,
                                "pattern": NO_NUL}, {"type": "null"}],
                 },
+                "callback_url": {
+                    "description": (
+                        "Where the job's end is POSTed, signed (Standard Webhooks). Checked "
+                        "after DNS resolution: a name resolving to a private, loopback, "
+                        "link-local or metadata address is refused (422)."
+                    ),
+                    "anyOf": [
+                        *({"type": "string", "maxLength": MAX_URL, "pattern": pattern}
+                          for pattern in url_patterns(settings.webhook_allow_loopback)),
+                        {"type": "null"},
+                    ],
+                },
             },
         }
         variants.append(_ref("NewJob_" + name.replace("-", "_")))
@@ -188,6 +201,7 @@ def build_openapi(registry: Registry, settings: Settings) -> dict[str, Any]:
         (Problem, "serialization"),
         (Health, "serialization"),
         (Stats, "serialization"),
+        (WebhookSecret, "serialization"),
     ]
     _, generated = models_json_schema(models, ref_template=REF)
     schemas: dict[str, Any] = generated.get("$defs", {})
@@ -262,7 +276,20 @@ def build_openapi(registry: Registry, settings: Settings) -> dict[str, Any]:
                 ),
             },
             "/jobs/{job_id}": {
-                "get": _op("getJob", "One job", {200: "JobView"}, by_id, params=[JOB_ID]),
+                "get": _op(
+                    "getJob",
+                    "One job; with `wait`, once it is terminal or `wait` seconds have passed",
+                    {200: "JobView"},
+                    {**by_id, 422: f"wait is not a number in (0, {settings.wait_max_s:g}]"},
+                    params=[JOB_ID, {
+                        "name": "wait",
+                        "in": "query",
+                        "description": "Answer as soon as the job is terminal, or with its "
+                                       "current state after this many seconds.",
+                        "schema": {"type": "number", "exclusiveMinimum": 0,
+                                   "maximum": settings.wait_max_s},
+                    }],
+                ),
             },
             "/jobs/{job_id}/events": {
                 "get": _op("getJobEvents", "A job's audit trail", {200: "EventList"}, by_id,
@@ -289,6 +316,15 @@ def build_openapi(registry: Registry, settings: Settings) -> dict[str, Any]:
             "/stats": {
                 "get": _op("getStats", "The caller's queue: depth, oldest pending, throughput",
                            {200: "Stats"}, unavailable),
+            },
+            "/webhook-secret/rotate": {
+                "post": _op(
+                    "rotateWebhookSecret",
+                    "A new webhook signing secret (shown once); the previous one keeps signing "
+                    "deliveries for a grace period",
+                    {200: "WebhookSecret"},
+                    unavailable,
+                ),
             },
             "/healthz": {
                 "get": _op(

@@ -21,9 +21,10 @@ from common.api.auth import TokenVerifier, Unauthenticated
 from common.api.http import Request, Response, parse_json, read_body
 from common.api.http import json_response as _json
 from common.api.http import problem_response as _problem
-from common.api.models import EventList, Health, JobList, JobView, Stats
+from common.api.models import EventList, Health, JobList, JobView, Stats, WebhookSecret
 from common.api.problems import InvalidParam, ProblemError, from_store_error, validation_problem
-from common.logs import bind_trace, log, trace_from_headers
+from common.api.waiting import parse_wait, wait_for_end
+from common.logs import bind_traceparent, current_traceparent, log, traceparent_from_headers
 from common.presets.base import PermanentError
 from common.presets.registry import Registry
 from common.service import JobService
@@ -40,6 +41,7 @@ ROUTES = Map(
         Rule("/jobs/<job_id>/cancel", methods=["POST"], endpoint="cancel"),
         Rule("/jobs/<job_id>/retry", methods=["POST"], endpoint="retry"),
         Rule("/stats", methods=["GET"], endpoint="stats"),
+        Rule("/webhook-secret/rotate", methods=["POST"], endpoint="rotate_webhook_secret"),
         Rule("/healthz", methods=["GET"], endpoint="health"),
         Rule("/openapi.json", methods=["GET"], endpoint="openapi"),
         Rule("/ui", methods=["GET"], endpoint="ui"),  # the dashboard's own files (common/api/ui.py)
@@ -71,7 +73,9 @@ class SubmitApi:
 
     def handle(self, request: Request) -> Response:
         started = time.perf_counter()
-        bind_trace(trace_from_headers(request.headers, self.settings.google_cloud_project))
+        # The caller's trace (or a new one) travels with a job it creates: message, row, webhook.
+        bind_traceparent(traceparent_from_headers(request.headers),
+                         self.settings.google_cloud_project)
         owner: str | None = None
         endpoint = "unmatched"
         try:
@@ -165,7 +169,19 @@ class SubmitApi:
                 ) from None
             if new.max_attempts is None and handler.default_max_attempts is not None:
                 new = new.model_copy(update={"max_attempts": handler.default_max_attempts})
-        job, created = self.service.submit(owner, new)
+        if new.callback_url is not None:
+            from common.messaging import callbacks  # only for jobs that have one
+
+            try:
+                callbacks.check_at_submit(
+                    new.callback_url, allow_loopback=self.settings.webhook_allow_loopback
+                )
+            except callbacks.ForbiddenTarget as exc:
+                raise ProblemError(
+                    422, "validation-error", "Invalid request",
+                    invalid=[InvalidParam(name="callback_url", reason=str(exc))],
+                ) from None
+        job, created = self.service.submit(owner, new, traceparent=current_traceparent())
         view = JobView.of(job)
         log("INFO", "job accepted" if created else "job replayed", job_id=str(job.id), owner=owner)
         return _json(202 if created else 200, view, Location=view.links.self)
@@ -192,7 +208,34 @@ class SubmitApi:
         )
 
     def _get(self, request: Request, owner: str, job_id: str) -> Response:
-        return _json(200, JobView.of(self.service.store.get(owner, _job_id(job_id))))
+        raw_wait = request.query.get("wait")
+        if raw_wait is None:
+            return _json(200, JobView.of(self.service.store.get(owner, _job_id(job_id))))
+        wait_s = parse_wait(raw_wait, self.settings.wait_max_s)
+        if wait_s is None:
+            raise ProblemError(
+                422, "validation-error", "Invalid request",
+                invalid=[InvalidParam(name="wait", reason=f"must be a number of seconds, more "
+                                      f"than 0 and at most {self.settings.wait_max_s:g}")],
+            )
+        job = wait_for_end(self.service.store, owner, _job_id(job_id), wait_s,
+                           max_poll_s=self.settings.wait_poll_max_s)
+        return _json(200, JobView.of(job))
+
+    def _rotate_webhook_secret(self, request: Request, owner: str) -> Response:
+        """A new signing secret, shown this once; the previous one keeps signing for the grace
+        period. The secret is never logged and is stored sealed (see common/messaging/signing)."""
+        from common.messaging.signing import new_secret, seal
+
+        secret = new_secret()
+        rotation = self.service.store.rotate_webhook_secret(
+            owner, seal(secret, owner, self.settings.webhook_secret_key),
+            self.settings.webhook_rotation_grace_s,
+        )
+        log("INFO", "webhook secret rotated", owner=owner)
+        return _json(200, WebhookSecret(secret=secret, rotated_at=rotation.rotated_at,
+                                        previous_valid_until=rotation.previous_valid_until),
+                     **{"Cache-Control": "no-store"})
 
     def _events(self, request: Request, owner: str, job_id: str) -> Response:
         return _json(200, EventList(events=self.service.store.events(owner, _job_id(job_id))))

@@ -29,8 +29,8 @@ from common.service import JobService
 from common.settings import Settings
 from common.store.errors import DatabaseUnavailable
 
-Step = Literal["rescue", "redispatch", "dead_letters", "retention"]
-ALL_STEPS: tuple[Step, ...] = ("rescue", "dead_letters", "redispatch", "retention")
+Step = Literal["rescue", "redispatch", "dead_letters", "retention", "webhooks"]
+ALL_STEPS: tuple[Step, ...] = ("rescue", "dead_letters", "redispatch", "retention", "webhooks")
 
 
 class SweepRequest(BaseModel):
@@ -38,7 +38,7 @@ class SweepRequest(BaseModel):
     that would outlive the function or hold long transactions."""
 
     model_config = ConfigDict(extra="forbid")
-    steps: list[Step] = Field(default=list(ALL_STEPS), min_length=1, max_length=4)
+    steps: list[Step] = Field(default=list(ALL_STEPS), min_length=1, max_length=len(ALL_STEPS))
     batch_size: int | None = Field(default=None, ge=1, le=5000)
     time_budget_s: float | None = Field(default=None, gt=0, le=3600)
 
@@ -49,6 +49,14 @@ class Sweeper:
         self.store = service.store
         self.notifier = notifier
         self.settings = settings
+        from common.messaging.webhooks import WebhookDeliverer  # built with the sweeper
+
+        self.webhooks = WebhookDeliverer(self.store, settings)
+
+    def _webhooks(self, budget: Budget, batch: int) -> dict[str, Any]:
+        from common.maintenance import webhooks
+
+        return webhooks.deliver(self.webhooks, budget, batch)
 
     def run(self, request: SweepRequest | None = None) -> dict[str, Any]:
         request = request or SweepRequest()
@@ -97,6 +105,7 @@ class Sweeper:
                 budget, batch, s,
             ),
             "retention": lambda: retention.prune(self.store, budget, batch, s.retention_days),
+            "webhooks": lambda: self._webhooks(budget, batch),
         }
         steps: dict[str, Any] = {}
         failed = False

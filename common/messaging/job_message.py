@@ -35,8 +35,13 @@ class PoisonMessage(Exception):
 
 
 def encode_message(item: DispatchItem) -> tuple[bytes, dict[str, str]]:
+    """The message body and its attributes; the job's W3C `traceparent`, when it has one, is an
+    attribute (as the OpenTelemetry Pub/Sub conventions carry it), so `process` joins the trace."""
     data = {"v": SCHEMA_VERSION, "job_id": str(item.id), "attempts": item.attempts}
-    return json.dumps(data, separators=(",", ":")).encode(), {"job_id": str(item.id)}
+    attributes = {"job_id": str(item.id)}
+    if item.traceparent:
+        attributes["traceparent"] = item.traceparent
+    return json.dumps(data, separators=(",", ":")).encode(), attributes
 
 
 def decode_message(data: Any) -> DispatchItem:

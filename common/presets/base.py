@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -27,15 +27,29 @@ class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ProgressReporter(Protocol):
+    def __call__(self, fraction: float, note: str | None = None) -> None: ...
+
+
+def _ignore_progress(fraction: float, note: str | None = None) -> None:
+    """Outside a worker (tests, scripts) progress goes nowhere."""
+
+
 @dataclass(frozen=True)
 class JobContext:
     """What a running handler may know and ask. `cancelled()` turns true once the owner
     cancelled the job, its time limit passed, or its lease was lost: from then on nothing the
-    handler returns is kept, so long handlers should check it between steps and stop early."""
+    handler returns is kept, so long handlers should check it between steps and stop early.
+
+    `progress(fraction, note)` reports how far the handler has got (0..1, clamped; a short note
+    for people). Call it as often as you like: it costs no write. The worker keeps the latest
+    report in memory and the next heartbeat (or the final write) stores it, so the API shows it
+    at most one heartbeat late."""
 
     job_id: str
     attempt: int
     cancelled: Callable[[], bool] = field(default=lambda: False)
+    progress: ProgressReporter = field(default=_ignore_progress)
 
 
 @dataclass(frozen=True)

@@ -50,15 +50,23 @@ class ChecksumOptions(BaseModel):
     )
 
 
+# Hashed in chunks, so a large input reports progress and can be cancelled between them.
+CHECKSUM_CHUNK = 64 * 1024
+
+
 def checksum(ctx: JobContext, content: str, options: ChecksumOptions) -> dict[str, Any]:
-    data = content.encode()
-    return {
-        "bytes": len(data),
-        **{
-            alg: hashlib.new(alg, data, usedforsecurity=False).hexdigest()
-            for alg in options.algorithms
-        },
-    }
+    data = memoryview(content.encode())
+    hashers = {alg: hashlib.new(alg, usedforsecurity=False) for alg in options.algorithms}
+    total = len(data)
+    for start in range(0, total, CHECKSUM_CHUNK):
+        if ctx.cancelled():
+            return {}
+        chunk = data[start:start + CHECKSUM_CHUNK]
+        for hasher in hashers.values():
+            hasher.update(chunk)
+        done = start + len(chunk)
+        ctx.progress(done / total, f"{done} of {total} bytes")
+    return {"bytes": total, **{alg: h.hexdigest() for alg, h in hashers.items()}}
 
 
 BUILTIN_HANDLERS = (

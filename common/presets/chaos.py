@@ -41,9 +41,12 @@ def chaos_handler(record: RunLog) -> Handler:
             record(ctx.job_id, ctx.attempt, "hung")  # first: the instance may die meanwhile
             time.sleep(options.hang_s)
             return {"hung_s": options.hang_s}
-        deadline = time.monotonic() + options.sleep_s
+        started = time.monotonic()
+        deadline = started + options.sleep_s
         while time.monotonic() < deadline and not ctx.cancelled():
             time.sleep(min(0.05, max(deadline - time.monotonic(), 0)))
+            slept = min(time.monotonic() - started, options.sleep_s)
+            ctx.progress(slept / options.sleep_s, f"slept {slept:.1f} of {options.sleep_s:g} s")
         if ctx.cancelled():  # cancelled, or past the time limit: the worker has moved on
             record(ctx.job_id, ctx.attempt, "abandoned")
             return {"abandoned": True}

@@ -51,9 +51,10 @@ from common.store.states import TRANSITIONS, JobState, Move
 SQL_CREATE = f"""
 WITH moved AS (
     INSERT INTO jobs (owner_id, preset, content, metadata, max_attempts, attempt_limit,
-                      idempotency_key, request_hash, state)
+                      idempotency_key, request_hash, state, callback_url, traceparent)
     VALUES (:owner_id, :preset, :content, CAST(:metadata AS jsonb), :max_attempts, :max_attempts,
-            :idempotency_key, :request_hash, {target(Move.CREATE)})
+            :idempotency_key, :request_hash, {target(Move.CREATE)},
+            CAST(:callback_url AS text), CAST(:traceparent AS text))
     ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING {COLS}
 ), {event_cte("NULL", "'created'")}
@@ -68,6 +69,10 @@ WHERE j.owner_id = :owner_id AND j.idempotency_key = :idempotency_key"""
 SQL_GET = f"""
 SELECT {J_COLS}, {RESULT_COLS} FROM jobs j LEFT JOIN job_results r ON r.job_id = j.id
 WHERE j.id = :id AND j.owner_id = :owner_id"""
+
+# The waiting request's probe: the state only, on the primary key, owner-scoped.
+SQL_STATE = """
+SELECT state FROM jobs WHERE id = :id AND owner_id = :owner_id"""
 
 SQL_EVENTS = """
 SELECT e.id, e.job_id, e.from_state, e.to_state, e.reason, e.attempt, e.details, e.at
@@ -160,9 +165,12 @@ class CallerOperations(StoreBase):
 
     # -- callers' operations (scoped by owner) ------------------------------------------------
 
-    def create(self, owner_id: str, new: NewJob) -> tuple[Job, bool]:
+    def create(
+        self, owner_id: str, new: NewJob, *, traceparent: str | None = None
+    ) -> tuple[Job, bool]:
         """Create a job; returns (job, created). A replay of the same keyed request returns the
-        existing job with created=False; the same key with a different request raises."""
+        existing job with created=False; the same key with a different request raises.
+        `traceparent` (the creating request's W3C trace) is kept for the job's later messages."""
         owner = checked_owner(owner_id)
         self._check_new_job(new)
         max_attempts = new.max_attempts or self._settings.default_max_attempts
@@ -175,6 +183,8 @@ class CallerOperations(StoreBase):
             "max_attempts": max_attempts,
             "idempotency_key": new.idempotency_key,
             "request_hash": digest,
+            "callback_url": new.callback_url,
+            "traceparent": traceparent,
         }
         # Two tries: the conflicting row may be deleted by retention between the two statements.
         for _ in range(2):
@@ -193,6 +203,12 @@ class CallerOperations(StoreBase):
         if job is None:
             raise JobNotFound(job_id)
         return job
+
+    def job_state(self, owner_id: str, job_id: UUID | str) -> JobState | None:
+        """The job's state alone (None if missing or foreign): what a waiting request reads
+        between its full reads."""
+        rows = self._rows(SQL_STATE, id=as_uuid(job_id), owner_id=checked_owner(owner_id))
+        return JobState(rows[0]["state"]) if rows else None
 
     def list_jobs(
         self,
@@ -278,7 +294,8 @@ class CallerOperations(StoreBase):
 
     def _check_new_job(self, new: NewJob) -> None:
         # First: text with lone surrogates cannot even be measured in UTF-8, let alone stored.
-        for name, text in (("content", new.content), ("idempotency_key", new.idempotency_key)):
+        for name, text in (("content", new.content), ("idempotency_key", new.idempotency_key),
+                           ("callback_url", new.callback_url)):
             if text is not None and has_surrogate(text):
                 raise InvalidInput(name, "contains a lone surrogate (not valid Unicode text)")
         if (reason := unstorable(new.metadata, "metadata")) is not None:

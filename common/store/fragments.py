@@ -55,7 +55,8 @@ def target(move: Move) -> str:
 COLS = (
     "id, owner_id, preset, content, metadata, state, attempts, max_attempts, attempt_limit, "
     "idempotency_key, cancel_requested, lease_expires_at, dispatched_at, not_before, "
-    "created_at, updated_at, started_at, finished_at"
+    "created_at, updated_at, started_at, finished_at, "
+    "progress, progress_note, progress_at, progress_attempt, callback_url, traceparent"
 )
 MOVE_COLS = "id, state, attempts, not_before, finished_at"
 J_COLS = ", ".join("j." + c.strip() for c in COLS.split(","))
@@ -200,9 +201,13 @@ def storable_error(error_type: str, message: str) -> tuple[str, str]:
 
 
 def request_hash(new: NewJob, max_attempts: int) -> str:
-    """Fingerprint of a create request, to tell an idempotent replay from a conflicting reuse."""
+    """Fingerprint of a create request, to tell an idempotent replay from a conflicting reuse.
+    A callback URL joins it only when given, so requests keyed before it existed still match."""
+    fields: list[Any] = [new.preset, new.content, new.metadata, max_attempts]
+    if new.callback_url is not None:
+        fields.append(new.callback_url)
     canonical = json.dumps(
-        [new.preset, new.content, new.metadata, max_attempts],
+        fields,
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,

@@ -1,15 +1,16 @@
-"""The job store: one class over the three query sets.
+"""The job store: one class over the query sets.
 
 procrastinate-style: each concern keeps its SQL beside its methods (`callers`, `worker_moves`,
-`maintenance_queries`); this class only joins them, so callers hold one object.
+`maintenance_queries`, `webhooks`); this class only joins them, so callers hold one object.
 """
 
 from __future__ import annotations
 
 from common.store.callers import CallerOperations
 from common.store.maintenance_queries import MaintenanceQueries
+from common.store.webhooks import WebhookQueries
 from common.store.worker_moves import WorkerMoves
 
 
-class JobStore(CallerOperations, WorkerMoves, MaintenanceQueries):
+class JobStore(CallerOperations, WorkerMoves, MaintenanceQueries, WebhookQueries):
     """The job repository. Thread-safe: each call checks one connection out of the pool."""

@@ -69,7 +69,7 @@ WITH picked AS (
 )
 UPDATE jobs j SET dispatched_at = now()
 WHERE j.id = ANY(ARRAY(SELECT id FROM picked)) AND j.state = {lit(P)}
-RETURNING j.id, j.attempts"""
+RETURNING j.id, j.attempts, j.traceparent"""
 
 
 SQL_TAKE_DISPATCH = {stale: _take_dispatch_sql(stale) for stale in (False, True)}
@@ -264,7 +264,8 @@ class MaintenanceQueries(StoreBase):
                 limit=limit - len(rows),
                 stale_s=redispatch_after.total_seconds(),
             )
-        return [DispatchItem(id=r["id"], attempts=r["attempts"]) for r in rows]
+        return [DispatchItem(id=r["id"], attempts=r["attempts"], traceparent=r["traceparent"])
+                for r in rows]
 
     def release_dispatch(self, items: Iterable[DispatchItem]) -> int:
         """Un-stamp jobs whose publish failed, so the next pass takes them again at once."""

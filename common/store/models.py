@@ -14,6 +14,7 @@ from common.store.states import JobState
 
 PRESET_PATTERN = r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$"
 MAX_METADATA_DEPTH = 6
+MAX_CALLBACK_URL = 2048
 
 
 def _check_json_value(value: Any, depth: int = 0) -> None:
@@ -45,8 +46,10 @@ class NewJob(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     max_attempts: int | None = Field(default=None, ge=1, le=100)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
+    # Where the job's end is POSTed, signed. The API checks it (scheme, SSRF) before the store.
+    callback_url: str | None = Field(default=None, min_length=1, max_length=MAX_CALLBACK_URL)
 
-    @field_validator("content", "idempotency_key")
+    @field_validator("content", "idempotency_key", "callback_url")
     @classmethod
     def _no_nul(cls, value: str | None) -> str | None:
         if value is not None and "\x00" in value:
@@ -111,6 +114,13 @@ class Job(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     result: JobResult | None = None
+    # The last progress its handler reported (through the heartbeat), and for which attempt.
+    progress: float | None = None
+    progress_note: str | None = None
+    progress_at: datetime | None = None
+    progress_attempt: int | None = None
+    callback_url: str | None = None
+    traceparent: str | None = None
 
 
 class JobEvent(BaseModel):
@@ -152,3 +162,5 @@ class DispatchItem(BaseModel):
 
     id: UUID
     attempts: int
+    # The W3C trace the job was created under, carried on its message as an attribute.
+    traceparent: str | None = None

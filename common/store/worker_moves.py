@@ -8,9 +8,10 @@ can never write over a newer attempt.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from common.store.base import SQL_PEEK, StoreBase
@@ -63,6 +64,17 @@ SELECT {COLS} FROM moved"""
 
 SQL_CLAIM = {flag: _claim_sql(flag) for flag in (False, True)}
 
+# The handler's latest progress rides on the heartbeat and on the exit, never in a write of its
+# own: a NULL :progress leaves what is stored as it is.
+PROGRESS_SET = (
+    "progress = COALESCE(CAST(:progress AS real), progress), "
+    "progress_note = CASE WHEN CAST(:progress AS real) IS NULL THEN progress_note "
+    "ELSE CAST(:progress_note AS text) END, "
+    "progress_at = CASE WHEN CAST(:progress AS real) IS NULL THEN progress_at ELSE now() END, "
+    "progress_attempt = CASE WHEN CAST(:progress AS real) IS NULL THEN progress_attempt "
+    "ELSE attempts END"
+)
+
 # A worker's exits. A cancel requested while the job ran wins over every outcome, so each exit
 # computes its target in SQL from the row it guards, within the same statement.
 CANCELLED_IF_ASKED = f"WHEN cancel_requested THEN {target(Move.CONFIRM_CANCEL)}"
@@ -91,7 +103,7 @@ WITH moved AS (
         finished_at = CASE WHEN {new_state} IN {TERMINAL} THEN now() END,
         not_before = CASE WHEN {new_state} = {lit(P)}
                           THEN now() + make_interval(secs => :delay_s) END,
-        dispatched_at = NULL
+        dispatched_at = NULL, {PROGRESS_SET}
     WHERE id = :id AND state IN {sources(move)} AND attempts = :attempt
     RETURNING {MOVE_COLS}
 ), {event_cte(lit(R), EXIT_REASON, "CAST(:details AS jsonb)")},
@@ -111,7 +123,8 @@ SQL_EXIT = {move: _exit_sql(move) for move in EXIT_STATE}
 
 
 SQL_EXTEND_LEASE = f"""
-UPDATE jobs SET lease_expires_at = now() + make_interval(secs => :lease_s), updated_at = now()
+UPDATE jobs SET lease_expires_at = now() + make_interval(secs => :lease_s), updated_at = now(),
+    {PROGRESS_SET}
 WHERE id = :id AND state = {lit(R)} AND attempts = :attempt
 RETURNING cancel_requested"""
 
@@ -130,6 +143,24 @@ SQL_CHAOS_RUNS = """
 SELECT job_id, attempt, outcome FROM chaos_runs WHERE job_id = ANY(CAST(:ids AS uuid[]))
 ORDER BY id"""
 
+
+
+class Progress(NamedTuple):
+    """A handler's report: how far (0..1) and a short note for people."""
+
+    fraction: float
+    note: str | None = None
+
+
+MAX_PROGRESS_NOTE = 200
+
+
+def _progress_params(progress: Progress | None) -> dict[str, Any]:
+    if progress is None:
+        return {"progress": None, "progress_note": None}
+    fraction = progress.fraction if math.isfinite(progress.fraction) else 0.0
+    note = storable_text(progress.note, MAX_PROGRESS_NOTE) if progress.note else None
+    return {"progress": min(max(fraction, 0.0), 1.0), "progress_note": note}
 
 
 class WorkerMoves(StoreBase):
@@ -170,20 +201,33 @@ class WorkerMoves(StoreBase):
             return ClaimOutcome(job=None, reason="stale-message")
         return ClaimOutcome(job=None, reason="not-due")
 
-    def extend_lease(self, job_id: UUID, attempt: int, *, lease_s: float | None = None) -> bool:
-        """Heartbeat for a long handler. Returns whether a cancel was requested meanwhile."""
+    def extend_lease(
+        self,
+        job_id: UUID,
+        attempt: int,
+        *,
+        lease_s: float | None = None,
+        progress: Progress | None = None,
+    ) -> bool:
+        """Heartbeat for a long handler. Returns whether a cancel was requested meanwhile.
+        `progress`, the handler's latest report since the last heartbeat, is stored with it."""
         rows = self._rows(
             SQL_EXTEND_LEASE,
             id=job_id,
             attempt=attempt,
             lease_s=lease_s or self._settings.lease_seconds,
+            **_progress_params(progress),
         )
         if not rows:
             raise self._explain_refusal(job_id, Move.CLAIM, attempt)
         return bool(rows[0]["cancel_requested"])
 
-    def _exit(self, move: Move, job_id: UUID, attempt: int, **params: Any) -> JobMove:
+    def _exit(
+        self, move: Move, job_id: UUID, attempt: int, progress: Progress | None = None,
+        **params: Any,
+    ) -> JobMove:
         values: dict[str, Any] = {
+            **_progress_params(progress),
             "id": job_id,
             "attempt": attempt,
             "delay_s": 0.0,
@@ -201,11 +245,14 @@ class WorkerMoves(StoreBase):
         return JobMove.model_validate(rows[0])
 
     def complete(
-        self, job_id: UUID, attempt: int, output: Any, *, duration_ms: int | None = None
+        self, job_id: UUID, attempt: int, output: Any, *, duration_ms: int | None = None,
+        progress: Progress | None = None,
     ) -> JobMove:
-        """PROCESSING → COMPLETED with its one result row (CANCELLED if a cancel was asked)."""
+        """PROCESSING → COMPLETED with its one result row (CANCELLED if a cancel was asked).
+        Each exit also stores the handler's last progress report, if the heartbeat has not."""
         return self._exit(
-            Move.COMPLETE, job_id, attempt, output=to_json(output), duration_ms=duration_ms
+            Move.COMPLETE, job_id, attempt, progress, output=to_json(output),
+            duration_ms=duration_ms,
         )
 
     def fail(
@@ -216,6 +263,7 @@ class WorkerMoves(StoreBase):
         error_message: str,
         *,
         duration_ms: int | None = None,
+        progress: Progress | None = None,
     ) -> JobMove:
         """A permanent failure: PROCESSING → FAILED at once, the error kept as the result."""
         etype, emsg = storable_error(error_type, error_message)
@@ -223,6 +271,7 @@ class WorkerMoves(StoreBase):
             Move.FAIL,
             job_id,
             attempt,
+            progress,
             error_type=etype,
             error_message=emsg,
             duration_ms=duration_ms,
@@ -238,6 +287,7 @@ class WorkerMoves(StoreBase):
         *,
         delay: timedelta,
         duration_ms: int | None = None,
+        progress: Progress | None = None,
     ) -> JobMove:
         """A transient failure: back to PENDING, due after `delay`, while attempts remain; FAILED
         ('attempts-exhausted') on the last one. The sweep re-dispatches it when due."""
@@ -247,6 +297,7 @@ class WorkerMoves(StoreBase):
             Move.RETRY_LATER,
             job_id,
             attempt,
+            progress,
             error_type=etype,
             error_message=emsg,
             delay_s=delay_s,
@@ -254,9 +305,11 @@ class WorkerMoves(StoreBase):
             details=to_json({"error_type": etype, "error_message": emsg, "delay_s": delay_s}),
         )
 
-    def confirm_cancel(self, job_id: UUID, attempt: int) -> JobMove:
+    def confirm_cancel(
+        self, job_id: UUID, attempt: int, *, progress: Progress | None = None
+    ) -> JobMove:
         """The worker saw the cancel flag and stopped: PROCESSING → CANCELLED."""
-        return self._exit(Move.CONFIRM_CANCEL, job_id, attempt)
+        return self._exit(Move.CONFIRM_CANCEL, job_id, attempt, progress)
 
     # -- worker records ----------------------------------------------------------------------
 

@@ -20,11 +20,11 @@ import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
-from common.logs import log
+from common.logs import bind_traceparent, log, unbind_trace
 from common.messaging.job_message import PoisonMessage, backoff, decode_message
 from common.messaging.notify import Notifier
 from common.presets.base import Handler, JobContext, PermanentError
@@ -39,6 +39,11 @@ from common.store.errors import (
 )
 from common.store.job_store import JobStore
 from common.store.models import Job, JobMove
+from common.store.worker_moves import Progress
+from common.worker.progress import ProgressBox
+
+if TYPE_CHECKING:  # built by functions/process on first use: not on the cold path
+    from common.messaging.webhooks import WebhookDeliverer
 
 # Waits between tries of the final write when the database blips; short, because the whole
 # run must fit within the ack deadline's margin.
@@ -76,6 +81,7 @@ class _Run:
     error_type: str = ""
     error_message: str = ""
     duration_ms: int = 0
+    progress: Progress | None = None  # the last report no heartbeat stored: the exit does
 
 
 class Worker:
@@ -87,11 +93,13 @@ class Worker:
         settings: Settings,
         *,
         rng: random.Random | None = None,
+        webhooks: WebhookDeliverer | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.notifier = notifier
         self.settings = settings
+        self.webhooks = webhooks
         self._rng = rng or random.Random()
 
     def time_limit(self, handler: Handler) -> float:
@@ -100,6 +108,11 @@ class Worker:
         return min(handler.time_limit_s, self.settings.ack_deadline_s - self.settings.ack_margin_s)
 
     def handle(self, delivery: Delivery) -> WorkOutcome:
+        """One message. The job's trace (the `traceparent` attribute) is bound first, so every
+        line this delivery logs joins the trace of the request that submitted the job."""
+        unbind_trace()
+        traced = bind_traceparent(delivery.attributes.get("traceparent"),
+                                  self.settings.google_cloud_project)
         message_id = delivery.message_id or f"unknown-{uuid.uuid4()}"
         try:
             item = decode_message(delivery.data)
@@ -122,6 +135,8 @@ class Worker:
                 message_id=message_id, published_for_attempts=item.attempts)
             return WorkOutcome("skipped", item.id, claim.reason)
         job = claim.job
+        if not traced:  # a message published before traces travelled: the row has it
+            bind_traceparent(job.traceparent, self.settings.google_cloud_project)
         run = self._run(job)
         outcome = self._record(job, run)
         log(
@@ -150,20 +165,24 @@ class Worker:
         except Exception as exc:  # PermanentError, or a surprise in the preset's options model
             return _Run("permanent", error_type="InvalidJob", error_message=_describe(exc)[1])
         stop = threading.Event()
-        ctx = JobContext(job_id=str(job.id), attempt=job.attempts, cancelled=stop.is_set)
+        box = ProgressBox()
+        ctx = JobContext(job_id=str(job.id), attempt=job.attempts, cancelled=stop.is_set,
+                         progress=box.report)
         started = time.monotonic()
         future = _start(handler.run, ctx, job.content, options)
         try:
-            return self._supervise(job, handler, future, stop, started)
+            run = self._supervise(job, handler, future, stop, started, box)
         finally:
             stop.set()  # whatever happened, a handler still running must know it is abandoned
+        return replace(run, progress=box.take())
 
     def _supervise(
         self, job: Job, handler: Handler, future: Future[Any], stop: threading.Event,
-        started: float,
+        started: float, box: ProgressBox,
     ) -> _Run:
         """Wait for the handler, extending the lease every heartbeat, until it returns, its
-        time limit passes, the owner cancels, or the lease turns out to be lost."""
+        time limit passes, the owner cancels, or the lease turns out to be lost. Each heartbeat
+        carries the handler's latest progress, if it reported any since the last one."""
         deadline = started + self.time_limit(handler)
 
         def took() -> int:
@@ -189,13 +208,15 @@ class Worker:
                             duration_ms=took())
             else:
                 return _Run("ok", output=value, duration_ms=took())
+            progress = box.take()
             try:
                 cancel = self.store.extend_lease(
-                    job.id, job.attempts, lease_s=self.settings.lease_seconds
+                    job.id, job.attempts, lease_s=self.settings.lease_seconds, progress=progress
                 )
             except (IllegalTransition, JobNotFound):
                 return _Run("lease-lost", duration_ms=took())
             except DatabaseUnavailable:
+                box.untake(progress)
                 continue  # the lease may still hold; the final write is fenced either way
             if cancel:
                 return _Run("cancelled", duration_ms=took())
@@ -217,6 +238,8 @@ class Worker:
             return WorkOutcome("unrecorded", job.id)
         if move.state.terminal:
             self.notifier.terminal([(job.id, job.owner_id, move.state)])
+            if job.callback_url and self.webhooks is not None:
+                self.webhooks.after_end(job.id)  # its outbox row committed with the move
         action: Action = {
             "COMPLETED": "completed", "FAILED": "failed", "CANCELLED": "cancelled",
             "PENDING": "retry-scheduled",
@@ -227,7 +250,7 @@ class Worker:
         if run.kind == "ok":
             try:
                 return self.store.complete(job.id, job.attempts, run.output,
-                                           duration_ms=run.duration_ms)
+                                           duration_ms=run.duration_ms, progress=run.progress)
             except InvalidInput as exc:  # unstorable output: no retry can fix the handler's code
                 reason = f"output cannot be stored: {exc.message}"
             except JobStoreError:
@@ -235,16 +258,17 @@ class Worker:
             except Exception as exc:  # refused by the database in a way the check did not foresee
                 reason = f"output cannot be stored: the database refused it ({type(exc).__name__})"
             return self.store.fail(job.id, job.attempts, "InvalidOutput", reason,
-                                   duration_ms=run.duration_ms)
+                                   duration_ms=run.duration_ms, progress=run.progress)
         if run.kind == "cancelled":
-            return self.store.confirm_cancel(job.id, job.attempts)
+            return self.store.confirm_cancel(job.id, job.attempts, progress=run.progress)
         if run.kind == "permanent":
             return self.store.fail(job.id, job.attempts, run.error_type, run.error_message,
-                                   duration_ms=run.duration_ms)
+                                   duration_ms=run.duration_ms, progress=run.progress)
         delay = backoff(job.attempts, base_s=self.settings.retry_base_s,
                         cap_s=self.settings.retry_cap_s, rng=self._rng)
         return self.store.retry_later(job.id, job.attempts, run.error_type, run.error_message,
-                                      delay=delay, duration_ms=run.duration_ms)
+                                      delay=delay, duration_ms=run.duration_ms,
+                                      progress=run.progress)
 
     @staticmethod
     def _with_retries(write: Callable[[], JobMove]) -> JobMove:

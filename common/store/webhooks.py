@@ -1,0 +1,148 @@
+"""Webhook queries: the owners' signing secrets and the delivery outbox.
+
+Outbox rows are inserted by the trigger of migration 0008 inside the statement that ends a job,
+so they are never lost; these statements take them, record each attempt and end them. Taking is
+SKIP LOCKED and pushes `next_attempt_at` ahead as a lease, so `process` and the sweep never send
+one delivery at the same time; each outcome is fenced by the delivery's attempt number, so a
+late answer never overwrites a newer attempt's record. Nothing here touches the job's state:
+a delivery only adds an event to the job's trail when it is delivered or given up.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, NamedTuple
+from uuid import UUID
+
+from common.store.base import StoreBase
+from common.store.fragments import as_uuid, checked_owner, storable_text
+
+
+def _take_sql(for_job: bool) -> str:
+    only = " AND job_id = :job_id" if for_job else ""
+    return f"""
+WITH picked AS (
+    SELECT id FROM webhook_deliveries
+    WHERE state = 'pending' AND next_attempt_at <= now(){only}
+    ORDER BY next_attempt_at LIMIT :limit FOR UPDATE SKIP LOCKED
+), taken AS (
+    UPDATE webhook_deliveries d
+    SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => :lease_s)
+    WHERE d.id = ANY(ARRAY(SELECT id FROM picked)) AND d.state = 'pending'
+    RETURNING d.id, d.job_id, d.owner_id, d.url, d.traceparent, d.attempts,
+              CAST(d.payload AS text) AS body
+)
+SELECT t.*, s.secret,
+       CASE WHEN s.previous_until > now() THEN s.previous_secret END AS previous_secret
+FROM taken t LEFT JOIN webhook_secrets s ON s.owner_id = t.owner_id"""
+
+
+SQL_TAKE = {flag: _take_sql(flag) for flag in (False, True)}
+
+
+def _event(reason: str, where: str = "") -> str:
+    return f"""ev AS (
+    INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, details)
+    SELECT j.id, j.state, j.state, '{reason}', j.attempts,
+           jsonb_build_object('webhook_id', done.id, 'delivery_attempts', done.attempts,
+                              'status', done.last_status, 'error', done.last_error)
+    FROM done JOIN jobs j ON j.id = done.job_id{where}
+)"""
+
+
+SQL_DELIVERED = f"""
+WITH done AS (
+    UPDATE webhook_deliveries SET state = 'delivered', delivered_at = now(),
+        last_status = :status, last_error = NULL
+    WHERE id = :id AND state = 'pending' AND attempts = :attempt
+    RETURNING id, job_id, attempts, last_status, last_error
+), {_event("webhook-delivered")}
+SELECT id FROM done"""
+
+SQL_FAILED = f"""
+WITH done AS (
+    UPDATE webhook_deliveries SET
+        state = CASE WHEN :give_up OR attempts >= :max_attempts THEN 'given_up'
+                     ELSE 'pending' END,
+        next_attempt_at = now() + make_interval(secs => :delay_s),
+        last_status = CAST(:status AS integer), last_error = CAST(:error AS text)
+    WHERE id = :id AND state = 'pending' AND attempts = :attempt
+    RETURNING id, job_id, attempts, state, last_status, last_error
+), {_event("webhook-given-up", " WHERE done.state = 'given_up'")}
+SELECT id, state FROM done"""
+
+SQL_ROTATE = """
+INSERT INTO webhook_secrets AS s (owner_id, secret) VALUES (:owner_id, :secret)
+ON CONFLICT (owner_id) DO UPDATE SET
+    previous_secret = s.secret, previous_until = now() + make_interval(secs => :grace_s),
+    secret = EXCLUDED.secret, rotated_at = now()
+RETURNING rotated_at, previous_until"""
+
+SQL_DELIVERIES = """
+SELECT id, job_id, state, attempts, last_status, last_error, delivered_at
+FROM webhook_deliveries WHERE job_id = :job_id ORDER BY created_at, id"""
+
+MAX_DELIVERY_ERROR = 500
+
+
+class DueDelivery(NamedTuple):
+    """A taken delivery: the stable id (the `webhook-id`), where, what, and the secrets."""
+
+    id: UUID
+    job_id: UUID
+    owner_id: str
+    url: str
+    traceparent: str | None
+    attempt: int
+    body: str
+    secret: str | None  # sealed, as stored
+    previous_secret: str | None
+
+
+class Rotation(NamedTuple):
+    rotated_at: datetime
+    previous_valid_until: datetime | None
+
+
+class WebhookQueries(StoreBase):
+    """The outbox and the secrets; no method here changes a job."""
+
+    def take_due_deliveries(
+        self, limit: int, *, lease_s: float, job_id: UUID | None = None
+    ) -> list[DueDelivery]:
+        params: dict[str, Any] = {"limit": limit, "lease_s": lease_s}
+        if job_id is not None:
+            params["job_id"] = as_uuid(job_id)
+        rows = self._rows(SQL_TAKE[job_id is not None], **params)
+        return [
+            DueDelivery(r["id"], r["job_id"], r["owner_id"], r["url"], r["traceparent"],
+                        r["attempts"], r["body"], r["secret"], r["previous_secret"])
+            for r in rows
+        ]
+
+    def delivery_succeeded(self, delivery_id: UUID, attempt: int, status: int) -> bool:
+        return bool(self._rows(SQL_DELIVERED, id=delivery_id, attempt=attempt, status=status))
+
+    def webhook_attempt_failed(
+        self, delivery_id: UUID, attempt: int, *, status: int | None, error: str,
+        delay_s: float, max_attempts: int, give_up: bool = False,
+    ) -> str | None:
+        """Record a failed attempt: 'pending' (due again after `delay_s`) or 'given_up' (the
+        budget is spent, or `give_up`); None if a newer attempt owns the delivery."""
+        rows = self._rows(
+            SQL_FAILED, id=delivery_id, attempt=attempt, status=status,
+            error=storable_text(error, MAX_DELIVERY_ERROR), delay_s=max(delay_s, 0.0),
+            max_attempts=max_attempts, give_up=give_up,
+        )
+        return str(rows[0]["state"]) if rows else None
+
+    def deliveries(self, job_id: UUID | str) -> list[dict[str, Any]]:
+        """A job's deliveries, oldest first (for tests and operators; never shown to callers
+        with the URL's secrets, which these rows do not include)."""
+        return self._rows(SQL_DELIVERIES, job_id=as_uuid(job_id))
+
+    def rotate_webhook_secret(self, owner_id: str, sealed: str, grace_s: float) -> Rotation:
+        """Make `sealed` the owner's secret; the one it replaces stays valid for `grace_s`."""
+        rows = self._rows(SQL_ROTATE, owner_id=checked_owner(owner_id), secret=sealed,
+                          grace_s=grace_s)
+        return Rotation(rows[0]["rotated_at"], rows[0]["previous_until"])

@@ -1,0 +1,296 @@
+"""Signed completion webhooks on the real stack: a real receiver (an HTTP server in the test)
+verifies every request with the Standard Webhooks reference verifier."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+import functions.submit
+from common.maintenance import webhooks as webhook_step
+from common.maintenance.budget import Budget
+from common.messaging import callbacks
+from common.messaging.signing import signature_header
+from common.messaging.webhooks import WebhookDeliverer
+from common.settings import Settings
+from common.store.job_store import JobStore
+from common.store.states import JobState
+from localstack.postgres import free_port
+from tests.conftest import table_counts
+from tests.process_fixtures import Pipeline
+from tests.submit_fixtures import SubmitHarness
+from tests.support.webhook_receiver import Receiver
+
+
+@pytest.fixture(autouse=True)
+def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Short backoff, so a test sees several attempts; read by submit, process and the sweep."""
+    monkeypatch.setenv("WEBHOOK_RETRY_BASE_S", "0.1")
+    monkeypatch.setenv("WEBHOOK_RETRY_CAP_S", "0.3")
+    monkeypatch.setenv("WEBHOOK_MAX_ATTEMPTS", "5")
+    monkeypatch.setenv("WEBHOOK_TIMEOUT_S", "3")
+    monkeypatch.setenv("WEBHOOK_PROCESS_TRIES", "5")
+
+
+@pytest.fixture()
+def loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in make dev: the receiver is on this machine."""
+    monkeypatch.setenv("WEBHOOK_ALLOW_LOOPBACK", "true")
+
+
+@pytest.fixture()
+def receiver() -> Iterator[Receiver]:
+    rec = Receiver(free_port())
+    yield rec
+    rec.stop()
+
+
+def rotate(api: SubmitHarness, owner: str = "alice") -> dict[str, Any]:
+    resp = api.client.post("/webhook-secret/rotate", headers=api.auth(owner))
+    assert resp.status_code == 200 and resp.headers["Cache-Control"] == "no-store"
+    body: dict[str, Any] = resp.get_json()
+    assert body["secret"].startswith("whsec_")
+    return body
+
+
+def submit(api: SubmitHarness, url: str, owner: str = "alice") -> dict[str, Any]:
+    resp = api.post_job(owner, {"preset": "echo", "content": "hi", "callback_url": url})
+    assert resp.status_code == 202, resp.get_json()
+    body: dict[str, Any] = resp.get_json()
+    assert body["callback_url"] == url
+    return body
+
+
+def deliverer(engine: Engine, **overrides: Any) -> WebhookDeliverer:
+    """The sweep's deliverer, with the settings the submit instance read."""
+    settings: Settings = functions.submit.get_api().settings.model_copy(update=overrides)
+    return WebhookDeliverer(JobStore(engine, settings), settings)
+
+
+def sweep_until(dlv: WebhookDeliverer, done: Any, passes: int = 200) -> None:
+    """Run the sweep's webhook step, pass after pass, until `done()`."""
+    for _ in range(passes):
+        webhook_step.deliver(dlv, Budget(30), 100)
+        if done():
+            return
+        threading.Event().wait(0.05)
+    raise AssertionError("not done after the sweep passes")
+
+
+def events(api: SubmitHarness, job_id: str) -> list[dict[str, Any]]:
+    resp = api.client.get(f"/jobs/{job_id}/events", headers=api.auth("alice"))
+    found: list[dict[str, Any]] = resp.get_json()["events"]
+    return found
+
+
+def test_receiver_down_then_up_is_delivered_by_the_sweep(
+    loopback: None, api: SubmitHarness, engine: Engine, receiver: Receiver
+) -> None:
+    receiver.secret = rotate(api)["secret"]
+    job = submit(api, receiver.url)
+    # The owner cancels it: that statement's trigger queues the delivery with the move.
+    cancelled = api.client.post(f"/jobs/{job['id']}/cancel", headers=api.auth("alice"))
+    assert cancelled.status_code == 200
+    dlv = deliverer(engine)
+    assert webhook_step.deliver(dlv, Budget(30), 100)["outcomes"] == {"pending": 1}  # nobody up
+    receiver.start()
+    sweep_until(dlv, lambda: receiver.received)
+    [got] = receiver.received
+    assert got.error is None and got.answered == 200
+    assert got.verified["type"] == "job.cancelled"
+    assert got.verified["data"]["id"] == job["id"] and got.verified["data"]["state"] == "CANCELLED"
+    [row] = dlv.store.deliveries(job["id"])
+    assert got.headers["webhook-id"] == f"msg_{row['id'].hex}"
+    assert row["state"] == "delivered" and row["attempts"] == 2
+    delivered = [e for e in events(api, job["id"]) if e["reason"] == "webhook-delivered"]
+    assert len(delivered) == 1 and delivered[0]["details"]["delivery_attempts"] == 2
+    # The job itself did not move: same state, no new transition.
+    shown = api.client.get(f"/jobs/{job['id']}", headers=api.auth("alice")).get_json()
+    assert shown["state"] == "CANCELLED"
+    assert all(e["from_state"] == e["to_state"] == "CANCELLED" for e in delivered)
+    # Delivered: later passes send nothing more.
+    assert webhook_step.deliver(dlv, Budget(30), 100)["attempted"] == 0
+
+
+def test_a_receiver_answering_500_gets_it_once_it_answers_2xx(
+    loopback: None, pipeline: Pipeline, receiver: Receiver
+) -> None:
+    """`process` delivers right after the job ends, retrying with backoff by itself."""
+    receiver.secret = rotate(pipeline.api)["secret"]
+    receiver.plan = [500, 500, 503]
+    receiver.start()
+    job = submit(pipeline.api, receiver.url)
+    pipeline.wait(job["id"], JobState.COMPLETED)
+    received = receiver.wait_for(200)
+    assert [r.answered for r in received] == [500, 500, 503, 200]
+    assert len({r.headers["webhook-id"] for r in received}) == 1  # one delivery, one id
+    assert all(r.error is None for r in received)  # every attempt is signed afresh
+    body = received[-1].verified
+    assert body["type"] == "job.completed" and body["data"]["state"] == "COMPLETED"
+    assert body["data"]["result"]["output"] == {"content": "hi"}
+    assert body["data"]["result"]["status"] == "succeeded"
+    assert pipeline.job(job["id"]).state.value == "COMPLETED"
+    for _ in range(200):  # the receiver answered; process records it right after
+        [row] = pipeline.store.deliveries(job["id"])
+        if row["state"] != "pending":
+            break
+        threading.Event().wait(0.05)
+    assert row["state"] == "delivered" and row["attempts"] == 4 and row["last_status"] == 200
+
+
+def test_a_delivery_is_given_up_after_its_budget_with_an_event(
+    loopback: None, api: SubmitHarness, engine: Engine, receiver: Receiver
+) -> None:
+    receiver.secret = rotate(api)["secret"]
+    receiver.plan = [500] * 50
+    receiver.start()
+    job = submit(api, receiver.url)
+    api.client.post(f"/jobs/{job['id']}/cancel", headers=api.auth("alice"))
+    dlv = deliverer(engine)
+    sweep_until(dlv, lambda: dlv.store.deliveries(job["id"])[0]["state"] == "given_up")
+    assert len(receiver.received) == 5  # WEBHOOK_MAX_ATTEMPTS
+    [given_up] = [e for e in events(api, job["id"]) if e["reason"] == "webhook-given-up"]
+    assert given_up["details"]["delivery_attempts"] == 5
+    assert given_up["details"]["status"] == 500
+    assert api.client.get(f"/jobs/{job['id']}", headers=api.auth("alice")).get_json()[
+        "state"] == "CANCELLED"
+
+
+def test_delivery_checks_the_target_again(
+    loopback: None, api: SubmitHarness, engine: Engine, receiver: Receiver
+) -> None:
+    """Accepted where loopback was allowed; a deliverer where it is not refuses to call it."""
+    receiver.secret = rotate(api)["secret"]
+    receiver.start()
+    job = submit(api, receiver.url)
+    api.client.post(f"/jobs/{job['id']}/cancel", headers=api.auth("alice"))
+    dlv = deliverer(engine, webhook_allow_loopback=False)
+    assert webhook_step.deliver(dlv, Budget(30), 100)["outcomes"] == {"given_up": 1}
+    assert receiver.received == []
+    [given_up] = [e for e in events(api, job["id"]) if e["reason"] == "webhook-given-up"]
+    assert given_up["details"]["error"].startswith("target refused")
+
+
+def test_no_secret_no_delivery_until_the_owner_makes_one(
+    loopback: None, api: SubmitHarness, engine: Engine, receiver: Receiver
+) -> None:
+    receiver.start()
+    job = submit(api, receiver.url)
+    api.client.post(f"/jobs/{job['id']}/cancel", headers=api.auth("alice"))
+    dlv = deliverer(engine)
+    assert webhook_step.deliver(dlv, Budget(30), 100)["outcomes"] == {"pending": 1}
+    assert receiver.received == []  # never sent unsigned
+    receiver.secret = rotate(api)["secret"]
+    sweep_until(dlv, lambda: receiver.received)
+    assert receiver.received[0].error is None
+
+
+def test_rotation_signs_with_both_secrets_during_the_grace_period(
+    loopback: None, api: SubmitHarness, engine: Engine, receiver: Receiver
+) -> None:
+    old = rotate(api)["secret"]
+    new = rotate(api)
+    assert new["previous_valid_until"] is not None and new["secret"] != old
+    receiver.secret = old  # a receiver that has not switched yet
+    receiver.start()
+    job = submit(api, receiver.url)
+    api.client.post(f"/jobs/{job['id']}/cancel", headers=api.auth("alice"))
+    sweep_until(deliverer(engine), lambda: receiver.received)
+    got = receiver.received[0]
+    assert got.error is None and len(got.headers["webhook-signature"].split(" ")) == 2
+    Webhook(new["secret"]).verify(got.body, got.headers)  # and the switched one too
+    # Secrets are stored sealed or marked, never shown again, never logged.
+    with engine.connect() as conn:
+        stored = conn.exec_driver_sql("SELECT secret FROM webhook_secrets").scalar_one()
+    assert stored != new["secret"]
+
+
+def test_a_replay_outside_the_tolerance_or_tampered_is_rejected(
+    loopback: None, api: SubmitHarness, engine: Engine, receiver: Receiver
+) -> None:
+    receiver.secret = rotate(api)["secret"]
+    receiver.start()
+    job = submit(api, receiver.url)
+    api.client.post(f"/jobs/{job['id']}/cancel", headers=api.auth("alice"))
+    sweep_until(deliverer(engine), lambda: receiver.received)
+    got = receiver.received[0]
+    verifier = Webhook(receiver.secret)
+    verifier.verify(got.body, got.headers)  # the captured request, now: fine
+    # The same request replayed six minutes later carries a timestamp six minutes old.
+    msg_id, body = got.headers["webhook-id"], got.body.decode()
+    then = datetime.now(UTC) - timedelta(minutes=6)
+    replay = {**got.headers, "webhook-timestamp": str(int(then.timestamp())),
+              "webhook-signature": signature_header([receiver.secret], msg_id, then, body)}
+    with pytest.raises(WebhookVerificationError, match="too old"):
+        verifier.verify(got.body, replay)
+    # The captured signature on another body, or with a moved timestamp, matches nothing.
+    tampered = json.dumps({**json.loads(body), "type": "job.completed"})
+    with pytest.raises(WebhookVerificationError, match="No matching signature"):
+        verifier.verify(tampered, got.headers)
+    moved = {**got.headers, "webhook-timestamp": str(int(got.headers["webhook-timestamp"]) - 1)}
+    with pytest.raises(WebhookVerificationError, match="No matching signature"):
+        verifier.verify(got.body, moved)
+
+
+FORBIDDEN = [
+    "https://169.254.169.254/computeMetadata/v1/",  # the metadata server
+    "https://10.1.2.3/hook", "https://192.168.0.1/hook", "https://[fd00::1]/hook",
+    "http://127.0.0.1:8080/hook", "https://localhost/hook", "https://[::1]/hook",  # loopback
+    "http://hooks.example.com/x",  # not https
+    "https://user:pw@hooks.example.com/x", "ftp://hooks.example.com/x", "hooks.example.com",
+    "https://hooks.example.com:0/x", "https://hooks.example.com:65536/x",
+    "https://hooks.example.com/a b", "https://hooks.exämple.com/x", "https://ex\u0000.com/",
+    "https://hooks.example.com/\n", "https://" + "a" * 64 + ".com/", "https://x/",
+    "https://hooks.example.com/" + "a" * 2048, "",
+]
+
+
+@pytest.mark.parametrize("url", FORBIDDEN)
+def test_forbidden_targets_are_refused_at_submit(
+    api: SubmitHarness, engine: Engine, url: str
+) -> None:
+    before = table_counts(engine)
+    resp = api.post_job("alice", {"preset": "echo", "content": "hi", "callback_url": url})
+    assert resp.status_code == 422, resp.get_json()
+    body = resp.get_json()
+    assert resp.headers["Content-Type"] == "application/problem+json"
+    assert body["invalid_params"][0]["name"] == "callback_url"
+    assert table_counts(engine) == before and api.pull() == []
+
+
+@pytest.mark.parametrize("url", ["https://169.254.169.254/", "http://10.0.0.1/",
+                                 "https://192.168.1.1/", "http://[fe80::1]/"])
+def test_loopback_allowed_still_refuses_every_other_internal_target(
+    loopback: None, api: SubmitHarness, url: str
+) -> None:
+    resp = api.post_job("alice", {"preset": "echo", "content": "hi", "callback_url": url})
+    assert resp.status_code == 422
+
+
+def test_names_are_checked_after_resolution() -> None:
+    """`localhost` resolves (through this machine's real resolver) to a loopback address."""
+    target = callbacks.Target("https", "localhost", 443, "/")
+    with pytest.raises(callbacks.ForbiddenTarget, match="resolves to an address"):
+        callbacks.resolve(target, allow_loopback=False)
+    assert [str(a) for a in callbacks.resolve(target, allow_loopback=True)] == ["127.0.0.1"]
+    # A public-looking name that does not resolve (yet) is not refused: each delivery checks.
+    callbacks.check_at_submit("https://hooks.example.com/x", allow_loopback=False)
+
+
+def test_a_public_callback_url_is_accepted_and_shown(api: SubmitHarness) -> None:
+    job = submit(api, "https://hooks.example.com/jobs?token=abc")
+    shown = api.client.get(f"/jobs/{job['id']}", headers=api.auth("alice")).get_json()
+    assert shown["callback_url"] == "https://hooks.example.com/jobs?token=abc"
+    # Same key, different callback: a different request.
+    first = api.post_job("alice", {"preset": "echo", "content": "hi", "idempotency_key": "k",
+                                   "callback_url": "https://a.example.com/"})
+    again = api.post_job("alice", {"preset": "echo", "content": "hi", "idempotency_key": "k",
+                                   "callback_url": "https://b.example.com/"})
+    assert first.status_code == 202 and again.status_code == 409
