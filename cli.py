@@ -110,9 +110,11 @@ def _emit(value: Any, as_json: bool, human: Callable[[], str]) -> None:
 
 def progress_line(job: Any, tty: bool, width: int = 30) -> str:
     """The job's state and its last progress: a bar on a terminal, plain text otherwise."""
-    progress = job.progress
-    text = f"{job.state.value:<10}"
-    if progress is not None and not job.state.terminal:
+    from common.store.states import JobState
+
+    progress, state = job.progress, JobState(job.state)
+    text = f"{state.value:<10}"
+    if progress is not None and not state.terminal:
         note = f" {progress.note}" if progress.note else ""
         if tty:
             filled = round(progress.fraction * width)
