@@ -209,6 +209,7 @@ def test_dashboard_shows_the_queue_and_steers_it(dash: Dashboard) -> None:
     assert dash.texts("dialog h2") == ["Cancel this job?"]
     dash.click("dialog button", "Cancel job")
     dash.wait(lambda: dash.texts(".fields .badge") == ["CANCELLED"], "the job cancelled")
+    dash.wait(lambda: dash.texts(".timeline li .badge")[-1:] == ["CANCELLED"], "the timeline")
     timeline = dash.texts(".timeline li .reason")
     assert timeline[0] == "created" and "cancel-requested" in timeline
     assert dash.texts(".timeline li .badge")[-1] == "CANCELLED"

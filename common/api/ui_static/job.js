@@ -30,7 +30,11 @@ export function showJob(view, {id}) {
       }
       drawJob(body, job, events.events);
       body.removeAttribute('aria-busy');
-      if (live && !TERMINAL.has(job.state)) timer = setTimeout(refresh, pollMs(2000));
+      // The two reads run side by side: the events may predate the job's last move, so keep
+      // polling until the timeline has caught up with a finished job too.
+      const last = events.events[events.events.length - 1];
+      const behind = !last || last.to_state !== job.state;
+      if (live && (!TERMINAL.has(job.state) || behind)) timer = setTimeout(refresh, pollMs(2000));
     } catch (err) {
       if (live) put(body, problem(err));
     }
