@@ -12,7 +12,6 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import jwt
@@ -21,10 +20,9 @@ from sqlalchemy import create_engine, inspect, text
 
 import cli
 from localstack import dev_client
-from localstack.function_server import FunctionServer
 from localstack.paths import ROOT
 from localstack.postgres import PostgresServer, free_port
-from tests.submit_fixtures import SECRET, SubmitHarness
+from tests.submit_fixtures import SECRET
 
 SETTINGS_VARS = ("AUTH_HS256_SECRET", "JOBS_TOKEN", "DATABASE_URL", "JOBS_API_URL", "JOBS_USER",
                  "JOBS_SWEEP_URL", "JOBS_SWEEP_TOKEN", "NO_COLOR")
@@ -147,12 +145,8 @@ def test_an_unreadable_or_foreign_url_never_uses_the_dev_file(
 
 
 @pytest.fixture()
-def server(submit_env: SubmitHarness) -> Iterator[str]:
-    srv = FunctionServer("submit", ROOT / "main.py", submit_env.env, probe="/healthz")
-    try:
-        yield srv.url
-    finally:
-        srv.close()
+def server(submit_server: str) -> str:
+    return submit_server
 
 
 def test_people_get_tables_and_scripts_get_json(server: str, tmp_path: Path) -> None:

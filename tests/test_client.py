@@ -29,7 +29,6 @@ from common.api.client import (
     parse_retry_after,
 )
 from common.store.states import JobState
-from localstack.function_server import FunctionServer
 from localstack.postgres import free_port
 from tests.submit_fixtures import AUDIENCE, SubmitHarness
 from tests.support.paths import ROOT
@@ -128,12 +127,8 @@ class FaultProxy:
 
 
 @pytest.fixture()
-def server(submit_env: SubmitHarness) -> Iterator[str]:
-    srv = FunctionServer("submit", ROOT / "main.py", submit_env.env, probe="/healthz")
-    try:
-        yield srv.url
-    finally:
-        srv.close()
+def server(submit_server: str) -> str:
+    return submit_server
 
 
 @pytest.fixture()

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from localstack.paths import ROOT
-from tests.support.terraform import Infra
+from tests.support.terraform import Infra, one_block
 
 DOCS = ROOT / "docs" / "deploy.md"
 
@@ -47,10 +47,6 @@ def build() -> dict[str, Any]:
 def commands() -> list[str]:
     return doc_commands(DOCS.read_text())
 
-
-def _one(block: Any) -> dict[str, Any]:
-    assert isinstance(block, list) and len(block) == 1, block
-    return block[0]
 
 
 def doc_commands(markdown: str) -> list[str]:
@@ -234,7 +230,7 @@ def test_item05_functions_are_built_by_their_own_build_account(
     infra: Infra, build: dict[str, Any],
 ) -> None:
     fn = infra.resource("google_cloudfunctions2_function", "fn")
-    config = _one(fn["build_config"])
+    config = one_block(fn["build_config"])
     assert config["service_account"] == "${google_service_account.build.id}"
     account = infra.resource("google_service_account", "build")
     assert account["account_id"] == "${var.name}-build"
@@ -330,8 +326,8 @@ def test_item08_internal_only_functions_are_targeted_on_run_app(infra: Infra) ->
     internal = {f for f, c in infra.locals["fn"].items() if c["ingress"] == "ALLOW_INTERNAL_ONLY"}
     assert internal == {"process", "sweep"}
     job = infra.resource("google_cloud_scheduler_job", "sweep")
-    assert _one(job["http_target"])["uri"] == run_app % "sweep"
-    push = _one(infra.resource("google_pubsub_subscription", "process_push")["push_config"])
+    assert one_block(job["http_target"])["uri"] == run_app % "sweep"
+    push = one_block(infra.resource("google_pubsub_subscription", "process_push")["push_config"])
     assert push["push_endpoint"] == run_app % "process"
     assert "cloudfunctions.net" not in str(job) + str(push)
 
@@ -346,7 +342,7 @@ def test_item09_private_ip_is_passed_checked_and_its_apis_enabled(
     assert infra.locals["build_substitutions"]["_DB_IP_TYPE"] == (
         '${var.db_private_ip ? "PRIVATE" : "PUBLIC"}')
     fn = infra.resource("google_cloudfunctions2_function", "fn")
-    conditions = [p["condition"] for p in _one(fn["lifecycle"])["precondition"]]
+    conditions = [p["condition"] for p in one_block(fn["lifecycle"])["precondition"]]
     assert ('${!var.db_private_ip || (var.vpc_connector != "" && var.db_network != "")}'
             in conditions)
     assert set(infra.locals["apis_private"]) >= {
@@ -433,9 +429,9 @@ def test_item12_overlapping_sweeps_reach_the_code_and_fit_the_pool(infra: Infra)
     per_instance = infra.default("db_pool_size") + infra.default("db_max_overflow")
     assert per_instance >= concurrency["sweep"] + 1
     fn = infra.resource("google_cloudfunctions2_function", "fn")
-    service = _one(fn["service_config"])
+    service = one_block(fn["service_config"])
     assert service["max_instance_request_concurrency"] == "${var.concurrency[each.key]}"
-    conditions = [p["condition"] for p in _one(fn["lifecycle"])["precondition"]]
+    conditions = [p["condition"] for p in one_block(fn["lifecycle"])["precondition"]]
     assert "${var.concurrency.sweep >= 2}" in conditions
     assert "${local.per_instance_connections >= var.concurrency.sweep + 1}" in conditions
 

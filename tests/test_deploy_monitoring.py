@@ -5,12 +5,11 @@ what it means, and the Cloud SQL, Artifact Registry and budget settings hold."""
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
 
 from localstack.paths import ROOT
-from tests.support.terraform import Infra
+from tests.support.terraform import Infra, one_block
 
 CODE = "\n".join(p.read_text() for p in sorted((ROOT / "common").rglob("*.py")))
 
@@ -19,10 +18,6 @@ CODE = "\n".join(p.read_text() for p in sorted((ROOT / "common").rglob("*.py")))
 def infra() -> Infra:
     return Infra()
 
-
-def _one(block: Any) -> dict[str, Any]:
-    assert isinstance(block, list) and len(block) == 1, block
-    return block[0]
 
 
 def test_log_filters_name_log_lines_the_code_writes(infra: Infra) -> None:
@@ -49,7 +44,7 @@ def test_sweep_figures_read_fields_of_the_report(infra: Infra) -> None:
     metric = infra.resource("google_logging_metric", "sweep_figure")
     assert metric["value_extractor"] == "EXTRACT(${each.value.field})"
     assert metric["filter"] == "${local.sweep_report}"
-    assert _one(metric["metric_descriptor"])["value_type"] == "DISTRIBUTION"
+    assert one_block(metric["metric_descriptor"])["value_type"] == "DISTRIBUTION"
     counts = infra.locals["log_counts"]
     assert {"sweep_passes", "sweep_errors", "job_finishes", "poison_messages"} <= set(counts)
 
@@ -72,14 +67,14 @@ def test_the_five_alerts_notify_the_channels_and_explain_themselves(infra: Infra
                              "submit_5xx"}
     for name, policy in policies.items():
         assert policy["notification_channels"] == "${var.notification_channels}", name
-        assert len(_one(policy["documentation"])["content"]) > 80, name
+        assert len(one_block(policy["documentation"])["content"]) > 80, name
     assert infra.default("notification_channels") == []
     dead = str(policies["dead_letters"]["conditions"])
     for metric in ("dead_letter_message_count", "num_undelivered_messages",
                    "oldest_unacked_message_age"):
         assert metric in dead, metric
     assert "condition_absent" in policies["sweep_health"]["conditions"][0]
-    submit = _one(policies["submit_5xx"]["conditions"])["condition_threshold"][0]
+    submit = one_block(policies["submit_5xx"]["conditions"])["condition_threshold"][0]
     assert 'response_code_class=\\"5xx\\"' in submit["filter"] and submit["denominator_filter"]
     docs = (ROOT / "docs" / "deploy.md").read_text()
     assert "## Reading the dashboard" in docs and "## What each alert means" in docs
@@ -91,7 +86,7 @@ def test_images_are_cleaned_up_and_the_budget_is_optional(infra: Infra) -> None:
     actions = {p["action"] for p in repo["cleanup_policies"]}
     assert actions == {"KEEP", "DELETE"}
     fn = infra.resource("google_cloudfunctions2_function", "fn")
-    assert _one(fn["build_config"])["docker_repository"] == (
+    assert one_block(fn["build_config"])["docker_repository"] == (
         "${google_artifact_registry_repository.functions.id}")
     budget = infra.resource("google_billing_budget", "project")
     assert budget["count"] == '${var.billing_account != "" ? 1 : 0}'

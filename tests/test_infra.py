@@ -14,7 +14,7 @@ import yaml
 import main
 from common.settings import Settings
 from localstack.paths import ROOT
-from tests.support.terraform import Infra
+from tests.support.terraform import Infra, one_block
 
 CHECKOV = ROOT / ".venv" / "tools" / "bin" / "checkov"
 
@@ -23,11 +23,6 @@ CHECKOV = ROOT / ".venv" / "tools" / "bin" / "checkov"
 def infra() -> Infra:
     return Infra()
 
-
-def _one(block: Any) -> dict[str, Any]:
-    """A nested block (a list of one dict) as the dict."""
-    assert isinstance(block, list) and len(block) == 1, block
-    return block[0]
 
 
 def test_every_tf_file_parses(infra: Infra) -> None:
@@ -40,13 +35,13 @@ def test_every_tf_file_parses(infra: Infra) -> None:
 
 def test_push_subscription_has_dead_letters_retries_and_oidc(infra: Infra) -> None:
     sub = infra.resource("google_pubsub_subscription", "process_push")
-    dead = _one(sub["dead_letter_policy"])
+    dead = one_block(sub["dead_letter_policy"])
     assert dead["dead_letter_topic"] == "${google_pubsub_topic.dead_letter.id}"
     assert 5 <= infra.default("max_delivery_attempts") <= 100
-    retry = _one(sub["retry_policy"])
+    retry = one_block(sub["retry_policy"])
     assert retry["minimum_backoff"] and retry["maximum_backoff"]
-    push = _one(sub["push_config"])
-    oidc = _one(push["oidc_token"])
+    push = one_block(sub["push_config"])
+    oidc = one_block(push["oidc_token"])
     assert oidc["service_account_email"] == "${google_service_account.push.email}"
     # The sweep's dead-letter subscription reads that topic.
     dead_sub = infra.resource("google_pubsub_subscription", "dead_letters")
@@ -91,8 +86,8 @@ def test_no_public_invoker_unless_switched_on(infra: Infra) -> None:
 
 def test_scheduler_calls_sweep_with_oidc_and_sweep_accepts_only_it(infra: Infra) -> None:
     job = infra.resource("google_cloud_scheduler_job", "sweep")
-    target = _one(job["http_target"])
-    oidc = _one(target["oidc_token"])
+    target = one_block(job["http_target"])
+    oidc = one_block(target["oidc_token"])
     assert oidc["service_account_email"] == "${google_service_account.scheduler.email}"
     # The audience is the function URL that sweep checks; the target is the run.app URL, the one
     # internal-only ingress admits Scheduler on (issue 13, item 8: tests/test_deploy_first_try.py).
@@ -117,7 +112,7 @@ def test_connection_arithmetic_holds_for_the_defaults(infra: Infra) -> None:
     assert infra.default("db_pool_size") == defaults["db_pool_size"].default
     assert infra.default("db_max_overflow") == defaults["db_max_overflow"].default
     # ... and the plan refuses values that break it.
-    preconditions = _one(infra.resource("google_cloudfunctions2_function", "fn")["lifecycle"])
+    preconditions = one_block(infra.resource("google_cloudfunctions2_function", "fn")["lifecycle"])
     conditions = [p["condition"] for p in preconditions["precondition"]]
     assert "${local.connections_needed <= local.connection_budget}" in conditions
 
@@ -127,13 +122,13 @@ def test_cloud_sql_is_protected_and_uses_iam_logins(infra: Infra) -> None:
     version = int(re.sub(r"\D", "", instance["database_version"]))
     assert version >= 15
     assert infra.default("deletion_protection") is True
-    settings = _one(instance["settings"])
-    backup = _one(settings["backup_configuration"])
+    settings = one_block(instance["settings"])
+    backup = one_block(settings["backup_configuration"])
     assert backup["enabled"] is True and backup["point_in_time_recovery_enabled"] is True
     # Hardening (issue 13): API-level deletion protection, a maintenance window, a disk limit.
     assert settings["deletion_protection_enabled"] == "${var.deletion_protection}"
     assert instance["deletion_protection"] == "${var.deletion_protection}"
-    window = _one(settings["maintenance_window"])
+    window = one_block(settings["maintenance_window"])
     assert {"day", "hour", "update_track"} <= set(window)
     assert settings["disk_autoresize"] is True
     assert settings["disk_autoresize_limit"] == "${var.db_disk_autoresize_limit_gb}"
@@ -142,7 +137,7 @@ def test_cloud_sql_is_protected_and_uses_iam_logins(infra: Infra) -> None:
     assert flags["cloudsql.iam_authentication"] == "on"
     assert flags["max_connections"] == "${tostring(var.db_max_connections)}"
     assert flags["log_min_duration_statement"] == "-1"  # statement text never logged
-    ip = _one(settings["ip_configuration"])
+    ip = one_block(settings["ip_configuration"])
     assert ip["ipv4_enabled"] == "${!var.db_private_ip}"
     assert "authorized_networks" not in ip
     users = infra.resource("google_sql_user", "function")
@@ -153,12 +148,12 @@ def test_each_function_has_its_own_account_and_the_secret_comes_from_secret_mana
     infra: Infra,
 ) -> None:
     fn = infra.resource("google_cloudfunctions2_function", "fn")
-    service = _one(fn["service_config"])
+    service = one_block(fn["service_config"])
     assert service["service_account_email"] == (
         "${google_service_account.function[each.key].email}"
     )
     assert "AUTH_HS256_SECRET" not in str(infra.locals) + str(service["environment_variables"])
-    secret = _one(_one(service["dynamic"])["secret_environment_variables"]["content"])
+    secret = one_block(one_block(service["dynamic"])["secret_environment_variables"]["content"])
     assert secret["key"] == "AUTH_HS256_SECRET"
     assert secret["secret"] == "${data.google_secret_manager_secret.hs256.secret_id}"
     readers = infra.resource("google_secret_manager_secret_iam_member", "hs256_reader")
@@ -177,7 +172,7 @@ def test_every_environment_variable_is_a_setting(infra: Infra) -> None:
 
 def test_entry_points_exist() -> None:
     fn = Infra().resource("google_cloudfunctions2_function", "fn")
-    assert _one(fn["build_config"])["entry_point"] == "${each.key}"
+    assert one_block(fn["build_config"])["entry_point"] == "${each.key}"
     assert sorted(Infra().locals["fn"]) == sorted(main.__all__)
     for name in main.__all__:
         assert callable(getattr(main, name))

@@ -65,3 +65,9 @@ class Infra:
 
     def text(self) -> str:
         return "\n".join(p.read_text() for p in sorted(INFRA.glob("*.tf")))
+
+
+def one_block(block: Any) -> dict[str, Any]:
+    """A nested block (a list of one dict, as python-hcl2 gives it) as the dict."""
+    assert isinstance(block, list) and len(block) == 1, block
+    return block[0]  # type: ignore[no-any-return]
