@@ -81,7 +81,8 @@ def submit_env(
     from sqlalchemy import text
 
     with engine.connect() as conn:
-        conn.execute(text("TRUNCATE jobs, job_events, job_results, poison_messages, chaos_runs"))
+        conn.execute(text("TRUNCATE jobs, job_events, job_results, poison_messages, chaos_runs, "
+                     "schedules, schedule_events, owner_limits, owner_running"))
     google = GoogleTokenIssuer()
     topic_id = f"jobs-{uuid.uuid4().hex[:8]}"
     env = {
