@@ -40,7 +40,7 @@ class JobService:
     def submit(self, owner: str, new: NewJob) -> tuple[Job, bool]:
         """Returns (job, created). A replayed request publishes nothing new."""
         job, created = self.store.create(owner, new)
-        if created:
+        if created and job.not_before is None:  # a job for later is the sweep's to publish
             self._dispatch(job)
         return job, created
 

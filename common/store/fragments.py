@@ -201,8 +201,11 @@ def storable_error(error_type: str, message: str) -> tuple[str, str]:
 
 def request_hash(new: NewJob, max_attempts: int) -> str:
     """Fingerprint of a create request, to tell an idempotent replay from a conflicting reuse."""
+    fields: list[Any] = [new.preset, new.content, new.metadata, max_attempts]
+    if new.run_at is not None or new.delay_s is not None:  # older keys' hashes stay the same
+        fields += [new.run_at, new.delay_s]
     canonical = json.dumps(
-        [new.preset, new.content, new.metadata, max_attempts],
+        fields,
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
