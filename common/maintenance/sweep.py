@@ -15,7 +15,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.logs import log
-from common.maintenance import dead_letters, redispatcher, rescuer, retention
+from common.maintenance import (
+    dead_letters,
+    parked,
+    redispatcher,
+    rescuer,
+    retention,
+    schedules,
+)
 from common.maintenance.budget import Budget
 from common.messaging.notify import Notifier
 from common.messaging.pubsub import subscription_path
@@ -23,8 +30,11 @@ from common.service import JobService
 from common.settings import Settings
 from common.store.errors import DatabaseUnavailable
 
-Step = Literal["rescue", "redispatch", "dead_letters", "retention"]
-ALL_STEPS: tuple[Step, ...] = ("rescue", "redispatch", "dead_letters", "retention")
+Step = Literal["rescue", "schedules", "parked", "redispatch", "dead_letters", "retention"]
+# Schedules and parked jobs come before re-dispatch: the jobs they make due go out this pass.
+ALL_STEPS: tuple[Step, ...] = (
+    "rescue", "schedules", "parked", "redispatch", "dead_letters", "retention"
+)
 
 
 class SweepRequest(BaseModel):
@@ -32,7 +42,7 @@ class SweepRequest(BaseModel):
     that would outlive the function or hold long transactions."""
 
     model_config = ConfigDict(extra="forbid")
-    steps: list[Step] = Field(default=list(ALL_STEPS), min_length=1, max_length=4)
+    steps: list[Step] = Field(default=list(ALL_STEPS), min_length=1, max_length=len(ALL_STEPS))
     batch_size: int | None = Field(default=None, ge=1, le=5000)
     time_budget_s: float | None = Field(default=None, gt=0, le=3600)
 
@@ -53,6 +63,9 @@ class Sweeper:
         batch = request.batch_size or s.sweep_batch_size
         work: dict[Step, Callable[[], dict[str, Any]]] = {
             "rescue": lambda: rescuer.rescue(self.store, self.notifier, budget, batch),
+            "schedules": lambda: schedules.fire_due(self.store, budget, batch,
+                                                    s.retention_days),
+            "parked": lambda: parked.release(self.service, budget, batch),
             "redispatch": lambda: redispatcher.redispatch(
                 self.service, budget, batch, timedelta(seconds=s.redispatch_after_s)
             ),
