@@ -24,6 +24,8 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+import cli_schedules
+
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 SCHEDULER_SUBJECT = "local-scheduler"
 
@@ -136,6 +138,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--metadata", help="JSON object; a preset's options go under 'options'")
     s.add_argument("--max-attempts", type=int)
     s.add_argument("--idempotency-key")
+    cli_schedules.add_submit_options(s)
     s.add_argument("--wait", action="store_true", help="wait until the job ends")
     s.add_argument("--timeout", type=float, default=300)
     for name, text in (("get", "show a job"), ("events", "a job's audit trail"),
@@ -147,11 +150,13 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("stats", help="queue depth per state, oldest pending, recent throughput")
     sub.add_parser("migrate", help="alembic upgrade head (DATABASE_URL or Cloud SQL); then "
                    "GRANT jobs_app to the users in DB_APP_USERS (comma-separated)")
+    cli_schedules.add_commands(sub)
     sw = sub.add_parser("sweep", help="run one maintenance pass")
     sw.add_argument("--sweep-url", default=os.environ.get("JOBS_SWEEP_URL",
                                                           "http://127.0.0.1:8082"))
     sw.add_argument("--sweep-token", default=os.environ.get("JOBS_SWEEP_TOKEN"))
-    sw.add_argument("--steps", nargs="*", help="rescue redispatch dead_letters retention")
+    sw.add_argument("--steps", nargs="*",
+                    help="rescue schedules parked redispatch dead_letters retention")
     return p
 
 
@@ -168,13 +173,20 @@ def run(argv: list[str]) -> int:
         body = {"steps": args.steps} if args.steps else None
         _print(_call(args.sweep_url, token, "POST", "/", body))
         return 0
+    if args.command == "limit":
+        _print(cli_schedules.run_limit(args))
+        return 0
     token = args.token or _mint(os.environ.get("JOBS_USER", "dev"))
 
     def api(method: str, path: str, body: Any = None) -> Any:
         return _call(args.url, token, method, path, body)
 
+    if args.command == "schedule":
+        _print(cli_schedules.run_schedule(args, api))
+        return 0
     if args.command == "submit":
-        body: dict[str, Any] = {"preset": args.preset, "content": args.content}
+        body: dict[str, Any] = {"preset": args.preset, "content": args.content,
+                                **cli_schedules.submit_fields(args)}
         if args.metadata:
             try:
                 body["metadata"] = json.loads(args.metadata)
@@ -212,3 +224,6 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as err:
         sys.stderr.write(f"error: {err}\n")
         return err.code
+    except cli_schedules.UsageError as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 1

@@ -23,6 +23,8 @@ from common.api.http import json_response as _json
 from common.api.http import problem_response as _problem
 from common.api.models import EventList, Health, JobList, JobView, Stats
 from common.api.problems import InvalidParam, ProblemError, from_store_error, validation_problem
+from common.api.schedules import ROUTES as SCHEDULE_ROUTES
+from common.api.schedules import ScheduleEndpoints
 from common.logs import bind_trace, log, trace_from_headers
 from common.presets.base import PermanentError
 from common.presets.registry import Registry
@@ -42,6 +44,7 @@ ROUTES = Map(
         Rule("/stats", methods=["GET"], endpoint="stats"),
         Rule("/healthz", methods=["GET"], endpoint="health"),
         Rule("/openapi.json", methods=["GET"], endpoint="openapi"),
+        *(Rule(path, methods=[method], endpoint=name) for path, method, name in SCHEDULE_ROUTES),
     ],
     strict_slashes=False,
 )
@@ -50,7 +53,7 @@ PUBLIC = {"health", "openapi"}
 BODY_OVERHEAD = 16_384
 
 
-class SubmitApi:
+class SubmitApi(ScheduleEndpoints):
     def __init__(
         self,
         settings: Settings,
