@@ -78,11 +78,12 @@ def test_a_scheduled_job_can_be_cancelled(api: SubmitHarness) -> None:
         ({"run_at": "2026-12-01T09:00:00"}, "run_at"),  # naive: no offset
         ({"run_at": "2026-12-01 09:00:00Z"}, "run_at"),
         ({"run_at": "tomorrow"}, "run_at"),
+        ({"run_at": "2026-12-01T09:00:00Z\n"}, "run_at"),
         ({"run_at": "2026-02-30T09:00:00Z"}, "run_at"),
         ({"run_at": "2026-12-01T09:00:60Z"}, "run_at"),
         ({"run_at": "9999-12-31T23:59:59-23:59"}, "run_at"),  # too far, and past datetime.max
         ({"run_at": "\ud800"}, "run_at"),
-        ({"run_at": "２０２６-12-01T09:00:00Z"}, "run_at"),  # full-width digits
+        ({"run_at": "\uff12\uff10\uff12\uff16-12-01T09:00:00Z"}, "run_at"),  # full-width digits
         ({"run_at": None}, "run_at"),
         ({"run_at": 1_800_000_000}, "run_at"),
         ({"delay_s": -1}, "delay_s"),

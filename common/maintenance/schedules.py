@@ -27,6 +27,8 @@ def fire_due(store: JobStore, budget: Budget, batch_size: int,
     def batch() -> int:
         moved = 0
         for due in store.due_schedules(batch_size):
+            if budget.spent():
+                break
             try:
                 fire_time, following, missed = cron.plan_fire(
                     due.cron, due.timezone, due.next_fire_at, datetime.now(UTC), due.catch_up
@@ -45,6 +47,16 @@ def fire_due(store: JobStore, budget: Budget, batch_size: int,
             counts["missed_ticks"] += missed
         return moved
 
-    total, more = budget.in_batches(batch_size, batch)
+    # Not Budget.in_batches: a catch-up of 'all' leaves its schedule due after each fire, so
+    # a short batch does not mean done. Done is when nothing is due or nothing moved.
+    total, more = 0, False
+    while True:
+        if budget.spent():
+            more = True
+            break
+        moved = batch()
+        total += moved
+        if moved == 0:
+            break
     purged = 0 if more else store.purge_schedule_events(retention_days, batch_size=batch_size)
     return {"schedules": total, **counts, "purged_events": purged, "more": more}

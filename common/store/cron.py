@@ -54,7 +54,7 @@ def zone(name: str) -> ZoneInfo:
 def _sim(expr: str, start: datetime, *, reverse: bool = False) -> Any:
     from cronsim import CronSim, CronSimError
 
-    if len(expr) > MAX_CRON_CHARS or compiled().match(expr) is None:
+    if len(expr) > MAX_CRON_CHARS or compiled().fullmatch(expr) is None:
         raise InvalidInput("cron", "not a cron expression this API accepts: 5 fields (minute "
                                    "hour day-of-month month day-of-week) separated by one space, "
                                    "numbers without leading zeros, ranges upwards, upper-case "

@@ -105,13 +105,14 @@ WITH s AS (
 ), jev AS (
     INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, details)
     SELECT id, NULL, state, 'created', attempts,
-           jsonb_build_object('schedule_id', CAST(:id AS text), 'fire_time', :fire_text)
+           jsonb_build_object('schedule_id', CAST(:id AS text),
+                              'fire_time', CAST(:fire_text AS text))
     FROM job
 ), sev AS (
     INSERT INTO schedule_events (schedule_id, fire_time, kind, job_id, details)
     SELECT s.id, CAST(:fire_time AS timestamptz),
            CASE WHEN job.id IS NULL THEN 'skipped' ELSE 'fired' END, job.id,
-           CASE WHEN job.id IS NOT NULL THEN jsonb_build_object('missed', :missed)
+           CASE WHEN job.id IS NOT NULL THEN jsonb_build_object('missed', CAST(:missed AS integer))
                 WHEN EXISTS (SELECT 1 FROM busy)
                 THEN jsonb_build_object('reason', 'previous-job-live',
                                         'job_id', (SELECT CAST(id AS text) FROM busy))

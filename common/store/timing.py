@@ -62,7 +62,7 @@ def run_at_pattern(today: date, max_days: int) -> str:
 def parse_run_at(text: str) -> tuple[date, datetime | None]:
     """(the date as written, the instant in UTC). The instant is None when it lies before the
     first instant Python can hold (year 1 with a positive offset): it is in the past anyway."""
-    match = RFC3339.match(text)
+    match = RFC3339.fullmatch(text)
     if match is None:
         raise InvalidInput("run_at", "must be an RFC 3339 date-time with an offset, e.g. "
                                      "2026-12-01T09:30:00+01:00 or 2026-12-01T08:30:00Z")
