@@ -21,7 +21,8 @@ from common.store.models import DispatchItem
 from common.store.states import JobState
 
 P = lit(JobState.PENDING)
-PARKED = f"state = {P} AND deferred_at IS NOT NULL AND dispatched_at <= deferred_at"
+PARKED = (f"state = {P} AND deferred_at IS NOT NULL "
+          "AND (dispatched_at IS NULL OR dispatched_at <= deferred_at)")
 MAX_LIMIT = 100_000
 
 SQL_TAKE_PARKED = f"""

@@ -53,11 +53,13 @@ def _claim_sql(expect_attempts: bool) -> str:
     then finds it claimed; the owner's slot is taken by a guarded upsert on its counter row,
     whose lock serialises two claims for one owner (a count of PROCESSING jobs could not: its
     snapshot would predate the other claim's commit). A parked job spends no attempt and gets
-    its 'deferred' event once."""
+    its 'deferred' event once: `cand` is the locked row's latest version, so a duplicate
+    delivery that waited for the lock sees the first one's deferred_at (the events table, read
+    in this statement's older snapshot, would not show its event yet)."""
     guard = " AND attempts = :expected_attempts" if expect_attempts else ""
     return f"""
 WITH cand AS (
-    SELECT id, owner_id FROM jobs
+    SELECT id, owner_id, deferred_at FROM jobs
     WHERE id = :id AND state IN {sources(Move.CLAIM)} AND NOT cancel_requested
       AND (not_before IS NULL OR not_before <= now()){guard}
     FOR UPDATE
@@ -84,7 +86,8 @@ WITH cand AS (
     SELECT id, state, state, 'deferred', attempts,
            jsonb_build_object('owner_limit', (SELECT n FROM cap))
     FROM parked
-    WHERE NOT EXISTS (SELECT 1 FROM job_events e WHERE e.job_id = parked.id
+    WHERE (SELECT deferred_at FROM cand) IS NULL
+      AND NOT EXISTS (SELECT 1 FROM job_events e WHERE e.job_id = parked.id
                       AND e.reason = 'deferred')
 ), {event_cte(lit(P), "'claimed'")}
 SELECT {COLS}, false AS deferred FROM moved
