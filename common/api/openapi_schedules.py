@@ -26,15 +26,8 @@ SCHEDULE_ID = {
 
 def _fields(settings: Settings) -> dict[str, Any]:
     return {
-        "cron": {
-            "type": "string", "maxLength": MAX_CRON_CHARS, "pattern": cron_pattern(),
-            "description": "Five fields (minute hour day-of-month month day-of-week), Debian "
-                           "cron's syntax as cronsim reads it: numbers without leading zeros, "
-                           "ranges upwards, steps 1-99, upper-case names, L/LW in "
-                           "day-of-month, 5L and MON#2 in day-of-week. Fires at most once per "
-                           f"{settings.schedule_min_interval_s} s (SCHEDULE_MIN_INTERVAL_S).",
-        },
-        "timezone": {"enum": zone_names(), "description": "An IANA time zone (default UTC)."},
+        "cron": {"$ref": REF.format(model="CronExpression")},
+        "timezone": {"$ref": REF.format(model="TimeZone")},
         "job": {"$ref": REF.format(model="JobTemplate")},
         "enabled": {"type": "boolean", "description": "false pauses the schedule."},
         "overlap": {
@@ -50,9 +43,25 @@ def _fields(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _shared(settings: Settings) -> dict[str, Any]:
+    """Written once, referred to by both bodies: the pattern and the zone list are long."""
+    return {
+        "CronExpression": {
+            "type": "string", "maxLength": MAX_CRON_CHARS, "pattern": cron_pattern(),
+            "description": "Five fields (minute hour day-of-month month day-of-week), Debian "
+                           "cron's syntax as cronsim reads it: numbers without leading zeros, "
+                           "ranges upwards, steps 1-99, upper-case names, L/LW in "
+                           "day-of-month, 5L and MON#2 in day-of-week. Fires at most once per "
+                           f"{settings.schedule_min_interval_s} s (SCHEDULE_MIN_INTERVAL_S).",
+        },
+        "TimeZone": {"enum": zone_names(), "description": "An IANA time zone (default UTC)."},
+    }
+
+
 def schedule_schemas(settings: Settings) -> dict[str, Any]:
     fields = _fields(settings)
     return {
+        **_shared(settings),
         "NewSchedule": {
             "type": "object", "additionalProperties": False, "required": ["cron", "job"],
             "properties": fields,
