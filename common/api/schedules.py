@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from common.api.http import Request, Response
 from common.api.http import json_response as _json
@@ -41,18 +41,24 @@ ROUTES: list[tuple[str, str, str]] = [
 class TemplateView(BaseModel):
     """The job a fire creates, as its owner sees it (the content is not echoed back)."""
 
+    model_config = ConfigDict(defer_build=True)
+
     preset: str
     metadata: dict[str, Any]
     max_attempts: int | None
 
 
 class ScheduleLinks(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     self: str
     events: str
     last_job: str | None
 
 
 class ScheduleView(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     id: str
     cron: str
     timezone: str
@@ -83,11 +89,15 @@ class ScheduleView(BaseModel):
 
 
 class ScheduleList(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     schedules: list[ScheduleView]
     next_cursor: str | None
 
 
 class ScheduleEventList(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     events: list[ScheduleEvent]
 
 

@@ -1,5 +1,8 @@
 """Pydantic models of schedules: what a caller asks for, and what the store keeps.
 
+Each is built on first use (`defer_build`), not at import: every function imports the store,
+and only the API and the sweep ever touch a schedule.
+
 The cron expression and the zone are checked by common/store/cron.py (cronsim and the zone
 database), not here: this layer only bounds their size and shape.
 """
@@ -22,7 +25,7 @@ class _NoNulls(BaseModel):
     """Shared by create and patch: a field that is given must have a value (explicit null is
     refused, as the document says)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -56,6 +59,8 @@ class SchedulePatch(_NoNulls):
 
 
 class Schedule(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     id: UUID
     owner_id: str
     cron: str
@@ -75,6 +80,8 @@ class Schedule(BaseModel):
 
 
 class ScheduleEvent(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     id: int
     schedule_id: UUID
     fire_time: datetime
@@ -85,11 +92,15 @@ class ScheduleEvent(BaseModel):
 
 
 class SchedulePage(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     schedules: list[Schedule]
     next_cursor: str | None
 
 
 class DueSchedule(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     """What the sweep needs to fire one schedule."""
 
     id: UUID
