@@ -56,7 +56,8 @@ def test_concurrent_claims_for_one_owner_never_pass_the_limit(store: JobStore,
                                                               engine: Engine) -> None:
     limit, workers, total = 3, 12, 60
     store.set_owner_limit("alice", limit)
-    ids = [store.create("alice", new_job())[0].id for _ in range(total)]
+    for _ in range(total):
+        store.create("alice", new_job())
     samples: list[int] = []
     outcomes: Counter[str] = Counter()
     lock = threading.Lock()
@@ -72,7 +73,9 @@ def test_concurrent_claims_for_one_owner_never_pass_the_limit(store: JobStore,
         rng = random.Random(seed)
         go.wait()
         for _ in range(400):
-            pending = [i for i in ids if store.get("alice", i).state is JobState.PENDING]
+            with engine.connect() as conn:
+                pending = [r[0] for r in conn.execute(text(
+                    "SELECT id FROM jobs WHERE owner_id = 'alice' AND state = 'PENDING'"))]
             if not pending:
                 return
             claim = store.claim(rng.choice(pending))
@@ -82,6 +85,7 @@ def test_concurrent_claims_for_one_owner_never_pass_the_limit(store: JobStore,
                 seen = running()  # a consistent snapshot, taken while this job holds a slot
                 with lock:
                     samples.append(seen)
+                time.sleep(0.005)  # hold the slot a moment, so that other claims meet the limit
                 store.complete(claim.job.id, claim.job.attempts, {"ok": True})
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(workers)]
