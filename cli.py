@@ -1,10 +1,14 @@
 """The command line: `python main.py <command>`. It talks to the HTTP API through the project's
-one HTTP client (common/api/client.py), like any other caller; only `migrate` touches the
-database directly.
+one HTTP client (common/api/client.py), like any other caller; only `migrate` and `limit` (an
+operator's settings, not an owner's) touch the database directly.
 
     python main.py submit --preset text-stats --content "Hello there." --wait
     python main.py get ID | list --state FAILED | events ID | cancel ID | retry ID | stats
     python main.py token alice                       # a dev HS256 token
+    python main.py submit --preset echo --content hi --in 10m    # or --at 2026-12-01T09:00:00Z
+    python main.py schedule add --cron '0 9 * * MON-FRI' --timezone Europe/Riga --preset echo \
+        --content hi | schedule list | pause ID | resume ID | delete ID | events ID
+    python main.py limit set hs256:alice 2 | limit clear OWNER | limit list   # database
     python main.py sweep                             # one maintenance pass, as the scheduler
     python main.py migrate                           # alembic upgrade head
 
@@ -24,6 +28,8 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+import cli_schedules
 
 if TYPE_CHECKING:
     from common.api.client import JobsClient
@@ -173,11 +179,16 @@ def _jobs_command(args: argparse.Namespace, api: JobsClient, as_json: bool) -> i
             except ValueError:
                 raise CliError("--metadata is not valid JSON") from None
         job = api.submit(args.preset, args.content, metadata=metadata,
-                         max_attempts=args.max_attempts, idempotency_key=args.idempotency_key)
+                         max_attempts=args.max_attempts, idempotency_key=args.idempotency_key,
+                         **cli_schedules.submit_fields(args))
         if args.wait:
             job = _wait(api, str(job.id), args.timeout)
         _emit(job, as_json, lambda: r.job_summary(job, datetime.now(UTC), paint))
         return 0 if not args.wait or job.state == "COMPLETED" else 1
+    if args.command == "schedule":
+        answer = cli_schedules.run_schedule(args, api.call)
+        _emit(answer, as_json, lambda: r.pretty(answer))
+        return 0
     if args.command == "list":
         page = api.page(state=args.state, limit=args.limit, cursor=args.cursor)
         _emit(page, as_json, lambda: r.job_table(page.jobs, page.next_cursor, now, paint))
@@ -236,6 +247,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--metadata", help="JSON object; a preset's options go under 'options'")
     s.add_argument("--max-attempts", type=int)
     s.add_argument("--idempotency-key", help="default: a new one for this call")
+    cli_schedules.add_submit_options(s)
     s.add_argument("--wait", action="store_true", help="show its states until it ends; "
                    "exit 1 unless COMPLETED")
     s.add_argument("--timeout", type=float, default=300)
@@ -252,7 +264,9 @@ def parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help="run one maintenance pass")
     sw.add_argument("--sweep-url", default=os.environ.get("JOBS_SWEEP_URL"))
     sw.add_argument("--sweep-token", default=os.environ.get("JOBS_SWEEP_TOKEN"))
-    sw.add_argument("--steps", nargs="*", help="rescue redispatch dead_letters retention")
+    sw.add_argument("--steps", nargs="*", help="rescue dead_letters schedules redispatch "
+                    "parked retention webhooks (default: all)")
+    cli_schedules.add_commands(sub)
     return p
 
 
@@ -266,6 +280,12 @@ def run(argv: list[str]) -> int:
         return 0
     if args.command == "migrate":
         _migrate()
+        return 0
+    if args.command == "limit":
+        from cli_render import pretty
+
+        limits = cli_schedules.run_limit(args)
+        _emit(limits, as_json, lambda: pretty(limits))
         return 0
     if args.command == "sweep":
         url, token = endpoint(args.sweep_url, args.sweep_token, file_url="sweep_url",
@@ -293,6 +313,6 @@ def main(argv: list[str] | None = None) -> int:
     except Unreachable as err:
         sys.stderr.write(f"error: {err}\n")
         return 2
-    except (CliError, ClientError) as err:
+    except (CliError, ClientError, cli_schedules.UsageError) as err:
         sys.stderr.write(f"error: {err}\n")
         return err.code if isinstance(err, CliError) else 1

@@ -71,6 +71,16 @@ def rows() -> list[tuple[str, str, str, str, str]]:
         out.append((f"retention of {ret['deleted']:,} jobs, longest transaction",
                      f"{ret['longest_transaction_ms']:.0f} ms", "", "",
                      f"< 1000 ms {_verdict(ret['longest_transaction_ms'] < 1000)}"))
+    if sch := load("schedules"):
+        out.append(("sweep pass per due schedule, 10,000 (1,000 due) vs 100 (10 due)",
+                    f"{sch['large_ms']:.2f} ms", f"{sch['small_ms']:.2f} ms",
+                    f"{sch['ratio']:.2f}",
+                    f"≤ {sch['target']} {_verdict(sch['ratio'] <= sch['target'])}"))
+        ms = sch["claim_ms"]
+        out.append(("claim with owner limits on vs off", f"{ms['on']:.3f} ms",
+                    f"{ms['off']:.3f} ms", f"{sch['claim_ratio']:.2f}",
+                    f"≤ {sch['claim_target']} "
+                    f"{_verdict(sch['claim_ratio'] <= sch['claim_target'])}"))
     if chaos := load("chaos"):
         missed = chaos.get("missed", [])
         out.append((f"chaos run, {chaos['jobs']} jobs", f"{chaos['problems']} problems"

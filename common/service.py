@@ -42,10 +42,11 @@ class JobService:
     def submit(
         self, owner: str, new: NewJob, *, traceparent: str | None = None
     ) -> tuple[Job, bool]:
-        """Returns (job, created). A replayed request publishes nothing new. The job keeps
-        `traceparent`, and every message about it carries that trace."""
+        """Returns (job, created). A replayed request publishes nothing new, and a job for later
+        is the sweep's to publish. The job keeps `traceparent`, and every message about it
+        carries that trace."""
         job, created = self.store.create(owner, new, traceparent=traceparent)
-        if created:
+        if created and job.not_before is None:
             self._dispatch(job)
         return job, created
 

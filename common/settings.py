@@ -64,6 +64,15 @@ class Settings(BaseSettings):
     lease_seconds: PositiveInt = 300
     max_page_size: Annotated[int, Field(ge=1, le=1000)] = 100
 
+    # Schedules (issue 15). A job may be asked for at most this many days ahead (run_at's date
+    # as written, or delay_s); an owner may keep this many schedules, each firing at most once
+    # per this many seconds. OWNER_MAX_RUNNING caps each owner's PROCESSING jobs, 0 = unlimited
+    # (per-owner overrides live in the owner_limits table).
+    max_run_ahead_days: Annotated[int, Field(ge=1, le=3650)] = 30
+    max_schedules_per_owner: Annotated[int, Field(ge=0, le=100_000)] = 100
+    schedule_min_interval_s: Annotated[int, Field(ge=60, le=31_536_000)] = 60
+    owner_max_running: Annotated[int, Field(ge=0, le=100_000)] = 0
+
     # Presets: modules to import for user handlers, each exposing HANDLERS (JSON list in env).
     preset_modules: list[str] = []
 

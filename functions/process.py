@@ -15,6 +15,7 @@ import functions_framework
 
 from common.lazy import Lazy
 from common.logs import log
+from common.messaging.dispatch import Dispatcher
 from common.messaging.notify import Notifier
 from common.presets.registry import load_registry
 from common.settings import get_settings
@@ -32,7 +33,7 @@ def _build() -> Worker:
     store = JobStore(get_engine(), settings)
     registry = load_registry(settings, chaos_log=store.record_chaos_run)
     return Worker(store, registry, Notifier(settings), settings,
-                  webhooks=WebhookDeliverer(store, settings))
+                  webhooks=WebhookDeliverer(store, settings), dispatcher=Dispatcher(settings))
 
 
 _worker = Lazy(_build)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import json
+from collections.abc import Callable
+from datetime import UTC, date, datetime
 
 import flask
 
@@ -28,7 +29,7 @@ def _build() -> SubmitApi:
         settings,
         JobService(store, Dispatcher(settings, fault_rate=settings.publish_fault_rate)),
         TokenVerifier(settings),
-        Lazy(functools.partial(_openapi_document, registry, settings)).get,
+        _document_of_the_day(registry, settings),
         registry,
     )
 
@@ -37,11 +38,25 @@ _api = Lazy(_build)
 get_api = _api.get
 
 
-def _openapi_document(registry: Registry, settings: Settings) -> bytes:
+def _openapi_document(registry: Registry, settings: Settings, today: date) -> bytes:
     """This instance's document (its presets, its limits), built on first request."""
     from common.api.openapi import build_openapi  # pydantic's JSON-schema machinery: load on demand
 
-    return json.dumps(build_openapi(registry, settings)).encode()
+    return json.dumps(build_openapi(registry, settings, today)).encode()
+
+
+def _document_of_the_day(registry: Registry, settings: Settings) -> Callable[[], bytes]:
+    """The document states which `run_at` dates are accepted today (UTC): built once a day."""
+    built: dict[date, bytes] = {}
+
+    def get() -> bytes:
+        today = datetime.now(UTC).date()
+        if today not in built:
+            built.clear()
+            built[today] = _openapi_document(registry, settings, today)
+        return built[today]
+
+    return get
 
 
 def submit(request: flask.Request) -> flask.Response:

@@ -82,7 +82,8 @@ def submit_env(
 
     with engine.connect() as conn:
         conn.execute(text("TRUNCATE jobs, job_events, job_results, poison_messages, chaos_runs, "
-                          "webhook_deliveries, webhook_secrets"))
+                          "webhook_deliveries, webhook_secrets, schedules, schedule_events, "
+                          "owner_limits, owner_running"))
     google = GoogleTokenIssuer()
     topic_id = f"jobs-{uuid.uuid4().hex[:8]}"
     env = {

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
@@ -256,3 +257,45 @@ def test_submit_wait_draws_progress_as_a_bar_on_a_tty_and_as_lines_otherwise() -
     assert progress_line(done, tty=True) == progress_line(done, tty=False) == "COMPLETED "
 
 
+def test_run_later_schedules_and_limits_from_the_command_line(
+    submit_server: str, submit_env: Any
+) -> None:
+    import json
+
+    auth = {"JOBS_TOKEN": submit_env.token("cli-user")}
+    later = _cli("--url", submit_server, "submit", "--preset", "echo", "--content", "x",
+                 "--in", "10m", **auth)
+    assert later.returncode == 0, later.stderr
+    job = json.loads(later.stdout)
+    assert job["state"] == "PENDING" and job["not_before"]
+    at = _cli("--url", submit_server, "submit", "--preset", "echo", "--content", "x",
+              "--at", "2001-01-01T00:00:00Z", **auth)
+    assert at.returncode == 0 and json.loads(at.stdout)["not_before"] is None
+    bad = _cli("--url", submit_server, "submit", "--preset", "echo", "--content", "x",
+               "--in", "soon", **auth)
+    assert bad.returncode == 1 and "--in takes a duration" in bad.stderr
+    naive = _cli("--url", submit_server, "submit", "--preset", "echo", "--content", "x",
+                 "--at", "2026-12-01T09:00:00", **auth)
+    assert naive.returncode == 1 and "run_at" in naive.stderr
+    added = _cli("--url", submit_server, "schedule", "add", "--cron", "*/15 9-17 * * MON-FRI",
+                 "--timezone", "Europe/Riga", "--preset", "echo", "--content", "tick", **auth)
+    assert added.returncode == 0, added.stderr
+    sid = json.loads(added.stdout)["id"]
+    paused = _cli("--url", submit_server, "schedule", "pause", sid, **auth)
+    assert json.loads(paused.stdout)["enabled"] is False
+    resumed = _cli("--url", submit_server, "schedule", "resume", sid, **auth)
+    assert json.loads(resumed.stdout)["next_fire_at"]
+    listed = _cli("--url", submit_server, "schedule", "list", **auth)
+    assert [s["id"] for s in json.loads(listed.stdout)["schedules"]] == [sid]
+    bad_cron = _cli("--url", submit_server, "schedule", "add", "--cron", "61 * * * *",
+                    "--preset", "echo", "--content", "x", **auth)
+    assert bad_cron.returncode == 1 and "cron" in bad_cron.stderr
+    assert _cli("--url", submit_server, "schedule", "delete", sid, **auth).returncode == 0
+    gone = _cli("--url", submit_server, "schedule", "get", sid, **auth)
+    assert gone.returncode == 1 and "Schedule not found" in gone.stderr
+    db = {"DATABASE_URL": submit_env.env["DATABASE_URL"]}
+    assert _cli("limit", "set", "hs256:cli-user", "3", **db).returncode == 0
+    shown = json.loads(_cli("limit", "list", **db).stdout)
+    assert {"owner_id": "hs256:cli-user", "max_running": 3, "running": 0} in shown["owners"]
+    refused = _cli("limit", "set", "hs256:cli-user", "-1", **db)
+    assert refused.returncode == 1 and "max_running" in refused.stderr

@@ -32,7 +32,8 @@ def test_upgrade_downgrade_upgrade(scratch_url: str) -> None:
     migrate(scratch_url)
     tables, indexes = _shape(scratch_url)
     assert {
-        "jobs", "job_events", "job_results", "poison_messages", "chaos_runs", "alembic_version"
+        "jobs", "job_events", "job_results", "poison_messages", "chaos_runs", "alembic_version",
+        "schedules", "schedule_events", "owner_limits", "owner_running",
     } <= tables
     assert {
         "ix_jobs_owner_created",
@@ -45,6 +46,10 @@ def test_upgrade_downgrade_upgrade(scratch_url: str) -> None:
         "ix_job_events_job",
         "ix_poison_messages_received",
         "ix_chaos_runs_job",
+        "ix_schedules_due",
+        "uq_schedule_events_fire",
+        "uq_jobs_schedule_fire",
+        "ix_jobs_deferred",
     } <= indexes
     migrate(scratch_url, "base", down=True)
     assert _shape(scratch_url)[0] <= {"alembic_version"}

@@ -66,12 +66,13 @@ def test_schemathesis_finds_nothing(server: str, submit_env: SubmitHarness, tmp_
           f"{summary['operations']['tested']} operations")
     assert summary["complete"] and summary["failures"] == [] and summary["errors"] == []
     assert cases["with_failures"] == 0 and cases["generated"] >= 8 * EXAMPLES
-    assert summary["operations"]["tested"] == summary["operations"]["total"] == 9
+    assert summary["operations"]["tested"] == summary["operations"]["total"] == 15
     assert {name: p["status"] for name, p in summary["phases"].items() if name != "examples"} == {
         "coverage": "success", "fuzzing": "success", "stateful": "success"
     }
     # The stateful phase walked real jobs: the job operations were reached through the links.
     assert "GET /jobs/{job_id}" not in summary["warnings"]["missing_test_data"]
+    assert "GET /schedules/{schedule_id}" not in summary["warnings"]["missing_test_data"]
 
 
 def test_the_document_lists_this_instance_s_presets_and_links(server: str) -> None:
@@ -87,6 +88,9 @@ def test_the_document_lists_this_instance_s_presets_and_links(server: str) -> No
     assert presets == ["checksum", "echo", "text-stats"]
     links = doc["paths"]["/jobs"]["post"]["responses"]["202"]["links"]
     assert set(links) == {"getJob", "getJobEvents", "cancelJob", "retryJob"}
+    schedule_links = doc["paths"]["/schedules"]["post"]["responses"]["201"]["links"]
+    assert set(schedule_links) == {"getSchedule", "updateSchedule", "deleteSchedule",
+                                   "getScheduleEvents"}
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
             for code, answer in op["responses"].items():

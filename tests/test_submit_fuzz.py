@@ -1,7 +1,8 @@
-"""Generated requests against every operation of the OpenAPI document: never a 5xx, every error
-a problem+json, and never a partial row (a job without its events, a result without a terminal
-state). Unicode edge cases (tests/support/unicode_edges.py) go into every string field, both in
-the generated requests and, one by one, through tests/test_submit_unicode.py."""
+"""Generated requests against every operation of the OpenAPI document (jobs, run-later fields,
+schedules): never a 5xx, every error a problem+json, and never a partial row (a job without its
+events, a result without a terminal state, a schedule the store would not have accepted).
+Unicode edge cases (tests/support/unicode_edges.py) go into every string field, both in the
+generated requests and, one by one, through tests/test_submit_unicode.py."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from tests.support.unicode_edges import (
     wire_query,
 )
 
-EXAMPLES = 1200
+EXAMPLES = 2000
 
 nasty_text = (
     st.sampled_from(
@@ -68,6 +69,10 @@ job_body = st.fixed_dictionaries(
         "idempotency_key": nasty_text,
         "owner_id": nasty_text,
         "callback_url": callback_urls | json_value,
+        "run_at": st.sampled_from(["2001-01-01T00:00:00Z", "2026-12-01T09:00:00+01:00",
+                                   "2026-12-01T09:00:00", "9999-12-31T23:59:59-23:59"])
+        | nasty_text | json_value,
+        "delay_s": st.integers(min_value=-5, max_value=10**9) | nasty_text | json_value,
     },
 )
 # Text the store can hold (no NUL, no lone surrogate): a valid job must stay valid, so that the
@@ -81,6 +86,27 @@ valid_job = st.fixed_dictionaries(
         "idempotency_key": st.integers(0, 30).map(lambda n: f"key-{n}"),
         "callback_url": st.sampled_from(["https://hooks.example.com/x", "https://b.example.org"]),
     },
+)
+crons = st.sampled_from(["*/5 * * * *", "0 9 * * MON-FRI", "0 0 L * *", "61 * * * *",
+                         "5-3 * * * *", "0 0 31 4 *", "@daily", "* * * * *\n"]) | nasty_text
+schedule_body = st.fixed_dictionaries(
+    {"cron": crons | json_value, "job": valid_job.map(
+        lambda b: {k: v for k, v in b.items() if k != "idempotency_key"}) | json_value},
+    optional={
+        "timezone": st.sampled_from(["UTC", "Europe/Riga", "Mars/Base", "../etc", ""])
+        | nasty_text | json_value,
+        "enabled": st.booleans() | json_value,
+        "overlap": st.sampled_from(["skip", "allow", "SKIP"]) | json_value,
+        "catch_up": st.sampled_from(["once", "all", "never"]) | json_value,
+        "owner_id": nasty_text,
+    },
+)
+schedule_raw = st.one_of(
+    schedule_body.map(lambda b: json.dumps(b).encode()),
+    st.dictionaries(st.sampled_from(["cron", "timezone", "enabled", "overlap", "catch_up",
+                                     "job"]), json_value, max_size=3)
+    .map(lambda b: json.dumps(b).encode()),
+    st.binary(max_size=64),
 )
 raw_bodies = st.one_of(
     valid_job.map(lambda b: json.dumps(b).encode()),
@@ -102,14 +128,19 @@ def _operations(doc: dict[str, Any]) -> list[tuple[str, str]]:
 @st.composite
 def requests(draw: st.DrawFn, operations: list[tuple[str, str]]) -> dict[str, Any]:
     # Creation is where writes happen: weight it, so that most of the run probes the write path.
-    # POST /jobs twice: more operations (the webhook secret's) must not thin out the writes.
+    # Writes are drawn apart, so more operations (the webhook secret's, the schedules') do not
+    # thin them out: four draws in six create a job, one a schedule, one is anything else.
     everything = st.sampled_from(
-        [*operations, ("post", "/jobs"), ("delete", "/jobs"), ("put", "/x")]
+        [*operations, ("post", "/jobs"), ("delete", "/jobs"), ("put", "/x"), ("put", "/schedules")]
     )
-    # Two draws in three create a job, whatever else the document lists.
-    write = draw(st.integers(0, 2)) < 2
-    method, path = ("post", "/jobs") if write else draw(everything)
-    path = path.replace("{job_id}", draw(path_ids))
+    draw_kind = draw(st.integers(0, 5))
+    if draw_kind < 4:
+        method, path = "post", "/jobs"
+    elif draw_kind == 4:
+        method, path = "post", "/schedules"
+    else:
+        method, path = draw(everything)
+    path = path.replace("{job_id}", draw(path_ids)).replace("{schedule_id}", draw(path_ids))
     query = draw(
         st.dictionaries(st.sampled_from(["state", "limit", "cursor", "x"]), nasty_text, max_size=3)
     )
@@ -126,7 +157,8 @@ def requests(draw: st.DrawFn, operations: list[tuple[str, str]]) -> dict[str, An
         "path": path,
         "query": query,
         "headers": headers,
-        "body": draw(raw_bodies) if method in ("post", "put") else None,
+        "body": (draw(schedule_raw) if path.startswith("/schedules") else draw(raw_bodies))
+        if method in ("post", "put", "patch") else None,
         "owner": draw(st.sampled_from(["alice", "mallory"])),
         "authorized": draw(st.integers(0, 9)) > 0,
     }
@@ -146,7 +178,16 @@ def _check_no_partial_rows(engine: Engine) -> None:
                 "WHERE j.state NOT IN ('COMPLETED', 'FAILED')"
             )
         ).scalar_one()
-    assert (orphans, bad_results) == (0, 0)
+        # a stored schedule always holds a template the store accepted: a known preset, a
+        # valid zone, and a next fire time exactly when enabled (also a CHECK constraint)
+        bad_schedules = conn.execute(
+            text(
+                "SELECT count(*) FROM schedules WHERE preset NOT IN ('echo', 'text-stats') "
+                "OR timezone NOT IN ('UTC', 'Europe/Riga') "
+                "OR enabled <> (next_fire_at IS NOT NULL)"
+            )
+        ).scalar_one()
+    assert (orphans, bad_results, bad_schedules) == (0, 0, 0)
 
 
 def test_generated_requests_never_5xx_and_leave_no_partial_rows(
@@ -157,20 +198,23 @@ def test_generated_requests_never_5xx_and_leave_no_partial_rows(
     seen: dict[int, int] = {}
     # A few real jobs, so that generated ids sometimes hit an existing (own or foreign) job.
     known = [api.post_job("alice", {"preset": "echo", "content": "seed"}).get_json()["id"]]
+    known_schedule = api.client.post(
+        "/schedules", json={"cron": "0 * * * *", "job": {"preset": "echo", "content": "s"}},
+        headers=api.auth("alice")).get_json()["id"]
 
     @settings(
         max_examples=EXAMPLES,
         deadline=None,
         database=None,
-        derandomize=True,  # the same 1,200 requests on every run: CI is not a lottery
+        derandomize=True,  # the same 2,000 requests on every run: CI is not a lottery
         suppress_health_check=list(HealthCheck),
     )
     @given(req=requests(operations), use_known=st.booleans())
     def run(req: dict[str, Any], use_known: bool) -> None:
         path = req["path"]
         parts = path.split("/")
-        if use_known and len(parts) >= 3 and parts[1] == "jobs":
-            parts[2] = known[0]
+        if use_known and len(parts) >= 3 and parts[1] in ("jobs", "schedules"):
+            parts[2] = known[0] if parts[1] == "jobs" else known_schedule
             path = "/".join(parts)
         headers = dict(req["headers"])
         if req["authorized"]:
@@ -192,8 +236,9 @@ def test_generated_requests_never_5xx_and_leave_no_partial_rows(
     run()
     _check_no_partial_rows(engine)
     assert sum(seen.values()) >= 1000
-    assert {200, 202, 401, 404, 409, 422} <= set(seen), seen
+    assert {200, 201, 202, 204, 401, 404, 409, 422} <= set(seen), seen
     assert seen[202] >= 100, seen  # the write path itself was exercised, not only refusals
+    assert seen[201] >= 10, seen  # and the schedules' one
     print("fuzz status counts:", dict(sorted(seen.items())))
 
 

@@ -81,9 +81,8 @@ def test_the_scheduler_runs_a_pass(client: Any, sweep_env: SubmitHarness, waitin
     assert resp.status_code == 200, resp.get_json()
     summary = resp.get_json()
     assert summary["ok"] is True and summary["steps"]["redispatch"]["published"] == 1
-    assert set(summary["steps"]) == {
-        "rescue", "redispatch", "dead_letters", "retention", "webhooks"
-    }
+    assert set(summary["steps"]) == {"rescue", "dead_letters", "schedules", "redispatch",
+                                     "parked", "retention", "webhooks"}
     assert _published(sweep_env) == [waiting_job]
 
 

@@ -204,12 +204,20 @@ class JobsClient:
         metadata: dict[str, Any] | None = None,
         max_attempts: int | None = None,
         idempotency_key: str | None = None,
+        callback_url: str | None = None,
+        run_at: str | None = None,
+        delay_s: int | None = None,
     ) -> JobView:
-        """Create a job (or, for a key used before with the same request, get that job)."""
+        """Create a job (or, for a key used before with the same request, get that job); with
+        `run_at` (RFC 3339 with an offset) or `delay_s`, one that runs no sooner."""
         key = idempotency_key or str(uuid.uuid4())
+        later: dict[str, Any] = {"run_at": run_at} if run_at is not None else {}
+        if delay_s is not None:
+            later["delay_s"] = delay_s
         try:
             new = NewJob(preset=preset, content=content, metadata=metadata or {},
-                         max_attempts=max_attempts, idempotency_key=key)
+                         max_attempts=max_attempts, idempotency_key=key,
+                         callback_url=callback_url, **later)
         except ValidationError as exc:
             raise BadRequest(
                 422, "Invalid request", PROBLEM_BASE + "validation-error",

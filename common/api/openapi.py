@@ -11,19 +11,23 @@ created job to its own operations, for stateful testing and for readers.
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from common.api.models import EventList, Health, JobList, JobView, Stats, WebhookSecret
+from common.api.openapi_schedules import schedule_paths, schedule_schemas
 from common.api.problems import TYPE_BASE, Problem
+from common.api.schedules import ScheduleEventList, ScheduleList, ScheduleView
 from common.messaging.callbacks import MAX_URL, url_patterns
 from common.presets.registry import Registry
 from common.settings import Settings
 from common.store.cursor import QUERY_CURSOR_PATTERN
 from common.store.models import MAX_METADATA_DEPTH, PRESET_PATTERN
 from common.store.states import JobState
+from common.store.timing import MAX_RUN_AT_CHARS, run_at_pattern
 
 REF = "#/components/schemas/{model}"
 NO_NUL = "^[^\\u0000]*$"
@@ -41,7 +45,7 @@ PROBLEM_TYPES: dict[int, tuple[str, ...]] = {
     404: ("not-found",),
     409: (
         "idempotency-conflict", "idempotency-key-mismatch", "illegal-transition",
-        "attempt-limit-reached",
+        "attempt-limit-reached", "schedule-limit-reached",
     ),
     413: ("payload-too-large",),
     415: ("unsupported-media-type",),
@@ -127,12 +131,34 @@ def _json_values(schemas: dict[str, Any]) -> str:
     return "JsonValue1"
 
 
+def _run_later(settings: Settings, today: date) -> dict[str, Any]:
+    """`run_at` and `delay_s` (common/store/timing.py): the pattern is today's, so the document
+    is rebuilt when the UTC date changes."""
+    days = settings.max_run_ahead_days
+    return {
+        "run_at": {
+            "type": "string", "format": "date-time", "maxLength": MAX_RUN_AT_CHARS,
+            "pattern": run_at_pattern(today, days),
+            "description": f"RFC 3339 with an offset (no leap second). Its date, as written, at "
+                           f"most {days} days after today's UTC date; a time in the past means "
+                           "now. Not with delay_s.",
+        },
+        "delay_s": {
+            "type": "integer", "minimum": 0, "maximum": days * 86_400,
+            "description": "Run no sooner than this many seconds from now. Not with run_at.",
+        },
+    }
+
+
 def _new_job_variants(
-    registry: Registry, settings: Settings, schemas: dict[str, Any]
+    registry: Registry, settings: Settings, schemas: dict[str, Any], *,
+    template: bool = False, today: date | None = None,
 ) -> dict[str, Any]:
     """`NewJob` as one variant per registered preset, each with that preset's options model,
-    so an unknown preset or invalid options is schema-invalid rather than a surprise 422."""
+    so an unknown preset or invalid options is schema-invalid rather than a surprise 422.
+    With `template`, a schedule's `JobTemplate`: the job's own fields only."""
     variants = []
+    prefix = "JobTemplate_" if template else "NewJob_"
     json_value = _json_values(schemas)
     for name in registry.names():
         handler = registry.get(name)
@@ -149,9 +175,9 @@ def _new_job_variants(
         }
         if handler.max_content_chars is not None:
             content["maxLength"] = min(settings.max_content_bytes, handler.max_content_chars)
-        schemas["NewJob_" + name.replace("-", "_")] = {
+        variant: dict[str, Any] = {
             "type": "object",
-            "title": f"NewJob ({name})",
+            "title": f"{prefix[:-1]} ({name})",
             "additionalProperties": False,
             "required": ["preset", "content"],
             "properties": {
@@ -171,29 +197,35 @@ def _new_job_variants(
                     "anyOf": [{"type": "integer", "minimum": 1, "maximum": 100},
                               {"type": "null"}],
                 },
-                "idempotency_key": {
-                    "anyOf": [{"type": "string", "minLength": 1, "maxLength": 255,
-                               "pattern": NO_NUL}, {"type": "null"}],
-                },
-                "callback_url": {
-                    "description": (
-                        "Where the job's end is POSTed, signed (Standard Webhooks). Checked "
-                        "after DNS resolution: a name resolving to a private, loopback, "
-                        "link-local or metadata address is refused (422)."
-                    ),
-                    "anyOf": [
-                        *({"type": "string", "maxLength": MAX_URL, "pattern": pattern}
-                          for pattern in url_patterns(settings.webhook_allow_loopback)),
-                        {"type": "null"},
-                    ],
-                },
             },
         }
-        variants.append(_ref("NewJob_" + name.replace("-", "_")))
+        if not template:
+            variant["properties"]["idempotency_key"] = {
+                "anyOf": [{"type": "string", "minLength": 1, "maxLength": 255,
+                           "pattern": NO_NUL}, {"type": "null"}],
+            }
+            variant["properties"]["callback_url"] = {
+                "description": (
+                    "Where the job's end is POSTed, signed (Standard Webhooks). Checked "
+                    "after DNS resolution: a name resolving to a private, loopback, "
+                    "link-local or metadata address is refused (422)."
+                ),
+                "anyOf": [
+                    *({"type": "string", "maxLength": MAX_URL, "pattern": pattern}
+                      for pattern in url_patterns(settings.webhook_allow_loopback)),
+                    {"type": "null"},
+                ],
+            }
+            variant["properties"].update(_run_later(settings, today or datetime.now(UTC).date()))
+            variant["not"] = {"required": ["run_at", "delay_s"]}
+        schemas[prefix + name.replace("-", "_")] = variant
+        variants.append(_ref(prefix + name.replace("-", "_")))
     return {"oneOf": variants, "description": f"Presets: {', '.join(registry.names())}."}
 
 
-def build_openapi(registry: Registry, settings: Settings) -> dict[str, Any]:
+def build_openapi(
+    registry: Registry, settings: Settings, today: date | None = None
+) -> dict[str, Any]:
     models: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
         (JobView, "serialization"),
         (JobList, "serialization"),
@@ -202,10 +234,15 @@ def build_openapi(registry: Registry, settings: Settings) -> dict[str, Any]:
         (Health, "serialization"),
         (Stats, "serialization"),
         (WebhookSecret, "serialization"),
+        (ScheduleView, "serialization"),
+        (ScheduleList, "serialization"),
+        (ScheduleEventList, "serialization"),
     ]
     _, generated = models_json_schema(models, ref_template=REF)
     schemas: dict[str, Any] = generated.get("$defs", {})
-    schemas["NewJob"] = _new_job_variants(registry, settings, schemas)
+    schemas["NewJob"] = _new_job_variants(registry, settings, schemas, today=today)
+    schemas["JobTemplate"] = _new_job_variants(registry, settings, schemas, template=True)
+    schemas.update(schedule_schemas(settings))
     job_links = {
         op: {"operationId": op, "parameters": {"job_id": "$response.body#/id"}}
         for op in ("getJob", "getJobEvents", "cancelJob", "retryJob")
@@ -313,6 +350,7 @@ def build_openapi(registry: Registry, settings: Settings) -> dict[str, Any]:
                     params=[JOB_ID],
                 ),
             },
+            **schedule_paths(settings, _op, unavailable),
             "/stats": {
                 "get": _op("getStats", "The caller's queue: depth, oldest pending, throughput",
                            {200: "Stats"}, unavailable),

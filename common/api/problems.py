@@ -15,6 +15,8 @@ from common.store.errors import (
     InvalidInput,
     JobNotFound,
     JobStoreError,
+    ScheduleLimitReached,
+    ScheduleNotFound,
     UnknownPreset,
 )
 
@@ -99,6 +101,14 @@ def from_store_error(exc: JobStoreError) -> ProblemError:
             "validation-error",
             "Invalid request",
             invalid=[InvalidParam(name=exc.field, reason=exc.message)],
+        )
+    if isinstance(exc, ScheduleNotFound):
+        return ProblemError(404, "not-found", "Schedule not found")
+    if isinstance(exc, ScheduleLimitReached):
+        return ProblemError(
+            409, "schedule-limit-reached", "Too many schedules",
+            f"an owner may keep at most {exc.limit} schedules; delete one first",
+            schedule_limit=exc.limit,
         )
     if isinstance(exc, JobNotFound):
         return ProblemError(404, "not-found", "Job not found")

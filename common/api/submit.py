@@ -23,6 +23,8 @@ from common.api.http import json_response as _json
 from common.api.http import problem_response as _problem
 from common.api.models import EventList, Health, JobList, JobView, Stats, WebhookSecret
 from common.api.problems import InvalidParam, ProblemError, from_store_error, validation_problem
+from common.api.schedules import ROUTES as SCHEDULE_ROUTES
+from common.api.schedules import ScheduleEndpoints
 from common.api.waiting import parse_wait, wait_for_end
 from common.logs import bind_traceparent, current_traceparent, log, traceparent_from_headers
 from common.presets.base import PermanentError
@@ -46,6 +48,7 @@ ROUTES = Map(
         Rule("/openapi.json", methods=["GET"], endpoint="openapi"),
         Rule("/ui", methods=["GET"], endpoint="ui"),  # the dashboard's own files (common/api/ui.py)
         Rule("/ui/<path:asset>", methods=["GET"], endpoint="ui"),
+        *(Rule(path, methods=[method], endpoint=name) for path, method, name in SCHEDULE_ROUTES),
     ],
     strict_slashes=False,
 )
@@ -54,7 +57,7 @@ PUBLIC = {"health", "openapi", "ui"}  # the dashboard's data calls carry the tok
 BODY_OVERHEAD = 16_384
 
 
-class SubmitApi:
+class SubmitApi(ScheduleEndpoints):
     def __init__(
         self,
         settings: Settings,

@@ -21,7 +21,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.logs import log
-from common.maintenance import dead_letters, redispatcher, rescuer, retention
+from common.maintenance import (
+    dead_letters,
+    parked,
+    redispatcher,
+    rescuer,
+    retention,
+    schedules,
+)
 from common.maintenance.budget import Budget
 from common.messaging.notify import Notifier
 from common.messaging.pubsub import subscription_path
@@ -29,8 +36,14 @@ from common.service import JobService
 from common.settings import Settings
 from common.store.errors import DatabaseUnavailable
 
-Step = Literal["rescue", "redispatch", "dead_letters", "retention", "webhooks"]
-ALL_STEPS: tuple[Step, ...] = ("rescue", "dead_letters", "redispatch", "retention", "webhooks")
+Step = Literal[
+    "rescue", "dead_letters", "schedules", "redispatch", "parked", "retention", "webhooks"
+]
+# Schedules come before re-dispatch, so the jobs a fire creates go out this pass; the parked
+# step publishes what it releases itself. Webhooks last: they wait on outside endpoints.
+ALL_STEPS: tuple[Step, ...] = (
+    "rescue", "dead_letters", "schedules", "redispatch", "parked", "retention", "webhooks"
+)
 
 
 class SweepRequest(BaseModel):
@@ -95,6 +108,9 @@ class Sweeper:
         batch = request.batch_size or s.sweep_batch_size
         work: dict[Step, Callable[[], dict[str, Any]]] = {
             "rescue": lambda: rescuer.rescue(self.store, self.notifier, budget, batch),
+            "schedules": lambda: schedules.fire_due(self.store, budget, batch,
+                                                    s.retention_days),
+            "parked": lambda: parked.release(self.service, budget, batch),
             "redispatch": lambda: redispatcher.redispatch(
                 self.service, budget, batch, timedelta(seconds=s.redispatch_after_s),
                 timedelta(seconds=s.stall_after_s),

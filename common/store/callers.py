@@ -6,6 +6,7 @@ A foreign job is indistinguishable from a missing one (JobNotFound).
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -44,17 +45,26 @@ from common.store.models import (
     Job,
     JobEvent,
     JobPage,
+    JobTemplate,
     NewJob,
 )
 from common.store.states import TRANSITIONS, JobState, Move
+from common.store.timing import resolve_not_before
 
+# Run later: a delay counts on the database's clock; a time already past means now (NULL).
+NOT_BEFORE = (
+    "CASE WHEN CAST(:delay_s AS double precision) > 0 "
+    "THEN now() + make_interval(secs => CAST(:delay_s AS double precision)) "
+    "WHEN CAST(:not_before AS timestamptz) > now() THEN CAST(:not_before AS timestamptz) END"
+)
 SQL_CREATE = f"""
 WITH moved AS (
     INSERT INTO jobs (owner_id, preset, content, metadata, max_attempts, attempt_limit,
-                      idempotency_key, request_hash, state, callback_url, traceparent)
+                      idempotency_key, request_hash, state, callback_url, traceparent,
+                      not_before)
     VALUES (:owner_id, :preset, :content, CAST(:metadata AS jsonb), :max_attempts, :max_attempts,
             :idempotency_key, :request_hash, {target(Move.CREATE)},
-            CAST(:callback_url AS text), CAST(:traceparent AS text))
+            CAST(:callback_url AS text), CAST(:traceparent AS text), {NOT_BEFORE})
     ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING {COLS}
 ), {event_cte("NULL", "'created'")}
@@ -175,6 +185,10 @@ class CallerOperations(StoreBase):
         self._check_new_job(new)
         max_attempts = new.max_attempts or self._settings.default_max_attempts
         digest = request_hash(new, max_attempts) if new.idempotency_key else None
+        not_before, delay_s = resolve_not_before(
+            new.run_at, new.delay_s, max_days=self._settings.max_run_ahead_days,
+            now=datetime.now(UTC),
+        )
         params = {
             "owner_id": owner,
             "preset": new.preset,
@@ -185,6 +199,8 @@ class CallerOperations(StoreBase):
             "request_hash": digest,
             "callback_url": new.callback_url,
             "traceparent": traceparent,
+            "not_before": not_before,
+            "delay_s": delay_s,
         }
         # Two tries: the conflicting row may be deleted by retention between the two statements.
         for _ in range(2):
@@ -292,10 +308,12 @@ class CallerOperations(StoreBase):
 
     # -- validation ------------------------------------------------------------------------
 
-    def _check_new_job(self, new: NewJob) -> None:
+    def _check_new_job(self, new: JobTemplate) -> None:
         # First: text with lone surrogates cannot even be measured in UTF-8, let alone stored.
-        for name, text in (("content", new.content), ("idempotency_key", new.idempotency_key),
-                           ("callback_url", new.callback_url)):
+        key = getattr(new, "idempotency_key", None)  # a schedule's template has none
+        callback = getattr(new, "callback_url", None)
+        for name, text in (("content", new.content), ("idempotency_key", key),
+                           ("callback_url", callback)):
             if text is not None and has_surrogate(text):
                 raise InvalidInput(name, "contains a lone surrogate (not valid Unicode text)")
         if (reason := unstorable(new.metadata, "metadata")) is not None:

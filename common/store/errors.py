@@ -71,6 +71,18 @@ class AttemptLimitReached(IllegalTransition):
         self.limit = limit
 
 
+class ScheduleNotFound(JobNotFound):
+    """No such schedule for this owner (another owner's is reported exactly like a missing one)."""
+
+
+class ScheduleLimitReached(JobStoreError):
+    """The owner already has as many schedules as MAX_SCHEDULES_PER_OWNER allows."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"at most {limit} schedules per owner")
+        self.limit = limit
+
+
 class IdempotencyConflict(JobStoreError):
     """The idempotency key was used before by this owner with a different request."""
 

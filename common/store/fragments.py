@@ -202,10 +202,13 @@ def storable_error(error_type: str, message: str) -> tuple[str, str]:
 
 def request_hash(new: NewJob, max_attempts: int) -> str:
     """Fingerprint of a create request, to tell an idempotent replay from a conflicting reuse.
-    A callback URL joins it only when given, so requests keyed before it existed still match."""
+    A callback URL and a run-later time join it only when given, so requests keyed before they
+    existed still match."""
     fields: list[Any] = [new.preset, new.content, new.metadata, max_attempts]
     if new.callback_url is not None:
         fields.append(new.callback_url)
+    if new.run_at is not None or new.delay_s is not None:
+        fields += [new.run_at, new.delay_s]
     canonical = json.dumps(
         fields,
         sort_keys=True,

@@ -7,10 +7,15 @@ procrastinate-style: each concern keeps its SQL beside its methods (`callers`, `
 from __future__ import annotations
 
 from common.store.callers import CallerOperations
+from common.store.fair_share import FairShareQueries
 from common.store.maintenance_queries import MaintenanceQueries
+from common.store.schedules import ScheduleQueries
 from common.store.webhooks import WebhookQueries
 from common.store.worker_moves import WorkerMoves
 
 
-class JobStore(CallerOperations, WorkerMoves, MaintenanceQueries, WebhookQueries):
+class JobStore(
+    ScheduleQueries, FairShareQueries, CallerOperations, WorkerMoves, MaintenanceQueries,
+    WebhookQueries,
+):
     """The job repository. Thread-safe: each call checks one connection out of the pool."""

@@ -16,6 +16,7 @@ from common.store.base import StoreBase
 from common.store.errors import (
     InvalidInput,
 )
+from common.store.fair_share import PARKED
 from common.store.fragments import (
     J_COLS,
     TERMINAL,
@@ -167,10 +168,11 @@ SELECT id, state, owner_id, failures FROM moved"""
 # its lease of :lease_s ends after start + :lease_s). A backlog draining behind a live worker
 # always has such a job; a message sent while the worker or the database was down has none,
 # and Pub/Sub may hold it back (backoff) or dead-letter it long after the worker is back.
+# A parked job (fair share) is delivered and waits for its owner's slot by design: never taken.
 SQL_TAKE_STRANDED = f"""
 WITH picked AS (
     SELECT id FROM jobs j
-    WHERE state = {lit(P)} AND dispatched_at IS NOT NULL
+    WHERE state = {lit(P)} AND dispatched_at IS NOT NULL AND NOT ({PARKED})
       AND dispatched_at < now() - make_interval(secs => :stale_s)
       AND NOT EXISTS (
           SELECT 1 FROM jobs t WHERE t.state IN {TERMINAL} AND t.finished_at >= j.dispatched_at
@@ -183,7 +185,7 @@ WITH picked AS (
 )
 UPDATE jobs j SET dispatched_at = now()
 WHERE j.id = ANY(ARRAY(SELECT id FROM picked)) AND j.state = {lit(P)}
-RETURNING j.id, j.attempts"""
+RETURNING j.id, j.attempts, j.traceparent"""
 
 SQL_PURGE = f"""
 WITH victims AS (
@@ -323,7 +325,8 @@ class MaintenanceQueries(StoreBase):
         dispatched as `take_due_for_dispatch` does; `release_dispatch` what fails to publish."""
         rows = self._rows(SQL_TAKE_STRANDED, limit=limit, stale_s=float(stall_after_s),
                           lease_s=float(self._settings.lease_seconds))
-        return [DispatchItem(id=r["id"], attempts=r["attempts"]) for r in rows]
+        return [DispatchItem(id=r["id"], attempts=r["attempts"], traceparent=r["traceparent"])
+                for r in rows]
 
     def purge_terminal(self, older_than_days: int, *, batch_size: int, max_batches: int) -> int:
         """Delete terminal jobs older than the retention period (events and results cascade),

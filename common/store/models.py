@@ -7,7 +7,14 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from common.store.errors import InvalidInput
 from common.store.states import JobState
@@ -36,8 +43,9 @@ def _check_json_value(value: Any, depth: int = 0) -> None:
             _check_json_value(item, depth + 1)
 
 
-class NewJob(BaseModel):
-    """What a caller asks for. The owner is never part of it: it comes from the caller's token."""
+class JobTemplate(BaseModel):
+    """A job's own fields: what POST /jobs takes, and what a schedule creates on each fire.
+    The owner is never part of it: it comes from the caller's token."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -45,14 +53,11 @@ class NewJob(BaseModel):
     content: str
     metadata: dict[str, Any] = Field(default_factory=dict)
     max_attempts: int | None = Field(default=None, ge=1, le=100)
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
-    # Where the job's end is POSTed, signed. The API checks it (scheme, SSRF) before the store.
-    callback_url: str | None = Field(default=None, min_length=1, max_length=MAX_CALLBACK_URL)
 
-    @field_validator("content", "idempotency_key", "callback_url")
+    @field_validator("content")
     @classmethod
-    def _no_nul(cls, value: str | None) -> str | None:
-        if value is not None and "\x00" in value:
+    def _content_no_nul(cls, value: str) -> str:
+        if "\x00" in value:
             raise ValueError("must not contain NUL characters")
         return value
 
@@ -69,6 +74,47 @@ class NewJob(BaseModel):
     @classmethod
     def _json_safe(cls, value: dict[str, Any]) -> dict[str, Any]:
         _check_json_value(value)
+        return value
+
+
+class NewJob(JobTemplate):
+    """What a caller asks for with POST /jobs."""
+
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
+    # Where the job's end is POSTed, signed. The API checks it (scheme, SSRF) before the store.
+    callback_url: str | None = Field(default=None, min_length=1, max_length=MAX_CALLBACK_URL)
+    # Run later (common/store/timing.py): one or the other, never both, never null.
+    run_at: str | None = Field(default=None, max_length=64)
+    delay_s: int | None = Field(default=None, ge=0)
+
+    @field_validator("run_at", "delay_s", mode="before")
+    @classmethod
+    def _given_means_a_value(cls, value: Any) -> Any:
+        """Absent is fine, explicit null is not: the document says so (`not both` is a rule on
+        which keys are present)."""
+        if value is None:
+            raise ValueError("must not be null; leave the field out instead")
+        return value
+
+    @field_validator("delay_s", mode="before")
+    @classmethod
+    def _seconds_are_a_number(cls, value: Any) -> Any:
+        """pydantic would read `"5"` and `true` as integers; the document says integer."""
+        if isinstance(value, bool | str):
+            raise ValueError("must be an integer number of seconds")
+        return value
+
+    @model_validator(mode="after")
+    def _one_time_at_most(self) -> NewJob:
+        if self.run_at is not None and self.delay_s is not None:
+            raise ValueError("give run_at or delay_s, not both")
+        return self
+
+    @field_validator("idempotency_key", "callback_url")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
         return value
 
 
@@ -143,7 +189,9 @@ class ClaimOutcome(BaseModel):
     """Why a claim did or did not take the job; a worker logs it and acknowledges the message."""
 
     job: Job | None
-    reason: Literal["claimed", "not-found", "in-progress", "terminal", "not-due", "stale-message"]
+    reason: Literal[
+        "claimed", "not-found", "in-progress", "terminal", "not-due", "stale-message", "deferred"
+    ]
 
 
 class JobMove(BaseModel):

@@ -26,6 +26,7 @@ from common.store.fragments import (
     R,
     as_uuid,
     event_cte,
+    job_from_row,
     lit,
     sources,
     storable_error,
@@ -48,18 +49,51 @@ WHERE j.id = :id"""
 
 
 def _claim_sql(expect_attempts: bool) -> str:
+    """PENDING -> PROCESSING if the owner has a free slot, else park the job (fair share,
+    common/store/fair_share.py). The job row is locked first, so a duplicate delivery waits and
+    then finds it claimed; the owner's slot is taken by a guarded upsert on its counter row,
+    whose lock serialises two claims for one owner (a count of PROCESSING jobs could not: its
+    snapshot would predate the other claim's commit). A parked job spends no attempt and gets
+    its 'deferred' event once: `cand` is the locked row's latest version, so a duplicate
+    delivery that waited for the lock sees the first one's deferred_at (the events table, read
+    in this statement's older snapshot, would not show its event yet)."""
     guard = " AND attempts = :expected_attempts" if expect_attempts else ""
     return f"""
-WITH moved AS (
-    UPDATE jobs SET state = {target(Move.CLAIM)}, attempts = attempts + 1,
-        lease_expires_at = now() + make_interval(secs => :lease_s),
-        started_at = now(), updated_at = now(), not_before = NULL,
-        undelivered_since = NULL, delivery_failures = 0
+WITH cand AS (
+    SELECT id, owner_id, deferred_at FROM jobs
     WHERE id = :id AND state IN {sources(Move.CLAIM)} AND NOT cancel_requested
       AND (not_before IS NULL OR not_before <= now()){guard}
+    FOR UPDATE
+), cap AS (
+    SELECT c.owner_id, COALESCE(l.max_running, :default_limit) AS n
+    FROM cand c LEFT JOIN owner_limits l ON l.owner_id = c.owner_id
+), slot AS (
+    INSERT INTO owner_running AS o (owner_id, running) SELECT owner_id, 1 FROM cap
+    ON CONFLICT (owner_id) DO UPDATE SET running = o.running + 1
+    WHERE (SELECT n FROM cap) = 0 OR o.running < (SELECT n FROM cap)
+    RETURNING o.running
+), moved AS (
+    UPDATE jobs SET state = {target(Move.CLAIM)}, attempts = attempts + 1,
+        lease_expires_at = now() + make_interval(secs => :lease_s),
+        started_at = now(), updated_at = now(), not_before = NULL, deferred_at = NULL,
+        undelivered_since = NULL, delivery_failures = 0
+    WHERE id = (SELECT id FROM cand) AND EXISTS (SELECT 1 FROM slot)
     RETURNING {COLS}
+), parked AS (
+    UPDATE jobs SET deferred_at = now(), undelivered_since = NULL, delivery_failures = 0
+    WHERE id = (SELECT id FROM cand) AND NOT EXISTS (SELECT 1 FROM slot)
+    RETURNING {COLS}
+), dev AS (
+    INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, details)
+    SELECT id, state, state, 'deferred', attempts,
+           jsonb_build_object('owner_limit', (SELECT n FROM cap))
+    FROM parked
+    WHERE (SELECT deferred_at FROM cand) IS NULL
+      AND NOT EXISTS (SELECT 1 FROM job_events e WHERE e.job_id = parked.id
+                      AND e.reason = 'deferred')
 ), {event_cte(lit(P), "'claimed'")}
-SELECT {COLS} FROM moved"""
+SELECT {COLS}, false AS deferred FROM moved
+UNION ALL SELECT {COLS}, true AS deferred FROM parked"""
 
 
 SQL_CLAIM = {flag: _claim_sql(flag) for flag in (False, True)}
@@ -183,12 +217,16 @@ class WorkerMoves(StoreBase):
         `expected_attempts` (the attempt count the message was published for) turns a message
         left over from an earlier attempt into 'stale-message'."""
         uid = as_uuid(job_id)
-        params: dict[str, Any] = {"id": uid, "lease_s": lease_s or self._settings.lease_seconds}
+        params: dict[str, Any] = {"id": uid, "lease_s": lease_s or self._settings.lease_seconds,
+                                  "default_limit": self._settings.owner_max_running}
         if expected_attempts is not None:
             params["expected_attempts"] = expected_attempts
-        job = self._one_job(SQL_CLAIM[expected_attempts is not None], **params)
-        if job is not None:
-            return ClaimOutcome(job=job, reason="claimed")
+        claimed = self._rows(SQL_CLAIM[expected_attempts is not None], **params)
+        if claimed:
+            deferred = claimed[0].pop("deferred")
+            if deferred:  # the owner is at its limit: parked, no attempt spent
+                return ClaimOutcome(job=None, reason="deferred")
+            return ClaimOutcome(job=job_from_row(claimed[0]), reason="claimed")
         rows = self._rows(SQL_PEEK, id=uid)
         if not rows:
             return ClaimOutcome(job=None, reason="not-found")

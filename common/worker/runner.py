@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 from common.logs import bind_traceparent, log, unbind_trace
+from common.messaging.dispatch import Dispatcher
 from common.messaging.job_message import PoisonMessage, backoff, decode_message
 from common.messaging.notify import Notifier
 from common.presets.base import Handler, JobContext, PermanentError
@@ -60,8 +61,8 @@ class Delivery:
 
 
 Action = Literal[
-    "poison", "skipped", "completed", "failed", "retry-scheduled", "cancelled", "fenced",
-    "lease-lost", "unrecorded",
+    "poison", "skipped", "deferred", "completed", "failed", "retry-scheduled", "cancelled",
+    "fenced", "lease-lost", "unrecorded",
 ]
 
 
@@ -94,6 +95,7 @@ class Worker:
         *,
         rng: random.Random | None = None,
         webhooks: WebhookDeliverer | None = None,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -101,6 +103,9 @@ class Worker:
         self.settings = settings
         self.webhooks = webhooks
         self._rng = rng or random.Random()
+        # Publishes an owner's parked jobs when one of its jobs ends (fair share); without
+        # one, the sweep's `parked` step does it.
+        self.dispatcher = dispatcher
 
     def time_limit(self, handler: Handler) -> float:
         """The handler's own limit, cut to end before the ack deadline (less the margin for
@@ -130,6 +135,10 @@ class Worker:
         claim = self.store.claim(
             item.id, expected_attempts=item.attempts, lease_s=self.settings.lease_seconds
         )
+        if claim.reason == "deferred":
+            log("INFO", "job deferred: its owner is at its concurrency limit", job_id=str(item.id),
+                message_id=message_id)
+            return WorkOutcome("deferred", item.id, claim.reason)
         if claim.job is None:
             log("INFO", "message skipped", job_id=str(item.id), reason=claim.reason,
                 message_id=message_id, published_for_attempts=item.attempts)
@@ -139,6 +148,8 @@ class Worker:
             bind_traceparent(job.traceparent, self.settings.google_cloud_project)
         run = self._run(job)
         outcome = self._record(job, run)
+        if outcome.action in ("completed", "failed", "retry-scheduled", "cancelled"):
+            self._release_parked(job.owner_id)
         log(
             "INFO" if outcome.action in ("completed", "cancelled") else "WARNING",
             "job attempt finished",
@@ -152,6 +163,20 @@ class Worker:
             message_id=message_id,
         )
         return outcome
+
+    def _release_parked(self, owner_id: str) -> None:
+        """A slot of this owner's is free: publish its oldest parked jobs now, after the exit
+        was written (the sweep's `parked` step is the safety net). Never fails the delivery."""
+        if self.dispatcher is None:
+            return
+        try:
+            taken = self.store.take_parked(owner_id)
+            if taken:
+                published = self.dispatcher.publish(taken)
+                done = {item.id for item in published}
+                self.store.release_dispatch(item for item in taken if item.id not in done)
+        except JobStoreError as exc:
+            log("WARNING", "parked jobs not released; the sweep will", error=type(exc).__name__)
 
     # -- running the handler -----------------------------------------------------------------
 

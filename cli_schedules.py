@@ -1,0 +1,131 @@
+"""The command line's schedule commands and run-later options, wired into cli.py.
+
+    python main.py submit --preset echo --content hi --in 10m      # or --at 2026-12-01T09:00:00Z
+    python main.py schedule add --cron '*/15 9-17 * * MON-FRI' --timezone Europe/Riga \\
+        --preset text-stats --content 'Hello' [--overlap allow] [--catch-up all] [--paused]
+    python main.py schedule list | pause ID | resume ID | delete ID | events ID
+    python main.py limit set OWNER N | limit clear OWNER | limit list     # operators: database
+
+`limit` talks to the database (DATABASE_URL or Cloud SQL), like `migrate`: limits are an
+operator's setting, not an owner's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+Api = Callable[..., Any]
+_DURATION = re.compile(r"^([0-9]+)([smhd]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+class UsageError(Exception):
+    pass
+
+
+def seconds(text: str) -> int:
+    """`90`, `90s`, `10m`, `2h`, `1d` as seconds."""
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise UsageError(f"--in takes a duration such as 90s, 10m, 2h or 1d, not {text!r}")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def add_submit_options(submit: argparse.ArgumentParser) -> None:
+    when = submit.add_mutually_exclusive_group()
+    when.add_argument("--at", help="run at this RFC 3339 time (with an offset)")
+    when.add_argument("--in", dest="delay", help="run after this long: 90s, 10m, 2h, 1d")
+
+
+def submit_fields(args: argparse.Namespace) -> dict[str, Any]:
+    if getattr(args, "at", None):
+        return {"run_at": args.at}
+    if getattr(args, "delay", None):
+        return {"delay_s": seconds(args.delay)}
+    return {}
+
+
+def add_commands(sub: Any) -> None:
+    sc = sub.add_parser("schedule", help="recurring jobs: add, list, pause, resume, delete")
+    ssub = sc.add_subparsers(dest="schedule_command", required=True)
+    add = ssub.add_parser("add", help="create a schedule")
+    add.add_argument("--cron", required=True, help="5 fields, e.g. '*/15 9-17 * * MON-FRI'")
+    add.add_argument("--timezone", default="UTC", help="IANA zone (default UTC)")
+    add.add_argument("--preset", required=True)
+    add.add_argument("--content", required=True)
+    add.add_argument("--metadata", help="JSON object; a preset's options go under 'options'")
+    add.add_argument("--max-attempts", type=int)
+    add.add_argument("--overlap", choices=["skip", "allow"])
+    add.add_argument("--catch-up", choices=["once", "all"])
+    add.add_argument("--paused", action="store_true", help="create it paused")
+    ssub.add_parser("list", help="your schedules, newest first")
+    for name, text in (("get", "show a schedule"), ("pause", "pause a schedule"),
+                       ("resume", "resume a schedule (from its next fire time)"),
+                       ("delete", "delete a schedule"), ("events", "its fires and skips")):
+        ssub.add_parser(name, help=text).add_argument("id")
+    lim = sub.add_parser("limit", help="per-owner concurrency limits (operators; database)")
+    lsub = lim.add_subparsers(dest="limit_command", required=True)
+    st = lsub.add_parser("set", help="at most N PROCESSING jobs for OWNER (0 = unlimited)")
+    st.add_argument("owner", help="a namespaced owner, e.g. hs256:alice or google:123")
+    st.add_argument("n", type=int)
+    lsub.add_parser("clear", help="remove OWNER's override").add_argument("owner")
+    lsub.add_parser("list", help="the overrides and how many jobs each owner runs now")
+
+
+def run_schedule(args: argparse.Namespace, api: Api) -> Any:
+    cmd = args.schedule_command
+    if cmd == "add":
+        job: dict[str, Any] = {"preset": args.preset, "content": args.content}
+        if args.metadata:
+            try:
+                job["metadata"] = json.loads(args.metadata)
+            except ValueError:
+                raise UsageError("--metadata is not valid JSON") from None
+        if args.max_attempts:
+            job["max_attempts"] = args.max_attempts
+        body: dict[str, Any] = {"cron": args.cron, "timezone": args.timezone, "job": job}
+        if args.overlap:
+            body["overlap"] = args.overlap
+        if args.catch_up:
+            body["catch_up"] = args.catch_up
+        if args.paused:
+            body["enabled"] = False
+        return api("POST", "/schedules", body)
+    if cmd == "list":
+        return api("GET", "/schedules?limit=100")
+    path = "/schedules/" + urllib.parse.quote(args.id, safe="")
+    if cmd == "get":
+        return api("GET", path)
+    if cmd == "events":
+        return api("GET", path + "/events")
+    if cmd == "delete":
+        api("DELETE", path)
+        return {"deleted": args.id}
+    return api("PATCH", path, {"enabled": cmd == "resume"})
+
+
+def run_limit(args: argparse.Namespace) -> Any:
+    from common.settings import load_settings
+    from common.store.engine import create_engine_from_settings
+    from common.store.errors import InvalidInput
+    from common.store.job_store import JobStore
+
+    settings = load_settings()
+    engine = create_engine_from_settings(settings)
+    try:
+        store = JobStore(engine, settings)
+        try:
+            if args.limit_command == "set":
+                store.set_owner_limit(args.owner, args.n)
+            elif args.limit_command == "clear":
+                store.set_owner_limit(args.owner, None)
+        except InvalidInput as exc:
+            raise UsageError(f"{exc.field}: {exc.message}") from None
+        return {"default": settings.owner_max_running, "owners": store.owner_limits()}
+    finally:
+        engine.dispose()

@@ -1,0 +1,193 @@
+"""The schedules endpoints (`/schedules`), mixed into SubmitApi: same auth, same problems.
+
+A schedule is its owner's alone, exactly like a job: another owner's answers 404. Its job
+template is checked like `POST /jobs` (the preset exists, its options parse, the sizes fit)
+when it is stored, not when it fires, so a fire never meets a template it cannot run.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from common.api.http import Request, Response
+from common.api.http import json_response as _json
+from common.api.problems import InvalidParam, ProblemError, validation_problem
+from common.presets.base import PermanentError
+from common.presets.registry import Registry
+from common.service import JobService
+from common.store.models import JobTemplate
+from common.store.schedule_models import (
+    CatchUp,
+    NewSchedule,
+    Overlap,
+    Schedule,
+    ScheduleEvent,
+    SchedulePatch,
+)
+
+ROUTES: list[tuple[str, str, str]] = [
+    ("/schedules", "POST", "create_schedule"),
+    ("/schedules", "GET", "list_schedules"),
+    ("/schedules/<schedule_id>", "GET", "get_schedule"),
+    ("/schedules/<schedule_id>", "PATCH", "patch_schedule"),
+    ("/schedules/<schedule_id>", "DELETE", "delete_schedule"),
+    ("/schedules/<schedule_id>/events", "GET", "schedule_events"),
+]
+
+
+class TemplateView(BaseModel):
+    """The job a fire creates, as its owner sees it (the content is not echoed back)."""
+
+    model_config = ConfigDict(defer_build=True)
+
+    preset: str
+    metadata: dict[str, Any]
+    max_attempts: int | None
+
+
+class ScheduleLinks(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    self: str
+    events: str
+    last_job: str | None
+
+
+class ScheduleView(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    id: str
+    cron: str
+    timezone: str
+    job: TemplateView
+    enabled: bool
+    overlap: Overlap
+    catch_up: CatchUp
+    next_fire_at: datetime | None
+    last_fire_at: datetime | None
+    last_job_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    links: ScheduleLinks
+
+    @classmethod
+    def of(cls, s: Schedule) -> ScheduleView:
+        base = f"/schedules/{s.id}"
+        last = str(s.last_job_id) if s.last_job_id else None
+        return cls(
+            id=str(s.id), cron=s.cron, timezone=s.timezone,
+            job=TemplateView(preset=s.preset, metadata=s.metadata, max_attempts=s.max_attempts),
+            enabled=s.enabled, overlap=s.overlap, catch_up=s.catch_up,
+            next_fire_at=s.next_fire_at, last_fire_at=s.last_fire_at, last_job_id=last,
+            created_at=s.created_at, updated_at=s.updated_at,
+            links=ScheduleLinks(self=base, events=base + "/events",
+                                last_job=f"/jobs/{last}" if last else None),
+        )
+
+
+class ScheduleList(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    schedules: list[ScheduleView]
+    next_cursor: str | None
+
+
+class ScheduleEventList(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    events: list[ScheduleEvent]
+
+
+def _invalid(name: str, reason: str) -> ProblemError:
+    return ProblemError(422, "validation-error", "Invalid request",
+                        invalid=[InvalidParam(name=name, reason=reason)])
+
+
+def checked_template(registry: Registry, template: JobTemplate, field: str) -> JobTemplate:
+    """The preset's options must parse, as for POST /jobs; the preset's default attempts are
+    filled in. An unknown preset is left to the store, which names the known ones."""
+    handler = registry.get(template.preset)
+    if handler is None:
+        return template
+    try:
+        handler.parse(template.content, template.metadata)
+    except PermanentError as exc:
+        raise _invalid(f"{field}.metadata.options", str(exc)) from None
+    if template.max_attempts is None and handler.default_max_attempts is not None:
+        template = template.model_copy(update={"max_attempts": handler.default_max_attempts})
+    return template
+
+
+def schedule_id(raw: str) -> str:
+    """A path id that is not a UUID names no schedule: 404, like any other missing one."""
+    from uuid import UUID
+
+    try:
+        return str(UUID(raw))
+    except ValueError:
+        raise ProblemError(404, "not-found", "Schedule not found") from None
+
+
+class ScheduleEndpoints:
+    """Mixed into SubmitApi, which provides these."""
+
+    service: JobService
+    registry: Registry
+
+    def _body(self, request: Request) -> Any:
+        raise NotImplementedError
+
+    def _object_body(self, request: Request) -> dict[str, Any]:
+        body = self._body(request)
+        if not isinstance(body, dict):
+            raise _invalid("body", "must be a JSON object")
+        return body
+
+    def _create_schedule(self, request: Request, owner: str) -> Response:
+        try:
+            new = NewSchedule.model_validate(self._object_body(request))
+        except ValidationError as exc:
+            raise validation_problem(exc) from None
+        new = new.model_copy(update={"job": checked_template(self.registry, new.job, "job")})
+        view = ScheduleView.of(self.service.store.create_schedule(owner, new))
+        return _json(201, view, Location=view.links.self)
+
+    def _list_schedules(self, request: Request, owner: str) -> Response:
+        raw_limit = request.query.get("limit", "50")
+        if not raw_limit.isdigit() or len(raw_limit) > 6:
+            raise _invalid("limit", "must be an integer")
+        page = self.service.store.list_schedules(
+            owner, limit=int(raw_limit), cursor=request.query.get("cursor") or None
+        )
+        return _json(200, ScheduleList(schedules=[ScheduleView.of(s) for s in page.schedules],
+                                       next_cursor=page.next_cursor))
+
+    def _get_schedule(self, request: Request, owner: str, schedule_id: str) -> Response:
+        sid = _sid(schedule_id)
+        return _json(200, ScheduleView.of(self.service.store.get_schedule(owner, sid)))
+
+    def _patch_schedule(self, request: Request, owner: str, schedule_id: str) -> Response:
+        sid = _sid(schedule_id)
+        try:
+            patch = SchedulePatch.model_validate(self._object_body(request))
+        except ValidationError as exc:
+            raise validation_problem(exc) from None
+        if patch.job is not None:
+            patch = patch.model_copy(update={"job": checked_template(self.registry, patch.job,
+                                                                     "job")})
+        updated = self.service.store.update_schedule(owner, sid, patch)
+        return _json(200, ScheduleView.of(updated))
+
+    def _delete_schedule(self, request: Request, owner: str, schedule_id: str) -> Response:
+        self.service.store.delete_schedule(owner, _sid(schedule_id))
+        return Response(204, b"", {})
+
+    def _schedule_events(self, request: Request, owner: str, schedule_id: str) -> Response:
+        events = self.service.store.schedule_events(owner, _sid(schedule_id))
+        return _json(200, ScheduleEventList(events=events))
+
+
+_sid = schedule_id

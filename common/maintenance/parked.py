@@ -1,0 +1,24 @@
+"""Parked jobs (fair share): the safety net behind the worker. A worker publishes an owner's
+next parked job as soon as one of that owner's jobs ends; if it died in between, or a limit was
+raised, this step publishes parked jobs of every owner with a free slot. Taking stamps them
+dispatched (SKIP LOCKED), so two sweeps, or a sweep and a worker, never publish one twice; a
+publish that fails is released for the next pass."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.maintenance.budget import Budget
+from common.service import JobService
+
+
+def release(service: JobService, budget: Budget, batch_size: int) -> dict[str, Any]:
+    def batch() -> int:
+        taken = service.store.take_parked_all(batch_size)
+        published = service.dispatcher.publish(taken)
+        done = {item.id for item in published}
+        service.store.release_dispatch(item for item in taken if item.id not in done)
+        return len(published)
+
+    published, more = budget.in_batches(batch_size, batch)
+    return {"published": published, "more": more}

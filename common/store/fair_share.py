@@ -1,0 +1,105 @@
+"""Fair share between owners: per-owner limits, and the parked jobs a freed slot lets go.
+
+The claim (worker_moves) takes a slot in `owner_running` with a guarded upsert, or parks the
+job (`deferred_at`) without spending an attempt. When a job leaves PROCESSING a trigger frees
+its slot; the worker then takes the owner's oldest parked jobs, as many as there are free
+slots, and publishes them at once. The sweep does the same for every owner, as a safety net
+(a worker that died between its exit and the publish).
+
+A parked job is one whose last deferral is newer than its last dispatch: taking it stamps
+dispatched_at, so two workers never publish the same one; deferred again, it is parked again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.store.base import StoreBase
+from common.store.errors import InvalidInput
+from common.store.fragments import checked_owner, lit
+from common.store.models import DispatchItem
+from common.store.states import JobState
+
+P = lit(JobState.PENDING)
+PARKED = (f"state = {P} AND deferred_at IS NOT NULL "
+          "AND (dispatched_at IS NULL OR dispatched_at <= deferred_at)")
+MAX_LIMIT = 100_000
+
+SQL_TAKE_PARKED = f"""
+WITH cap AS (
+    SELECT COALESCE((SELECT max_running FROM owner_limits WHERE owner_id = :owner_id),
+                    :default_limit) AS n,
+           COALESCE((SELECT running FROM owner_running WHERE owner_id = :owner_id), 0) AS running
+), picked AS (
+    SELECT id FROM jobs WHERE owner_id = :owner_id AND {PARKED}
+    ORDER BY created_at
+    LIMIT (SELECT CASE WHEN n = 0 THEN :batch ELSE LEAST(GREATEST(n - running, 0), :batch) END
+           FROM cap)
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs j SET dispatched_at = now()
+WHERE j.id = ANY(ARRAY(SELECT id FROM picked)) AND j.state = {P}
+RETURNING j.id, j.attempts, j.traceparent"""
+
+# Every owner with parked jobs and a free slot; at most :batch jobs in all.
+SQL_TAKE_PARKED_ALL = f"""
+WITH owners AS (
+    SELECT d.owner_id,
+           CASE WHEN COALESCE(l.max_running, :default_limit) = 0 THEN :batch
+                ELSE GREATEST(COALESCE(l.max_running, :default_limit)
+                              - COALESCE(r.running, 0), 0) END AS free
+    FROM (SELECT DISTINCT owner_id FROM jobs
+          WHERE state = {P} AND deferred_at IS NOT NULL) d
+    LEFT JOIN owner_limits l ON l.owner_id = d.owner_id
+    LEFT JOIN owner_running r ON r.owner_id = d.owner_id
+), picked AS (
+    SELECT p.id FROM owners o CROSS JOIN LATERAL (
+        SELECT id FROM jobs WHERE owner_id = o.owner_id AND {PARKED}
+        ORDER BY created_at LIMIT o.free FOR UPDATE SKIP LOCKED
+    ) p
+    LIMIT :batch
+)
+UPDATE jobs j SET dispatched_at = now()
+WHERE j.id = ANY(ARRAY(SELECT id FROM picked)) AND j.state = {P}
+RETURNING j.id, j.attempts, j.traceparent"""
+
+SQL_SET_LIMIT = """
+INSERT INTO owner_limits (owner_id, max_running) VALUES (:owner_id, :n)
+ON CONFLICT (owner_id) DO UPDATE SET max_running = EXCLUDED.max_running, updated_at = now()
+RETURNING owner_id"""
+SQL_CLEAR_LIMIT = "DELETE FROM owner_limits WHERE owner_id = :owner_id RETURNING owner_id"
+SQL_LIMITS = """
+SELECT l.owner_id, l.max_running, COALESCE(r.running, 0) AS running
+FROM owner_limits l LEFT JOIN owner_running r ON r.owner_id = l.owner_id
+ORDER BY l.owner_id"""
+
+
+class FairShareQueries(StoreBase):
+    """Owner limits (an operator's), and taking parked jobs to publish (the worker's, the
+    sweep's)."""
+
+    def take_parked(self, owner_id: str, batch: int = 10) -> list[DispatchItem]:
+        rows = self._rows(SQL_TAKE_PARKED, owner_id=owner_id, batch=batch,
+                          default_limit=self._settings.owner_max_running)
+        return [DispatchItem(id=r["id"], attempts=r["attempts"], traceparent=r["traceparent"])
+                for r in rows]
+
+    def take_parked_all(self, batch: int) -> list[DispatchItem]:
+        rows = self._rows(SQL_TAKE_PARKED_ALL, batch=batch,
+                          default_limit=self._settings.owner_max_running)
+        return [DispatchItem(id=r["id"], attempts=r["attempts"], traceparent=r["traceparent"])
+                for r in rows]
+
+    def set_owner_limit(self, owner_id: str, max_running: int | None) -> None:
+        """At most `max_running` PROCESSING jobs for this owner (0 = unlimited); None removes
+        the override, so OWNER_MAX_RUNNING applies again."""
+        owner = checked_owner(owner_id)
+        if max_running is None:
+            self._rows(SQL_CLEAR_LIMIT, owner_id=owner)
+            return
+        if isinstance(max_running, bool) or not 0 <= max_running <= MAX_LIMIT:
+            raise InvalidInput("max_running", f"must be an integer from 0 to {MAX_LIMIT}")
+        self._rows(SQL_SET_LIMIT, owner_id=owner, n=max_running)
+
+    def owner_limits(self) -> list[dict[str, Any]]:
+        return self._rows(SQL_LIMITS)

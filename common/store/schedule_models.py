@@ -1,0 +1,110 @@
+"""Pydantic models of schedules: what a caller asks for, and what the store keeps.
+
+Each is built on first use (`defer_build`), not at import: every function imports the store,
+and only the API and the sweep ever touch a schedule.
+
+The cron expression and the zone are checked by common/store/cron.py (cronsim and the zone
+database), not here: this layer only bounds their size and shape.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+
+from common.store.models import JobTemplate
+
+Overlap = Literal["skip", "allow"]
+CatchUp = Literal["once", "all"]
+
+
+class _NoNulls(BaseModel):
+    """Shared by create and patch: a field that is given must have a value (explicit null is
+    refused, as the document says)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("must not be null; leave the field out instead")
+        return value
+
+
+class NewSchedule(_NoNulls):
+    cron: str = Field(min_length=1, max_length=120)
+    timezone: str = Field(default="UTC", min_length=1, max_length=64)
+    job: JobTemplate
+    enabled: StrictBool = True
+    overlap: Overlap = "skip"
+    catch_up: CatchUp = "once"
+
+
+class SchedulePatch(_NoNulls):
+    """Only the fields given change; `job` replaces the whole template."""
+
+    cron: str = Field(default="", min_length=1, max_length=120)
+    timezone: str = Field(default="", min_length=1, max_length=64)
+    job: JobTemplate | None = None
+    enabled: StrictBool = True
+    overlap: Overlap = "skip"
+    catch_up: CatchUp = "once"
+
+    def given(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+class Schedule(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    id: UUID
+    owner_id: str
+    cron: str
+    timezone: str
+    preset: str
+    content: str
+    metadata: dict[str, Any]
+    max_attempts: int | None
+    enabled: bool
+    overlap: Overlap
+    catch_up: CatchUp
+    next_fire_at: datetime | None
+    last_fire_at: datetime | None
+    last_job_id: UUID | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ScheduleEvent(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    id: int
+    schedule_id: UUID
+    fire_time: datetime
+    kind: Literal["fired", "skipped"]
+    job_id: UUID | None
+    details: dict[str, Any]
+    at: datetime
+
+
+class SchedulePage(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
+    schedules: list[Schedule]
+    next_cursor: str | None
+
+
+class DueSchedule(BaseModel):
+    """What the sweep needs to fire one schedule."""
+
+    model_config = ConfigDict(defer_build=True)
+
+    id: UUID
+    cron: str
+    timezone: str
+    catch_up: CatchUp
+    next_fire_at: datetime
