@@ -126,6 +126,35 @@ def test_the_sweep_releases_parked_jobs_of_owners_with_room(store: JobStore) -> 
     assert [i.id for i in recorder.sent] == [b.id]
 
 
+def test_a_parked_job_is_never_taken_for_stranded_but_a_released_one_is(
+    store: JobStore, engine: Engine
+) -> None:
+    """Stall detection republishes a message sent into a silent worker. A parked job is PENDING
+    with its dispatch stamped and never claimed, by design: waiting for its owner's slot is not
+    a stall, however long and however quiet the worker. Once released (published again after
+    the deferral) it is an ordinary outstanding message, and a silent worker strands it."""
+    store.set_owner_limit("alice", 1)
+    held_job, waiting = (store.create("alice", new_job())[0] for _ in range(2))
+    held = store.claim(held_job.id).job
+    assert held is not None and store.claim(waiting.id).reason == "deferred"
+
+    def age(assignments: str) -> None:
+        with engine.begin() as conn:
+            conn.execute(text(f"UPDATE jobs SET {assignments} WHERE id = :id"),
+                         {"id": waiting.id})
+
+    # Published and deferred ten minutes ago; the running job's last heartbeat came before.
+    age("dispatched_at = now() - interval '11 minutes', "
+        "deferred_at = now() - interval '10 minutes'")
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE jobs SET started_at = now() - interval '1 hour', "
+                          "lease_expires_at = now() - interval '30 minutes' WHERE id = :id"),
+                     {"id": held.id})
+    assert store.take_stranded(10, 60) == []
+    age("dispatched_at = now() - interval '5 minutes'")  # released after the deferral...
+    assert [t.id for t in store.take_stranded(10, 60)] == [waiting.id]  # ...and never claimed
+
+
 def test_limits_refuse_bad_values(store: JobStore) -> None:
     for bad in (-1, 100_001, True):
         with pytest.raises(InvalidInput):
