@@ -26,3 +26,25 @@ def test_no_engine_or_connector_is_created_at_import() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == "True"
+
+
+# Loaded by the first request that needs them, never by a cold start of any function.
+ON_DEMAND = ("cronsim", "common.store.cron", "common.store.cron_grammar",
+             "common.store.schedule_models", "common.api.schedules", "common.api.openapi",
+             "common.api.ui", "common.messaging.webhooks")
+
+
+def test_a_cold_start_loads_no_schedule_code_nor_other_on_demand_modules() -> None:
+    """Every function imports the store and most import the API, but few requests touch a
+    schedule, the OpenAPI document or the dashboard: their models and grammars wait. The sweep
+    fires schedules on every pass, so it may load the cron code (not cronsim) at once."""
+    for target in ("submit", "process", "sweep"):
+        waiting = [m for m in ON_DEMAND
+                   if target != "sweep" or m not in ("common.store.cron",
+                                                     "common.store.cron_grammar")]
+        probe = (f"import sys, main; main.{target}; "
+                 f"print([m for m in {waiting!r} if m in sys.modules])")
+        out = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        assert out == "[]", (target, out)

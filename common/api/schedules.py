@@ -7,6 +7,7 @@ when it is stored, not when it fires, so a fire never meets a template it cannot
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -27,15 +28,6 @@ from common.store.schedule_models import (
     ScheduleEvent,
     SchedulePatch,
 )
-
-ROUTES: list[tuple[str, str, str]] = [
-    ("/schedules", "POST", "create_schedule"),
-    ("/schedules", "GET", "list_schedules"),
-    ("/schedules/<schedule_id>", "GET", "get_schedule"),
-    ("/schedules/<schedule_id>", "PATCH", "patch_schedule"),
-    ("/schedules/<schedule_id>", "DELETE", "delete_schedule"),
-    ("/schedules/<schedule_id>/events", "GET", "schedule_events"),
-]
 
 
 class TemplateView(BaseModel):
@@ -132,13 +124,16 @@ def schedule_id(raw: str) -> str:
 
 
 class ScheduleEndpoints:
-    """Mixed into SubmitApi, which provides these."""
+    """The /schedules operations of the submit API. SubmitApi builds one on the first such
+    request (this module and its models are not imported at a cold start) and hands it the
+    way it reads a request body, so both share one size limit and one set of problems."""
 
-    service: JobService
-    registry: Registry
-
-    def _body(self, request: Request) -> Any:
-        raise NotImplementedError
+    def __init__(
+        self, service: JobService, registry: Registry, body: Callable[[Request], Any]
+    ) -> None:
+        self.service = service
+        self.registry = registry
+        self._body = body
 
     def _object_body(self, request: Request) -> dict[str, Any]:
         body = self._body(request)

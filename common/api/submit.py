@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from werkzeug.exceptions import MethodNotAllowed, NotFound
@@ -23,9 +23,10 @@ from common.api.http import json_response as _json
 from common.api.http import problem_response as _problem
 from common.api.models import EventList, Health, JobList, JobView, Stats, WebhookSecret
 from common.api.problems import InvalidParam, ProblemError, from_store_error, validation_problem
-from common.api.schedules import ROUTES as SCHEDULE_ROUTES
-from common.api.schedules import ScheduleEndpoints
+from common.api.schedule_routes import ENDPOINTS as SCHEDULE_ENDPOINTS
+from common.api.schedule_routes import ROUTES as SCHEDULE_ROUTES
 from common.api.waiting import parse_wait, wait_for_end
+from common.lazy import Lazy
 from common.logs import bind_traceparent, current_traceparent, log, traceparent_from_headers
 from common.presets.base import PermanentError
 from common.presets.registry import Registry
@@ -33,6 +34,9 @@ from common.service import JobService
 from common.settings import Settings
 from common.store.errors import JobStoreError
 from common.store.models import NewJob
+
+if TYPE_CHECKING:
+    from common.api.schedules import ScheduleEndpoints
 
 ROUTES = Map(
     [
@@ -57,7 +61,7 @@ PUBLIC = {"health", "openapi", "ui"}  # the dashboard's data calls carry the tok
 BODY_OVERHEAD = 16_384
 
 
-class SubmitApi(ScheduleEndpoints):
+class SubmitApi:
     def __init__(
         self,
         settings: Settings,
@@ -73,6 +77,12 @@ class SubmitApi(ScheduleEndpoints):
         self.openapi = openapi
         self.max_body = 2 * settings.max_content_bytes + settings.max_metadata_bytes + BODY_OVERHEAD
         self._health_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="healthz")
+        self._schedules = Lazy(self._schedule_endpoints).get
+
+    def _schedule_endpoints(self) -> ScheduleEndpoints:
+        from common.api.schedules import ScheduleEndpoints  # few requests touch a schedule
+
+        return ScheduleEndpoints(self.service, self.registry, self._body)
 
     def handle(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -95,7 +105,8 @@ class SubmitApi(ScheduleEndpoints):
                         str(exc),
                         headers={"WWW-Authenticate": 'Bearer realm="jobs"'},
                     ) from None
-            handler: Callable[..., Response] = getattr(self, "_" + endpoint)
+            home = self._schedules() if endpoint in SCHEDULE_ENDPOINTS else self
+            handler: Callable[..., Response] = getattr(home, "_" + endpoint)
             response = handler(request, owner, **args)
         except NotFound:
             response = _problem(ProblemError(404, "not-found", "No such route"), request.path)

@@ -10,25 +10,26 @@ fire_time) is the database's own guarantee of one job per fire time, whatever th
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from common.store import cron
 from common.store.callers import CallerOperations
 from common.store.cursor import decode_cursor, encode_cursor
 from common.store.errors import DatabaseUnavailable, InvalidInput, ScheduleLimitReached
 from common.store.errors import ScheduleNotFound as NotFound
 from common.store.fragments import as_uuid, checked_owner, lit, to_json
 from common.store.models import JobTemplate
-from common.store.schedule_models import (
-    DueSchedule,
-    NewSchedule,
-    Schedule,
-    ScheduleEvent,
-    SchedulePage,
-    SchedulePatch,
-)
 from common.store.states import JobState
+
+if TYPE_CHECKING:  # built on first use: every function imports the store, few touch a schedule
+    from common.store.schedule_models import (
+        DueSchedule,
+        NewSchedule,
+        Schedule,
+        ScheduleEvent,
+        SchedulePage,
+        SchedulePatch,
+    )
 
 SCOLS = (
     "id, owner_id, cron, timezone, preset, content, metadata, max_attempts, enabled, overlap, "
@@ -144,6 +145,8 @@ class ScheduleQueries(CallerOperations):
         self, owner: str, template: JobTemplate, values: dict[str, Any], now: datetime
     ) -> dict[str, Any]:
         """Check everything a stored schedule holds; its next fire time if enabled."""
+        from common.store import cron  # its grammar is a large regex: compiled on first use
+
         self._check_new_job(template)
         first = cron.check(values["cron"], values["timezone"], now,
                            self._settings.schedule_min_interval_s)
@@ -163,6 +166,8 @@ class ScheduleQueries(CallerOperations):
         }
 
     def create_schedule(self, owner_id: str, new: NewSchedule) -> Schedule:
+        from common.store.schedule_models import Schedule
+
         owner = checked_owner(owner_id)
         params = self._schedule_params(owner, new.job, new.model_dump(exclude={"job"}),
                                        datetime.now(UTC))
@@ -173,6 +178,8 @@ class ScheduleQueries(CallerOperations):
         return Schedule.model_validate(rows[0])
 
     def get_schedule(self, owner_id: str, schedule_id: UUID | str) -> Schedule:
+        from common.store.schedule_models import Schedule
+
         rows = self._rows(SQL_GET, id=as_uuid(schedule_id), owner_id=checked_owner(owner_id))
         if not rows:
             raise NotFound(schedule_id)
@@ -180,6 +187,8 @@ class ScheduleQueries(CallerOperations):
 
     def list_schedules(self, owner_id: str, *, limit: int = 50,
                        cursor: str | None = None) -> SchedulePage:
+        from common.store.schedule_models import Schedule, SchedulePage
+
         if not 1 <= limit <= self._settings.max_page_size:
             raise InvalidInput("limit", f"must be between 1 and {self._settings.max_page_size}")
         params: dict[str, Any] = {"owner_id": checked_owner(owner_id), "limit": limit + 1}
@@ -195,6 +204,8 @@ class ScheduleQueries(CallerOperations):
                         patch: SchedulePatch) -> Schedule:
         """Apply the given fields. A new expression or zone, or a resume, sets the next fire
         time from now: a paused window is not caught up."""
+        from common.store.schedule_models import Schedule
+
         given = patch.given()
         for _ in range(3):  # another change in between: read again and re-apply
             current = self.get_schedule(owner_id, schedule_id)
@@ -223,6 +234,8 @@ class ScheduleQueries(CallerOperations):
     def schedule_events(self, owner_id: str, schedule_id: UUID | str,
                         limit: int = 100) -> list[ScheduleEvent]:
         """The newest `limit` fires and skips, newest first."""
+        from common.store.schedule_models import ScheduleEvent
+
         self.get_schedule(owner_id, schedule_id)  # 404 for a missing or foreign schedule
         rows = self._rows(SQL_EVENTS, id=as_uuid(schedule_id),
                           owner_id=checked_owner(owner_id), limit=limit)
@@ -231,6 +244,8 @@ class ScheduleQueries(CallerOperations):
     # -- the sweep ---------------------------------------------------------------------------
 
     def due_schedules(self, limit: int) -> list[DueSchedule]:
+        from common.store.schedule_models import DueSchedule
+
         return [DueSchedule.model_validate(r) for r in self._rows(SQL_DUE, limit=limit)]
 
     def fire(self, due: DueSchedule, fire_time: datetime, next_fire: datetime,
