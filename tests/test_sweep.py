@@ -39,7 +39,11 @@ from tests.submit_fixtures import SubmitHarness
 from tests.support.pubsub_pull import pull_acked
 from tests.support.tcp_proxy import TcpProxy
 
-BIG = Budget(600)
+
+def big() -> Budget:
+    """A fresh, ample budget. A Budget's clock starts when it is made: one made at import would
+    run out in a suite that reaches this file more than ten minutes in."""
+    return Budget(600)
 
 
 @dataclass
@@ -137,7 +141,7 @@ def test_rescue_expired_leases(maint: Maintenance, engine: Engine) -> None:
     store.cancel("alice", cancelled.id)
     alive = job_in_state(store, JobState.PROCESSING)  # its lease still holds: untouched
     _expire(engine, retry.id, last.id, cancelled.id)
-    result = rescuer.rescue(store, maint.notifier, BIG, batch_size=2)
+    result = rescuer.rescue(store, maint.notifier, big(), batch_size=2)
     assert result == {
         "rescued": 3, "to_state": {"PENDING": 1, "FAILED": 1, "CANCELLED": 1}, "more": False,
     }
@@ -178,14 +182,14 @@ def test_a_worker_completing_just_before_the_rescue_wins(
     def sweep() -> None:
         go.wait()
         for _ in range(40):
-            rescuer.rescue(store, maint.notifier, BIG, batch_size=1)
+            rescuer.rescue(store, maint.notifier, big(), batch_size=1)
 
     threads = [threading.Thread(target=worker), threading.Thread(target=sweep)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    rescuer.rescue(store, maint.notifier, BIG, batch_size=100)
+    rescuer.rescue(store, maint.notifier, big(), batch_size=100)
     states: Counter[JobState] = Counter()
     for job in jobs:
         final = store.get("alice", job.id)
@@ -212,16 +216,16 @@ def test_redispatch_publishes_what_is_due_once(maint: Maintenance, engine: Engin
     later = job_in_state(store, JobState.PROCESSING)
     store.retry_later(later.id, later.attempts, "Flaky", "x", delay=timedelta(hours=1))
     after = timedelta(seconds=maint.settings.redispatch_after_s)
-    assert redispatcher.redispatch(maint.service, BIG, 2, after) == {
+    assert redispatcher.redispatch(maint.service, big(), 2, after) == {
         "published": 5, "stalled": False, "stranded": 0, "more": False
     }
     assert sorted(maint.published()) == sorted(str(j.id) for j in never)
     # Waiting in Pub/Sub is not lost: the next passes publish nothing again.
-    assert redispatcher.redispatch(maint.service, BIG, 2, after)["published"] == 0
+    assert redispatcher.redispatch(maint.service, big(), 2, after)["published"] == 0
     assert maint.published() == []
     # Past REDISPATCH_AFTER_S, still unclaimed: published once more, as a safety net.
     _age(engine, "dispatched_at", 61, never[0].id)
-    assert redispatcher.redispatch(maint.service, BIG, 2, after)["published"] == 1
+    assert redispatcher.redispatch(maint.service, big(), 2, after)["published"] == 1
     assert maint.published() == [str(never[0].id)]
 
 
@@ -235,18 +239,18 @@ def test_stranded_jobs_are_published_again_at_once_a_busy_backlog_is_not(
     done = job_in_state(store, JobState.COMPLETED)  # the worker ran something meanwhile
     _age(engine, "started_at", 35, done.id)
     long, stall = timedelta(hours=1), timedelta(seconds=30)
-    assert redispatcher.redispatch(maint.service, BIG, 2, long, stall) == {
+    assert redispatcher.redispatch(maint.service, big(), 2, long, stall) == {
         "published": 0, "stalled": False, "stranded": 0, "more": False
     }
     assert maint.published() == []  # a backlog being worked through: left to Pub/Sub
     _age(engine, "started_at", 600, done.id)  # no: it ran and ended before they were sent
     _age(engine, "finished_at", 600, done.id)
-    assert redispatcher.redispatch(maint.service, BIG, 2, long, stall) == {
+    assert redispatcher.redispatch(maint.service, big(), 2, long, stall) == {
         "published": 3, "stalled": True, "stranded": 3, "more": False
     }
     assert sorted(maint.published()) == sorted(str(j.id) for j in waiting)
     # Published again just now: the next pass waits another window before doing it again.
-    assert redispatcher.redispatch(maint.service, BIG, 2, long, stall)["published"] == 0
+    assert redispatcher.redispatch(maint.service, big(), 2, long, stall)["published"] == 0
 
 
 def test_a_failed_publish_is_released_for_the_next_pass(
@@ -260,10 +264,10 @@ def test_a_failed_publish_is_released_for_the_next_pass(
         common.messaging.pubsub.publisher.reset()
         broken = JobService(maint.store, Dispatcher(maint.settings.model_copy(
             update={"publish_timeout_s": 1.0})))
-        assert redispatcher.redispatch(broken, BIG, 10, timedelta(hours=1))["published"] == 0
+        assert redispatcher.redispatch(broken, big(), 10, timedelta(hours=1))["published"] == 0
         assert maint.store.get("alice", job.id).dispatched_at is None  # released, not stamped
     common.messaging.pubsub.publisher.reset()  # Pub/Sub is back
-    assert redispatcher.redispatch(maint.service, BIG, 10, timedelta(hours=1))["published"] == 1
+    assert redispatcher.redispatch(maint.service, big(), 10, timedelta(hours=1))["published"] == 1
 
 
 # -- dead letters -----------------------------------------------------------------------------
@@ -294,7 +298,7 @@ def test_dead_letters_send_jobs_back_then_are_acknowledged(
         b"garbage that is no job message",
     ):
         maint.dead_letter(data)
-    result = dead_letters.settle(store, maint.notifier, maint.dead_sub, BIG, 100)
+    result = dead_letters.settle(store, maint.notifier, maint.dead_sub, big(), 100)
     assert result == {"delivery_failed": 1, "undeliverable": 1, "ignored": 3, "poison": 1,
                       "more": False}
     back = store.get("alice", lost.id)  # never ran: not failed, dispatched again later
@@ -312,7 +316,7 @@ def test_dead_letters_send_jobs_back_then_are_acknowledged(
         {"job_id": str(hopeless.id), "owner": "alice", "state": "FAILED"}
     ]
     # Everything was acknowledged: a second pass finds nothing.
-    again = dead_letters.settle(store, maint.notifier, maint.dead_sub, BIG, 100)
+    again = dead_letters.settle(store, maint.notifier, maint.dead_sub, big(), 100)
     assert again == {"delivery_failed": 0, "undeliverable": 0, "ignored": 0, "poison": 0,
                      "more": False}
     # An undeliverable job is retryable by its owner.
@@ -338,7 +342,7 @@ def test_a_dead_letter_is_not_acknowledged_while_the_database_is_down(
         # Not acknowledged but handed back: a pass after the recovery settles it.
         settled: dict[str, Any] = {"delivery_failed": 0}
         for _ in range(3):
-            settled = dead_letters.settle(down, maint.notifier, maint.dead_sub, BIG, 100)
+            settled = dead_letters.settle(down, maint.notifier, maint.dead_sub, big(), 100)
             if settled["delivery_failed"]:
                 break
         assert settled["delivery_failed"] == 1
@@ -361,7 +365,7 @@ def test_retention_deletes_old_terminal_jobs_in_batches(
     pending = job_in_state(store, JobState.PENDING)
     _age(engine, "finished_at", 31 * 86400, *(j.id for j in old))
     _age(engine, "created_at", 31 * 86400, pending.id)
-    result = retention.prune(store, BIG, batch_size=4, days=30)
+    result = retention.prune(store, big(), batch_size=4, days=30)
     assert result == {"deleted_jobs": 9, "deleted_poison_messages": 0, "more": False}
     with engine.connect() as conn:
         left = set(conn.execute(text("SELECT id FROM jobs")).scalars())
@@ -433,8 +437,8 @@ def test_two_sweeps_at_once_neither_double_rescue_nor_double_publish(
     after = timedelta(seconds=maint.settings.redispatch_after_s)
 
     def steps(_: int) -> tuple[int, int]:
-        rescued = rescuer.rescue(store, maint.notifier, BIG, 20)["rescued"]
-        return rescued, redispatcher.redispatch(maint.service, BIG, 20, after)["published"]
+        rescued = rescuer.rescue(store, maint.notifier, big(), 20)["rescued"]
+        return rescued, redispatcher.redispatch(maint.service, big(), 20, after)["published"]
 
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(steps, range(2)))
