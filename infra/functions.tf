@@ -39,6 +39,17 @@ locals {
     ACK_DEADLINE_S           = tostring(var.ack_deadline_s)
   }
 
+  # Secret environment variables of each function: name => secret (version latest), from
+  # secrets.tf. Each reader is granted access in iam.tf, and the functions wait for the grants.
+  secret_env = {
+    submit = {
+      AUTH_HS256_SECRET  = data.google_secret_manager_secret.hs256.secret_id
+      WEBHOOK_SECRET_KEY = data.google_secret_manager_secret.webhook_key.secret_id
+    }
+    process = { WEBHOOK_SECRET_KEY = data.google_secret_manager_secret.webhook_key.secret_id }
+    sweep   = { WEBHOOK_SECRET_KEY = data.google_secret_manager_secret.webhook_key.secret_id }
+  }
+
   fn = {
     submit = {
       timeout = 60
@@ -117,11 +128,11 @@ resource "google_cloudfunctions2_function" "fn" {
     })
 
     dynamic "secret_environment_variables" {
-      for_each = each.key == "submit" ? [1] : []
+      for_each = local.secret_env[each.key]
       content {
-        key        = "AUTH_HS256_SECRET"
+        key        = secret_environment_variables.key
         project_id = var.project_id
-        secret     = data.google_secret_manager_secret.hs256.secret_id
+        secret     = secret_environment_variables.value
         version    = "latest"
       }
     }
@@ -131,6 +142,7 @@ resource "google_cloudfunctions2_function" "fn" {
   # the build account must hold its role before the first build; the APIs must be on.
   depends_on = [
     google_secret_manager_secret_iam_member.hs256_reader,
+    google_secret_manager_secret_iam_member.webhook_key_reader,
     google_project_iam_member.build_log_writer,
     google_project_iam_member.build_reads_sources,
     google_artifact_registry_repository_iam_member.build_pushes_images,
