@@ -1,6 +1,6 @@
-"""The webhook key reaches the functions that read it (offline, in the style of
-tests/test_deploy_first_try.py: python-hcl2 over infra/ and the shell blocks of docs/deploy.md;
-each test named after what it keeps true)."""
+"""The webhook key, and the fair-share, schedule and webhook settings, reach the functions that
+read them (offline, in the style of tests/test_deploy_first_try.py: python-hcl2 over infra/ and
+the shell blocks of docs/deploy.md; each test named after what it keeps true)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from common.settings import load_settings
+from common.settings import Settings, SettingsError, load_settings
 from localstack.paths import ROOT
 from tests.support.terraform import Infra, one_block
 from tests.test_deploy_first_try import DOCS, doc_commands, first
@@ -19,9 +19,23 @@ from tests.test_deploy_first_try import DOCS, doc_commands, first
 # - WEBHOOK_SECRET_KEY: submit seals a new secret (common/api/submit.py, seal); process
 #   (functions/process.py) and sweep (common/maintenance/sweep.py) build a WebhookDeliverer,
 #   which opens them to sign (common/messaging/webhooks.py, unseal).
+# - OWNER_MAX_RUNNING: process's claim and take_parked (common/store/worker_moves.py,
+#   fair_share.py), the sweep's parked step (take_parked_all).
+# - MAX_RUN_AHEAD_DAYS, MAX_SCHEDULES_PER_OWNER, SCHEDULE_MIN_INTERVAL_S: creating jobs and
+#   schedules (common/store/callers.py, schedules.py), submit's API only.
+# - WEBHOOK_MAX_ATTEMPTS, WEBHOOK_TIMEOUT_S: the WebhookDeliverer (process and sweep);
+#   WEBHOOK_ROTATION_GRACE_S: POST /webhook-secret/rotate (submit).
 READERS = {
     "WEBHOOK_SECRET_KEY": {"submit", "process", "sweep"},
+    "OWNER_MAX_RUNNING": {"process", "sweep"},
+    "MAX_RUN_AHEAD_DAYS": {"submit"},
+    "MAX_SCHEDULES_PER_OWNER": {"submit"},
+    "SCHEDULE_MIN_INTERVAL_S": {"submit"},
+    "WEBHOOK_MAX_ATTEMPTS": {"process", "sweep"},
+    "WEBHOOK_TIMEOUT_S": {"process", "sweep"},
+    "WEBHOOK_ROTATION_GRACE_S": {"submit"},
 }
+TUNABLES = [name for name in READERS if name != "WEBHOOK_SECRET_KEY"]
 KEY_SECRET = "${data.google_secret_manager_secret.webhook_key.secret_id}"
 
 
@@ -123,3 +137,75 @@ def test_webhook_key_rotation_is_documented_as_the_code_supports_it() -> None:
     assert "POST /webhook-secret/rotate` **twice**" in rotating
     assert re.search(r"gcloud secrets versions add \$NAME-webhook-secret-key", rotating)
 
+
+# -- fair share, schedules and webhooks as Terraform variables ------------------------------------
+
+
+def _bounds(setting: str) -> tuple[str, float | None, float | None]:
+    """('>=' or '>', lower, upper) of a setting's Field, as common/settings.py declares them."""
+    field = Settings.model_fields[setting.lower()]
+    op, low, high = ">=", None, None
+    for meta in field.metadata:  # annotated_types' Ge, Gt and Le, as pydantic keeps them
+        if getattr(meta, "ge", None) is not None:
+            low = meta.ge
+        elif getattr(meta, "gt", None) is not None:
+            op, low = ">", meta.gt
+        elif getattr(meta, "le", None) is not None:
+            high = meta.le
+    return op, low, high
+
+
+def _hcl(number: float) -> str:
+    """A bound as written in a .tf file: 2592000, not 2592000.0."""
+    return str(int(number)) if float(number).is_integer() else str(number)
+
+
+@pytest.mark.parametrize("setting", TUNABLES)
+def test_tunable_is_a_variable_with_the_settings_default_and_bounds(
+    infra: Infra, setting: str,
+) -> None:
+    name = setting.lower()
+    variable = infra.variables.get(name)
+    assert variable is not None, f"no variable {name} in infra/variables.tf"
+    field = Settings.model_fields[name]
+    assert variable["default"] == field.default
+    condition = one_block(variable["validation"])["condition"]
+    op, low, high = _bounds(setting)
+    assert low is not None and high is not None
+    assert f"var.{name} {op} {_hcl(low)}" in condition, condition
+    assert f"var.{name} <= {_hcl(high)}" in condition, condition
+    if field.annotation is int:  # pydantic refuses "1.5" for an int at start-up
+        assert f"floor(var.{name}) == var.{name}" in condition, condition
+
+
+@pytest.mark.parametrize("setting", TUNABLES)
+def test_tunable_is_passed_to_exactly_the_functions_that_read_it(
+    infra: Infra, setting: str,
+) -> None:
+    expression = f"${{tostring(var.{setting.lower()})}}"
+    given = {f for f, c in infra.locals["fn"].items() if c["env"].get(setting) == expression}
+    assert given == READERS[setting], f"{setting}: given to {given}, read by {READERS[setting]}"
+    assert setting not in infra.locals["common_env"]
+
+
+def test_tunables_are_in_the_docs_and_the_readme(infra: Infra) -> None:
+    docs, readme = DOCS.read_text(), (ROOT / "README.md").read_text()
+    for setting in TUNABLES:
+        assert f"`{setting.lower()}`" in docs, setting
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{setting}`"))
+        assert f"`{setting.lower()}`" in row, f"README's settings row for {setting}"
+
+
+def test_owner_max_running_validation_refuses_what_settings_refuse(infra: Infra) -> None:
+    """The condition, evaluated for a few values the way Terraform would, against pydantic."""
+    condition = one_block(infra.variables["owner_max_running"]["validation"])["condition"]
+    body = condition.removeprefix("${").removesuffix("}")
+    python = body.replace("&&", " and ").replace("var.owner_max_running", "v")
+    for value in (-1, 0, 2, 2.5, 100_000, 100_001):
+        accepted = eval(python, {"floor": int}, {"v": value})  # noqa: S307 - our own .tf text
+        try:
+            load_settings(database_url="postgresql+pg8000://u@h/db", owner_max_running=value)
+            allowed = True
+        except SettingsError:
+            allowed = False
+        assert accepted == allowed, (value, accepted, allowed)
