@@ -187,6 +187,14 @@ class Settings(BaseSettings):
                 key = b""
             if len(key) != 32:
                 raise ValueError("WEBHOOK_SECRET_KEY must be 32 bytes, base64-encoded")
+        if self.is_production and self.webhook_secret_key is None:
+            # All three functions need it: submit seals owners' secrets, process and sweep open
+            # them to sign deliveries. Without it submit would store new secrets unsealed.
+            raise ValueError(
+                "in production WEBHOOK_SECRET_KEY is required (32 random bytes, base64; "
+                "Terraform passes it from Secret Manager, docs/deploy.md step 3): without it "
+                "owners' webhook signing secrets would be stored unsealed"
+            )
         if self.is_production and self.auth_hs256_secret is not None:
             # Without them, a token minted for any other service that shares the secret (or a
             # leaked dev token) would be accepted here.

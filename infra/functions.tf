@@ -39,6 +39,17 @@ locals {
     ACK_DEADLINE_S           = tostring(var.ack_deadline_s)
   }
 
+  # Secret environment variables of each function: name => secret (version latest), from
+  # secrets.tf. Each reader is granted access in iam.tf, and the functions wait for the grants.
+  secret_env = {
+    submit = {
+      AUTH_HS256_SECRET  = data.google_secret_manager_secret.hs256.secret_id
+      WEBHOOK_SECRET_KEY = data.google_secret_manager_secret.webhook_key.secret_id
+    }
+    process = { WEBHOOK_SECRET_KEY = data.google_secret_manager_secret.webhook_key.secret_id }
+    sweep   = { WEBHOOK_SECRET_KEY = data.google_secret_manager_secret.webhook_key.secret_id }
+  }
+
   fn = {
     submit = {
       timeout = 60
@@ -49,6 +60,11 @@ locals {
         # secret without them): mint with `python main.py token` given the same two values.
         AUTH_HS256_ISSUER   = "${var.name}-callers"
         AUTH_HS256_AUDIENCE = local.url["submit"]
+        # Checked when a job or a schedule is written, and set when an owner rotates a secret.
+        MAX_RUN_AHEAD_DAYS       = tostring(var.max_run_ahead_days)
+        MAX_SCHEDULES_PER_OWNER  = tostring(var.max_schedules_per_owner)
+        SCHEDULE_MIN_INTERVAL_S  = tostring(var.schedule_min_interval_s)
+        WEBHOOK_ROTATION_GRACE_S = tostring(var.webhook_rotation_grace_s)
       }
       # The public API: still private by IAM unless allow_public_submit.
       ingress = "ALLOW_ALL"
@@ -57,7 +73,12 @@ locals {
       # Equal to the push subscription's ack deadline: the handler's limit is cut below it.
       timeout = var.ack_deadline_s
       memory  = "1Gi"
-      env     = {}
+      # A claim takes one of the owner's slots or parks the job; a job's end sends its webhook.
+      env = {
+        OWNER_MAX_RUNNING    = tostring(var.owner_max_running)
+        WEBHOOK_MAX_ATTEMPTS = tostring(var.webhook_max_attempts)
+        WEBHOOK_TIMEOUT_S    = tostring(var.webhook_timeout_s)
+      }
       # Pub/Sub push from the same project counts as internal traffic.
       ingress = "ALLOW_INTERNAL_ONLY"
     }
@@ -71,6 +92,10 @@ locals {
         RETENTION_DAYS           = tostring(var.retention_days)
         DEAD_LETTER_SUBSCRIPTION = google_pubsub_subscription.dead_letters.name
         REDISPATCH_AFTER_S       = tostring(max(1800, 2 * var.ack_deadline_s))
+        # Republishes parked jobs as slots free up, and delivers the webhooks still due.
+        OWNER_MAX_RUNNING    = tostring(var.owner_max_running)
+        WEBHOOK_MAX_ATTEMPTS = tostring(var.webhook_max_attempts)
+        WEBHOOK_TIMEOUT_S    = tostring(var.webhook_timeout_s)
       }
       # Cloud Scheduler in the same project counts as internal traffic.
       ingress = "ALLOW_INTERNAL_ONLY"
@@ -117,11 +142,11 @@ resource "google_cloudfunctions2_function" "fn" {
     })
 
     dynamic "secret_environment_variables" {
-      for_each = each.key == "submit" ? [1] : []
+      for_each = local.secret_env[each.key]
       content {
-        key        = "AUTH_HS256_SECRET"
+        key        = secret_environment_variables.key
         project_id = var.project_id
-        secret     = data.google_secret_manager_secret.hs256.secret_id
+        secret     = secret_environment_variables.value
         version    = "latest"
       }
     }
@@ -131,6 +156,7 @@ resource "google_cloudfunctions2_function" "fn" {
   # the build account must hold its role before the first build; the APIs must be on.
   depends_on = [
     google_secret_manager_secret_iam_member.hs256_reader,
+    google_secret_manager_secret_iam_member.webhook_key_reader,
     google_project_iam_member.build_log_writer,
     google_project_iam_member.build_reads_sources,
     google_artifact_registry_repository_iam_member.build_pushes_images,

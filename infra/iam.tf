@@ -93,6 +93,16 @@ resource "google_secret_manager_secret_iam_member" "hs256_reader" {
   member    = "serviceAccount:${google_service_account.function["submit"].email}"
 }
 
+# The webhook key is read by every function that seals or opens owners' signing secrets: exactly
+# those given WEBHOOK_SECRET_KEY in local.secret_env (submit, process and sweep). The functions
+# depend_on this grant, for the same reason as the HS256 one.
+resource "google_secret_manager_secret_iam_member" "webhook_key_reader" {
+  for_each  = toset([for f, env in local.secret_env : f if contains(keys(env), "WEBHOOK_SECRET_KEY")])
+  secret_id = data.google_secret_manager_secret.webhook_key.id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.function[each.key].email}"
+}
+
 # Pub/Sub's service agent forwards undeliverable messages: publisher on the dead-letter topic,
 # subscriber on the subscription they come from. It also mints the push OIDC tokens.
 resource "google_pubsub_topic_iam_member" "agent_dead_letter_publisher" {

@@ -172,6 +172,84 @@ variable "submit_caller_impersonators" {
   default     = []
 }
 
+# --- Fair share, schedules and webhooks ----------------------------------------------------------
+# Each is passed to the functions that read it (local.fn in functions.tf); the bounds are those
+# of common/settings.py, so a value a function would refuse at start-up fails the plan instead.
+
+variable "owner_max_running" {
+  description = <<-EOT
+    OWNER_MAX_RUNNING: PROCESSING jobs per owner, 0 = unlimited (the default). process applies it
+    when it claims a job, sweep when it republishes parked ones; per-owner overrides live in the
+    owner_limits table (`python main.py limit set OWNER N`).
+  EOT
+  type        = number
+  default     = 0
+  validation {
+    condition     = var.owner_max_running >= 0 && var.owner_max_running <= 100000 && floor(var.owner_max_running) == var.owner_max_running
+    error_message = "owner_max_running must be a whole number from 0 (unlimited) to 100000."
+  }
+}
+
+variable "max_schedules_per_owner" {
+  description = "MAX_SCHEDULES_PER_OWNER: schedules an owner may keep (submit)."
+  type        = number
+  default     = 100
+  validation {
+    condition     = var.max_schedules_per_owner >= 0 && var.max_schedules_per_owner <= 100000 && floor(var.max_schedules_per_owner) == var.max_schedules_per_owner
+    error_message = "max_schedules_per_owner must be a whole number from 0 to 100000."
+  }
+}
+
+variable "schedule_min_interval_s" {
+  description = "SCHEDULE_MIN_INTERVAL_S: shortest time between two fires of a schedule (submit checks it when a schedule is written)."
+  type        = number
+  default     = 60
+  validation {
+    condition     = var.schedule_min_interval_s >= 60 && var.schedule_min_interval_s <= 31536000 && floor(var.schedule_min_interval_s) == var.schedule_min_interval_s
+    error_message = "schedule_min_interval_s must be a whole number of seconds from 60 to 31536000 (a year)."
+  }
+}
+
+variable "max_run_ahead_days" {
+  description = "MAX_RUN_AHEAD_DAYS: how many days ahead a job may ask to run (run_at, delay_s; submit)."
+  type        = number
+  default     = 30
+  validation {
+    condition     = var.max_run_ahead_days >= 1 && var.max_run_ahead_days <= 3650 && floor(var.max_run_ahead_days) == var.max_run_ahead_days
+    error_message = "max_run_ahead_days must be a whole number from 1 to 3650."
+  }
+}
+
+variable "webhook_max_attempts" {
+  description = "WEBHOOK_MAX_ATTEMPTS: attempts before a completion webhook is given up (process and sweep deliver)."
+  type        = number
+  default     = 10
+  validation {
+    condition     = var.webhook_max_attempts >= 1 && var.webhook_max_attempts <= 50 && floor(var.webhook_max_attempts) == var.webhook_max_attempts
+    error_message = "webhook_max_attempts must be a whole number from 1 to 50."
+  }
+}
+
+variable "webhook_timeout_s" {
+  description = "WEBHOOK_TIMEOUT_S: one delivery attempt's connect and read timeout, seconds (process and sweep)."
+  type        = number
+  default     = 10
+  validation {
+    condition     = var.webhook_timeout_s > 0 && var.webhook_timeout_s <= 30
+    error_message = "webhook_timeout_s must be more than 0 and at most 30 seconds."
+  }
+}
+
+variable "webhook_rotation_grace_s" {
+  description = "WEBHOOK_ROTATION_GRACE_S: how long a rotated-out signing secret still signs deliveries (submit sets it at rotation)."
+  type        = number
+  default     = 86400
+  validation {
+    condition     = var.webhook_rotation_grace_s >= 0 && var.webhook_rotation_grace_s <= 2592000
+    error_message = "webhook_rotation_grace_s must be from 0 to 2592000 seconds (30 days)."
+  }
+}
+
 # --- Delivery ----------------------------------------------------------------------------------
 
 variable "build_repository" {

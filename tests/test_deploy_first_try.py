@@ -115,7 +115,8 @@ def test_item01_secret_is_created_before_apply_and_never_by_terraform(
     # No secret and no secret version in Terraform's state: both are read as data sources.
     assert "google_secret_manager_secret_version" not in infra.resources
     assert "google_secret_manager_secret" not in infra.resources
-    assert set(infra.data["google_secret_manager_secret"]) == {"hs256", "db_admin_password"}
+    assert set(infra.data["google_secret_manager_secret"]) == {
+        "hs256", "db_admin_password", "webhook_key"}
     # The docs create both, with a first version, before the first `terraform apply`.
     apply = first(commands, r"terraform\b.*\bapply\b")
     assert first(commands, r"gcloud secrets create \$NAME-hs256-secret .*--data-file=-") < apply

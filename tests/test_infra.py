@@ -152,10 +152,17 @@ def test_each_function_has_its_own_account_and_the_secret_comes_from_secret_mana
     assert service["service_account_email"] == (
         "${google_service_account.function[each.key].email}"
     )
-    assert "AUTH_HS256_SECRET" not in str(infra.locals) + str(service["environment_variables"])
-    secret = one_block(one_block(service["dynamic"])["secret_environment_variables"]["content"])
-    assert secret["key"] == "AUTH_HS256_SECRET"
-    assert secret["secret"] == "${data.google_secret_manager_secret.hs256.secret_id}"
+    plain = str(infra.locals["common_env"]) + str(infra.locals["fn"])
+    assert "AUTH_HS256_SECRET" not in plain + str(service["environment_variables"])
+    dynamic = one_block(service["dynamic"])["secret_environment_variables"]
+    assert dynamic["for_each"] == "${local.secret_env[each.key]}"
+    secret = one_block(dynamic["content"])
+    assert secret["key"] == "${secret_environment_variables.key}"
+    assert secret["secret"] == "${secret_environment_variables.value}"
+    assert infra.locals["secret_env"]["submit"]["AUTH_HS256_SECRET"] == (
+        "${data.google_secret_manager_secret.hs256.secret_id}")
+    assert all("AUTH_HS256_SECRET" not in infra.locals["secret_env"][f]
+               for f in ("process", "sweep"))
     readers = infra.resource("google_secret_manager_secret_iam_member", "hs256_reader")
     assert readers["member"] == 'serviceAccount:${google_service_account.function["submit"].email}'
 
@@ -165,7 +172,9 @@ def test_every_environment_variable_is_a_setting(infra: Infra) -> None:
     names = set(infra.locals["common_env"])
     for fn in infra.locals["fn"].values():
         names |= set(fn["env"])
-    names |= {"DB_USER", "AUTH_HS256_SECRET"}
+    for secrets in infra.locals["secret_env"].values():
+        names |= set(secrets)
+    names |= {"DB_USER"}
     known = {name.upper() for name in Settings.model_fields}
     assert names - known == set()
 

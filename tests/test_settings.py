@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from common.settings import SettingsError, load_settings
@@ -15,7 +17,12 @@ CLEAR = [
     "DB_IAM_AUTH",
     "DB_POOL_SIZE",
     "MAX_CONTENT_BYTES",
+    "WEBHOOK_SECRET_KEY",
+    "K_SERVICE",
+    "PRODUCTION",
 ]
+# A well-formed WEBHOOK_SECRET_KEY (32 bytes, base64), which production requires.
+WEBHOOK_KEY = base64.b64encode(b"k" * 32).decode()
 
 
 @pytest.fixture(autouse=True)
@@ -74,6 +81,7 @@ def test_production_refuses_an_hs256_secret_without_issuer_and_audience(
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql+pg8000://u@h/db")
     monkeypatch.setenv("AUTH_HS256_SECRET", "s" * 32)
+    monkeypatch.setenv("WEBHOOK_SECRET_KEY", WEBHOOK_KEY)
     for name in ("AUTH_HS256_ISSUER", "AUTH_HS256_AUDIENCE", "K_SERVICE", "PRODUCTION"):
         monkeypatch.delenv(name, raising=False)
     assert not load_settings().is_production  # a laptop: dev tokens without iss/aud are fine
@@ -99,5 +107,28 @@ def test_production_without_an_hs256_secret_needs_no_hs256_claims(
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql+pg8000://u@h/db")
     monkeypatch.setenv("K_SERVICE", "process")
+    monkeypatch.setenv("WEBHOOK_SECRET_KEY", WEBHOOK_KEY)
     monkeypatch.delenv("AUTH_HS256_SECRET", raising=False)
     assert load_settings().is_production
+
+
+@pytest.mark.parametrize("how", [{"K_SERVICE": "jobs-submit"}, {"K_SERVICE": "jobs-process"},
+                                 {"K_SERVICE": "jobs-sweep"}, {"PRODUCTION": "true"}])
+def test_production_refuses_to_start_without_the_webhook_secret_key(
+    monkeypatch: pytest.MonkeyPatch, how: dict[str, str],
+) -> None:
+    """submit seals owners' webhook secrets with it, process and sweep open them: on Cloud Run,
+    without it, submit would store new secrets unsealed."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql+pg8000://u@h/db")
+    monkeypatch.delenv("AUTH_HS256_SECRET", raising=False)
+    assert load_settings().webhook_secret_key is None  # make dev and tests: stored `plain:`
+    for name, value in how.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert "WEBHOOK_SECRET_KEY is required" in str(err.value)
+    assert "unsealed" in str(err.value)
+    monkeypatch.setenv("WEBHOOK_SECRET_KEY", WEBHOOK_KEY)
+    settings = load_settings()
+    assert settings.is_production and settings.webhook_secret_key is not None
+    assert WEBHOOK_KEY not in repr(settings)
