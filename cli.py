@@ -209,11 +209,23 @@ def _jobs_command(args: argparse.Namespace, api: JobsClient, as_json: bool) -> i
 def _migrate() -> None:
     from alembic import command
     from alembic.config import Config
+    from sqlalchemy.exc import SQLAlchemyError
 
+    from common.store.errors import DatabaseUnavailable
+
+    cli_schedules.database_settings()  # a clear error if there is no database to migrate
     root = os.path.dirname(os.path.abspath(__file__))
     config = Config(os.path.join(root, "alembic.ini"))
     config.set_main_option("script_location", os.path.join(root, "migrations"))
-    command.upgrade(config, "head")
+    try:
+        command.upgrade(config, "head")
+    except DatabaseUnavailable:
+        raise CliError("cannot reach the database", code=2) from None
+    except SQLAlchemyError as exc:
+        if type(exc).__name__ in ("OperationalError", "InterfaceError"):  # never connected
+            raise CliError(f"cannot reach the database: {cli_schedules.database_message(exc)}",
+                           code=2) from None
+        raise CliError(f"database error: {cli_schedules.database_message(exc)}") from None
     print("migrated to head")
     users = [u.strip() for u in os.environ.get("DB_APP_USERS", "").split(",") if u.strip()]
     if users:
@@ -315,4 +327,4 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (CliError, ClientError, cli_schedules.UsageError) as err:
         sys.stderr.write(f"error: {err}\n")
-        return err.code if isinstance(err, CliError) else 1
+        return err.code if isinstance(err, CliError | cli_schedules.UsageError) else 1

@@ -100,7 +100,10 @@ def job_summary(job: JobView, now: datetime, paint: Paint) -> str:
              ("created", f"{age((now - job.created_at).total_seconds())} ago "
                          f"({_clock(job.created_at, seconds=True)})")]
     if job.not_before and not job.state.terminal and job.not_before > now:
-        lines.append(("next try", f"in {age((job.not_before - now).total_seconds())}"))
+        # Never run: a job for later, due then; else a retry's backoff.
+        label = "due" if job.attempts == 0 else "next try"
+        lines.append((label, f"in {age((job.not_before - now).total_seconds())} "
+                             f"({_clock(job.not_before, seconds=True)})"))
     if job.started_at and job.finished_at:
         lines.append(("ran", duration((job.finished_at - job.started_at).total_seconds())))
     if job.metadata:

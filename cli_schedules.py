@@ -6,8 +6,10 @@
     python main.py schedule list | pause ID | resume ID | delete ID | events ID
     python main.py limit set OWNER N | limit clear OWNER | limit list     # operators: database
 
-`limit` talks to the database (DATABASE_URL or Cloud SQL), like `migrate`: limits are an
-operator's setting, not an owner's.
+`limit` talks to the database, like `migrate`: limits are an operator's setting, not an
+owner's. It finds it in DATABASE_URL (or INSTANCE_CONNECTION_NAME for Cloud SQL), else in the
+file `make dev` writes. An owner is always namespaced by who vouches for it: `hs256:<sub>` for
+a dev or service token's subject, `google:<sub>` for a Google identity.
 """
 
 from __future__ import annotations
@@ -22,10 +24,15 @@ from typing import Any
 Api = Callable[..., Any]
 _DURATION = re.compile(r"^([0-9]+)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
+_OWNER = re.compile(r"^(hs256|google):.+$", re.S)
 
 
 class UsageError(Exception):
-    pass
+    """A command the user must change; `code` 2 when the database cannot be reached."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def seconds(text: str) -> int:
@@ -74,7 +81,8 @@ def add_commands(sub: Any) -> None:
     st.add_argument("owner", help="a namespaced owner, e.g. hs256:alice or google:123")
     st.add_argument("n", type=int)
     lsub.add_parser("clear", help="remove OWNER's override").add_argument("owner")
-    lsub.add_parser("list", help="the overrides and how many jobs each owner runs now")
+    lsub.add_parser("list", help="the owners with an override, and how many jobs each runs now; "
+                    "`default` is OWNER_MAX_RUNNING as this shell sets it")
 
 
 def run_schedule(args: argparse.Namespace, api: Api) -> Any:
@@ -109,23 +117,69 @@ def run_schedule(args: argparse.Namespace, api: Api) -> Any:
     return api("PATCH", path, {"enabled": cmd == "resume"})
 
 
+def database_settings() -> Any:
+    """Settings for a command that talks to the database: the variables, else `make dev`'s
+    database (its file is only ever written by make dev, for a loopback server)."""
+    import os
+
+    from common.settings import SettingsError, load_settings
+
+    if not (os.environ.get("DATABASE_URL") or os.environ.get("INSTANCE_CONNECTION_NAME")):
+        try:
+            from localstack import dev_client
+        except ImportError:  # a deployed tree has no localstack
+            dev_client = None  # type: ignore[assignment]
+        if dev_client is not None:
+            try:
+                dev = dev_client.read()
+            except dev_client.DevClientFileError as exc:
+                raise UsageError(str(exc)) from None
+            if dev is not None and dev.database_url:
+                os.environ["DATABASE_URL"] = dev.database_url
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        reason = str(exc).replace("Value error, ", "")
+        raise UsageError(f"{reason} (or start `make dev`, whose database is used then)") from None
+
+
+def database_message(exc: BaseException) -> str:
+    """The server's own words (pg8000 carries them as a dict: M is the message), one line."""
+    orig = getattr(exc, "orig", exc)
+    detail = orig.args[0] if orig.args else orig
+    if isinstance(detail, dict):
+        detail = detail.get("M", detail)
+    return " ".join(str(detail).split())[:200]
+
+
 def run_limit(args: argparse.Namespace) -> Any:
-    from common.settings import load_settings
+    from sqlalchemy.exc import SQLAlchemyError
+
     from common.store.engine import create_engine_from_settings
-    from common.store.errors import InvalidInput
+    from common.store.errors import DatabaseUnavailable, InvalidInput
     from common.store.job_store import JobStore
 
-    settings = load_settings()
+    owner: str = getattr(args, "owner", "")
+    if args.limit_command != "list" and not _OWNER.match(owner):
+        raise UsageError(f"owner {owner!r} names no one: owners are namespaced, e.g. "
+                         "hs256:alice (the subject of a dev or service token) or google:<sub>")
+    settings = database_settings()
     engine = create_engine_from_settings(settings)
     try:
         store = JobStore(engine, settings)
         try:
             if args.limit_command == "set":
-                store.set_owner_limit(args.owner, args.n)
+                store.set_owner_limit(owner, args.n)
             elif args.limit_command == "clear":
-                store.set_owner_limit(args.owner, None)
+                if not any(row["owner_id"] == owner for row in store.owner_limits()):
+                    raise UsageError(f"{owner} has no override to clear")
+                store.set_owner_limit(owner, None)
+            return {"default": settings.owner_max_running, "owners": store.owner_limits()}
         except InvalidInput as exc:
             raise UsageError(f"{exc.field}: {exc.message}") from None
-        return {"default": settings.owner_max_running, "owners": store.owner_limits()}
+        except DatabaseUnavailable:
+            raise UsageError("cannot reach the database", code=2) from None
+        except SQLAlchemyError as exc:  # no such database, no such table (not migrated), …
+            raise UsageError(f"database error: {database_message(exc)}") from None
     finally:
         engine.dispose()

@@ -128,7 +128,8 @@ class DevStack:
         threading.Thread(target=self._scheduler, daemon=True, name="scheduler").start()
         dev_client.write(self.client_file, dev_client.DevClient(
             submit_url=f"http://127.0.0.1:{a.submit_port}",
-            sweep_url=f"http://127.0.0.1:{a.sweep_port}", secret=self.secret))
+            sweep_url=f"http://127.0.0.1:{a.sweep_port}", secret=self.secret,
+            database_url=self.database_url))
 
     @property
     def client_file(self) -> Path:

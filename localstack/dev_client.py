@@ -1,7 +1,8 @@
 """What a client needs to reach the local stack: `make dev` writes it, the CLI reads it.
 
 `.local/dev-client.json` (mode 0600: it holds the secret that signs dev tokens) names the URLs
-of `submit` and `sweep` and that secret, so a second terminal needs no `export` lines. The CLI
+of `submit` and `sweep`, that secret, and the stack's database (for the operator commands that
+talk to it: `limit`, `migrate`), so a second terminal needs no `export` lines. The CLI
 uses it only when no flag or variable says otherwise, and never for a URL that is not loopback:
 a token minted from the local secret has no business going anywhere else.
 """
@@ -31,6 +32,7 @@ class DevClient:
     sweep_url: str
     secret: str
     user: str = "dev"
+    database_url: str = ""  # files written before it was added have none
 
 
 def default_path() -> Path:
@@ -64,7 +66,8 @@ def read(path: Path | None = None) -> DevClient | None:
     try:
         data = json.loads(path.read_text())
         return DevClient(**{k: str(data[k]) for k in ("submit_url", "sweep_url", "secret")},
-                         user=str(data.get("user", "dev")))
+                         user=str(data.get("user", "dev")),
+                         database_url=str(data.get("database_url", "")))
     except (ValueError, KeyError, TypeError, OSError) as exc:
         raise DevClientFileError(f"{path} is unreadable ({type(exc).__name__}); "
                                  "restart `make dev` to write it again") from None

@@ -299,3 +299,55 @@ def test_run_later_schedules_and_limits_from_the_command_line(
     assert {"owner_id": "hs256:cli-user", "max_running": 3, "running": 0} in shown["owners"]
     refused = _cli("limit", "set", "hs256:cli-user", "-1", **db)
     assert refused.returncode == 1 and "max_running" in refused.stderr
+
+
+def test_operator_commands_find_make_devs_database_and_fail_in_one_line(
+    submit_env: Any, tmp_path: Path
+) -> None:
+    """`limit` and `migrate` talk to the database: with no variable they use make dev's, and
+    every way they can fail is one line on stderr (exit 2 when the database cannot be reached),
+    never a traceback. An owner without its namespace is refused: it could match no one."""
+    import json
+
+    def one_line(result: subprocess.CompletedProcess[str], code: int, text: str) -> None:
+        assert result.returncode == code, result.stderr
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
+        assert text in result.stderr and "Traceback" not in result.stderr
+
+    empty = {"DEV_DATA_DIR": str(tmp_path / "none")}
+    one_line(_cli("limit", "list", **empty), 1, "DATABASE_URL")
+    one_line(_cli("migrate", **empty), 1, "DATABASE_URL")
+    one_line(_cli("limit", "set", "bob", "1", **empty), 1, "owners are namespaced")
+    nowhere = {"DATABASE_URL": "postgresql+pg8000://postgres@127.0.0.1:1/jobs", **empty}
+    one_line(_cli("limit", "list", **nowhere), 2, "cannot reach the database")
+    one_line(_cli("migrate", **nowhere), 2, "cannot reach the database")
+    url = submit_env.env["DATABASE_URL"]
+    missing = url.rsplit("/", 1)[0] + "/no_such_database"
+    one_line(_cli("limit", "list", DATABASE_URL=missing), 1, "does not exist")
+
+    dev_client.write(tmp_path / dev_client.FILE_NAME, dev_client.DevClient(
+        "http://127.0.0.1:1", "http://127.0.0.1:2", SECRET, database_url=url))
+    dev = {"DEV_DATA_DIR": str(tmp_path)}
+    assert _cli("limit", "set", "hs256:dev-user", "2", **dev).returncode == 0
+    listed = json.loads(_cli("limit", "list", **dev).stdout)
+    assert {"owner_id": "hs256:dev-user", "max_running": 2, "running": 0} in listed["owners"]
+    assert _cli("limit", "clear", "hs256:dev-user", **dev).returncode == 0
+    one_line(_cli("limit", "clear", "hs256:dev-user", **dev), 1, "has no override")
+
+
+def test_a_job_for_later_shows_when_it_is_due_and_a_retry_when_it_runs_again() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import cli_render as r
+    from common.api.models import JobView
+
+    now = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
+    base = {"id": "fb041ba8-d9c1-4784-a61e-0ecdf690008d", "preset": "echo", "state": "PENDING",
+            "max_attempts": 3, "metadata": {}, "cancel_requested": False, "created_at": now,
+            "updated_at": now, "started_at": None, "finished_at": None, "result": None,
+            "not_before": now + timedelta(minutes=5, seconds=30),
+            "links": {"self": "/jobs/x", "events": "/jobs/x/events"}}
+    later = r.job_summary(JobView.model_validate({**base, "attempts": 0}), now, r.Paint(False))
+    assert "due       in 5m (2026-11-26 12:05:30 UTC)" in later
+    retry = r.job_summary(JobView.model_validate({**base, "attempts": 1}), now, r.Paint(False))
+    assert "next try  in 5m (2026-11-26 12:05:30 UTC)" in retry

@@ -69,9 +69,11 @@ class ProblemError(Exception):
 
 
 def validation_problem(exc: ValidationError) -> ProblemError:
-    """422 naming each invalid field (the first 20), from pydantic's own errors."""
+    """422 naming each invalid field (the first 20), from pydantic's own errors. Our own
+    validators' reasons lose pydantic's "Value error, " prefix: they are written to be read."""
     invalid = [
-        InvalidParam(name=".".join(str(p) for p in e["loc"]) or "body", reason=e["msg"])
+        InvalidParam(name=".".join(str(p) for p in e["loc"]) or "body",
+                     reason=e["msg"].removeprefix("Value error, "))
         for e in exc.errors()[:20]
     ]
     return ProblemError(422, "validation-error", "Invalid request", invalid=invalid)
