@@ -34,9 +34,10 @@ _state: dict[str, Any] = {}
 
 
 def _clients() -> tuple[Any, Any, str]:
-    """Engine and publisher built on first use, as ours are: our pool size and overflow
-    (DB_POOL_SIZE 2, DB_MAX_OVERFLOW 1 by default), autocommit, and the generated publisher
-    client with one Publish call per message, which is how ours publishes."""
+    """Engine and publisher built on first use, as ours are: our pool (DB_POOL_SIZE +
+    DB_MAX_OVERFLOW connections, 2 + 1 by default, all kept open as common/store/engine.py
+    keeps them), autocommit, and the generated publisher client with one Publish call per
+    message, which is how ours publishes."""
     with _lock:
         if not _state:
             from google.auth.credentials import AnonymousCredentials
@@ -44,8 +45,9 @@ def _clients() -> tuple[Any, Any, str]:
 
             _state["engine"] = create_engine(
                 os.environ["DATABASE_URL"],
-                pool_size=int(os.environ.get("DB_POOL_SIZE", "2")),
-                max_overflow=int(os.environ.get("DB_MAX_OVERFLOW", "1")),
+                pool_size=(int(os.environ.get("DB_POOL_SIZE", "2"))
+                           + int(os.environ.get("DB_MAX_OVERFLOW", "1"))),
+                max_overflow=0,
                 isolation_level="AUTOCOMMIT",
                 skip_autocommit_rollback=True,
             )
