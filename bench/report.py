@@ -19,6 +19,8 @@ from bench.results import load
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 CHART = HERE / "results.png"
+BENCHMARKS = ("lifecycle", "submit_latency", "cold_start", "end_to_end", "process_alone",
+              "sweep_scale", "chaos", "state_properties")
 
 
 def _machine() -> str:
@@ -178,6 +180,10 @@ def main() -> int:
         *[f"| {' | '.join(row)} |" for row in table],
         "",
     ]
+    missing = [name for name in BENCHMARKS if load(name) is None]
+    if missing:
+        lines += ["Not run (no figures recorded in bench/out/): "
+                  + ", ".join(f"`bench.{name}`" for name in missing) + ".", ""]
     if chaos := load("chaos"):
         lines += ["Chaos run counts: `" + str(chaos["counts"]) + "`", ""]
     if chart():
