@@ -122,6 +122,28 @@ def _process_alone_rows(alone: dict[str, Any]) -> list[tuple[str, str, str, str,
     ]
 
 
+def _cost_panel(ax: Any, e2e: dict[str, Any] | None, alone: dict[str, Any] | None) -> None:
+    """Ours against the floor pair: jobs/s end to end and per `process` instance, and CPU ms
+    per job (end to end, both servers; process alone)."""
+    labels, ours, floors = [], [], []
+    if e2e:
+        labels += ["end to end\njobs/s", "end to end\nCPU µs/job ÷ 10"]
+        ours += [e2e["ours"]["jobs_per_s"], e2e["ours"]["cpu_ms_per_job"] * 100]
+        floors += [e2e["floor"]["jobs_per_s"], e2e["floor"]["cpu_ms_per_job"] * 100]
+    if alone:
+        labels += ["process alone\njobs/s", "process alone\nCPU µs/job ÷ 10"]
+        ours += [alone["mean"]["ours"]["jobs_per_s"], alone["mean"]["ours"]["cpu_ms_per_job"] * 100]
+        floors += [alone["mean"]["floor"]["jobs_per_s"],
+                   alone["mean"]["floor"]["cpu_ms_per_job"] * 100]
+    x = range(len(labels))
+    ax.bar([i - 0.2 for i in x], ours, width=0.4, label="ours")
+    ax.bar([i + 0.2 for i in x], floors, width=0.4, label="floor pair")
+    ax.set(title="Cost per job against the floor pair")
+    ax.set_xticks(list(x), labels, fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend()
+
+
 def chart() -> bool:
     life, e2e, sub = load("lifecycle"), load("end_to_end"), load("submit_latency")
     if not life:
@@ -131,7 +153,7 @@ def chart() -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (left, right, third) = plt.subplots(1, 3, figsize=(16, 4.2))
     clients = [r["clients"] for r in life["rows"]]
     left.plot(clients, [r["ours"] for r in life["rows"]], "o-", label="job store lifecycle")
     left.plot(clients, [r["floor"] for r in life["rows"]], "s--", label="pgbench, same steps")
@@ -157,6 +179,7 @@ def chart() -> bool:
     right.set_xticks(list(x), labels, fontsize=8)
     right.grid(alpha=0.3, axis="y")
     right.legend()
+    _cost_panel(third, e2e, load("process_alone"))
     fig.suptitle(f"jobs-pipeline benchmarks, {time.strftime('%Y-%m-%d')}")
     fig.tight_layout()
     fig.savefig(CHART, dpi=110)
@@ -169,7 +192,8 @@ def main() -> int:
     lines = [
         "# Benchmark results",
         "",
-        f"Written by `make bench` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"Written by `bench.report` (`make bench` runs every benchmark, then it) on "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         f"Machine: {_machine()}.",
         "The machine is shared and noisy; figures move by ±20% between runs. Every ratio is",
         "against a floor measured in the same run (see README.md, Benchmarks, for what each",
