@@ -52,6 +52,7 @@ bench: install
 	-$(BIN)/python -m bench.submit_latency
 	-$(BIN)/python -m bench.cold_start
 	-$(BIN)/python -m bench.end_to_end
+	-$(BIN)/python -m bench.process_alone
 	-$(BIN)/python -m bench.sweep_scale
 	-$(BIN)/python -m bench.schedules
 	-$(BIN)/python -m bench.chaos

@@ -1,9 +1,20 @@
-"""End-to-end throughput and latency: N jobs through the real local stack (HTTP submit ->
-emulator push -> process -> PostgreSQL), against the raw push rate of the same emulator into a
-no-op functions-framework CloudEvent function, measured in the same run.
+"""End to end: N jobs through our pipeline (HTTP `submit` -> emulator push -> `process` ->
+PostgreSQL) against the floor pair (bench/floor/main.py: `submit_floor` and `process_floor`,
+the least a user would write by hand, with no guarantees), served the same way (real
+functions-framework servers, same driver, pool size and Pub/Sub client) against the same
+PostgreSQL and emulator, alternating floor and ours for BENCH_ROUNDS rounds (default 2) in
+one run, from 8 HTTP clients.
 
-Prints the ratio (target >= 0.6) and the submit -> COMPLETED latency p50 and p99, taken from the
-database's own timestamps (created_at, finished_at)."""
+    .venv/bin/python -m bench.end_to_end     # BENCH_JOBS (default 600) per run
+
+Three figures per pipeline, each the mean of its rounds:
+- throughput: jobs/s from the first submit to the last job done;
+- CPU per job: user + system CPU of both servers' processes (from /proc), divided by N;
+- WAL per job: the pg_current_wal_insert_lsn() difference over the run, divided by N (the
+  insert position: the write position lags it on a server with asynchronous commits).
+Targets: throughput >= 1.0 x the pair, CPU per job <= 1.1 x the pair, WAL per job <= 2,200
+bytes. The raw push rate of the emulator into a no-op function is printed as information, and
+ours' submit -> COMPLETED latency (from the database's own timestamps)."""
 
 from __future__ import annotations
 
@@ -14,11 +25,15 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
+from bench.floor.main import TABLE_DDL
+from bench.proc_stats import cpu_seconds, peak_rss_mib
 from bench.results import record
 from bench.services import services
 from bench.submit_latency import Client
@@ -29,39 +44,38 @@ from localstack.topology import Topology
 from tests.support.paths import ROOT
 
 SECRET = secrets.token_urlsafe(32)
-TARGET = 0.6
+TARGETS = {"throughput": 1.0, "cpu_per_job": 1.1, "wal_per_job_bytes": 2200}
 CLIENTS = 8
+FLOOR_SOURCE = ROOT / "bench" / "floor" / "main.py"
+BODY = json.dumps({"preset": "echo", "content": "hello"}).encode()
 
 
-def _push_subscription(emulator: PubSubEmulator, topic: str, name: str, endpoint: str) -> None:
+def push_subscription(emulator: PubSubEmulator, topic: str, name: str, endpoint: str) -> None:
     Topology(project=emulator.project, jobs_topic=topic, push_subscription=name,
              dead_letter_topic=topic + "-dead", dead_letter_subscription=topic + "-dead-sub",
              results_topic=topic + "-results").create(endpoint)
 
 
-def floor_rate(emulator: PubSubEmulator, n: int, topic: str) -> float:
+def raw_push_rate(emulator: PubSubEmulator, n: int, topic: str) -> float:
     """Messages per second the emulator pushes into a function that does nothing."""
     from google.cloud import pubsub_v1
 
     count_file = Path(tempfile.mkstemp(prefix="noop-count-")[1])
-    server = FunctionServer(
-        "noop_event", ROOT / "bench" / "floor" / "main.py",
-        {**emulator.env(), "NOOP_COUNT_FILE": str(count_file)},
-    )
+    server = FunctionServer("noop_event", FLOOR_SOURCE,
+                            {**emulator.env(), "NOOP_COUNT_FILE": str(count_file)})
     try:
-        _push_subscription(emulator, topic, topic + "-push", server.url + "/")
+        push_subscription(emulator, topic, topic + "-push", server.url + "/")
         publisher = pubsub_v1.PublisherClient()
         path = publisher.topic_path(emulator.project, topic)
         data = json.dumps({"v": 1, "job_id": "00000000-0000-4000-8000-000000000000",
                            "attempts": 0}).encode()
         started = time.perf_counter()
-        futures = [publisher.publish(path, data) for _ in range(n)]
-        for f in futures:
+        for f in [publisher.publish(path, data) for _ in range(n)]:
             f.result(timeout=60)
         deadline = time.monotonic() + 300
         while count_file.stat().st_size < n:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"floor: only {count_file.stat().st_size} of {n} pushed")
+                raise RuntimeError(f"raw push: only {count_file.stat().st_size} of {n} pushed")
             time.sleep(0.01)
         return n / (time.perf_counter() - started)
     finally:
@@ -69,105 +83,208 @@ def floor_rate(emulator: PubSubEmulator, n: int, topic: str) -> float:
         count_file.unlink(missing_ok=True)
 
 
-def pipeline_run(
-    emulator: PubSubEmulator, url: str, n: int, tag: str
-) -> tuple[float, list[float]]:
-    """Jobs per second from the first submit to the last COMPLETED, and each job's latency."""
+@dataclass
+class Pipeline:
+    """A submit server and a process server, and how to tell when N jobs are done."""
+
+    name: str
+    submit: FunctionServer
+    process: FunctionServer
+    path: str
+    headers: dict[str, str]
+    done_sql: str  # (done, failed) counts
+    reset_sql: str
+    runs: list[dict[str, float]] = field(default_factory=list)
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.submit.pid) + cpu_seconds(self.process.pid)
+
+    def close(self) -> None:
+        self.submit.close()
+        self.process.close()
+
+
+def start_pipelines(emulator: PubSubEmulator, url: str) -> tuple[Pipeline, Pipeline]:
+    """(floor pair, ours), each subscribed to its own topic, both warmed up."""
     from google.cloud import pubsub_v1
 
-    env = {
-        **emulator.env(),
-        "DATABASE_URL": url,
-        "AUTH_HS256_SECRET": SECRET,
-        "GOOGLE_CLOUD_PROJECT": emulator.project,
-        "JOBS_TOPIC": f"jobs-{tag}",
-        "RESULTS_TOPIC": f"results-{tag}",
-    }
-    pubsub_v1.PublisherClient().create_topic(
-        request={"name": f"projects/{emulator.project}/topics/results-{tag}"}
-    )
-    process = FunctionServer("process", ROOT / "main.py", env)
-    submit = FunctionServer("submit", ROOT / "main.py", env, probe="/healthz")
+    base = {**emulator.env(), "DATABASE_URL": url, "GOOGLE_CLOUD_PROJECT": emulator.project}
     engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(TABLE_DDL))
+    engine.dispose()
+    started: list[FunctionServer] = []
+
+    def server(target: str, source: Path, env: dict[str, str], probe: str = "/") -> FunctionServer:
+        started.append(FunctionServer(target, source, {**base, **env}, probe=probe))
+        return started[-1]
+
     try:
-        _push_subscription(emulator, f"jobs-{tag}", f"process-{tag}", process.url + "/")
+        pubsub_v1.PublisherClient().create_topic(
+            request={"name": f"projects/{emulator.project}/topics/results-ours"})
+        floor_env = {"JOBS_TOPIC": "jobs-floor"}
+        floor = Pipeline(
+            "floor pair", server("submit_floor", FLOOR_SOURCE, floor_env),
+            server("process_floor", FLOOR_SOURCE, floor_env), "/",
+            {"Content-Type": "application/json"},
+            "SELECT count(*) FILTER (WHERE done), 0 FROM bench_floor",
+            "TRUNCATE bench_floor",
+        )
+        ours_env = {"AUTH_HS256_SECRET": SECRET, "JOBS_TOPIC": "jobs-ours",
+                    "RESULTS_TOPIC": "results-ours"}
         token = issue_dev_token(SECRET, "bench", ttl_s=3600)
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
-        body = json.dumps({"preset": "text-stats", "content": "One fish. Two fish."}).encode()
-        # Warm both servers (pools, publisher, imports), then start from empty tables.
-        warm = Client(submit.port)
-        for _ in range(20):
-            warm.post("/jobs", body, headers)
-        _wait_completed(engine, 20)
-        with engine.connect() as conn:
-            conn.execute(text("TRUNCATE jobs, job_events, job_results, webhook_deliveries"))
-        errors: list[Any] = []
-
-        def client(count: int) -> None:
-            c = Client(submit.port)
-            for _ in range(count):
-                status, _ = c.post("/jobs", body, headers)
-                if status != 202:
-                    errors.append(status)
-
-        started = time.perf_counter()
-        threads = [threading.Thread(target=client, args=(n // CLIENTS + (i < n % CLIENTS),))
-                   for i in range(CLIENTS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise RuntimeError(f"submit refused {len(errors)} jobs: {errors[:5]}")
-        _wait_completed(engine, n)
-        elapsed = time.perf_counter() - started
-        with engine.connect() as conn:
-            latencies = list(conn.execute(text(
-                "SELECT extract(epoch FROM finished_at - created_at)::float8 FROM jobs"
-            )).scalars())
-        return n / elapsed, latencies
-    finally:
-        engine.dispose()
-        submit.close()
-        process.close()
+        ours = Pipeline(
+            "ours", server("submit", ROOT / "main.py", ours_env, probe="/healthz"),
+            server("process", ROOT / "main.py", ours_env), "/jobs",
+            {"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+            "SELECT count(*) FILTER (WHERE state = 'COMPLETED'), "
+            "count(*) FILTER (WHERE state IN ('FAILED', 'CANCELLED')) FROM jobs",
+            "TRUNCATE jobs, job_events, job_results, webhook_deliveries",
+        )
+        push_subscription(emulator, "jobs-floor", "process-floor", floor.process.url + "/")
+        push_subscription(emulator, "jobs-ours", "process-ours", ours.process.url + "/")
+    except BaseException:
+        for s in started:
+            s.close()
+        raise
+    return floor, ours
 
 
-def _wait_completed(engine: Any, n: int) -> None:
+def submit_all(pipeline: Pipeline, n: int, clients: int = CLIENTS) -> None:
+    post_jobs(pipeline.submit.port, pipeline.path, pipeline.headers, n, clients)
+
+
+def post_jobs(port: int, path: str, headers: dict[str, str], n: int, clients: int) -> None:
+    """POST n jobs from `clients` threads, each on its own keep-alive connection."""
+    errors: list[Any] = []
+
+    def client(count: int) -> None:
+        c = Client(port)
+        for _ in range(count):
+            status, _ = c.post(path, BODY, headers)
+            if status != 202:
+                errors.append(status)
+
+    threads = [threading.Thread(target=client, args=(n // clients + (i < n % clients),))
+               for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise RuntimeError(f"submit on :{port} refused {len(errors)} jobs: {errors[:5]}")
+
+
+def wait_done(engine: Engine, pipeline: Pipeline, n: int, poll_s: float = 0.02) -> None:
     deadline = time.monotonic() + 600
     while True:
         with engine.connect() as conn:
-            done, other = conn.execute(text(
-                "SELECT count(*) FILTER (WHERE state = 'COMPLETED'), "
-                "count(*) FILTER (WHERE state IN ('FAILED', 'CANCELLED')) FROM jobs"
-            )).one()
-        if other:
-            raise RuntimeError(f"{other} jobs did not complete")
+            done, failed = conn.execute(text(pipeline.done_sql)).one()
+        if failed:
+            raise RuntimeError(f"{pipeline.name}: {failed} jobs did not complete")
         if done >= n:
             return
         if time.monotonic() > deadline:
-            raise RuntimeError(f"only {done} of {n} jobs completed")
-        time.sleep(0.05)
+            raise RuntimeError(f"{pipeline.name}: only {done} of {n} jobs done")
+        time.sleep(poll_s)
+
+
+def wal_lsn(engine: Engine) -> str:
+    with engine.connect() as conn:
+        return str(conn.execute(text("SELECT pg_current_wal_insert_lsn()")).scalar_one())
+
+
+def wal_bytes(engine: Engine, start: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), :s)"),
+                                {"s": start}).scalar_one())
+
+
+def run_once(engine: Engine, pipeline: Pipeline, n: int) -> dict[str, float]:
+    """One measured run from empty tables and a fresh checkpoint (so both pipelines pay the
+    same full-page writes): jobs/s, CPU s per job, WAL bytes per job."""
+    with engine.connect() as conn:
+        conn.execute(text(pipeline.reset_sql))
+        conn.execute(text("CHECKPOINT"))
+    lsn, cpu = wal_lsn(engine), pipeline.cpu()
+    started = time.perf_counter()
+    submit_all(pipeline, n)
+    wait_done(engine, pipeline, n)
+    elapsed = time.perf_counter() - started
+    figures = {"jobs_per_s": n / elapsed, "cpu_ms_per_job": (pipeline.cpu() - cpu) * 1000 / n,
+               "wal_bytes_per_job": wal_bytes(engine, lsn) / n}
+    pipeline.runs.append(figures)
+    return figures
+
+
+def mean_of(pipeline: Pipeline) -> dict[str, float]:
+    return {k: statistics.mean(r[k] for r in pipeline.runs) for k in pipeline.runs[0]}
+
+
+def alternate(
+    engine: Engine, floor: Pipeline, ours: Pipeline, n: int, rounds: int,
+    say: Callable[[str], None] = print,
+) -> None:
+    """Warm both, then `rounds` rounds, floor first in odd rounds and ours first in even ones,
+    so a slow patch of the machine does not fall on one pipeline only."""
+    for p in (floor, ours):
+        submit_all(p, 40)
+        wait_done(engine, p, 40)
+    for r in range(rounds):
+        for p in (floor, ours) if r % 2 == 0 else (ours, floor):
+            f = run_once(engine, p, n)
+            say(f"round {r + 1} {p.name:>10}: {f['jobs_per_s']:6.1f} jobs/s  "
+                f"CPU {f['cpu_ms_per_job']:5.2f} ms/job  WAL {f['wal_bytes_per_job']:6.0f} B/job")
+
+
+def latencies(engine: Engine) -> dict[str, float]:
+    """Ours, last run: submit -> COMPLETED from the database's timestamps, in ms."""
+    with engine.connect() as conn:
+        values = list(conn.execute(text(
+            "SELECT extract(epoch FROM finished_at - created_at)::float8 FROM jobs"
+        )).scalars())
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return {"p50": cuts[49] * 1000, "p99": cuts[98] * 1000}
 
 
 def main() -> int:
-    n = int(os.environ.get("BENCH_JOBS", "1000"))
+    n = int(os.environ.get("BENCH_JOBS", "600"))
+    rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
     with services("jobs_e2e") as (url, emulator):
-        floor_before = floor_rate(emulator, n, "floor-a")
-        rate, latencies = pipeline_run(emulator, url, n, "a")
-        floor_after = floor_rate(emulator, n, "floor-b")
-        floor = statistics.mean([floor_before, floor_after])
-        ratio = rate / floor
-        cuts = statistics.quantiles(latencies, n=100, method="inclusive")
-        print(f"raw emulator push into a no-op function: {floor_before:.0f} and "
-              f"{floor_after:.0f} msg/s (before/after), mean {floor:.0f}")
-        print(f"end to end ({n} jobs, {CLIENTS} HTTP clients): {rate:.0f} jobs/s  "
-              f"ratio {ratio:.2f} (target >= {TARGET}) {'OK' if ratio >= TARGET else 'BELOW'}")
-        print(f"submit -> COMPLETED latency: p50 {cuts[49] * 1000:.0f} ms, "
-              f"p99 {cuts[98] * 1000:.0f} ms")
-        record("end_to_end", jobs=n, clients=CLIENTS, ours=rate, floor=floor,
-               floor_runs=[floor_before, floor_after], ratio=ratio, target=TARGET,
-               latency_ms={"p50": cuts[49] * 1000, "p99": cuts[98] * 1000})
-        return 0 if ratio >= TARGET else 1
+        raw = raw_push_rate(emulator, min(n, 1000), "raw-push")
+        floor, ours = start_pipelines(emulator, url)
+        engine = create_engine(url, isolation_level="AUTOCOMMIT")
+        try:
+            alternate(engine, floor, ours, n, rounds)
+            lat = latencies(engine)
+            rss = {p.name: {"submit": peak_rss_mib(p.submit.pid),
+                            "process": peak_rss_mib(p.process.pid)} for p in (floor, ours)}
+        finally:
+            engine.dispose()
+            floor.close()
+            ours.close()
+    f, o = mean_of(floor), mean_of(ours)
+    ratios = {"throughput": o["jobs_per_s"] / f["jobs_per_s"],
+              "cpu_per_job": o["cpu_ms_per_job"] / f["cpu_ms_per_job"],
+              "wal_per_job": o["wal_bytes_per_job"] / f["wal_bytes_per_job"]}
+    ok = {"throughput": ratios["throughput"] >= TARGETS["throughput"],
+          "cpu_per_job": ratios["cpu_per_job"] <= TARGETS["cpu_per_job"],
+          "wal_per_job_bytes": o["wal_bytes_per_job"] <= TARGETS["wal_per_job_bytes"]}
+    print(f"{n} jobs x {rounds} rounds each, {CLIENTS} HTTP clients, echo preset")
+    print(f"throughput   ours {o['jobs_per_s']:6.1f} jobs/s   pair {f['jobs_per_s']:6.1f}   "
+          f"ratio {ratios['throughput']:.2f} (target >= 1.0)")
+    print(f"CPU per job  ours {o['cpu_ms_per_job']:6.2f} ms       pair {f['cpu_ms_per_job']:6.2f}"
+          f"   ratio {ratios['cpu_per_job']:.2f} (target <= 1.1)")
+    print(f"WAL per job  ours {o['wal_bytes_per_job']:6.0f} B        pair "
+          f"{f['wal_bytes_per_job']:6.0f}   ratio {ratios['wal_per_job']:.1f} "
+          f"(target ours <= 2,200 B)")
+    print(f"raw emulator push into a no-op function: {raw:.0f} msg/s (information only)")
+    print(f"ours submit -> COMPLETED latency: p50 {lat['p50']:.0f} ms, p99 {lat['p99']:.0f} ms")
+    print(f"peak RSS (MiB): {json.dumps(rss)}")
+    record("end_to_end", jobs=n, rounds=rounds, clients=CLIENTS, ours=o, floor=f,
+           ours_runs=ours.runs, floor_runs=floor.runs, ratios=ratios, targets=TARGETS, ok=ok,
+           raw_push_msg_per_s=raw, latency_ms=lat, peak_rss_mib=rss)
+    return 0 if all(ok.values()) else 1
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """What every benchmark stands on: a durable throwaway PostgreSQL (fsync on) with the schema
-migrated, and the Pub/Sub emulator, both stopped when the benchmark ends."""
+migrated, and the Pub/Sub emulator, both stopped when the benchmark ends (also when either
+fails to start: whatever started is stopped)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from localstack.emulator import PubSubEmulator
 from localstack.postgres import migrate, start_postgres
@@ -14,13 +15,12 @@ from localstack.postgres import migrate, start_postgres
 @contextmanager
 def services(dbname: str) -> Iterator[tuple[str, PubSubEmulator]]:
     """(database URL, emulator); the emulator's environment is exported for the clients here."""
-    server = start_postgres(durable=True)
-    emulator = PubSubEmulator(project="bench-project").start()
-    try:
+    with ExitStack() as stack:
+        server = start_postgres(durable=True)
+        stack.callback(server.stop)
+        emulator = PubSubEmulator(project="bench-project").start()
+        stack.callback(emulator.stop)
         url = server.url(server.create_database(dbname))
         migrate(url)
         os.environ.update(emulator.env())
         yield url, emulator
-    finally:
-        emulator.stop()
-        server.stop()

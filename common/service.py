@@ -1,10 +1,14 @@
 """The job manager above the repository: what a caller's request does, end to end.
 
-A new job is committed first (row + first event in one statement), then published, then marked
-dispatched. If the publish fails, or the instance dies between commit and publish, the job is
-still accepted: it stays undispatched and the sweep publishes it. Once the row is committed the
-caller is told so, whatever happens to the bookkeeping after: answering an error for a job that
-exists would make a client without an idempotency key submit it twice.
+A new job is committed first (row + first event in one statement, stamped dispatched), then
+published. If the publish fails, the stamp is released and the sweep's next pass publishes the
+job. If the instance dies between commit and publish (or the release cannot be written), the
+job is still accepted and not lost: the sweep publishes it again once its stamp is older than
+REDISPATCH_AFTER_S, as it does for any message that went unclaimed. Stamping at creation saves
+a statement (and a row version) per job; the price is that slower recovery in that rare case.
+Once the row is committed the caller is told so, whatever happens to the bookkeeping after:
+answering an error for a job that exists would make a client without an idempotency key submit
+it twice.
 """
 
 from __future__ import annotations
@@ -24,13 +28,22 @@ class JobService:
         self.store = store
         self.dispatcher = dispatcher
 
-    def _dispatch(self, job: Job) -> None:
-        """Publish a committed job and record that it was. Never raises for the record: a job
-        left unmarked is published again by the sweep, and the claim's fencing makes that
-        second message harmless (it finds the job claimed, or stale, and is acknowledged)."""
-        published = self.dispatcher.publish(
-            [DispatchItem(id=job.id, attempts=job.attempts, traceparent=job.traceparent)]
-        )
+    def _dispatch(self, job: Job, *, stamped: bool = False) -> None:
+        """Publish a committed job and record that it was (`stamped`: it was recorded as it was
+        committed, so only a failed publish is written, to release it). Never raises for the
+        record: a job left unmarked is published again by the sweep, and the claim's fencing
+        makes that second message harmless (it finds the job claimed, or stale, and is
+        acknowledged)."""
+        item = DispatchItem(id=job.id, attempts=job.attempts, traceparent=job.traceparent)
+        published = self.dispatcher.publish([item])
+        if stamped:
+            if not published:
+                try:
+                    self.store.release_dispatch([item])
+                except DatabaseUnavailable:
+                    log("WARNING", "unpublished job not released; the sweep will publish it "
+                        "after REDISPATCH_AFTER_S", job_id=str(job.id), attempts=job.attempts)
+            return
         if not published:
             return
         try:
@@ -43,11 +56,11 @@ class JobService:
         self, owner: str, new: NewJob, *, traceparent: str | None = None
     ) -> tuple[Job, bool]:
         """Returns (job, created). A replayed request publishes nothing new, and a job for later
-        is the sweep's to publish. The job keeps `traceparent`, and every message about it
-        carries that trace."""
-        job, created = self.store.create(owner, new, traceparent=traceparent)
+        is the sweep's to publish (it is created unstamped). The job keeps `traceparent`, and
+        every message about it carries that trace."""
+        job, created = self.store.create(owner, new, traceparent=traceparent, dispatching=True)
         if created and job.not_before is None:
-            self._dispatch(job)
+            self._dispatch(job, stamped=True)
         return job, created
 
     def retry(self, owner: str, job_id: UUID | str) -> Job:

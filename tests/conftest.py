@@ -33,6 +33,23 @@ def database_url(pg_server: PostgresServer) -> Iterator[str]:
     pg_server.drop_database(name)
 
 
+@pytest.fixture()
+def stack_database(
+    pg_server: PostgresServer, emulator: PubSubEmulator, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """A migrated database of the test's own, dropped after it, with the emulator's environment
+    exported: for runs of the whole local stack (chaos, the benchmarks' smoke tests)."""
+    for key, value in emulator.env().items():
+        monkeypatch.setenv(key, value)
+    name = pg_server.create_database("jobs_stack")
+    try:
+        url = pg_server.url(name)
+        migrate(url)
+        yield url
+    finally:
+        pg_server.drop_database(name)
+
+
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
     # Some tests terminate every store connection on purpose: the shared engine pings on each

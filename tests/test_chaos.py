@@ -7,23 +7,12 @@ from typing import Any
 
 import pytest
 
-from localstack.postgres import PostgresServer, migrate
 from tests.support import chaos_run
 
 
 @pytest.mark.timeout(900)
-def test_every_job_ends_once_under_faults(
-    pg_server: PostgresServer, emulator: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for key, value in emulator.env().items():
-        monkeypatch.setenv(key, value)
-    name = pg_server.create_database("jobs_chaos")
-    try:
-        url = pg_server.url(name)
-        migrate(url)
-        result = chaos_run.run(url, emulator, n=200)
-    finally:
-        pg_server.drop_database(name)
+def test_every_job_ends_once_under_faults(stack_database: str, emulator: Any) -> None:
+    result = chaos_run.run(stack_database, emulator, n=200)
     print("chaos counts:", result.counts)
     assert result.problems == [], result.problems[:20]
     counts = result.counts

@@ -48,3 +48,25 @@ def test_a_cold_start_loads_no_schedule_code_nor_other_on_demand_modules() -> No
             [sys.executable, "-c", probe], capture_output=True, text=True, check=True
         ).stdout.strip()
         assert out == "[]", (target, out)
+
+
+def test_process_cold_import_loads_no_api_module_and_unrouted_paths_are_problems() -> None:
+    """`process` answers no HTTP API, so its cold import leaves the API's modules out; the 404
+    handler every function registers loads them on first use and still answers a problem."""
+    probe = (
+        "import sys, main; main.process; "
+        "print(sorted(m for m in sys.modules if m.startswith('common.api')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == "[]"
+    probe = (
+        "import functions_framework; "
+        "app = functions_framework.create_app('process', 'main.py', 'cloudevent'); "
+        "r = app.test_client().get('/jobs/a%0Ab'); print(r.status_code, r.content_type)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip().splitlines()[-1]
+    assert out == "404 application/problem+json"

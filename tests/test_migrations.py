@@ -43,7 +43,6 @@ def test_upgrade_downgrade_upgrade(scratch_url: str) -> None:
         "ix_jobs_undispatched_due",
         "ix_jobs_dispatched_pending",
         "ix_jobs_terminal_age",
-        "ix_job_events_job",
         "ix_poison_messages_received",
         "ix_chaos_runs_job",
         "ix_schedules_due",

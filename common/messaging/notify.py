@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import time
 from collections.abc import Iterable
 from uuid import UUID
 
@@ -22,6 +23,8 @@ from common.settings import Settings
 from common.store.states import JobState
 
 Message = tuple[bytes, dict[str, str]]
+# How long the publishing thread waits to fill a batch once it holds a notification.
+LINGER_S = 0.02
 
 
 class Notifier:
@@ -72,12 +75,18 @@ class Notifier:
             return self._idle.wait_for(lambda: self._pending == 0, timeout=timeout_s)
 
     def _drain(self) -> None:
+        """Publish what is queued, in batches: after the first message, wait up to LINGER_S for
+        more, so that at a steady rate one Publish call carries several notifications (each
+        call costs far more CPU than a message in it)."""
         assert self._topic is not None
         while True:
             batch = [self._queue.get()]
+            deadline = time.monotonic() + LINGER_S
             while len(batch) < 100:
+                remaining = deadline - time.monotonic()
                 try:
-                    batch.append(self._queue.get_nowait())
+                    batch.append(self._queue.get(timeout=remaining) if remaining > 0
+                                 else self._queue.get_nowait())
                 except queue.Empty:
                     break
             ok = publish_batch(self._topic, batch, self._settings.publish_timeout_s)

@@ -61,10 +61,11 @@ SQL_CREATE = f"""
 WITH moved AS (
     INSERT INTO jobs (owner_id, preset, content, metadata, max_attempts, attempt_limit,
                       idempotency_key, request_hash, state, callback_url, traceparent,
-                      not_before)
+                      not_before, dispatched_at)
     VALUES (:owner_id, :preset, :content, CAST(:metadata AS jsonb), :max_attempts, :max_attempts,
             :idempotency_key, :request_hash, {target(Move.CREATE)},
-            CAST(:callback_url AS text), CAST(:traceparent AS text), {NOT_BEFORE})
+            CAST(:callback_url AS text), CAST(:traceparent AS text), {NOT_BEFORE},
+            CASE WHEN CAST(:dispatching AS boolean) AND ({NOT_BEFORE}) IS NULL THEN now() END)
     ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING {COLS}
 ), {event_cte("NULL", "'created'")}
@@ -176,11 +177,14 @@ class CallerOperations(StoreBase):
     # -- callers' operations (scoped by owner) ------------------------------------------------
 
     def create(
-        self, owner_id: str, new: NewJob, *, traceparent: str | None = None
+        self, owner_id: str, new: NewJob, *, traceparent: str | None = None,
+        dispatching: bool = False,
     ) -> tuple[Job, bool]:
         """Create a job; returns (job, created). A replay of the same keyed request returns the
         existing job with created=False; the same key with a different request raises.
-        `traceparent` (the creating request's W3C trace) is kept for the job's later messages."""
+        `traceparent` (the creating request's W3C trace) is kept for the job's later messages.
+        `dispatching` stamps the job dispatched as it is created, for a caller that publishes
+        it next and releases it (`release_dispatch`) if the publish fails."""
         owner = checked_owner(owner_id)
         self._check_new_job(new)
         max_attempts = new.max_attempts or self._settings.default_max_attempts
@@ -201,6 +205,7 @@ class CallerOperations(StoreBase):
             "traceparent": traceparent,
             "not_before": not_before,
             "delay_s": delay_s,
+            "dispatching": dispatching,
         }
         # Two tries: the conflicting row may be deleted by retention between the two statements.
         for _ in range(2):

@@ -96,9 +96,15 @@ def create_engine_from_settings(
     operation back. Migrations pass autocommit=False to keep their DDL transactional.
     """
     startup = {"statement_timeout": str(settings.db_statement_timeout_ms)}
+    size = settings.db_pool_size if pool_size is None else pool_size
+    overflow = settings.db_max_overflow if max_overflow is None else max_overflow
     pool_args: dict[str, Any] = {
-        "pool_size": settings.db_pool_size if pool_size is None else pool_size,
-        "max_overflow": settings.db_max_overflow if max_overflow is None else max_overflow,
+        # The overflow is kept in the pool, not closed on return: at a concurrency above the
+        # pool size, SQLAlchemy's overflow would open and close a connection (TLS attempt,
+        # login, statement preparation) for most requests. The bound, pool + overflow
+        # connections per instance, is the same.
+        "pool_size": size + overflow,
+        "max_overflow": 0,
         "pool_timeout": settings.db_pool_timeout_s,
         "pool_recycle": settings.db_pool_recycle_s,
         # The store's engine pings only connections that sat idle (see _ping_if_idle).

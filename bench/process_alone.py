@@ -1,0 +1,182 @@
+"""`process` alone, one instance at Cloud Run concurrency 8, against `process_floor` (decode the
+message, one UPDATE: bench/floor/main.py). Pub/Sub push envelopes are posted straight at each
+real functions-framework server (THREADS=8, one worker) from 8 HTTP clients, not through the
+emulator, so the figure is the function's own capacity. Jobs are created beforehand (ours
+through a real `submit` server publishing to a topic nobody pushes from, the floor's by one
+INSERT), and the servers alternate for BENCH_ROUNDS rounds (default 2).
+
+    .venv/bin/python -m bench.process_alone     # BENCH_JOBS (default 1000) per run
+
+Reports jobs/s per instance and CPU per job (user + system, from /proc) for each, as ratios
+floor-relative (target >= 0.8: ours' jobs/s / floor's, and floor's CPU per job / ours), and
+each function's peak RSS (VmHWM)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import statistics
+import threading
+import time
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, text
+
+from bench.end_to_end import BODY, FLOOR_SOURCE, SECRET, post_jobs
+from bench.floor.main import TABLE_DDL
+from bench.proc_stats import cpu_seconds, peak_rss_mib
+from bench.results import record
+from bench.services import services
+from bench.submit_latency import Client
+from common.api.auth import issue_dev_token
+from localstack.function_server import FunctionServer
+from tests.support.paths import ROOT
+
+TARGET = 0.8
+CLIENTS = 8
+CONCURRENCY = {"THREADS": "8", "WORKERS": "1"}
+
+
+def _envelope(i: int, data: dict[str, Any], attributes: dict[str, str]) -> bytes:
+    return json.dumps({
+        "message": {"data": base64.b64encode(json.dumps(data).encode()).decode(),
+                    "messageId": str(i), "message_id": str(i), "attributes": attributes,
+                    "publishTime": "2026-11-26T00:00:00Z"},
+        "subscription": "projects/bench-project/subscriptions/alone",
+    }).encode()
+
+
+def prepare_ours(engine: Engine, submit: FunctionServer, n: int) -> list[bytes]:
+    """n PENDING jobs, created by a real `submit` (its messages go to a topic no one reads),
+    and a push envelope for each, as Pub/Sub would send it."""
+    with engine.connect() as conn:
+        conn.execute(text("TRUNCATE jobs, job_events, job_results, webhook_deliveries"))
+    token = issue_dev_token(SECRET, "bench", ttl_s=3600)
+    post_jobs(submit.port, "/jobs",
+              {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}, n, CLIENTS)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, attempts, traceparent FROM jobs")).all()
+    return [_envelope(i, {"v": 1, "job_id": str(r.id), "attempts": r.attempts},
+                      {"job_id": str(r.id), "traceparent": r.traceparent})
+            for i, r in enumerate(rows)]
+
+
+def prepare_floor(engine: Engine, n: int) -> list[bytes]:
+    with engine.connect() as conn:
+        conn.execute(text("TRUNCATE bench_floor"))
+        ids = conn.execute(text(
+            "INSERT INTO bench_floor (body) SELECT :body FROM generate_series(1, :n) "
+            "RETURNING id"), {"n": n, "body": BODY.decode()}).scalars().all()
+    return [_envelope(i, {"job_id": str(j)}, {}) for i, j in enumerate(ids)]
+
+
+def push_all(server: FunctionServer, envelopes: list[bytes]) -> float:
+    """Post every envelope from CLIENTS threads; returns the seconds it took. Every answer must
+    be a success, as Pub/Sub counts it."""
+    errors: list[int] = []
+    headers = {"Content-Type": "application/json"}
+
+    def client(batch: list[bytes]) -> None:
+        c = Client(server.port)
+        for body in batch:
+            status, _ = c.post("/", body, headers)
+            if status not in (200, 201, 202, 204):
+                errors.append(status)
+
+    threads = [threading.Thread(target=client, args=(envelopes[i::CLIENTS],))
+               for i in range(CLIENTS)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    took = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"{server.target}: {len(errors)} pushes refused: {errors[:5]}")
+    return took
+
+
+def measure(server: FunctionServer, envelopes: list[bytes]) -> dict[str, float]:
+    cpu = cpu_seconds(server.pid)
+    took = push_all(server, envelopes)
+    n = len(envelopes)
+    return {"jobs_per_s": n / took, "cpu_ms_per_job": (cpu_seconds(server.pid) - cpu) * 1000 / n}
+
+
+def run(url: str, emulator: Any, n: int, rounds: int) -> dict[str, Any]:
+    from google.cloud import pubsub_v1
+
+    publisher = pubsub_v1.PublisherClient()
+    for topic in ("jobs-alone", "results-alone"):
+        publisher.create_topic(request={"name": f"projects/{emulator.project}/topics/{topic}"})
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(TABLE_DDL))
+    env = {**emulator.env(), "DATABASE_URL": url, "GOOGLE_CLOUD_PROJECT": emulator.project,
+           "AUTH_HS256_SECRET": SECRET, "JOBS_TOPIC": "jobs-alone",
+           "RESULTS_TOPIC": "results-alone"}
+    servers = [FunctionServer("submit", ROOT / "main.py", env, probe="/healthz")]
+    try:
+        servers.append(FunctionServer("process", ROOT / "main.py", {**env, **CONCURRENCY}))
+        servers.append(FunctionServer("process_floor", FLOOR_SOURCE, {**env, **CONCURRENCY}))
+    except BaseException:
+        for s in servers:
+            s.close()
+        raise
+    submit, ours, floor = servers
+    runs: dict[str, list[dict[str, float]]] = {"ours": [], "floor": []}
+    try:
+        push_all(floor, prepare_floor(engine, 40))  # warm-up
+        push_all(ours, prepare_ours(engine, submit, 40))
+        for r in range(rounds):
+            for name in ("floor", "ours") if r % 2 == 0 else ("ours", "floor"):
+                if name == "ours":
+                    envs = prepare_ours(engine, submit, n)
+                    fig = measure(ours, envs)
+                    with engine.connect() as conn:
+                        done = conn.execute(text(
+                            "SELECT count(*) FROM jobs WHERE state = 'COMPLETED'")).scalar_one()
+                else:
+                    envs = prepare_floor(engine, n)
+                    fig = measure(floor, envs)
+                    with engine.connect() as conn:
+                        done = conn.execute(text(
+                            "SELECT count(*) FROM bench_floor WHERE done")).scalar_one()
+                if done != n:
+                    raise RuntimeError(f"{name}: {done} of {n} jobs done")
+                runs[name].append(fig)
+                print(f"round {r + 1} {name:>5}: {fig['jobs_per_s']:6.1f} jobs/s  "
+                      f"CPU {fig['cpu_ms_per_job']:5.2f} ms/job")
+        rss = {"process": peak_rss_mib(ours.pid), "process_floor": peak_rss_mib(floor.pid)}
+    finally:
+        engine.dispose()
+        for s in servers:
+            s.close()
+    mean = {name: {k: statistics.mean(r[k] for r in rs) for k in rs[0]}
+            for name, rs in runs.items()}
+    return {"runs": runs, "mean": mean, "peak_rss_mib": rss,
+            "throughput_ratio": mean["ours"]["jobs_per_s"] / mean["floor"]["jobs_per_s"],
+            "cpu_ratio": mean["floor"]["cpu_ms_per_job"] / mean["ours"]["cpu_ms_per_job"]}
+
+
+def main() -> int:
+    n = int(os.environ.get("BENCH_JOBS", "1000"))
+    rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
+    with services("jobs_alone") as (url, emulator):
+        res = run(url, emulator, n, rounds)
+    o, f = res["mean"]["ours"], res["mean"]["floor"]
+    print(f"process alone, {n} jobs x {rounds} rounds, {CLIENTS} clients, concurrency 8")
+    print(f"jobs/s per instance  ours {o['jobs_per_s']:6.1f}  floor {f['jobs_per_s']:6.1f}  "
+          f"ratio {res['throughput_ratio']:.2f} (target >= {TARGET})")
+    print(f"CPU per job          ours {o['cpu_ms_per_job']:6.2f}  floor {f['cpu_ms_per_job']:6.2f}"
+          f"  floor/ours {res['cpu_ratio']:.2f} (target >= {TARGET})")
+    print(f"peak RSS: process {res['peak_rss_mib']['process']:.0f} MiB, "
+          f"process_floor {res['peak_rss_mib']['process_floor']:.0f} MiB")
+    record("process_alone", jobs=n, rounds=rounds, clients=CLIENTS, target=TARGET, **res)
+    ok = res["throughput_ratio"] >= TARGET and res["cpu_ratio"] >= TARGET
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

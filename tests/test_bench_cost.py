@@ -1,0 +1,66 @@
+"""The cost benchmarks run tiny, so they keep working: the floor pair and ours end to end, and
+`process` alone against `process_floor`. Only counts are checked, never a time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+import bench.services
+from bench import end_to_end, process_alone
+
+
+@pytest.mark.timeout(300)
+def test_end_to_end_alternates_the_floor_pair_and_ours(stack_database: str, emulator: Any) -> None:
+    floor, ours = end_to_end.start_pipelines(emulator, stack_database)
+    engine = create_engine(stack_database, isolation_level="AUTOCOMMIT")
+    lines: list[str] = []
+    try:
+        end_to_end.alternate(engine, floor, ours, n=12, rounds=2, say=lines.append)
+        with engine.connect() as conn:
+            floor_done = conn.execute(text("SELECT count(*) FROM bench_floor WHERE done"))
+            assert floor_done.scalar_one() == 12
+            events = conn.execute(text("SELECT count(*) FROM job_events")).scalar_one()
+            assert events == 12 * 3  # created, claimed, completed: the audit trail is whole
+    finally:
+        engine.dispose()
+        floor.close()
+        ours.close()
+    assert len(floor.runs) == len(ours.runs) == 2
+    assert [line.split()[2].rstrip(":") for line in lines] == ["floor", "ours", "ours", "floor"]
+    for run in floor.runs + ours.runs:
+        assert run["wal_bytes_per_job"] > 0
+        assert run["cpu_ms_per_job"] >= 0
+
+
+@pytest.mark.timeout(300)
+def test_process_alone_posts_every_envelope(stack_database: str, emulator: Any) -> None:
+    result = process_alone.run(stack_database, emulator, n=10, rounds=2)
+    assert len(result["runs"]["ours"]) == len(result["runs"]["floor"]) == 2
+    assert result["peak_rss_mib"]["process"] > 0
+    assert result["peak_rss_mib"]["process_floor"] > 0
+
+
+def test_services_stops_postgres_when_the_emulator_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stopped: list[str] = []
+
+    class Server:
+        def stop(self) -> None:
+            stopped.append("postgres")
+
+    class Emulator:
+        def __init__(self, project: str) -> None:
+            pass
+
+        def start(self) -> Any:
+            raise RuntimeError("emulator did not start")
+
+    monkeypatch.setattr(bench.services, "start_postgres", lambda durable: Server())
+    monkeypatch.setattr(bench.services, "PubSubEmulator", Emulator)
+    with pytest.raises(RuntimeError, match="emulator"), bench.services.services("x"):
+        pass
+    assert stopped == ["postgres"]
