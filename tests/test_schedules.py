@@ -283,11 +283,22 @@ def test_the_grammar_and_cronsim_agree() -> None:
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from common.store.cron_grammar import cron_pattern
+    from common.store.cron_grammar import compiled, cron_pattern
 
     @settings(max_examples=150, deadline=None, database=None, derandomize=True)
     @given(st.from_regex(cron_pattern(), fullmatch=True).filter(lambda e: len(e) <= 120))
     def accepted(expr: str) -> None:
-        cron.next_after(expr, "UTC", datetime(2026, 1, 1, tzinfo=UTC))
+        # cronsim parses every expression the grammar admits. The one refusal left is an
+        # expression that parses but can never fire, a 422 saying so: with a day-of-month and a
+        # day-of-week that starts with `*`, cron wants both, e.g. `0 0 LW * */7` (the last
+        # weekday AND a Sunday) or `0 0 */61 10 WED#5` (the 1st AND the fifth Wednesday).
+        try:
+            cron.next_after(expr, "UTC", datetime(2026, 1, 1, tzinfo=UTC))
+        except InvalidInput as exc:
+            assert exc.message == "never fires", (expr, exc.message)
 
     accepted()
+    for never in ("0 0 LW * */7", "0 0 */61 10 WED#5"):
+        assert compiled().fullmatch(never)  # schema-valid...
+        with pytest.raises(InvalidInput, match="never fires"):  # ...but refused, and said why
+            cron.next_after(never, "UTC", datetime(2026, 1, 1, tzinfo=UTC))

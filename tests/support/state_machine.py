@@ -376,9 +376,15 @@ class JobMachine(RuleBasedStateMachine):
             self.store.mark_dispatched([DispatchItem(id=job_id, attempts=exp.attempts)])
         before = snapshot(self.engine, job_id)
         with self.engine.connect() as conn:
-            outstanding = bool(conn.execute(
-                text("SELECT dispatched_at IS NOT NULL FROM jobs WHERE id = :id"),
-                {"id": job_id}).scalar())
+            row_now = conn.execute(text(
+                "SELECT dispatched_at IS NOT NULL, "
+                # The budget runs from when delivery first failed, else from when the job
+                # became due (the end of its backoff, else when it entered PENDING).
+                "CASE WHEN undelivered_since IS NOT NULL THEN undelivered_since "
+                "WHEN not_before IS NOT NULL THEN not_before ELSE updated_at END <= now() "
+                "FROM jobs WHERE id = :id"), {"id": job_id}).one_or_none()
+        outstanding, budget_running = (bool(row_now[0]), bool(row_now[1])) if row_now else (
+            False, False)
         policy = self.app_settings.model_copy(
             update={"delivery_budget_s": 0.0 if exhausted else 86_400.0})
         moved = self.store.delivery_failed(job_id, attempt, message_id=f"dl-{self.messages}",
@@ -389,7 +395,9 @@ class JobMachine(RuleBasedStateMachine):
             return
         assert moved is not None and moved.id == job_id, "a due dead letter must settle its job"
         assert (exp.state, moved.state) in ALLOWED_PAIRS
-        assert moved.state is (F if exhausted else P)
+        # A zero budget is used up once it has started: a job not yet due (a retry's backoff
+        # still running) that never failed delivery before has not started it.
+        assert moved.state is (F if exhausted and budget_running else P)
         row = read_tables(self.engine).jobs[job_id]
         assert row.attempts == exp.attempts  # a delivery failure consumes no attempt
         exp.state, exp.due, exp.lease_live = moved.state, not row.not_due, False
