@@ -81,6 +81,11 @@ class JobService:
         life (see JobStore.take_stranded). Returns how many were published."""
         return self._publish_taken(self.store.take_stranded(limit, stall_after.total_seconds()))
 
+    def dispatch_parked(self, limit: int) -> int:
+        """Publish up to `limit` parked jobs of owners with a free slot (fair share's safety
+        net: see JobStore.take_parked_all). Returns how many were published."""
+        return self._publish_taken(self.store.take_parked_all(limit))
+
     def _publish_taken(self, taken: list[DispatchItem]) -> int:
         published = self.dispatcher.publish(taken)
         done = {item.id for item in published}

@@ -13,12 +13,6 @@ from common.service import JobService
 
 
 def release(service: JobService, budget: Budget, batch_size: int) -> dict[str, Any]:
-    def batch() -> int:
-        taken = service.store.take_parked_all(batch_size)
-        published = service.dispatcher.publish(taken)
-        done = {item.id for item in published}
-        service.store.release_dispatch(item for item in taken if item.id not in done)
-        return len(published)
-
-    published, more = budget.in_batches(batch_size, batch)
+    published, more = budget.in_batches(batch_size,
+                                        lambda: service.dispatch_parked(batch_size))
     return {"published": published, "more": more}
