@@ -87,7 +87,4 @@ class JobService:
         return self._publish_taken(self.store.take_parked_all(limit))
 
     def _publish_taken(self, taken: list[DispatchItem]) -> int:
-        published = self.dispatcher.publish(taken)
-        done = {item.id for item in published}
-        self.store.release_dispatch(item for item in taken if item.id not in done)
-        return len(published)
+        return self.dispatcher.publish_taken(taken, self.store.release_dispatch)

@@ -80,7 +80,7 @@ def table_counts(engine: Engine) -> tuple[int, int, int]:
     with engine.connect() as conn:
         row = conn.execute(
             text(
-                "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM job_events), "
+                "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM job_trail), "
                 "(SELECT count(*) FROM job_results)"
             )
         ).one()

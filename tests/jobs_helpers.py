@@ -38,7 +38,7 @@ def snapshot(engine: Engine, job: Job) -> tuple[Any, ...]:
             text("SELECT to_jsonb(j) FROM jobs j WHERE id = :id"), {"id": job.id}
         ).scalar()
         events = conn.execute(
-            text("SELECT count(*) FROM job_events WHERE job_id = :id"), {"id": job.id}
+            text("SELECT count(*) FROM job_trail WHERE job_id = :id"), {"id": job.id}
         ).scalar()
         result = conn.execute(
             text("SELECT to_jsonb(r) FROM job_results r WHERE job_id = :id"), {"id": job.id}

@@ -22,7 +22,7 @@ def test_end_to_end_alternates_the_floor_pair_and_ours(stack_database: str, emul
         with engine.connect() as conn:
             floor_done = conn.execute(text("SELECT count(*) FROM bench_floor WHERE done"))
             assert floor_done.scalar_one() == 12
-            events = conn.execute(text("SELECT count(*) FROM job_events")).scalar_one()
+            events = conn.execute(text("SELECT count(*) FROM job_trail")).scalar_one()
             assert events == 12 * 3  # created, claimed, completed: the audit trail is whole
     finally:
         engine.dispose()

@@ -45,6 +45,8 @@ def _lifecycle_through(fake: FakeCloudSQL, database_url: str, credentials: Any, 
     finally:
         engine.dispose()
     assert fake.connections_proxied >= 1  # the traffic really went through the TLS endpoint
+    # Inside the tunnel, plain PostgreSQL from the first byte: no second TLS negotiation.
+    assert fake.ssl_requests == 0
 
 
 def test_password_login_through_the_connector(fake: FakeCloudSQL, database_url: str) -> None:

@@ -37,7 +37,7 @@ def test_concurrent_claimers_never_double_claim(store: JobStore, engine: Engine)
     assert max(claimed.values()) == 1
     with engine.connect() as conn:
         per_job = conn.execute(
-            text("SELECT count(*) FROM job_events WHERE reason = 'claimed' GROUP BY job_id")
+            text("SELECT count(*) FROM job_trail WHERE reason = 'claimed' GROUP BY job_id")
         ).scalars()
         assert set(per_job) == {1}
     assert sum(len(w) for w in wins) == len(ids)
@@ -95,7 +95,7 @@ def test_complete_racing_rescue_has_exactly_one_winner(store: JobStore, engine: 
             text(
                 "SELECT j.id, j.state, "
                 "(SELECT count(*) FROM job_results r WHERE r.job_id = j.id) AS results, "
-                "(SELECT count(*) FROM job_events e WHERE e.job_id = j.id "
+                "(SELECT count(*) FROM job_trail e WHERE e.job_id = j.id "
                 " AND e.from_state = 'PROCESSING') AS exits "
                 "FROM jobs j"
             )

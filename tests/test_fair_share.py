@@ -14,6 +14,7 @@ from sqlalchemy import Engine, text
 
 from common.maintenance import parked
 from common.maintenance.budget import Budget
+from common.messaging.dispatch import Dispatcher
 from common.store.errors import InvalidInput
 from common.store.job_store import JobStore
 from common.store.states import JobState
@@ -21,10 +22,22 @@ from tests.jobs_helpers import new_job
 from tests.process_fixtures import Pipeline
 
 
+class Recorder(Dispatcher):
+    """A dispatcher that accepts every message and keeps it, instead of publishing."""
+
+    def __init__(self) -> None:  # no Pub/Sub client: nothing is sent
+        self.sent: list[Any] = []
+
+    def publish(self, items: Any) -> list[Any]:
+        batch = list(items)
+        self.sent += batch
+        return batch
+
+
 def _deferred_events(engine: Engine, job_id: Any) -> int:
     with engine.connect() as conn:
         return int(conn.execute(text(
-            "SELECT count(*) FROM job_events WHERE job_id = :id AND reason = 'deferred'"),
+            "SELECT count(*) FROM job_trail WHERE job_id = :id AND reason = 'deferred'"),
             {"id": job_id}).scalar_one())
 
 
@@ -102,17 +115,7 @@ def test_concurrent_claims_for_one_owner_never_pass_the_limit(store: JobStore,
 
 
 def test_the_sweep_releases_parked_jobs_of_owners_with_room(store: JobStore) -> None:
-    from common.messaging.dispatch import Dispatcher
     from common.service import JobService
-
-    class Recorder(Dispatcher):
-        def __init__(self) -> None:
-            self.sent: list[Any] = []
-
-        def publish(self, items: Any) -> list[Any]:
-            batch = list(items)
-            self.sent += batch
-            return batch
 
     store.set_owner_limit("alice", 1)
     a, b = (store.create("alice", new_job())[0] for _ in range(2))
@@ -161,6 +164,99 @@ def test_limits_refuse_bad_values(store: JobStore) -> None:
             store.set_owner_limit("alice", bad)  # type: ignore[arg-type]
     with pytest.raises(InvalidInput):
         store.set_owner_limit("\ud800", 1)
+
+
+def _counter(engine: Engine, owner: str) -> int | None:
+    with engine.connect() as conn:
+        value = conn.execute(text("SELECT running FROM owner_running WHERE owner_id = :o"),
+                             {"o": owner}).scalar()
+    return None if value is None else int(value)
+
+
+def test_an_owner_without_a_limit_keeps_no_counter(store: JobStore, engine: Engine) -> None:
+    """Counting is for limits: an unlimited owner's claims and exits write no counter row
+    (migration 0011), and its jobs hold no slot."""
+    jobs = [store.create("bob", new_job())[0] for _ in range(3)]
+    for job in jobs:
+        claimed = store.claim(job.id).job
+        assert claimed is not None
+    assert _counter(engine, "bob") is None
+    with engine.connect() as conn:
+        assert set(conn.execute(text("SELECT holds_slot FROM jobs")).scalars()) == {False}
+    for job in jobs:
+        store.complete(job.id, 1, {"ok": True})
+    assert _counter(engine, "bob") is None
+
+
+def test_a_new_limit_adopts_the_jobs_already_running(store: JobStore, engine: Engine) -> None:
+    """Jobs claimed while the owner had no limit are counted the moment a limit is set, so the
+    limit holds at once; each gives its slot back on exit, and the counter ends at zero."""
+    running = [store.create("alice", new_job())[0] for _ in range(2)]
+    for job in running:
+        assert store.claim(job.id).reason == "claimed"
+    store.set_owner_limit("alice", 2)
+    assert _counter(engine, "alice") == 2
+    late = store.create("alice", new_job())[0]
+    assert store.claim(late.id).reason == "deferred"  # two running: the limit is met
+    store.set_owner_limit("alice", 2)  # setting it again adopts nothing twice
+    assert _counter(engine, "alice") == 2
+    store.complete(running[0].id, 1, {"ok": True})
+    assert _counter(engine, "alice") == 1
+    assert store.claim(late.id).reason == "claimed"
+    store.set_owner_limit("alice", 0)  # unlimited again: slot holders still give theirs back
+    for job in (running[1], late):
+        store.complete(job.id, 1, {"ok": True})
+    assert _counter(engine, "alice") == 0
+
+
+def test_a_job_claimed_before_the_migration_still_gives_its_slot_back(
+    store: JobStore, engine: Engine
+) -> None:
+    """Code older than migration 0011 counted every claim and left `holds_slot` NULL: the
+    trigger treats NULL as holding a slot, so a rolling deploy leaves the counter right."""
+    store.set_owner_limit("alice", 3)
+    job = store.create("alice", new_job())[0]
+    assert store.claim(job.id).reason == "claimed"
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE jobs SET holds_slot = NULL WHERE id = :id"), {"id": job.id})
+    assert _counter(engine, "alice") == 1
+    store.complete(job.id, 1, {"ok": True})
+    assert _counter(engine, "alice") == 0
+
+
+def test_the_worker_looks_for_parked_jobs_only_when_a_slot_holder_exits(
+    store: JobStore, settings: Any
+) -> None:
+    """Releasing parked jobs costs a query; only an owner with a limit can have parked jobs,
+    so a job that held no slot skips it (one statement less per job for everyone else)."""
+    from common.messaging.notify import Notifier
+    from common.presets.registry import load_registry
+    from common.worker.runner import Worker
+    from tests.test_worker import message_for
+
+    class CountingStore(JobStore):
+        looked_for: list[str] = []
+
+        def take_parked(self, owner_id: str, batch: int = 10) -> list[Any]:
+            self.looked_for.append(owner_id)
+            return super().take_parked(owner_id, batch)
+
+    quiet = settings.model_copy(update={"results_topic": ""})
+    counting = CountingStore(store._engine, quiet)
+    recorder = Recorder()
+    worker = Worker(counting, load_registry(quiet), Notifier(quiet), quiet, dispatcher=recorder)
+    free = counting.create("bob", new_job())[0]
+    assert worker.handle(message_for(free)).action == "completed"
+    assert counting.looked_for == []  # bob has no limit: nothing to look for
+    counting.set_owner_limit("alice", 1)
+    first, second = (counting.create("alice", new_job())[0] for _ in range(2))
+    held = counting.claim(first.id)
+    assert held.holds_slot and counting.claim(second.id).reason == "deferred"
+    counting.complete(first.id, 1, {"ok": True})  # frees the slot; the sweep would release
+    third = counting.create("alice", new_job())[0]
+    assert worker.handle(message_for(third)).action == "completed"
+    assert counting.looked_for == ["alice"]  # a slot holder exited: its parked job goes out
+    assert [i.id for i in recorder.sent] == [second.id]
 
 
 def test_a_flooding_owner_waits_its_turn_on_the_real_stack(pipeline: Pipeline,
@@ -220,7 +316,7 @@ def test_a_flooding_owner_waits_its_turn_on_the_real_stack(pipeline: Pipeline,
             subscriber.delete_subscription(request={"subscription": name})
         subscriber.close()
     with engine.connect() as conn:
-        dev = conn.execute(text("SELECT j.owner_id, count(*) FROM job_events e JOIN jobs j ON "
+        dev = conn.execute(text("SELECT j.owner_id, count(*) FROM job_trail e JOIN jobs j ON "
                                 "j.id = e.job_id WHERE reason = 'deferred' GROUP BY 1")).all()
     print("fair share:", {"a_not_started_when_b_done": a_after, "peak": peak,
                           "samples": dict(samples), "deferred_events": dict(dev)})
@@ -233,7 +329,7 @@ def test_a_flooding_owner_waits_its_turn_on_the_real_stack(pipeline: Pipeline,
             "SELECT j.attempts, count(e.id) FILTER (WHERE e.reason = 'deferred') AS deferred, "
             "count(e.id) FILTER (WHERE e.reason IN ('failed', 'retry-scheduled', "
             "'attempts-exhausted')) AS failures "
-            "FROM jobs j JOIN job_events e ON e.job_id = j.id "
+            "FROM jobs j JOIN job_trail e ON e.job_id = j.id "
             "WHERE j.owner_id = 'hs256:flood' GROUP BY j.id, j.attempts")).all()
     assert len(rows) == 300
     assert {r.attempts for r in rows} == {1} and {r.failures for r in rows} == {0}

@@ -286,7 +286,7 @@ def _plan(engine: Engine, sql: str, params: dict[str, object]) -> str:
         (repo.SQL_PURGE, {"days": 30, "batch": 10}, "ix_jobs_terminal_age"),
         *[(repo.SQL_TAKE_STRANDED, {"limit": 10, "stale_s": 60, "lease_s": 30}, ix) for ix in (
             "ix_jobs_dispatched_pending", "ix_jobs_lease_expiry", "ix_jobs_terminal_age")],
-        (callers.SQL_LIST[(False, False)], {"owner_id": "a", "limit": 5}, "ix_jobs_owner_created"),
+        (callers.SQL_LIST[(False, False)], {"owner_id": "a", "limit": 5}, "Merge Append"),
         (
             callers.SQL_LIST[(True, True)],
             {
@@ -307,3 +307,17 @@ def test_queries_use_their_indexes(
 ) -> None:
     plan = _plan(engine, str(statement), params)
     assert index in plan, plan
+
+
+def test_an_unfiltered_list_merges_one_short_scan_per_state(
+    store: JobStore, engine: Engine
+) -> None:
+    """No second owner index: each state's newest rows come from the owner/state index,
+    backwards, each scan stopped at the page size, and are merged; nothing reads the owner's
+    whole history."""
+    plan = _plan(engine, str(callers.SQL_LIST[(False, True)]), {
+        "owner_id": "a", "limit": 5, "c_created": "2026-01-01T00:00:00+00:00",
+        "c_id": "00000000-0000-0000-0000-000000000000"})
+    scans = [line for line in plan.splitlines() if "ix_jobs_owner_state_created" in line]
+    assert len(scans) == len(JobState) and all("Backward" in line for line in scans), plan
+    assert "Merge Append" in plan and "Seq Scan" not in plan, plan

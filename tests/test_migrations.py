@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from localstack.postgres import PostgresServer, migrate
 
@@ -36,7 +36,6 @@ def test_upgrade_downgrade_upgrade(scratch_url: str) -> None:
         "schedules", "schedule_events", "owner_limits", "owner_running",
     } <= tables
     assert {
-        "ix_jobs_owner_created",
         "ix_jobs_owner_state_created",
         "uq_jobs_owner_idempotency_key",
         "ix_jobs_lease_expiry",
@@ -50,7 +49,44 @@ def test_upgrade_downgrade_upgrade(scratch_url: str) -> None:
         "uq_jobs_schedule_fire",
         "ix_jobs_deferred",
     } <= indexes
+    assert "ix_jobs_owner_created" not in indexes  # dropped by 0010: one owner index
     migrate(scratch_url, "base", down=True)
     assert _shape(scratch_url)[0] <= {"alembic_version"}
     migrate(scratch_url)
     assert _shape(scratch_url)[1] == indexes
+
+
+def test_lean_writes_keeps_every_trail_through_upgrade_and_downgrade(scratch_url: str) -> None:
+    """0010 stops writing 'created' rows and derives the event from the job instead: a job
+    created before it shows its created event once, a job created after it shows one too, and
+    a downgrade turns the derived events back into rows (foreign keys restored)."""
+    migrate(scratch_url, "0009")
+    engine = create_engine(scratch_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(
+                "WITH j AS (INSERT INTO jobs (owner_id, preset, content, max_attempts, "
+                "attempt_limit) VALUES ('t:old', 'echo', 'x', 3, 3) RETURNING id, created_at) "
+                "INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, at) "
+                "SELECT id, NULL, 'PENDING', 'created', 0, created_at FROM j"))
+        migrate(scratch_url)
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO jobs (owner_id, preset, content, max_attempts, "
+                              "attempt_limit) VALUES ('t:new', 'echo', 'x', 3, 3)"))
+            trail = conn.execute(text(
+                "SELECT j.owner_id, e.reason, e.id FROM job_trail e JOIN jobs j ON j.id = e.job_id "
+                "ORDER BY 1")).all()
+            version = conn.execute(text("SELECT id FROM jobs WHERE owner_id = 't:new'")).scalar()
+        assert [tuple(r) for r in trail] == [("t:new", "created", 0), ("t:old", "created", 0)]
+        assert str(version)[14] == "7"  # a UUIDv7: time-ordered keys
+        migrate(scratch_url, "0009", down=True)
+        with engine.begin() as conn:
+            rows = conn.execute(text(
+                "SELECT j.owner_id, count(*) FROM job_events e JOIN jobs j ON j.id = e.job_id "
+                "WHERE e.reason = 'created' GROUP BY 1 ORDER BY 1")).all()
+            fks = conn.execute(text(
+                "SELECT count(*) FROM pg_constraint WHERE contype = 'f' "
+                "AND conrelid IN ('job_events'::regclass, 'job_results'::regclass)")).scalar()
+        assert [tuple(r) for r in rows] == [("t:new", 1), ("t:old", 1)] and fks == 2
+    finally:
+        engine.dispose()

@@ -172,7 +172,7 @@ def _check_no_partial_rows(engine: Engine) -> None:
         orphans = conn.execute(
             text(
                 "SELECT count(*) FROM jobs j WHERE NOT EXISTS "
-                "(SELECT 1 FROM job_events e WHERE e.job_id = j.id AND e.reason = 'created')"
+                "(SELECT 1 FROM job_trail e WHERE e.job_id = j.id AND e.reason = 'created')"
             )
         ).scalar_one()
         bad_results = conn.execute(

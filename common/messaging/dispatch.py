@@ -8,7 +8,7 @@ the database and the sweep publishes it.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from common.logs import log
 from common.messaging.job_message import encode_message
@@ -38,3 +38,16 @@ class Dispatcher:
             log("WARNING", "some job messages were not published; sweep will re-dispatch",
                 failed=len(batch) - len(published))
         return published
+
+    def publish_taken(
+        self, taken: list[DispatchItem], release: Callable[[Iterable[DispatchItem]], object]
+    ) -> int:
+        """Publish jobs already stamped dispatched (taken by a store query), and `release` the
+        stamp of each one Pub/Sub refused, so the sweep publishes it again at once rather than
+        after REDISPATCH_AFTER_S. Returns how many were published."""
+        if not taken:
+            return 0
+        published = self.publish(taken)
+        done = {item.id for item in published}
+        release(item for item in taken if item.id not in done)
+        return len(published)

@@ -57,19 +57,26 @@ NOT_BEFORE = (
     "THEN now() + make_interval(secs => CAST(:delay_s AS double precision)) "
     "WHEN CAST(:not_before AS timestamptz) > now() THEN CAST(:not_before AS timestamptz) END"
 )
-SQL_CREATE = f"""
-WITH moved AS (
-    INSERT INTO jobs (owner_id, preset, content, metadata, max_attempts, attempt_limit,
-                      idempotency_key, request_hash, state, callback_url, traceparent,
-                      not_before, dispatched_at)
-    VALUES (:owner_id, :preset, :content, CAST(:metadata AS jsonb), :max_attempts, :max_attempts,
-            :idempotency_key, :request_hash, {target(Move.CREATE)},
-            CAST(:callback_url AS text), CAST(:traceparent AS text), {NOT_BEFORE},
-            CASE WHEN CAST(:dispatching AS boolean) AND ({NOT_BEFORE}) IS NULL THEN now() END)
-    ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING {COLS}
-), {event_cte("NULL", "'created'")}
-SELECT {COLS} FROM moved"""
+def _create_sql(keyed: bool) -> str:
+    """One INSERT. A job's 'created' event is not a row of its own: the view `job_trail`
+    derives it from the job (migration 0010). Only a keyed request pays for ON CONFLICT (a
+    speculative insertion writes one more WAL record)."""
+    conflict = (
+        "\n    ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+        if keyed else ""
+    )
+    return f"""
+INSERT INTO jobs (owner_id, preset, content, metadata, max_attempts, attempt_limit,
+                  idempotency_key, request_hash, state, callback_url, traceparent,
+                  not_before, dispatched_at)
+VALUES (:owner_id, :preset, :content, CAST(:metadata AS jsonb), :max_attempts, :max_attempts,
+        :idempotency_key, :request_hash, {target(Move.CREATE)},
+        CAST(:callback_url AS text), CAST(:traceparent AS text), {NOT_BEFORE},
+        CASE WHEN CAST(:dispatching AS boolean) AND ({NOT_BEFORE}) IS NULL THEN now() END){conflict}
+RETURNING {COLS}"""
+
+
+SQL_CREATE = {keyed: _create_sql(keyed) for keyed in (False, True)}
 
 # A replay answers with the job as GET shows it, its result included once it has one.
 SQL_BY_KEY = f"""
@@ -87,24 +94,37 @@ SELECT state FROM jobs WHERE id = :id AND owner_id = :owner_id"""
 
 SQL_EVENTS = """
 SELECT e.id, e.job_id, e.from_state, e.to_state, e.reason, e.attempt, e.details, e.at
-FROM job_events e JOIN jobs j ON j.id = e.job_id
+FROM job_trail e JOIN jobs j ON j.id = e.job_id
 WHERE j.id = :id AND j.owner_id = :owner_id
 ORDER BY e.id"""
 
 
 def _list_sql(with_state: bool, with_cursor: bool, with_preset: bool = False) -> str:
-    where = "j.owner_id = :owner_id"
-    if with_state:
-        where += " AND j.state = :state"
+    """A page of the owner's jobs, newest first, on the one owner index (owner, state, created,
+    id). Without a state filter: one short backward scan per state, each stopped at the page
+    size, merged (PostgreSQL 15 cannot merge the states of one index scan itself). A second
+    owner index without `state` would serve it in one scan, but every transition would write
+    an entry into it (migration 0010)."""
+    where = "owner_id = :owner_id"
     if with_preset:
-        where += " AND j.preset = :preset"
+        where += " AND preset = :preset"
     if with_cursor:
-        where += " AND (j.created_at, j.id) < (:c_created, :c_id)"
+        where += " AND (created_at, id) < (:c_created, :c_id)"
+    states = ["CAST(:state AS text)"] if with_state else [lit(s) for s in sorted(JobState)]
+    branches = "\n    UNION ALL\n".join(
+        f"    (SELECT id, created_at FROM jobs WHERE {where} AND state = {state}\n"
+        "     ORDER BY created_at DESC, id DESC LIMIT :limit)"
+        for state in states
+    )
     return f"""
-SELECT {J_COLS}, {RESULT_COLS} FROM jobs j LEFT JOIN job_results r ON r.job_id = j.id
-WHERE {where}
-ORDER BY j.created_at DESC, j.id DESC
-LIMIT :limit"""
+WITH page AS (
+    SELECT id, created_at FROM (
+{branches}
+    ) u ORDER BY created_at DESC, id DESC LIMIT :limit
+)
+SELECT {J_COLS}, {RESULT_COLS} FROM page p JOIN jobs j ON j.id = p.id
+LEFT JOIN job_results r ON r.job_id = j.id
+ORDER BY j.created_at DESC, j.id DESC"""
 
 
 SQL_LIST = {(s, c): _list_sql(s, c) for s in (False, True) for c in (False, True)}
@@ -209,7 +229,7 @@ class CallerOperations(StoreBase):
         }
         # Two tries: the conflicting row may be deleted by retention between the two statements.
         for _ in range(2):
-            created = self._one_job(SQL_CREATE, **params)
+            created = self._one_job(SQL_CREATE[digest is not None], **params)
             if created is not None:
                 return created, True
             rows = self._rows(SQL_BY_KEY, owner_id=owner, idempotency_key=new.idempotency_key)

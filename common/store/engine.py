@@ -129,6 +129,10 @@ def create_engine_from_settings(
                 db=settings.db_name,
                 application_name=APPLICATION_NAME,
                 startup_params=startup,
+                # The connector's socket is already mutual TLS. Left at None, pg8000 would build
+                # a default SSLContext (loading the system CA bundle) and send an SSLRequest
+                # through the tunnel for every new connection, only to be told no.
+                ssl_context=False,
             )
 
         engine = create_engine("postgresql+pg8000://", creator=getconn, **pool_args)

@@ -1,10 +1,11 @@
 """Fair share between owners: per-owner limits, and the parked jobs a freed slot lets go.
 
-The claim (worker_moves) takes a slot in `owner_running` with a guarded upsert, or parks the
-job (`deferred_at`) without spending an attempt. When a job leaves PROCESSING a trigger frees
-its slot; the worker then takes the owner's oldest parked jobs, as many as there are free
-slots, and publishes them at once. The sweep does the same for every owner, as a safety net
-(a worker that died between its exit and the publish).
+For an owner with a limit, the claim (worker_moves) takes a slot in `owner_running` with a
+guarded upsert and marks the job `holds_slot`, or parks the job (`deferred_at`) without spending
+an attempt; an owner without a limit keeps no counter. When a slot-holding job leaves
+PROCESSING a trigger frees its slot; the worker then takes the owner's oldest parked jobs, as
+many as there are free slots, and publishes them at once. The sweep does the same for every
+owner, as a safety net (a worker that died between its exit and the publish).
 
 A parked job is one whose last deferral is newer than its last dispatch: taking it stamps
 dispatched_at, so two workers never publish the same one; deferred again, it is parked again.
@@ -63,11 +64,32 @@ UPDATE jobs j SET dispatched_at = now()
 WHERE j.id = ANY(ARRAY(SELECT id FROM picked)) AND j.state = {P}
 RETURNING j.id, j.attempts, j.traceparent"""
 
-SQL_SET_LIMIT = """
-INSERT INTO owner_limits (owner_id, max_running) VALUES (:owner_id, :n)
-ON CONFLICT (owner_id) DO UPDATE SET max_running = EXCLUDED.max_running, updated_at = now()
-RETURNING owner_id"""
-SQL_CLEAR_LIMIT = "DELETE FROM owner_limits WHERE owner_id = :owner_id RETURNING owner_id"
+# Setting or clearing a limit adopts the owner's running jobs when the limit that then applies
+# is above zero: they were claimed without a slot (no limit counted them), so each is marked
+# and counted here, in the statement that changes the limit. An adopted job gives its slot
+# back on exit like any other. The UPDATE re-checks each row after its lock, so a job that
+# left PROCESSING meanwhile is not counted.
+_ADOPT = f"""
+adopted AS (
+    UPDATE jobs SET holds_slot = true
+    WHERE owner_id = :owner_id AND state = {lit(JobState.PROCESSING)} AND holds_slot = false
+      AND CAST(:effective AS integer) > 0
+    RETURNING id
+), counted AS (
+    INSERT INTO owner_running AS o (owner_id, running)
+    SELECT :owner_id, count(*) FROM adopted HAVING count(*) > 0
+    ON CONFLICT (owner_id) DO UPDATE SET running = o.running + EXCLUDED.running
+)"""
+SQL_SET_LIMIT = f"""
+WITH lim AS (
+    INSERT INTO owner_limits (owner_id, max_running) VALUES (:owner_id, :n)
+    ON CONFLICT (owner_id) DO UPDATE SET max_running = EXCLUDED.max_running, updated_at = now()
+    RETURNING owner_id
+), {_ADOPT}
+SELECT owner_id FROM lim"""
+SQL_CLEAR_LIMIT = f"""
+WITH lim AS (DELETE FROM owner_limits WHERE owner_id = :owner_id RETURNING owner_id), {_ADOPT}
+SELECT owner_id FROM lim"""
 SQL_LIMITS = """
 SELECT l.owner_id, l.max_running, COALESCE(r.running, 0) AS running
 FROM owner_limits l LEFT JOIN owner_running r ON r.owner_id = l.owner_id
@@ -95,11 +117,12 @@ class FairShareQueries(StoreBase):
         the override, so OWNER_MAX_RUNNING applies again."""
         owner = checked_owner(owner_id)
         if max_running is None:
-            self._rows(SQL_CLEAR_LIMIT, owner_id=owner)
+            self._rows(SQL_CLEAR_LIMIT, owner_id=owner,
+                       effective=self._settings.owner_max_running)
             return
         if isinstance(max_running, bool) or not 0 <= max_running <= MAX_LIMIT:
             raise InvalidInput("max_running", f"must be an integer from 0 to {MAX_LIMIT}")
-        self._rows(SQL_SET_LIMIT, owner_id=owner, n=max_running)
+        self._rows(SQL_SET_LIMIT, owner_id=owner, n=max_running, effective=max_running)
 
     def owner_limits(self) -> list[dict[str, Any]]:
         return self._rows(SQL_LIMITS)

@@ -192,6 +192,9 @@ class ClaimOutcome(BaseModel):
     reason: Literal[
         "claimed", "not-found", "in-progress", "terminal", "not-due", "stale-message", "deferred"
     ]
+    # The claimed job took one of its owner's fair-share slots (the owner has a limit): its
+    # exit frees the slot, so the worker then releases the owner's parked jobs.
+    holds_slot: bool = False
 
 
 class JobMove(BaseModel):

@@ -1,10 +1,11 @@
 """Schedules: an owner's create, read, list, change and delete, and the sweep's fire.
 
 A fire is one statement: it locks the schedule row (SKIP LOCKED, so a second sweep passes it
-by), checks that its next fire time is still the one the sweep read, creates the job with its
-'created' event (unless the previous job is still live and overlap is 'skip'), records the fire
-or the skip, and moves next_fire_at on. The job insert's ON CONFLICT on (schedule_id,
-fire_time) is the database's own guarantee of one job per fire time, whatever the lock missed.
+by), checks that its next fire time is still the one the sweep read, creates the job unless
+the previous job is still live and overlap is 'skip' (its 'created' event is derived from the
+row: migration 0010), records the fire or the skip, and moves next_fire_at on. The job
+insert's ON CONFLICT on (schedule_id, fire_time) is the database's own guarantee of one job per
+fire time, whatever the lock missed.
 """
 
 from __future__ import annotations
@@ -103,12 +104,6 @@ WITH s AS (
     FROM s WHERE NOT EXISTS (SELECT 1 FROM busy)
     ON CONFLICT (schedule_id, fire_time) WHERE schedule_id IS NOT NULL DO NOTHING
     RETURNING id, state, attempts
-), jev AS (
-    INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, details)
-    SELECT id, NULL, state, 'created', attempts,
-           jsonb_build_object('schedule_id', CAST(:id AS text),
-                              'fire_time', CAST(:fire_text AS text))
-    FROM job
 ), sev AS (
     INSERT INTO schedule_events (schedule_id, fire_time, kind, job_id, details)
     SELECT s.id, CAST(:fire_time AS timestamptz),
@@ -253,7 +248,7 @@ class ScheduleQueries(CallerOperations):
         """(whether this call moved the schedule on, the job it created if any)."""
         rows = self._rows(
             SQL_FIRE, id=due.id, expected=due.next_fire_at, fire_time=fire_time,
-            fire_text=fire_time.isoformat(), next=next_fire, missed=missed,
+            next=next_fire, missed=missed,
             default_max=self._settings.default_max_attempts,
         )
         return bool(rows[0]["taken"]), rows[0]["job_id"]

@@ -51,12 +51,14 @@ WHERE j.id = :id"""
 def _claim_sql(expect_attempts: bool) -> str:
     """PENDING -> PROCESSING if the owner has a free slot, else park the job (fair share,
     common/store/fair_share.py). The job row is locked first, so a duplicate delivery waits and
-    then finds it claimed; the owner's slot is taken by a guarded upsert on its counter row,
-    whose lock serialises two claims for one owner (a count of PROCESSING jobs could not: its
-    snapshot would predate the other claim's commit). A parked job spends no attempt and gets
-    its 'deferred' event once: `cand` is the locked row's latest version, so a duplicate
-    delivery that waited for the lock sees the first one's deferred_at (the events table, read
-    in this statement's older snapshot, would not show its event yet)."""
+    then finds it claimed. An owner with a limit takes its slot by a guarded upsert on its
+    counter row, whose lock serialises two claims for one owner (a count of PROCESSING jobs
+    could not: its snapshot would predate the other claim's commit), and the job is marked
+    `holds_slot` so its exit gives the slot back. An owner without a limit writes no counter
+    (migration 0011). A parked job spends no attempt and gets its 'deferred' event once: `cand`
+    is the locked row's latest version, so a duplicate delivery that waited for the lock sees
+    the first one's deferred_at (the events table, read in this statement's older snapshot,
+    would not show its event yet)."""
     guard = " AND attempts = :expected_attempts" if expect_attempts else ""
     return f"""
 WITH cand AS (
@@ -68,20 +70,22 @@ WITH cand AS (
     SELECT c.owner_id, COALESCE(l.max_running, :default_limit) AS n
     FROM cand c LEFT JOIN owner_limits l ON l.owner_id = c.owner_id
 ), slot AS (
-    INSERT INTO owner_running AS o (owner_id, running) SELECT owner_id, 1 FROM cap
+    INSERT INTO owner_running AS o (owner_id, running) SELECT owner_id, 1 FROM cap WHERE n > 0
     ON CONFLICT (owner_id) DO UPDATE SET running = o.running + 1
-    WHERE (SELECT n FROM cap) = 0 OR o.running < (SELECT n FROM cap)
+    WHERE o.running < (SELECT n FROM cap)
     RETURNING o.running
 ), moved AS (
     UPDATE jobs SET state = {target(Move.CLAIM)}, attempts = attempts + 1,
         lease_expires_at = now() + make_interval(secs => :lease_s),
         started_at = now(), updated_at = now(), not_before = NULL, deferred_at = NULL,
-        undelivered_since = NULL, delivery_failures = 0
-    WHERE id = (SELECT id FROM cand) AND EXISTS (SELECT 1 FROM slot)
-    RETURNING {COLS}
+        undelivered_since = NULL, delivery_failures = 0, holds_slot = (SELECT n > 0 FROM cap)
+    WHERE id = (SELECT id FROM cand)
+      AND ((SELECT n FROM cap) = 0 OR EXISTS (SELECT 1 FROM slot))
+    RETURNING {COLS}, holds_slot
 ), parked AS (
     UPDATE jobs SET deferred_at = now(), undelivered_since = NULL, delivery_failures = 0
-    WHERE id = (SELECT id FROM cand) AND NOT EXISTS (SELECT 1 FROM slot)
+    WHERE id = (SELECT id FROM cand)
+      AND (SELECT n FROM cap) > 0 AND NOT EXISTS (SELECT 1 FROM slot)
     RETURNING {COLS}
 ), dev AS (
     INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, details)
@@ -92,8 +96,8 @@ WITH cand AS (
       AND NOT EXISTS (SELECT 1 FROM job_events e WHERE e.job_id = parked.id
                       AND e.reason = 'deferred')
 ), {event_cte(lit(P), "'claimed'")}
-SELECT {COLS}, false AS deferred FROM moved
-UNION ALL SELECT {COLS}, true AS deferred FROM parked"""
+SELECT {COLS}, false AS deferred, holds_slot FROM moved
+UNION ALL SELECT {COLS}, true AS deferred, false AS holds_slot FROM parked"""
 
 
 SQL_CLAIM = {flag: _claim_sql(flag) for flag in (False, True)}
@@ -224,9 +228,11 @@ class WorkerMoves(StoreBase):
         claimed = self._rows(SQL_CLAIM[expected_attempts is not None], **params)
         if claimed:
             deferred = claimed[0].pop("deferred")
+            holds_slot = bool(claimed[0].pop("holds_slot"))
             if deferred:  # the owner is at its limit: parked, no attempt spent
                 return ClaimOutcome(job=None, reason="deferred")
-            return ClaimOutcome(job=job_from_row(claimed[0]), reason="claimed")
+            return ClaimOutcome(job=job_from_row(claimed[0]), reason="claimed",
+                                holds_slot=holds_slot)
         rows = self._rows(SQL_PEEK, id=uid)
         if not rows:
             return ClaimOutcome(job=None, reason="not-found")

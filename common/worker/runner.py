@@ -148,7 +148,9 @@ class Worker:
             bind_traceparent(job.traceparent, self.settings.google_cloud_project)
         run = self._run(job)
         outcome = self._record(job, run)
-        if outcome.action in ("completed", "failed", "retry-scheduled", "cancelled"):
+        if claim.holds_slot and outcome.action in (
+            "completed", "failed", "retry-scheduled", "cancelled"
+        ):
             self._release_parked(job.owner_id)
         log(
             "INFO" if outcome.action in ("completed", "cancelled") else "WARNING",
@@ -165,16 +167,15 @@ class Worker:
         return outcome
 
     def _release_parked(self, owner_id: str) -> None:
-        """A slot of this owner's is free: publish its oldest parked jobs now, after the exit
-        was written (the sweep's `parked` step is the safety net). Never fails the delivery."""
+        """This job's slot is free: publish its owner's oldest parked jobs now, after the exit
+        was written (the sweep's `parked` step is the safety net). Only a job that held a slot
+        gets here: an owner without a limit has nothing parked, and its jobs skip this query.
+        Never fails the delivery."""
         if self.dispatcher is None:
             return
         try:
-            taken = self.store.take_parked(owner_id)
-            if taken:
-                published = self.dispatcher.publish(taken)
-                done = {item.id for item in published}
-                self.store.release_dispatch(item for item in taken if item.id not in done)
+            self.dispatcher.publish_taken(self.store.take_parked(owner_id),
+                                          self.store.release_dispatch)
         except JobStoreError as exc:
             log("WARNING", "parked jobs not released; the sweep will", error=type(exc).__name__)
 

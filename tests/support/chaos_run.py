@@ -203,10 +203,10 @@ def run(
             "publish dropped by fault injection")
         with engine.connect() as conn:
             result.counts["attempts_rescued_after_lost_lease"] = int(conn.execute(text(
-                "SELECT count(*) FROM job_events WHERE reason = 'lease-expired-retry'"
+                "SELECT count(*) FROM job_trail WHERE reason = 'lease-expired-retry'"
             )).scalar_one())
             result.counts["caught_jobs_rescued"] = int(conn.execute(text(
-                "SELECT count(*) FROM job_events e JOIN unnest(CAST(:ids AS uuid[]), "
+                "SELECT count(*) FROM job_trail e JOIN unnest(CAST(:ids AS uuid[]), "
                 "CAST(:attempts AS int[])) AS c(id, attempt) ON (e.job_id, e.attempt) = "
                 "(c.id, c.attempt) WHERE e.reason IN ('lease-expired-retry', 'lease-expired')"
             ), {"ids": [str(i) for i, _ in caught], "attempts": [a for _, a in caught]}
@@ -262,7 +262,7 @@ def _states(engine: Engine) -> dict[str, int]:
 
 def _event_count(engine: Engine) -> int:
     with engine.connect() as conn:
-        return int(conn.execute(text("SELECT count(*) FROM job_events")).scalar_one())
+        return int(conn.execute(text("SELECT count(*) FROM job_trail")).scalar_one())
 
 
 def _check(engine: Engine, ids: dict[str, Planned], result: ChaosResult) -> None:
@@ -273,7 +273,7 @@ def _check(engine: Engine, ids: dict[str, Planned], result: ChaosResult) -> None
             " FROM jobs j WHERE owner_id = 'hs256:chaos-owner'"))}
         events: dict[str, list[tuple[str, int]]] = {}
         for r in conn.execute(text(
-                "SELECT job_id, reason, attempt FROM job_events e JOIN jobs j ON j.id = e.job_id "
+                "SELECT job_id, reason, attempt FROM job_trail e JOIN jobs j ON j.id = e.job_id "
                 "WHERE j.owner_id = 'hs256:chaos-owner' ORDER BY e.id")):
             events.setdefault(str(r.job_id), []).append((r.reason, r.attempt))
         runs: dict[str, list[tuple[int, str]]] = {}

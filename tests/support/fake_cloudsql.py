@@ -139,6 +139,10 @@ def _error(code: int, status: str, message: str) -> tuple[int, dict[str, Any]]:
     return code, {"error": {"code": code, "status": status, "message": message}}
 
 
+# PostgreSQL's SSLRequest: length 8, code 80877103.
+_SSL_REQUEST = (8).to_bytes(4, "big") + (80877103).to_bytes(4, "big")
+
+
 class _Tunnel:
     """One accepted client. TLS runs over memory BIOs, so each direction is pumped by its own
     plain blocking thread (no busy loops, true half-close), while `_tls_lock` serialises the
@@ -146,8 +150,12 @@ class _Tunnel:
     SSLSocket shared by a reader and a writer thread would break that rule).
     `_send_lock` keeps TLS records in wire order when both threads flush."""
 
-    def __init__(self, raw: socket.socket, context: ssl.SSLContext) -> None:
+    def __init__(
+        self, raw: socket.socket, context: ssl.SSLContext,
+        on_ssl_request: Callable[[], None] = lambda: None,
+    ) -> None:
         self.raw = raw
+        self._on_ssl_request = on_ssl_request
         self.raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # else Nagle adds ~40 ms
         self.pg: socket.socket | None = None
         self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -155,6 +163,7 @@ class _Tunnel:
         self._tls_lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._aborted = False
+        self.ssl_request: bool | None = None  # did the client open with an SSLRequest?
 
     def _flush(self) -> None:
         with self._send_lock:
@@ -219,6 +228,10 @@ class _Tunnel:
                         plain += chunk
                 self._flush()  # e.g. the answer to a TLS 1.3 KeyUpdate
                 if plain:
+                    if self.ssl_request is None:
+                        self.ssl_request = bytes(plain[:8]) == _SSL_REQUEST
+                        if self.ssl_request:
+                            self._on_ssl_request()
                     self.pg.sendall(plain)
         except OSError:  # resets, TLS errors (ssl.SSLError is an OSError), abort()
             pass
@@ -326,6 +339,7 @@ class FakeCloudSQL:
         self.api_endpoint = ""
         self.ip_address = ""
         self.connections_proxied = 0  # TLS handshakes done and PostgreSQL dialled
+        self.ssl_requests = 0  # tunnels whose client asked for TLS again inside the TLS
         self.certs_issued = 0
         self.access_tokens_seen: list[str] = []  # IAM login tokens sent to generateEphemeralCert
         self.errors: list[str] = []  # failed handshakes/dials, for debugging a test
@@ -528,10 +542,14 @@ class FakeCloudSQL:
                 continue
             except OSError:
                 return
-            tunnel = _Tunnel(raw, self._context)
+            tunnel = _Tunnel(raw, self._context, self._count_ssl_request)
             with self._lock:
                 self._tunnels.add(tunnel)
             self._spawn(self._serve, "tunnel", tunnel)
+
+    def _count_ssl_request(self) -> None:
+        with self._lock:
+            self.ssl_requests += 1
 
     def _serve(self, tunnel: _Tunnel) -> None:
         """Handshake, dial PostgreSQL, then pump both ways (one direction in a second thread)."""

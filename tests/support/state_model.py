@@ -107,7 +107,7 @@ SELECT
       'finished', finished_at IS NOT NULL, 'not_due', COALESCE(not_before > now(), false))),
       '[]') FROM jobs),
   (SELECT COALESCE(jsonb_agg(jsonb_build_array(job_id, from_state, to_state, attempt)
-                             ORDER BY id), '[]') FROM job_events),
+                             ORDER BY id), '[]') FROM job_trail),
   (SELECT COALESCE(jsonb_agg(jsonb_build_array(job_id, status, error_type, output)), '[]')
    FROM job_results)"""
 
@@ -132,7 +132,7 @@ def read_tables(engine: Engine) -> Tables:
 
 SQL_SNAPSHOT = """
 SELECT (SELECT to_jsonb(j) FROM jobs j WHERE id = :id),
-       (SELECT COALESCE(jsonb_agg(to_jsonb(e) ORDER BY e.id), '[]') FROM job_events e
+       (SELECT COALESCE(jsonb_agg(to_jsonb(e) ORDER BY e.id), '[]') FROM job_trail e
         WHERE job_id = :id),
        (SELECT to_jsonb(r) FROM job_results r WHERE job_id = :id)"""
 
