@@ -57,6 +57,8 @@ def fill_schedules(engine: Engine, auto: Engine, total: int, due: int) -> None:
     """`total` schedules every 5 minutes, `due` of them due (their tick 5 minutes ago)."""
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE schedules, schedule_events"))
+        conn.execute(text("DELETE FROM job_events WHERE job_id IN "
+                          "(SELECT id FROM jobs WHERE schedule_id IS NOT NULL)"))  # no cascade
         conn.execute(text("DELETE FROM jobs WHERE schedule_id IS NOT NULL"))
         conn.execute(text("""
             INSERT INTO schedules (owner_id, cron, timezone, preset, content, overlap,
@@ -76,6 +78,8 @@ def fill_schedules(engine: Engine, auto: Engine, total: int, due: int) -> None:
 def reset_due(engine: Engine) -> None:
     """The due schedules' current tick is due again (its jobs and events forgotten)."""
     with engine.begin() as conn:
+        conn.execute(text("DELETE FROM job_events WHERE job_id IN "
+                          "(SELECT id FROM jobs WHERE schedule_id IS NOT NULL)"))  # no cascade
         conn.execute(text("DELETE FROM jobs WHERE schedule_id IS NOT NULL"))
         conn.execute(text("TRUNCATE schedule_events"))
         conn.execute(text("""

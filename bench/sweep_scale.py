@@ -63,6 +63,8 @@ def _fill(engine: Engine, n: int, finished: str) -> None:
 def add_work(engine: Engine, auto: Engine) -> None:
     """The same work for every pass: WORK expired leases and WORK never-published jobs."""
     with engine.begin() as conn:
+        conn.execute(text("DELETE FROM job_events WHERE job_id IN "
+                          "(SELECT id FROM jobs WHERE owner_id = 'work')"))  # no cascade
         conn.execute(text("DELETE FROM jobs WHERE owner_id = 'work'"))
         conn.execute(text("""
             INSERT INTO jobs (owner_id, preset, content, state, attempts, max_attempts,
@@ -151,6 +153,8 @@ def main() -> int:
 
         # Retention: everything becomes old; passes run until it is gone.
         with admin.begin() as conn:
+            conn.execute(text("DELETE FROM job_events WHERE job_id IN "
+                              "(SELECT id FROM jobs WHERE owner_id = 'work')"))  # no cascade
             conn.execute(text("DELETE FROM jobs WHERE owner_id = 'work'"))
             conn.execute(text("UPDATE jobs SET finished_at = finished_at - interval '40 days'"))
         vacuum(engine)

@@ -63,7 +63,10 @@ class JobMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         with self.engine.connect() as conn:
-            conn.execute(text("DELETE FROM jobs"))  # events and results cascade
+            # No foreign keys to cascade on (migration 0010): the trail goes with the jobs.
+            conn.execute(text("DELETE FROM job_events"))
+            conn.execute(text("DELETE FROM job_results"))
+            conn.execute(text("DELETE FROM jobs"))
         self.jobs: dict[UUID, Expected] = {}
         self.ever: list[UUID] = []  # every id ever created, purged ones too: they stay pickable
         self.keys: dict[tuple[str, str], tuple[UUID, tuple[str, int]]] = {}
