@@ -139,7 +139,7 @@ def start_pipelines(emulator: PubSubEmulator, url: str) -> tuple[Pipeline, Pipel
             {"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
             "SELECT count(*) FILTER (WHERE state = 'COMPLETED'), "
             "count(*) FILTER (WHERE state IN ('FAILED', 'CANCELLED')) FROM jobs",
-            "TRUNCATE jobs, job_events, job_results, webhook_deliveries",
+            "TRUNCATE jobs, job_events, webhook_deliveries",
         )
         push_subscription(emulator, "jobs-floor", "process-floor", floor.process.url + "/")
         push_subscription(emulator, "jobs-ours", "process-ours", ours.process.url + "/")

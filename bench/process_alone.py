@@ -51,7 +51,7 @@ def prepare_ours(engine: Engine, submit: FunctionServer, n: int) -> list[bytes]:
     """n PENDING jobs, created by a real `submit` (its messages go to a topic no one reads),
     and a push envelope for each, as Pub/Sub would send it."""
     with engine.connect() as conn:
-        conn.execute(text("TRUNCATE jobs, job_events, job_results, webhook_deliveries"))
+        conn.execute(text("TRUNCATE jobs, job_events, webhook_deliveries"))
     token = issue_dev_token(SECRET, "bench", ttl_s=3600)
     post_jobs(submit.port, "/jobs",
               {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}, n, CLIENTS)

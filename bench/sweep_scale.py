@@ -45,18 +45,15 @@ def fill_terminal(engine: Engine, n: int, finished: str) -> None:
 def _fill(engine: Engine, n: int, finished: str) -> None:
     with engine.begin() as conn:
         conn.execute(text(f"""
-            WITH j AS (
-                INSERT INTO jobs (owner_id, preset, content, state, attempts, max_attempts,
-                                  attempt_limit, created_at, updated_at, started_at, finished_at)
-                SELECT 'owner-' || mod(g, 1000), 'echo', 'content ' || g, 'COMPLETED', 1, 5, 5,
-                       now() - interval '{finished}' - interval '1 minute',
-                       now() - interval '{finished}', now() - interval '{finished}',
-                       now() - interval '{finished}' + mod(g, 1000) * interval '1 ms'
-                FROM generate_series(1, :n) g
-                RETURNING id
-            )
-            INSERT INTO job_results (job_id, status, output, duration_ms)
-            SELECT id, 'succeeded', '{{"ok": true}}'::jsonb, 3 FROM j
+            INSERT INTO jobs (owner_id, preset, content, state, attempts, max_attempts,
+                              attempt_limit, created_at, updated_at, started_at, finished_at,
+                              result_output, result_duration_ms)
+            SELECT 'owner-' || mod(g, 1000), 'echo', 'content ' || g, 'COMPLETED', 1, 5, 5,
+                   now() - interval '{finished}' - interval '1 minute',
+                   now() - interval '{finished}', now() - interval '{finished}',
+                   now() - interval '{finished}' + mod(g, 1000) * interval '1 ms',
+                   '{{"ok": true}}'::jsonb, 3
+            FROM generate_series(1, :n) g
         """), {"n": n})
 
 

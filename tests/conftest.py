@@ -70,7 +70,7 @@ def engine(settings: Settings) -> Iterator[Engine]:
 def store(engine: Engine, settings: Settings) -> JobStore:
     """A store on empty tables: maintenance queries see only what the test made."""
     with engine.connect() as conn:
-        conn.execute(text("TRUNCATE jobs, job_events, job_results, poison_messages, chaos_runs, "
+        conn.execute(text("TRUNCATE jobs, job_events, poison_messages, chaos_runs, "
                           "webhook_deliveries, webhook_secrets, schedules, schedule_events, "
                           "owner_limits, owner_running"))
     return JobStore(engine, settings, presets=PRESETS)

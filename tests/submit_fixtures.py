@@ -81,7 +81,7 @@ def submit_env(
     from sqlalchemy import text
 
     with engine.connect() as conn:
-        conn.execute(text("TRUNCATE jobs, job_events, job_results, poison_messages, chaos_runs, "
+        conn.execute(text("TRUNCATE jobs, job_events, poison_messages, chaos_runs, "
                           "webhook_deliveries, webhook_secrets, schedules, schedule_events, "
                           "owner_limits, owner_running"))
     google = GoogleTokenIssuer()

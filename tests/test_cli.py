@@ -75,7 +75,8 @@ def test_migrate_builds_the_schema(pg_server: PostgresServer) -> None:
         done = _cli("migrate", DATABASE_URL=pg_server.url(name), DB_APP_USERS="fn_user")
         assert done.returncode == 0, done.stderr
         assert "granted jobs_app to fn_user" in done.stdout
-        assert {"jobs", "job_events", "job_results"} <= set(inspect(admin).get_table_names())
+        assert {"jobs", "job_events"} <= set(inspect(admin).get_table_names())
+        assert {"job_trail", "job_results"} <= set(inspect(admin).get_view_names())
         with admin.connect() as conn:  # the function's user may write jobs, not change tables
             conn.execute(text("SET ROLE fn_user"))
             conn.execute(text("SELECT count(*) FROM jobs")).scalar_one()

@@ -32,7 +32,7 @@ def test_upgrade_downgrade_upgrade(scratch_url: str) -> None:
     migrate(scratch_url)
     tables, indexes = _shape(scratch_url)
     assert {
-        "jobs", "job_events", "job_results", "poison_messages", "chaos_runs", "alembic_version",
+        "jobs", "job_events", "poison_messages", "chaos_runs", "alembic_version",
         "schedules", "schedule_events", "owner_limits", "owner_running",
     } <= tables
     assert {
@@ -88,5 +88,45 @@ def test_lean_writes_keeps_every_trail_through_upgrade_and_downgrade(scratch_url
                 "SELECT count(*) FROM pg_constraint WHERE contype = 'f' "
                 "AND conrelid IN ('job_events'::regclass, 'job_results'::regclass)")).scalar()
         assert [tuple(r) for r in rows] == [("t:new", 1), ("t:old", 1)] and fks == 2
+    finally:
+        engine.dispose()
+
+
+def test_lean_rows_move_results_and_traces_into_the_job_row_and_back(scratch_url: str) -> None:
+    """0012 copies each result into its job's row and keeps old rows' text traces readable; the
+    `job_results` view reads as the table did; a downgrade puts both back where they were."""
+    migrate(scratch_url, "0011")
+    trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    engine = create_engine(scratch_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(
+                "WITH j AS (INSERT INTO jobs (owner_id, preset, content, max_attempts, "
+                "attempt_limit, state, attempts, finished_at, traceparent) VALUES ('t:old', "
+                "'echo', 'x', 3, 3, 'FAILED', 1, now(), :t) RETURNING id) "
+                "INSERT INTO job_results (job_id, status, error_type, error_message, duration_ms) "
+                "SELECT id, 'failed', 'Boom', 'it broke', 7 FROM j"), {"t": trace})
+        migrate(scratch_url)
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO jobs (owner_id, preset, content, max_attempts, attempt_limit, "
+                "trace) VALUES ('t:new', 'echo', 'x', 3, 3, traceparent_bytes(:t))"), {"t": trace})
+            rows = conn.execute(text(
+                "SELECT owner_id, COALESCE(traceparent_text(trace), traceparent), "
+                "octet_length(trace) FROM jobs ORDER BY owner_id")).all()
+            result = conn.execute(text(
+                "SELECT status, error_type, error_message, duration_ms FROM job_results")).one()
+            garbage = conn.execute(text("SELECT traceparent_bytes('00-zz')")).scalar()
+        refused = pytest.raises(Exception, match="ck_jobs_result_only_when_ended")
+        with refused, engine.begin() as conn:  # a PENDING job cannot carry a result
+            conn.execute(text("UPDATE jobs SET result_output = '1' WHERE owner_id = 't:new'"))
+        assert [tuple(r) for r in rows] == [("t:new", trace, 26), ("t:old", trace, None)]
+        assert tuple(result) == ("failed", "Boom", "it broke", 7) and garbage is None
+        migrate(scratch_url, "0011", down=True)
+        with engine.begin() as conn:
+            back = conn.execute(text(
+                "SELECT j.owner_id, j.traceparent, r.error_type FROM jobs j "
+                "LEFT JOIN job_results r ON r.job_id = j.id ORDER BY 1")).all()
+        assert [tuple(r) for r in back] == [("t:new", trace, None), ("t:old", trace, "Boom")]
     finally:
         engine.dispose()

@@ -24,6 +24,7 @@ from common.store.fragments import (
     COLS,
     J_COLS,
     MAX_TOTAL_ATTEMPTS,
+    OUT_COLS,
     RESULT_COLS,
     P,
     R,
@@ -67,11 +68,11 @@ def _create_sql(keyed: bool) -> str:
     )
     return f"""
 INSERT INTO jobs (owner_id, preset, content, metadata, max_attempts, attempt_limit,
-                  idempotency_key, request_hash, state, callback_url, traceparent,
+                  idempotency_key, request_hash, state, callback_url, trace,
                   not_before, dispatched_at)
 VALUES (:owner_id, :preset, :content, CAST(:metadata AS jsonb), :max_attempts, :max_attempts,
         :idempotency_key, :request_hash, {target(Move.CREATE)},
-        CAST(:callback_url AS text), CAST(:traceparent AS text), {NOT_BEFORE},
+        CAST(:callback_url AS text), traceparent_bytes(CAST(:traceparent AS text)), {NOT_BEFORE},
         CASE WHEN CAST(:dispatching AS boolean) AND ({NOT_BEFORE}) IS NULL THEN now() END){conflict}
 RETURNING {COLS}"""
 
@@ -81,11 +82,10 @@ SQL_CREATE = {keyed: _create_sql(keyed) for keyed in (False, True)}
 # A replay answers with the job as GET shows it, its result included once it has one.
 SQL_BY_KEY = f"""
 SELECT {J_COLS}, j.request_hash, {RESULT_COLS} FROM jobs j
-LEFT JOIN job_results r ON r.job_id = j.id
 WHERE j.owner_id = :owner_id AND j.idempotency_key = :idempotency_key"""
 
 SQL_GET = f"""
-SELECT {J_COLS}, {RESULT_COLS} FROM jobs j LEFT JOIN job_results r ON r.job_id = j.id
+SELECT {J_COLS}, {RESULT_COLS} FROM jobs j
 WHERE j.id = :id AND j.owner_id = :owner_id"""
 
 # The waiting request's probe: the state only, on the primary key, owner-scoped.
@@ -123,7 +123,6 @@ WITH page AS (
     ) u ORDER BY created_at DESC, id DESC LIMIT :limit
 )
 SELECT {J_COLS}, {RESULT_COLS} FROM page p JOIN jobs j ON j.id = p.id
-LEFT JOIN job_results r ON r.job_id = j.id
 ORDER BY j.created_at DESC, j.id DESC"""
 
 
@@ -155,31 +154,34 @@ WITH moved AS (
         f"CASE WHEN state = {target(Move.CANCEL)} THEN 'cancelled' ELSE 'cancel-requested' END",
     )
 }
-SELECT {COLS} FROM moved"""
+SELECT {OUT_COLS} FROM moved"""
 
 # Retrying a FAILED job gives it a fresh budget of attempts without reusing attempt numbers:
 # resetting the count would hand a zombie worker's fencing token to a new attempt. The budget
 # stops at MAX_TOTAL_ATTEMPTS; a job that has used them all cannot be retried.
 SQL_RETRY = f"""
-WITH moved AS (
-    UPDATE jobs SET state = {target(Move.RETRY)},
-        attempt_limit = LEAST(attempts + max_attempts, :max_total),
+WITH prior AS (
+    SELECT id, result_error_type, result_error_message FROM jobs
+    WHERE id = :id AND owner_id = :owner_id
+), moved AS (
+    UPDATE jobs j SET state = {target(Move.RETRY)},
+        attempt_limit = LEAST(j.attempts + j.max_attempts, :max_total),
         finished_at = NULL, not_before = NULL, dispatched_at = NULL, cancel_requested = false,
-        updated_at = now()
-    WHERE id = :id AND owner_id = :owner_id AND state IN {sources(Move.RETRY)}
-      AND attempts < :max_total
-    RETURNING {COLS}
-), old AS (
-    DELETE FROM job_results r USING moved WHERE r.job_id = moved.id
-    RETURNING r.job_id, r.error_type, r.error_message
+        updated_at = now(), result_output = NULL, result_error_type = NULL,
+        result_error_message = NULL, result_duration_ms = NULL
+    FROM prior
+    WHERE j.id = prior.id AND j.owner_id = :owner_id AND j.state IN {sources(Move.RETRY)}
+      AND j.attempts < :max_total
+    RETURNING {J_COLS}, prior.result_error_type AS previous_error_type,
+              prior.result_error_message AS previous_error_message
 ), ev AS (
     INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, details)
-    SELECT moved.id, {lit(JobState.FAILED)}, moved.state, 'retried', moved.attempts,
-           jsonb_build_object('previous_error_type', old.error_type,
-                              'previous_error_message', old.error_message)
-    FROM moved LEFT JOIN old ON old.job_id = moved.id
+    SELECT id, {lit(JobState.FAILED)}, state, 'retried', attempts,
+           jsonb_build_object('previous_error_type', previous_error_type,
+                              'previous_error_message', previous_error_message)
+    FROM moved
 )
-SELECT {COLS} FROM moved"""
+SELECT {OUT_COLS} FROM moved"""
 
 
 # An owner's own queue, for `GET /stats`: runs on the owner's rows only (owner/state index).

@@ -17,7 +17,7 @@ from typing import Any
 
 from common.store.base import StoreBase
 from common.store.errors import InvalidInput
-from common.store.fragments import checked_owner, lit
+from common.store.fragments import checked_owner, lit, trace_of
 from common.store.models import DispatchItem
 from common.store.states import JobState
 
@@ -40,7 +40,7 @@ WITH cap AS (
 )
 UPDATE jobs j SET dispatched_at = now()
 WHERE j.id = ANY(ARRAY(SELECT id FROM picked)) AND j.state = {P}
-RETURNING j.id, j.attempts, j.traceparent"""
+RETURNING j.id, j.attempts, {trace_of("j.")}"""
 
 # Every owner with parked jobs and a free slot; at most :batch jobs in all.
 SQL_TAKE_PARKED_ALL = f"""
@@ -62,7 +62,7 @@ WITH owners AS (
 )
 UPDATE jobs j SET dispatched_at = now()
 WHERE j.id = ANY(ARRAY(SELECT id FROM picked)) AND j.state = {P}
-RETURNING j.id, j.attempts, j.traceparent"""
+RETURNING j.id, j.attempts, {trace_of("j.")}"""
 
 # Setting or clearing a limit adopts the owner's running jobs when the limit that then applies
 # is above zero: they were claimed without a slot (no limit counted them), so each is marked

@@ -52,18 +52,33 @@ def target(move: Move) -> str:
     return lit(TRANSITIONS[move].target)
 
 
-COLS = (
+_BASE_COLS = (
     "id, owner_id, preset, content, metadata, state, attempts, max_attempts, attempt_limit, "
     "idempotency_key, cancel_requested, lease_expires_at, dispatched_at, not_before, "
     "created_at, updated_at, started_at, finished_at, "
-    "progress, progress_note, progress_at, progress_attempt, callback_url, traceparent"
+    "progress, progress_note, progress_at, progress_attempt, callback_url"
 )
+
+
+def trace_of(row: str = "") -> str:
+    """The job's W3C traceparent as text: kept as bytes in `trace` since migration 0012, in
+    the old text column on rows written before it."""
+    return f"COALESCE(traceparent_text({row}trace), {row}traceparent) AS traceparent"
+
+
+# A job's columns as the store reads them: COLS from `jobs` (or in an UPDATE's RETURNING),
+# J_COLS from `jobs j`, OUT_COLS from a CTE that returned COLS.
+COLS = f"{_BASE_COLS}, {trace_of()}"
+OUT_COLS = f"{_BASE_COLS}, traceparent"
 MOVE_COLS = "id, state, attempts, not_before, finished_at"
-J_COLS = ", ".join("j." + c.strip() for c in COLS.split(","))
+J_COLS = ", ".join("j." + c.strip() for c in _BASE_COLS.split(",")) + ", " + trace_of("j.")
+# A job's result is part of its row (migration 0012): its status is the state, its time the
+# finish; the columns are NULL on every other state.
 RESULT_COLS = (
-    "r.status AS r_status, r.output AS r_output, r.error_type AS r_error_type, "
-    "r.error_message AS r_error_message, r.duration_ms AS r_duration_ms, "
-    "r.created_at AS r_created_at"
+    "CASE j.state WHEN 'COMPLETED' THEN 'succeeded' WHEN 'FAILED' THEN 'failed' END AS r_status, "
+    "j.result_output AS r_output, j.result_error_type AS r_error_type, "
+    "j.result_error_message AS r_error_message, j.result_duration_ms AS r_duration_ms, "
+    "j.finished_at AS r_created_at"
 )
 TERMINAL = in_list(TERMINAL_STATES)
 P, R = JobState.PENDING, JobState.PROCESSING

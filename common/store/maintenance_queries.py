@@ -27,6 +27,7 @@ from common.store.fragments import (
     lit,
     sources,
     target,
+    trace_of,
 )
 from common.store.models import DispatchItem
 from common.store.states import JobState, Move
@@ -70,7 +71,7 @@ WITH picked AS (
 )
 UPDATE jobs j SET dispatched_at = now()
 WHERE j.id = ANY(ARRAY(SELECT id FROM picked)) AND j.state = {lit(P)}
-RETURNING j.id, j.attempts, j.traceparent"""
+RETURNING j.id, j.attempts, {trace_of("j.")}"""
 
 
 SQL_TAKE_DISPATCH = {stale: _take_dispatch_sql(stale) for stale in (False, True)}
@@ -94,7 +95,10 @@ WITH picked AS (
 ), moved AS (
     UPDATE jobs j SET state = {RESCUE_STATE},
         finished_at = CASE WHEN {RESCUE_STATE} IN {TERMINAL} THEN now() END,
-        lease_expires_at = NULL, dispatched_at = NULL, not_before = NULL, updated_at = now()
+        lease_expires_at = NULL, dispatched_at = NULL, not_before = NULL, updated_at = now(),
+        result_error_type = CASE WHEN {RESCUE_STATE} = 'FAILED' THEN 'LeaseExpired' END,
+        result_error_message = CASE WHEN {RESCUE_STATE} = 'FAILED'
+            THEN 'the worker lost its lease on the last allowed attempt' END
     WHERE j.id = ANY(ARRAY(SELECT id FROM picked)) AND j.state IN {sources(Move.RESCUE)}
       AND j.lease_expires_at < now()
     RETURNING {J_COLS}
@@ -104,13 +108,7 @@ WITH picked AS (
         "CASE state WHEN 'PENDING' THEN 'lease-expired-retry' WHEN 'CANCELLED' THEN 'cancelled' "
         "ELSE 'lease-expired' END",
     )
-},
-res AS (
-    INSERT INTO job_results (job_id, status, error_type, error_message)
-    SELECT id, 'failed', 'LeaseExpired',
-           'the worker lost its lease on the last allowed attempt' FROM moved
-    WHERE state = 'FAILED'
-)
+}
 SELECT id, state, attempts, owner_id FROM moved"""
 
 # A dead letter for a job still PENDING at the message's attempt, whose dispatch is outstanding
@@ -140,7 +138,9 @@ WITH prior AS (
                           THEN now() + make_interval(secs => prior.delay_s) END,
         undelivered_since = CASE WHEN NOT prior.exhausted THEN prior.since END,
         delivery_failures = CASE WHEN prior.exhausted THEN 0 ELSE prior.failures END,
-        dispatched_at = NULL, updated_at = now()
+        dispatched_at = NULL, updated_at = now(),
+        result_error_type = CASE WHEN prior.exhausted THEN 'Undeliverable' END,
+        result_error_message = CASE WHEN prior.exhausted THEN CAST(:error_message AS text) END
     FROM prior
     WHERE j.id = prior.id AND j.state IN {sources(Move.DELIVERY_FAILED)}
       AND j.attempts = :attempt AND j.dispatched_at IS NOT NULL
@@ -155,9 +155,6 @@ WITH prior AS (
            || CASE WHEN exhausted THEN '{{}}'::jsonb
                    ELSE jsonb_build_object('delay_s', round(CAST(delay_s AS numeric), 3)) END
     FROM moved
-), res AS (
-    INSERT INTO job_results (job_id, status, error_type, error_message)
-    SELECT id, 'failed', 'Undeliverable', :error_message FROM moved WHERE exhausted
 )
 SELECT id, state, owner_id, failures FROM moved"""
 
@@ -185,10 +182,10 @@ WITH picked AS (
 )
 UPDATE jobs j SET dispatched_at = now()
 WHERE j.id = ANY(ARRAY(SELECT id FROM picked)) AND j.state = {lit(P)}
-RETURNING j.id, j.attempts, j.traceparent"""
+RETURNING j.id, j.attempts, {trace_of("j.")}"""
 
-# A job's events and results go in the statement that deletes it: they have no foreign key
-# to cascade on (migration 0010 dropped them to save a row lock per write).
+# A job's events go in the statement that deletes it: they have no foreign key to cascade on
+# (migration 0010 dropped it to save a row lock per write); its result is part of its row.
 SQL_PURGE = f"""
 WITH victims AS (
     SELECT id FROM jobs
@@ -198,8 +195,6 @@ WITH victims AS (
     DELETE FROM jobs j WHERE j.id = ANY(ARRAY(SELECT id FROM victims)) RETURNING j.id
 ), events AS (
     DELETE FROM job_events e WHERE e.job_id = ANY(ARRAY(SELECT id FROM gone))
-), results AS (
-    DELETE FROM job_results r WHERE r.job_id = ANY(ARRAY(SELECT id FROM gone))
 )
 SELECT id FROM gone"""
 
@@ -336,7 +331,7 @@ class MaintenanceQueries(StoreBase):
                 for r in rows]
 
     def purge_terminal(self, older_than_days: int, *, batch_size: int, max_batches: int) -> int:
-        """Delete terminal jobs older than the retention period, with their events and results,
+        """Delete terminal jobs older than the retention period, with their events,
         in short batches, each its own transaction. Returns how many jobs were deleted."""
         if older_than_days < 0 or batch_size < 1 or max_batches < 1:
             raise InvalidInput("retention", "days must be >= 0, batch sizes >= 1")

@@ -1,7 +1,8 @@
 """The worker's fenced moves: claim, heartbeat, and the exits, each guarded by state and attempt.
 
-A state change, its `job_events` row and (for terminal outcomes) its `job_results` row are
-written by data-modifying CTEs of one statement, so they commit together or not at all. The
+A state change and its `job_events` row are written by one statement (a data-modifying CTE),
+so they commit together or not at all; a COMPLETED or FAILED job's result is part of the row
+version that statement writes. The
 attempt number is the fencing token: it only ever grows, so a worker whose lease was taken over
 can never write over a newer attempt.
 """
@@ -20,6 +21,7 @@ from common.store.fragments import (
     J_COLS,
     MAX_ERROR_MESSAGE,
     MOVE_COLS,
+    OUT_COLS,
     RESULT_COLS,
     TERMINAL,
     P,
@@ -44,33 +46,42 @@ from common.store.states import JobState, Move
 MAX_MESSAGE_ID = 255
 
 SQL_GET_ANY_OWNER = f"""
-SELECT {J_COLS}, {RESULT_COLS} FROM jobs j LEFT JOIN job_results r ON r.job_id = j.id
-WHERE j.id = :id"""
+SELECT {J_COLS}, {RESULT_COLS} FROM jobs j WHERE j.id = :id"""
 
 
 def _claim_sql(expect_attempts: bool) -> str:
     """PENDING -> PROCESSING if the owner has a free slot, else park the job (fair share,
-    common/store/fair_share.py). The job row is locked first, so a duplicate delivery waits and
-    then finds it claimed. An owner with a limit takes its slot by a guarded upsert on its
-    counter row, whose lock serialises two claims for one owner (a count of PROCESSING jobs
-    could not: its snapshot would predate the other claim's commit), and the job is marked
-    `holds_slot` so its exit gives the slot back. An owner without a limit writes no counter
-    (migration 0011). A parked job spends no attempt and gets its 'deferred' event once: `cand`
-    is the locked row's latest version, so a duplicate delivery that waited for the lock sees
-    the first one's deferred_at (the events table, read in this statement's older snapshot,
-    would not show its event yet)."""
+    common/store/fair_share.py).
+
+    An owner without a limit needs no lock before the update: the UPDATE locks the row, and a
+    duplicate delivery waiting on that lock re-checks the claimable condition on the new row
+    version and finds it claimed. It writes no counter (migration 0011) and takes no extra row
+    lock (a WAL record of its own).
+
+    An owner with a limit locks the job row first (`locked`, which re-checks the condition after
+    any wait), so a duplicate can never take a slot for a claim that then loses. The slot is a
+    guarded upsert on the owner's counter row, whose lock serialises two claims for one owner
+    (a count of PROCESSING jobs could not: its snapshot would predate the other claim's commit),
+    and the job is marked `holds_slot` so its exit gives the slot back. A parked job spends no
+    attempt and gets its 'deferred' event once: `locked` is the row's latest version, so a
+    duplicate delivery that waited for the lock sees the first one's deferred_at (the events
+    table, read in this statement's older snapshot, would not show its event yet)."""
     guard = " AND attempts = :expected_attempts" if expect_attempts else ""
+    claimable = (f"state IN {sources(Move.CLAIM)} AND NOT cancel_requested "
+                 f"AND (not_before IS NULL OR not_before <= now()){guard}")
     return f"""
 WITH cand AS (
-    SELECT id, owner_id, deferred_at FROM jobs
-    WHERE id = :id AND state IN {sources(Move.CLAIM)} AND NOT cancel_requested
-      AND (not_before IS NULL OR not_before <= now()){guard}
-    FOR UPDATE
+    SELECT id, owner_id FROM jobs WHERE id = :id AND {claimable}
 ), cap AS (
-    SELECT c.owner_id, COALESCE(l.max_running, :default_limit) AS n
+    SELECT c.id, c.owner_id, COALESCE(l.max_running, :default_limit) AS n
     FROM cand c LEFT JOIN owner_limits l ON l.owner_id = c.owner_id
+), locked AS (
+    SELECT id, deferred_at FROM jobs
+    WHERE id = (SELECT id FROM cap WHERE n > 0) AND {claimable}
+    FOR UPDATE
 ), slot AS (
-    INSERT INTO owner_running AS o (owner_id, running) SELECT owner_id, 1 FROM cap WHERE n > 0
+    INSERT INTO owner_running AS o (owner_id, running)
+    SELECT owner_id, 1 FROM cap WHERE n > 0 AND EXISTS (SELECT 1 FROM locked)
     ON CONFLICT (owner_id) DO UPDATE SET running = o.running + 1
     WHERE o.running < (SELECT n FROM cap)
     RETURNING o.running
@@ -79,25 +90,24 @@ WITH cand AS (
         lease_expires_at = now() + make_interval(secs => :lease_s),
         started_at = now(), updated_at = now(), not_before = NULL, deferred_at = NULL,
         undelivered_since = NULL, delivery_failures = 0, holds_slot = (SELECT n > 0 FROM cap)
-    WHERE id = (SELECT id FROM cand)
+    WHERE id = (SELECT id FROM cap) AND {claimable}
       AND ((SELECT n FROM cap) = 0 OR EXISTS (SELECT 1 FROM slot))
     RETURNING {COLS}, holds_slot
 ), parked AS (
     UPDATE jobs SET deferred_at = now(), undelivered_since = NULL, delivery_failures = 0
-    WHERE id = (SELECT id FROM cand)
-      AND (SELECT n FROM cap) > 0 AND NOT EXISTS (SELECT 1 FROM slot)
+    WHERE id = (SELECT id FROM locked) AND NOT EXISTS (SELECT 1 FROM slot)
     RETURNING {COLS}
 ), dev AS (
     INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, details)
     SELECT id, state, state, 'deferred', attempts,
            jsonb_build_object('owner_limit', (SELECT n FROM cap))
     FROM parked
-    WHERE (SELECT deferred_at FROM cand) IS NULL
+    WHERE (SELECT deferred_at FROM locked) IS NULL
       AND NOT EXISTS (SELECT 1 FROM job_events e WHERE e.job_id = parked.id
                       AND e.reason = 'deferred')
 ), {event_cte(lit(P), "'claimed'")}
-SELECT {COLS}, false AS deferred, holds_slot FROM moved
-UNION ALL SELECT {COLS}, true AS deferred, false AS holds_slot FROM parked"""
+SELECT {OUT_COLS}, false AS deferred, holds_slot FROM moved
+UNION ALL SELECT {OUT_COLS}, true AS deferred, false AS holds_slot FROM parked"""
 
 
 SQL_CLAIM = {flag: _claim_sql(flag) for flag in (False, True)}
@@ -133,6 +143,8 @@ EXIT_REASON = (
 
 
 def _exit_sql(move: Move) -> str:
+    """The exit, its event, and for COMPLETED or FAILED the result, in the one row version the
+    update writes (migration 0012)."""
     new_state = EXIT_STATE[move]
     return f"""
 WITH moved AS (
@@ -141,19 +153,17 @@ WITH moved AS (
         finished_at = CASE WHEN {new_state} IN {TERMINAL} THEN now() END,
         not_before = CASE WHEN {new_state} = {lit(P)}
                           THEN now() + make_interval(secs => :delay_s) END,
-        dispatched_at = NULL, {PROGRESS_SET}
+        dispatched_at = NULL, {PROGRESS_SET},
+        result_output = CASE WHEN {new_state} = 'COMPLETED' THEN CAST(:output AS jsonb) END,
+        result_error_type = CASE WHEN {new_state} = 'FAILED'
+                                 THEN CAST(:error_type AS text) END,
+        result_error_message = CASE WHEN {new_state} = 'FAILED'
+                                    THEN CAST(:error_message AS text) END,
+        result_duration_ms = CASE WHEN {new_state} IN ('COMPLETED', 'FAILED')
+                                  THEN CAST(:duration_ms AS integer) END
     WHERE id = :id AND state IN {sources(move)} AND attempts = :attempt
     RETURNING {MOVE_COLS}
-), {event_cte(lit(R), EXIT_REASON, "CAST(:details AS jsonb)")},
-res AS (
-    INSERT INTO job_results (job_id, status, output, error_type, error_message, duration_ms)
-    SELECT id, CASE state WHEN 'COMPLETED' THEN 'succeeded' ELSE 'failed' END,
-           CASE state WHEN 'COMPLETED' THEN CAST(:output AS jsonb) END,
-           CASE state WHEN 'FAILED' THEN CAST(:error_type AS text) END,
-           CASE state WHEN 'FAILED' THEN CAST(:error_message AS text) END,
-           :duration_ms
-    FROM moved WHERE state IN ('COMPLETED', 'FAILED')
-)
+), {event_cte(lit(R), EXIT_REASON, "CAST(:details AS jsonb)")}
 SELECT {MOVE_COLS} FROM moved"""
 
 

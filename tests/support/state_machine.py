@@ -64,8 +64,7 @@ class JobMachine(RuleBasedStateMachine):
         super().__init__()
         with self.engine.connect() as conn:
             # No foreign keys to cascade on (migration 0010): the trail goes with the jobs.
-            conn.execute(text("DELETE FROM job_events"))
-            conn.execute(text("DELETE FROM job_results"))
+            conn.execute(text("DELETE FROM job_events"))  # a job's result is in its row
             conn.execute(text("DELETE FROM jobs"))
         self.jobs: dict[UUID, Expected] = {}
         self.ever: list[UUID] = []  # every id ever created, purged ones too: they stay pickable
