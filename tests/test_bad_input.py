@@ -15,6 +15,7 @@ from common.store.job_store import JobStore
 from common.store.models import parse_new_job
 from tests.conftest import table_counts
 
+
 def as_json_value(value: object) -> object:
     """`value` as JSON means it: jsonb keeps a number's value, not its spelling or Python type
     (the float 6.676163794855611e+16 comes back as the integer 66761637948556110, the same

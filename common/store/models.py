@@ -43,11 +43,16 @@ def _check_json_value(value: Any, depth: int = 0) -> None:
             _check_json_value(item, depth + 1)
 
 
+# Each model builds its validator on first use, not at import: a function instance pays only
+# for the models it touches (process never validates a NewJob or a JobPage).
+DEFERRED = ConfigDict(defer_build=True)
+
+
 class JobTemplate(BaseModel):
     """A job's own fields: what POST /jobs takes, and what a schedule creates on each fire.
     The owner is never part of it: it comes from the caller's token."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     preset: str = Field(min_length=1, max_length=64, pattern=PRESET_PATTERN)
     content: str
@@ -129,6 +134,8 @@ def parse_new_job(data: Any) -> NewJob:
 
 
 class JobResult(BaseModel):
+    model_config = DEFERRED
+
     status: Literal["succeeded", "failed"]
     output: Any = None
     error_type: str | None = None
@@ -138,6 +145,8 @@ class JobResult(BaseModel):
 
 
 class Job(BaseModel):
+    model_config = DEFERRED
+
     id: UUID
     owner_id: str
     preset: str
@@ -170,6 +179,8 @@ class Job(BaseModel):
 
 
 class JobEvent(BaseModel):
+    model_config = DEFERRED
+
     id: int
     job_id: UUID
     from_state: JobState | None
@@ -181,12 +192,16 @@ class JobEvent(BaseModel):
 
 
 class JobPage(BaseModel):
+    model_config = DEFERRED
+
     jobs: list[Job]
     next_cursor: str | None
 
 
 class ClaimOutcome(BaseModel):
     """Why a claim did or did not take the job; a worker logs it and acknowledges the message."""
+
+    model_config = DEFERRED
 
     job: Job | None
     reason: Literal[
@@ -201,6 +216,8 @@ class JobMove(BaseModel):
     """What a worker's exit left behind. Lean on purpose: the worker already has the job, and
     parsing a whole row back costs more than the rest of the call."""
 
+    model_config = DEFERRED
+
     id: UUID
     state: JobState
     attempts: int
@@ -210,6 +227,8 @@ class JobMove(BaseModel):
 
 class DispatchItem(BaseModel):
     """A job whose message must be published, with the attempt count it is published for."""
+
+    model_config = DEFERRED
 
     id: UUID
     attempts: int
