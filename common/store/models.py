@@ -43,16 +43,11 @@ def _check_json_value(value: Any, depth: int = 0) -> None:
             _check_json_value(item, depth + 1)
 
 
-# Each model builds its validator on first use, not at import: a function instance pays only
-# for the models it touches (process never validates a NewJob or a JobPage).
-DEFERRED = ConfigDict(defer_build=True)
-
-
 class JobTemplate(BaseModel):
     """A job's own fields: what POST /jobs takes, and what a schedule creates on each fire.
     The owner is never part of it: it comes from the caller's token."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     preset: str = Field(min_length=1, max_length=64, pattern=PRESET_PATTERN)
     content: str
@@ -134,8 +129,6 @@ def parse_new_job(data: Any) -> NewJob:
 
 
 class JobResult(BaseModel):
-    model_config = DEFERRED
-
     status: Literal["succeeded", "failed"]
     output: Any = None
     error_type: str | None = None
@@ -145,8 +138,6 @@ class JobResult(BaseModel):
 
 
 class Job(BaseModel):
-    model_config = DEFERRED
-
     id: UUID
     owner_id: str
     preset: str
@@ -179,8 +170,6 @@ class Job(BaseModel):
 
 
 class JobEvent(BaseModel):
-    model_config = DEFERRED
-
     id: int
     job_id: UUID
     from_state: JobState | None
@@ -192,16 +181,12 @@ class JobEvent(BaseModel):
 
 
 class JobPage(BaseModel):
-    model_config = DEFERRED
-
     jobs: list[Job]
     next_cursor: str | None
 
 
 class ClaimOutcome(BaseModel):
     """Why a claim did or did not take the job; a worker logs it and acknowledges the message."""
-
-    model_config = DEFERRED
 
     job: Job | None
     reason: Literal[
@@ -216,8 +201,6 @@ class JobMove(BaseModel):
     """What a worker's exit left behind. Lean on purpose: the worker already has the job, and
     parsing a whole row back costs more than the rest of the call."""
 
-    model_config = DEFERRED
-
     id: UUID
     state: JobState
     attempts: int
@@ -227,8 +210,6 @@ class JobMove(BaseModel):
 
 class DispatchItem(BaseModel):
     """A job whose message must be published, with the attempt count it is published for."""
-
-    model_config = DEFERRED
 
     id: UUID
     attempts: int

@@ -2,9 +2,8 @@
 
 A state change and its `job_events` row are written by one statement (a data-modifying CTE),
 so they commit together or not at all; a COMPLETED or FAILED job's result is part of the row
-version that statement writes. The
-attempt number is the fencing token: it only ever grows, so a worker whose lease was taken over
-can never write over a newer attempt.
+version that statement writes. The attempt number is the fencing token: it only ever grows, so
+a worker whose lease was taken over can never write over a newer attempt.
 """
 
 from __future__ import annotations
