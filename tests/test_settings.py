@@ -132,3 +132,26 @@ def test_production_refuses_to_start_without_the_webhook_secret_key(
     settings = load_settings()
     assert settings.is_production and settings.webhook_secret_key is not None
     assert WEBHOOK_KEY not in repr(settings)
+
+
+def test_lists_are_json_and_names_match_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql+pg8000://u@h/db")
+    monkeypatch.setenv("PRESET_MODULES", '["my.handlers", "more.handlers"]')
+    monkeypatch.setenv("sweep_allowed_invokers", '["cron@p.iam.gserviceaccount.com"]')
+    monkeypatch.setenv("Db_Pool_Size", "4")
+    settings = load_settings()
+    assert settings.preset_modules == ["my.handlers", "more.handlers"]
+    assert settings.sweep_allowed_invokers == ["cron@p.iam.gserviceaccount.com"]
+    assert settings.db_pool_size == 4
+    assert load_settings(db_pool_size=7).db_pool_size == 7  # an explicit override wins
+
+
+@pytest.mark.parametrize("value", ["my.handlers", "[my.handlers]", '{"a": 1}', "[1]"])
+def test_a_list_that_is_not_a_json_list_of_strings_is_named(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql+pg8000://u@h/db")
+    monkeypatch.setenv("PRESET_MODULES", value)
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert "PRESET_MODULES" in str(err.value)
