@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
+from common.logs import current_traceparent
 from common.messaging.job_message import encode_message
 from common.messaging.notify import Notifier
 from common.presets.base import Handler, JobContext
@@ -44,6 +45,10 @@ def _boom(ctx: JobContext, content: str, options: Any) -> Any:
     raise KeyError("surprise")
 
 
+def _trace_seen(ctx: JobContext, content: str, options: Any) -> Any:
+    return {"traceparent": current_traceparent()}
+
+
 @pytest.fixture()
 def tuned(settings: Settings) -> Settings:
     return settings.model_copy(
@@ -66,6 +71,7 @@ def worker(store: JobStore, tuned: Settings) -> Worker:
             Handler("slow", _slow, time_limit_s=0.3),
             Handler("not-json", _not_json),
             Handler("boom", _boom),
+            Handler("trace-seen", _trace_seen),
         ]
     )
     return Worker(any_preset, registry, Notifier(tuned), tuned)
@@ -101,6 +107,24 @@ def test_happy_path_writes_the_result_once(worker: Worker) -> None:
     assert done.state is JobState.COMPLETED and done.attempts == 1
     assert done.result is not None and done.result.output["words"] == 4
     assert reasons(worker, job) == ["created", "claimed", "completed"]
+
+
+def test_the_handler_runs_under_its_job_s_trace_and_no_other(worker: Worker) -> None:
+    """Handler threads are reused; each run still sees its own job's trace, never a previous
+    job's (a handler that logs joins the right trace)."""
+    seen = []
+    for trace_id in ("a" * 32, "b" * 32, None):
+        traceparent = f"00-{trace_id}-{'c' * 16}-01" if trace_id else None
+        job, _ = worker.store.create("alice", new_job(preset="trace-seen"),
+                                     traceparent=traceparent)
+        item = DispatchItem(id=job.id, attempts=job.attempts, traceparent=traceparent)
+        data, attributes = encode_message(item)
+        outcome = worker.handle(Delivery(base64.b64encode(data).decode(), "m-1", attributes))
+        assert outcome.action == "completed"
+        result = worker.store.get("alice", job.id).result
+        assert result is not None
+        seen.append(result.output["traceparent"])
+    assert seen == [f"00-{'a' * 32}-{'c' * 16}-01", f"00-{'b' * 32}-{'c' * 16}-01", None]
 
 
 def test_the_same_message_twice_runs_the_handler_once(worker: Worker) -> None:

@@ -41,6 +41,7 @@ from common.store.errors import (
 from common.store.job_store import JobStore
 from common.store.models import Job, JobMove
 from common.store.worker_moves import Progress
+from common.worker.handler_threads import HandlerAborted, HandlerThreads
 from common.worker.progress import ProgressBox
 
 if TYPE_CHECKING:  # built by functions/process on first use: not on the cold path
@@ -106,6 +107,7 @@ class Worker:
         # Publishes an owner's parked jobs when one of its jobs ends (fair share); without
         # one, the sweep's `parked` step does it.
         self.dispatcher = dispatcher
+        self._threads = HandlerThreads()
 
     def time_limit(self, handler: Handler) -> float:
         """The handler's own limit, cut to end before the ack deadline (less the margin for
@@ -195,7 +197,7 @@ class Worker:
         ctx = JobContext(job_id=str(job.id), attempt=job.attempts, cancelled=stop.is_set,
                          progress=box.report)
         started = time.monotonic()
-        future = _start(handler.run, ctx, job.content, options)
+        future = self._threads.start(handler.run, ctx, job.content, options)
         try:
             run = self._supervise(job, handler, future, stop, started, box)
         finally:
@@ -306,11 +308,6 @@ class Worker:
         return write()
 
 
-class HandlerAborted(Exception):
-    """A handler raised a BaseException that is not an Exception (SystemExit, say): on its own
-    thread it ends only that run, which then counts as a transient failure like any other."""
-
-
 def _describe(exc: BaseException) -> tuple[str, str]:
     """An exception's type name and message, whatever the exception: its `__str__` may raise
     or return anything. The store makes both storable (no NUL, no lone surrogate, bounded)."""
@@ -321,24 +318,3 @@ def _describe(exc: BaseException) -> tuple[str, str]:
     except BaseException as err:  # user code: whatever its __str__ raises
         message = f"(the exception's message could not be read: {type(err).__name__})"
     return type(exc).__name__, message
-
-
-def _start(fn: Callable[..., Any], *args: Any) -> Future[Any]:
-    """Run a handler on its own daemon thread. Not a pool: a handler that hangs must not hold
-    a worker slot that later jobs wait for; it is abandoned (told so by `cancelled()`)."""
-    future: Future[Any] = Future()
-
-    def target() -> None:
-        if not future.set_running_or_notify_cancel():
-            return
-        try:
-            future.set_result(fn(*args))
-        except Exception as exc:
-            future.set_exception(exc)
-        except BaseException as exc:
-            aborted = HandlerAborted(type(exc).__name__)
-            aborted.__cause__ = exc
-            future.set_exception(aborted)
-
-    threading.Thread(target=target, daemon=True, name="job-handler").start()
-    return future

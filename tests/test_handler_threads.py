@@ -1,0 +1,94 @@
+"""Handler threads: one per running handler, kept for the next run once it returns."""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+
+import pytest
+
+from common.worker.handler_threads import HandlerAborted, HandlerThreads
+
+WAIT_S = 10  # generous bound on waits for another thread; nothing here is timed
+
+job_var: contextvars.ContextVar[str] = contextvars.ContextVar("job_var", default="unset")
+
+
+def test_a_returned_handler_s_thread_runs_the_next_job() -> None:
+    threads = HandlerThreads(keep=4)
+    first = threads.start(threading.get_ident).result(WAIT_S)
+    _wait_idle(threads, 1)
+    second = threads.start(threading.get_ident).result(WAIT_S)
+    assert first == second != threading.get_ident()
+    assert threading.current_thread().name != "job-handler"
+
+
+def test_a_hung_handler_keeps_its_thread_and_blocks_no_one() -> None:
+    threads = HandlerThreads(keep=4)
+    release = threading.Event()
+    hung = threads.start(release.wait, WAIT_S)
+    try:
+        assert threads.start(lambda: 42).result(WAIT_S) == 42  # on a thread of its own
+        assert not hung.done()
+    finally:
+        release.set()
+    assert hung.result(WAIT_S) is True
+
+
+def test_at_most_keep_threads_wait_idle() -> None:
+    threads = HandlerThreads(keep=1)
+    gate = threading.Barrier(3)
+    runs = [threads.start(gate.wait, WAIT_S) for _ in range(2)]
+    gate.wait(WAIT_S)  # both runs hold a thread at once
+    for run in runs:
+        run.result(WAIT_S)
+    _wait_idle(threads, 1)
+    assert threads.idle() == 1  # the other thread exited
+
+
+def test_each_run_sees_its_caller_s_context_and_leaks_none_into_the_next() -> None:
+    threads = HandlerThreads(keep=1)
+
+    def read_then_write() -> str:
+        seen = job_var.get()
+        job_var.set("written by the handler")
+        return seen
+
+    token = job_var.set("job A")
+    try:
+        assert threads.start(read_then_write).result(WAIT_S) == "job A"
+    finally:
+        job_var.reset(token)
+    _wait_idle(threads, 1)
+    assert threads.start(read_then_write).result(WAIT_S) == "unset"
+    assert job_var.get() == "unset"
+
+
+def test_exceptions_reach_the_future_and_the_thread_survives() -> None:
+    threads = HandlerThreads(keep=1)
+
+    def boom() -> None:
+        raise ValueError("bad input")
+
+    def leave() -> None:
+        raise SystemExit(3)
+
+    with pytest.raises(ValueError, match="bad input"):
+        threads.start(boom).result(WAIT_S)
+    _wait_idle(threads, 1)
+    with pytest.raises(HandlerAborted) as aborted:
+        threads.start(leave).result(WAIT_S)
+    assert aborted.value.args == ("SystemExit",)
+    assert isinstance(aborted.value.__cause__, SystemExit)
+    _wait_idle(threads, 1)
+    assert threads.start(lambda: "still serving").result(WAIT_S) == "still serving"
+
+
+def _wait_idle(threads: HandlerThreads, count: int) -> None:
+    """The future is settled just before the thread parks itself: wait for the park."""
+    parked = threading.Event()
+    for _ in range(10_000):
+        if threads.idle() >= count:
+            return
+        parked.wait(0.001)
+    raise AssertionError(f"{count} idle thread(s) expected, {threads.idle()} found")
