@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import typing
+from collections.abc import Collection
 from enum import StrEnum
 from functools import lru_cache
 from typing import Annotated, Any, Self
@@ -217,39 +218,52 @@ class Settings(BaseModel):
         return self.production if self.production is not None else bool(self.k_service)
 
 
-def _from_environment() -> dict[str, Any]:
-    """Each field's variable, if set: names match in any case (as on Cloud Run, where they are
-    upper case); a list field's value is JSON (`PRESET_MODULES='["my.handlers"]'`)."""
+_JSON_KINDS = (list, dict, set, frozenset, tuple)
+
+
+def _is_json(annotation: Any) -> bool:
+    """Whether a field's variable holds JSON: a container, or a union with one (`list[str] |
+    None`), as pydantic-settings decided it."""
+    origin = typing.get_origin(annotation)
+    if origin in _JSON_KINDS or annotation in _JSON_KINDS:
+        return True
+    return any(_is_json(arg) for arg in typing.get_args(annotation)) if origin else False
+
+
+def _from_environment(skip: Collection[str]) -> tuple[dict[str, Any], list[str]]:
+    """Each field's variable, if set and not in `skip`: names match in any case (as on Cloud
+    Run, where they are upper case); a container field's value is JSON
+    (`PRESET_MODULES='["my.handlers"]'`). Returns the values and what could not be read."""
     environ = {name.lower(): value for name, value in os.environ.items()}
     values: dict[str, Any] = {}
+    problems: list[str] = []
     for name, field in Settings.model_fields.items():
         raw = environ.get(name)
-        if raw is None:
+        if raw is None or name in skip:
             continue
-        if typing.get_origin(field.annotation) is list:
-            try:
-                values[name] = json.loads(raw)
-            except ValueError:
-                raise SettingsError(
-                    f"invalid configuration: {name.upper()}: not JSON (a list is written "
-                    f'like ["a", "b"])'
-                ) from None
-        else:
+        if not _is_json(field.annotation):
             values[name] = raw
-    return values
+            continue
+        try:
+            values[name] = json.loads(raw)
+        except ValueError:
+            problems.append(f'{name.upper()}: not JSON (a list is written like ["a", "b"])')
+    return values, problems
 
 
 def load_settings(**overrides: object) -> Settings:
     """Build settings from the environment and explicit overrides (which win), naming every
-    bad variable."""
+    bad variable at once."""
+    values, problems = _from_environment(skip=overrides.keys())
     try:
-        return Settings(**{**_from_environment(), **overrides})
+        settings = Settings(**{**values, **overrides})
     except ValidationError as exc:
-        problems = []
         for err in exc.errors():
             name = ".".join(str(p) for p in err["loc"]).upper() or "settings"
             problems.append(f"{name}: {err['msg']}")
+    if problems:
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+    return settings
 
 
 @lru_cache(maxsize=1)

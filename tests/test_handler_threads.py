@@ -20,7 +20,8 @@ def test_a_returned_handler_s_thread_runs_the_next_job() -> None:
     _wait_idle(threads, 1)
     second = threads.start(threading.get_ident).result(WAIT_S)
     assert first == second != threading.get_ident()
-    assert threading.current_thread().name != "job-handler"
+    assert threads.start(lambda: threading.current_thread().name).result(WAIT_S) == "job-handler"
+    threads.close()
 
 
 def test_a_hung_handler_keeps_its_thread_and_blocks_no_one() -> None:
@@ -38,15 +39,30 @@ def test_a_hung_handler_keeps_its_thread_and_blocks_no_one() -> None:
 def test_at_most_keep_threads_wait_idle() -> None:
     threads = HandlerThreads(keep=1)
     gate = threading.Barrier(3)
-    runs = [threads.start(gate.wait, WAIT_S) for _ in range(2)]
+
+    def hold() -> threading.Thread:
+        gate.wait(WAIT_S)
+        return threading.current_thread()
+
+    runs = [threads.start(hold) for _ in range(2)]
     gate.wait(WAIT_S)  # both runs hold a thread at once
-    for run in runs:
-        run.result(WAIT_S)
-    _wait_idle(threads, 1)
-    assert threads.idle() == 1  # the other thread exited
+    used = [run.result(WAIT_S) for run in runs]
+    assert used[0] is not used[1]
+    for _ in range(10_000):  # the one with no place to park exits
+        if sum(t.is_alive() for t in used) == 1:
+            break
+        threading.Event().wait(0.001)
+    assert sum(t.is_alive() for t in used) == 1
+    assert threads.idle() == 1
+    threads.close()
+    for thread in used:
+        thread.join(WAIT_S)
+        assert not thread.is_alive()  # close lets idle threads exit
 
 
-def test_each_run_sees_its_caller_s_context_and_leaks_none_into_the_next() -> None:
+def test_each_run_starts_with_an_empty_context_and_leaks_none_into_the_next() -> None:
+    """Nothing of the caller's context (on Cloud Run: Flask's request context) or of an
+    earlier run reaches a handler: each run binds what it needs itself."""
     threads = HandlerThreads(keep=1)
 
     def read_then_write() -> str:
@@ -54,14 +70,15 @@ def test_each_run_sees_its_caller_s_context_and_leaks_none_into_the_next() -> No
         job_var.set("written by the handler")
         return seen
 
-    token = job_var.set("job A")
+    token = job_var.set("the caller's")
     try:
-        assert threads.start(read_then_write).result(WAIT_S) == "job A"
+        assert threads.start(read_then_write).result(WAIT_S) == "unset"
+        _wait_idle(threads, 1)
+        assert threads.start(read_then_write).result(WAIT_S) == "unset"
+        assert job_var.get() == "the caller's"
     finally:
         job_var.reset(token)
-    _wait_idle(threads, 1)
-    assert threads.start(read_then_write).result(WAIT_S) == "unset"
-    assert job_var.get() == "unset"
+    threads.close()
 
 
 def test_exceptions_reach_the_future_and_the_thread_survives() -> None:

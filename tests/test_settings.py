@@ -155,3 +155,36 @@ def test_a_list_that_is_not_a_json_list_of_strings_is_named(
     with pytest.raises(SettingsError) as err:
         load_settings()
     assert "PRESET_MODULES" in str(err.value)
+
+
+def test_every_bad_variable_is_named_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql+pg8000://u@h/db")
+    monkeypatch.setenv("PRESET_MODULES", "my.handlers")
+    monkeypatch.setenv("DB_POOL_SIZE", "zero")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert "PRESET_MODULES" in str(err.value) and "DB_POOL_SIZE" in str(err.value)
+    # An explicit override replaces the variable: its bad value no longer matters.
+    assert load_settings(preset_modules=[], db_pool_size=1).preset_modules == []
+
+
+def test_every_setting_is_read_from_one_variable_of_a_known_kind() -> None:
+    """The reader passes a variable's text to scalar fields and decodes JSON for containers
+    (`_is_json`); a field of any other kind would need a rule of its own."""
+    import typing
+    from enum import Enum
+
+    from pydantic import SecretStr
+
+    from common.settings import Settings, _is_json
+
+    scalars = (str, int, float, bool, SecretStr)
+    for name, field in Settings.model_fields.items():
+        kinds = [a for a in typing.get_args(field.annotation) if a is not type(None)] or [
+            field.annotation
+        ]
+        for kind in kinds:
+            ok = kind in scalars or (isinstance(kind, type) and issubclass(kind, Enum)) or (
+                _is_json(kind) and typing.get_args(kind) in ((str,),)
+            )
+            assert ok, f"{name}: {kind!r}"

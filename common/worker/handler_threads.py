@@ -6,6 +6,9 @@ with a timeout and, past the limit, records the timeout and acknowledges while t
 abandoned (told so by `cancelled()`). Not a bounded pool: a handler that hangs keeps its thread
 and no later job waits behind it, since a run finding no idle thread starts a new one.
 
+Each run starts in an empty `contextvars` context, so nothing of the request or of an earlier
+run reaches the handler; `threading.local` values, on the other hand, stay with the thread.
+
 Why keep them: starting a thread, with the handshake `Thread.start` makes with it, cost about
 230 µs of CPU per job more than handing a run to a waiting thread (364 vs 136 µs per run,
 measured on this project's 2-core VM), a tenth of all the CPU `process` spends on a job.
@@ -14,6 +17,7 @@ measured on this project's 2-core VM), a tenth of all the CPU `process` spends o
 from __future__ import annotations
 
 import contextvars
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -42,12 +46,17 @@ class _HandlerThread:
         self._next = run
         self._go.release()
 
+    def stop(self) -> None:
+        """Wake this idle thread with nothing to run, so it exits."""
+        self._next = None
+        self._go.release()
+
     def _loop(self) -> None:
         while True:
             self._go.acquire()
             run, self._next = self._next, None
-            if run is None:  # not given work: cannot happen, but never spin
-                continue
+            if run is None:  # `close`, or given nothing: this thread is done
+                return
             fn, args, future, context = run
             _settle(future, context, fn, args)
             del run, fn, args, future, context  # hold nothing of a finished job while idle
@@ -55,20 +64,30 @@ class _HandlerThread:
                 return
 
 
+def request_threads() -> int:
+    """How many requests an instance serves at once: functions-framework's gunicorn runs
+    `THREADS` request threads (default 4 x CPUs). Each waits for its own handler, so more
+    handlers than that run at once only when some were abandoned past their time limit."""
+    return int(os.environ.get("THREADS") or (os.cpu_count() or 1) * 4)
+
+
 class HandlerThreads:
     """Hands each run to an idle thread, or to a new one when none is idle. At most `keep`
-    threads wait idle (about the instance's request concurrency); others exit when done."""
+    threads wait idle (by default as many as the instance's request threads); others exit
+    when done."""
 
-    def __init__(self, keep: int = 8) -> None:
-        self._keep = keep
+    def __init__(self, keep: int | None = None) -> None:
+        self._keep = request_threads() if keep is None else keep
         self._lock = threading.Lock()
         self._idle: list[_HandlerThread] = []
 
     def start(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         """Run `fn(*args)` on a thread of its own; the future holds its value or exception.
-        It runs in a copy of the caller's context, so the job's trace stays bound to it."""
+        Each run starts in an empty `contextvars` context, as on a new thread: nothing of the
+        request (Flask's request context, the push's headers) nor of an earlier run reaches
+        it. What a run needs bound, it binds itself (the worker binds the job's trace)."""
         future: Future[Any] = Future()
-        run: _Run = (fn, args, future, contextvars.copy_context())
+        run: _Run = (fn, args, future, contextvars.Context())
         with self._lock:
             thread = self._idle.pop() if self._idle else None
         (thread or _HandlerThread(self)).give(run)
@@ -86,6 +105,14 @@ class HandlerThreads:
         with self._lock:
             return len(self._idle)
 
+    def close(self) -> None:
+        """Let the idle threads exit (tests; an instance simply stops). Running ones finish
+        their run first, then find no place to park."""
+        with self._lock:
+            idle, self._idle, self._keep = self._idle, [], 0
+        for thread in idle:
+            thread.stop()
+
 
 def _settle(future: Future[Any], context: contextvars.Context, fn: Callable[..., Any],
             args: tuple[Any, ...]) -> None:
@@ -95,7 +122,11 @@ def _settle(future: Future[Any], context: contextvars.Context, fn: Callable[...,
         future.set_result(context.run(fn, *args))
     except Exception as exc:
         future.set_exception(exc)
+        # The traceback holds this frame: drop the job's content and context now rather than
+        # when the cycle collector finds them.
+        del fn, args, context, future
     except BaseException as exc:
         aborted = HandlerAborted(type(exc).__name__)
         aborted.__cause__ = exc
         future.set_exception(aborted)
+        del fn, args, context, future

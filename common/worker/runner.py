@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
-from common.logs import bind_traceparent, log, unbind_trace
+from common.logs import bind_traceparent, current_traceparent, log, unbind_trace
 from common.messaging.dispatch import Dispatcher
 from common.messaging.job_message import PoisonMessage, backoff, decode_message
 from common.messaging.notify import Notifier
@@ -197,7 +197,10 @@ class Worker:
         ctx = JobContext(job_id=str(job.id), attempt=job.attempts, cancelled=stop.is_set,
                          progress=box.report)
         started = time.monotonic()
-        future = self._threads.start(handler.run, ctx, job.content, options)
+        future = self._threads.start(
+            _traced, current_traceparent(), self.settings.google_cloud_project,
+            handler.run, ctx, job.content, options,
+        )
         try:
             run = self._supervise(job, handler, future, stop, started, box)
         finally:
@@ -318,3 +321,10 @@ def _describe(exc: BaseException) -> tuple[str, str]:
     except BaseException as err:  # user code: whatever its __str__ raises
         message = f"(the exception's message could not be read: {type(err).__name__})"
     return type(exc).__name__, message
+
+
+def _traced(traceparent: str | None, project: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """A handler's run under its job's trace (its thread starts with an empty context), so
+    the lines it logs join the trace of the request that submitted the job."""
+    bind_traceparent(traceparent, project)
+    return fn(*args)
