@@ -3,6 +3,7 @@ as a ratio against pgbench running the minimal equivalent SQL on the same server
 
     make bench            # or: .venv/bin/python -m bench.lifecycle
     BENCH_SECONDS=20      # length of each run (default 10)
+    BENCH_ROUNDS=4        # runs per side and client count, alternating who goes first (default 2)
     BENCH_DATABASE_URL=postgresql+pg8000://postgres@127.0.0.1:5432/postgres  # a server of yours
 
 Without BENCH_DATABASE_URL a throwaway, durable (fsync on) server is started. Target: the
@@ -15,6 +16,7 @@ import multiprocessing
 import os
 import platform
 import re
+import statistics
 import subprocess
 import tempfile
 import time
@@ -143,6 +145,7 @@ def maintenance_plans(store_url: str) -> dict[str, str]:
 
 def main() -> int:
     seconds = int(os.environ.get("BENCH_SECONDS", "10"))
+    rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
     url = os.environ.get("BENCH_DATABASE_URL")
     server = server_from_url(url) if url else start_postgres(durable=True)
     dbname = server.create_database("jobs_bench")
@@ -150,15 +153,21 @@ def main() -> int:
     try:
         migrate(db_url)
         print(f"machine: {platform.node()} {os.cpu_count()} cores, {platform.python_version()}")
-        print(f"server: {'BENCH_DATABASE_URL' if url else 'throwaway, fsync on'}; {seconds}s/run")
+        print(f"server: {'BENCH_DATABASE_URL' if url else 'throwaway, fsync on'}; {seconds}s/run, "
+              f"{rounds} rounds each, alternating")
         ok = True
         rows = []
         for clients in CONCURRENCY:
-            ours = repository_rate(db_url, clients, seconds)
-            floor = pgbench_rate(server, dbname, clients, seconds)
+            runs: dict[str, list[float]] = {"ours": [], "floor": []}
+            for r in range(rounds):  # alternate who goes first: the machine drifts, the table grows
+                for side in ("ours", "floor") if r % 2 == 0 else ("floor", "ours"):
+                    runs[side].append(repository_rate(db_url, clients, seconds) if side == "ours"
+                                      else pgbench_rate(server, dbname, clients, seconds))
+            ours, floor = statistics.mean(runs["ours"]), statistics.mean(runs["floor"])
             ratio = ours / floor
             ok &= ratio >= TARGET
-            rows.append({"clients": clients, "ours": ours, "floor": floor, "ratio": ratio})
+            rows.append({"clients": clients, "ours": ours, "floor": floor, "ratio": ratio,
+                         "runs": runs})
             print(
                 f"lifecycle clients={clients}: repository {ours:7.1f}/s  pgbench {floor:7.1f}/s  "
                 f"ratio {ratio:.2f} (target >= {TARGET}) {'OK' if ratio >= TARGET else 'BELOW'}"
@@ -166,7 +175,8 @@ def main() -> int:
         plans = maintenance_plans(db_url)
         for name, used in plans.items():
             print(f"plan {name}: {used}")
-        record("lifecycle", target=TARGET, rows=rows, plans=plans, seconds=seconds)
+        record("lifecycle", target=TARGET, rows=rows, plans=plans, seconds=seconds,
+               rounds=rounds)
         return 0 if ok else 1
     finally:
         server.drop_database(dbname)
