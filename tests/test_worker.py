@@ -83,7 +83,8 @@ def submit(worker: Worker, preset: str = "echo", **kw: Any) -> tuple[Job, Delive
 
 
 def message_for(job: Job | DispatchItem, message_id: str = "m-1") -> Delivery:
-    item = job if isinstance(job, DispatchItem) else DispatchItem(id=job.id, attempts=job.attempts)
+    item = job if isinstance(job, DispatchItem) else DispatchItem(
+        id=job.id, attempts=job.attempts, traceparent=job.traceparent)
     data, attributes = encode_message(item)
     return Delivery(base64.b64encode(data).decode(), message_id, attributes)
 
@@ -117,9 +118,7 @@ def test_the_handler_runs_under_its_job_s_trace_and_no_other(worker: Worker) -> 
         traceparent = f"00-{trace_id}-{'c' * 16}-01" if trace_id else None
         job, _ = worker.store.create("alice", new_job(preset="trace-seen"),
                                      traceparent=traceparent)
-        item = DispatchItem(id=job.id, attempts=job.attempts, traceparent=traceparent)
-        data, attributes = encode_message(item)
-        outcome = worker.handle(Delivery(base64.b64encode(data).decode(), "m-1", attributes))
+        outcome = worker.handle(message_for(job))
         assert outcome.action == "completed"
         result = worker.store.get("alice", job.id).result
         assert result is not None

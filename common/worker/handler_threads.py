@@ -122,11 +122,11 @@ def _settle(future: Future[Any], context: contextvars.Context, fn: Callable[...,
         future.set_result(context.run(fn, *args))
     except Exception as exc:
         future.set_exception(exc)
-        # The traceback holds this frame: drop the job's content and context now rather than
-        # when the cycle collector finds them.
-        del fn, args, context, future
     except BaseException as exc:
         aborted = HandlerAborted(type(exc).__name__)
         aborted.__cause__ = exc
         future.set_exception(aborted)
+    finally:
+        # An exception's traceback holds this frame: drop the job's content and context now
+        # rather than when the cycle collector finds them.
         del fn, args, context, future
