@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -19,6 +20,19 @@ TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 def _lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def _process_lines_once_delivered(pipeline: Pipeline, job_id: str) -> list[dict[str, Any]]:
+    """The receiver answers before `process` records the delivery and logs it, so wait for the
+    line (bounded) instead of reading the log the moment the receiver has answered."""
+    deadline = time.monotonic() + 30
+    while True:
+        lines = _lines(pipeline.process.log_text())
+        if any(x["message"] == "webhook delivered" and x.get("job_id") == job_id for x in lines):
+            return lines
+        if time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
 
 
 @pytest.fixture()
@@ -48,7 +62,7 @@ def test_submit_process_and_webhook_lines_share_the_trace(
         receiver.stop()
     trace = f"projects/{pipeline.project}/traces/{TRACE_ID}"
     submit_lines = _lines(capfd.readouterr().out)
-    process_lines = _lines(pipeline.process.log_text())
+    process_lines = _process_lines_once_delivered(pipeline, job_id)
     accepted = [x for x in submit_lines if x["message"] == "job accepted"]
     finished = [x for x in process_lines
                 if x["message"] == "job attempt finished" and x.get("job_id") == job_id]
