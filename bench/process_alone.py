@@ -9,7 +9,12 @@ INSERT), and the servers alternate for BENCH_ROUNDS rounds (default 2).
 
 Reports jobs/s per instance and CPU per job (user + system, from /proc) for each, as ratios
 floor-relative (target >= 0.8: ours' jobs/s / floor's, and floor's CPU per job / ours), and
-each function's peak RSS (VmHWM)."""
+each function's peak RSS (VmHWM).
+
+A third server, `process_claiming_floor`, runs in the same rounds as information: the floor plus
+the one thing no at-least-once worker can skip, claiming the row before running (two guarded
+UPDATEs instead of one). Ours against it prices our other guarantees; it against the floor
+prices the claim itself."""
 
 from __future__ import annotations
 
@@ -120,17 +125,22 @@ def run(url: str, emulator: Any, n: int, rounds: int) -> dict[str, Any]:
     try:
         servers.append(FunctionServer("process", ROOT / "main.py", {**env, **CONCURRENCY}))
         servers.append(FunctionServer("process_floor", FLOOR_SOURCE, {**env, **CONCURRENCY}))
+        servers.append(FunctionServer("process_claiming_floor", FLOOR_SOURCE,
+                                      {**env, **CONCURRENCY}))
     except BaseException:
         for s in servers:
             s.close()
         raise
-    submit, ours, floor = servers
-    runs: dict[str, list[dict[str, float]]] = {"ours": [], "floor": []}
+    submit, ours, floor, claiming = servers
+    floors = {"floor": floor, "claiming": claiming}
+    runs: dict[str, list[dict[str, float]]] = {"ours": [], "floor": [], "claiming": []}
     try:
-        push_all(floor, prepare_floor(engine, 40))  # warm-up
+        for server in floors.values():  # warm-up
+            push_all(server, prepare_floor(engine, 40))
         push_all(ours, prepare_ours(engine, submit, 40))
         for r in range(rounds):
-            for name in ("floor", "ours") if r % 2 == 0 else ("ours", "floor"):
+            order = ("floor", "ours", "claiming")
+            for name in order if r % 2 == 0 else order[::-1]:
                 if name == "ours":
                     envs = prepare_ours(engine, submit, n)
                     fig = measure(ours, envs)
@@ -139,16 +149,17 @@ def run(url: str, emulator: Any, n: int, rounds: int) -> dict[str, Any]:
                             "SELECT count(*) FROM jobs WHERE state = 'COMPLETED'")).scalar_one()
                 else:
                     envs = prepare_floor(engine, n)
-                    fig = measure(floor, envs)
+                    fig = measure(floors[name], envs)
                     with engine.connect() as conn:
                         done = conn.execute(text(
                             "SELECT count(*) FROM bench_floor WHERE done")).scalar_one()
                 if done != n:
                     raise RuntimeError(f"{name}: {done} of {n} jobs done")
                 runs[name].append(fig)
-                print(f"round {r + 1} {name:>5}: {fig['jobs_per_s']:6.1f} jobs/s  "
+                print(f"round {r + 1} {name:>8}: {fig['jobs_per_s']:6.1f} jobs/s  "
                       f"CPU {fig['cpu_ms_per_job']:5.2f} ms/job")
-        rss = {"process": peak_rss_mib(ours.pid), "process_floor": peak_rss_mib(floor.pid)}
+        rss = {"process": peak_rss_mib(ours.pid), "process_floor": peak_rss_mib(floor.pid),
+               "process_claiming_floor": peak_rss_mib(claiming.pid)}
     finally:
         engine.dispose()
         for s in servers:
@@ -157,7 +168,13 @@ def run(url: str, emulator: Any, n: int, rounds: int) -> dict[str, Any]:
             for name, rs in runs.items()}
     return {"runs": runs, "mean": mean, "peak_rss_mib": rss,
             "throughput_ratio": mean["ours"]["jobs_per_s"] / mean["floor"]["jobs_per_s"],
-            "cpu_ratio": mean["floor"]["cpu_ms_per_job"] / mean["ours"]["cpu_ms_per_job"]}
+            "cpu_ratio": mean["floor"]["cpu_ms_per_job"] / mean["ours"]["cpu_ms_per_job"],
+            "vs_claiming": {
+                "throughput_ratio": (mean["ours"]["jobs_per_s"]
+                                     / mean["claiming"]["jobs_per_s"]),
+                "cpu_ratio": (mean["claiming"]["cpu_ms_per_job"]
+                              / mean["ours"]["cpu_ms_per_job"]),
+            }}
 
 
 def main() -> int:
@@ -171,6 +188,10 @@ def main() -> int:
           f"ratio {res['throughput_ratio']:.2f} (target >= {TARGET})")
     print(f"CPU per job          ours {o['cpu_ms_per_job']:6.2f}  floor {f['cpu_ms_per_job']:6.2f}"
           f"  floor/ours {res['cpu_ratio']:.2f} (target >= {TARGET})")
+    c, vc = res["mean"]["claiming"], res["vs_claiming"]
+    print(f"information: process_claiming_floor {c['jobs_per_s']:6.1f} jobs/s, "
+          f"CPU {c['cpu_ms_per_job']:5.2f} ms/job; ours against it: jobs/s "
+          f"{vc['throughput_ratio']:.2f}, CPU (claiming / ours) {vc['cpu_ratio']:.2f}")
     print(f"peak RSS: process {res['peak_rss_mib']['process']:.0f} MiB, "
           f"process_floor {res['peak_rss_mib']['process_floor']:.0f} MiB")
     record("process_alone", jobs=n, rounds=rounds, clients=CLIENTS, target=TARGET, **res)

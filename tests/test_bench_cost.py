@@ -13,34 +13,40 @@ from bench import end_to_end, process_alone
 
 
 @pytest.mark.timeout(300)
-def test_end_to_end_alternates_the_floor_pair_and_ours(stack_database: str, emulator: Any) -> None:
-    floor, ours = end_to_end.start_pipelines(emulator, stack_database)
+def test_end_to_end_alternates_the_floor_pair_ours_and_the_claiming_pair(
+    stack_database: str, emulator: Any
+) -> None:
+    floor, ours, claiming = pipelines = end_to_end.start_pipelines(emulator, stack_database)
     engine = create_engine(stack_database, isolation_level="AUTOCOMMIT")
     lines: list[str] = []
     try:
-        end_to_end.alternate(engine, floor, ours, n=12, rounds=2, say=lines.append)
+        end_to_end.alternate(engine, pipelines, n=12, rounds=2, say=lines.append)
         with engine.connect() as conn:
+            # The last run was the floor pair's (the second round runs in reverse).
             floor_done = conn.execute(text("SELECT count(*) FROM bench_floor WHERE done"))
             assert floor_done.scalar_one() == 12
             events = conn.execute(text("SELECT count(*) FROM job_trail")).scalar_one()
             assert events == 12 * 3  # created, claimed, completed: the audit trail is whole
     finally:
         engine.dispose()
-        floor.close()
-        ours.close()
-    assert len(floor.runs) == len(ours.runs) == 2
-    assert [line.split()[2].rstrip(":") for line in lines] == ["floor", "ours", "ours", "floor"]
-    for run in floor.runs + ours.runs:
+        for p in pipelines:
+            p.close()
+    assert len(floor.runs) == len(ours.runs) == len(claiming.runs) == 2
+    assert [line.split()[2].rstrip(":") for line in lines] == [
+        "floor", "ours", "claiming", "claiming", "ours", "floor"]
+    for run in floor.runs + ours.runs + claiming.runs:
         assert run["wal_bytes_per_job"] > 0
-        assert run["cpu_ms_per_job"] >= 0
+        assert run["cpu_ms_per_job"] == run["submit_cpu_ms_per_job"] + run["process_cpu_ms_per_job"]
 
 
 @pytest.mark.timeout(300)
 def test_process_alone_posts_every_envelope(stack_database: str, emulator: Any) -> None:
     result = process_alone.run(stack_database, emulator, n=10, rounds=2)
     assert len(result["runs"]["ours"]) == len(result["runs"]["floor"]) == 2
-    assert result["peak_rss_mib"]["process"] > 0
-    assert result["peak_rss_mib"]["process_floor"] > 0
+    assert len(result["runs"]["claiming"]) == 2
+    assert set(result["peak_rss_mib"]) == {"process", "process_floor", "process_claiming_floor"}
+    assert all(rss > 0 for rss in result["peak_rss_mib"].values())
+    assert set(result["vs_claiming"]) == {"throughput_ratio", "cpu_ratio"}
 
 
 def test_services_stops_postgres_when_the_emulator_fails(

@@ -26,7 +26,8 @@ from sqlalchemy import create_engine, text
 # The floor's own table, created by the benchmark beside the job store's tables.
 TABLE_DDL = (
     "CREATE TABLE IF NOT EXISTS bench_floor (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), "
-    "body text NOT NULL, done boolean NOT NULL DEFAULT false)"
+    "body text NOT NULL, done boolean NOT NULL DEFAULT false, "
+    "claimed boolean NOT NULL DEFAULT false)"
 )
 
 _lock = threading.Lock()
@@ -89,6 +90,28 @@ def process_floor(event: Any) -> None:
     with engine.connect() as conn:
         conn.execute(text("UPDATE bench_floor SET done = true WHERE id = :id"),
                      {"id": message["job_id"]})
+
+
+@functions_framework.cloud_event
+def process_claiming_floor(event: Any) -> None:
+    """Information only: the least a hand-written worker does to run each job once, whatever
+    Pub/Sub delivers twice: claim the row (a guarded UPDATE), run, then mark it done (a second
+    UPDATE guarded by the claim). No lease, attempts, events, retries or time limit. What it
+    costs over `process_floor` is the price of claiming before running, which any design with
+    that guarantee pays."""
+    engine = _clients()[0]
+    message = json.loads(base64.b64decode(event.data["message"]["data"]))
+    with engine.connect() as conn:
+        body = conn.execute(
+            text("UPDATE bench_floor SET claimed = true WHERE id = :id AND NOT claimed "
+                 "RETURNING body"), {"id": message["job_id"]}).scalar_one_or_none()
+    if body is None:  # a duplicate delivery: someone claimed it
+        return
+    output = json.dumps({"echo": json.loads(body)})  # the echo preset's work
+    with engine.connect() as conn:
+        conn.execute(text("UPDATE bench_floor SET done = true, body = :out "
+                          "WHERE id = :id AND claimed AND NOT done"),
+                     {"id": message["job_id"], "out": output})
 
 
 _counter: list[int] = []
