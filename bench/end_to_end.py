@@ -2,10 +2,10 @@
 PostgreSQL) against the floor pair (bench/floor/main.py: `submit_floor` and `process_floor`,
 the least a user would write by hand, with no guarantees), served the same way (real
 functions-framework servers, same driver, pool size and Pub/Sub client) against the same
-PostgreSQL and emulator, alternating floor and ours for BENCH_ROUNDS rounds (default 2) in
+PostgreSQL and emulator, alternating floor and ours for BENCH_ROUNDS rounds (default 4) in
 one run, from 8 HTTP clients.
 
-    .venv/bin/python -m bench.end_to_end     # BENCH_JOBS (default 600) per run
+    .venv/bin/python -m bench.end_to_end     # BENCH_JOBS (default 300) per run
 
 Three figures per pipeline, each the mean of its rounds:
 - throughput: jobs/s from the first submit to the last job done;
@@ -268,8 +268,8 @@ def latencies(engine: Engine) -> dict[str, float]:
 
 
 def main() -> int:
-    n = int(os.environ.get("BENCH_JOBS", "600"))
-    rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
+    n = int(os.environ.get("BENCH_JOBS", "300"))
+    rounds = int(os.environ.get("BENCH_ROUNDS", "4"))
     with services("jobs_e2e") as (url, emulator):
         raw = raw_push_rate(emulator, min(n, 1000), "raw-push")
         floor, ours, claiming = pipelines = start_pipelines(emulator, url)

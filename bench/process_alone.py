@@ -3,9 +3,9 @@ message, one UPDATE: bench/floor/main.py). Pub/Sub push envelopes are posted str
 real functions-framework server (THREADS=8, one worker) from 8 HTTP clients, not through the
 emulator, so the figure is the function's own capacity. Jobs are created beforehand (ours
 through a real `submit` server publishing to a topic nobody pushes from, the floor's by one
-INSERT), and the servers alternate for BENCH_ROUNDS rounds (default 2).
+INSERT), and the servers alternate for BENCH_ROUNDS rounds (default 4).
 
-    .venv/bin/python -m bench.process_alone     # BENCH_JOBS (default 1000) per run
+    .venv/bin/python -m bench.process_alone     # BENCH_JOBS (default 500) per run
 
 Reports jobs/s per instance and CPU per job (user + system, from /proc) for each, as ratios
 floor-relative (target >= 0.8: ours' jobs/s / floor's, and floor's CPU per job / ours), and
@@ -178,8 +178,8 @@ def run(url: str, emulator: Any, n: int, rounds: int) -> dict[str, Any]:
 
 
 def main() -> int:
-    n = int(os.environ.get("BENCH_JOBS", "1000"))
-    rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
+    n = int(os.environ.get("BENCH_JOBS", "500"))
+    rounds = int(os.environ.get("BENCH_ROUNDS", "4"))
     with services("jobs_alone") as (url, emulator):
         res = run(url, emulator, n, rounds)
     o, f = res["mean"]["ours"], res["mean"]["floor"]

@@ -153,22 +153,30 @@ def _claiming_rows(
 
 
 def _cost_panel(ax: Any, e2e: dict[str, Any] | None, alone: dict[str, Any] | None) -> None:
-    """Ours against the floor pair: jobs/s end to end and per `process` instance, and CPU ms
-    per job (end to end, both servers; process alone)."""
-    labels, ours, floors = [], [], []
+    """Ours against the floor pair (and the claiming pair, where measured): jobs/s end to end
+    and per `process` instance, and CPU ms per job (end to end, both servers; process alone)."""
+    labels: list[str] = []
+    bars: dict[str, list[float]] = {"ours": [], "floor pair": [], "claiming pair": []}
+
+    def add(label: str, key: str, scale: float, ours: Any, floor: Any, claiming: Any) -> None:
+        labels.append(label)
+        bars["ours"].append(ours[key] * scale)
+        bars["floor pair"].append(floor[key] * scale)
+        bars["claiming pair"].append(claiming[key] * scale if claiming else 0.0)
+
     if e2e:
-        labels += ["end to end\njobs/s", "end to end\nCPU µs/job ÷ 10"]
-        ours += [e2e["ours"]["jobs_per_s"], e2e["ours"]["cpu_ms_per_job"] * 100]
-        floors += [e2e["floor"]["jobs_per_s"], e2e["floor"]["cpu_ms_per_job"] * 100]
+        for label, key, scale in (("end to end\njobs/s", "jobs_per_s", 1),
+                                  ("end to end\nCPU µs/job ÷ 10", "cpu_ms_per_job", 100)):
+            add(label, key, scale, e2e["ours"], e2e["floor"], e2e.get("claiming"))
     if alone:
-        labels += ["process alone\njobs/s", "process alone\nCPU µs/job ÷ 10"]
-        ours += [alone["mean"]["ours"]["jobs_per_s"], alone["mean"]["ours"]["cpu_ms_per_job"] * 100]
-        floors += [alone["mean"]["floor"]["jobs_per_s"],
-                   alone["mean"]["floor"]["cpu_ms_per_job"] * 100]
+        m = alone["mean"]
+        for label, key, scale in (("process alone\njobs/s", "jobs_per_s", 1),
+                                  ("process alone\nCPU µs/job ÷ 10", "cpu_ms_per_job", 100)):
+            add(label, key, scale, m["ours"], m["floor"], m.get("claiming"))
     x = range(len(labels))
-    ax.bar([i - 0.2 for i in x], ours, width=0.4, label="ours")
-    ax.bar([i + 0.2 for i in x], floors, width=0.4, label="floor pair")
-    ax.set(title="Cost per job against the floor pair")
+    for offset, (name, values) in zip((-0.27, 0.0, 0.27), bars.items(), strict=True):
+        ax.bar([i + offset for i in x], values, width=0.27, label=name)
+    ax.set(title="Cost per job against the floor pair and the claiming pair")
     ax.set_xticks(list(x), labels, fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     ax.legend()
