@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+
 import flask
 
 from common.api.http import Request, Response
-
-
-def _reader(request: flask.Request):  # type: ignore[no-untyped-def]
-    def read(limit: int) -> bytes:
-        """At most `limit` bytes of the body: a stream may return less per read."""
-        chunks, size = [], 0
-        while size < limit:
-            chunk = request.stream.read(limit - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks)
-
-    return read
+from functions.body import read_at_most
 
 
 def from_flask(request: flask.Request) -> Request:
@@ -28,7 +16,7 @@ def from_flask(request: flask.Request) -> Request:
         path=request.path,
         headers=request.headers,
         query=request.args,
-        read_body=_reader(request),
+        read_body=functools.partial(read_at_most, request),
         content_length=request.content_length,
     )
 

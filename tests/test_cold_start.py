@@ -63,7 +63,7 @@ def test_process_cold_import_loads_no_api_module_and_unrouted_paths_are_problems
     assert out == "[]"
     probe = (
         "import functions_framework; "
-        "app = functions_framework.create_app('process', 'main.py', 'cloudevent'); "
+        "app = functions_framework.create_app('process', 'main.py', 'http'); "
         "r = app.test_client().get('/jobs/a%0Ab'); print(r.status_code, r.content_type)"
     )
     out = subprocess.run(

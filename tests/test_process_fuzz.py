@@ -1,7 +1,6 @@
 """Malformed Pub/Sub pushes at `process` (functions-framework's test client, real PostgreSQL):
-each is acknowledged (200, recorded as poison or skipped) or refused by functions-framework
-before our code runs (400), with exactly one log line of ours, never a 5xx, and no effect on any
-other job."""
+each is acknowledged (200, recorded as poison or skipped) with exactly one log line of ours,
+never a 4xx that Pub/Sub would deliver again, never a 5xx, and no effect on any other job."""
 
 from __future__ import annotations
 
@@ -16,6 +15,7 @@ from sqlalchemy import Engine, text
 
 from common.store.job_store import JobStore
 from common.store.states import JobState
+from common.worker.push_request import MAX_PUSH_BYTES
 from tests.jobs_helpers import job_in_state, snapshot
 from tests.submit_fixtures import SubmitHarness, reset_instance_state
 from tests.support.paths import ROOT
@@ -52,16 +52,15 @@ message = st.fixed_dictionaries(
     {
         "messageId": st.integers(1, 10**12).map(str),
         "publishTime": st.just("2026-11-23T12:00:00.000Z"),
-        "data": bad_data,  # functions-framework refuses (400) a message without it
+        "data": bad_data,
     },
     optional={
         "attributes": st.dictionaries(st.text(max_size=10), st.text(max_size=20_000),
                                       max_size=3),
     },
 )
-# Top-level JSON objects only: Pub/Sub always sends one. (A body that is JSON but not an
-# object makes functions-framework 3.10.2 itself fail with 500 in its legacy-event conversion,
-# before any function code runs; see test_non_object_bodies_never_reach_our_code.)
+# Mostly Pub/Sub's own shape; bodies that are not even JSON objects are below
+# (test_bodies_that_are_no_push_at_all_are_poison).
 push_envelope = st.fixed_dictionaries(
     {"message": message, "subscription": st.just("projects/test-project/subscriptions/push")}
 )
@@ -81,7 +80,7 @@ def process_client(submit_env: SubmitHarness, monkeypatch: pytest.MonkeyPatch) -
     return create_app("process", str(ROOT / "main.py")).test_client()
 
 
-def test_malformed_pushes_are_acknowledged_or_refused_with_one_line(
+def test_malformed_pushes_are_acknowledged_with_one_line(
     process_client: Any, store: JobStore, engine: Engine, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bystanders = [job_in_state(store, s) for s in (JobState.PENDING, JobState.COMPLETED,
@@ -97,17 +96,11 @@ def test_malformed_pushes_are_acknowledged_or_refused_with_one_line(
         raw = json.dumps(body).encode()
         resp = process_client.post("/", data=raw, content_type="application/json")
         statuses[resp.status_code] = statuses.get(resp.status_code, 0) + 1
-        assert resp.status_code in (200, 400), (resp.status_code, body)
-        ours = [json.loads(line)["message"] for line in capsys.readouterr().out.splitlines()
-                if line.startswith("{")]
-        ours = [m for m in ours if m in OUR_MESSAGES]
-        if resp.status_code == 200:
-            assert len(ours) == 1, (ours, body)
-        else:  # functions-framework refused the envelope itself; our code never ran
-            assert ours == []
+        assert resp.status_code == 200, (resp.status_code, body)
+        assert len(_our_lines(capsys)) == 1, body
 
     push()
-    assert statuses.get(200, 0) >= 200, statuses  # at least 200 reached our code
+    assert statuses == {200: EXAMPLES}, statuses
     assert [snapshot(engine, j) for j in bystanders] == before
     with engine.connect() as conn:
         poison = conn.execute(text("SELECT count(*), max(length(excerpt)) FROM poison_messages"))
@@ -115,17 +108,44 @@ def test_malformed_pushes_are_acknowledged_or_refused_with_one_line(
     assert count >= 50 and longest <= 200
 
 
-def test_non_object_bodies_never_reach_our_code(
-    process_client: Any, store: JobStore, engine: Engine, capsys: pytest.CaptureFixture[str]
+def _our_lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    lines = [json.loads(line)["message"] for line in capsys.readouterr().out.splitlines()
+             if line.startswith("{")]
+    return [m for m in lines if m in OUR_MESSAGES]
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/cloudevents+json"])
+def test_bodies_that_are_no_push_at_all_are_poison(
+    process_client: Any, store: JobStore, engine: Engine, capsys: pytest.CaptureFixture[str],
+    content_type: str,
 ) -> None:
-    """functions-framework answers these itself (a 500 from its own conversion code for JSON
-    scalars and lists): nothing of ours runs, nothing changes, and Pub/Sub never sends them."""
+    """JSON scalars and lists, text that is not JSON, an empty body, a body over the size cap:
+    each is acknowledged and recorded as poison (functions-framework's CloudEvent path, before
+    `process` read the body itself, answered 400 or 500 to these, and Pub/Sub would have
+    delivered them again and again)."""
     bystander = job_in_state(store, JobState.PENDING)
     before = snapshot(engine, bystander)
     capsys.readouterr()
-    for body in (b"0", b'"text"', b"[1, 2]", b"null", b"not json", b""):
-        resp = process_client.post("/", data=body, content_type="application/json")
-        assert resp.status_code in (400, 500), body
-        assert not [line for line in capsys.readouterr().out.splitlines()
-                    if any(m in line for m in OUR_MESSAGES)]
+    bodies = (b"0", b'"text"', b"[1, 2]", b"null", b"not json", b"", b"\xff\xfe\x00",
+              b'{"message": ' + b" " * MAX_PUSH_BYTES + b"{}}")
+    for body in bodies:
+        resp = process_client.post("/", data=body, content_type=content_type)
+        assert resp.status_code == 200, body[:40]
+        assert _our_lines(capsys) == ["poison message acknowledged"], body[:40]
+    with engine.connect() as conn:
+        recorded = conn.execute(text("SELECT count(*) FROM poison_messages")).scalar_one()
+    assert recorded == len(bodies)
     assert snapshot(engine, bystander) == before
+
+
+def test_only_a_post_is_a_push(
+    process_client: Any, store: JobStore, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A health probe or a stray visitor is no message: 405, nothing recorded, nothing logged."""
+    capsys.readouterr()
+    for method in ("GET", "PUT", "DELETE"):
+        resp = process_client.open("/", method=method, data=b"{}")
+        assert resp.status_code == 405 and resp.headers["Allow"] == "POST"
+    assert _our_lines(capsys) == []
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM poison_messages")).scalar_one() == 0

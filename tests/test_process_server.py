@@ -195,7 +195,7 @@ def test_poison_messages_are_acknowledged_not_redelivered(
 def test_database_down_is_redelivered_then_completed(pipeline: Pipeline) -> None:
     pipeline.proxy.down()
     job_id = pipeline.submit("echo", "patience")  # submit's own database path is unaffected
-    time.sleep(1.5)  # a few pushes fail with 500 meanwhile (retry policy: 0.2 s .. 1 s)
+    time.sleep(1.5)  # a few pushes fail with 503 meanwhile (retry policy: 0.2 s .. 1 s)
     assert pipeline.job(job_id).state is JobState.PENDING
     pipeline.proxy.up()
     done = pipeline.wait(job_id, *DONE)
