@@ -40,9 +40,10 @@ if __name__ != "__main__":
     import functions_framework
 
     def _unrouted(error: Exception) -> Any:
-        """The API's 404 problem, its module loaded on first use: `process` never answers a
-        404, and the adapter's import (the API's request and problem models) is a tenth of a
-        cold start (bench.cold_start)."""
+        """The API's 404 problem, its module loaded on first use: `process` answers a 404 only
+        to the odd path functions-framework keeps for itself (`/robots.txt`, `/favicon.ico`)
+        or cannot route, and the adapter's import (the API's request and problem models) is a
+        tenth of a cold start (bench.cold_start)."""
         from functions.http_adapter import unrouted
 
         return unrouted(error)

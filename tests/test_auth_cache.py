@@ -66,25 +66,28 @@ def test_a_verified_token_is_remembered_until_the_cap(google: GoogleTokenIssuer)
 
 
 def test_never_past_the_token_s_own_expiry(google: GoogleTokenIssuer) -> None:
-    """Real time: a token that expires in 2 s is refused once it has, remembered or not."""
+    """Real time: a token that expires in a few seconds is refused once it has, remembered or
+    not."""
     verifier, verified = _verifier(google, Clock())
     verifier._clock = time.time
-    token = issue_dev_token(SECRET, "alice", ttl_s=2)
+    token = issue_dev_token(SECRET, "alice", ttl_s=4)
     verifier.verify(f"Bearer {token}")
     verifier.verify(f"Bearer {token}")
     assert verified == [token]
-    time.sleep(2.2)
+    expires = verifier._verified[next(iter(verifier._verified))][0]
+    while time.time() < expires + 0.1:
+        time.sleep(0.1)
     with pytest.raises(Unauthenticated, match="ExpiredSignatureError"):
         verifier.verify(f"Bearer {token}")
 
 
 def test_what_fails_is_not_remembered(google: GoogleTokenIssuer) -> None:
-    verifier, verified = _verifier(google, Clock())
+    verifier, _ = _verifier(google, Clock())
     wrong = issue_dev_token("another-secret-that-is-long-enough!!", "alice")
     for _ in range(2):
         with pytest.raises(Unauthenticated):
             verifier.verify(f"Bearer {wrong}")
-    assert verifier._verified == {} and verified == []
+    assert verifier._verified == {}
     # A token that differs in one character is another token, verified on its own.
     good = issue_dev_token(SECRET, "alice")
     verifier.verify(f"Bearer {good}")
@@ -94,11 +97,20 @@ def test_what_fails_is_not_remembered(google: GoogleTokenIssuer) -> None:
 
 
 def test_the_memory_is_bounded(google: GoogleTokenIssuer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Full: the expired go first, then the oldest, down to three quarters of the cap."""
     monkeypatch.setattr(auth, "VERIFIED_MAX", 8)
-    verifier, verified = _verifier(google, Clock())
+    clock = Clock()
+    verifier, verified = _verifier(google, clock)
+    short = [issue_dev_token(SECRET, f"brief-{i}", ttl_s=60) for i in range(2)]
     tokens = [issue_dev_token(SECRET, f"user-{i}") for i in range(20)]
-    for token in tokens:
+    for token in short + tokens[:6]:
+        verifier.verify(f"Bearer {token}")
+    assert len(verifier._verified) == 8
+    clock.now += 120  # the two brief ones have expired
+    verifier.verify(f"Bearer {tokens[6]}")
+    assert len(verifier._verified) == 7  # only the expired were dropped
+    for token in tokens[7:]:
         verifier.verify(f"Bearer {token}")
         assert len(verifier._verified) <= 8
     verifier.verify(f"Bearer {tokens[-1]}")  # the newest is still remembered
-    assert verified == tokens
+    assert verified == short + tokens

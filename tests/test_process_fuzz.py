@@ -43,7 +43,8 @@ bad_data = st.one_of(
                            "attempts": st.integers(-5, 20_000)})
     .map(lambda v: b64(json.dumps(v).encode())),                    # unknown job or bad range
     st.just(b64(b"{" * 5000)),                                      # deep nesting
-    st.just(b64(b"x" * 300_000)),                                   # large
+    st.just(b64(b"x" * 40_000)),                                    # large, under the cap
+    st.just(b64(b"x" * 300_000)),                                   # over the cap
     junk,                                                           # data not even a string
 )
 # Pub/Sub's own fields are well formed (it writes them); what a publisher controls -- the data
@@ -127,7 +128,7 @@ def test_bodies_that_are_no_push_at_all_are_poison(
     before = snapshot(engine, bystander)
     capsys.readouterr()
     bodies = (b"0", b'"text"', b"[1, 2]", b"null", b"not json", b"", b"\xff\xfe\x00",
-              b'{"message": ' + b" " * MAX_PUSH_BYTES + b"{}}")
+              b'{"message": ' + b" " * MAX_PUSH_BYTES + b"{}}", b"[" * 5000)
     for body in bodies:
         resp = process_client.post("/", data=body, content_type=content_type)
         assert resp.status_code == 200, body[:40]

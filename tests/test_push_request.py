@@ -41,6 +41,17 @@ def test_a_structured_cloudevent_carries_it_in_data() -> None:
     assert (d.data, d.message_id) == (MESSAGE["data"], "evt-2")
 
 
+def test_header_names_in_any_case() -> None:
+    """As werkzeug hands them over: `Ce-Id`, `content-type` are the same headers."""
+    from werkzeug.datastructures import Headers
+
+    event = {"id": "evt-3", "data": {"message": {"data": MESSAGE["data"]}}}
+    structured = Headers({"content-type": "Application/CloudEvents+JSON"})
+    assert delivery_from_push(structured, _body(event)).message_id == "evt-3"
+    binary = Headers({"Content-Type": "application/json", "CE-ID": "evt-4"})
+    assert delivery_from_push(binary, _body({"message": {"data": "e30="}})).message_id == "evt-4"
+
+
 def test_attributes_that_are_not_text_are_dropped() -> None:
     message = {**MESSAGE, "attributes": {"traceparent": 7, "ok": "yes", "list": ["x"]}}
     d = delivery_from_push(JSON, _body({"message": message}))
@@ -49,7 +60,7 @@ def test_attributes_that_are_not_text_are_dropped() -> None:
 
 @pytest.mark.parametrize("body", [
     b"", b"not json", b"\xff\xfe", b"[1]", b"null", b"{}", b'{"message": "text"}',
-    b'{"message": ' + b" " * MAX_PUSH_BYTES + b"{}}",
+    b'{"message": ' + b" " * MAX_PUSH_BYTES + b"{}}", b"[" * 5000, b'{"message": ' * 3000,
 ])
 def test_anything_else_is_a_delivery_without_data(body: bytes) -> None:
     d = delivery_from_push(JSON, body)

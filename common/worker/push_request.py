@@ -27,7 +27,7 @@ def delivery_from_push(headers: Mapping[str, str], body: bytes) -> Delivery:
         return Delivery(data=None, message_id=headers.get("ce-id") or "")
     try:
         document: Any = json.loads(body)
-    except ValueError:  # not JSON, or not UTF-8/16/32 text
+    except (ValueError, RecursionError):  # not JSON, not UTF-8/16/32, or nested too deep
         return Delivery(data=None, message_id=headers.get("ce-id") or "")
     event_id = headers.get("ce-id")
     content_type = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
