@@ -36,7 +36,7 @@ def test_end_to_end_alternates_the_floor_pair_ours_and_the_claiming_pair(
         "floor", "ours", "claiming", "claiming", "ours", "floor"]
     for run in floor.runs + ours.runs + claiming.runs:
         assert run["wal_bytes_per_job"] > 0
-        assert run["cpu_ms_per_job"] == run["submit_cpu_ms_per_job"] + run["process_cpu_ms_per_job"]
+        assert run["submit_cpu_ms_per_job"] >= 0 and run["process_cpu_ms_per_job"] > 0
 
 
 @pytest.mark.timeout(300)
