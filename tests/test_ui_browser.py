@@ -197,6 +197,7 @@ def test_dashboard_shows_the_queue_and_steers_it(dash: Dashboard) -> None:
     _choose(dash, "state", "FAILED")
     dash.wait(lambda: dash.texts("tbody tr td:nth-child(2)") == ["chaos"], "the failed job")
     _choose(dash, "state", "")
+    dash.wait(lambda: len(dash.texts("tbody tr")) == 5, "all five jobs again")
     _choose(dash, "preset", "echo")
     dash.wait(lambda: dash.texts("tbody tr td:nth-child(2)") == ["echo", "echo"], "echo jobs")
     assert "preset=echo" in dash.driver.current_url
@@ -236,10 +237,19 @@ def test_dashboard_shows_the_queue_and_steers_it(dash: Dashboard) -> None:
 
 
 def _choose(dash: Dashboard, field: str, value: str) -> None:
+    """Pick a filter and show. The page renders the form anew when a list arrives, so a
+    select found just before that render is stale: find it again (a few times at most)."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    Select(dash.driver.find_element(By.ID, field)).select_by_value(value)
+    for last in (False, False, True):
+        try:
+            Select(dash.driver.find_element(By.ID, field)).select_by_value(value)
+            break
+        except StaleElementReferenceException:
+            if last:
+                raise
     dash.click(".filters button", "Show")
 
 
