@@ -6,7 +6,7 @@ headers, the same JSON body) or structured (`application/cloudevents+json`, the 
 `data`). All three are read here, straight from the JSON body (`common/worker/push_request.py`).
 It was a `cloud_event` function: for the raw envelope, functions-framework first failed to parse
 it as a CloudEvent (an exception per request) and then converted it through its legacy-event
-models, which cost more CPU per job than everything the worker does besides its two statements.
+models, about 0.1 ms of CPU a push (8% of `process`'s, in an A/B on 2026-11-27).
 
 Answers 200 whenever the message is done with, whatever the job's outcome (a body that is no
 Pub/Sub message at all is recorded as poison: delivering it again cannot help), 503 only when

@@ -132,8 +132,7 @@ class TokenVerifier:
             if len(self._verified) >= VERIFIED_MAX:
                 now = self._clock()
                 kept = [(k, v) for k, v in self._verified.items() if now < v[0]]
-                self._verified = dict(kept[len(kept) - VERIFIED_MAX * 3 // 4:]
-                                      if len(kept) > VERIFIED_MAX * 3 // 4 else kept)
+                self._verified = dict(kept[-(VERIFIED_MAX * 3 // 4):])  # the newest
             self._verified[key] = (until, identity)
 
     def _verify_token(self, token: str) -> tuple[Identity, float]:

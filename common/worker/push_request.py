@@ -23,13 +23,13 @@ STRUCTURED = "application/cloudevents+json"
 
 def delivery_from_push(headers: Mapping[str, str], body: bytes) -> Delivery:
     """The Pub/Sub message in a push request's body (at most MAX_PUSH_BYTES of it)."""
+    event_id = headers.get("ce-id")
     if len(body) > MAX_PUSH_BYTES:
-        return Delivery(data=None, message_id=headers.get("ce-id") or "")
+        return delivery_from_envelope(None, event_id)
     try:
         document: Any = json.loads(body)
     except (ValueError, RecursionError):  # not JSON, not UTF-8/16/32, or nested too deep
-        return Delivery(data=None, message_id=headers.get("ce-id") or "")
-    event_id = headers.get("ce-id")
+        return delivery_from_envelope(None, event_id)
     content_type = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
     if content_type == STRUCTURED and isinstance(document, dict):
         event_id = document.get("id") if isinstance(document.get("id"), str) else None
