@@ -32,6 +32,7 @@ from tests.support.fake_cloudsql import (
     FakeIAMCredentials,
     fake_credentials,
 )
+from tests.support.polling import wait_until
 
 
 @pytest.fixture()
@@ -82,15 +83,6 @@ def _query(connector: Connector, fake: FakeCloudSQL, pg: PostgresServer, sql: st
         return tuple(cur.fetchone())
     finally:
         conn.close()
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_password_auth(fake: FakeCloudSQL, pg_server: PostgresServer) -> None:
@@ -150,7 +142,8 @@ def test_concurrent_connections(fake: FakeCloudSQL, pg_server: PostgresServer) -
         pids = set(pool.map(one, range(n)))
     assert len(pids) == n
     assert fake.connections_proxied == n
-    assert _wait_for(lambda: fake.active_connections == 0)
+    wait_until(lambda: fake.active_connections == 0, "no open connection", timeout=5,
+               pause=0.02)
 
 
 # --- raw TLS clients, to do what drivers never do ---------------------------------------------
@@ -223,7 +216,8 @@ def test_client_half_close_still_gets_the_answer(
         reply = _read_until(sock, lambda _: False)  # until the tunnel ends the stream
     assert b"\x00\x00\x00\x0242" in reply  # DataRow column: length 2, "42"
     assert b"SELECT 1\x00" in reply  # CommandComplete
-    assert _wait_for(lambda: fake.active_connections == 0)
+    wait_until(lambda: fake.active_connections == 0, "no open connection", timeout=5,
+               pause=0.02)
 
 
 def test_vanished_clients_and_junk_are_cleaned_up(
@@ -255,10 +249,11 @@ def test_vanished_clients_and_junk_are_cleaned_up(
             cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (app,))
             return bool(cur.fetchone()[0] == 0)
 
-        assert _wait_for(backend_gone)
+        wait_until(backend_gone, "the backend to end", timeout=5, pause=0.02)
     finally:
         admin.close()
-    assert _wait_for(lambda: fake.active_connections == 0)
+    wait_until(lambda: fake.active_connections == 0, "no open connection", timeout=5,
+               pause=0.02)
     assert len(fake.errors) == 3, fake.errors
     with _connector(fake) as connector:  # and the endpoint still serves
         assert _query(connector, fake, pg_server, "SELECT 1") == (1,)
@@ -270,7 +265,8 @@ def test_stop_cuts_open_connections_and_leaves_no_threads(pg_server: PostgresSer
     try:
         conn = _connect(connector, fake, pg_server)
         silent = socket.create_connection((fake.ip_address, SERVER_PROXY_PORT))  # mid-handshake
-        assert _wait_for(lambda: fake.active_connections == 2)
+        wait_until(lambda: fake.active_connections == 2, "two open connections", timeout=5,
+                   pause=0.02)
         started = time.monotonic()
         fake.stop()
         assert time.monotonic() - started < 2

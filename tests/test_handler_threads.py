@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections.abc import Callable
 
 import pytest
 
 from common.worker.handler_threads import HandlerAborted, HandlerThreads
+from tests.support.polling import wait_until
 
 WAIT_S = 10  # generous bound on waits for another thread; nothing here is timed
 
@@ -49,8 +49,8 @@ def test_at_most_keep_threads_wait_idle() -> None:
     gate.wait(WAIT_S)  # both runs hold a thread at once
     used = [run.result(WAIT_S) for run in runs]
     assert used[0] is not used[1]
-    _wait_until(lambda: sum(t.is_alive() for t in used) == 1,  # no place to park: it exits
-                "one of the two threads to exit")
+    wait_until(lambda: sum(t.is_alive() for t in used) == 1,  # no place to park: it exits
+               "one of the two threads to exit", timeout=WAIT_S, pause=0.001)
     assert threads.idle() == 1
     threads.close()
     for thread in used:
@@ -101,13 +101,5 @@ def test_exceptions_reach_the_future_and_the_thread_survives() -> None:
 
 def _wait_idle(threads: HandlerThreads, count: int) -> None:
     """The future is settled just before the thread parks itself: wait for the park."""
-    _wait_until(lambda: threads.idle() >= count, f"{count} idle thread(s)")
-
-
-def _wait_until(condition: Callable[[], bool], what: str) -> None:
-    pause = threading.Event()
-    for _ in range(10_000):
-        if condition():
-            return
-        pause.wait(0.001)
-    raise AssertionError(f"waited for {what} in vain")
+    wait_until(lambda: threads.idle() >= count, f"{count} idle thread(s)", timeout=WAIT_S,
+               pause=0.001)

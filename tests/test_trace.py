@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
@@ -13,6 +12,7 @@ from common.logs import traceparent_from_headers
 from common.store.states import JobState
 from localstack.postgres import free_port
 from tests.process_fixtures import Pipeline
+from tests.support.polling import wait_until
 from tests.support.webhook_receiver import Receiver
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -25,14 +25,12 @@ def _lines(text: str) -> list[dict[str, Any]]:
 def _process_lines_once_delivered(pipeline: Pipeline, job_id: str) -> list[dict[str, Any]]:
     """The receiver answers before `process` records the delivery and logs it, so wait for the
     line (bounded) instead of reading the log the moment the receiver has answered."""
-    deadline = time.monotonic() + 30
-    while True:
-        lines = _lines(pipeline.process.log_text())
-        if any(x["message"] == "webhook delivered" and x.get("job_id") == job_id for x in lines):
-            return lines
-        if time.monotonic() > deadline:
-            return lines
-        time.sleep(0.05)
+    def delivered() -> bool:
+        return any(x["message"] == "webhook delivered" and x.get("job_id") == job_id
+                   for x in _lines(pipeline.process.log_text()))
+
+    wait_until(delivered, "process's 'webhook delivered' line", timeout=30)
+    return _lines(pipeline.process.log_text())
 
 
 @pytest.fixture()

@@ -29,6 +29,7 @@ from common.store.states import JobState
 from common.worker.runner import Delivery, Worker
 from localstack.postgres import free_port
 from tests.jobs_helpers import new_job
+from tests.support.polling import wait_until
 from tests.support.pubsub_pull import pull_acked
 
 
@@ -252,12 +253,13 @@ def test_cancel_while_running_ends_cancelled(worker: Worker) -> None:
     result: list[Any] = []
     t = threading.Thread(target=lambda: result.append(worker.handle(delivery)))
     t.start()
-    _wait_for(lambda: worker.store.get("alice", job.id).state is JobState.PROCESSING)
+    wait_until(lambda: worker.store.get("alice", job.id).state is JobState.PROCESSING,
+               "the job to be PROCESSING")
     assert worker.store.cancel("alice", job.id).cancel_requested
     t.join(timeout=20)
     assert result[0].action == "cancelled"
     assert worker.store.get("alice", job.id).state is JobState.CANCELLED
-    _wait_for(lambda: len(worker.store.chaos_runs([job.id])) == 1)
+    wait_until(lambda: len(worker.store.chaos_runs([job.id])) == 1, "the chaos run's record")
     assert worker.store.chaos_runs([job.id])[0][2] == "abandoned"
 
 
@@ -266,7 +268,8 @@ def test_a_worker_that_lost_its_lease_writes_nothing(worker: Worker, engine: Eng
     result: list[Any] = []
     t = threading.Thread(target=lambda: result.append(worker.handle(delivery)))
     t.start()
-    _wait_for(lambda: worker.store.get("alice", job.id).state is JobState.PROCESSING)
+    wait_until(lambda: worker.store.get("alice", job.id).state is JobState.PROCESSING,
+               "the job to be PROCESSING")
     with engine.connect() as conn:  # the instance looked dead: its lease ran out
         conn.execute(
             text("UPDATE jobs SET lease_expires_at = now() - interval '1 s' WHERE id = :id"),
@@ -390,14 +393,6 @@ def test_notifications_only_for_terminal_states(
     assert bodies[str(failed.id)]["state"] == "FAILED"
     subscriber.close()
     common.messaging.pubsub.publisher.reset()
-
-
-def _wait_for(predicate: Any, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
 
 
 def test_poison_with_nul_and_lone_surrogates_is_still_recorded(
