@@ -36,7 +36,8 @@ def test_end_to_end_alternates_the_floor_pair_ours_and_the_claiming_pair(
         "floor", "ours", "claiming", "claiming", "ours", "floor"]
     for run in floor.runs + ours.runs + claiming.runs:
         assert run["wal_bytes_per_job"] > 0
-        assert run["submit_cpu_ms_per_job"] >= 0 and run["process_cpu_ms_per_job"] > 0
+        # /proc counts CPU in 10 ms ticks: a dozen jobs may cost a server none it can see.
+        assert run["submit_cpu_ms_per_job"] >= 0 and run["process_cpu_ms_per_job"] >= 0
 
 
 @pytest.mark.timeout(300)
