@@ -1,0 +1,196 @@
+"""Webhooks never let one owner's receivers hold up the sweep or another owner (issue 25):
+
+- a receiver that drips its answer is cut at the attempt's one wall-clock deadline, and the
+  sweep's lock is not held while any receiver is called, so another pass runs meanwhile;
+- one owner's names that never resolve (a real blocked read stands in for the unanswered DNS
+  query) neither delay another owner's delivery nor spend its attempts;
+- in `process`, a receiver that never answers holds only its owner's lane: another owner's
+  delivery goes out while that attempt is still waiting.
+
+Real PostgreSQL, real receivers and peers on loopback sockets; nothing here asserts a time:
+each bound is a count (connections, attempts, passes refused)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+import functions.submit
+from common.maintenance import webhooks as webhook_step
+from common.maintenance.budget import Budget
+from common.maintenance.sweep import Sweeper, SweepRequest
+from common.messaging import callbacks
+from common.messaging.dispatch import Dispatcher
+from common.messaging.notify import Notifier
+from common.messaging.webhooks import WebhookDeliverer
+from common.service import JobService
+from common.settings import Settings
+from common.store.job_store import JobStore
+from common.store.models import NewJob
+from localstack.postgres import free_port
+from tests.process_fixtures import Pipeline
+from tests.submit_fixtures import SubmitHarness
+from tests.support.polling import wait_until
+from tests.support.slow_peers import BlackHole, DripReceiver, Lookups
+from tests.support.webhook_receiver import Receiver
+
+
+@pytest.fixture(autouse=True)
+def _webhook_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBHOOK_ALLOW_LOOPBACK", "true")
+    monkeypatch.setenv("WEBHOOK_RETRY_BASE_S", "0.1")
+    monkeypatch.setenv("WEBHOOK_RETRY_CAP_S", "0.3")
+    monkeypatch.setenv("WEBHOOK_MAX_ATTEMPTS", "5")
+    monkeypatch.setenv("WEBHOOK_TIMEOUT_S", "3")
+    monkeypatch.setenv("WEBHOOK_PROCESS_TRIES", "5")
+
+
+@pytest.fixture()
+def receiver() -> Iterator[Receiver]:
+    rec = Receiver(free_port())
+    yield rec
+    rec.stop()
+
+
+@pytest.fixture()
+def hole() -> Iterator[BlackHole]:
+    peer = BlackHole()
+    yield peer
+    peer.stop()
+
+
+def rotate(api: SubmitHarness, owner: str) -> str:
+    resp = api.client.post("/webhook-secret/rotate", headers=api.auth(owner))
+    assert resp.status_code == 200
+    secret: str = resp.get_json()["secret"]
+    return secret
+
+
+def ended_with_callback(api: SubmitHarness, owner: str, url: str) -> str:
+    """A job of `owner` with `url`, cancelled: its delivery is due."""
+    resp = api.post_job(owner, {"preset": "echo", "content": "hi", "callback_url": url})
+    assert resp.status_code == 202, resp.get_json()
+    job_id: str = resp.get_json()["id"]
+    assert api.client.post(f"/jobs/{job_id}/cancel", headers=api.auth(owner)).status_code == 200
+    return job_id
+
+
+def instance_settings(**overrides: Any) -> Settings:
+    settings: Settings = functions.submit.get_api().settings.model_copy(update=overrides)
+    return settings
+
+
+# -- 1: a dripping receiver ----------------------------------------------------------------
+
+
+def test_a_dripping_answer_is_cut_at_the_deadline(loopback_drip: DripReceiver) -> None:
+    """One deadline for the whole attempt: a byte every 0.2 s never trips a per-read timeout
+    of 1 s, yet the attempt ends, and says why."""
+    with pytest.raises(callbacks.DeadlineExceeded):
+        callbacks.post(loopback_drip.url, b"{}", {}, allow_loopback=True, timeout_s=1.0,
+                       max_read=1024)
+    wait_until(lambda: loopback_drip.cut == 1, timeout=30, what="the drip to be cut")
+    assert loopback_drip.requests == 1
+
+
+@pytest.fixture()
+def loopback_drip() -> Iterator[DripReceiver]:
+    drip = DripReceiver(interval_s=0.2)
+    yield drip
+    drip.stop()
+
+
+def test_a_dripping_receiver_does_not_hold_the_sweep(
+    api: SubmitHarness, engine: Engine, loopback_drip: DripReceiver
+) -> None:
+    rotate(api, "alice")
+    job_id = ended_with_callback(api, "alice", loopback_drip.url)
+    settings = instance_settings(webhook_timeout_s=1.5)
+    store = JobStore(engine, settings)
+    sweeper = Sweeper(JobService(store, Dispatcher(settings)), Notifier(settings), settings)
+    first: dict[str, Any] = {}
+
+    def pass_with_webhooks() -> None:
+        first.update(sweeper.run(SweepRequest(steps=["rescue", "webhooks"], time_budget_s=4)))
+
+    runner = threading.Thread(target=pass_with_webhooks, daemon=True)
+    runner.start()
+    try:
+        assert loopback_drip.dripped.wait(30), "the receiver was never called"
+        # The receiver is dripping its answer to the first pass right now: another pass runs.
+        other = sweeper.run(SweepRequest(steps=["rescue"]))
+        assert other.get("skipped") is None, other
+        assert other["ok"] is True and "rescue" in other["steps"]
+        runner.join(60)
+        assert not runner.is_alive(), "the first pass never ended"
+        wait_until(lambda: loopback_drip.cut == 1, timeout=30, what="us to hang up on it")
+    finally:
+        loopback_drip.stop()
+        runner.join(30)
+    assert first["steps"]["webhooks"]["outcomes"] == {"pending": 1}, first
+    [row] = store.deliveries(job_id)
+    assert row["state"] == "pending" and row["attempts"] == 1
+    assert row["last_error"].startswith("DeadlineExceeded"), row["last_error"]
+
+
+# -- 2: one owner's names that never resolve ------------------------------------------------
+
+
+def test_unresolvable_names_of_one_owner_do_not_cost_another_owner(
+    api: SubmitHarness, engine: Engine, receiver: Receiver, hole: BlackHole,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mallory's eight callback hosts never resolve: each lookup blocks (a real read nobody
+    answers) for 10 s. Alice's delivery, in the same batch, goes out on its first attempt, and
+    at most the per-owner share of Mallory's lookups ran at once."""
+    receiver.secret = rotate(api, "alice")
+    rotate(api, "mallory")
+    receiver.start()
+    store = JobStore(engine, instance_settings())
+    mallory = "hs256:mallory"
+    for i in range(8):  # written as submit would have accepted them (a name may resolve later)
+        job, _ = store.create(mallory, NewJob(preset="echo", content="x",
+                                              callback_url=f"https://h{i}.never.example/hook"))
+        store.cancel(mallory, job.id)
+    alice_job = ended_with_callback(api, "alice", receiver.url)
+    lookups = Lookups(hole, wait_s=10.0)
+    monkeypatch.setattr(socket, "getaddrinfo", lookups)
+    dlv = WebhookDeliverer(store, instance_settings())
+    try:
+        report = webhook_step.deliver(dlv, Budget(60), 100)
+        [alice_row] = store.deliveries(alice_job)
+        assert (alice_row["state"], alice_row["attempts"]) == ("delivered", 1), (
+            alice_row, report)
+        assert len(receiver.received) == 1 and receiver.received[0].error is None
+        assert hole.max_open <= 4, hole.max_open  # Mallory's share of lookups: PER_OWNER
+    finally:
+        hole.stop()  # the blocked lookups end now
+
+
+# -- 5: head-of-line blocking in process ----------------------------------------------------
+
+
+@pytest.fixture()
+def slow_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read by the process server when it starts: an attempt may wait 20 s for an answer."""
+    monkeypatch.setenv("WEBHOOK_TIMEOUT_S", "20")
+
+
+def test_a_receiver_that_never_answers_does_not_hold_back_another_owner(
+    slow_attempts: None, hole: BlackHole, receiver: Receiver, pipeline: Pipeline
+) -> None:
+    receiver.secret = rotate(pipeline.api, "alice")
+    rotate(pipeline.api, "mallory")
+    receiver.start()
+    pipeline.submit(owner="mallory", callback_url=f"http://127.0.0.1:{hole.port}/hook")
+    wait_until(lambda: hole.accepted >= 1, timeout=60, what="mallory's first attempt")
+    pipeline.submit(owner="alice", callback_url=receiver.url)
+    got = receiver.wait_for(200, timeout_s=40)
+    # Alice's delivery went out while Mallory's first attempt was still waiting for an answer.
+    assert [r.answered for r in got] == [200], (len(got), hole.accepted)
+    assert (hole.accepted, hole.open) == (1, 1)
