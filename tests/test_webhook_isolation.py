@@ -91,9 +91,21 @@ def instance_settings(**overrides: Any) -> Settings:
 def test_a_dripping_answer_is_cut_at_the_deadline(loopback_drip: DripReceiver) -> None:
     """One deadline for the whole attempt: a byte every 0.2 s never trips a per-read timeout
     of 1 s, yet the attempt ends, and says why."""
-    with pytest.raises(callbacks.DeadlineExceeded):
-        callbacks.post(loopback_drip.url, b"{}", {}, allow_loopback=True, timeout_s=1.0,
-                       max_read=1024)
+    raised: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            callbacks.post(loopback_drip.url, b"{}", {}, allow_loopback=True, timeout_s=1.0,
+                           max_read=1024)
+        except Exception as exc:
+            raised.append(exc)
+
+    caller = threading.Thread(target=attempt, daemon=True)
+    caller.start()
+    caller.join(30)
+    assert not caller.is_alive(), "the attempt is still reading the drip"
+    assert [type(e).__name__ for e in raised] == ["DeadlineExceeded"]
+    assert isinstance(raised[0], TimeoutError)
     wait_until(lambda: loopback_drip.cut == 1, timeout=30, what="the drip to be cut")
     assert loopback_drip.requests == 1
 
