@@ -24,7 +24,7 @@ import functions.submit
 from common.maintenance import webhooks as webhook_step
 from common.maintenance.budget import Budget
 from common.maintenance.sweep import Sweeper, SweepRequest
-from common.messaging import callbacks
+from common.messaging import callbacks, resolver
 from common.messaging.dispatch import Dispatcher
 from common.messaging.notify import Notifier
 from common.messaging.webhooks import WebhookDeliverer
@@ -179,7 +179,7 @@ def test_unresolvable_names_of_one_owner_do_not_cost_another_owner(
         assert (alice_row["state"], alice_row["attempts"]) == ("delivered", 1), (
             alice_row, report)
         assert len(receiver.received) == 1 and receiver.received[0].error is None
-        assert hole.max_open <= 4, hole.max_open  # Mallory's share of lookups: PER_OWNER
+        assert hole.max_open <= resolver.PER_OWNER, hole.max_open  # Mallory's share of lookups
     finally:
         hole.stop()  # the blocked lookups end now
 

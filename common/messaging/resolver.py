@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-PER_OWNER = 2
+PER_OWNER = 4  # as many as one owner's sends at once (webhooks.PER_OWNER)
 TOTAL = 64
 
 Lookup = Callable[[str, int], list[Any]]  # getaddrinfo's shape: (host, port) -> infos
