@@ -12,6 +12,7 @@ each bound is a count (connections, attempts, passes refused)."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Iterator
@@ -170,7 +171,7 @@ def test_unresolvable_names_of_one_owner_do_not_cost_another_owner(
                                               callback_url=f"https://h{i}.never.example/hook"))
         store.cancel(mallory, job.id)
     alice_job = ended_with_callback(api, "alice", receiver.url)
-    lookups = Lookups(hole, wait_s=10.0)
+    lookups = Lookups(hole, wait_s=30.0)
     monkeypatch.setattr(socket, "getaddrinfo", lookups)
     dlv = WebhookDeliverer(store, instance_settings())
     try:
@@ -180,8 +181,57 @@ def test_unresolvable_names_of_one_owner_do_not_cost_another_owner(
             alice_row, report)
         assert len(receiver.received) == 1 and receiver.received[0].error is None
         assert hole.max_open <= resolver.PER_OWNER, hole.max_open  # Mallory's share of lookups
+        spent = mallory_attempts(engine, mallory)
+        assert spent == resolver.PER_OWNER, report  # one batch: at most the owner's share tried
+        # Mallory's lookups are still blocked: the next pass cannot start any of Mallory's
+        # attempts, and gives them back instead of spending them.
+        threading.Event().wait(0.35)  # past the retry backoff (at most 0.3 s here)
+        again = webhook_step.deliver(dlv, Budget(60), 100)
+        assert again["outcomes"] == {"released": 8}, again
+        assert mallory_attempts(engine, mallory) == spent
+        assert hole.max_open <= resolver.PER_OWNER
     finally:
         hole.stop()  # the blocked lookups end now
+
+
+def mallory_attempts(engine: Engine, owner: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.exec_driver_sql(
+            "SELECT sum(attempts) FROM webhook_deliveries WHERE owner_id = %s", (owner,)
+        ).scalar_one())
+
+
+def test_a_lookup_that_cannot_start_is_refused_at_once_and_others_go_on(
+    hole: BlackHole
+) -> None:
+    lookups = Lookups(hole, wait_s=30.0)
+    names = resolver.Resolver(per_owner=1, total=2, lookup=lambda h, p: lookups(h, p))
+    blocked = threading.Thread(target=lambda: _swallow(
+        lambda: names.lookup("a.never.example", 443, owner="mallory", timeout_s=30)),
+        daemon=True)
+    blocked.start()
+    wait_until(lambda: hole.open == 1, timeout=30, what="the first lookup to block")
+    with pytest.raises(resolver.LookupBusy):  # Mallory's share is in use: nothing tried
+        names.lookup("b.never.example", 443, owner="mallory", timeout_s=30)
+    assert hole.accepted == 1
+    # Another owner's lookup starts and answers.
+    infos = names.lookup("localhost", 443, owner="alice", timeout_s=30)
+    assert {i[4][0] for i in infos} >= {"127.0.0.1"}
+    # A lookup past its caller's deadline keeps its owner's share until it really ends.
+    with pytest.raises(TimeoutError):
+        names.lookup("c.never.example", 443, owner="bob", timeout_s=0.2)
+    assert names.running("bob") == 1
+    with pytest.raises(resolver.LookupBusy):  # the instance's total (2) is in use
+        names.lookup("localhost", 443, owner="carol", timeout_s=30)
+    hole.stop()
+    wait_until(lambda: names.running("bob") == 0 and names.running("mallory") == 0,
+               timeout=30, what="the blocked lookups to end")
+
+
+def _swallow(call: Any) -> None:
+    """Run a lookup whose end (a gaierror once the hole closes) is not this test's subject."""
+    with contextlib.suppress(Exception):
+        call()
 
 
 # -- 5: head-of-line blocking in process ----------------------------------------------------
