@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +23,7 @@ import pytest
 from sqlalchemy import Engine
 
 import functions.submit
+from common.lazy import Lazy
 from common.maintenance import webhooks as webhook_step
 from common.maintenance.budget import Budget
 from common.maintenance.sweep import Sweeper, SweepRequest
@@ -37,7 +39,7 @@ from localstack.postgres import free_port
 from tests.process_fixtures import Pipeline
 from tests.submit_fixtures import SubmitHarness
 from tests.support.polling import wait_until
-from tests.support.slow_peers import BlackHole, DripReceiver, Lookups
+from tests.support.slow_peers import BlackHole, DripReceiver, Lookups, TlsReceiver
 from tests.support.webhook_receiver import Receiver
 
 
@@ -256,3 +258,56 @@ def test_a_receiver_that_never_answers_does_not_hold_back_another_owner(
     # Alice's delivery went out while Mallory's first attempt was still waiting for an answer.
     assert [r.answered for r in got] == [200], (len(got), hole.accepted)
     assert (hole.accepted, hole.open) == (1, 1)
+
+
+# -- HTTPS: the pinned address, verified against the name, within the deadline ---------------
+
+
+@pytest.fixture()
+def trusting(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[TlsReceiver]]:
+    """TLS receivers whose test CA the deliverer's TLS context trusts (instead of the system's
+    CA store, which knows no certificate for localhost)."""
+    made: list[TlsReceiver] = []
+    yield made
+    for receiver in made:
+        receiver.stop()
+
+
+def _trust(monkeypatch: pytest.MonkeyPatch, receiver: TlsReceiver) -> None:
+    monkeypatch.setattr(callbacks, "_tls_context", Lazy(receiver.client_context))
+
+
+def test_https_is_verified_against_the_name_and_sent_to_the_checked_address(
+    trusting: list[TlsReceiver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tls = TlsReceiver()
+    trusting.append(tls)
+    _trust(monkeypatch, tls)
+    answer = callbacks.post(tls.url, b'{"a":1}', {"X-Test": "1"}, allow_loopback=True,
+                            timeout_s=10, max_read=1024)
+    assert answer.status == 204
+    [(headers, body)] = tls.received
+    assert body == b'{"a":1}' and headers["host"] == f"localhost:{tls.port}"
+    # Verification is against the URL's host: the same server named 127.0.0.1 does not hold
+    # a certificate for that name, and a server whose CA is not trusted is refused too.
+    with pytest.raises(ssl.SSLCertVerificationError, match=r"mismatch|match"):
+        callbacks.post(f"https://127.0.0.1:{tls.port}/hooks/jobs", b"{}", {},
+                       allow_loopback=True, timeout_s=10, max_read=1024)
+    other = TlsReceiver()
+    trusting.append(other)
+    with pytest.raises(ssl.SSLCertVerificationError, match=r"certificate verify failed"):
+        callbacks.post(other.url, b"{}", {}, allow_loopback=True, timeout_s=10, max_read=1024)
+    assert len(tls.received) == 1 and other.received == []
+
+
+def test_a_tls_handshake_that_never_answers_ends_at_the_deadline(
+    trusting: list[TlsReceiver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stalled = TlsReceiver(stall_handshake=True)
+    trusting.append(stalled)
+    _trust(monkeypatch, stalled)
+    with pytest.raises(callbacks.DeadlineExceeded):
+        callbacks.post(stalled.url, b"{}", {}, allow_loopback=True, timeout_s=1.0,
+                       max_read=1024)
+    assert stalled.hole.accepted == 1
+    wait_until(lambda: stalled.hole.open == 0, timeout=30, what="the connection to be closed")

@@ -150,3 +150,97 @@ class Lookups:
                 for a in self.answers[name]
             ]
         return list(self.real(host, port, family, type, proto, flags))
+
+
+class TlsReceiver:
+    """A real HTTPS receiver on loopback with a certificate for `localhost` signed by a CA made
+    here; `client_context()` trusts that CA (and nothing else). With `stall_handshake`, it
+    accepts TCP and never answers the TLS ClientHello."""
+
+    def __init__(self, *, stall_handshake: bool = False) -> None:
+        import datetime as dt
+        import ssl
+        import tempfile
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        now = dt.datetime.now(dt.UTC)
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test webhook CA")])
+        ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+              .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+              .not_valid_before(now - dt.timedelta(days=1))
+              .not_valid_after(now + dt.timedelta(days=1))
+              .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+              .sign(ca_key, hashes.SHA256()))
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+                .issuer_name(ca_name).public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(days=1))
+                .not_valid_after(now + dt.timedelta(days=1))
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]),
+                               critical=False)
+                .sign(ca_key, hashes.SHA256()))
+        self.ca_pem = ca.public_bytes(serialization.Encoding.PEM).decode()
+        self._dir = tempfile.TemporaryDirectory()
+        cert_path, key_path = f"{self._dir.name}/cert.pem", f"{self._dir.name}/key.pem"
+        with open(cert_path, "wb") as f:
+            f.write(cert.public_bytes(serialization.Encoding.PEM))
+        with open(key_path, "wb") as f:
+            f.write(key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self._hole: BlackHole | None = None
+        self._server: ThreadingHTTPServer | None = None
+        if stall_handshake:
+            self._hole = BlackHole()
+            self.port = self._hole.port
+            return
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_context.load_cert_chain(cert_path, key_path)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.socket = server_context.wrap_socket(self._server.socket, server_side=True)
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"https://localhost:{self.port}/hooks/jobs"
+
+    @property
+    def hole(self) -> BlackHole:
+        assert self._hole is not None
+        return self._hole
+
+    def client_context(self) -> Any:
+        import ssl
+
+        context = ssl.create_default_context(cadata=self.ca_pem)
+        return context
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._hole is not None:
+            self._hole.stop()
+        self._dir.cleanup()
