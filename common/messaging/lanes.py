@@ -54,6 +54,12 @@ class OwnerLanes:
         with self._cond:
             return self._running[owner]
 
+    def waiting(self, owner: str) -> int:
+        """Tasks of `owner` not yet running (ready or delayed)."""
+        with self._cond:
+            ready = len(self._ready.get(owner, ()))
+            return ready + sum(1 for d in self._delayed if d[2] == owner)
+
     def _pick(self) -> tuple[str, Task] | None:
         now = time.monotonic()
         while self._delayed and self._delayed[0][0] <= now:

@@ -50,6 +50,9 @@ PER_OWNER = 4  # of them, at most this many on one owner's deliveries at once
 USER_AGENT = "jobs-pipeline-webhooks/1"
 MIN_ATTEMPT_S = 0.5  # an attempt with less time than this left in the pass is not started
 RELEASE_BUSY_S = 1.0  # given back because the owner's lookups are busy: due again after this
+# Jobs of one owner waiting for process's lanes at most; past it the sweep sends the rest (their
+# outbox rows are committed), so a flood of one owner's ends cannot grow an instance's memory.
+MAX_WAITING_PER_OWNER = 100
 Outcome = Literal["delivered", "pending", "given_up", "fenced", "released"]
 
 
@@ -102,8 +105,12 @@ class WebhookDeliverer:
     def after_end(self, job_id: UUID, owner: str = "") -> None:
         """Send a just-ended job's deliveries soon, on the owner's lane: a few attempts with the
         usual backoff (waiting in a heap, not on a thread); later ones are the sweep's."""
-        if self.settings.webhook_process_tries > 0:
-            self.lanes.submit(owner, lambda: self._process_try(job_id, owner, 1, 0))
+        if self.settings.webhook_process_tries <= 0:
+            return
+        if self.lanes.waiting(owner) >= MAX_WAITING_PER_OWNER:
+            log("INFO", "webhook left to the sweep: the owner's lane is full", job_id=str(job_id))
+            return
+        self.lanes.submit(owner, lambda: self._process_try(job_id, owner, 1, 0))
 
     def _process_try(self, job_id: UUID, owner: str, attempt: int, given_back: int) -> None:
         try:
