@@ -15,7 +15,7 @@ from collections import Counter
 from typing import Any
 
 from common.maintenance.budget import Budget
-from common.messaging.webhooks import SENDERS, WebhookDeliverer
+from common.messaging.webhooks import MIN_ATTEMPT_S, SENDERS, WebhookDeliverer
 
 # A batch is sent by SENDERS threads at once: two rounds of the slowest receiver at most.
 MAX_BATCH = 2 * SENDERS
@@ -27,6 +27,8 @@ def deliver(deliverer: WebhookDeliverer, budget: Budget, batch_size: int) -> dic
     until = time.monotonic() + budget.remaining()
 
     def batch() -> int:
+        if until - time.monotonic() < MIN_ATTEMPT_S:  # too little left to start an attempt
+            return 0
         report = deliverer.deliver_due(size, until=until)
         outcomes.update(report.outcomes)
         return report.taken
