@@ -44,8 +44,9 @@ class WebhookView(BaseModel):
     state: WebhookState
     waiting_for: WaitingFor | None
     note: str | None
-    webhook_id: str | None  # the `webhook-id` header: msg_<hex>
-    attempts: int
+    webhook_id: str | None = Field(pattern=r"^msg_[0-9a-f]{32}$",
+                                   description="the `webhook-id` header; also in the job's events")
+    attempts: int = Field(ge=0, description="attempts spent (none while waiting for a secret)")
     next_attempt_at: datetime | None
     last_status: int | None
     last_error: str | None
@@ -90,8 +91,9 @@ class JobView(BaseModel):
     result: JobResult | None
     progress: ProgressView | None = None
     callback_url: str | None = None
-    # Filled in by POST /jobs and GET /jobs/{id} for a job with a callback_url; null in lists.
-    webhook: WebhookView | None = None
+    webhook: WebhookView | None = Field(
+        default=None, description="For a job with a callback_url, in the answers of POST /jobs "
+        "and GET /jobs/{id}; null in lists and elsewhere.")
     links: Links
 
     @classmethod
