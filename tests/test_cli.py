@@ -207,6 +207,7 @@ def test_the_renderer_colours_only_a_terminal_and_pretty_prints_results() -> Non
     from datetime import UTC, datetime, timedelta
 
     import cli_render as r
+
     from common.api.models import JobView
 
     assert r.Paint.for_stream(_Stream(True), {}).colour  # type: ignore[arg-type]
@@ -239,8 +240,9 @@ def test_the_renderer_colours_only_a_terminal_and_pretty_prints_results() -> Non
 def test_submit_wait_draws_progress_as_a_bar_on_a_tty_and_as_lines_otherwise() -> None:
     from datetime import UTC, datetime
 
-    from cli import progress_line
-    from common.api.models import JobView
+    from jobs_client import JobView
+
+    from cli.jobs import progress_line
 
     now = datetime.now(UTC).isoformat()
     base = {"id": "00000000-0000-4000-8000-000000000001", "preset": "checksum", "attempts": 1,
@@ -340,6 +342,7 @@ def test_a_job_for_later_shows_when_it_is_due_and_a_retry_when_it_runs_again() -
     from datetime import UTC, datetime, timedelta
 
     import cli_render as r
+
     from common.api.models import JobView
 
     now = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)

@@ -1,15 +1,15 @@
 """A small synchronous client of the jobs API, for services that submit jobs, and for the CLI.
 
-It speaks the API's own pydantic models (common.api.models, common.store.models), so a field
-added to the API reaches callers without a second description of it. HTTP is the standard
-library's urllib: a calling service needs nothing beyond pydantic, which the models need anyway.
+It installs on its own (`pip install ./client`): pydantic is its one dependency, for the models
+(jobs_client.models) that mirror the API's OpenAPI document; HTTP is the standard library's
+urllib.
 
 Why it is safe to retry: `submit` sends an Idempotency-Key (a new UUID per call unless the
 caller gives one), so a retry after a 503 or a dropped connection, when the first request may
 have been committed, returns the same job instead of a second one. 503 and 429 are retried
 with backoff (full jitter), or after exactly the Retry-After the server asked for, capped.
-Connection failures are retried for reads and submits; `cancel` and `retry` are retried only
-when the connection was refused (the request never left), since they are not idempotent.
+Connection failures are retried for reads and submits; other writes are retried only when the
+connection was refused (the request never left), since they are not idempotent.
 
 The token comes from a callable, asked again on every attempt, so a Google ID token that
 expires between two calls is refreshed by whatever the callable wraps. Redirects are never
@@ -30,113 +30,42 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, Literal, TypeVar
 from uuid import UUID
 
 from pydantic import ValidationError
 
-from common.api.models import EventList, JobList, JobView, Stats
-from common.store.models import JobEvent, NewJob
-from common.store.states import JobState
+from jobs_client.errors import (
+    ApiError,
+    BadRequest,
+    InvalidUrl,
+    Unreachable,
+    WaitTimeout,
+    problem_error,
+)
+from jobs_client.models import (
+    EventList,
+    History,
+    JobEvent,
+    JobList,
+    JobState,
+    JobTemplate,
+    JobView,
+    Limits,
+    NewJob,
+    ScheduleEvent,
+    ScheduleEventList,
+    ScheduleList,
+    ScheduleView,
+    Stats,
+    WebhookSecret,
+)
 
 TokenSource = Callable[[], str | None]
 RETRY_STATUSES = frozenset({429, 503})
 PROBLEM_BASE = "https://jobs-pipeline.dev/problems/"
 USER_AGENT = "jobs-pipeline-client/1"
-
-
-class ClientError(Exception):
-    """Everything this client raises on purpose."""
-
-
-class InvalidUrl(ClientError, ValueError):
-    """The base URL is not http(s)."""
-
-
-class Unreachable(ClientError):
-    """No answer from the API, even after the retries (refused, reset, timed out)."""
-
-
-class ApiError(ClientError):
-    """The API answered with an RFC 9457 problem; its fields, as the server sent them."""
-
-    def __init__(
-        self,
-        status: int,
-        title: str,
-        type: str = "about:blank",  # RFC 9457's name for it
-        detail: str | None = None,
-        instance: str | None = None,
-        invalid_params: list[dict[str, str]] | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        self.status, self.title, self.type, self.detail = status, title, type, detail
-        self.instance = instance
-        self.invalid_params = invalid_params or []
-        self.extra = extra or {}  # problem members beyond the standard ones (known_presets, …)
-        reasons = ", ".join(f"{p.get('name')}: {p.get('reason')}" for p in self.invalid_params)
-        text = detail or reasons
-        super().__init__(title + (f": {text}" if text else ""))
-
-
-class BadRequest(ApiError):
-    """400, 413, 415, 422, or refused before sending (what NewJob refuses): the request itself
-    is wrong, and sending it again will not help."""
-
-
-class Unauthorized(ApiError):
-    """401 or 403: no usable token, or not allowed."""
-
-
-class NotFound(ApiError):
-    """404: no such job for this caller (another owner's job looks exactly the same)."""
-
-
-class Conflict(ApiError):
-    """409: not allowed in the job's state, or an idempotency key reused for another job."""
-
-
-class Unavailable(ApiError):
-    """503 or 429 still, after the retries."""
-
-
-class WaitTimeout(ClientError):
-    """The job had not ended when `wait` gave up; `job` is how it was last seen."""
-
-    def __init__(self, job: JobView, timeout_s: float) -> None:
-        super().__init__(f"job {job.id} still {job.state} after {timeout_s:g} s")
-        self.job = job
-
-
-_BY_STATUS: dict[int, type[ApiError]] = {
-    400: BadRequest, 413: BadRequest, 415: BadRequest, 422: BadRequest,
-    401: Unauthorized, 403: Unauthorized, 404: NotFound, 409: Conflict,
-    429: Unavailable, 503: Unavailable,
-}
-_STANDARD = ("type", "title", "status", "detail", "instance", "invalid_params")
-
-
-def problem_error(status: int, body: bytes, reason: str = "") -> ApiError:
-    """The typed error for an error response: its problem's fields, or the bare status when
-    the body is not a problem (a proxy's HTML page, say)."""
-    cls = _BY_STATUS.get(status, ApiError)
-    try:
-        problem = json.loads(body)
-    except ValueError:
-        problem = None
-    if not isinstance(problem, dict):
-        return cls(status, reason or f"HTTP {status}")
-    params = problem.get("invalid_params")
-    return cls(
-        status,
-        str(problem.get("title") or reason or f"HTTP {status}"),
-        str(problem.get("type") or "about:blank"),
-        problem.get("detail"),
-        problem.get("instance"),
-        [{"name": str(p.get("name")), "reason": str(p.get("reason"))}
-         for p in params if isinstance(p, dict)] if isinstance(params, list) else None,
-        {k: v for k, v in problem.items() if k not in _STANDARD},
-    )
+_M = TypeVar("_M", bound=JobTemplate)
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -214,16 +143,9 @@ class JobsClient:
         later: dict[str, Any] = {"run_at": run_at} if run_at is not None else {}
         if delay_s is not None:
             later["delay_s"] = delay_s
-        try:
-            new = NewJob(preset=preset, content=content, metadata=metadata or {},
-                         max_attempts=max_attempts, idempotency_key=key,
-                         callback_url=callback_url, **later)
-        except ValidationError as exc:
-            raise BadRequest(
-                422, "Invalid request", PROBLEM_BASE + "validation-error",
-                invalid_params=[{"name": ".".join(str(p) for p in e["loc"]) or "body",
-                                 "reason": e["msg"]} for e in exc.errors()],
-            ) from None
+        new = _checked(NewJob, preset=preset, content=content, metadata=metadata or {},
+                       max_attempts=max_attempts, idempotency_key=key,
+                       callback_url=callback_url, **later)
         body = new.model_dump(mode="json", exclude_none=True, exclude={"idempotency_key"})
         answer = self.call("POST", "/jobs", body, headers={"Idempotency-Key": key},
                            idempotent=True)
@@ -236,12 +158,15 @@ class JobsClient:
         return JobView.model_validate(self.call("GET", f"/jobs/{_segment(job_id)}{query}"))
 
     def page(
-        self, *, state: JobState | str | None = None, limit: int = 50, cursor: str | None = None
+        self, *, state: JobState | str | None = None, limit: int = 50, cursor: str | None = None,
+        preset: str | None = None,
     ) -> JobList:
         """One page of the caller's jobs, newest first; pass `next_cursor` back for the next."""
         query = {"limit": str(limit)}
         if state:
             query["state"] = str(state)
+        if preset:
+            query["preset"] = preset
         if cursor:
             query["cursor"] = cursor
         return JobList.model_validate(
@@ -274,7 +199,90 @@ class JobsClient:
         return JobView.model_validate(self.call("POST", f"/jobs/{_segment(job_id)}/retry", {}))
 
     def stats(self) -> Stats:
+        """The caller's queue: jobs per state, the oldest due one, recent throughput."""
         return Stats.model_validate(self.call("GET", "/stats"))
+
+    def history(self, window: Literal["hour", "day"] = "hour") -> History:
+        """How many of the caller's jobs ended per minute (`hour`) or per hour (`day`), by
+        end state, oldest bucket first, from the server's records."""
+        return History.model_validate(self.call("GET", f"/stats/history?window={window}"))
+
+    def limits(self) -> Limits:
+        """How many of the caller's jobs may run at once: the stack's default and any override."""
+        return Limits.model_validate(self.call("GET", "/limits"))
+
+    def rotate_webhook_secret(self) -> WebhookSecret:
+        """A new signing secret for the caller's webhooks, shown this once; the previous one
+        keeps signing for the grace period. Not retried unless the request never left: a second
+        rotation would replace the secret this call returned."""
+        return WebhookSecret.model_validate(self.call("POST", "/webhook-secret/rotate", {}))
+
+    # -- schedules ----------------------------------------------------------------------------
+
+    def create_schedule(
+        self,
+        cron: str,
+        job: JobTemplate,
+        *,
+        timezone: str = "UTC",
+        enabled: bool = True,
+        overlap: Literal["skip", "allow"] | None = None,
+        catch_up: Literal["once", "all"] | None = None,
+    ) -> ScheduleView:
+        """A recurring job: `job` is created at each fire of `cron` in `timezone`."""
+        body: dict[str, Any] = {"cron": cron, "timezone": timezone,
+                                "job": job.model_dump(mode="json", exclude_none=True)}
+        if not enabled:
+            body["enabled"] = False
+        if overlap is not None:
+            body["overlap"] = overlap
+        if catch_up is not None:
+            body["catch_up"] = catch_up
+        return ScheduleView.model_validate(self.call("POST", "/schedules", body))
+
+    def schedules(self, *, limit: int = 50, cursor: str | None = None) -> ScheduleList:
+        """One page of the caller's schedules, newest first."""
+        query = {"limit": str(limit), **({"cursor": cursor} if cursor else {})}
+        return ScheduleList.model_validate(
+            self.call("GET", "/schedules?" + urllib.parse.urlencode(query))
+        )
+
+    def schedule(self, schedule_id: str | UUID) -> ScheduleView:
+        return ScheduleView.model_validate(self.call("GET", f"/schedules/{_segment(schedule_id)}"))
+
+    def update_schedule(
+        self,
+        schedule_id: str | UUID,
+        *,
+        cron: str | None = None,
+        timezone: str | None = None,
+        job: JobTemplate | None = None,
+        enabled: bool | None = None,
+        overlap: Literal["skip", "allow"] | None = None,
+        catch_up: Literal["once", "all"] | None = None,
+    ) -> ScheduleView:
+        """Change only what is given; `job` replaces the whole template (the API has no way to
+        change one of its fields alone, and it does not echo the content back)."""
+        patch: dict[str, Any] = {
+            k: v for k, v in (("cron", cron), ("timezone", timezone), ("enabled", enabled),
+                              ("overlap", overlap), ("catch_up", catch_up)) if v is not None
+        }
+        if job is not None:
+            patch["job"] = job.model_dump(mode="json", exclude_none=True)
+        if not patch:
+            raise BadRequest(422, "Invalid request", PROBLEM_BASE + "validation-error",
+                             detail="nothing to change")
+        return ScheduleView.model_validate(
+            self.call("PATCH", f"/schedules/{_segment(schedule_id)}", patch)
+        )
+
+    def delete_schedule(self, schedule_id: str | UUID) -> None:
+        self.call("DELETE", f"/schedules/{_segment(schedule_id)}")
+
+    def schedule_events(self, schedule_id: str | UUID) -> builtins.list[ScheduleEvent]:
+        """The schedule's fires and skips, oldest first."""
+        answer = self.call("GET", f"/schedules/{_segment(schedule_id)}/events")
+        return ScheduleEventList.model_validate(answer).events
 
     def wait(
         self,
@@ -367,6 +375,26 @@ class JobsClient:
         if asked is not None:
             return min(asked, self.max_retry_after_s)
         return random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)))
+
+
+def template(
+    preset: str, content: str, *, metadata: dict[str, Any] | None = None,
+    max_attempts: int | None = None,
+) -> JobTemplate:
+    """A schedule's job, checked as the API checks it (BadRequest before anything is sent)."""
+    return _checked(JobTemplate, preset=preset, content=content, metadata=metadata or {},
+                    max_attempts=max_attempts)
+
+
+def _checked(model: type[_M], **fields: Any) -> _M:
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        raise BadRequest(
+            422, "Invalid request", PROBLEM_BASE + "validation-error",
+            invalid_params=[{"name": ".".join(str(p) for p in e["loc"]) or "body",
+                             "reason": e["msg"]} for e in exc.errors()],
+        ) from None
 
 
 def _segment(job_id: str | UUID) -> str:
