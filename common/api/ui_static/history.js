@@ -26,7 +26,9 @@ export function summarise(history) {
 }
 
 function unit(history) {
-  return history.bucket_s === 60 ? 'minute' : `${Math.round(history.bucket_s / 60)} minutes`;
+  if (history.bucket_s === 60) return 'minute';
+  if (history.bucket_s === 900) return 'quarter hour';
+  return `${Math.round(history.bucket_s / 60)}-minute bucket`;
 }
 
 /** The chart's words: what a screen reader hears, and the caption everyone reads. */
