@@ -425,6 +425,10 @@ def test_every_new_option_reaches_the_api_and_comes_back(
     assert history["window"] == "hour" and len(history["buckets"]) == 60
     assert sum(b["counts"]["CANCELLED"] for b in history["buckets"]) == 1
     assert ok("history", "--window", "day")["bucket_s"] == 900
+    _, drawn = _in_pty("history", NO_COLOR="1", **auth)
+    assert drawn.splitlines()[0] == "jobs ended per minute, last hour"
+    assert drawn.splitlines()[1].split() == ["FROM", "COMPLETED", "FAILED", "CANCELLED"]
+    assert drawn.splitlines()[2].split()[-3:] == ["0", "0", "1"]
     assert ok("limits") == {"default_max_running": 4, "override": None, "max_running": 4,
                             "running": 0}
 
