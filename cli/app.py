@@ -108,11 +108,16 @@ def run(argv: list[str]) -> int:
     as_json = args.json or not sys.stdout.isatty()
     if args.command == "token":
         dev = None if os.environ.get("AUTH_HS256_SECRET") else _dev_file(None)
-        print(_mint(os.environ.get("AUTH_HS256_SECRET") or (dev.secret if dev else None),
-                    args.user, args.ttl))
+        minted = _mint(os.environ.get("AUTH_HS256_SECRET") or (dev.secret if dev else None),
+                       args.user, args.ttl)
+        # The bare token unless --json is asked for: `TOKEN=$(python main.py token alice)`.
+        jobs.emit({"token": minted, "subject": args.user, "ttl_s": args.ttl}, args.json,
+                  lambda: minted)
         return 0
     if args.command == "migrate":
-        operator.migrate()
+        done = operator.migrate()
+        jobs.emit(done, args.json, lambda: "migrated to head" + (
+            "\ngranted jobs_app to " + ", ".join(done["granted"]) if done["granted"] else ""))
         return 0
     if args.command == "sweep":
         url, token = endpoint(args.sweep_url, args.sweep_token, file_url="sweep_url",

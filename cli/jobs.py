@@ -34,8 +34,11 @@ def add_commands(sub: Any) -> None:
     s.add_argument("--wait", action="store_true", help="show its states until it ends; "
                    "exit 1 unless COMPLETED")
     s.add_argument("--timeout", type=float, default=300)
-    for name, text in (("get", "show a job: state, progress, due time, callback, trace"),
-                       ("events", "a job's audit trail, as a timeline"),
+    g = sub.add_parser("get", help="show a job: state, progress, due time, callback, trace")
+    g.add_argument("id")
+    g.add_argument("--wait", type=float, metavar="S", help="let the server hold the answer up "
+                   "to S seconds (at most 30), answering as soon as the job ends")
+    for name, text in (("events", "a job's audit trail, as a timeline"),
                        ("cancel", "cancel a job"), ("retry", "retry a FAILED job")):
         sub.add_parser(name, help=text).add_argument("id")
     ls = sub.add_parser("list", help="your jobs, newest first, with when each is due")
@@ -47,6 +50,8 @@ def add_commands(sub: Any) -> None:
     hist = sub.add_parser("history", help="your jobs that ended per minute (last hour) or per "
                           "quarter hour (last day), by end state")
     hist.add_argument("--window", choices=["hour", "day"], default="hour")
+    sub.add_parser("health", help="whether the API answers and reaches its database "
+                   "(exit 1 if not)")
     sub.add_parser("limits", help="how many of your jobs may run at once (the stack's default "
                    "and your override), and how many run now")
     ws = sub.add_parser("webhook-secret", help="your webhooks' signing secret")
@@ -142,6 +147,13 @@ def run(args: argparse.Namespace, api: JobsClient, as_json: bool) -> int:
     elif command == "history":
         history = api.history(args.window)
         emit(history, as_json, lambda: r.history_table(history, paint))
+    elif command == "health":
+        health = api.health()
+        emit(health, as_json, lambda: f"{health.status}; database {health.database}")
+        return 0 if health.status == "ok" else 1
+    elif command == "get":
+        job = api.get(args.id, wait_s=args.wait)
+        emit(job, as_json, lambda: r.job_summary(job, datetime.now(UTC), paint))
     elif command == "limits":
         limits = api.limits()
         emit(limits, as_json, lambda: r.pretty(limits.model_dump(mode="json")))
@@ -149,7 +161,7 @@ def run(args: argparse.Namespace, api: JobsClient, as_json: bool) -> int:
         secret = api.rotate_webhook_secret()
         emit(secret, as_json, lambda: r.pretty(secret.model_dump(mode="json")))
     else:
-        action = {"get": api.get, "cancel": api.cancel, "retry": api.retry}[command]
+        action = {"cancel": api.cancel, "retry": api.retry}[command]
         job = action(args.id)
         emit(job, as_json, lambda: r.job_summary(job, now, paint))
     return 0

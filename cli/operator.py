@@ -112,7 +112,8 @@ def run_limit(args: argparse.Namespace, stack_default: Callable[[], int]) -> Any
         return {"default": None, "default_unknown": str(exc), "owners": owners}
 
 
-def migrate() -> None:
+def migrate() -> dict[str, Any]:
+    """Upgrade to head; then GRANT jobs_app to DB_APP_USERS. What was done, for the output."""
     from alembic import command
     from alembic.config import Config
     from sqlalchemy.exc import SQLAlchemyError
@@ -132,7 +133,6 @@ def migrate() -> None:
             raise UsageError(f"cannot reach the database: {database_message(exc)}",
                              code=2) from None
         raise UsageError(f"database error: {database_message(exc)}") from None
-    print("migrated to head")
     users = [u.strip() for u in os.environ.get("DB_APP_USERS", "").split(",") if u.strip()]
     if users:
         from common.settings import load_settings
@@ -145,4 +145,4 @@ def migrate() -> None:
             raise UsageError(str(exc)) from None
         finally:
             engine.dispose()
-        print("granted jobs_app to " + ", ".join(users))
+    return {"migrated_to": "head", "granted": users}

@@ -384,9 +384,12 @@ def test_every_new_option_reaches_the_api_and_comes_back(
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
 
+    assert ok("health") == {"status": "ok", "database": "ok"}
+    minted = ok("token", "someone", AUTH_HS256_SECRET=SECRET)
+    assert minted["subject"] == "someone" and who_signed(minted["token"]) == "someone"
     hook = "http://127.0.0.1:9/hook"
     job = ok("submit", "--preset", "echo", "--content", "x", "--callback-url", hook, "--in", "1h")
-    shown = ok("get", job["id"])
+    shown = ok("get", job["id"], "--wait", "0.2")  # not due for an hour: answers after 0.2 s
     assert shown["callback_url"] == hook and re.fullmatch(r"[0-9a-f]{32}", shown["trace_id"])
     assert shown["trace_id"] == job["trace_id"] and shown["not_before"]
     _, human = _in_pty("get", job["id"], NO_COLOR="1", **auth)
@@ -441,6 +444,11 @@ def test_every_new_option_reaches_the_api_and_comes_back(
                 JOBS_TOKEN="x")
     unknown = json.loads(away.stdout)
     assert unknown["default"] is None and "cannot reach" in unknown["default_unknown"]
+
+
+def who_signed(token: str) -> str:
+    return str(jwt.decode(token, SECRET, algorithms=["HS256"],
+                          options={"verify_aud": False})["sub"])
 
 
 def test_get_shows_progress_and_whatever_the_server_says_of_webhooks() -> None:

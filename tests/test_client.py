@@ -371,11 +371,48 @@ def test_the_client_models_say_what_the_openapi_document_says(server: str) -> No
         doc = json.load(resp)
     schemas = doc["components"]["schemas"]
     names = ["JobView", "JobList", "EventList", "JobEvent", "JobResult", "ProgressView", "Links",
-             "Stats", "History", "HistoryBucket", "Limits", "WebhookSecret", "ScheduleView",
-             "ScheduleList", "ScheduleEvent", "ScheduleEventList", "TemplateView",
+             "Stats", "Health", "History", "HistoryBucket", "Limits", "WebhookSecret",
+             "ScheduleView", "ScheduleList", "ScheduleEvent", "ScheduleEventList", "TemplateView",
              "ScheduleLinks"]
     for name in names:
         model = getattr(cm, name)
         assert set(model.model_fields) == set(schemas[name]["properties"]), name
         required = {n for n, f in model.model_fields.items() if f.is_required()}
         assert required <= set(schemas[name].get("required", [])), name
+
+
+def test_health_reports_an_unreachable_database_at_once() -> None:
+    """`/healthz` answers 503 with a Health body (not a problem) when the database is down:
+    `health()` returns it after one request, without the retries (and Retry-After waits) that
+    a 503 elsewhere gets. A 503 without that body is still an error."""
+    bodies = [json.dumps({"status": "unavailable", "database": "unreachable"}).encode(),
+              UNAVAILABLE]
+    seen: list[str] = []
+
+    class Down(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            body = bodies[0] if len(seen) == 1 else bodies[1]
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Retry-After", "5")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Down)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        sleeps = Sleeps()
+        api = JobsClient(f"http://127.0.0.1:{httpd.server_port}", sleep=sleeps)
+        health = api.health()
+        assert (health.status, health.database) == ("unavailable", "unreachable")
+        with pytest.raises(Unavailable):
+            api.health()
+        assert seen == ["/healthz", "/healthz"] and list(sleeps) == []
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -39,12 +39,14 @@ from jobs_client.errors import (
     ApiError,
     BadRequest,
     InvalidUrl,
+    Unavailable,
     Unreachable,
     WaitTimeout,
     problem_error,
 )
 from jobs_client.models import (
     EventList,
+    Health,
     History,
     JobEvent,
     JobList,
@@ -207,6 +209,16 @@ class JobsClient:
         end state, oldest bucket first, from the server's records."""
         return History.model_validate(self.call("GET", f"/stats/history?window={window}"))
 
+    def health(self) -> Health:
+        """Whether the service answers and reaches its database. A 503 here is an answer (the
+        database is unreachable), not an error: it is returned, not raised or retried."""
+        try:
+            return Health.model_validate(self.call("GET", "/healthz", retries=0))
+        except Unavailable as exc:
+            if exc.status == 503 and "database" in exc.extra:
+                return Health(status="unavailable", database=str(exc.extra["database"]))
+            raise
+
     def limits(self) -> Limits:
         """How many of the caller's jobs may run at once: the stack's default and any override."""
         return Limits.model_validate(self.call("GET", "/limits"))
@@ -325,11 +337,14 @@ class JobsClient:
         *,
         headers: dict[str, str] | None = None,
         idempotent: bool | None = None,
+        retries: int | None = None,
     ) -> Any:
         """One request, JSON in and out, with the retries; the answer's JSON (None if empty).
         For endpoints without a method above, such as the sweep service's `POST /`.
-        `idempotent` (default: GET only) allows retrying after a connection broke mid-way."""
+        `idempotent` (default: GET only) allows retrying after a connection broke mid-way;
+        `retries` overrides the client's own count for this call."""
         safe = method == "GET" if idempotent is None else idempotent
+        budget = self.retries if retries is None else retries
         data = json.dumps(body).encode() if body is not None else None
         attempt = 0
         while True:
@@ -340,14 +355,14 @@ class JobsClient:
                     raw, status = resp.read(), resp.status
             except urllib.error.HTTPError as err:
                 raw = err.read()
-                if err.code in RETRY_STATUSES and attempt <= self.retries:
+                if err.code in RETRY_STATUSES and attempt <= budget:
                     self._sleep(self._delay(attempt, err.headers.get("Retry-After")))
                     continue
                 raise problem_error(err.code, raw, str(err.reason)) from None
             except (OSError, http.client.HTTPException) as err:
                 reason = getattr(err, "reason", err)
                 never_sent = isinstance(reason, ConnectionRefusedError)
-                if (safe or never_sent) and attempt <= self.retries:
+                if (safe or never_sent) and attempt <= budget:
                     self._sleep(self._delay(attempt, None))
                     continue
                 raise Unreachable(f"cannot reach {self.base_url}: {reason}") from None

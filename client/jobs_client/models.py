@@ -107,6 +107,13 @@ class Stats(_Answer):
     throughput_per_min: float
 
 
+class Health(_Answer):
+    """`GET /healthz`: the service, and whether it reaches its database."""
+
+    status: str
+    database: str
+
+
 class HistoryBucket(_Answer):
     at: datetime
     counts: dict[JobState, int]
