@@ -235,4 +235,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # The scheduler thread calls sweep through the checkout's own client package (client/),
+    # as the CLI does, whether or not `make install` has installed it yet.
+    sys.path.insert(1, str(ROOT / "client"))
     raise SystemExit(main())
