@@ -94,6 +94,9 @@ class JobView(BaseModel):
     webhook: WebhookView | None = Field(
         default=None, description="For a job with a callback_url, in the answers of POST /jobs "
         "and GET /jobs/{id}; null in lists and elsewhere.")
+    trace_id: str | None = Field(
+        default=None, description="The W3C trace id (32 hex digits) the job was created under: "
+        "its logs, its message and its webhook's `traceparent` carry it.")
     links: Links
 
     @classmethod
@@ -105,7 +108,8 @@ class JobView(BaseModel):
         if job.progress is not None and job.progress_at is not None:
             progress = ProgressView(fraction=job.progress, note=job.progress_note,
                                     at=job.progress_at, attempt=job.progress_attempt or 0)
-        return cls(**shared, id=str(job.id), progress=progress,
+        trace = job.traceparent.split("-")[1] if job.traceparent else None
+        return cls(**shared, id=str(job.id), progress=progress, trace_id=trace,
                    links=Links(self=base, events=base + "/events"))
 
 
@@ -139,3 +143,27 @@ class Stats(BaseModel):
     oldest_pending_age_s: float | None
     finished_last_5_min: int
     throughput_per_min: float
+
+
+class HistoryBucket(BaseModel):
+    at: datetime = Field(description="The bucket's start; it lasts `bucket_s` seconds.")
+    counts: dict[Literal["COMPLETED", "FAILED", "CANCELLED"], int]
+
+
+class History(BaseModel):
+    """The caller's jobs that ended in each bucket of the window, by end state, oldest first,
+    every bucket present: per minute over the last hour, per quarter hour over the last day."""
+
+    window: Literal["hour", "day"]
+    bucket_s: int
+    buckets: list[HistoryBucket]
+
+
+class Limits(BaseModel):
+    """How many of the caller's jobs may be PROCESSING at once (0 = unlimited)."""
+
+    default_max_running: int = Field(description="The stack's OWNER_MAX_RUNNING.")
+    override: int | None = Field(description="An operator's limit for this owner, if any.")
+    max_running: int = Field(description="The limit that applies: the override, else the "
+                             "default.")
+    running: int = Field(description="The caller's jobs PROCESSING now.")

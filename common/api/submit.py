@@ -24,8 +24,10 @@ from common.api.http import problem_response as _problem
 from common.api.models import (
     EventList,
     Health,
+    History,
     JobList,
     JobView,
+    Limits,
     Stats,
     WebhookSecret,
     WebhookView,
@@ -55,6 +57,8 @@ ROUTES = Map(
         Rule("/jobs/<job_id>/cancel", methods=["POST"], endpoint="cancel"),
         Rule("/jobs/<job_id>/retry", methods=["POST"], endpoint="retry"),
         Rule("/stats", methods=["GET"], endpoint="stats"),
+        Rule("/stats/history", methods=["GET"], endpoint="history"),
+        Rule("/limits", methods=["GET"], endpoint="limits"),
         Rule("/webhook-secret/rotate", methods=["POST"], endpoint="rotate_webhook_secret"),
         Rule("/healthz", methods=["GET"], endpoint="health"),
         Rule("/openapi.json", methods=["GET"], endpoint="openapi"),
@@ -282,6 +286,19 @@ class SubmitApi:
     def _stats(self, request: Request, owner: str) -> Response:
         stats = self.service.store.owner_stats(owner)
         return _json(200, Stats(**stats, throughput_per_min=stats["finished_last_5_min"] / 5))
+
+    def _history(self, request: Request, owner: str) -> Response:
+        window = request.query.get("window", "hour")
+        if window not in ("hour", "day"):
+            raise ProblemError(
+                422, "validation-error", "Invalid request",
+                invalid=[InvalidParam(name="window", reason="must be hour or day")],
+            )
+        history = self.service.store.finished_history(owner, "hour" if window == "hour" else "day")
+        return _json(200, History.model_validate(history))
+
+    def _limits(self, request: Request, owner: str) -> Response:
+        return _json(200, Limits(**self.service.store.owner_limit(owner)))
 
     def _health(self, request: Request, owner: None) -> Response:
         future = self._health_pool.submit(self.service.store.ping)
