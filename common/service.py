@@ -127,16 +127,14 @@ class JobService:
         matched, complete = 0, True
         for state in states:
             cursor: Cursor | None = Cursor()
-            while cursor is not None:
-                if time.monotonic() > deadline:
-                    complete = False
-                    break
+            while cursor is not None and complete:
                 step = self.store.bulk_cancel_step(owner, state, flt, before, cursor)
                 matched += step.picked
                 for row in step.moved:
                     moved["cancelled" if row["state"] == JobState.CANCELLED else
                           "cancel_requested"] += 1
                 cursor = step.cursor
+                complete = cursor is None or time.monotonic() < deadline
         return BulkResult(matched, moved, complete)
 
     def bulk_retry(self, owner: str, flt: BulkFilter, *, dry_run: bool = False) -> BulkResult:
@@ -149,15 +147,13 @@ class JobService:
         retried, matched, complete = 0, 0, True
         deadline = time.monotonic() + BULK_TIME_BUDGET_S
         cursor: Cursor | None = Cursor()
-        while cursor is not None:
-            if time.monotonic() > deadline:
-                complete = False
-                break
+        while cursor is not None and complete:
             step = self.store.bulk_retry_step(owner, flt, before, cursor)
             matched += step.picked
             retried += len(step.moved)
             self._publish_unstamped(dispatch_items(step.moved))
             cursor = step.cursor
+            complete = cursor is None or time.monotonic() < deadline
         return BulkResult(matched, {"retried": retried}, complete)
 
     def _publish_unstamped(self, items: list[DispatchItem]) -> None:

@@ -62,7 +62,7 @@ class Cursor:
 class BulkStep:
     picked: int  # jobs the step looked at (moved or not): BULK_BATCH means there may be more
     moved: list[dict[str, Any]]  # one row per moved job: id, state, attempts, traceparent
-    cursor: Cursor | None  # None once the step picked nothing
+    cursor: Cursor | None  # None once the step picked fewer than BULK_BATCH: nothing is left
 
 
 def _where(state: JobState, flt: BulkFilter) -> str:
@@ -168,10 +168,10 @@ class BulkQueries(CallerOperations):
                           batch=BULK_BATCH)
         moved = [r for r in rows if r["kind"] == "moved"]
         last = [r for r in rows if r["kind"] == "last"]
-        if not last:
-            return BulkStep(0, moved, None)
-        return BulkStep(int(last[0]["attempts"]), moved,
-                        Cursor(last[0]["created_at"], str(last[0]["id"])))
+        picked = int(last[0]["attempts"]) if last else 0
+        if picked < BULK_BATCH:
+            return BulkStep(picked, moved, None)
+        return BulkStep(picked, moved, Cursor(last[0]["created_at"], str(last[0]["id"])))
 
 
 def dispatch_items(moved: list[dict[str, Any]]) -> list[DispatchItem]:
