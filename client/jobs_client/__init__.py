@@ -20,6 +20,9 @@ from jobs_client.errors import (
     problem_error,
 )
 from jobs_client.models import (
+    BatchItemResult,
+    BatchResult,
+    BulkOutcome,
     EventList,
     History,
     HistoryBucket,
@@ -31,6 +34,7 @@ from jobs_client.models import (
     JobView,
     Limits,
     NewJob,
+    Problem,
     ProgressView,
     ScheduleEvent,
     ScheduleList,
@@ -40,10 +44,10 @@ from jobs_client.models import (
 )
 
 __all__ = [
-    "ApiError", "BadRequest", "ClientError", "Conflict", "EventList", "History",
-    "HistoryBucket", "InvalidUrl", "JobEvent", "JobList", "JobResult", "JobState", "JobTemplate",
-    "JobView", "JobsClient", "Limits", "NewJob", "NotFound", "ProgressView", "ScheduleEvent",
-    "ScheduleList", "ScheduleView", "Stats", "TokenSource", "Unauthorized", "Unavailable",
-    "Unreachable", "WaitTimeout", "WebhookSecret", "parse_retry_after", "problem_error",
-    "template",
+    "ApiError", "BadRequest", "BatchItemResult", "BatchResult", "BulkOutcome", "ClientError",
+    "Conflict", "EventList", "History", "HistoryBucket", "InvalidUrl", "JobEvent", "JobList",
+    "JobResult", "JobState", "JobTemplate", "JobView", "JobsClient", "Limits", "NewJob",
+    "NotFound", "Problem", "ProgressView", "ScheduleEvent", "ScheduleList", "ScheduleView",
+    "Stats", "TokenSource", "Unauthorized", "Unavailable", "Unreachable", "WaitTimeout",
+    "WebhookSecret", "parse_retry_after", "problem_error", "template",
 ]

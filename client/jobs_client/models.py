@@ -56,6 +56,21 @@ class JobResult(_Answer):
     created_at: datetime
 
 
+class WebhookView(_Answer):
+    """A job's completion webhook (for a job with a callback_url): its latest delivery once the
+    job has ended, and what it waits for until then."""
+
+    state: Literal["awaiting-end", "pending", "delivered", "given_up"]
+    waiting_for: Literal["job-end", "signing-secret", "first-attempt", "retry"] | None
+    note: str | None
+    webhook_id: str | None
+    attempts: int
+    next_attempt_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+
+
 class JobView(_Answer):
     """A job as its owner sees it (the content is not echoed back)."""
 
@@ -74,6 +89,7 @@ class JobView(_Answer):
     result: JobResult | None
     progress: ProgressView | None = None
     callback_url: str | None = None
+    webhook: WebhookView | None = None
     trace_id: str | None = None
     links: Links
 
@@ -195,6 +211,48 @@ def _no_nul(value: str | None) -> str | None:
     if value is not None and "\x00" in value:
         raise ValueError("must not contain NUL characters")
     return value
+
+
+class Problem(_Answer):
+    """An RFC 9457 problem, as a refused item of a batch carries it."""
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    invalid_params: list[dict[str, str]] | None = None
+
+
+class BatchItemResult(_Answer):
+    """What became of one job of a batch, at its index in the request."""
+
+    index: int
+    outcome: Literal["created", "replayed", "refused"]
+    job: JobView | None
+    problem: Problem | None
+
+
+class BatchResult(_Answer):
+    """`submit_many`'s answer: one result per job, in order, and the count of each outcome."""
+
+    created: int
+    replayed: int
+    refused: int
+    results: list[BatchItemResult]
+
+
+class BulkOutcome(_Answer):
+    """What a bulk cancel or retry did (with dry_run: how many jobs it would move now)."""
+
+    action: Literal["cancel", "retry"]
+    dry_run: bool
+    matched: int
+    moved: int
+    cancelled: int
+    cancel_requested: int
+    retried: int
+    complete: bool
 
 
 class JobTemplate(BaseModel):

@@ -22,6 +22,7 @@ dashboard's confirmation names that count).
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
@@ -205,7 +206,7 @@ class FlowEndpoints:
                 raise _invalid_request("created_before", "must be an RFC 3339 date-time with "
                                        "an offset, e.g. 2026-12-01T08:30:00Z") from None
             if before is None:  # before the year 1 in UTC: matches nothing, still a filter
-                raise _invalid_request("created_before", "must be after 0001-01-01T00:00:00Z")
+                before = datetime.min.replace(tzinfo=UTC)
         flt = BulkFilter(state=req.state, preset=req.preset, created_before=before)
         if flt.matches_everything and not req.all:
             raise _invalid_request("all", "this filter (no state, preset or created_before) "

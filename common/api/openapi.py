@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from common.api.flow import BATCH_MAX_BODY_BYTES, BatchResult, BulkOutcome
 from common.api.models import (
     EventList,
     Health,
@@ -27,6 +28,7 @@ from common.api.models import (
     Stats,
     WebhookSecret,
 )
+from common.api.openapi_flow import flow_paths, flow_schemas
 from common.api.openapi_insight import insight_paths
 from common.api.openapi_schedules import schedule_paths, schedule_schemas
 from common.api.problems import TYPE_BASE, Problem
@@ -55,7 +57,7 @@ PROBLEM_TYPES: dict[int, tuple[str, ...]] = {
     404: ("not-found",),
     409: (
         "idempotency-conflict", "idempotency-key-mismatch", "illegal-transition",
-        "attempt-limit-reached", "schedule-limit-reached",
+        "attempt-limit-reached", "schedule-limit-reached", "duplicate-idempotency-key",
     ),
     413: ("payload-too-large",),
     415: ("unsupported-media-type",),
@@ -249,12 +251,15 @@ def build_openapi(
         (ScheduleView, "serialization"),
         (ScheduleList, "serialization"),
         (ScheduleEventList, "serialization"),
+        (BatchResult, "serialization"),
+        (BulkOutcome, "serialization"),
     ]
     _, generated = models_json_schema(models, ref_template=REF)
     schemas: dict[str, Any] = generated.get("$defs", {})
     schemas["NewJob"] = _new_job_variants(registry, settings, schemas, today=today)
     schemas["JobTemplate"] = _new_job_variants(registry, settings, schemas, template=True)
     schemas.update(schedule_schemas(settings))
+    schemas.update(flow_schemas())
     job_links = {
         op: {"operationId": op, "parameters": {"job_id": "$response.body#/id"}}
         for op in ("getJob", "getJobEvents", "cancelJob", "retryJob")
@@ -324,6 +329,7 @@ def build_openapi(
                     params=list_params,
                 ),
             },
+            **flow_paths(_op, unavailable, BATCH_MAX_BODY_BYTES),
             "/jobs/{job_id}": {
                 "get": _op(
                     "getJob",
