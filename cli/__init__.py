@@ -7,6 +7,8 @@ client (the `jobs_client` package in client/), like any other caller; only `migr
     python main.py submit --preset echo --content hi --callback-url https://example.com/hook
     python main.py get ID | list [--state S] [--preset P] | events ID | cancel ID | retry ID
     python main.py stats | history [--window day] | limits | webhook-secret rotate
+    python main.py submit-many jobs.jsonl [--key-prefix nightly-2026-12-07]   # 1,000 a request
+    python main.py bulk-cancel --state PENDING --preset echo [--dry-run] [--yes] | bulk-retry --all
     python main.py token alice                       # a dev HS256 token
     python main.py schedule add --cron '0 9 * * MON-FRI' --timezone Europe/Riga --preset echo \\
         --content hi | schedule edit ID --cron '0 10 * * *' | list | get ID | pause ID |

@@ -1,4 +1,4 @@
-"""Batch submit (`POST /jobs/batch`) through functions-framework's test client, against real
+"""Batch submit (`POST /jobs:batch`) through functions-framework's test client, against real
 PostgreSQL and the Pub/Sub emulator: per-item answers, one transaction, one publish batch,
 batch-level refusals that write nothing."""
 
@@ -17,7 +17,7 @@ JOB = {"preset": "echo", "content": "hello"}
 
 
 def post_batch(api: SubmitHarness, owner: str, body: Any, **headers: str) -> Any:
-    return api.client.post("/jobs/batch", data=json.dumps(body), content_type="application/json",
+    return api.client.post("/jobs:batch", data=json.dumps(body), content_type="application/json",
                            headers={**api.auth(owner), **headers})
 
 
@@ -171,10 +171,10 @@ def test_a_batch_whose_publish_fails_is_left_to_the_sweep(
 
 
 def test_a_batch_needs_a_token_and_json(api: SubmitHarness) -> None:
-    resp = api.client.post("/jobs/batch", data=json.dumps({"jobs": [JOB]}),
+    resp = api.client.post("/jobs:batch", data=json.dumps({"jobs": [JOB]}),
                            content_type="application/json")
     assert resp.status_code == 401
-    resp = api.client.post("/jobs/batch", data="jobs", content_type="text/plain",
+    resp = api.client.post("/jobs:batch", data="jobs", content_type="text/plain",
                            headers=api.auth("alice"))
     assert resp.status_code == 415
     resp = post_batch(api, "alice", {"jobs": [JOB]}, **{"Idempotency-Key": "k"})

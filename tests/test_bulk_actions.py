@@ -1,4 +1,4 @@
-"""Bulk cancel and retry (`POST /jobs/bulk-cancel`, `/jobs/bulk-retry`) against real PostgreSQL
+"""Bulk cancel and retry (`POST /jobs:bulk-cancel`, `/jobs:bulk-retry`) against real PostgreSQL
 and the Pub/Sub emulator: owner-scoped, filtered, guarded like the single moves, in bounded
 steps, with counts; a filter that matches everything needs `all`."""
 
@@ -20,7 +20,7 @@ ALICE, BOB = "hs256:alice", "hs256:bob"
 
 
 def post(api: SubmitHarness, owner: str, action: str, body: Any) -> Any:
-    return api.client.post(f"/jobs/bulk-{action}", data=json.dumps(body),
+    return api.client.post(f"/jobs:bulk-{action}", data=json.dumps(body),
                            content_type="application/json", headers=api.auth(owner))
 
 
@@ -181,7 +181,7 @@ def test_all_true_moves_everything_the_action_can(
 
 def test_bulk_actions_need_a_token(api: SubmitHarness) -> None:
     for action in ("cancel", "retry"):
-        resp = api.client.post(f"/jobs/bulk-{action}", data="{\"all\": true}",
+        resp = api.client.post(f"/jobs:bulk-{action}", data="{\"all\": true}",
                                content_type="application/json")
         assert resp.status_code == 401
 

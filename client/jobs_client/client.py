@@ -89,18 +89,21 @@ class JobsClient(Transport):
                            idempotent=True)
         return JobView.model_validate(answer)
 
-    def submit_many(self, jobs: Iterable[NewJob]) -> BatchResult:
+    def submit_many(self, jobs: Iterable[NewJob | dict[str, Any]]) -> BatchResult:
         """Create up to 1,000 jobs in one request (one transaction on the server), with one
-        result per job, in order: created, replayed, or refused with its own problem. A job
-        without an idempotency_key is given a new UUID, so the whole call is safe to retry
-        (a retry answers `replayed` for what the first attempt created). Batch-level faults
-        raise: BadRequest (empty, over 1,000), Conflict (two jobs with one key)."""
+        result per job, in order: created, replayed, or refused with its own problem. A dict is
+        sent as it is (the server judges it, as the CLI's JSON Lines are). A job without an
+        idempotency_key is given a new UUID, so the whole call is safe to retry (a retry
+        answers `replayed` for what the first attempt created). Batch-level faults raise:
+        BadRequest (empty, over 1,000), Conflict (two jobs with one key)."""
         items = []
         for new in jobs:
-            if new.idempotency_key is None:
-                new = new.model_copy(update={"idempotency_key": str(uuid.uuid4())})
-            items.append(new.model_dump(mode="json", exclude_none=True))
-        answer = self.call("POST", "/jobs/batch", {"jobs": items}, idempotent=True)
+            item = (new.model_dump(mode="json", exclude_none=True) if isinstance(new, NewJob)
+                    else dict(new))
+            if item.get("idempotency_key") is None:
+                item["idempotency_key"] = str(uuid.uuid4())
+            items.append(item)
+        answer = self.call("POST", "/jobs:batch", {"jobs": items}, idempotent=True)
         return BatchResult.model_validate(answer)
 
     def bulk_cancel(self, **filter_: Any) -> BulkOutcome:
@@ -138,7 +141,7 @@ class JobsClient(Transport):
             body["dry_run"] = True
         total: BulkOutcome | None = None
         while True:
-            step = BulkOutcome.model_validate(self.call("POST", f"/jobs/bulk-{action}", body))
+            step = BulkOutcome.model_validate(self.call("POST", f"/jobs:bulk-{action}", body))
             if total is None:
                 total = step
             else:

@@ -1,5 +1,5 @@
-"""Flow control endpoints of the submit API: batch submit (`POST /jobs/batch`) and bulk actions
-(`POST /jobs/bulk-cancel`, `POST /jobs/bulk-retry`).
+"""Flow control endpoints of the submit API: batch submit (`POST /jobs:batch`) and bulk actions
+(`POST /jobs:bulk-cancel`, `POST /jobs:bulk-retry`).
 
 Where a batch is refused whole and where one item is refused alone:
 

@@ -96,7 +96,7 @@ def flow_paths(op: Callable[..., dict[str, Any]], unavailable: dict[int, str],
         )
 
     return {
-        "/jobs/batch": {
+        "/jobs:batch": {
             "post": op(
                 "createJobs",
                 f"Create up to {MAX_BATCH_ITEMS} jobs in one transaction and one publish batch, "
@@ -114,12 +114,12 @@ def flow_paths(op: Callable[..., dict[str, Any]], unavailable: dict[int, str],
                 body="BatchRequest",
             ),
         },
-        "/jobs/bulk-cancel": {
+        "/jobs:bulk-cancel": {
             "post": bulk("bulkCancelJobs", "Cancel every PENDING job, and ask every PROCESSING "
                          "job to cancel, among the caller's jobs matching a filter",
                          "BulkCancelRequest"),
         },
-        "/jobs/bulk-retry": {
+        "/jobs:bulk-retry": {
             "post": bulk("bulkRetryJobs", "Retry every FAILED job (with attempts left) among "
                          "the caller's jobs matching a filter", "BulkRetryRequest"),
         },

@@ -52,11 +52,12 @@ ROUTES = Map(
     [
         Rule("/jobs", methods=["POST"], endpoint="create"),
         Rule("/jobs", methods=["GET"], endpoint="list"),
-        # Flow control (common/api/flow.py). A job id is a UUID, so these literal segments never
-        # name a job; they keep the API's `/resource/verb` style (`/jobs/{id}/cancel`).
-        Rule("/jobs/batch", methods=["POST"], endpoint="create_batch"),
-        Rule("/jobs/bulk-cancel", methods=["POST"], endpoint="bulk_cancel"),
-        Rule("/jobs/bulk-retry", methods=["POST"], endpoint="bulk_retry"),
+        # Flow control (common/api/flow.py): methods on the whole collection, spelled as
+        # Google's AIP-136 custom methods (`/jobs:verb`), so they never share a path with
+        # `/jobs/{job_id}` and its methods.
+        Rule("/jobs:batch", methods=["POST"], endpoint="create_batch"),
+        Rule("/jobs:bulk-cancel", methods=["POST"], endpoint="bulk_cancel"),
+        Rule("/jobs:bulk-retry", methods=["POST"], endpoint="bulk_retry"),
         Rule("/jobs/<job_id>", methods=["GET"], endpoint="get"),
         Rule("/jobs/<job_id>/events", methods=["GET"], endpoint="events"),
         Rule("/jobs/<job_id>/cancel", methods=["POST"], endpoint="cancel"),
