@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from common.logs import log
@@ -46,6 +46,7 @@ class BulkResult:
     matched: int  # dry run: jobs the action would move now; else jobs it looked at
     moved: dict[str, int]  # by outcome: cancelled / cancel_requested / retried
     complete: bool  # False: the time budget ended first; repeat the call for the rest
+    as_of: datetime  # the action's set: jobs created before this instant
 
 
 class JobService:
@@ -121,7 +122,8 @@ class JobService:
         states = (flt.state,) if flt.state is not None else CANCEL_STATES
         before = self.store.bulk_start(flt)
         if dry_run:
-            return BulkResult(self.store.bulk_count(owner, states, flt, before), {}, True)
+            return BulkResult(self.store.bulk_count(owner, states, flt, before), {}, True,
+                              before)
         moved = {"cancelled": 0, "cancel_requested": 0}
         deadline = time.monotonic() + BULK_TIME_BUDGET_S
         matched, complete = 0, True
@@ -135,7 +137,7 @@ class JobService:
                           "cancel_requested"] += 1
                 cursor = step.cursor
                 complete = cursor is None or time.monotonic() < deadline
-        return BulkResult(matched, moved, complete)
+        return BulkResult(matched, moved, complete, before)
 
     def bulk_retry(self, owner: str, flt: BulkFilter, *, dry_run: bool = False) -> BulkResult:
         """Retry every FAILED job of `owner` matching `flt` that has attempts left, in bounded
@@ -143,7 +145,8 @@ class JobService:
         dispatched, as a single retry's job is."""
         before = self.store.bulk_start(flt)
         if dry_run:
-            return BulkResult(self.store.bulk_count(owner, RETRY_STATES, flt, before), {}, True)
+            return BulkResult(self.store.bulk_count(owner, RETRY_STATES, flt, before), {}, True,
+                              before)
         retried, matched, complete = 0, 0, True
         deadline = time.monotonic() + BULK_TIME_BUDGET_S
         cursor: Cursor | None = Cursor()
@@ -154,7 +157,7 @@ class JobService:
             self._publish_unstamped(dispatch_items(step.moved))
             cursor = step.cursor
             complete = cursor is None or time.monotonic() < deadline
-        return BulkResult(matched, {"retried": retried}, complete)
+        return BulkResult(matched, {"retried": retried}, complete, before)
 
     def _publish_unstamped(self, items: list[DispatchItem]) -> None:
         """Publish jobs written undispatched and mark those published (see _dispatch: a job

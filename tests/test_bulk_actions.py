@@ -44,7 +44,8 @@ def test_cancel_moves_only_the_callers_matching_jobs_with_counts(
 
     dry = post(api, "alice", "cancel", {"preset": "echo", "dry_run": True})
     assert dry.status_code == 200
-    assert dry.get_json() == {"action": "cancel", "dry_run": True, "matched": 4, "moved": 0,
+    assert dry.get_json().pop("as_of")
+    assert {k: v for k, v in dry.get_json().items() if k != "as_of"} == {"action": "cancel", "dry_run": True, "matched": 4, "moved": 0,
                               "cancelled": 0, "cancel_requested": 0, "retried": 0,
                               "complete": True}
     assert states(engine, ALICE) == {"PENDING": 4, "PROCESSING": 1, "COMPLETED": 1}
@@ -203,3 +204,18 @@ def test_past_its_time_budget_an_action_says_incomplete_and_a_repeat_finishes(
             break
     assert answers == [(2, False), (2, False), (1, True)]
     assert store.owner_stats(ALICE)["depth"]["FAILED"] == 0
+
+
+def test_a_dry_runs_as_of_sent_back_acts_on_exactly_the_jobs_it_counted(
+    api: SubmitHarness, store: JobStore
+) -> None:
+    """What the dashboard does: count, confirm, then act with created_before = the count's
+    as_of, so a job submitted while the person was reading the count is not cancelled."""
+    counted = job_in_state(store, JobState.PENDING, ALICE)
+    dry = post(api, "alice", "cancel", {"all": True, "dry_run": True}).get_json()
+    assert dry["matched"] == 1
+    newer = job_in_state(store, JobState.PENDING, ALICE)
+    done = post(api, "alice", "cancel", {"created_before": dry["as_of"]}).get_json()
+    assert done["cancelled"] == 1
+    assert store.get(ALICE, counted.id).state is JobState.CANCELLED
+    assert store.get(ALICE, newer.id).state is JobState.PENDING

@@ -253,6 +253,7 @@ class BulkOutcome(_Answer):
     cancel_requested: int
     retried: int
     complete: bool
+    as_of: datetime  # send back as created_before to act on exactly what a dry run counted
 
 
 class JobTemplate(BaseModel):

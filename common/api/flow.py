@@ -116,13 +116,16 @@ class BulkOutcome(BaseModel):
     retried: int = Field(description="FAILED jobs back to PENDING with a fresh budget.")
     complete: bool = Field(description="False when the request's time budget ended first: "
                            "send the same request again for the rest.")
+    as_of: datetime = Field(description="The action took the jobs created before this instant "
+                            "(created_before, capped at the server's clock). Send it back as "
+                            "created_before to act on exactly the jobs a dry run counted.")
 
     @classmethod
     def of(cls, action: Literal["cancel", "retry"], dry_run: bool, r: BulkResult) -> BulkOutcome:
         return cls(action=action, dry_run=dry_run, matched=r.matched,
                    moved=sum(r.moved.values()), cancelled=r.moved.get("cancelled", 0),
                    cancel_requested=r.moved.get("cancel_requested", 0),
-                   retried=r.moved.get("retried", 0), complete=r.complete)
+                   retried=r.moved.get("retried", 0), complete=r.complete, as_of=r.as_of)
 
 
 class FlowEndpoints:

@@ -118,21 +118,21 @@ def count_sql(state: JobState, flt: BulkFilter) -> str:
     return f"SELECT count(*) AS n FROM jobs WHERE {_where(state, flt)}"
 
 
-SQL_START = ("SELECT CAST(LEAST(now(), CAST(CAST(:before AS text) AS timestamptz)) AS text) "
-             "AS before")
+SQL_START = "SELECT LEAST(now(), CAST(CAST(:before AS text) AS timestamptz)) AS before"
 
 
 class BulkQueries(CallerOperations):
     """One step of a bulk action, and the count a confirmation shows."""
 
-    def bulk_start(self, flt: BulkFilter) -> str:
+    def bulk_start(self, flt: BulkFilter) -> datetime:
         """The `before` bound of an action starting now: the filter's, capped at the
         database's clock, so jobs created while it runs are not part of it."""
         before = flt.created_before.isoformat() if flt.created_before is not None else "infinity"
-        return str(self._rows(SQL_START, before=before)[0]["before"])
+        bound: datetime = self._rows(SQL_START, before=before)[0]["before"]
+        return bound
 
     def bulk_count(self, owner_id: str, states: tuple[JobState, ...], flt: BulkFilter,
-                   before: str) -> int:
+                   before: datetime) -> int:
         """How many jobs the action would move now (a dry run: nothing is written)."""
         owner = checked_owner(owner_id)
         return sum(
@@ -140,28 +140,28 @@ class BulkQueries(CallerOperations):
             for s in states
         )
 
-    def bulk_cancel_step(self, owner_id: str, state: JobState, flt: BulkFilter, before: str,
-                         cursor: Cursor) -> BulkStep:
+    def bulk_cancel_step(self, owner_id: str, state: JobState, flt: BulkFilter,
+                         before: datetime, cursor: Cursor) -> BulkStep:
         """Cancel (PENDING) or ask to cancel (PROCESSING) up to BULK_BATCH jobs in `state`
         after `cursor`."""
         if state not in CANCEL_STATES:
             raise InvalidInput("state", "a cancel applies to PENDING or PROCESSING jobs")
         return self._step(cancel_step_sql(state, flt), owner_id, flt, before, cursor)
 
-    def bulk_retry_step(self, owner_id: str, flt: BulkFilter, before: str,
+    def bulk_retry_step(self, owner_id: str, flt: BulkFilter, before: datetime,
                         cursor: Cursor) -> BulkStep:
         """Retry up to BULK_BATCH FAILED jobs after `cursor`; they come back undispatched
         (the caller publishes them, as a single retry does)."""
         return self._step(retry_step_sql(flt), owner_id, flt, before, cursor)
 
-    def _params(self, owner: str, flt: BulkFilter, before: str) -> dict[str, Any]:
-        params: dict[str, Any] = {"owner_id": owner, "before": before,
+    def _params(self, owner: str, flt: BulkFilter, before: datetime) -> dict[str, Any]:
+        params: dict[str, Any] = {"owner_id": owner, "before": before.isoformat(),
                                   "max_total": MAX_TOTAL_ATTEMPTS}
         if flt.preset is not None:
             params["preset"] = flt.preset
         return params
 
-    def _step(self, sql: str, owner_id: str, flt: BulkFilter, before: str,
+    def _step(self, sql: str, owner_id: str, flt: BulkFilter, before: datetime,
               cursor: Cursor) -> BulkStep:
         params = self._params(checked_owner(owner_id), flt, before)
         rows = self._rows(sql, **params, c_created=cursor.created_at, c_id=cursor.id,
