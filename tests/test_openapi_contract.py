@@ -18,6 +18,10 @@ import pytest
 
 from tests.submit_fixtures import SubmitHarness
 
+# 20 operations, three of them batch and bulk bodies (the coverage phase sends a batch of
+# 1,000 and one of 1,001): longer than the suite's 300 s default on a loaded 2-core VM.
+pytestmark = pytest.mark.timeout(600)
+
 SEED = 20261126
 EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "50"))
 

@@ -27,14 +27,18 @@ export function apiUrl(path, query) {
   return url;
 }
 
-/** Call the API; resolves with the JSON body, rejects with an ApiError. A 401 signs out. */
-export async function call(path, {method = 'GET', query, auth = true, signOut = true} = {}) {
+/** Call the API (`body`: sent as JSON); resolves with the JSON body, rejects with an ApiError.
+ * A 401 signs out. */
+export async function call(path, {method = 'GET', query, body: payload, auth = true,
+  signOut = true} = {}) {
   const headers = {Accept: 'application/json'};
   if (auth) headers.Authorization = 'Bearer ' + (token.get() || '');
+  if (payload !== undefined) headers['Content-Type'] = 'application/json';
   let res;
   try {
     res = await fetch(apiUrl(path, query), {
       method, headers, credentials: 'omit', cache: 'no-store', referrerPolicy: 'no-referrer',
+      body: payload === undefined ? undefined : JSON.stringify(payload),
     });
   } catch {
     throw new ApiError(0, {title: 'The API cannot be reached'});
