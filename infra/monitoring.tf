@@ -147,6 +147,23 @@ resource "google_logging_metric" "log_count" {
 
 # --- Alert policies ------------------------------------------------------------------------------
 
+# A log-based metric is not visible to the Monitoring API for a while after it is created: an
+# alert policy created seconds later fails the apply with "Error 404: Cannot find metric(s) ...
+# could take up to 10 minutes to become available" (hashicorp/terraform-provider-google#11102).
+# Every policy that reads a log-based metric depends on this pause, which starts once all of them
+# exist and starts again whenever one is replaced (triggers). tests/test_deploy_monitoring.py
+# checks that each such policy waits.
+resource "time_sleep" "log_metrics_visible" {
+  create_duration = "${var.log_metric_wait_s}s"
+
+  triggers = {
+    metrics = join(",", sort(concat(
+      [for m in google_logging_metric.sweep_figure : m.id],
+      [for m in google_logging_metric.log_count : m.id],
+    )))
+  }
+}
+
 resource "google_monitoring_alert_policy" "oldest_pending" {
   display_name          = "${var.name}: oldest PENDING job older than ${var.alert_oldest_pending_age_s} s"
   combiner              = "OR"
@@ -172,6 +189,9 @@ resource "google_monitoring_alert_policy" "oldest_pending" {
     mime_type = "text/markdown"
     content   = "Jobs wait too long before a worker takes them. Look at the dashboard: a growing PENDING depth with few finishes means process is failing or at max instances; expired leases mean workers die mid-job. See docs/deploy.md, \"What each alert means\"."
   }
+
+  # The log-based metrics it reads must be visible first (time_sleep above).
+  depends_on = [time_sleep.log_metrics_visible]
 }
 
 resource "google_monitoring_alert_policy" "failing_jobs" {
@@ -205,6 +225,9 @@ resource "google_monitoring_alert_policy" "failing_jobs" {
     mime_type = "text/markdown"
     content   = "Jobs end FAILED (attempts exhausted or a permanent error). Read the 'job attempt finished' lines of process with outcome=failed for their error_type. See docs/deploy.md, \"What each alert means\"."
   }
+
+  # The log-based metrics it reads must be visible first (time_sleep above).
+  depends_on = [time_sleep.log_metrics_visible]
 }
 
 resource "google_monitoring_alert_policy" "dead_letters" {
@@ -275,6 +298,9 @@ resource "google_monitoring_alert_policy" "dead_letters" {
     mime_type = "text/markdown"
     content   = "Pub/Sub could not deliver job messages to process (max_delivery_attempts reached), usually because process answered 5xx/429 for minutes (database down, max instances). The sweep settles dead letters every pass: a message whose job never ran is dispatched again, one past the delivery budget ends FAILED Undeliverable. See docs/deploy.md, \"Replaying dead-lettered jobs\"."
   }
+
+  # The log-based metrics it reads must be visible first (time_sleep above).
+  depends_on = [time_sleep.log_metrics_visible]
 }
 
 resource "google_monitoring_alert_policy" "sweep_health" {
@@ -315,6 +341,9 @@ resource "google_monitoring_alert_policy" "sweep_health" {
     mime_type = "text/markdown"
     content   = "Nothing rescues expired leases, re-dispatches lost messages or settles dead letters while the sweep is down. Check the Scheduler job's last runs and sweep's logs. Before the first migration the sweep answers 'schema-missing' and reports no pass, so this fires until the first build has migrated. See docs/deploy.md, \"What each alert means\"."
   }
+
+  # The log-based metrics it reads must be visible first (time_sleep above).
+  depends_on = [time_sleep.log_metrics_visible]
 }
 
 resource "google_monitoring_alert_policy" "submit_5xx" {

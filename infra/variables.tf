@@ -291,6 +291,12 @@ variable "notification_channels" {
   default     = []
 }
 
+variable "log_metric_wait_s" {
+  description = "Seconds the alert policies wait after their log-based metrics are created: the Monitoring API may not see a new metric for minutes (provider issue #11102)."
+  type        = number
+  default     = 180
+}
+
 variable "alert_oldest_pending_age_s" {
   description = "Alert when the oldest PENDING job has waited longer than this (seconds) for 5 minutes."
   type        = number

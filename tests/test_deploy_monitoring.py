@@ -91,3 +91,24 @@ def test_images_are_cleaned_up_and_the_budget_is_optional(infra: Infra) -> None:
     budget = infra.resource("google_billing_budget", "project")
     assert budget["count"] == '${var.billing_account != "" ? 1 : 0}'
     assert infra.default("billing_account") == ""
+
+
+def test_alerts_on_log_based_metrics_wait_until_the_metrics_are_visible(infra: Infra) -> None:
+    """Issue 26, blocker: an alert policy created seconds after the log-based metric it reads fails
+    the first apply with 404 (hashicorp/terraform-provider-google#11102). Every policy whose
+    conditions read one (found from its conditions, not a list) waits on a time_sleep that starts
+    once every log-based metric exists."""
+    sleep = infra.resource("time_sleep", "log_metrics_visible")
+    assert sleep["create_duration"] == "${var.log_metric_wait_s}s"
+    assert infra.default("log_metric_wait_s") >= 120
+    triggers = str(sleep["triggers"])
+    for metric in infra.resources["google_logging_metric"]:
+        assert f"google_logging_metric.{metric}" in triggers, metric
+    reading = {name for name, policy in infra.resources["google_monitoring_alert_policy"].items()
+               if "local.metric_filter" in str(policy["conditions"])
+               or "logging.googleapis.com/user/" in str(policy["conditions"])}
+    assert {"oldest_pending", "failing_jobs", "sweep_health"} <= reading
+    for name in reading:
+        policy = infra.resource("google_monitoring_alert_policy", name)
+        assert "${time_sleep.log_metrics_visible}" in policy.get("depends_on", []), (
+            f"alert policy {name} reads a log-based metric but does not wait for it")
