@@ -8,7 +8,7 @@ terraform {
     # time_sleep: the alert policies wait for their log-based metrics (monitoring.tf).
     time = {
       source  = "hashicorp/time"
-      version = "~> 0.12"
+      version = "~> 0.13"
     }
   }
 }
