@@ -63,9 +63,11 @@ resource "google_project_iam_member" "sql_instance_user" {
   member   = "serviceAccount:${google_service_account.function[each.key].email}"
 }
 
-# submit publishes new jobs, sweep re-dispatches; process and sweep announce terminal states.
+# submit publishes new jobs, sweep re-dispatches, process releases parked jobs when a slot frees
+# (Worker._release_parked); process and sweep announce terminal states. tests/test_deploy_grants.py
+# derives each function's topics from its code and checks these grants cover them.
 resource "google_pubsub_topic_iam_member" "jobs_publisher" {
-  for_each = toset(["submit", "sweep"])
+  for_each = toset(["submit", "process", "sweep"])
   topic    = google_pubsub_topic.jobs.id
   role     = "roles/pubsub.publisher"
   member   = "serviceAccount:${google_service_account.function[each.key].email}"
