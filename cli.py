@@ -270,7 +270,7 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--state")
     ls.add_argument("--limit", type=int, default=20)
     ls.add_argument("--cursor", help="the next page, as the previous one named it")
-    sub.add_parser("stats", help="your jobs per state, oldest pending, recent throughput")
+    sub.add_parser("stats", help="your jobs per state, oldest due, due and parked, throughput")
     sub.add_parser("migrate", help="alembic upgrade head (DATABASE_URL or Cloud SQL); then "
                    "GRANT jobs_app to the users in DB_APP_USERS (comma-separated)")
     sw = sub.add_parser("sweep", help="run one maintenance pass")

@@ -30,20 +30,30 @@ locals {
       unit        = "1"
       description = "Jobs PROCESSING (a worker holds the lease), per sweep pass."
     }
+    queue_due = {
+      field       = "jsonPayload.summary.queue.pending_due"
+      unit        = "1"
+      description = "PENDING jobs that are due (not parked, their time has come): they wait on a worker, per sweep pass."
+    }
+    queue_parked = {
+      field       = "jsonPayload.summary.queue.pending_parked"
+      unit        = "1"
+      description = "PENDING jobs parked by their owner's limit (waiting for a free slot), per sweep pass."
+    }
     oldest_pending_age = {
       field       = "jsonPayload.summary.queue.oldest_pending_age_s"
       unit        = "s"
-      description = "Age of the oldest PENDING job, per sweep pass (no value while none is PENDING)."
+      description = "How long the oldest due job has waited since it became due, per sweep pass (no value while none is due). Run-later and parked jobs are not counted."
     }
     expired_leases = {
       field       = "jsonPayload.summary.queue.expired_leases"
       unit        = "1"
       description = "PROCESSING jobs whose lease has expired (their worker died), per sweep pass."
     }
-    dead_lettered = {
-      field       = "jsonPayload.summary.steps.dead_letters.settled"
+    dead_letters_ignored = {
+      field       = "jsonPayload.summary.steps.dead_letters.ignored"
       unit        = "1"
-      description = "Dead-lettered messages the sweep settled, per pass."
+      description = "Dead-lettered messages the sweep acknowledged without a change (their job had moved on), per sweep pass."
     }
     delivery_failed = {
       field       = "jsonPayload.summary.steps.dead_letters.delivery_failed"
@@ -165,7 +175,7 @@ resource "time_sleep" "log_metrics_visible" {
 }
 
 resource "google_monitoring_alert_policy" "oldest_pending" {
-  display_name          = "${var.name}: oldest PENDING job older than ${var.alert_oldest_pending_age_s} s"
+  display_name          = "${var.name}: oldest due job waiting longer than ${var.alert_oldest_pending_age_s} s"
   combiner              = "OR"
   severity              = "WARNING"
   notification_channels = var.notification_channels
@@ -388,11 +398,14 @@ locals {
   charts = [
     { title = "Queue depth: PENDING (per sweep pass)", filter = local.metric_filter["queue_pending"], aligner = "ALIGN_MEAN", reducer = "REDUCE_MAX", group_by = [], unit = "jobs" },
     { title = "Queue depth: PROCESSING (per sweep pass)", filter = local.metric_filter["queue_processing"], aligner = "ALIGN_MEAN", reducer = "REDUCE_MAX", group_by = [], unit = "jobs" },
-    { title = "Oldest PENDING job (s)", filter = local.metric_filter["oldest_pending_age"], aligner = "ALIGN_MEAN", reducer = "REDUCE_MAX", group_by = [], unit = "s" },
+    { title = "Oldest due job waiting (s)", filter = local.metric_filter["oldest_pending_age"], aligner = "ALIGN_MEAN", reducer = "REDUCE_MAX", group_by = [], unit = "s" },
+    { title = "PENDING due: waiting on a worker (per sweep pass)", filter = local.metric_filter["queue_due"], aligner = "ALIGN_MEAN", reducer = "REDUCE_MAX", group_by = [], unit = "jobs" },
+    { title = "PENDING parked by owner limits (per sweep pass)", filter = local.metric_filter["queue_parked"], aligner = "ALIGN_MEAN", reducer = "REDUCE_MAX", group_by = [], unit = "jobs" },
     { title = "Expired leases (per sweep pass)", filter = local.metric_filter["expired_leases"], aligner = "ALIGN_MEAN", reducer = "REDUCE_MAX", group_by = [], unit = "jobs" },
     { title = "Job attempts finished, by outcome (per minute)", filter = local.metric_filter["job_finishes"], aligner = "ALIGN_SUM", reducer = "REDUCE_SUM", group_by = ["metric.label.outcome"], unit = "attempts" },
     { title = "Poison messages (per minute)", filter = local.metric_filter["poison_messages"], aligner = "ALIGN_SUM", reducer = "REDUCE_SUM", group_by = [], unit = "messages" },
-    { title = "Dead letters settled by the sweep (per pass)", filter = local.metric_filter["dead_lettered"], aligner = "ALIGN_MEAN", reducer = "REDUCE_MAX", group_by = [], unit = "messages" },
+    { title = "Dead letters settled by the sweep (acknowledged on the dead-letter subscription)", filter = "metric.type=\"pubsub.googleapis.com/subscription/ack_message_count\" AND ${local.dead_letter_sub}", aligner = "ALIGN_SUM", reducer = "REDUCE_SUM", group_by = [], unit = "messages" },
+    { title = "Dead letters ignored by the sweep (job had moved on, per pass)", filter = local.metric_filter["dead_letters_ignored"], aligner = "ALIGN_MEAN", reducer = "REDUCE_MAX", group_by = [], unit = "messages" },
     { title = "Dead letters re-dispatched: job never ran (per pass)", filter = local.metric_filter["delivery_failed"], aligner = "ALIGN_MEAN", reducer = "REDUCE_MAX", group_by = [], unit = "jobs" },
     { title = "Jobs FAILED Undeliverable (per pass)", filter = local.metric_filter["undeliverable"], aligner = "ALIGN_MEAN", reducer = "REDUCE_MAX", group_by = [], unit = "jobs" },
     { title = "Messages forwarded to the dead-letter topic", filter = "metric.type=\"pubsub.googleapis.com/subscription/dead_letter_message_count\" AND ${local.dead_letter_source}", aligner = "ALIGN_SUM", reducer = "REDUCE_SUM", group_by = [], unit = "messages" },

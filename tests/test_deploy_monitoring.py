@@ -4,10 +4,13 @@ what it means, and the Cloud SQL, Artifact Registry and budget settings hold."""
 
 from __future__ import annotations
 
+import ast
 import re
+from typing import Any
 
 import pytest
 
+from common.store.job_store import JobStore
 from localstack.paths import ROOT
 from tests.support.terraform import Infra, one_block
 
@@ -32,15 +35,38 @@ def test_log_filters_name_log_lines_the_code_writes(infra: Infra) -> None:
         assert f'"{action}"' in CODE
 
 
-def test_sweep_figures_read_fields_of_the_report(infra: Infra) -> None:
+def _returned_keys(path: str, function: str) -> set[str]:
+    """The keys of the dict literal that `function` in `path` returns: a step's report."""
+    tree = ast.parse((ROOT / path).read_text())
+    func = next(n for n in ast.walk(tree)
+                if isinstance(n, ast.FunctionDef) and n.name == function)
+    keys: set[str] = set()
+    for node in ast.walk(func):
+        if isinstance(node, ast.Return) and isinstance(node.value, ast.Dict):
+            keys |= {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+    return keys
+
+
+def test_sweep_figures_read_keys_the_report_has(infra: Infra, store: JobStore) -> None:
+    """Each figure's field is a key path of the sweep's report: the queue part from a real
+    queue report on PostgreSQL, a step's part from the dict its function returns. (The chart
+    "Dead letters settled" read `steps.dead_letters.settled`, a key the sweep never reported;
+    the old test only looked for the last word anywhere in common/.)"""
+    queue = store.queue_report()
+    steps = {"dead_letters": _returned_keys("common/maintenance/dead_letters.py", "settle")}
     figures = infra.locals["sweep_figures"]
-    assert {"queue_pending", "queue_processing", "oldest_pending_age", "dead_lettered",
-            "delivery_failed", "undeliverable"} <= set(figures)
+    assert {"queue_pending", "queue_processing", "queue_due", "queue_parked",
+            "oldest_pending_age", "delivery_failed", "undeliverable"} <= set(figures)
     for name, figure in figures.items():
-        field = figure["field"]
-        assert field.startswith("jsonPayload.summary."), name
-        assert field.rsplit(".", 1)[-1] in CODE or name in {"delivery_failed", "undeliverable"}, (
-            f"{name}: the report has no field {field}")
+        path = figure["field"].removeprefix("jsonPayload.summary.").split(".")
+        if path[0] == "queue":
+            node: Any = queue
+            for key in path[1:]:
+                assert isinstance(node, dict) and key in node, f"{name}: no {figure['field']}"
+                node = node[key]
+        else:
+            assert path[0] == "steps" and len(path) == 3, f"{name}: {figure['field']}"
+            assert path[2] in steps[path[1]], f"{name}: the report has no {figure['field']}"
     metric = infra.resource("google_logging_metric", "sweep_figure")
     assert metric["value_extractor"] == "EXTRACT(${each.value.field})"
     assert metric["filter"] == "${local.sweep_report}"

@@ -352,7 +352,8 @@ def build_openapi(
             },
             **schedule_paths(settings, _op, unavailable),
             "/stats": {
-                "get": _op("getStats", "The caller's queue: depth, oldest pending, throughput",
+                "get": _op("getStats",
+                           "The caller's queue: depth, due and parked, oldest due, throughput",
                            {200: "Stats"}, unavailable),
             },
             "/webhook-secret/rotate": {
