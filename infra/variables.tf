@@ -315,6 +315,12 @@ variable "alert_sweep_absent_minutes" {
   default     = 10
 }
 
+variable "alert_jobs_oldest_unacked_s" {
+  description = "Alert when a job message has waited this long on the jobs subscription (Pub/Sub's own metric, independent of the sweep)."
+  type        = number
+  default     = 900
+}
+
 variable "alert_submit_5xx_ratio" {
   description = "Alert when more than this share of submit's answers in 5 minutes are 5xx."
   type        = number

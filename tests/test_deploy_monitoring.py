@@ -87,10 +87,10 @@ def test_every_metric_is_on_the_dashboard(infra: Infra) -> None:
     assert dashboard["dashboard_json"] == "${jsonencode(local.dashboard)}"
 
 
-def test_the_five_alerts_notify_the_channels_and_explain_themselves(infra: Infra) -> None:
+def test_the_alerts_notify_the_channels_and_explain_themselves(infra: Infra) -> None:
     policies = infra.resources["google_monitoring_alert_policy"]
     assert set(policies) == {"oldest_pending", "failing_jobs", "dead_letters", "sweep_health",
-                             "submit_5xx"}
+                             "submit_5xx", "jobs_backlog"}
     for name, policy in policies.items():
         assert policy["notification_channels"] == "${var.notification_channels}", name
         assert len(one_block(policy["documentation"])["content"]) > 80, name
@@ -138,3 +138,31 @@ def test_alerts_on_log_based_metrics_wait_until_the_metrics_are_visible(infra: I
         policy = infra.resource("google_monitoring_alert_policy", name)
         assert "${time_sleep.log_metrics_visible}" in policy.get("depends_on", []), (
             f"alert policy {name} reads a log-based metric but does not wait for it")
+
+
+def test_a_sweep_that_never_worked_is_noticed(infra: Infra) -> None:
+    """Issue 26, item 4: an absence condition fires only after one data point, so sweep_health
+    also watches what exists from the first call: Cloud Scheduler's failed attempts (its own
+    logs), the sweep's refusals (401/403, once uncounted WARNING lines) and its schema-missing
+    skips; and the jobs subscription's oldest unacked message is watched from Pub/Sub's side."""
+    conditions = infra.resource("google_monitoring_alert_policy", "sweep_health")["conditions"]
+    thresholds = [c["condition_threshold"][0]["filter"] for c in conditions
+                  if "condition_threshold" in c]
+    for figure in ("scheduler_failures", "sweep_refusals", "sweep_schema_missing"):
+        assert f'${{local.metric_filter["{figure}"]}}' in thresholds, figure
+    scheduler = infra.resource("google_logging_metric", "scheduler_failures")
+    assert scheduler["filter"] == "${local.scheduler_job} AND severity>=ERROR"
+    assert 'resource.type=\\"cloud_scheduler_job\\"' in infra.locals["scheduler_job"]
+    assert "google_cloud_scheduler_job.sweep.name" in infra.locals["scheduler_job"]
+    refusals = infra.locals["log_counts"]["sweep_refusals"]["filter"]
+    refused = re.findall(r'jsonPayload\.message=\\"(sweep refused[^"\\]*)\\"', refusals)
+    in_code = set(re.findall(r'"(sweep refused: [^"]+)"', CODE))
+    assert set(refused) == in_code and len(in_code) == 2  # every refusal the code logs
+    backlog = one_block(infra.resource("google_monitoring_alert_policy", "jobs_backlog")[
+        "conditions"])["condition_threshold"][0]
+    assert "oldest_unacked_message_age" in backlog["filter"]
+    assert "${local.jobs_sub}" in backlog["filter"]
+    assert "google_pubsub_subscription.process_push.name" in infra.locals["jobs_sub"]
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    assert "fires before the first migration" not in docs
+    assert "fires until the first build has migrated" not in infra.text()
