@@ -212,6 +212,7 @@ def _migrate() -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
     from common.store.errors import DatabaseUnavailable
+    from common.store.migration_guard import MigrationRefused, NewerDatabase
 
     cli_schedules.database_settings()  # a clear error if there is no database to migrate
     root = os.path.dirname(os.path.abspath(__file__))
@@ -219,6 +220,10 @@ def _migrate() -> None:
     config.set_main_option("script_location", os.path.join(root, "migrations"))
     try:
         command.upgrade(config, "head")
+    except NewerDatabase as exc:  # a rollback: the older code deploys against the newer schema
+        print(f"not migrating: {exc}", file=sys.stderr)
+    except MigrationRefused as exc:
+        raise CliError(f"not migrated: {exc}") from None
     except DatabaseUnavailable:
         raise CliError("cannot reach the database", code=2) from None
     except SQLAlchemyError as exc:
@@ -226,7 +231,8 @@ def _migrate() -> None:
             raise CliError(f"cannot reach the database: {cli_schedules.database_message(exc)}",
                            code=2) from None
         raise CliError(f"database error: {cli_schedules.database_message(exc)}") from None
-    print("migrated to head")
+    else:
+        print("migrated to head")
     users = [u.strip() for u in os.environ.get("DB_APP_USERS", "").split(",") if u.strip()]
     if users:
         from common.settings import load_settings
