@@ -24,7 +24,9 @@ locals {
   # tokens and that submit and sweep check. Known before the functions exist, so the functions'
   # own environment can name them. Targets of internal-only functions use the run.app URL instead
   # (service_config[0].uri): only there do Scheduler and Pub/Sub push count as internal traffic.
-  url = { for f in local.functions : f => "https://${var.region}-${var.project_id}.cloudfunctions.net/${var.name}-${f}" }
+  # The audience of IAP's signed header when IAP is enabled on submit's Cloud Run service.
+  iap_audience = "/projects/${data.google_project.this.number}/locations/${var.region}/services/${var.name}-submit"
+  url          = { for f in local.functions : f => "https://${var.region}-${var.project_id}.cloudfunctions.net/${var.name}-${f}" }
 
   common_env = {
     INSTANCE_CONNECTION_NAME = google_sql_database_instance.jobs.connection_name
@@ -56,6 +58,11 @@ locals {
       memory  = "512Mi"
       env = {
         AUTH_GOOGLE_AUDIENCE = local.url["submit"]
+        # Public submit admits only the Google-signed callers named here (settings refuse to
+        # start public without them); behind IAP, its signed header names the person.
+        SUBMIT_PUBLIC       = tostring(var.allow_public_submit)
+        AUTH_GOOGLE_ALLOWED = jsonencode(var.submit_allowed_principals)
+        AUTH_IAP_AUDIENCE   = var.dashboard_iap ? local.iap_audience : ""
         # On Cloud Run, HS256 tokens must name this issuer and audience (settings refuse a
         # secret without them): mint with `python main.py token` given the same two values.
         AUTH_HS256_ISSUER   = "${var.name}-callers"
@@ -170,6 +177,10 @@ resource "google_cloudfunctions2_function" "fn" {
     precondition {
       condition     = local.connections_needed <= local.connection_budget
       error_message = "max_instances x (db_pool_size + db_max_overflow) exceeds db_max_connections - db_reserved_connections."
+    }
+    precondition {
+      condition     = !var.allow_public_submit || length(var.submit_allowed_principals) > 0
+      error_message = "allow_public_submit needs submit_allowed_principals: a public submit would take any Google-signed ID token from any project."
     }
     precondition {
       condition     = var.sweep_time_budget_s < var.sweep_timeout_s

@@ -226,3 +226,21 @@ resource "google_cloud_run_service_iam_member" "submit_invoker" {
   role     = "roles/run.invoker"
   member   = each.key
 }
+
+# Identity-Aware Proxy in front of submit (dashboard_iap): IAP's service agent invokes submit on
+# behalf of the people it lets through, and dashboard_users may pass it.
+resource "google_cloud_run_service_iam_member" "submit_iap_invoker" {
+  count    = var.dashboard_iap ? 1 : 0
+  location = var.region
+  service  = google_cloudfunctions2_function.fn["submit"].name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-iap.iam.gserviceaccount.com"
+}
+
+resource "google_iap_web_cloud_run_service_iam_member" "dashboard_users" {
+  for_each               = toset(var.dashboard_iap ? var.dashboard_users : [])
+  location               = var.region
+  cloud_run_service_name = google_cloudfunctions2_function.fn["submit"].name
+  role                   = "roles/iap.httpsResourceAccessor"
+  member                 = each.key
+}

@@ -150,11 +150,31 @@ variable "max_delivery_attempts" {
 
 variable "allow_public_submit" {
   description = <<-EOT
-    Let anyone reach submit over HTTPS (allUsers invoker); submit still verifies its own bearer
-    tokens. Off by default: only submit_invokers may call it.
+    Let anyone reach submit over HTTPS (allUsers invoker). submit then admits, of the
+    Google-signed callers, only those submit_allowed_principals names (required: the plan and
+    submit itself refuse a public submit without it), and HS256 tokens minted with our secret.
+    Off by default: only submit_invokers may call it.
   EOT
   type        = bool
   default     = false
+}
+
+variable "submit_allowed_principals" {
+  description = "Google-signed callers submit admits (AUTH_GOOGLE_ALLOWED): verified emails, or owners as google:<sub>. Required with allow_public_submit; when empty, Cloud Run IAM alone decides."
+  type        = list(string)
+  default     = []
+}
+
+variable "dashboard_iap" {
+  description = "submit is behind Identity-Aware Proxy (enable it on the service: docs/deploy.md, \"Signing in to the dashboard\"): submit verifies IAP's signed header and each person is their own owner."
+  type        = bool
+  default     = false
+}
+
+variable "dashboard_users" {
+  description = "Who may pass IAP to the dashboard (roles/iap.httpsResourceAccessor), e.g. user:alice@example.com or group:team@example.com."
+  type        = list(string)
+  default     = []
 }
 
 variable "submit_invokers" {

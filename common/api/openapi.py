@@ -42,6 +42,7 @@ JOB_ID = {
 PROBLEM_TYPES: dict[int, tuple[str, ...]] = {
     400: ("malformed-json", "invalid-cursor"),
     401: ("unauthenticated",),
+    403: ("forbidden",),
     404: ("not-found",),
     409: (
         "idempotency-conflict", "idempotency-key-mismatch", "illegal-transition",
@@ -91,7 +92,8 @@ def _op(
         for code in ok:
             responses[str(code)]["links"] = links
     if auth:
-        errors = {**errors, 401: "missing, malformed, expired or foreign token"}
+        errors = {**errors, 401: "missing, malformed, expired or foreign token (or IAP "
+                  "assertion)", 403: "a verified caller that AUTH_GOOGLE_ALLOWED does not name"}
     responses.update(_problems(errors))
     op: dict[str, Any] = {"operationId": op_id, "summary": summary, "responses": responses}
     if params:
@@ -378,7 +380,10 @@ def build_openapi(
         "components": {
             "schemas": schemas,
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                           "description": "An HS256 or Google-signed ID token. Behind "
+                           "Identity-Aware Proxy (AUTH_IAP_AUDIENCE), IAP's signed "
+                           "x-goog-iap-jwt-assertion header identifies a person instead."}
             },
         },
     }
