@@ -175,6 +175,12 @@ resource "google_project_iam_member" "build_reads_sources" {
   project = var.project_id
   role    = "roles/storage.objectViewer"
   member  = "serviceAccount:${google_service_account.build.email}"
+  # Only the two buckets it reads, not every bucket of the project.
+  condition {
+    title       = "function sources only"
+    description = "The source bucket and Cloud Functions' gcf-v2-sources bucket of this region."
+    expression  = "resource.name.startsWith(\"projects/_/buckets/${var.source_bucket}\") || resource.name.startsWith(\"projects/_/buckets/gcf-v2-sources-${data.google_project.this.number}-${var.region}\")"
+  }
 }
 
 resource "google_artifact_registry_repository_iam_member" "build_pushes_images" {
@@ -184,6 +190,9 @@ resource "google_artifact_registry_repository_iam_member" "build_pushes_images" 
   member     = "serviceAccount:${google_service_account.build.email}"
 }
 
+# Project level, not per function: `gcloud functions deploy --source` first asks the location for
+# an upload URL (generateUploadUrl, permission cloudfunctions.functions.sourceCodeSet on the
+# project's location), which no per-function grant covers.
 resource "google_project_iam_member" "migrate_deploys_functions" {
   project = var.project_id
   role    = "roles/cloudfunctions.developer"

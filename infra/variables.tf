@@ -34,10 +34,38 @@ variable "db_tier" {
   default     = "db-custom-1-3840"
 }
 
+variable "db_availability_type" {
+  description = "REGIONAL (high availability: a standby in another zone, about twice the price) or ZONAL (a trial, or when an hour's outage on a zone failure is acceptable)."
+  type        = string
+  default     = "REGIONAL"
+  validation {
+    condition     = contains(["REGIONAL", "ZONAL"], var.db_availability_type)
+    error_message = "db_availability_type must be REGIONAL or ZONAL."
+  }
+}
+
 variable "db_max_connections" {
   description = "The instance's max_connections flag; see connection_budget in functions.tf."
   type        = number
-  default     = 100
+  default     = 125
+}
+
+variable "hs256_secret_version" {
+  description = "The HS256 secret's version submit reads (a number, never latest): bump it and apply to roll a new version out to every instance at once (docs/deploy.md, \"Rotating secrets\")."
+  type        = string
+  default     = "1"
+}
+
+variable "webhook_key_secret_version" {
+  description = "The webhook key's version the functions read (a number, never latest)."
+  type        = string
+  default     = "1"
+}
+
+variable "instance_overshoot_ratio" {
+  description = "Share by which Cloud Run may briefly exceed max_instances (spikes, a deploy's old and new revisions); the connection budget holds it."
+  type        = number
+  default     = 0.2
 }
 
 variable "db_reserved_connections" {
@@ -356,7 +384,7 @@ variable "billing_account" {
 }
 
 variable "budget_amount" {
-  description = "Monthly budget, in the billing account's currency (whole units)."
+  description = "Monthly budget, in the billing account's currency (whole units). Alerts at 75 %, 90 % and 100 % of spend and 100 % of the forecast: the default profile idles at about 105 a month (docs/deploy.md, \"What it costs\"), so 200 stays quiet at idle."
   type        = number
-  default     = 100
+  default     = 200
 }

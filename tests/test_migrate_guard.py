@@ -140,3 +140,18 @@ def test_behind_a_newer_database_migrate_refuses_clearly_and_exits_0(
     with engine.connect() as conn:
         assert conn.execute(text("SELECT pg_try_advisory_lock(:k)"),
                             {"k": MIGRATE_LOCK_KEY}).scalar_one() is True
+
+
+def test_the_docs_walk_through_an_upgrade_and_a_rollback_with_what_migrate_prints() -> None:
+    """docs/deploy.md goes from zero to a COMPLETED job, then a second release with a migration,
+    then a rollback; the rollback's expected output is what `migrate` really prints."""
+    from common.store.migration_guard import NewerDatabase
+
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    order = [docs.index(h) for h in ("## 7. Try it: a job COMPLETED",
+                                     "### A second release, with a migration",
+                                     "### A rollback")]
+    assert order == sorted(order)
+    printed = "not migrating: " + str(NewerDatabase("0013", "0012"))
+    flowing = " ".join(docs.split())
+    assert " ".join(printed.split("…")[0].split())[:150] in flowing
