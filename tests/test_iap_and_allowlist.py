@@ -167,3 +167,19 @@ def test_terraform_passes_the_allowlist_and_iap_and_refuses_public_without_one()
             in conditions)
     agent = infra.resource("google_cloud_run_service_iam_member", "submit_iap_invoker")
     assert "gcp-sa-iap.iam.gserviceaccount.com" in agent["member"]
+
+
+def test_the_openapi_document_names_the_iap_header_only_behind_iap(
+    gated: SubmitHarness,
+) -> None:
+    doc = gated.client.get("/openapi.json").get_json()
+    iap_scheme = doc["components"]["securitySchemes"]["iap"]
+    assert (iap_scheme["in"], iap_scheme["name"]) == ("header", "x-goog-iap-jwt-assertion")
+    assert doc["paths"]["/jobs"]["post"]["security"] == [{"bearer": []}, {"iap": []}]
+    assert "403" in doc["paths"]["/jobs"]["post"]["responses"]
+
+
+def test_without_iap_the_openapi_document_has_bearer_tokens_only(api: SubmitHarness) -> None:
+    doc = api.client.get("/openapi.json").get_json()
+    assert "iap" not in doc["components"]["securitySchemes"]
+    assert doc["paths"]["/jobs"]["post"]["security"] == [{"bearer": []}]

@@ -104,6 +104,22 @@ def _op(
     return op
 
 
+def _security_schemes(settings: Settings) -> dict[str, Any]:
+    """Bearer tokens always; IAP's signed header too when submit is behind IAP, so that the
+    dashboard (and any client) can tell that a person IAP let through needs no token."""
+    schemes: dict[str, Any] = {
+        "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                   "description": "An HS256 or Google-signed ID token."},
+    }
+    if settings.auth_iap_audience:
+        schemes["iap"] = {
+            "type": "apiKey", "in": "header", "name": "x-goog-iap-jwt-assertion",
+            "description": "Set by Identity-Aware Proxy in front of submit (ES256, issuer "
+                           "https://cloud.google.com/iap): the person it let through.",
+        }
+    return schemes
+
+
 def _json_values(schemas: dict[str, Any]) -> str:
     """Any JSON value the store holds in metadata: no NUL in strings or keys, no NaN or
     infinity, nested at most MAX_METADATA_DEPTH levels. Written out level by level (JsonValue1
@@ -283,7 +299,7 @@ def build_openapi(
         "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": NO_NUL},
     }
     by_id = {404: "no such job, or another owner's", **unavailable}
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "jobs-pipeline", "version": "1"},
         "paths": {
@@ -379,11 +395,12 @@ def build_openapi(
         },
         "components": {
             "schemas": schemas,
-            "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                           "description": "An HS256 or Google-signed ID token. Behind "
-                           "Identity-Aware Proxy (AUTH_IAP_AUDIENCE), IAP's signed "
-                           "x-goog-iap-jwt-assertion header identifies a person instead."}
-            },
+            "securitySchemes": _security_schemes(settings),
         },
     }
+    if settings.auth_iap_audience:  # behind IAP, its header is the other way in
+        for operations in document["paths"].values():
+            for op in operations.values():
+                if op.get("security"):
+                    op["security"] = [{"bearer": []}, {"iap": []}]
+    return document

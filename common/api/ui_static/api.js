@@ -19,9 +19,15 @@ export const iap = {
   clear: () => sessionStorage.removeItem(IAP_KEY),
 };
 
-/** Whether the API already knows who this is without a token (IAP): one call to /stats. */
+/** Whether the API already knows who this is without a token (IAP): asked only when the
+ * public OpenAPI document says submit is behind IAP (a refused probe would log an error). */
 export async function probeIap() {
   try {
+    // With IAP's cookie: behind IAP, a request without it never reaches the API.
+    const same = {credentials: 'same-origin', cache: 'no-store', referrerPolicy: 'no-referrer'};
+    const described = await fetch(apiUrl('openapi.json'), same);
+    const doc = described.ok ? await described.json() : {};
+    if (!doc.components?.securitySchemes?.iap) return false;
     const res = await fetch(apiUrl('stats'), {
       headers: {Accept: 'application/json'}, credentials: 'same-origin', cache: 'no-store',
       referrerPolicy: 'no-referrer',
