@@ -346,7 +346,7 @@ variable "log_metric_wait_s" {
 }
 
 variable "alert_oldest_pending_age_s" {
-  description = "Alert when the oldest PENDING job has waited longer than this (seconds) for 5 minutes."
+  description = "Alert when the oldest due job (not for later, not parked) has waited longer than this (seconds) since it became due, for 5 minutes."
   type        = number
   default     = 900
 }
