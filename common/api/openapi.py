@@ -19,6 +19,7 @@ from pydantic.json_schema import models_json_schema
 
 from common.api.models import EventList, Health, JobList, JobView, Stats, WebhookSecret
 from common.api.openapi_schedules import schedule_paths, schedule_schemas
+from common.api.openapi_security import security_schemes, with_iap
 from common.api.problems import TYPE_BASE, Problem
 from common.api.schedules import ScheduleEventList, ScheduleList, ScheduleView
 from common.messaging.callbacks import MAX_URL, url_patterns
@@ -102,22 +103,6 @@ def _op(
         op["requestBody"] = {"required": True, **_content(body)}
     op["security"] = [{"bearer": []}] if auth else []
     return op
-
-
-def _security_schemes(settings: Settings) -> dict[str, Any]:
-    """Bearer tokens always; IAP's signed header too when submit is behind IAP, so that the
-    dashboard (and any client) can tell that a person IAP let through needs no token."""
-    schemes: dict[str, Any] = {
-        "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                   "description": "An HS256 or Google-signed ID token."},
-    }
-    if settings.auth_iap_audience:
-        schemes["iap"] = {
-            "type": "apiKey", "in": "header", "name": "x-goog-iap-jwt-assertion",
-            "description": "Set by Identity-Aware Proxy in front of submit (ES256, issuer "
-                           "https://cloud.google.com/iap): the person it let through.",
-        }
-    return schemes
 
 
 def _json_values(schemas: dict[str, Any]) -> str:
@@ -395,12 +380,7 @@ def build_openapi(
         },
         "components": {
             "schemas": schemas,
-            "securitySchemes": _security_schemes(settings),
+            "securitySchemes": security_schemes(settings),
         },
     }
-    if settings.auth_iap_audience:  # behind IAP, its header is the other way in
-        for operations in document["paths"].values():
-            for op in operations.values():
-                if op.get("security"):
-                    op["security"] = [{"bearer": []}, {"iap": []}]
-    return document
+    return with_iap(document, settings)
