@@ -17,7 +17,6 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from common.api.flow import BATCH_MAX_BODY_BYTES, BatchResult, BulkOutcome
 from common.api.models import (
     EventList,
     Health,
@@ -28,7 +27,7 @@ from common.api.models import (
     Stats,
     WebhookSecret,
 )
-from common.api.openapi_flow import flow_paths, flow_schemas
+from common.api.openapi_flow import FLOW_MODELS, flow_paths, flow_schemas
 from common.api.openapi_insight import insight_paths
 from common.api.openapi_schedules import schedule_paths, schedule_schemas
 from common.api.openapi_security import security_schemes, with_iap
@@ -44,13 +43,9 @@ from common.store.timing import MAX_RUN_AT_CHARS, run_at_pattern
 
 REF = "#/components/schemas/{model}"
 NO_NUL = "^[^\\u0000]*$"
-JOB_ID = {
-    "name": "job_id",
-    "in": "path",
-    "required": True,
-    "description": "A job's id; any other text names no job (404).",
-    "schema": {"type": "string", "format": "uuid"},
-}
+JOB_ID = {"name": "job_id", "in": "path", "required": True,
+          "description": "A job's id; any other text names no job (404).",
+          "schema": {"type": "string", "format": "uuid"}}
 # What each status means, per operation kind; the problem `type`s are listed in each response.
 PROBLEM_TYPES: dict[int, tuple[str, ...]] = {
     400: ("malformed-json", "invalid-cursor"),
@@ -254,15 +249,13 @@ def build_openapi(
         (ScheduleView, "serialization"),
         (ScheduleList, "serialization"),
         (ScheduleEventList, "serialization"),
-        (BatchResult, "serialization"),
-        (BulkOutcome, "serialization"),
+        *FLOW_MODELS,
     ]
     _, generated = models_json_schema(models, ref_template=REF)
     schemas: dict[str, Any] = generated.get("$defs", {})
     schemas["NewJob"] = _new_job_variants(registry, settings, schemas, today=today)
     schemas["JobTemplate"] = _new_job_variants(registry, settings, schemas, template=True)
-    schemas.update(schedule_schemas(settings))
-    schemas.update(flow_schemas())
+    schemas.update({**schedule_schemas(settings), **flow_schemas()})
     job_links = {
         op: {"operationId": op, "parameters": {"job_id": "$response.body#/id"}}
         for op in ("getJob", "getJobEvents", "cancelJob", "retryJob")
@@ -332,7 +325,7 @@ def build_openapi(
                     params=list_params,
                 ),
             },
-            **flow_paths(_op, unavailable, BATCH_MAX_BODY_BYTES),
+            **flow_paths(_op, unavailable),
             "/jobs/{job_id}": {
                 "get": _op(
                     "getJob",

@@ -12,8 +12,11 @@ preset or a time, or say `all: true`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel
+
+from common.api.flow import BATCH_MAX_BODY_BYTES, BatchResult, BulkOutcome
 from common.store.batches import MAX_BATCH_ITEMS
 from common.store.bulk import CANCEL_STATES, RETRY_STATES
 from common.store.models import PRESET_PATTERN
@@ -30,6 +33,9 @@ _MONTH_DAY = ("(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
 # leap seconds: exactly what common/store/timing.parse_run_at reads.
 INSTANT_PATTERN = (f"^(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)[Tt]{_TIME}{_OFFSET}$")
 MAX_INSTANT_CHARS = 64
+# The answers' models, for openapi.py's one models_json_schema call (shared $defs).
+FLOW_MODELS: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
+    (BatchResult, "serialization"), (BulkOutcome, "serialization")]
 
 
 def flow_schemas() -> dict[str, Any]:
@@ -84,8 +90,7 @@ def flow_schemas() -> dict[str, Any]:
     }
 
 
-def flow_paths(op: Callable[..., dict[str, Any]], unavailable: dict[int, str],
-               batch_max_bytes: int) -> dict[str, Any]:
+def flow_paths(op: Callable[..., dict[str, Any]], unavailable: dict[int, str]) -> dict[str, Any]:
     def bulk(op_id: str, summary: str, body: str) -> dict[str, Any]:
         return op(
             op_id, summary, {200: "BulkOutcome"},
@@ -105,7 +110,7 @@ def flow_paths(op: Callable[..., dict[str, Any]], unavailable: dict[int, str],
                 {
                     400: "the body is not JSON",
                     409: "two jobs of the batch have the same idempotency_key (nothing written)",
-                    413: f"the body is larger than {batch_max_bytes} bytes",
+                    413: f"the body is larger than {BATCH_MAX_BODY_BYTES} bytes",
                     415: "Content-Type is not application/json",
                     422: "the body is not {\"jobs\": [...]} with 1 to "
                          f"{MAX_BATCH_ITEMS} objects (nothing written)",
