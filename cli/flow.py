@@ -10,7 +10,8 @@ retry but running the file again submits it again; with `--key-prefix P` line N'
 so running the same file again replays instead (keys are per owner).
 
 A bulk action first asks the server how many jobs match (`dry_run`), then asks you to confirm
-that count; `--yes` confirms without asking, and without a terminal it is required.
+that count, and acts on the jobs created before the count's `as_of` only; `--yes` confirms
+without asking, and without a terminal it is required.
 """
 
 from __future__ import annotations
@@ -127,7 +128,8 @@ def bulk(args: argparse.Namespace, api: JobsClient, as_json: bool,
         reply = ask(f"{action.capitalize()} {counted.matched} job(s)? [y/N] ")
         if reply.strip().lower() not in ("y", "yes"):
             raise UsageError("not confirmed: nothing was changed")
-    done = api.bulk(action, **filter_)  # type: ignore[arg-type]
+    # Bounded by the count's instant: a job submitted while you read the question is left alone.
+    done = api.bulk(action, **{**filter_, "created_before": counted.as_of})  # type: ignore[arg-type]
     if action == "cancel":
         text = f"cancelled {done.cancelled}, asked {done.cancel_requested} running to stop"
     else:
