@@ -146,9 +146,10 @@ def job_summary(job: JobView, now: datetime, paint: Paint) -> str:
 
 
 def _webhook_fields(job: JobView) -> list[tuple[str, str]]:
-    """The webhook's delivery state as the server reports it: whatever fields about webhooks a
-    newer server adds to the job (kept by the client as extras), each on its own line."""
-    extra = job.model_extra or {}
+    """The webhook's delivery state as the server reports it (`webhook`, kept as the server's
+    JSON), and whatever other fields about webhooks a newer server adds to the job (kept by the
+    client as extras), each on its own line."""
+    extra = {**(job.model_extra or {}), "webhook": job.webhook}
     return [(k.replace("_", " ")[:8], v if isinstance(v, str) else json.dumps(v, sort_keys=True))
             for k, v in sorted(extra.items()) if "webhook" in k and v is not None]
 

@@ -8,6 +8,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
 from common.store.job_store import JobStore
@@ -180,3 +182,44 @@ def test_a_batch_needs_a_token_and_json(api: SubmitHarness) -> None:
     resp = post_batch(api, "alice", {"jobs": [JOB]}, **{"Idempotency-Key": "k"})
     assert resp.status_code == 422
     assert resp.get_json()["invalid_params"][0]["name"] == "Idempotency-Key"
+
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                max_size=3),
+    max_leaves=12,
+)
+items = st.fixed_dictionaries({}, optional={
+    "preset": st.sampled_from(["echo", "nope", ""]) | st.text(max_size=6),
+    "content": st.text(max_size=30) | st.integers(),
+    "metadata": json_values,
+    "idempotency_key": st.text(max_size=4) | st.none(),
+    "delay_s": st.integers(min_value=-2, max_value=5) | st.none(),
+}) | json_values
+bodies = st.fixed_dictionaries({}, optional={"jobs": st.lists(items, max_size=5) | json_values,
+                                             "extra": json_values}) | json_values
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(body=bodies)
+def test_any_json_body_gets_an_answer_never_a_5xx_and_a_refusal_writes_nothing(
+    api: SubmitHarness, engine: Engine, body: Any
+) -> None:
+    before = count_jobs(engine)
+    resp = post_batch(api, "fuzz", body)
+    assert resp.status_code < 500, resp.data
+    if resp.status_code != 200:
+        assert resp.headers["Content-Type"] == "application/problem+json"
+        assert resp.get_json()["invalid_params"][0]["name"]
+        assert count_jobs(engine) == before
+        return
+    answer = resp.get_json()
+    assert count_jobs(engine) == before + answer["created"]
+    assert len(answer["results"]) == len(body["jobs"])
+    for cancel_or_retry in ("cancel", "retry"):
+        bulk = api.client.post(f"/jobs:bulk-{cancel_or_retry}", data=json.dumps(body),
+                               content_type="application/json", headers=api.auth("fuzz"))
+        assert bulk.status_code < 500, bulk.data
