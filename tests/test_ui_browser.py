@@ -82,7 +82,9 @@ class Dashboard:
             )
         except TimeoutException:
             main = self.js("return document.getElementById('main').innerText")
-            raise AssertionError(f"waited for {what}; the page shows:\n{main}") from None
+            logged = [e["message"] for e in self.driver.get_log("browser")]
+            raise AssertionError(f"waited for {what}; the page shows:\n{main}\n"
+                                 f"and the console says: {logged}") from None
 
     def js(self, code: str, *args: Any) -> Any:
         return self.driver.execute_script(code, *args)
@@ -479,6 +481,20 @@ def test_schedules_and_a_job_s_callback_trace_and_webhook_state(dash: Dashboard)
     assert "Europe/Riga" in dash.texts(".fields dd")
     assert dash.axe() == []
     dash.shot("schedule", height=1000)
+    # Pause and resume, each confirmed in the dialog, as a job's cancel is.
+    dash.click(".actions button", "Pause schedule…")
+    dash.wait(lambda: dash.js("return !!document.querySelector('dialog[open]')"), "the dialog")
+    assert dash.texts("dialog h2") == ["Pause this schedule?"] and dash.axe() == []
+    dash.click("dialog button", "Pause schedule")
+    dash.wait(lambda: dash.texts(".actions button") == ["Resume schedule…"], "paused")
+    assert dash.texts(".fields .badge")[0] == "paused"
+    assert dash.call("GET", f"/schedules/{ticking['id']}")["enabled"] is False
+    assert dash.js("return document.activeElement.textContent") == "Resume schedule…"
+    dash.click(".actions button", "Resume schedule…")
+    dash.wait(lambda: dash.js("return !!document.querySelector('dialog[open]')"), "the dialog")
+    dash.click("dialog button", "Resume schedule")
+    dash.wait(lambda: dash.texts(".actions button") == ["Pause schedule…"], "resumed")
+    assert dash.call("GET", f"/schedules/{ticking['id']}")["enabled"] is True
     dash.click(".events tbody td a")
     dash.wait(lambda: dash.texts("main h1 .mono") == [str(fired_job)], "the job it made")
 
