@@ -396,6 +396,10 @@ def test_every_new_option_reaches_the_api_and_comes_back(
     assert re.search(r"^due +in (59|60)m ", human, re.M), human
     assert re.search(rf"^callback +{re.escape(hook)}$", human, re.M)
     assert re.search(rf"^trace +{shown['trace_id']}$", human, re.M)
+    _, forced = _in_pty("get", job["id"], "--json", **auth)  # --json after the command too
+    assert json.loads(forced)["trace_id"] == shown["trace_id"]
+    _, nested = _in_pty("schedule", "list", "--json", **auth)
+    assert json.loads(nested) == {"schedules": [], "next_cursor": None}
     _, listed = _in_pty("list", NO_COLOR="1", **auth)
     assert listed.splitlines()[1].split()[-2:] == ["in", "59m"] or \
         listed.splitlines()[1].split()[-2:] == ["in", "1h"], listed
