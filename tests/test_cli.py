@@ -455,7 +455,7 @@ def who_signed(token: str) -> str:
                           options={"verify_aud": False})["sub"])
 
 
-def test_get_shows_progress_and_whatever_the_server_says_of_webhooks() -> None:
+def test_get_shows_progress_and_the_webhook_s_state() -> None:
     from datetime import UTC, datetime, timedelta
 
     from jobs_client import JobView
@@ -470,10 +470,15 @@ def test_get_shows_progress_and_whatever_the_server_says_of_webhooks() -> None:
         "not_before": None, "result": None, "callback_url": "https://example.com/h",
         "progress": {"fraction": 0.4, "note": "4 of 10", "at": now - timedelta(seconds=3),
                      "attempt": 1},
-        "webhook": {"state": "pending", "attempts": 2},  # a field a newer server adds
+        "webhook": {"state": "pending", "waiting_for": "retry", "note": "retried later",
+                    "webhook_id": None, "attempts": 2, "last_status": 503,
+                    "next_attempt_at": now + timedelta(seconds=30), "last_error": "HTTP 503",
+                    "delivered_at": None},
+        "lanes": {"a": 1},  # a field a newer server adds: kept, shown by --json
         "links": {"self": "/jobs/x", "events": "/jobs/x/events"}})
     text = r.job_summary(running, now, r.Paint(False))
     assert "progress  40% 4 of 10 (3s ago)" in text
     assert "callback  https://example.com/h" in text
-    assert 'webhook   {"attempts": 2, "state": "pending"}' in text
-    assert running.model_dump(mode="json")["webhook"] == {"state": "pending", "attempts": 2}
+    assert "webhook   pending, 2 attempts, last answer 503, next in 30s" in text
+    assert "          retried later" in text and "          last error: HTTP 503" in text
+    assert running.model_dump(mode="json")["lanes"] == {"a": 1}

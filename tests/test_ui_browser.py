@@ -504,23 +504,28 @@ def test_schedules_and_a_job_s_callback_trace_and_webhook_state(dash: Dashboard)
                           traceparent=f"00-{trace}-00f067aa0ba902b7-01")
     dash.open(f"/jobs/{job.id}")
     dash.wait(lambda: "Callback URL" in dash.texts(".callback dt"), "the callback")
-    assert dash.texts(".callback dd") == ["https://example.com/hook?a=<b>"]
+    assert dash.texts(".callback dd")[0] == "https://example.com/hook?a=<b>"
+    # The API's own webhook state: nothing sent before the job ends, and why.
+    assert dash.texts(".callback .details dt")[:2] == ["state", "waiting_for"]
+    assert dash.texts(".callback .details dd")[0] == "awaiting-end"
+    assert "null" not in dash.texts(".callback .details dd")
     assert trace in dash.texts(".fields dd")
-    # The webhook's state, as a newer API reports it: shown field by field, as text.
+    # A delivery that failed, its error holding markup: shown field by field, as text.
     dash.js("""
         const real = window.fetch;
         window.fetch = async (url, init) => {
           const res = await real(url, init);
           if (!/\\/jobs\\/[0-9a-f-]+$/.test(new URL(url).pathname)) return res;
           const job = await res.json();
-          job.webhook = {state: 'retrying', attempts: 2, last_error: arguments[0]};
+          job.webhook = {state: 'pending', waiting_for: 'retry', attempts: 2, last_status: 500,
+                         last_error: arguments[0], delivered_at: null};
           return new Response(JSON.stringify(job), {status: res.status, headers: res.headers});
         };""".replace("arguments[0]", json.dumps(MARKUP)))
     dash.open("/jobs")
     dash.open(f"/jobs/{job.id}")
     dash.wait(lambda: "Webhook" in dash.texts(".callback dt"), "the webhook's state")
     shown = " ".join(dash.texts(".callback dd"))
-    assert "retrying" in shown and MARKUP in shown
+    assert "pending" in shown and "500" in shown and MARKUP in shown
     assert dash.js("return document.querySelectorAll('#main img, #main script').length") == 0
     assert dash.js("return window.__pwned") is None
     assert dash.axe() == []
