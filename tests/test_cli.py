@@ -444,10 +444,39 @@ def test_every_new_option_reaches_the_api_and_comes_back(
     assert limits["default"] == 4
     assert {"owner_id": "hs256:cli-new", "max_running": 2, "running": 0} in limits["owners"]
     assert ok("limits")["max_running"] == 2
+    # A job of theirs runs (claimed without a slot); clearing the override hands them back to
+    # the stack's default (4), a limit, so the running job is adopted into their slot count,
+    # though this shell's OWNER_MAX_RUNNING says 0.
+    engine = create_engine(submit_env.env["DATABASE_URL"])
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(
+                "UPDATE jobs SET state = 'PROCESSING', attempts = 1, started_at = now(), "
+                "lease_expires_at = now() + interval '5 minutes', holds_slot = false "
+                "WHERE id = :id"), {"id": sid_job(submit_env, url)})
+        cleared = ok("limit", "clear", "hs256:cli-new", **{**db, "OWNER_MAX_RUNNING": "0"})
+        assert cleared["default"] == 4
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT running FROM owner_running "
+                                     "WHERE owner_id = 'hs256:cli-new'")).scalar_one() == 1
+    finally:
+        engine.dispose()
     away = _cli("--json", "limit", "list", **db, JOBS_API_URL="http://127.0.0.1:1",
                 JOBS_TOKEN="x")
     unknown = json.loads(away.stdout)
     assert unknown["default"] is None and "cannot reach" in unknown["default_unknown"]
+
+
+def sid_job(submit_env: Any, url: str) -> str:
+    """A new PENDING job of cli-new's, through the API."""
+    import urllib.request
+
+    req = urllib.request.Request(
+        url + "/jobs", data=json.dumps({"preset": "echo", "content": "runs"}).encode(),
+        headers={"Authorization": f"Bearer {submit_env.token('cli-new')}",
+                 "Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return str(json.loads(resp.read())["id"])
 
 
 def who_signed(token: str) -> str:
