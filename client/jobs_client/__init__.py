@@ -41,6 +41,7 @@ from jobs_client.models import (
     ScheduleView,
     Stats,
     WebhookSecret,
+    WebhookView,
 )
 
 __all__ = [
@@ -49,5 +50,5 @@ __all__ = [
     "JobResult", "JobState", "JobTemplate", "JobView", "JobsClient", "Limits", "NewJob",
     "NotFound", "Problem", "ProgressView", "ScheduleEvent", "ScheduleList", "ScheduleView",
     "Stats", "TokenSource", "Unauthorized", "Unavailable", "Unreachable", "WaitTimeout",
-    "WebhookSecret", "parse_retry_after", "problem_error", "template",
+    "WebhookSecret", "WebhookView", "parse_retry_after", "problem_error", "template",
 ]

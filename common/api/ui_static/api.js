@@ -56,20 +56,18 @@ export function apiUrl(path, query) {
   return url;
 }
 
-/** Call the API (`body`: sent as JSON); resolves with the JSON body, rejects with an ApiError.
+/** Call the API (`send`: a JSON body); resolves with the JSON answer, rejects with an ApiError.
  * A 401 signs out. */
-export async function call(path, {method = 'GET', query, body: payload, auth = true,
-  signOut = true} = {}) {
+export async function call(path, {method = 'GET', query, send, auth = true, signOut = true} = {}) {
   const headers = {Accept: 'application/json'};
   const viaIap = auth && !token.get() && iap.get();
   if (auth && !viaIap) headers.Authorization = 'Bearer ' + (token.get() || '');
-  if (payload !== undefined) headers['Content-Type'] = 'application/json';
+  if (send !== undefined) headers['Content-Type'] = 'application/json';
   let res;
   try {
     res = await fetch(apiUrl(path, query), {
       method, headers, credentials: viaIap ? 'same-origin' : 'omit', cache: 'no-store',
-      referrerPolicy: 'no-referrer',
-      body: payload === undefined ? undefined : JSON.stringify(payload),
+      referrerPolicy: 'no-referrer', body: send === undefined ? undefined : JSON.stringify(send),
     });
   } catch {
     throw new ApiError(0, {title: 'The API cannot be reached'});

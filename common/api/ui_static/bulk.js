@@ -55,7 +55,7 @@ export function bulkActions(filters, onDone) {
     try {
       const scope = Object.keys(filter).length ? filter : {all: true};
       const counted = await call(`jobs:bulk-${action}`,
-        {method: 'POST', body: {...scope, dry_run: true}});
+        {method: 'POST', send: {...scope, dry_run: true}});
       if (counted.matched === 0) {
         const text = `No job matches: nothing to ${action}.`;
         put(notice, h('p', {}, text));
@@ -66,7 +66,7 @@ export function bulkActions(filters, onDone) {
       const body = {...filter, created_before: counted.as_of};
       const total = {cancelled: 0, cancel_requested: 0, retried: 0};
       for (;;) {
-        const done = await call(`jobs:bulk-${action}`, {method: 'POST', body});
+        const done = await call(`jobs:bulk-${action}`, {method: 'POST', send: body});
         for (const key of Object.keys(total)) total[key] += done[key];
         if (done.complete) break;
       }
