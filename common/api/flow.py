@@ -67,8 +67,8 @@ class BatchItemResult(BaseModel):
 
     index: int = Field(ge=0)
     outcome: Literal["created", "replayed", "refused"]
-    job: JobView | None = Field(description="The job, as POST /jobs answers it; null when "
-                                "refused.")
+    job: JobView | None = Field(description="The job, as POST /jobs answers it but without its "
+                                "webhook's state (GET /jobs/{id} has it); null when refused.")
     problem: Problem | None = Field(description="Why the item was refused (the problem POST "
                                     "/jobs would answer for it alone); null otherwise.")
 
