@@ -53,12 +53,14 @@ class JobService:
                 job_id=str(job.id), attempts=job.attempts)
 
     def submit(
-        self, owner: str, new: NewJob, *, traceparent: str | None = None
+        self, owner: str, new: NewJob, *, traceparent: str | None = None, max_pending: int = 0
     ) -> tuple[Job, bool]:
         """Returns (job, created). A replayed request publishes nothing new, and a job for later
         is the sweep's to publish (it is created unstamped). The job keeps `traceparent`, and
-        every message about it carries that trace."""
-        job, created = self.store.create(owner, new, traceparent=traceparent, dispatching=True)
+        every message about it carries that trace. `max_pending` is the owner's PENDING quota
+        (0 = none; see JobStore.create)."""
+        job, created = self.store.create(owner, new, traceparent=traceparent, dispatching=True,
+                                         max_pending=max_pending)
         if created and job.not_before is None:
             self._dispatch(job, stamped=True)
         return job, created

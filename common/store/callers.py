@@ -18,6 +18,7 @@ from common.store.errors import (
     IdempotencyConflict,
     InvalidInput,
     JobNotFound,
+    PendingLimitReached,
     UnknownPreset,
 )
 from common.store.fragments import (
@@ -58,26 +59,41 @@ NOT_BEFORE = (
     "THEN now() + make_interval(secs => CAST(:delay_s AS double precision)) "
     "WHEN CAST(:not_before AS timestamptz) > now() THEN CAST(:not_before AS timestamptz) END"
 )
-def _create_sql(keyed: bool) -> str:
+# The owner's PENDING quota (issue 27), read in the INSERT itself: no round trip of its own. It
+# counts at most :max_pending entries of the owner's (owner, state, created, id) index, so its
+# cost grows with the owner's own queue, up to its quota, and never with anyone else's.
+# Concurrent submits of one owner may each see room: the quota can be passed by as many
+# requests as that owner has in flight at once.
+PENDING_ROOM = f"""
+WHERE (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE owner_id = :owner_id AND state = {P}
+                             LIMIT CAST(:max_pending AS integer)) q)
+      < CAST(:max_pending AS integer)"""
+
+
+def _create_sql(keyed: bool, quota: bool = False) -> str:
     """One INSERT. A job's 'created' event is not a row of its own: the view `job_trail`
     derives it from the job (migration 0010). Only a keyed request pays for ON CONFLICT (a
-    speculative insertion writes one more WAL record)."""
+    speculative insertion writes one more WAL record), and only an owner with a PENDING quota
+    for its count."""
     conflict = (
         "\n    ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
         if keyed else ""
     )
+    values = f"""(:owner_id, :preset, :content, CAST(:metadata AS jsonb), :max_attempts,
+        :max_attempts, :idempotency_key, :request_hash, {target(Move.CREATE)},
+        CAST(:callback_url AS text), traceparent_bytes(CAST(:traceparent AS text)), {NOT_BEFORE},
+        CASE WHEN CAST(:dispatching AS boolean) AND ({NOT_BEFORE}) IS NULL THEN now() END)"""
+    source = f"SELECT {values[1:-1]}{PENDING_ROOM}" if quota else f"VALUES {values}"
     return f"""
 INSERT INTO jobs (owner_id, preset, content, metadata, max_attempts, attempt_limit,
                   idempotency_key, request_hash, state, callback_url, trace,
                   not_before, dispatched_at)
-VALUES (:owner_id, :preset, :content, CAST(:metadata AS jsonb), :max_attempts, :max_attempts,
-        :idempotency_key, :request_hash, {target(Move.CREATE)},
-        CAST(:callback_url AS text), traceparent_bytes(CAST(:traceparent AS text)), {NOT_BEFORE},
-        CASE WHEN CAST(:dispatching AS boolean) AND ({NOT_BEFORE}) IS NULL THEN now() END){conflict}
+{source}{conflict}
 RETURNING {COLS}"""
 
 
 SQL_CREATE = {keyed: _create_sql(keyed) for keyed in (False, True)}
+SQL_CREATE_QUOTA = {keyed: _create_sql(keyed, quota=True) for keyed in (False, True)}
 
 # A replay answers with the job as GET shows it, its result included once it has one.
 SQL_BY_KEY = f"""
@@ -200,13 +216,15 @@ class CallerOperations(StoreBase):
 
     def create(
         self, owner_id: str, new: NewJob, *, traceparent: str | None = None,
-        dispatching: bool = False,
+        dispatching: bool = False, max_pending: int = 0,
     ) -> tuple[Job, bool]:
         """Create a job; returns (job, created). A replay of the same keyed request returns the
         existing job with created=False; the same key with a different request raises.
         `traceparent` (the creating request's W3C trace) is kept for the job's later messages.
         `dispatching` stamps the job dispatched as it is created, for a caller that publishes
-        it next and releases it (`release_dispatch`) if the publish fails."""
+        it next and releases it (`release_dispatch`) if the publish fails. With `max_pending`
+        above 0, a new job is refused (PendingLimitReached) while the owner has that many
+        PENDING jobs; a replay is still answered."""
         owner = checked_owner(owner_id)
         self._check_new_job(new)
         max_attempts = new.max_attempts or self._settings.default_max_attempts
@@ -229,16 +247,24 @@ class CallerOperations(StoreBase):
             "delay_s": delay_s,
             "dispatching": dispatching,
         }
+        sql = SQL_CREATE[digest is not None]
+        if max_pending > 0:
+            sql = SQL_CREATE_QUOTA[digest is not None]
+            params["max_pending"] = max_pending
         # Two tries: the conflicting row may be deleted by retention between the two statements.
         for _ in range(2):
-            created = self._one_job(SQL_CREATE[digest is not None], **params)
+            created = self._one_job(sql, **params)
             if created is not None:
                 return created, True
+            if digest is None:  # no key to conflict on: only the quota refuses a new job
+                raise PendingLimitReached(max_pending)
             rows = self._rows(SQL_BY_KEY, owner_id=owner, idempotency_key=new.idempotency_key)
             if rows:
                 if rows[0]["request_hash"] != digest:
                     raise IdempotencyConflict(rows[0]["id"])
                 return job_from_row(rows[0]), False
+            if max_pending > 0:
+                raise PendingLimitReached(max_pending)
         raise DatabaseUnavailable("idempotency race did not settle")
 
     def get(self, owner_id: str, job_id: UUID | str) -> Job:
