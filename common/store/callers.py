@@ -65,7 +65,7 @@ NOT_BEFORE = (
 # Concurrent submits of one owner may each see room: the quota can be passed by as many
 # requests as that owner has in flight at once.
 PENDING_ROOM = f"""
-WHERE (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE owner_id = :owner_id AND state = {P}
+WHERE (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE owner_id = :owner_id AND state = {lit(P)}
                              LIMIT CAST(:max_pending AS integer)) q)
       < CAST(:max_pending AS integer)"""
 
