@@ -19,7 +19,7 @@ from pydantic.json_schema import models_json_schema
 
 from common.api.models import EventList, Health, JobList, JobView, Stats, WebhookSecret
 from common.api.openapi_schedules import schedule_paths, schedule_schemas
-from common.api.problems import TYPE_BASE, Problem
+from common.api.problems import TYPE_BASE, LimitProblem, Problem
 from common.api.schedules import ScheduleEventList, ScheduleList, ScheduleView
 from common.messaging.callbacks import MAX_URL, url_patterns
 from common.presets.registry import Registry
@@ -50,7 +50,15 @@ PROBLEM_TYPES: dict[int, tuple[str, ...]] = {
     413: ("payload-too-large",),
     415: ("unsupported-media-type",),
     422: ("validation-error", "unknown-preset"),
+    429: ("submit-rate-exceeded", "pending-limit-reached", "wait-limit-reached", "waits-busy"),
     503: ("unavailable",),
+}
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Whole seconds to wait before trying again.",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[1-9][0-9]*$"},
+    },
 }
 
 
@@ -63,13 +71,15 @@ def _content(name: str, media: str = "application/json") -> dict[str, Any]:
 
 
 def _problems(codes: dict[int, str]) -> dict[str, Any]:
-    out = {}
+    out: dict[str, Any] = {}
     for code, why in codes.items():
         kinds = ", ".join(TYPE_BASE + k for k in PROBLEM_TYPES.get(code, ()))
         out[str(code)] = {
             "description": f"{why} (problem types: {kinds})" if kinds else why,
-            **_content("Problem", "application/problem+json"),
+            **_content("LimitProblem" if code == 429 else "Problem", "application/problem+json"),
         }
+        if code in (429, 503):
+            out[str(code)]["headers"] = RETRY_AFTER
     return out
 
 
@@ -231,6 +241,7 @@ def build_openapi(
         (JobList, "serialization"),
         (EventList, "serialization"),
         (Problem, "serialization"),
+        (LimitProblem, "serialization"),
         (Health, "serialization"),
         (Stats, "serialization"),
         (WebhookSecret, "serialization"),
@@ -297,6 +308,9 @@ def build_openapi(
                         413: "the body is larger than the content and metadata limits allow",
                         415: "Content-Type is not application/json",
                         422: "the body is not a valid job for a registered preset",
+                        429: "the caller is over a quota: submits per second "
+                             "(submit-rate-exceeded) or PENDING jobs (pending-limit-reached); "
+                             "nothing was written",
                         **unavailable,
                     },
                     params=[idem],
@@ -317,7 +331,11 @@ def build_openapi(
                     "getJob",
                     "One job; with `wait`, once it is terminal or `wait` seconds have passed",
                     {200: "JobView"},
-                    {**by_id, 422: f"wait is not a number in (0, {settings.wait_max_s:g}]"},
+                    {**by_id, 422: f"wait is not a number in (0, {settings.wait_max_s:g}]",
+                     429: "with `wait`: the caller already holds as many waiting requests on "
+                          "this instance as it may (wait-limit-reached), or the instance's share "
+                          "for waits is taken (waits-busy); poll without `wait` or come back "
+                          "after Retry-After"},
                     params=[JOB_ID, {
                         "name": "wait",
                         "in": "query",

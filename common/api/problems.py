@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -44,6 +44,15 @@ class Problem(BaseModel):
     detail: str | None = None
     instance: str | None = None
     invalid_params: list[InvalidParam] | None = None
+
+
+class LimitProblem(Problem):
+    """A 429: which limit at the door was reached (common/api/admission.py), its value, and the
+    Retry-After header's seconds again."""
+
+    quota: Literal["max_submits_per_s", "max_pending", "owner_max_waits", "wait_slots"]
+    limit: int
+    retry_after_s: int
 
 
 class ProblemError(Exception):
