@@ -9,6 +9,7 @@ operator's settings, not an owner's) touch the database directly.
     python main.py schedule add --cron '0 9 * * MON-FRI' --timezone Europe/Riga --preset echo \
         --content hi | schedule list | pause ID | resume ID | delete ID | events ID
     python main.py limit set hs256:alice 2 | limit clear OWNER | limit list   # database
+    python main.py limit quota hs256:alice pending 1000 | submits-per-s 20 | ... clear
     python main.py sweep                             # one maintenance pass, as the scheduler
     python main.py migrate                           # alembic upgrade head
 
@@ -97,7 +98,8 @@ def _client(url: str, token: Callable[[], str]) -> JobsClient:
 
     try:
         # A person is waiting: give up on a stopped stack within a second or so.
-        return JobsClient(url, token, retries=2, backoff_s=0.25)
+        # Over a quota at the door (429): say so at once, with its Retry-After.
+        return JobsClient(url, token, retries=2, backoff_s=0.25, retry_limited=False)
     except InvalidUrl as exc:
         raise CliError(str(exc)) from None
 

@@ -5,6 +5,7 @@
         --preset text-stats --content 'Hello' [--overlap allow] [--catch-up all] [--paused]
     python main.py schedule list | pause ID | resume ID | delete ID | events ID
     python main.py limit set OWNER N | limit clear OWNER | limit list     # operators: database
+    python main.py limit quota OWNER submits-per-s|pending N|clear
 
 `limit` talks to the database, like `migrate`: limits are an operator's setting, not an
 owner's. It finds it in DATABASE_URL (or INSTANCE_CONNECTION_NAME for Cloud SQL), else in the
@@ -75,12 +76,18 @@ def add_commands(sub: Any) -> None:
                        ("resume", "resume a schedule (from its next fire time)"),
                        ("delete", "delete a schedule"), ("events", "its fires and skips")):
         ssub.add_parser(name, help=text).add_argument("id")
-    lim = sub.add_parser("limit", help="per-owner concurrency limits (operators; database)")
+    lim = sub.add_parser("limit", help="per-owner running limits and quotas at the door "
+                         "(operators; database)")
     lsub = lim.add_subparsers(dest="limit_command", required=True)
     st = lsub.add_parser("set", help="at most N PROCESSING jobs for OWNER (0 = unlimited)")
     st.add_argument("owner", help="a namespaced owner, e.g. hs256:alice or google:123")
     st.add_argument("n", type=int)
     lsub.add_parser("clear", help="remove OWNER's override").add_argument("owner")
+    qt = lsub.add_parser("quota", help="OWNER's quota at the door: submits per second (per "
+                         "instance) or PENDING jobs; N (0 = unlimited) or `clear` for the default")
+    qt.add_argument("owner", help="a namespaced owner, e.g. hs256:alice or google:123")
+    qt.add_argument("quota", choices=sorted(QUOTA_NAMES))
+    qt.add_argument("value", help="N, or clear")
     lsub.add_parser("list", help="the owners with an override, and how many jobs each runs now; "
                     "`default` is OWNER_MAX_RUNNING as this shell sets it")
 
@@ -152,6 +159,17 @@ def database_message(exc: BaseException) -> str:
     return " ".join(str(detail).split())[:200]
 
 
+QUOTA_NAMES = {"submits-per-s": "max_submits_per_s", "pending": "max_pending"}
+
+
+def _quota_value(raw: str) -> int | None:
+    if raw == "clear":
+        return None
+    if not (raw.isascii() and raw.isdigit()):
+        raise UsageError(f"a quota is a whole number (0 = unlimited) or `clear`, not {raw!r}")
+    return int(raw)
+
+
 def run_limit(args: argparse.Namespace) -> Any:
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -171,10 +189,16 @@ def run_limit(args: argparse.Namespace) -> Any:
             if args.limit_command == "set":
                 store.set_owner_limit(owner, args.n)
             elif args.limit_command == "clear":
-                if not any(row["owner_id"] == owner for row in store.owner_limits()):
+                if not any(row["owner_id"] == owner and row["max_running"] is not None
+                           for row in store.owner_limits()):
                     raise UsageError(f"{owner} has no override to clear")
                 store.set_owner_limit(owner, None)
-            return {"default": settings.owner_max_running, "owners": store.owner_limits()}
+            elif args.limit_command == "quota":
+                store.set_owner_quota(owner, QUOTA_NAMES[args.quota], _quota_value(args.value))
+            return {"default": settings.owner_max_running,
+                    "quota_defaults": {"max_submits_per_s": settings.owner_max_submits_per_s,
+                                       "max_pending": settings.owner_max_pending},
+                    "owners": store.owner_limits()}
         except InvalidInput as exc:
             raise UsageError(f"{exc.field}: {exc.message}") from None
         except DatabaseUnavailable:

@@ -74,6 +74,7 @@ class ApiError(ClientError):
         self.instance = instance
         self.invalid_params = invalid_params or []
         self.extra = extra or {}  # problem members beyond the standard ones (known_presets, …)
+        self.retry_after: float | None = None  # from the Retry-After header, when it had one
         reasons = ", ".join(f"{p.get('name')}: {p.get('reason')}" for p in self.invalid_params)
         text = detail or reasons
         super().__init__(title + (f": {text}" if text else ""))
@@ -100,6 +101,26 @@ class Unavailable(ApiError):
     """503 or 429 still, after the retries."""
 
 
+class RateLimited(Unavailable):
+    """429 still, after the retries: the caller is over a limit at the door. `quota` names it
+    (max_submits_per_s, max_pending, owner_max_waits, wait_slots), `limit` is its value and
+    `retry_after` the seconds the server asked to wait (None if it did not say)."""
+
+    @property
+    def quota(self) -> str | None:
+        value = self.extra.get("quota")
+        return value if isinstance(value, str) else None
+
+    @property
+    def limit(self) -> int | None:
+        value = self.extra.get("limit")
+        return value if isinstance(value, int) else None
+
+    def __str__(self) -> str:
+        after = f" (retry after {self.retry_after:g} s)" if self.retry_after is not None else ""
+        return super().__str__() + after
+
+
 class WaitTimeout(ClientError):
     """The job had not ended when `wait` gave up; `job` is how it was last seen."""
 
@@ -111,14 +132,21 @@ class WaitTimeout(ClientError):
 _BY_STATUS: dict[int, type[ApiError]] = {
     400: BadRequest, 413: BadRequest, 415: BadRequest, 422: BadRequest,
     401: Unauthorized, 403: Unauthorized, 404: NotFound, 409: Conflict,
-    429: Unavailable, 503: Unavailable,
+    429: RateLimited, 503: Unavailable,
 }
 _STANDARD = ("type", "title", "status", "detail", "instance", "invalid_params")
 
 
-def problem_error(status: int, body: bytes, reason: str = "") -> ApiError:
+def problem_error(status: int, body: bytes, reason: str = "",
+                  retry_after: str | None = None) -> ApiError:
     """The typed error for an error response: its problem's fields, or the bare status when
-    the body is not a problem (a proxy's HTML page, say)."""
+    the body is not a problem (a proxy's HTML page, say); `retry_after` is the header's value."""
+    error = _problem_error(status, body, reason)
+    error.retry_after = parse_retry_after(retry_after)
+    return error
+
+
+def _problem_error(status: int, body: bytes, reason: str) -> ApiError:
     cls = _BY_STATUS.get(status, ApiError)
     try:
         problem = json.loads(body)
@@ -178,11 +206,14 @@ class JobsClient:
         backoff_s: float = 0.5,
         max_backoff_s: float = 10.0,
         max_retry_after_s: float = 60.0,
+        retry_limited: bool = True,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`retries` more attempts after the first; `sleep` and `clock` are injectable so a
-        test can count the waits instead of sitting through them."""
+        """`retries` more attempts after the first; `retry_limited=False` raises a 429 at the
+        door (RateLimited) at once instead of sleeping out its Retry-After (a person at a
+        terminal would rather be told); `sleep` and `clock` are injectable so a test can count
+        the waits instead of sitting through them."""
         parts = urllib.parse.urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise InvalidUrl(f"not an http(s) URL: {base_url}")
@@ -191,6 +222,7 @@ class JobsClient:
         self.timeout_s, self.retries = timeout_s, retries
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.max_retry_after_s = max_retry_after_s
+        self.retry_limited = retry_limited
         self._sleep, self._clock = sleep, clock
         self._opener = urllib.request.build_opener(_NoRedirects())
 
@@ -229,11 +261,14 @@ class JobsClient:
                            idempotent=True)
         return JobView.model_validate(answer)
 
-    def get(self, job_id: str | UUID, *, wait_s: float | None = None) -> JobView:
+    def get(self, job_id: str | UUID, *, wait_s: float | None = None,
+            retry_limited: bool | None = None) -> JobView:
         """The job; with `wait_s`, the server holds the answer up to that long (0 < wait_s ≤
-        30) and answers as soon as the job ends."""
+        30) and answers as soon as the job ends. A wait past the caller's or the instance's
+        share of waits is a 429 (RateLimited); `retry_limited=False` raises it at once."""
         query = f"?wait={wait_s:.3f}" if wait_s else ""
-        return JobView.model_validate(self.call("GET", f"/jobs/{_segment(job_id)}{query}"))
+        return JobView.model_validate(self.call("GET", f"/jobs/{_segment(job_id)}{query}",
+                                                retry_limited=retry_limited))
 
     def page(
         self, *, state: JobState | str | None = None, limit: int = 50, cursor: str | None = None
@@ -294,7 +329,11 @@ class JobsClient:
         while True:
             remaining = deadline - self._clock()
             hold = min(server_wait_s, remaining) if server_wait_s and remaining > 0.05 else None
-            job = self.get(job_id, wait_s=hold)
+            try:
+                job = self.get(job_id, wait_s=hold,
+                               retry_limited=self.retry_limited if hold is None else False)
+            except RateLimited:  # no room for another wait: poll this round instead
+                job, hold = self.get(job_id), None
             seen = (job.state, job.progress)
             if seen != last:
                 last = seen
@@ -317,11 +356,16 @@ class JobsClient:
         *,
         headers: dict[str, str] | None = None,
         idempotent: bool | None = None,
+        retry_limited: bool | None = None,
     ) -> Any:
         """One request, JSON in and out, with the retries; the answer's JSON (None if empty).
         For endpoints without a method above, such as the sweep service's `POST /`.
-        `idempotent` (default: GET only) allows retrying after a connection broke mid-way."""
+        `idempotent` (default: GET only) allows retrying after a connection broke mid-way;
+        `retry_limited=False` raises a 429 (RateLimited) at once instead of waiting it out
+        (default: as the client was made)."""
         safe = method == "GET" if idempotent is None else idempotent
+        if retry_limited is None:
+            retry_limited = self.retry_limited
         data = json.dumps(body).encode() if body is not None else None
         attempt = 0
         while True:
@@ -332,10 +376,12 @@ class JobsClient:
                     raw, status = resp.read(), resp.status
             except urllib.error.HTTPError as err:
                 raw = err.read()
-                if err.code in RETRY_STATUSES and attempt <= self.retries:
+                limited_now = err.code == 429 and not retry_limited
+                if err.code in RETRY_STATUSES and attempt <= self.retries and not limited_now:
                     self._sleep(self._delay(attempt, err.headers.get("Retry-After")))
                     continue
-                raise problem_error(err.code, raw, str(err.reason)) from None
+                raise problem_error(err.code, raw, str(err.reason),
+                                    err.headers.get("Retry-After")) from None
             except (OSError, http.client.HTTPException) as err:
                 reason = getattr(err, "reason", err)
                 never_sent = isinstance(reason, ConnectionRefusedError)
