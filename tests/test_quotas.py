@@ -4,6 +4,8 @@ touched. Counted with a frozen clock, never timed."""
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -11,7 +13,9 @@ import pytest
 import functions.submit
 from common.api.auth import HS256, owner_id
 from common.store.job_store import JobStore
+from tests.process_fixtures import Pipeline
 from tests.submit_fixtures import SubmitHarness
+from tests.support.polling import wait_until
 
 JOB = {"preset": "echo", "content": "hi"}
 
@@ -79,3 +83,59 @@ def test_an_owners_override_wins_over_the_default(
     assert [api.post_job("carol", JOB).status_code for _ in range(2)] == [202, 429]
     store.set_owner_quota(owner_id(HS256, "carol"), "max_pending", None)  # no row: default
     assert api.post_job("carol", JOB).status_code == 429
+
+
+def test_a_flooding_owner_is_refused_and_the_other_never(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bench.noisy_neighbour's scene, counted on the real stack (a `process` server runs the
+    jobs): owner A holds its two waits and floods from 8 threads; every request past A's quotas
+    is a 429 naming it, and owner B, submitting and waiting meanwhile, gets none and sees each
+    of its jobs end. The bucket's clock is frozen: the counts are exact."""
+    monkeypatch.setenv("OWNER_MAX_SUBMITS_PER_S", "5")
+    monkeypatch.setenv("OWNER_MAX_WAITS", "2")
+    api = pipeline.api
+    functions.submit.get_api().submits._clock = lambda: 1000.0
+    held = [api.post_job("flood", {**JOB, "delay_s": 600}).get_json()["id"] for _ in range(2)]
+    gate = functions.submit.get_api().waits
+    holders = [threading.Thread(target=lambda j=j: api.client.get(
+        f"/jobs/{j}?wait=30", headers=api.auth("flood"))) for j in held]
+    for t in holders:
+        t.start()
+    wait_until(lambda: gate.held == 2, "A's two waits held")
+    seen: dict[str, Counter[str]] = {"flood": Counter(), "calm": Counter()}
+    lock = threading.Lock()
+
+    def note(owner: str, what: str, resp: Any) -> Any:
+        body = resp.get_json(force=True)
+        with lock:
+            seen[owner][f"{what} {resp.status_code}"] += 1
+            if resp.status_code == 429:
+                seen[owner]["429 " + body["quota"]] += 1
+        return body
+
+    def flood() -> None:
+        for _ in range(5):
+            body = note("flood", "submit", api.post_job("flood", JOB))
+            if "id" in body:
+                note("flood", "wait", api.client.get(f"/jobs/{body['id']}?wait=10",
+                                                     headers=api.auth("flood")))
+
+    floods = [threading.Thread(target=flood) for _ in range(8)]
+    for t in floods:
+        t.start()
+    for _ in range(5):
+        body = note("calm", "submit", api.post_job("calm", JOB))
+        ended = note("calm", "wait", api.client.get(f"/jobs/{body['id']}?wait=30",
+                                                    headers=api.auth("calm")))
+        assert ended["state"] == "COMPLETED"
+    for t in floods:
+        t.join(60)
+    for job_id in held:
+        api.client.post(f"/jobs/{job_id}/cancel", headers=api.auth("flood"))
+    for t in holders:
+        t.join(30)
+    # A had 3 tokens left after its 2 held jobs: 3 submits in, 37 refused; its 3 waits refused.
+    assert seen["flood"] == Counter({"submit 202": 3, "submit 429": 37, "wait 429": 3,
+                                     "429 max_submits_per_s": 37, "429 owner_max_waits": 3})
+    assert seen["calm"] == Counter({"submit 202": 5, "wait 200": 5})
