@@ -1,4 +1,4 @@
-"""Cron expressions and time zones for schedules, through cronsim (see README, "Schedules").
+"""Cron expressions and time zones for schedules, through cronsim (docs/scheduling.md).
 
 cronsim follows Debian's cron, DST included: a time skipped by a spring-forward fires once just
 after the jump, and a time repeated by a fall-back fires once. It is imported on first use only:
