@@ -145,9 +145,9 @@ class Settings(BaseModel):
     # A waiting request parks one of the instance's request threads; waits may hold at most
     # WAIT_SHARE of them (floor, at least 1), so the rest always serve submits and reads. The
     # thread count is THREADS, the variable functions-framework itself reads (unset: 4 x CPUs,
-    # its default); keep it equal to the instance's request concurrency. Each owner may hold
-    # OWNER_MAX_WAITS of an instance's waits at once. Past either: 429 with Retry-After.
-    threads: PositiveInt | None = None
+    # its default, also what 0 means); keep it equal to the instance's request concurrency.
+    # Each owner may hold OWNER_MAX_WAITS of an instance's waits at once. Past either: 429.
+    threads: Annotated[int, Field(ge=0, le=10_000)] = 0
     wait_share: Annotated[float, Field(gt=0, le=1)] = 0.5
     owner_max_waits: Annotated[int, Field(ge=1, le=10_000)] = 2
     # Per-owner quotas on POST /jobs, 0 = unlimited; `owner_limits` overrides them per owner.
