@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from common.api.problems import ProblemError
 from common.store.errors import DatabaseUnavailable
 
-# Above this many idle entries an instance forgets the owners whose bucket is full again.
+# With this many owners remembered, an instance forgets those it can forget without effect.
 PRUNE_AT = 10_000
 
 
