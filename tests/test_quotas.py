@@ -139,3 +139,49 @@ def test_a_flooding_owner_is_refused_and_the_other_never(
     assert seen["flood"] == Counter({"submit 202": 3, "submit 429": 37, "wait 429": 3,
                                      "429 max_submits_per_s": 37, "429 owner_max_waits": 3})
     assert seen["calm"] == Counter({"submit 202": 5, "wait 200": 5})
+
+
+def test_the_pending_count_runs_only_when_it_could_matter(
+    api: SubmitHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Far below its quota an owner is counted once per second per instance (the clock is
+    frozen here, so once); from half its quota on, at every submit, and refused at it."""
+    from common.store.callers import SQL_CREATE, SQL_CREATE_QUOTA
+
+    monkeypatch.setenv("OWNER_MAX_PENDING", "8")
+    door = functions.submit.get_api()
+    door.pending._clock = lambda: 1000.0
+    store = door.service.store
+    sent: list[str] = []
+    real = store._rows
+
+    def counting(sql: str, **params: Any) -> list[dict[str, Any]]:
+        sent.append(sql)
+        return real(sql, **params)
+
+    monkeypatch.setattr(store, "_rows", counting)
+    answers = [api.post_job("alice", JOB).status_code for _ in range(10)]
+    assert answers == [202] * 8 + [429] * 2
+    kinds = ["count" if s == SQL_CREATE_QUOTA[False] else "plain" if s == SQL_CREATE[False]
+             else "other" for s in sent]
+    # Counted at the first (saw 0), not at the next three (1, 2, 3 known), then at 4 of 8 on.
+    assert [k for k in kinds if k != "other"] == ["count"] + ["plain"] * 3 + ["count"] * 6
+    assert _pending(api, "alice") == 8
+
+
+def test_pending_hints_count_when_stale_or_near() -> None:
+    from common.api.admission import PendingHints
+
+    now = [0.0]
+    hints = PendingHints(recheck_s=1.0, clock=lambda: now[0])
+    assert hints.must_count("a", 100)  # never counted
+    hints.counted("a", 10)
+    assert not hints.must_count("a", 100)
+    for _ in range(40):
+        hints.added("a")
+    assert hints.must_count("a", 100)  # 50 of 100 known: near enough
+    hints.counted("a", 0)
+    now[0] = 1.0
+    assert hints.must_count("a", 100)  # a second old
+    hints.added("b")  # never counted: nothing to add to
+    assert hints.must_count("b", 100)

@@ -173,3 +173,41 @@ class QuotaCache:
                 self._known = {o: q for o, q in self._known.items() if now - q[1] < self._ttl}
             self._known[owner] = (quota, now)
         return quota
+
+
+class PendingHints:
+    """When to count an owner's PENDING jobs. The count (in the INSERT, common/store/callers.py)
+    costs up to a millisecond or two for an owner with thousands queued, so an instance counts
+    only when it must: when it has not counted for that owner in the last `recheck_s`, or when
+    what it saw then, plus what it has accepted since, is at least half the quota. An owner far
+    below its quota is counted about once a second per instance; one near it, on every submit.
+    The price: between two counts an owner below half its quota may pass it by what it submits
+    across instances within `recheck_s` (more than half its quota in a second: the submit rate
+    quota keeps that from happening)."""
+
+    def __init__(self, recheck_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._recheck_s, self._clock = recheck_s, clock
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[int, float]] = {}  # owner -> (PENDING seen + added, when)
+
+    def must_count(self, owner: str, quota: int) -> bool:
+        seen = self._seen.get(owner)
+        if seen is None or self._clock() - seen[1] >= self._recheck_s:
+            return True
+        return seen[0] * 2 >= quota
+
+    def counted(self, owner: str, pending: int) -> None:
+        """The count a submit's INSERT saw (its own job not included)."""
+        now = self._clock()
+        with self._lock:
+            if len(self._seen) >= PRUNE_AT:
+                self._seen = {o: s for o, s in self._seen.items()
+                              if now - s[1] < self._recheck_s}
+            self._seen[owner] = (pending, now)
+
+    def added(self, owner: str) -> None:
+        """A job accepted without a count: it is PENDING too, as far as this instance knows."""
+        with self._lock:
+            seen = self._seen.get(owner)
+            if seen is not None:
+                self._seen[owner] = (seen[0] + 1, seen[1])

@@ -17,7 +17,14 @@ from pydantic import ValidationError
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
-from common.api.admission import Quota, QuotaCache, SubmitBuckets, WaitGate, too_many
+from common.api.admission import (
+    PendingHints,
+    Quota,
+    QuotaCache,
+    SubmitBuckets,
+    WaitGate,
+    too_many,
+)
 from common.api.auth import TokenVerifier, Unauthenticated
 from common.api.http import Request, Response, parse_json, read_body
 from common.api.http import json_response as _json
@@ -82,6 +89,7 @@ class SubmitApi:
         # Admission at the door (common/api/admission.py), one of each per instance.
         self.waits = WaitGate(settings.wait_slots, settings.owner_max_waits)
         self.submits = SubmitBuckets()
+        self.pending = PendingHints()
         self.quotas = QuotaCache(
             service.store.owner_quota,
             Quota(settings.owner_max_submits_per_s, settings.owner_max_pending),
@@ -213,8 +221,15 @@ class SubmitApi:
                     422, "validation-error", "Invalid request",
                     invalid=[InvalidParam(name="callback_url", reason=str(exc))],
                 ) from None
-        job, created = self.service.submit(owner, new, traceparent=current_traceparent(),
-                                           max_pending=quota.max_pending)
+        # The PENDING quota is counted when it could matter (PendingHints), else not at all.
+        counting = quota.max_pending > 0 and self.pending.must_count(owner, quota.max_pending)
+        job, created = self.service.submit(
+            owner, new, traceparent=current_traceparent(),
+            max_pending=quota.max_pending if counting else 0,
+            on_pending=lambda seen: self.pending.counted(owner, seen),
+        )
+        if created and quota.max_pending > 0:
+            self.pending.added(owner)
         view = JobView.of(job)
         log("INFO", "job accepted" if created else "job replayed", job_id=str(job.id), owner=owner)
         return _json(202 if created else 200, view, Location=view.links.self)

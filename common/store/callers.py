@@ -6,6 +6,7 @@ A foreign job is indistinguishable from a missing one (JobNotFound).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -59,22 +60,28 @@ NOT_BEFORE = (
     "THEN now() + make_interval(secs => CAST(:delay_s AS double precision)) "
     "WHEN CAST(:not_before AS timestamptz) > now() THEN CAST(:not_before AS timestamptz) END"
 )
-# The owner's PENDING quota (issue 27), read in the INSERT itself: no round trip of its own. It
-# counts at most :max_pending entries of the owner's (owner, state, created, id) index, so its
-# cost grows with the owner's own queue, up to its quota, and never with anyone else's.
-# Concurrent submits of one owner may each see room: the quota can be passed by as many
-# requests as that owner has in flight at once.
-PENDING_ROOM = f"""
-WHERE (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE owner_id = :owner_id AND state = {lit(P)}
-                             LIMIT CAST(:max_pending AS integer)) q)
-      < CAST(:max_pending AS integer)"""
+# The owner's PENDING quota (issue 27), counted in the INSERT itself: no round trip of its own.
+# It reads at most :max_pending entries of the owner's (owner, state, created, id) index, so
+# its cost grows with the owner's own queue, up to its quota, and never with anyone else's. The
+# statement always answers one row: the count it saw, and the new job's columns (NULL when the
+# quota, or a key conflict, kept it from being written). Concurrent submits of one owner may
+# each see room: the quota can be passed by as many requests as that owner has in flight.
+PENDING_SEEN = f"""
+WITH room AS (
+    SELECT count(*) AS pending_seen FROM (
+        SELECT 1 FROM jobs WHERE owner_id = :owner_id AND state = {lit(P)}
+        LIMIT CAST(:max_pending AS integer)) q
+), made AS (
+{{insert}}
+)
+SELECT made.*, room.pending_seen FROM room LEFT JOIN made ON true"""
 
 
 def _create_sql(keyed: bool, quota: bool = False) -> str:
     """One INSERT. A job's 'created' event is not a row of its own: the view `job_trail`
     derives it from the job (migration 0010). Only a keyed request pays for ON CONFLICT (a
-    speculative insertion writes one more WAL record), and only an owner with a PENDING quota
-    for its count."""
+    speculative insertion writes one more WAL record), and only a create asked to count the
+    owner's PENDING jobs (`quota`) for the count (PENDING_SEEN)."""
     conflict = (
         "\n    ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
         if keyed else ""
@@ -83,13 +90,15 @@ def _create_sql(keyed: bool, quota: bool = False) -> str:
         :max_attempts, :idempotency_key, :request_hash, {target(Move.CREATE)},
         CAST(:callback_url AS text), traceparent_bytes(CAST(:traceparent AS text)), {NOT_BEFORE},
         CASE WHEN CAST(:dispatching AS boolean) AND ({NOT_BEFORE}) IS NULL THEN now() END)"""
-    source = f"SELECT {values[1:-1]}{PENDING_ROOM}" if quota else f"VALUES {values}"
-    return f"""
+    source = (f"SELECT {values[1:-1]}\nWHERE (SELECT pending_seen FROM room) "
+              "< CAST(:max_pending AS integer)") if quota else f"VALUES {values}"
+    insert = f"""
 INSERT INTO jobs (owner_id, preset, content, metadata, max_attempts, attempt_limit,
                   idempotency_key, request_hash, state, callback_url, trace,
                   not_before, dispatched_at)
 {source}{conflict}
 RETURNING {COLS}"""
+    return PENDING_SEEN.replace("{insert}", insert) if quota else insert
 
 
 SQL_CREATE = {keyed: _create_sql(keyed) for keyed in (False, True)}
@@ -217,6 +226,7 @@ class CallerOperations(StoreBase):
     def create(
         self, owner_id: str, new: NewJob, *, traceparent: str | None = None,
         dispatching: bool = False, max_pending: int = 0,
+        on_pending: Callable[[int], None] | None = None,
     ) -> tuple[Job, bool]:
         """Create a job; returns (job, created). A replay of the same keyed request returns the
         existing job with created=False; the same key with a different request raises.
@@ -224,7 +234,8 @@ class CallerOperations(StoreBase):
         `dispatching` stamps the job dispatched as it is created, for a caller that publishes
         it next and releases it (`release_dispatch`) if the publish fails. With `max_pending`
         above 0, a new job is refused (PendingLimitReached) while the owner has that many
-        PENDING jobs; a replay is still answered."""
+        PENDING jobs, and `on_pending` hears how many the statement saw (at most max_pending);
+        a replay is still answered."""
         owner = checked_owner(owner_id)
         self._check_new_job(new)
         max_attempts = new.max_attempts or self._settings.default_max_attempts
@@ -253,7 +264,7 @@ class CallerOperations(StoreBase):
             params["max_pending"] = max_pending
         # Two tries: the conflicting row may be deleted by retention between the two statements.
         for _ in range(2):
-            created = self._one_job(sql, **params)
+            created = self._created(sql, params, on_pending if max_pending > 0 else None)
             if created is not None:
                 return created, True
             if digest is None:  # no key to conflict on: only the quota refuses a new job
@@ -266,6 +277,19 @@ class CallerOperations(StoreBase):
             if max_pending > 0:
                 raise PendingLimitReached(max_pending)
         raise DatabaseUnavailable("idempotency race did not settle")
+
+    def _created(self, sql: str, params: dict[str, Any],
+                 on_pending: Callable[[int], None] | None) -> Job | None:
+        """The job the INSERT wrote, if it wrote one; a counting INSERT always answers one row,
+        whose job columns are NULL when it wrote nothing."""
+        rows = self._rows(sql, **params)
+        if not rows:
+            return None
+        row = dict(rows[0])
+        seen = row.pop("pending_seen", None)
+        if seen is not None and on_pending is not None:
+            on_pending(int(seen))
+        return job_from_row(row) if row["id"] is not None else None
 
     def get(self, owner_id: str, job_id: UUID | str) -> Job:
         job = self._one_job(SQL_GET, id=as_uuid(job_id), owner_id=checked_owner(owner_id))
