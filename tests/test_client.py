@@ -453,9 +453,21 @@ def test_wait_polls_instead_when_no_wait_is_admitted(
     sleeps = Sleeps()
     api = _client(server, submit_env, sleeps)
     job = api.submit("echo", "watched twice")
-    holder = threading.Thread(target=lambda: _client(server, submit_env).get(job.id, wait_s=20))
-    holder.start()
     refused: list[RateLimited] = []
+
+    def hold() -> None:
+        """One wait of 20 s, asked again until admitted (the probe below may hold the slot
+        for a moment); it ends when the job does."""
+        other = _client(server, submit_env)
+        for _ in range(1000):
+            try:
+                other.get(job.id, wait_s=20, retry_limited=False)
+                return
+            except RateLimited:
+                continue
+
+    holder = threading.Thread(target=hold)
+    holder.start()
     while not refused:  # until the holder's wait is in place
         try:
             api.get(job.id, wait_s=0.01, retry_limited=False)
