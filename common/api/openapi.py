@@ -28,8 +28,10 @@ from common.api.models import (
     WebhookSecret,
 )
 from common.api.openapi_insight import insight_paths
+from common.api.openapi_problems import SUBMIT_429, WAIT_429, problems
 from common.api.openapi_schedules import schedule_paths, schedule_schemas
-from common.api.problems import TYPE_BASE, LimitProblem, Problem
+from common.api.openapi_security import security_schemes, with_iap
+from common.api.problems import LimitProblem, Problem
 from common.api.schedules import ScheduleEventList, ScheduleList, ScheduleView
 from common.messaging.callbacks import MAX_URL, url_patterns
 from common.presets.registry import Registry
@@ -48,49 +50,12 @@ JOB_ID = {
     "description": "A job's id; any other text names no job (404).",
     "schema": {"type": "string", "format": "uuid"},
 }
-# What each status means, per operation kind; the problem `type`s are listed in each response.
-PROBLEM_TYPES: dict[int, tuple[str, ...]] = {
-    400: ("malformed-json", "invalid-cursor"),
-    401: ("unauthenticated",),
-    404: ("not-found",),
-    409: (
-        "idempotency-conflict", "idempotency-key-mismatch", "illegal-transition",
-        "attempt-limit-reached", "schedule-limit-reached",
-    ),
-    413: ("payload-too-large",),
-    415: ("unsupported-media-type",),
-    422: ("validation-error", "unknown-preset"),
-    429: ("submit-rate-exceeded", "pending-limit-reached", "wait-limit-reached", "waits-busy"),
-    503: ("unavailable",),
-}
-RETRY_AFTER = {
-    "Retry-After": {
-        "description": "Whole seconds to wait before trying again.",
-        "required": True,
-        "schema": {"type": "string", "pattern": "^[1-9][0-9]*$"},
-    },
-}
-
-
 def _ref(name: str) -> dict[str, Any]:
     return {"$ref": REF.format(model=name)}
 
 
 def _content(name: str, media: str = "application/json") -> dict[str, Any]:
     return {"content": {media: {"schema": _ref(name)}}}
-
-
-def _problems(codes: dict[int, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for code, why in codes.items():
-        kinds = ", ".join(TYPE_BASE + k for k in PROBLEM_TYPES.get(code, ()))
-        out[str(code)] = {
-            "description": f"{why} (problem types: {kinds})" if kinds else why,
-            **_content("LimitProblem" if code == 429 else "Problem", "application/problem+json"),
-        }
-        if code in (429, 503):
-            out[str(code)]["headers"] = RETRY_AFTER
-    return out
 
 
 def _op(
@@ -111,8 +76,9 @@ def _op(
         for code in ok:
             responses[str(code)]["links"] = links
     if auth:
-        errors = {**errors, 401: "missing, malformed, expired or foreign token"}
-    responses.update(_problems(errors))
+        errors = {**errors, 401: "missing, malformed, expired or foreign token (or IAP "
+                  "assertion)", 403: "a verified caller that AUTH_GOOGLE_ALLOWED does not name"}
+    responses.update(problems(errors))
     op: dict[str, Any] = {"operationId": op_id, "summary": summary, "responses": responses}
     if params:
         op["parameters"] = params
@@ -304,7 +270,7 @@ def build_openapi(
         "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": NO_NUL},
     }
     by_id = {404: "no such job, or another owner's", **unavailable}
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "jobs-pipeline", "version": "1"},
         "paths": {
@@ -320,9 +286,7 @@ def build_openapi(
                         413: "the body is larger than the content and metadata limits allow",
                         415: "Content-Type is not application/json",
                         422: "the body is not a valid job for a registered preset",
-                        429: "the caller is over a quota: submits per second "
-                             "(submit-rate-exceeded) or PENDING jobs (pending-limit-reached); "
-                             "nothing was written",
+                        429: SUBMIT_429,
                         **unavailable,
                     },
                     params=[idem],
@@ -344,10 +308,7 @@ def build_openapi(
                     "One job; with `wait`, once it is terminal or `wait` seconds have passed",
                     {200: "JobView"},
                     {**by_id, 422: f"wait is not a number in (0, {settings.wait_max_s:g}]",
-                     429: "with `wait`: the caller already holds as many waiting requests on "
-                          "this instance as it may (wait-limit-reached), or the instance's share "
-                          "for waits is taken (waits-busy); poll without `wait` or come back "
-                          "after Retry-After"},
+                     429: WAIT_429},
                     params=[JOB_ID, {
                         "name": "wait",
                         "in": "query",
@@ -382,7 +343,8 @@ def build_openapi(
             },
             **schedule_paths(settings, _op, unavailable),
             "/stats": {
-                "get": _op("getStats", "The caller's queue: depth, oldest pending, throughput",
+                "get": _op("getStats",
+                           "The caller's queue: depth, due and parked, oldest due, throughput",
                            {200: "Stats"}, unavailable),
             },
             **insight_paths(_op, unavailable),
@@ -407,8 +369,7 @@ def build_openapi(
         },
         "components": {
             "schemas": schemas,
-            "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
-            },
+            "securitySchemes": security_schemes(settings),
         },
     }
+    return with_iap(document, settings)

@@ -25,7 +25,7 @@ from common.api.admission import (
     WaitGate,
     too_many,
 )
-from common.api.auth import TokenVerifier, Unauthenticated
+from common.api.auth import NotAllowed, TokenVerifier, Unauthenticated
 from common.api.http import Request, Response, parse_json, read_body
 from common.api.http import json_response as _json
 from common.api.http import problem_response as _problem
@@ -125,7 +125,9 @@ class SubmitApi:
             endpoint, args = adapter.match(request.path, method=request.method)
             if endpoint not in PUBLIC:
                 try:
-                    owner = self.verifier.verify(request.headers.get("Authorization")).owner
+                    owner = self.verifier.verify_request(request.headers).owner
+                except NotAllowed as exc:
+                    raise ProblemError(403, "forbidden", "Not allowed", str(exc)) from None
                 except Unauthenticated as exc:
                     raise ProblemError(
                         401,

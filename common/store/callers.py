@@ -12,6 +12,7 @@ from typing import Any
 from uuid import UUID
 
 from common.store.base import StoreBase
+from common.store.create_sql import SQL_CREATE, SQL_CREATE_QUOTA
 from common.store.cursor import decode_cursor, encode_cursor
 from common.store.errors import (
     AttemptLimitReached,
@@ -22,6 +23,7 @@ from common.store.errors import (
     PendingLimitReached,
     UnknownPreset,
 )
+from common.store.fair_share import DUE, DUE_FROM, PARKED
 from common.store.fragments import (
     COLS,
     J_COLS,
@@ -53,56 +55,6 @@ from common.store.models import (
 )
 from common.store.states import TRANSITIONS, JobState, Move
 from common.store.timing import resolve_not_before
-
-# Run later: a delay counts on the database's clock; a time already past means now (NULL).
-NOT_BEFORE = (
-    "CASE WHEN CAST(:delay_s AS double precision) > 0 "
-    "THEN now() + make_interval(secs => CAST(:delay_s AS double precision)) "
-    "WHEN CAST(:not_before AS timestamptz) > now() THEN CAST(:not_before AS timestamptz) END"
-)
-# The owner's PENDING quota (issue 27), counted in the INSERT itself: no round trip of its own.
-# It reads at most :max_pending entries of the owner's (owner, state, created, id) index, so
-# its cost grows with the owner's own queue, up to its quota, and never with anyone else's. The
-# statement always answers one row: the count it saw, and the new job's columns (NULL when the
-# quota, or a key conflict, kept it from being written). Concurrent submits of one owner may
-# each see room: the quota can be passed by as many requests as that owner has in flight.
-PENDING_SEEN = f"""
-WITH room AS (
-    SELECT count(*) AS pending_seen FROM (
-        SELECT 1 FROM jobs WHERE owner_id = :owner_id AND state = {lit(P)}
-        LIMIT CAST(:max_pending AS integer)) q
-), made AS (
-{{insert}}
-)
-SELECT made.*, room.pending_seen FROM room LEFT JOIN made ON true"""
-
-
-def _create_sql(keyed: bool, quota: bool = False) -> str:
-    """One INSERT. A job's 'created' event is not a row of its own: the view `job_trail`
-    derives it from the job (migration 0010). Only a keyed request pays for ON CONFLICT (a
-    speculative insertion writes one more WAL record), and only a create asked to count the
-    owner's PENDING jobs (`quota`) for the count (PENDING_SEEN)."""
-    conflict = (
-        "\n    ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
-        if keyed else ""
-    )
-    values = f"""(:owner_id, :preset, :content, CAST(:metadata AS jsonb), :max_attempts,
-        :max_attempts, :idempotency_key, :request_hash, {target(Move.CREATE)},
-        CAST(:callback_url AS text), traceparent_bytes(CAST(:traceparent AS text)), {NOT_BEFORE},
-        CASE WHEN CAST(:dispatching AS boolean) AND ({NOT_BEFORE}) IS NULL THEN now() END)"""
-    source = (f"SELECT {values[1:-1]}\nWHERE (SELECT pending_seen FROM room) "
-              "< CAST(:max_pending AS integer)") if quota else f"VALUES {values}"
-    insert = f"""
-INSERT INTO jobs (owner_id, preset, content, metadata, max_attempts, attempt_limit,
-                  idempotency_key, request_hash, state, callback_url, trace,
-                  not_before, dispatched_at)
-{source}{conflict}
-RETURNING {COLS}"""
-    return PENDING_SEEN.replace("{insert}", insert) if quota else insert
-
-
-SQL_CREATE = {keyed: _create_sql(keyed) for keyed in (False, True)}
-SQL_CREATE_QUOTA = {keyed: _create_sql(keyed, quota=True) for keyed in (False, True)}
 
 # A replay answers with the job as GET shows it, its result included once it has one.
 SQL_BY_KEY = f"""
@@ -212,7 +164,9 @@ SELECT {OUT_COLS} FROM moved"""
 # An owner's own queue, for `GET /stats`: runs on the owner's rows only (owner/state index).
 SQL_OWNER_STATS = f"""
 SELECT state, count(*) AS n,
-       min(created_at) FILTER (WHERE state = {lit(P)}) AS oldest_pending,
+       min({DUE_FROM}) FILTER (WHERE {DUE}) AS oldest_due,
+       count(*) FILTER (WHERE {DUE}) AS due,
+       count(*) FILTER (WHERE {PARKED}) AS parked,
        count(*) FILTER (WHERE finished_at > now() - interval '5 minutes') AS finished_5m,
        now() AS now
 FROM jobs WHERE owner_id = :owner_id GROUP BY state"""
@@ -365,20 +319,25 @@ class CallerOperations(StoreBase):
         return job
 
     def owner_stats(self, owner_id: str) -> dict[str, Any]:
-        """The owner's jobs by state, the age of their oldest PENDING one, and how many of theirs
-        finished in the last five minutes."""
+        """The owner's jobs by state, how many PENDING ones are due and how many parked, how long
+        the oldest due one has waited (run-later and parked jobs are not late), and how many of
+        theirs finished in the last five minutes."""
         rows = self._rows(SQL_OWNER_STATS, owner_id=checked_owner(owner_id))
         depth = {state.value: 0 for state in JobState}
-        oldest, finished, now = None, 0, None
+        oldest, finished, now, due, parked = None, 0, None, 0, 0
         for row in rows:
             depth[row["state"]] = int(row["n"])
             finished += int(row["finished_5m"])
-            oldest = row["oldest_pending"] or oldest
+            due += int(row["due"])
+            parked += int(row["parked"])
+            oldest = row["oldest_due"] or oldest
             now = row["now"]
         return {
             "depth": depth,
+            "pending_due": due,
+            "pending_parked": parked,
             "oldest_pending_age_s": (
-                round((now - oldest).total_seconds(), 3) if oldest and now else None
+                round(max(0.0, (now - oldest).total_seconds()), 3) if oldest and now else None
             ),
             "finished_last_5_min": finished,
         }
