@@ -56,6 +56,21 @@ class JobResult(_Answer):
     created_at: datetime
 
 
+class WebhookView(_Answer):
+    """A job's completion webhook (for a job with a callback_url): its state, what it waits
+    for, and its latest delivery attempt."""
+
+    state: str
+    waiting_for: str | None = None
+    note: str | None = None
+    webhook_id: str | None = None
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    last_status: int | None = None
+    last_error: str | None = None
+    delivered_at: datetime | None = None
+
+
 class JobView(_Answer):
     """A job as its owner sees it (the content is not echoed back)."""
 
@@ -75,6 +90,7 @@ class JobView(_Answer):
     progress: ProgressView | None = None
     callback_url: str | None = None
     trace_id: str | None = None
+    webhook: WebhookView | None = None
     links: Links
 
 
