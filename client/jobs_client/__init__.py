@@ -38,6 +38,7 @@ from jobs_client.models import (
     ScheduleView,
     Stats,
     WebhookSecret,
+    WebhookView,
 )
 
 __all__ = [
@@ -45,6 +46,6 @@ __all__ = [
     "HistoryBucket", "InvalidUrl", "JobEvent", "JobList", "JobResult", "JobState", "JobTemplate",
     "JobView", "JobsClient", "Limits", "NewJob", "NotFound", "ProgressView", "RateLimited",
     "ScheduleEvent", "ScheduleList", "ScheduleView", "Stats", "TokenSource", "Unauthorized",
-    "Unavailable", "Unreachable", "WaitTimeout", "WebhookSecret", "parse_retry_after",
-    "problem_error", "template",
+    "Unavailable", "Unreachable", "WaitTimeout", "WebhookSecret", "WebhookView",
+    "parse_retry_after", "problem_error", "template",
 ]

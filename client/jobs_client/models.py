@@ -57,18 +57,18 @@ class JobResult(_Answer):
 
 
 class WebhookView(_Answer):
-    """A job's completion webhook (for a job with a callback_url): its state, what it waits
-    for, and its latest delivery attempt."""
+    """A job's completion webhook (for a job with a callback_url): the latest delivery once the
+    job has ended, and what it waits for while it is not done."""
 
-    state: str
-    waiting_for: str | None = None
-    note: str | None = None
-    webhook_id: str | None = None
-    attempts: int = 0
-    next_attempt_at: datetime | None = None
-    last_status: int | None = None
-    last_error: str | None = None
-    delivered_at: datetime | None = None
+    state: Literal["awaiting-end", "pending", "delivered", "given_up"]
+    waiting_for: Literal["job-end", "signing-secret", "first-attempt", "retry"] | None
+    note: str | None
+    webhook_id: str | None
+    attempts: int
+    next_attempt_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    delivered_at: datetime | None
 
 
 class JobView(_Answer):
@@ -89,8 +89,8 @@ class JobView(_Answer):
     result: JobResult | None
     progress: ProgressView | None = None
     callback_url: str | None = None
-    trace_id: str | None = None
     webhook: WebhookView | None = None
+    trace_id: str | None = None
     links: Links
 
 
