@@ -113,6 +113,8 @@ class DevStack:
             # Webhook receivers on this machine (http://127.0.0.1:…) are allowed here only.
             "WEBHOOK_ALLOW_LOOPBACK": "true",
             "HEARTBEAT_S": "1",  # progress shows within a second
+            # A job that takes as long as you ask, with progress (docs/presets.md).
+            "ENABLE_DEMO_PRESET": "true",
             "PYTHONUNBUFFERED": "1",
         }
         for target, port, probe in (("submit", a.submit_port, "/healthz"),

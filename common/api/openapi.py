@@ -175,6 +175,9 @@ def _new_job_variants(
         }
         if handler.max_content_chars is not None:
             content["maxLength"] = min(settings.max_content_bytes, handler.max_content_chars)
+        if handler.content_pattern is not None:  # it admits no NUL either
+            content["pattern"] = handler.content_pattern
+            content["description"] = handler.content_description or content["description"]
         variant: dict[str, Any] = {
             "type": "object",
             "title": f"{prefix[:-1]} ({name})",
