@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -211,3 +212,47 @@ def test_make_dev_runs_the_pipeline_and_stops_cleanly(data_dir: Path) -> None:
     finally:
         assert again.terminate() == 0
     assert [pid for pid in again.pids if _alive(pid)] == []
+
+
+@pytest.fixture(scope="module")
+def running_dev() -> Iterator[DevProcess]:
+    """One `make dev` for the tests below that only add jobs of their own."""
+    import shutil
+
+    path = Path(tempfile.mkdtemp(prefix="jobs-dev-"))
+    dev = DevProcess(path)
+    try:
+        yield dev
+    finally:
+        code = dev.terminate()
+        shutil.rmtree(cluster_home(path / "postgres"), ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=True)
+        assert code == 0, "\n".join(dev.lines[-30:])
+
+
+def _events(dev: DevProcess, job_id: str) -> dict[str, datetime]:
+    """When each of the job's events happened, by reason (as the database recorded them)."""
+    status, trail = dev.call("GET", f"/jobs/{job_id}/events")
+    assert status == 200, trail
+    return {e["reason"]: datetime.fromisoformat(e["at"]) for e in trail["events"]}
+
+
+def test_make_dev_pushes_several_jobs_into_process_at_once(running_dev: DevProcess) -> None:
+    """Four slow demo jobs run at once (the emulator's own push ran two), and a quick job sent
+    after them is done before any of them: counted from the jobs' own trails, not timed."""
+    dev = running_dev
+    assert any("8 pushes at once" in line for line in dev.lines)
+    slow = []
+    for _ in range(4):
+        status, job = dev.call("POST", "/jobs", {"preset": "demo", "content": "4"})
+        assert status == 202, job
+        slow.append(job["id"])
+    status, quick = dev.call("POST", "/jobs", {"preset": "echo", "content": "quick"})
+    assert status == 202, quick
+    for job_id in [*slow, quick["id"]]:
+        assert _wait_done(dev, job_id)["state"] == "COMPLETED"
+    trails = [_events(dev, job_id) for job_id in slow]
+    last_claim = max(t["claimed"] for t in trails)
+    first_end = min(t["completed"] for t in trails)
+    assert last_claim < first_end, trails  # all four were PROCESSING together
+    assert _events(dev, quick["id"])["completed"] < first_end
