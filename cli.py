@@ -138,6 +138,7 @@ def _wait(api: JobsClient, job_id: str, timeout_s: float) -> Any:
     is a bar redrawn in place on a terminal, a line per change otherwise."""
     from cli_render import Paint, state_change
     from common.api.client import WaitTimeout
+    from common.store.states import JobState
 
     paint, shown, tty = Paint.for_stream(sys.stderr), 0, sys.stderr.isatty()
     bar = ""
@@ -151,7 +152,9 @@ def _wait(api: JobsClient, job_id: str, timeout_s: float) -> Any:
         for event in events[shown:]:
             sys.stderr.write(state_change(event, job.created_at, paint) + "\n")
         shown = len(events)
-        if job.progress is not None and not job.state.terminal:
+        # The trail may be newer than `job`: once it shows the end, no bar follows it.
+        ended = bool(events) and JobState(events[-1].to_state).terminal
+        if job.progress is not None and not job.state.terminal and not ended:
             line = progress_line(job, tty)
             if line != bar:
                 sys.stderr.write("\r" + line.ljust(len(bar)) if tty else line + "\n")

@@ -206,6 +206,7 @@ class DevStack:
             "The CLI finds this stack with no exports: it reads the URLs and the secret that",
             f"signs dev tokens from {self.client_file} (mode 0600). In another terminal:",
             '  python main.py submit --preset text-stats --content "Hello there." --wait',
+            "  python main.py submit --preset demo --content 4 --wait   (4 s, with progress)",
             "  python main.py list",
             f'  curl -H "Authorization: Bearer $(python main.py token dev)" '
             f"http://127.0.0.1:{a.submit_port}/jobs",

@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from common.api.auth import issue_dev_token
 from localstack import dev_client
 from localstack.paths import ROOT
 from localstack.postgres import cluster_home, free_port
+from tests.support.console_blocks import UUID, console_blocks, in_terminal, mismatch, screen
 
 
 class DevProcess:
@@ -256,3 +258,35 @@ def test_make_dev_pushes_several_jobs_into_process_at_once(running_dev: DevProce
     first_end = min(t["completed"] for t in trails)
     assert last_claim < first_end, trails  # all four were PROCESSING together
     assert _events(dev, quick["id"])["completed"] < first_end
+
+
+DOCS = [path for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+        if console_blocks(path)]
+
+
+@pytest.mark.parametrize("path", DOCS, ids=[str(p.relative_to(ROOT)) for p in DOCS])
+def test_the_docs_console_examples_show_what_they_say(running_dev: DevProcess, path: Path) -> None:
+    """Every ```console block of README and docs/ (tests/support/console_blocks.py says how),
+    run in a terminal against `make dev`, shows what the docs show. A file's blocks are one
+    session, in order, as a reader follows them, by a user of its own."""
+    dev = running_dev
+    user = f"docs-{uuid.uuid4().hex[:8]}"
+    unset = ("JOBS_API_URL", "JOBS_TOKEN", "JOBS_SWEEP_URL", "JOBS_SWEEP_TOKEN",
+             "AUTH_HS256_SECRET")
+    env = {**{k: v for k, v in os.environ.items() if k not in unset},
+           "DEV_DATA_DIR": str(dev.data_dir), "JOBS_USER": user, "NO_COLOR": "1"}
+    last_id = None
+    for step in [step for block in console_blocks(path) for step in block]:
+        command = (step.command.replace("python main.py", f"{sys.executable} main.py")
+                   .replace("http://127.0.0.1:8080", dev.url)
+                   .replace("token dev", f"token {user}")
+                   .replace("hs256:dev", f"hs256:{user}"))
+        if last_id is not None:
+            command = UUID.sub(last_id, command)
+        shown = screen(in_terminal(command, env, ROOT))
+        expected = [line.replace("hs256:dev", f"hs256:{user}") for line in step.expected]
+        problem = mismatch(expected, shown)
+        assert problem is None, f"{path.name}: $ {step.command}\n{problem}\nshown:\n" + "\n".join(
+            shown)
+        if ids := UUID.findall("\n".join(shown)):
+            last_id = ids[0]
