@@ -1,5 +1,5 @@
 """Entry points of the Cloud Run functions (deploy with --entry-point submit, process or sweep),
-and, run as a script, the command line (`python main.py --help`; see cli.py).
+and, run as a script, the command line (`python main.py --help`; see cli/).
 
 Each function's module is imported when functions-framework looks its target up, so an instance
 of one function never pays the cold-start import of the other two.
@@ -54,6 +54,10 @@ if __name__ == "__main__":
     import sys
 
     _in_checkout_venv()
+    from pathlib import Path
+
+    # The CLI is built on the checkout's own client package (client/), installed or not.
+    sys.path.insert(1, str(Path(__file__).resolve().parent / "client"))
     from cli import main
 
     sys.exit(main())

@@ -65,6 +65,8 @@ locals {
         MAX_SCHEDULES_PER_OWNER  = tostring(var.max_schedules_per_owner)
         SCHEDULE_MIN_INTERVAL_S  = tostring(var.schedule_min_interval_s)
         WEBHOOK_ROTATION_GRACE_S = tostring(var.webhook_rotation_grace_s)
+        # Only reported: GET /limits tells callers (and `limit list`) the stack's default.
+        OWNER_MAX_RUNNING = tostring(var.owner_max_running)
       }
       # The public API: still private by IAM unless allow_public_submit.
       ingress = "ALLOW_ALL"

@@ -180,7 +180,7 @@ variable "owner_max_running" {
   description = <<-EOT
     OWNER_MAX_RUNNING: PROCESSING jobs per owner, 0 = unlimited (the default). process applies it
     when it claims a job, sweep when it republishes parked ones; per-owner overrides live in the
-    owner_limits table (`python main.py limit set OWNER N`).
+    owner_limits table (`python main.py limit set OWNER N`); submit reports it (GET /limits).
   EOT
   type        = number
   default     = 0

@@ -157,8 +157,9 @@ class DevStack:
     def _scheduler(self) -> None:
         """Cloud Scheduler's part: POST / to sweep with a fresh scheduler token, through the
         project's one HTTP client. No retries: the next tick is the retry."""
+        from jobs_client import ApiError, JobsClient, Unreachable
+
         from common.api.auth import issue_dev_token
-        from common.api.client import ApiError, JobsClient, Unreachable
 
         sweep = JobsClient(f"http://127.0.0.1:{self.args.sweep_port}",
                            lambda: issue_dev_token(self.secret, SCHEDULER, ttl_s=300),
@@ -257,4 +258,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # The scheduler thread calls sweep through the checkout's own client package (client/),
+    # as the CLI does, whether or not `make install` has installed it yet.
+    sys.path.insert(1, str(ROOT / "client"))
     raise SystemExit(main())

@@ -19,7 +19,7 @@ import jwt
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-import cli
+from cli import app as cli
 from localstack import dev_client
 from localstack.paths import ROOT
 from localstack.postgres import PostgresServer, free_port
@@ -166,9 +166,9 @@ def test_people_get_tables_and_scripts_get_json(server: str, tmp_path: Path) -> 
     _, table = _in_pty("list", **where)
     header, row = table.splitlines()[:2]
     assert re.sub(r"\033\[[0-9;]*m", "", header).split() == ["ID", "STATE", "PRESET", "AGE",
-                                                            "ATTEMPTS"]
+                                                            "ATTEMPTS", "DUE"]
     assert "\033[34mPENDING" in row and job["id"] in row
-    assert row.endswith(f"0/{job['max_attempts']}")
+    assert row.split()[-2:] == [f"0/{job['max_attempts']}", "now"]  # due now: not for later
     _, plain = _in_pty("list", NO_COLOR="1", **where)
     assert "\033[" not in plain
     lines = plain.splitlines()
@@ -206,8 +206,9 @@ class _Stream:
 def test_the_renderer_colours_only_a_terminal_and_pretty_prints_results() -> None:
     from datetime import UTC, datetime, timedelta
 
-    import cli_render as r
-    from common.api.models import JobView
+    from jobs_client import JobView
+
+    from cli import render as r
 
     assert r.Paint.for_stream(_Stream(True), {}).colour  # type: ignore[arg-type]
     assert not r.Paint.for_stream(_Stream(True), {"NO_COLOR": "1"}).colour  # type: ignore[arg-type]
@@ -239,8 +240,9 @@ def test_the_renderer_colours_only_a_terminal_and_pretty_prints_results() -> Non
 def test_submit_wait_draws_progress_as_a_bar_on_a_tty_and_as_lines_otherwise() -> None:
     from datetime import UTC, datetime
 
-    from cli import progress_line
-    from common.api.models import JobView
+    from jobs_client import JobView
+
+    from cli.jobs import progress_line
 
     now = datetime.now(UTC).isoformat()
     base = {"id": "00000000-0000-4000-8000-000000000001", "preset": "checksum", "attempts": 1,
@@ -339,8 +341,9 @@ def test_operator_commands_find_make_devs_database_and_fail_in_one_line(
 def test_a_job_for_later_shows_when_it_is_due_and_a_retry_when_it_runs_again() -> None:
     from datetime import UTC, datetime, timedelta
 
-    import cli_render as r
-    from common.api.models import JobView
+    from jobs_client import JobView
+
+    from cli import render as r
 
     now = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
     base = {"id": "fb041ba8-d9c1-4784-a61e-0ecdf690008d", "preset": "echo", "state": "PENDING",
@@ -352,3 +355,121 @@ def test_a_job_for_later_shows_when_it_is_due_and_a_retry_when_it_runs_again() -
     assert "due       in 5m (2026-11-26 12:05:30 UTC)" in later
     retry = r.job_summary(JobView.model_validate({**base, "attempts": 1}), now, r.Paint(False))
     assert "next try  in 5m (2026-11-26 12:05:30 UTC)" in retry
+
+
+@pytest.fixture()
+def stack_with_a_limit(submit_env: Any) -> Any:
+    """`submit` as a stack with OWNER_MAX_RUNNING=4 and loopback callbacks allowed (dev-like)."""
+    from localstack.function_server import FunctionServer
+
+    env = {**submit_env.env, "OWNER_MAX_RUNNING": "4", "WEBHOOK_ALLOW_LOOPBACK": "true"}
+    srv = FunctionServer("submit", ROOT / "main.py", env, probe="/healthz")
+    try:
+        yield srv.url
+    finally:
+        srv.close()
+
+
+def test_every_new_option_reaches_the_api_and_comes_back(
+    stack_with_a_limit: str, submit_env: Any
+) -> None:
+    """Callback URL, trace id and due time in `get` and `list`; the webhook secret; schedule
+    edit; `--max-attempts 0` refused (nothing created); history and limits; `limit list`'s
+    default is the stack's (4), not this shell's (OWNER_MAX_RUNNING=9)."""
+    url = stack_with_a_limit
+    auth = {"JOBS_API_URL": url, "JOBS_TOKEN": submit_env.token("cli-new")}
+
+    def ok(*args: str, **env: str) -> Any:
+        result = _cli("--json", *args, **auth, **env)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    assert ok("health") == {"status": "ok", "database": "ok"}
+    minted = ok("token", "someone", AUTH_HS256_SECRET=SECRET)
+    assert minted["subject"] == "someone" and who_signed(minted["token"]) == "someone"
+    hook = "http://127.0.0.1:9/hook"
+    job = ok("submit", "--preset", "echo", "--content", "x", "--callback-url", hook, "--in", "1h")
+    shown = ok("get", job["id"], "--wait", "0.2")  # not due for an hour: answers after 0.2 s
+    assert shown["callback_url"] == hook and re.fullmatch(r"[0-9a-f]{32}", shown["trace_id"])
+    assert shown["trace_id"] == job["trace_id"] and shown["not_before"]
+    _, human = _in_pty("get", job["id"], NO_COLOR="1", **auth)
+    assert re.search(r"^due +in (59|60)m ", human, re.M), human
+    assert re.search(rf"^callback +{re.escape(hook)}$", human, re.M)
+    assert re.search(rf"^trace +{shown['trace_id']}$", human, re.M)
+    _, listed = _in_pty("list", NO_COLOR="1", **auth)
+    assert listed.splitlines()[1].split()[-2:] == ["in", "59m"] or \
+        listed.splitlines()[1].split()[-2:] == ["in", "1h"], listed
+
+    secret = ok("webhook-secret", "rotate")
+    assert secret["secret"].startswith("whsec_") and secret["rotated_at"]
+
+    refused = _cli("schedule", "add", "--cron", "0 9 * * *", "--preset", "echo", "--content",
+                   "x", "--max-attempts", "0", **auth)
+    assert refused.returncode == 1 and "max_attempts" in refused.stderr, refused.stderr
+    assert ok("schedule", "list")["schedules"] == []  # nothing was created
+    sid = ok("schedule", "add", "--cron", "0 9 * * *", "--preset", "echo", "--content",
+             "x")["id"]
+    edited = ok("schedule", "edit", sid, "--cron", "30 10 * * MON", "--timezone",
+                "Europe/Riga", "--overlap", "allow")
+    assert (edited["cron"], edited["timezone"], edited["overlap"]) == (
+        "30 10 * * MON", "Europe/Riga", "allow")
+    assert edited["job"]["preset"] == "echo" and edited["catch_up"] == "once"  # the rest kept
+    rejob = ok("schedule", "edit", sid, "--preset", "text-stats", "--content", "Hi there",
+               "--max-attempts", "2")
+    assert rejob["job"]["preset"] == "text-stats" and rejob["job"]["max_attempts"] == 2
+    half = _cli("schedule", "edit", sid, "--preset", "echo", **auth)
+    assert half.returncode == 1 and "--preset and --content together" in half.stderr
+    _, table = _in_pty("schedule", "list", NO_COLOR="1", **auth)
+    assert table.splitlines()[0].split() == ["ID", "CRON", "ZONE", "PRESET", "STATE", "NEXT",
+                                             "FIRE"] and sid in table
+
+    ok("cancel", job["id"])
+    history = ok("history")
+    assert history["window"] == "hour" and len(history["buckets"]) == 60
+    assert sum(b["counts"]["CANCELLED"] for b in history["buckets"]) == 1
+    assert ok("history", "--window", "day")["bucket_s"] == 900
+    _, drawn = _in_pty("history", NO_COLOR="1", **auth)
+    assert drawn.splitlines()[0] == "jobs ended per minute, last hour"
+    assert drawn.splitlines()[1].split() == ["FROM", "COMPLETED", "FAILED", "CANCELLED"]
+    assert drawn.splitlines()[2].split()[-3:] == ["0", "0", "1"]
+    assert ok("limits") == {"default_max_running": 4, "override": None, "max_running": 4,
+                            "running": 0}
+
+    db = {"DATABASE_URL": submit_env.env["DATABASE_URL"], "OWNER_MAX_RUNNING": "9"}
+    limits = ok("limit", "set", "hs256:cli-new", "2", **db)
+    assert limits["default"] == 4
+    assert {"owner_id": "hs256:cli-new", "max_running": 2, "running": 0} in limits["owners"]
+    assert ok("limits")["max_running"] == 2
+    away = _cli("--json", "limit", "list", **db, JOBS_API_URL="http://127.0.0.1:1",
+                JOBS_TOKEN="x")
+    unknown = json.loads(away.stdout)
+    assert unknown["default"] is None and "cannot reach" in unknown["default_unknown"]
+
+
+def who_signed(token: str) -> str:
+    return str(jwt.decode(token, SECRET, algorithms=["HS256"],
+                          options={"verify_aud": False})["sub"])
+
+
+def test_get_shows_progress_and_whatever_the_server_says_of_webhooks() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from jobs_client import JobView
+
+    from cli import render as r
+
+    now = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
+    running = JobView.model_validate({
+        "id": "fb041ba8-d9c1-4784-a61e-0ecdf690008d", "preset": "demo", "state": "PROCESSING",
+        "attempts": 1, "max_attempts": 3, "metadata": {}, "cancel_requested": False,
+        "created_at": now, "updated_at": now, "started_at": now, "finished_at": None,
+        "not_before": None, "result": None, "callback_url": "https://example.com/h",
+        "progress": {"fraction": 0.4, "note": "4 of 10", "at": now - timedelta(seconds=3),
+                     "attempt": 1},
+        "webhook": {"state": "pending", "attempts": 2},  # a field a newer server adds
+        "links": {"self": "/jobs/x", "events": "/jobs/x/events"}})
+    text = r.job_summary(running, now, r.Paint(False))
+    assert "progress  40% 4 of 10 (3s ago)" in text
+    assert "callback  https://example.com/h" in text
+    assert 'webhook   {"attempts": 2, "state": "pending"}' in text
+    assert running.model_dump(mode="json")["webhook"] == {"state": "pending", "attempts": 2}

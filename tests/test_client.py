@@ -1,6 +1,7 @@
-"""The typed client (common/api/client.py) against the real `submit` server, a functions-framework
-process, with a small fault-injecting HTTP proxy in front of it where a test needs the network
-to misbehave. Waits are counted through the client's injectable `sleep`, never timed."""
+"""The typed client (the jobs_client package in client/) against the real `submit` server, a
+functions-framework process, with a small fault-injecting HTTP proxy in front of it where a
+test needs the network to misbehave. Waits are counted through the client's injectable
+`sleep`, never timed."""
 
 from __future__ import annotations
 
@@ -12,15 +13,15 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
-
-from common.api.client import (
+from jobs_client import (
     BadRequest,
     Conflict,
     JobsClient,
+    JobState,
     NotFound,
     Unauthorized,
     Unavailable,
@@ -28,7 +29,8 @@ from common.api.client import (
     WaitTimeout,
     parse_retry_after,
 )
-from common.store.states import JobState
+from sqlalchemy import Engine, text
+
 from localstack.postgres import free_port
 from tests.submit_fixtures import AUDIENCE, SubmitHarness
 from tests.support.paths import ROOT
@@ -318,15 +320,99 @@ def test_retry_after_accepts_seconds_and_dates() -> None:
     assert parse_retry_after("soon", now) is None and parse_retry_after(None) is None
 
 
-def test_importing_the_client_stays_light() -> None:
-    """A calling service pays for pydantic and the models, not the server's database or web
-    stacks."""
+def test_the_client_installs_on_its_own_and_stays_light(tmp_path: Path) -> None:
+    """`pip install ./client` into a fresh virtualenv, offline (nothing is downloaded), then,
+    in that venv: the package is the installed copy with its py.typed, its one declared
+    dependency is pydantic, and importing it loads none of the server's database or web
+    stacks. The build backend (flit_core) and pydantic are lent from this environment by a .pth
+    file that comes after the fresh venv's own site-packages."""
     import subprocess
     import sys
 
-    probe = ("import sys, common.api.client; print(sorted(m for m in ('sqlalchemy', 'pg8000', "
-             "'werkzeug', 'flask', 'jwt', 'google.auth', 'google.cloud.pubsub') "
-             "if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
-                         text=True, check=True, timeout=60)
-    assert out.stdout.strip() == "[]"
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    own = subprocess.run([str(python), "-c", "import site; print(site.getsitepackages()[0])"],
+                         capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    lent = [p for p in sys.path if p and Path(p).is_dir() and Path(p).resolve() not in
+            (ROOT.resolve(), (ROOT / "client").resolve())]
+    (Path(own) / "zz_lent.pth").write_text("\n".join(lent) + "\n")
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
+         "--no-build-isolation", "--disable-pip-version-check", str(ROOT / "client")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert install.returncode == 0, install.stderr
+    probe = (
+        "import importlib.metadata as m, json, pathlib, sys, jobs_client\n"
+        "here = pathlib.Path(jobs_client.__file__).parent\n"
+        "heavy = [n for n in ('sqlalchemy', 'pg8000', 'werkzeug', 'flask', 'jwt', "
+        "'google.auth', 'google.cloud.pubsub', 'common') if n in sys.modules]\n"
+        "print(json.dumps({'where': str(here), 'typed': (here / 'py.typed').exists(), "
+        "'requires': m.requires('jobs-client'), 'heavy': heavy}))\n"
+    )
+    out = subprocess.run([str(python), "-c", probe], capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout)
+    assert found["where"].startswith(own), found  # the installed copy, not the checkout's
+    assert found["typed"] and found["heavy"] == []
+    assert [r.split("<")[0].split(">")[0] for r in found["requires"]] == ["pydantic"]
+
+
+def test_the_client_models_say_what_the_openapi_document_says(server: str) -> None:
+    """The client's own copy of the answers' shapes (jobs_client.models) names every field the
+    API's document names for them, and requires the same ones: a field added to the API
+    without the client fails here."""
+    import urllib.request
+
+    import jobs_client.models as cm
+
+    with urllib.request.urlopen(server + "/openapi.json", timeout=30) as resp:
+        doc = json.load(resp)
+    schemas = doc["components"]["schemas"]
+    names = ["JobView", "JobList", "EventList", "JobEvent", "JobResult", "ProgressView", "Links",
+             "Stats", "Health", "History", "HistoryBucket", "Limits", "WebhookSecret",
+             "ScheduleView", "ScheduleList", "ScheduleEvent", "ScheduleEventList", "TemplateView",
+             "ScheduleLinks"]
+    for name in names:
+        model = getattr(cm, name)
+        assert set(model.model_fields) == set(schemas[name]["properties"]), name
+        required = {n for n, f in model.model_fields.items() if f.is_required()}
+        assert required <= set(schemas[name].get("required", [])), name
+
+
+def test_health_reports_an_unreachable_database_at_once() -> None:
+    """`/healthz` answers 503 with a Health body (not a problem) when the database is down:
+    `health()` returns it after one request, without the retries (and Retry-After waits) that
+    a 503 elsewhere gets. A 503 without that body is still an error."""
+    bodies = [json.dumps({"status": "unavailable", "database": "unreachable"}).encode(),
+              UNAVAILABLE]
+    seen: list[str] = []
+
+    class Down(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            body = bodies[0] if len(seen) == 1 else bodies[1]
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Retry-After", "5")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Down)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        sleeps = Sleeps()
+        api = JobsClient(f"http://127.0.0.1:{httpd.server_port}", sleep=sleeps)
+        health = api.health()
+        assert (health.status, health.database) == ("unavailable", "unreachable")
+        with pytest.raises(Unavailable):
+            api.health()
+        assert seen == ["/healthz", "/healthz"] and list(sleeps) == []
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

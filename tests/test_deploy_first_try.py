@@ -171,13 +171,16 @@ def test_item02_output_is_the_flag(infra: Infra) -> None:
 
 def _paths_a_step_needs(step: dict[str, Any]) -> set[str]:
     text = " ".join(str(a) for a in step.get("args", [])) + " " + step.get("entrypoint", "")
-    needs = {name for name in ("requirements.txt", "main.py", "cli.py", "alembic.ini", "Makefile",
+    needs = {name for name in ("requirements.txt", "main.py", "alembic.ini", "Makefile",
                                "pyproject.toml", "requirements-dev.txt") if name in text}
     if re.search(r"\bmake\b|\bpytest\b", text):  # the suite and its harness
         needs |= {"Makefile", "pyproject.toml", "requirements-dev.txt", "tests/conftest.py",
                   "tests/test_infra.py", "localstack/paths.py"}
     if "main.py migrate" in text:
-        needs |= {"main.py", "cli.py", "alembic.ini", "migrations/env.py", "common/store/engine.py"}
+        # the CLI package, and the client package it is built on (main.py puts client/ on the path)
+        needs |= {"main.py", "cli/__init__.py", "cli/app.py", "cli/operator.py",
+                  "client/jobs_client/__init__.py", "alembic.ini", "migrations/env.py",
+                  "common/store/engine.py"}
     if "--source=." in text:
         needs |= {"main.py", "requirements.txt", "functions/submit.py", "common/settings.py"}
     return needs

@@ -20,14 +20,15 @@ from tests.test_deploy_first_try import DOCS, doc_commands, first
 #   (functions/process.py) and sweep (common/maintenance/sweep.py) build a WebhookDeliverer,
 #   which opens them to sign (common/messaging/webhooks.py, unseal).
 # - OWNER_MAX_RUNNING: process's claim and take_parked (common/store/worker_moves.py,
-#   fair_share.py), the sweep's parked step (take_parked_all).
+#   fair_share.py), the sweep's parked step (take_parked_all), and submit's GET /limits, which
+#   reports it (common/store/insight.py).
 # - MAX_RUN_AHEAD_DAYS, MAX_SCHEDULES_PER_OWNER, SCHEDULE_MIN_INTERVAL_S: creating jobs and
 #   schedules (common/store/callers.py, schedules.py), submit's API only.
 # - WEBHOOK_MAX_ATTEMPTS, WEBHOOK_TIMEOUT_S: the WebhookDeliverer (process and sweep);
 #   WEBHOOK_ROTATION_GRACE_S: POST /webhook-secret/rotate (submit).
 READERS = {
     "WEBHOOK_SECRET_KEY": {"submit", "process", "sweep"},
-    "OWNER_MAX_RUNNING": {"process", "sweep"},
+    "OWNER_MAX_RUNNING": {"submit", "process", "sweep"},
     "MAX_RUN_AHEAD_DAYS": {"submit"},
     "MAX_SCHEDULES_PER_OWNER": {"submit"},
     "SCHEDULE_MIN_INTERVAL_S": {"submit"},

@@ -275,3 +275,49 @@ def test_preset_options_are_checked_at_submit(api: SubmitHarness) -> None:
         {"preset": "checksum", "content": "x", "metadata": {"options": {"algorithms": ["md5"]}}},
     )
     assert ok.status_code == 202
+
+
+def test_the_trace_id_is_visible_on_submit_and_get(api: SubmitHarness) -> None:
+    """The caller's W3C trace continues into the job: the submit answer and GET /jobs/{id}
+    name its trace id, the same one the message carries (and, through the job, its logs and
+    webhook). Without a traceparent the job gets a new trace, shown the same way."""
+    caller = "4bf92f3577b34da6a3ce929d0e0e4736"
+    traced = api.post_job("alice", JOB, traceparent=f"00-{caller}-00f067aa0ba902b7-01")
+    assert traced.status_code == 202 and traced.get_json()["trace_id"] == caller
+    shown = api.client.get(f"/jobs/{traced.get_json()['id']}", headers=api.auth("alice"))
+    assert shown.get_json()["trace_id"] == caller
+    fresh = api.post_job("alice", {**JOB, "content": "other"}).get_json()
+    messages = {m["data"]["job_id"]: m["attributes"]["traceparent"] for m in api.pull()}
+    assert messages[fresh["id"]].split("-")[1] == fresh["trace_id"] != caller
+    assert re.fullmatch(r"[0-9a-f]{32}", fresh["trace_id"])
+    listed = api.client.get("/jobs", headers=api.auth("alice")).get_json()["jobs"]
+    assert {j["trace_id"] for j in listed} == {caller, fresh["trace_id"]}
+
+
+def test_history_and_limits_are_the_callers_own(api: SubmitHarness) -> None:
+    """GET /stats/history counts the caller's ended jobs per minute (60 buckets, zeros
+    included) by end state; another owner's never show. GET /limits names the stack's
+    default. A window other than hour or day is a 422 naming the field."""
+    mine = [api.post_job("alice", {**JOB, "content": str(i)}).get_json()["id"] for i in range(3)]
+    theirs = api.post_job("mallory", JOB).get_json()["id"]
+    for job_id in mine[:2]:
+        api.client.post(f"/jobs/{job_id}/cancel", headers=api.auth("alice"))
+    api.client.post(f"/jobs/{theirs}/cancel", headers=api.auth("mallory"))
+    hour = api.client.get("/stats/history", headers=api.auth("alice")).get_json()
+    assert hour["window"] == "hour" and hour["bucket_s"] == 60 and len(hour["buckets"]) == 60
+    assert sum(b["counts"]["CANCELLED"] for b in hour["buckets"]) == 2
+    assert all(set(b["counts"]) == {"COMPLETED", "FAILED", "CANCELLED"} for b in hour["buckets"])
+    starts = [b["at"] for b in hour["buckets"]]
+    assert starts == sorted(starts)
+    day = api.client.get("/stats/history?window=day", headers=api.auth("alice")).get_json()
+    assert len(day["buckets"]) == 96 and sum(b["counts"]["CANCELLED"] for b in day["buckets"]) == 2
+    nobody = api.client.get("/stats/history", headers=api.auth("bob")).get_json()
+    assert all(not any(b["counts"].values()) for b in nobody["buckets"])
+    bad = api.client.get("/stats/history?window=week", headers=api.auth("alice"))
+    assert bad.status_code == 422
+    assert _problem(bad)["invalid_params"] == [{"name": "window",  # type: ignore[comparison-overlap]
+                                                "reason": "must be hour or day"}]
+    limits = api.client.get("/limits", headers=api.auth("alice")).get_json()
+    assert limits == {"default_max_running": 0, "override": None, "max_running": 0,
+                      "running": 0}
+    assert api.client.get("/limits").status_code == 401

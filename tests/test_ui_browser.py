@@ -29,6 +29,7 @@ from tests.support.paths import ROOT
 pytestmark = pytest.mark.timeout(600)
 
 MARKUP = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
+NONE = "\u2013"  # what the page shows for a time it does not have (an en dash)
 WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
 
 
@@ -166,7 +167,7 @@ def test_dashboard_shows_the_queue_and_steers_it(dash: Dashboard) -> None:
     _sign_in_by_link(dash)
     dash.driver.refresh()  # polls every 250 ms from now on
     dash.wait(lambda: _counts(dash).get("PENDING") == "0", "an empty queue")
-    # Jobs arrive in waves while the overview polls, so its sparkline has something to show.
+    # Jobs arrive in waves while the overview polls.
     done = []
     for wave, content in enumerate(["Hello there.", "General Kenobi!"], start=1):
         done.append(dash.submit("echo", content))
@@ -183,15 +184,28 @@ def test_dashboard_shows_the_queue_and_steers_it(dash: Dashboard) -> None:
     dash.wait(lambda: _counts(dash) == want, f"the depth per state {want}")
     dash.wait(lambda: dash.texts("#finished") == ["4"], "four finished")
     assert dash.texts("#throughput") == ["0.8 jobs/min"]  # 4 finishes in 5 minutes
-    label = dash.js("return document.querySelector('.spark').getAttribute('aria-label')")
-    assert "now 0.8" in label and "lowest 0.0" in label and "jobs per minute" in label
-    assert dash.js("return document.querySelectorAll('.spark-line').length") == 1
-    dash.shot("overview")
+    # The history is the server's: the same after a reload (a tab's own samples would be gone).
+    hour_label = "return document.querySelector('#history-hour svg').getAttribute('aria-label')"
+    ended = "3 completed, 1 failed, 0 cancelled"
+    dash.wait(lambda: ended in dash.js(hour_label), "the hour's history")
+    dash.driver.refresh()
+    dash.wait(lambda: ended in (dash.js("const e = document.querySelector('#history-hour svg');"
+                                        "return e ? e.getAttribute('aria-label') : ''")),
+              "the same history after a reload")
+    day = dash.js("return document.querySelector('#history-day svg').getAttribute('aria-label')")
+    assert ended in day and "last day" in day
+    assert dash.js("return document.querySelectorAll('#history-hour rect.bar-completed').length") \
+        >= 1
+    assert dash.js("return document.querySelectorAll('#history-hour rect.bar-failed').length") == 1
+    dash.shot("overview", height=1000)
 
     dash.click("#nav a", "Jobs")
     dash.wait(lambda: len(dash.texts("tbody tr")) == 5, "five jobs in the list")
     assert dash.texts("tbody tr td:nth-child(3) .badge") == [
         "PROCESSING", "FAILED", "COMPLETED", "COMPLETED", "COMPLETED"]  # newest first
+    # Whole ids: made within a minute, their first characters are the same.
+    assert dash.texts("tbody tr td:first-child a") == [sleeper, broken, *done[::-1]]
+    assert dash.texts("tbody tr td.due") == [NONE] * 5
     dash.shot("jobs")
 
     _choose(dash, "state", "FAILED")
@@ -301,7 +315,7 @@ def test_keyboard_and_accessibility(dash: Dashboard) -> None:
     assert dash.js("return document.activeElement.id") == "token"
     assert dash.texts("label[for=token]") == ["API token"]
     assert dash.axe() == []
-    assert dash.texts("#nav a") == ["Overview", "Jobs"] and not dash.js(
+    assert dash.texts("#nav a") == ["Overview", "Jobs", "Schedules"] and not dash.js(
         "return document.getElementById('nav').checkVisibility()")  # no views while signed out
     dash.shot("sign-in")
     field = driver.find_element("css selector", "#token")
@@ -314,18 +328,18 @@ def test_keyboard_and_accessibility(dash: Dashboard) -> None:
     dash.wait(lambda: dash.texts("main h1") == ["Overview"], "the overview")
     dash.wait(lambda: _counts(dash).get("PROCESSING") == "1", "the counts")
 
-    # Tab order: skip link, the two views, sign out, then the state tiles; focus is visible.
+    # Tab order: skip link, the three views, sign out, then the state tiles; focus is visible.
     driver.refresh()  # focus starts at the top of the document
     dash.wait(lambda: _counts(dash).get("PROCESSING") == "1", "the counts")
     seen = []
-    for _ in range(8):
+    for _ in range(9):
         driver.switch_to.active_element.send_keys(Keys.TAB)
         seen.append(dash.js(
             "const e = document.activeElement, s = getComputedStyle(e);"
             "return [e.tagName + ':' + e.textContent.trim(), s.outlineStyle,"
             " parseFloat(s.outlineWidth)]"))
     assert [s[0] for s in seen] == [
-        "A:Skip to content", "A:Overview", "A:Jobs", "BUTTON:Sign out",
+        "A:Skip to content", "A:Overview", "A:Jobs", "A:Schedules", "BUTTON:Sign out",
         "A:PENDING0 jobs: show them", "A:PROCESSING1 jobs: show them",
         "A:COMPLETED0 jobs: show them", "A:FAILED0 jobs: show them"], seen
     assert all(style != "none" and width >= 2 for _, style, width in seen), seen
@@ -383,7 +397,7 @@ def test_optional_fields_show_when_present(dash: Dashboard, engine: Engine) -> N
                       {"id": job.id})
     _sign_in_by_link(dash)
     dash.open(f"/jobs/{job.id}")
-    dash.wait(lambda: "Not before" in dash.texts(".fields dt"), "the not-before field")
+    dash.wait(lambda: "Due" in dash.texts(".fields dt"), "the due field")
     assert "Progress" not in dash.texts(".fields dt")
 
     dash.js("""
@@ -421,3 +435,77 @@ def test_the_list_pages_with_the_api_cursor(dash: Dashboard) -> None:
     assert dash.texts(".pager a") == ["« Newest"]
     dash.driver.back()
     dash.wait(lambda: dash.js(rows) == newest_first[:20], "the first page again")
+
+
+def test_schedules_and_a_job_s_callback_trace_and_webhook_state(dash: Dashboard) -> None:
+    """The schedules page lists each schedule with its next fire; a schedule's page shows the
+    job it creates and its events, a fire linking to the job it made. A job's page shows its
+    callback URL, its trace id and whatever webhook state the API reports, as text."""
+    from datetime import timedelta
+
+    from common.store.models import NewJob
+    from common.store.schedule_models import DueSchedule
+
+    store = dash.pipeline.store
+    ticking = dash.call("POST", "/schedules", {"cron": "*/5 * * * *", "timezone": "Europe/Riga",
+                                               "job": {"preset": "echo", "content": "tick",
+                                                       "metadata": {"note": MARKUP}}})
+    paused = dash.call("POST", "/schedules", {"cron": "0 9 * * MON", "enabled": False,
+                                              "job": {"preset": "text-stats", "content": "x"}})
+    dash.call("POST", "/schedules", {"cron": "0 9 * * *", "job": {"preset": "echo",
+                                                                  "content": "x"}}, "mallory")
+    due = DueSchedule.model_validate({**ticking, "next_fire_at": ticking["next_fire_at"]})
+    taken, fired_job = store.fire(due, due.next_fire_at, due.next_fire_at + timedelta(minutes=5),
+                                  0)
+    assert taken and fired_job is not None
+
+    _sign_in_by_link(dash)
+    dash.click("#nav a", "Schedules")
+    dash.wait(lambda: len(dash.texts("tbody tr")) == 2, "alice's two schedules")  # not mallory's
+    assert dash.texts("tbody tr td:first-child a") == [paused["id"], ticking["id"]]
+    assert dash.texts("tbody tr td:nth-child(5)") == ["paused", "on"]
+    nexts = dash.texts("tbody tr td.next")
+    assert nexts[0] == NONE and nexts[1] != NONE
+    assert dash.js("return document.querySelector('#nav a[aria-current]').textContent") == \
+        "Schedules"
+    assert dash.axe() == []
+    dash.shot("schedules")
+
+    dash.click("tbody tr td:first-child a", ticking["id"])
+    dash.wait(lambda: dash.texts(".events tbody td.kind") == ["fired"], "the fire event")
+    assert dash.texts(".events tbody td a") == [str(fired_job)]
+    assert json.loads(dash.texts("#main pre.json")[0]) == {"note": MARKUP}  # shown as text
+    assert dash.js("return window.__pwned") is None
+    assert "Europe/Riga" in dash.texts(".fields dd")
+    assert dash.axe() == []
+    dash.shot("schedule", height=1000)
+    dash.click(".events tbody td a")
+    dash.wait(lambda: dash.texts("main h1 .mono") == [str(fired_job)], "the job it made")
+
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    job, _ = store.create("hs256:alice", NewJob(preset="echo", content="x",
+                                                callback_url="https://example.com/hook?a=<b>"),
+                          traceparent=f"00-{trace}-00f067aa0ba902b7-01")
+    dash.open(f"/jobs/{job.id}")
+    dash.wait(lambda: "Callback URL" in dash.texts(".callback dt"), "the callback")
+    assert dash.texts(".callback dd") == ["https://example.com/hook?a=<b>"]
+    assert trace in dash.texts(".fields dd")
+    # The webhook's state, as a newer API reports it: shown field by field, as text.
+    dash.js("""
+        const real = window.fetch;
+        window.fetch = async (url, init) => {
+          const res = await real(url, init);
+          if (!/\\/jobs\\/[0-9a-f-]+$/.test(new URL(url).pathname)) return res;
+          const job = await res.json();
+          job.webhook = {state: 'retrying', attempts: 2, last_error: arguments[0]};
+          return new Response(JSON.stringify(job), {status: res.status, headers: res.headers});
+        };""".replace("arguments[0]", json.dumps(MARKUP)))
+    dash.open("/jobs")
+    dash.open(f"/jobs/{job.id}")
+    dash.wait(lambda: "Webhook" in dash.texts(".callback dt"), "the webhook's state")
+    shown = " ".join(dash.texts(".callback dd"))
+    assert "retrying" in shown and MARKUP in shown
+    assert dash.js("return document.querySelectorAll('#main img, #main script').length") == 0
+    assert dash.js("return window.__pwned") is None
+    assert dash.axe() == []
+    assert [e for e in dash.console() if e["level"] == "SEVERE"] == []

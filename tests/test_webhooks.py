@@ -3,7 +3,9 @@ verifies every request with the Standard Webhooks reference verifier."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -26,6 +28,7 @@ from localstack.postgres import free_port
 from tests.conftest import table_counts
 from tests.process_fixtures import Pipeline
 from tests.submit_fixtures import SubmitHarness
+from tests.support.slow_peers import BlackHole, Lookups
 from tests.support.webhook_receiver import Receiver
 
 
@@ -178,18 +181,83 @@ def test_delivery_checks_the_target_again(
     assert given_up["details"]["error"].startswith("target refused")
 
 
-def test_no_secret_no_delivery_until_the_owner_makes_one(
+def test_no_secret_waits_without_spending_attempts_until_the_owner_makes_one(
     loopback: None, api: SubmitHarness, engine: Engine, receiver: Receiver
 ) -> None:
     receiver.start()
     job = submit(api, receiver.url)
     api.client.post(f"/jobs/{job['id']}/cancel", headers=api.auth("alice"))
     dlv = deliverer(engine)
-    assert webhook_step.deliver(dlv, Budget(30), 100)["outcomes"] == {"pending": 1}
+    for _ in range(7):  # more passes than WEBHOOK_MAX_ATTEMPTS (5), each past any backoff
+        webhook_step.deliver(dlv, Budget(30), 100)
+        threading.Event().wait(0.35)
+    [row] = dlv.store.deliveries(job["id"])
+    assert (row["state"], row["attempts"]) == ("pending", 0), row
     assert receiver.received == []  # never sent unsigned
+    # The caller was told at submit, and GET /jobs/{id} says what the delivery waits for.
+    assert job["webhook"]["waiting_for"] == "signing-secret"
+    assert job["webhook"]["state"] == "awaiting-end"
+    shown = api.client.get(f"/jobs/{job['id']}", headers=api.auth("alice")).get_json()
+    assert shown["webhook"]["state"] == "pending"
+    assert shown["webhook"]["waiting_for"] == "signing-secret"
+    assert shown["webhook"]["attempts"] == 0
     receiver.secret = rotate(api)["secret"]
     sweep_until(dlv, lambda: receiver.received)
     assert receiver.received[0].error is None
+    [row] = dlv.store.deliveries(job["id"])
+    assert (row["state"], row["attempts"]) == ("delivered", 1)
+
+
+def test_get_job_shows_the_webhook_state_retrying_then_delivered(
+    loopback: None, api: SubmitHarness, engine: Engine, receiver: Receiver
+) -> None:
+    receiver.secret = rotate(api)["secret"]
+    receiver.plan = [503]
+    receiver.start()
+    job = submit(api, receiver.url)
+    assert job["webhook"] == {
+        "state": "awaiting-end", "waiting_for": "job-end", "note": "sent when the job ends",
+        "webhook_id": None, "attempts": 0, "next_attempt_at": None, "last_status": None,
+        "last_error": None, "delivered_at": None,
+    }
+    api.client.post(f"/jobs/{job['id']}/cancel", headers=api.auth("alice"))
+    dlv = deliverer(engine)
+    assert webhook_step.deliver(dlv, Budget(30), 100)["outcomes"] == {"pending": 1}
+    hook = api.client.get(f"/jobs/{job['id']}", headers=api.auth("alice")).get_json()["webhook"]
+    assert hook["state"] == "pending" and hook["waiting_for"] == "retry"
+    assert hook["attempts"] == 1 and hook["last_status"] == 503
+    assert hook["last_error"] == "answered 503" and hook["next_attempt_at"] is not None
+    sweep_until(dlv, lambda: dlv.store.deliveries(job["id"])[0]["state"] == "delivered")
+    hook = api.client.get(f"/jobs/{job['id']}", headers=api.auth("alice")).get_json()["webhook"]
+    assert hook["state"] == "delivered" and hook["waiting_for"] is None
+    assert hook["attempts"] == 2 and hook["last_status"] == 200 and hook["delivered_at"]
+    assert hook["webhook_id"] == receiver.received[-1].headers["webhook-id"]
+    # Lists do not read deliveries: the field is null there.
+    listed = api.client.get("/jobs", headers=api.auth("alice")).get_json()["jobs"]
+    assert [j["webhook"] for j in listed] == [None]
+    # Another owner's job stays a 404, webhook and all.
+    other = api.client.get(f"/jobs/{job['id']}", headers=api.auth("bob"))
+    assert other.status_code == 404
+
+
+def test_the_webhook_carries_the_jobs_trace_and_the_events_its_id(
+    loopback: None, api: SubmitHarness, engine: Engine, receiver: Receiver
+) -> None:
+    receiver.secret = rotate(api)["secret"]
+    receiver.start()
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    resp = api.post_job("alice", {"preset": "echo", "content": "hi",
+                                  "callback_url": receiver.url},
+                        traceparent=f"00-{trace_id}-00f067aa0ba902b7-01")
+    job = resp.get_json()
+    api.client.post(f"/jobs/{job['id']}/cancel", headers=api.auth("alice"))
+    sweep_until(deliverer(engine), lambda: receiver.received)
+    got = receiver.received[0]
+    version, sent_trace, span, flags = got.headers["traceparent"].split("-")
+    assert (version, sent_trace, flags) == ("00", trace_id, "01") and len(span) == 16
+    [delivered] = [e for e in events(api, job["id"]) if e["reason"] == "webhook-delivered"]
+    assert delivered["details"]["webhook_id"] == got.headers["webhook-id"]
+    assert got.headers["webhook-id"].startswith("msg_")
 
 
 def test_rotation_signs_with_both_secrets_during_the_grace_period(
@@ -294,3 +362,59 @@ def test_a_public_callback_url_is_accepted_and_shown(api: SubmitHarness) -> None
     again = api.post_job("alice", {"preset": "echo", "content": "hi", "idempotency_key": "k",
                                    "callback_url": "https://b.example.com/"})
     assert first.status_code == 202 and again.status_code == 409
+
+
+EMBEDDING_METADATA = [
+    "64:ff9b::a9fe:a9fe",    # NAT64: 169.254.169.254
+    "::a9fe:a9fe",           # IPv4-compatible
+    "::ffff:0:a9fe:a9fe",    # IPv4-translated
+    "2002:a9fe:a9fe::1",     # 6to4
+    "::ffff:a9fe:a9fe",      # IPv4-mapped
+    "64:ff9b::a00:1",        # NAT64: 10.0.0.1
+    "2002:c0a8:101::1",      # 6to4: 192.168.1.1
+    "64:ff9b:1::a9fe:a9fe",  # NAT64, local-use prefix
+]
+
+
+@pytest.mark.parametrize("address", EMBEDDING_METADATA)
+def test_ipv6_forms_embedding_ipv4_are_judged_by_the_ipv4_inside(address: str) -> None:
+    ip = ipaddress.ip_address(address)
+    assert not callbacks.address_allowed(ip, allow_loopback=False)
+    assert not callbacks.address_allowed(ip, allow_loopback=True)
+
+
+def test_public_ipv4_inside_ipv6_stays_allowed() -> None:
+    for address in ("64:ff9b::808:808", "2002:808:808::1", "::ffff:8.8.8.8", "2606:4700::1111"):
+        assert callbacks.address_allowed(ipaddress.ip_address(address), allow_loopback=False)
+    # Loopback inside a translation prefix is not this machine: refused even where allowed.
+    assert not callbacks.address_allowed(ipaddress.ip_address("64:ff9b::7f00:1"),
+                                         allow_loopback=True)
+
+
+@pytest.mark.parametrize("address", EMBEDDING_METADATA[:4])
+def test_a_name_resolving_to_an_embedded_metadata_address_is_refused_at_submit_and_delivery(
+    api: SubmitHarness, engine: Engine, monkeypatch: pytest.MonkeyPatch, address: str
+) -> None:
+    """The name's DNS answer (a stand-in for the system resolver) is an IPv6 form of the
+    metadata server: refused at submit; and when a name turns to it after submit, the
+    delivery refuses to call it and gives up."""
+    hole = BlackHole()
+    lookups = Lookups(hole)
+    monkeypatch.setattr(socket, "getaddrinfo", lookups)
+    try:
+        lookups.answers["meta.example.com"] = [address]
+        resp = api.post_job("alice", {"preset": "echo", "content": "hi",
+                                      "callback_url": "https://meta.example.com/hook"})
+        assert resp.status_code == 422, resp.get_json()
+        assert resp.get_json()["invalid_params"][0]["name"] == "callback_url"
+        lookups.answers["turns.example.com"] = ["2606:4700::1111"]
+        job = submit(api, "https://turns.example.com/hook")
+        rotate(api)
+        api.client.post(f"/jobs/{job['id']}/cancel", headers=api.auth("alice"))
+        lookups.answers["turns.example.com"] = [address]
+        assert webhook_step.deliver(deliverer(engine), Budget(30), 100)["outcomes"] == {
+            "given_up": 1}
+        [given_up] = [e for e in events(api, job["id"]) if e["reason"] == "webhook-given-up"]
+        assert given_up["details"]["error"].startswith("target refused")
+    finally:
+        hole.stop()

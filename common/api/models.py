@@ -4,7 +4,7 @@ these, so they are the single description of the API's shapes."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -26,6 +26,53 @@ class ProgressView(BaseModel):
     attempt: int
 
 
+WebhookState = Literal["awaiting-end", "pending", "delivered", "given_up"]
+WaitingFor = Literal["job-end", "signing-secret", "first-attempt", "retry"]
+_NOTES: dict[str, str] = {
+    "job-end": "sent when the job ends",
+    "signing-secret": "waiting for the owner's signing secret (POST /webhook-secret/rotate); "
+                      "no attempt is spent while it waits",
+    "first-attempt": "due: being sent",
+    "retry": "the last attempt failed (see last_error); retried at next_attempt_at",
+}
+
+
+class WebhookView(BaseModel):
+    """The job's completion webhook, for a job with a callback_url: the latest delivery once
+    the job has ended, and what it is waiting for while it is not done."""
+
+    state: WebhookState
+    waiting_for: WaitingFor | None
+    note: str | None
+    webhook_id: str | None = Field(pattern=r"^msg_[0-9a-f]{32}$",
+                                   description="the `webhook-id` header; also in the job's events")
+    attempts: int = Field(ge=0, description="attempts spent (none while waiting for a secret)")
+    next_attempt_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+
+    @classmethod
+    def of(cls, job: Job, row: dict[str, Any]) -> WebhookView:
+        """From WebhookQueries.webhook_state's row."""
+        ended = row["id"] is not None and job.state.terminal
+        state: WebhookState = row["state"] if ended else "awaiting-end"
+        waiting: WaitingFor | None = None
+        if state in ("awaiting-end", "pending"):
+            waiting = ("signing-secret" if not row["has_secret"] else "job-end"
+                       if state == "awaiting-end" else "retry" if row["attempts"] else
+                       "first-attempt")
+        return cls(
+            state=state, waiting_for=waiting, note=_NOTES.get(waiting or ""),
+            webhook_id=f"msg_{row['id'].hex}" if ended else None,
+            attempts=row["attempts"] if ended else 0,
+            next_attempt_at=row["next_attempt_at"] if state == "pending" else None,
+            last_status=row["last_status"] if ended else None,
+            last_error=row["last_error"] if ended else None,
+            delivered_at=row["delivered_at"] if ended else None,
+        )
+
+
 class JobView(BaseModel):
     """A job as its owner sees it. The content is not echoed back: it can be large."""
 
@@ -44,17 +91,25 @@ class JobView(BaseModel):
     result: JobResult | None
     progress: ProgressView | None = None
     callback_url: str | None = None
+    webhook: WebhookView | None = Field(
+        default=None, description="For a job with a callback_url, in the answers of POST /jobs "
+        "and GET /jobs/{id}; null in lists and elsewhere.")
+    trace_id: str | None = Field(
+        default=None, description="The W3C trace id (32 hex digits) the job was created under: "
+        "its logs, its message and its webhook's `traceparent` carry it.")
     links: Links
 
     @classmethod
     def of(cls, job: Job) -> JobView:
         base = f"/jobs/{job.id}"
-        shared = job.model_dump(include=set(cls.model_fields) - {"id", "links", "progress"})
+        shared = job.model_dump(
+            include=set(cls.model_fields) - {"id", "links", "progress", "webhook"})
         progress = None
         if job.progress is not None and job.progress_at is not None:
             progress = ProgressView(fraction=job.progress, note=job.progress_note,
                                     at=job.progress_at, attempt=job.progress_attempt or 0)
-        return cls(**shared, id=str(job.id), progress=progress,
+        trace = job.traceparent.split("-")[1] if job.traceparent else None
+        return cls(**shared, id=str(job.id), progress=progress, trace_id=trace,
                    links=Links(self=base, events=base + "/events"))
 
 
@@ -88,3 +143,27 @@ class Stats(BaseModel):
     oldest_pending_age_s: float | None
     finished_last_5_min: int
     throughput_per_min: float
+
+
+class HistoryBucket(BaseModel):
+    at: datetime = Field(description="The bucket's start; it lasts `bucket_s` seconds.")
+    counts: dict[Literal["COMPLETED", "FAILED", "CANCELLED"], int]
+
+
+class History(BaseModel):
+    """The caller's jobs that ended in each bucket of the window, by end state, oldest first,
+    every bucket present: per minute over the last hour, per quarter hour over the last day."""
+
+    window: Literal["hour", "day"]
+    bucket_s: int
+    buckets: list[HistoryBucket]
+
+
+class Limits(BaseModel):
+    """How many of the caller's jobs may be PROCESSING at once (0 = unlimited)."""
+
+    default_max_running: int = Field(description="The stack's OWNER_MAX_RUNNING.")
+    override: int | None = Field(description="An operator's limit for this owner, if any.")
+    max_running: int = Field(description="The limit that applies: the override, else the "
+                             "default.")
+    running: int = Field(description="The caller's jobs PROCESSING now.")

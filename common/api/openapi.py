@@ -17,7 +17,17 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from common.api.models import EventList, Health, JobList, JobView, Stats, WebhookSecret
+from common.api.models import (
+    EventList,
+    Health,
+    History,
+    JobList,
+    JobView,
+    Limits,
+    Stats,
+    WebhookSecret,
+)
+from common.api.openapi_insight import insight_paths
 from common.api.openapi_schedules import schedule_paths, schedule_schemas
 from common.api.problems import TYPE_BASE, Problem
 from common.api.schedules import ScheduleEventList, ScheduleList, ScheduleView
@@ -237,6 +247,8 @@ def build_openapi(
         (Health, "serialization"),
         (Stats, "serialization"),
         (WebhookSecret, "serialization"),
+        (History, "serialization"),
+        (Limits, "serialization"),
         (ScheduleView, "serialization"),
         (ScheduleList, "serialization"),
         (ScheduleEventList, "serialization"),
@@ -358,6 +370,7 @@ def build_openapi(
                 "get": _op("getStats", "The caller's queue: depth, oldest pending, throughput",
                            {200: "Stats"}, unavailable),
             },
+            **insight_paths(_op, unavailable),
             "/webhook-secret/rotate": {
                 "post": _op(
                     "rotateWebhookSecret",

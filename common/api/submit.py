@@ -21,7 +21,17 @@ from common.api.auth import TokenVerifier, Unauthenticated
 from common.api.http import Request, Response, parse_json, read_body
 from common.api.http import json_response as _json
 from common.api.http import problem_response as _problem
-from common.api.models import EventList, Health, JobList, JobView, Stats, WebhookSecret
+from common.api.models import (
+    EventList,
+    Health,
+    History,
+    JobList,
+    JobView,
+    Limits,
+    Stats,
+    WebhookSecret,
+    WebhookView,
+)
 from common.api.problems import InvalidParam, ProblemError, from_store_error, validation_problem
 from common.api.schedule_routes import ENDPOINTS as SCHEDULE_ENDPOINTS
 from common.api.schedule_routes import ROUTES as SCHEDULE_ROUTES
@@ -33,7 +43,7 @@ from common.presets.registry import Registry
 from common.service import JobService
 from common.settings import Settings
 from common.store.errors import JobStoreError
-from common.store.models import NewJob
+from common.store.models import Job, NewJob
 
 if TYPE_CHECKING:
     from common.api.schedules import ScheduleEndpoints
@@ -47,6 +57,8 @@ ROUTES = Map(
         Rule("/jobs/<job_id>/cancel", methods=["POST"], endpoint="cancel"),
         Rule("/jobs/<job_id>/retry", methods=["POST"], endpoint="retry"),
         Rule("/stats", methods=["GET"], endpoint="stats"),
+        Rule("/stats/history", methods=["GET"], endpoint="history"),
+        Rule("/limits", methods=["GET"], endpoint="limits"),
         Rule("/webhook-secret/rotate", methods=["POST"], endpoint="rotate_webhook_secret"),
         Rule("/healthz", methods=["GET"], endpoint="health"),
         Rule("/openapi.json", methods=["GET"], endpoint="openapi"),
@@ -189,7 +201,8 @@ class SubmitApi:
 
             try:
                 callbacks.check_at_submit(
-                    new.callback_url, allow_loopback=self.settings.webhook_allow_loopback
+                    new.callback_url, allow_loopback=self.settings.webhook_allow_loopback,
+                    owner=owner,
                 )
             except callbacks.ForbiddenTarget as exc:
                 raise ProblemError(
@@ -197,7 +210,7 @@ class SubmitApi:
                     invalid=[InvalidParam(name="callback_url", reason=str(exc))],
                 ) from None
         job, created = self.service.submit(owner, new, traceparent=current_traceparent())
-        view = JobView.of(job)
+        view = self._view(owner, job)
         log("INFO", "job accepted" if created else "job replayed", job_id=str(job.id), owner=owner)
         return _json(202 if created else 200, view, Location=view.links.self)
 
@@ -225,7 +238,7 @@ class SubmitApi:
     def _get(self, request: Request, owner: str, job_id: str) -> Response:
         raw_wait = request.query.get("wait")
         if raw_wait is None:
-            return _json(200, JobView.of(self.service.store.get(owner, _job_id(job_id))))
+            return _json(200, self._view(owner, self.service.store.get(owner, _job_id(job_id))))
         wait_s = parse_wait(raw_wait, self.settings.wait_max_s)
         if wait_s is None:
             raise ProblemError(
@@ -235,7 +248,16 @@ class SubmitApi:
             )
         job = wait_for_end(self.service.store, owner, _job_id(job_id), wait_s,
                            max_poll_s=self.settings.wait_poll_max_s)
-        return _json(200, JobView.of(job))
+        return _json(200, self._view(owner, job))
+
+    def _view(self, owner: str, job: Job) -> JobView:
+        """The job, with its webhook's state if it has a callback (one more read, only then)."""
+        view = JobView.of(job)
+        if job.callback_url is not None:
+            row = self.service.store.webhook_state(owner, job.id)
+            if row is not None:
+                view.webhook = WebhookView.of(job, row)
+        return view
 
     def _rotate_webhook_secret(self, request: Request, owner: str) -> Response:
         """A new signing secret, shown this once; the previous one keeps signing for the grace
@@ -265,6 +287,19 @@ class SubmitApi:
     def _stats(self, request: Request, owner: str) -> Response:
         stats = self.service.store.owner_stats(owner)
         return _json(200, Stats(**stats, throughput_per_min=stats["finished_last_5_min"] / 5))
+
+    def _history(self, request: Request, owner: str) -> Response:
+        window = request.query.get("window", "hour")
+        if window not in ("hour", "day"):
+            raise ProblemError(
+                422, "validation-error", "Invalid request",
+                invalid=[InvalidParam(name="window", reason="must be hour or day")],
+            )
+        history = self.service.store.finished_history(owner, "hour" if window == "hour" else "day")
+        return _json(200, History.model_validate(history))
+
+    def _limits(self, request: Request, owner: str) -> Response:
+        return _json(200, Limits(**self.service.store.owner_limit(owner)))
 
     def _health(self, request: Request, owner: None) -> Response:
         future = self._health_pool.submit(self.service.store.ping)

@@ -5,8 +5,10 @@ same pass. Each step is bounded by the batch size and the budget, idempotent, an
 workers. A step that fails is reported and the others still run; the caller turns a failed step
 into an error status so the scheduler shows the run as failed.
 
-A pass holds an advisory lock for its whole length, so an overlapping call (a slow pass, a
-retried schedule) is a clean no-op rather than a second pass contending for the same rows.
+A pass holds an advisory lock while its database steps run, so an overlapping call (a slow pass,
+a retried schedule) is a clean no-op rather than a second pass contending for the same rows.
+The webhook step runs after the lock is released: it calls outside receivers, and a receiver
+that answers slowly must never hold the lock (and with it every owner's maintenance).
 Before the migrations have run there is nothing to maintain: the pass says so, once, and
 succeeds, instead of failing every step every minute. With the database unreachable no step can
 do anything (and dead letters must stay unacknowledged), so none runs.
@@ -40,7 +42,8 @@ Step = Literal[
     "rescue", "dead_letters", "schedules", "redispatch", "parked", "retention", "webhooks"
 ]
 # Schedules come before re-dispatch, so the jobs a fire creates go out this pass; the parked
-# step publishes what it releases itself. Webhooks last: they wait on outside endpoints.
+# step publishes what it releases itself. Webhooks last, outside the lock: they wait on
+# outside endpoints.
 ALL_STEPS: tuple[Step, ...] = (
     "rescue", "dead_letters", "schedules", "redispatch", "parked", "retention", "webhooks"
 )
@@ -84,10 +87,33 @@ class Sweeper:
         if state == "schema-missing":
             log("WARNING", "sweep skipped: the database has no jobs table yet; run the migrations")
             return {"ok": True, "skipped": "schema-missing"}
+        s = self.settings
+        # A caller may shorten the budget, never stretch it past the configured one.
+        budget = Budget(min(request.time_budget_s or s.sweep_time_budget_s,
+                            s.sweep_time_budget_s))
         try:
-            return self._pass(request)
+            summary = self._pass(request, budget)
         finally:
             lock.release()
+        if "webhooks" in request.steps:
+            self._unlocked_webhooks(request, budget, summary)
+        # Not on any request's critical path here: let the pass's notifications go out.
+        self.notifier.flush(max(min(budget.remaining(), 10.0), 1.0))
+        summary["duration_ms"] = budget.elapsed_ms()
+        log("INFO" if summary["ok"] else "ERROR", "sweep pass", summary=summary)
+        return summary
+
+    def _unlocked_webhooks(self, request: SweepRequest, budget: Budget,
+                           summary: dict[str, Any]) -> None:
+        """The webhook step, with the lock released (see the module's docstring)."""
+        try:
+            result = self._webhooks(budget, request.batch_size or self.settings.sweep_batch_size)
+        except DatabaseUnavailable as exc:
+            result, summary["ok"] = {"error": "database unavailable", "detail": str(exc)}, False
+        except Exception as exc:
+            result, summary["ok"] = {"error": type(exc).__name__}, False
+        summary["steps"]["webhooks"] = result
+        summary["budget_exhausted"] = summary["budget_exhausted"] or bool(result.get("more"))
 
     def _unreachable(self, request: SweepRequest, exc: DatabaseUnavailable) -> dict[str, Any]:
         error = {"error": "database unavailable", "detail": str(exc)}
@@ -100,11 +126,9 @@ class Sweeper:
         log("ERROR", "sweep pass", summary=summary)
         return summary
 
-    def _pass(self, request: SweepRequest) -> dict[str, Any]:
+    def _pass(self, request: SweepRequest, budget: Budget) -> dict[str, Any]:
+        """The steps that run under the lock: all but the webhooks."""
         s = self.settings
-        # A caller may shorten the budget, never stretch it past the configured one.
-        budget = Budget(min(request.time_budget_s or s.sweep_time_budget_s,
-                            s.sweep_time_budget_s))
         batch = request.batch_size or s.sweep_batch_size
         work: dict[Step, Callable[[], dict[str, Any]]] = {
             "rescue": lambda: rescuer.rescue(self.store, self.notifier, budget, batch),
@@ -121,12 +145,11 @@ class Sweeper:
                 budget, batch, s,
             ),
             "retention": lambda: retention.prune(self.store, budget, batch, s.retention_days),
-            "webhooks": lambda: self._webhooks(budget, batch),
         }
         steps: dict[str, Any] = {}
         failed = False
         for name in ALL_STEPS:
-            if name not in request.steps:
+            if name not in request.steps or name not in work:
                 continue
             try:
                 steps[name] = work[name]()
@@ -142,8 +165,4 @@ class Sweeper:
         summary["budget_exhausted"] = any(
             isinstance(v, dict) and v.get("more") for v in steps.values()
         )
-        # Not on any request's critical path here: let the pass's notifications go out.
-        self.notifier.flush(max(min(budget.remaining(), 10.0), 1.0))
-        summary["duration_ms"] = budget.elapsed_ms()
-        log("INFO" if summary["ok"] else "ERROR", "sweep pass", summary=summary)
         return summary

@@ -1,13 +1,22 @@
 """Delivering completion webhooks from the outbox: at least once, signed, retried with backoff.
 
-A delivery is sent by `process` right after its job ends (a background thread: the Pub/Sub push
-is answered first) and by the sweep's webhook step for whatever is still due. Each attempt
-POSTs the snapshot the outbox row holds, with the row's id as the stable `webhook-id` (a
-receiver that saw it already acknowledges and ignores it) and a fresh `webhook-timestamp` and
-signature. A 2xx answer delivers it; anything else, or no answer, schedules the next attempt
-(exponential backoff with jitter) until WEBHOOK_MAX_ATTEMPTS; a target that has become
-forbidden is given up at once. Delivering or giving up adds an event to the job's trail and
-never changes the job's state.
+A delivery is sent by `process` right after its job ends (off the Pub/Sub push's path) and by
+the sweep's webhook step for whatever is still due. Each attempt POSTs the snapshot the outbox
+row holds, with the row's id as the stable `webhook-id` (a receiver that saw it already
+acknowledges and ignores it), a fresh `webhook-timestamp` and signature, and the job's W3C
+`traceparent`. A 2xx answer delivers it; anything else, or no complete answer within
+WEBHOOK_TIMEOUT_S (one wall-clock deadline for the whole attempt), schedules the next attempt
+(exponential backoff with jitter) until WEBHOOK_MAX_ATTEMPTS; a target that has become forbidden
+is given up at once. Delivering or giving up adds an event to the job's trail and never changes
+the job's state.
+
+One owner never holds up another: sends run on `OwnerLanes` (SENDERS threads, at most PER_OWNER
+of one owner's at once, owners in turn), a batch takes at most PER_OWNER of one owner's
+deliveries (the rest are given back untried), and lookups are bounded per owner (see
+resolver.py). An attempt that could not even start (the owner's lookups busy, the sweep's pass
+out of time) is given back: it spends none of the owner's
+attempts. A delivery whose owner has no signing secret is not taken: it waits, attempts
+untouched, until the owner makes one.
 
 Logs name the job, the delivery, the host and the status: never the body, the secret or the
 URL's path and query (which may hold the receiver's own token).
@@ -15,18 +24,20 @@ URL's path and query (which may hold the receiver's own token).
 
 from __future__ import annotations
 
-import queue
 import random
-import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 from uuid import UUID
 
 from common.logs import bind_traceparent, log, unbind_trace
 from common.messaging import callbacks
+from common.messaging.lanes import OwnerLanes
+from common.messaging.resolver import DEFAULT as DEFAULT_RESOLVER
+from common.messaging.resolver import LookupBusy, Resolver
 from common.messaging.signing import signature_header, unseal
 from common.settings import Settings
 from common.store.errors import DatabaseUnavailable
@@ -34,100 +45,133 @@ from common.store.job_store import JobStore
 from common.store.webhooks import DueDelivery
 
 MAX_RESPONSE_BYTES = 64 * 1024
-SENDERS = 8  # concurrent POSTs in one batch: a slow receiver must not stall the sweep
+SENDERS = 8  # sender threads per instance
+PER_OWNER = 4  # of them, at most this many on one owner's deliveries at once
 USER_AGENT = "jobs-pipeline-webhooks/1"
-Outcome = Literal["delivered", "pending", "given_up", "fenced"]
+MIN_ATTEMPT_S = 0.5  # an attempt with less time than this left in the pass is not started
+RELEASE_BUSY_S = 1.0  # given back because the owner's lookups are busy: due again after this
+# Jobs of one owner waiting for process's lanes at most; past it the sweep sends the rest (their
+# outbox rows are committed), so a flood of one owner's ends cannot grow an instance's memory.
+MAX_WAITING_PER_OWNER = 100
+Outcome = Literal["delivered", "pending", "given_up", "fenced", "released"]
 
 
 @dataclass
 class DeliveryReport:
     taken: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
+    retry_in_s: float | None = None  # the soonest recorded retry of a pending outcome
 
 
 class WebhookDeliverer:
-    def __init__(self, store: JobStore, settings: Settings,
-                 *, rng: random.Random | None = None) -> None:
+    def __init__(self, store: JobStore, settings: Settings, *, rng: random.Random | None = None,
+                 resolver: Resolver | None = None) -> None:
         self.store = store
         self.settings = settings
+        self.resolver = resolver or DEFAULT_RESOLVER
         self._rng = rng or random.Random()
-        self._queue: queue.SimpleQueue[UUID] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self.lanes = OwnerLanes(workers=SENDERS, per_owner=PER_OWNER, name="webhook")
 
-    def deliver_due(self, limit: int, *, job_id: UUID | None = None) -> DeliveryReport:
-        """Take up to `limit` due deliveries (of one job, if given) and send them."""
+    def deliver_due(self, limit: int, *, job_id: UUID | None = None,
+                    until: float | None = None, inline: bool = False) -> DeliveryReport:
+        """Take up to `limit` due deliveries (of one job, if given) and send them on the owners'
+        lanes (`inline`: on this thread, which is one of them already), each attempt within
+        WEBHOOK_TIMEOUT_S and none past `until` (time.monotonic()). Returns when all taken
+        ones are sent or given back."""
         s = self.settings
         lease_s = s.webhook_timeout_s * (limit // SENDERS + 2)
         taken = self.store.take_due_deliveries(limit, lease_s=lease_s, job_id=job_id)
         report = DeliveryReport(taken=len(taken))
-        if not taken:
-            return report
-        with ThreadPoolExecutor(max_workers=min(SENDERS, len(taken)),
-                                thread_name_prefix="webhook") as pool:
-            for outcome in pool.map(self._attempt, taken):
-                report.outcomes[outcome] = report.outcomes.get(outcome, 0) + 1
+        per_owner: dict[str, int] = {}
+        futures: list[Future[tuple[Outcome, float | None]]] = []
+        for item in taken:
+            per_owner[item.owner_id] = per_owner.get(item.owner_id, 0) + 1
+            if per_owner[item.owner_id] > PER_OWNER:  # the owner's share of this batch is full
+                futures.append(_done((self._release(item, 0.0), None)))
+            elif inline:
+                futures.append(_done(self._attempt(item, until)))
+            else:
+                futures.append(self.lanes.submit(
+                    item.owner_id, lambda item=item: self._attempt(item, until)))  # type: ignore[misc]
+        for future in futures:
+            outcome, retry_in = future.result()
+            report.outcomes[outcome] = report.outcomes.get(outcome, 0) + 1
+            if retry_in is not None:
+                report.retry_in_s = min(retry_in, report.retry_in_s or retry_in)
         return report
 
     # -- process: right after a job ends, off the request's path -----------------------------
 
-    def after_end(self, job_id: UUID) -> None:
-        """Queue a just-ended job's deliveries for the background sender."""
+    def after_end(self, job_id: UUID, owner: str = "") -> None:
+        """Send a just-ended job's deliveries soon, on the owner's lane: a few attempts with the
+        usual backoff (waiting in a heap, not on a thread); later ones are the sweep's."""
         if self.settings.webhook_process_tries <= 0:
             return
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._drain, daemon=True,
-                                                name="webhook-sender")
-                self._thread.start()
-        self._queue.put(job_id)
+        if self.lanes.waiting(owner) >= MAX_WAITING_PER_OWNER:
+            log("INFO", "webhook left to the sweep: the owner's lane is full", job_id=str(job_id))
+            return
+        self.lanes.submit(owner, lambda: self._process_try(job_id, owner, 1, 0))
 
-    def _drain(self) -> None:
-        while True:
-            job_id = self._queue.get()
-            try:
-                self._deliver_soon(job_id)
-            except Exception as exc:  # the sweep delivers what this thread could not
-                log("WARNING", "webhook sender gave way to the sweep", job_id=str(job_id),
-                    error=type(exc).__name__)
-
-    def _deliver_soon(self, job_id: UUID) -> None:
-        """A few attempts with the usual backoff; later ones are the sweep's."""
-        stop = threading.Event()
-        for attempt in range(1, self.settings.webhook_process_tries + 1):
-            report = self.deliver_due(10, job_id=job_id)
-            if report.outcomes.get("pending", 0) == 0 and report.taken:
-                return
-            if attempt < self.settings.webhook_process_tries:
-                stop.wait(self._backoff(attempt) + 0.05)
+    def _process_try(self, job_id: UUID, owner: str, attempt: int, given_back: int) -> None:
+        try:
+            report = self.deliver_due(10, job_id=job_id, inline=True)
+        except Exception as exc:  # the sweep delivers what this instance could not
+            log("WARNING", "webhook sender gave way to the sweep", job_id=str(job_id),
+                error=type(exc).__name__)
+            return
+        if report.outcomes.get("released") and given_back < 3 * self.settings.webhook_process_tries:
+            self.lanes.submit(owner, lambda: self._process_try(job_id, owner, attempt,
+                                                               given_back + 1),
+                              delay_s=RELEASE_BUSY_S + 0.05)
+        elif report.retry_in_s is not None and attempt < self.settings.webhook_process_tries:
+            self.lanes.submit(owner, lambda: self._process_try(job_id, owner, attempt + 1,
+                                                               given_back),
+                              delay_s=report.retry_in_s + 0.05)
 
     # -- one attempt ---------------------------------------------------------------------------
 
-    def _attempt(self, item: DueDelivery) -> Outcome:
+    def _attempt(self, item: DueDelivery, until: float | None = None
+                 ) -> tuple[Outcome, float | None]:
         unbind_trace()
         bind_traceparent(item.traceparent, self.settings.google_cloud_project)
         host = urlsplit(item.url).hostname or "?"
         fields = {"job_id": str(item.job_id), "webhook_id": self._msg_id(item),
                   "host": host, "delivery_attempt": item.attempt}
+        timeout_s = self.settings.webhook_timeout_s
+        if until is not None:
+            timeout_s = min(timeout_s, until - time.monotonic())
         try:
-            outcome, status, error = self._send(item)
-            recorded = self._record(item, outcome, status, error)
+            if timeout_s < MIN_ATTEMPT_S:
+                return self._release(item, 0.0), None
+            sent = self._send(item, timeout_s)
+            if sent is None:  # nothing was tried
+                log("INFO", "webhook not tried: the owner's lookups are busy", **fields)
+                return self._release(item, RELEASE_BUSY_S), None
+            outcome, status, error = sent
+            recorded, retry_in = self._record(item, outcome, status, error)
         except DatabaseUnavailable:
             log("WARNING", "webhook outcome not recorded; it will be sent again", **fields)
-            return "fenced"
+            return "fenced", None
         log("INFO" if recorded == "delivered" else "WARNING", f"webhook {recorded}",
             status=status, error=error or None, **fields)
-        return recorded
+        return recorded, retry_in
 
-    def _send(self, item: DueDelivery) -> tuple[str, int | None, str]:
+    def _release(self, item: DueDelivery, delay_s: float) -> Outcome:
+        try:
+            return "released" if self.store.release_delivery(
+                item.id, item.attempt, delay_s=delay_s) else "fenced"
+        except DatabaseUnavailable:  # the lease runs out and it is taken again
+            return "fenced"
+
+    def _send(self, item: DueDelivery, timeout_s: float) -> tuple[str, int | None, str] | None:
         s = self.settings
         keys = [item.secret, item.previous_secret]
         try:
             secrets_ = [unseal(k, item.owner_id, s.webhook_secret_key) for k in keys if k]
         except ValueError as exc:
             return "failed", None, f"signing secret unusable: {exc}"
-        if not secrets_:
-            return "failed", None, "no signing secret: POST /webhook-secret/rotate to create one"
+        if not secrets_:  # taken only with a secret; deleted since: wait for a new one
+            return None
         msg_id = self._msg_id(item)
         now = datetime.now(UTC)
         headers = {
@@ -137,15 +181,21 @@ class WebhookDeliverer:
             "webhook-timestamp": str(int(now.timestamp())),
             "webhook-signature": signature_header(secrets_, msg_id, now, item.body),
         }
+        if item.traceparent:
+            headers["traceparent"] = item.traceparent  # the job's trace, from submit on
         try:
             answer = callbacks.post(
                 item.url, item.body.encode(), headers,
-                allow_loopback=s.webhook_allow_loopback, timeout_s=s.webhook_timeout_s,
-                max_read=MAX_RESPONSE_BYTES,
+                allow_loopback=s.webhook_allow_loopback, timeout_s=timeout_s,
+                max_read=MAX_RESPONSE_BYTES, owner=item.owner_id, resolver=self.resolver,
             )
+        except LookupBusy:
+            return None
         except callbacks.ForbiddenTarget as exc:
             return "forbidden", None, f"target refused: {exc}"
-        except (OSError, ValueError) as exc:  # refused, reset, timed out, TLS, bad answer
+        except callbacks.DeadlineExceeded as exc:
+            return "failed", None, f"DeadlineExceeded: {exc}"
+        except (OSError, ValueError) as exc:  # refused, reset, TLS, bad answer
             return "failed", None, f"{type(exc).__name__}: no answer"
         except Exception as exc:  # http.client's protocol errors
             return "failed", None, f"{type(exc).__name__}: bad answer"
@@ -154,17 +204,19 @@ class WebhookDeliverer:
         return "failed", answer.status, f"answered {answer.status}"
 
     def _record(self, item: DueDelivery, outcome: str, status: int | None,
-                error: str) -> Outcome:
+                error: str) -> tuple[Outcome, float | None]:
         if outcome == "delivered":
             assert status is not None
             done = self.store.delivery_succeeded(item.id, item.attempt, status)
-            return "delivered" if done else "fenced"
+            return ("delivered" if done else "fenced"), None
+        delay_s = self._backoff(item.attempt)
         state = self.store.webhook_attempt_failed(
-            item.id, item.attempt, status=status, error=error,
-            delay_s=self._backoff(item.attempt),
+            item.id, item.attempt, status=status, error=error, delay_s=delay_s,
             max_attempts=self.settings.webhook_max_attempts, give_up=outcome == "forbidden",
         )
-        return "fenced" if state is None else "given_up" if state == "given_up" else "pending"
+        if state is None:
+            return "fenced", None
+        return ("given_up", None) if state == "given_up" else ("pending", delay_s)
 
     def _backoff(self, attempt: int) -> float:
         s = self.settings
@@ -174,3 +226,9 @@ class WebhookDeliverer:
     @staticmethod
     def _msg_id(item: DueDelivery) -> str:
         return f"msg_{item.id.hex}"
+
+
+def _done(value: Any) -> Future[Any]:
+    future: Future[Any] = Future()
+    future.set_result(value)
+    return future

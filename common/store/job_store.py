@@ -1,13 +1,15 @@
 """The job store: one class over the query sets.
 
 procrastinate-style: each concern keeps its SQL beside its methods (`callers`, `worker_moves`,
-`maintenance_queries`, `webhooks`); this class only joins them, so callers hold one object.
+`maintenance_queries`, `webhooks`, `insight`); this class only joins them, so callers hold
+one object.
 """
 
 from __future__ import annotations
 
 from common.store.callers import CallerOperations
 from common.store.fair_share import FairShareQueries
+from common.store.insight import InsightQueries
 from common.store.maintenance_queries import MaintenanceQueries
 from common.store.schedules import ScheduleQueries
 from common.store.webhooks import WebhookQueries
@@ -16,6 +18,6 @@ from common.store.worker_moves import WorkerMoves
 
 class JobStore(
     ScheduleQueries, FairShareQueries, CallerOperations, WorkerMoves, MaintenanceQueries,
-    WebhookQueries,
+    WebhookQueries, InsightQueries,
 ):
     """The job repository. Thread-safe: each call checks one connection out of the pool."""

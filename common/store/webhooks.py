@@ -6,6 +6,10 @@ SKIP LOCKED and pushes `next_attempt_at` ahead as a lease, so `process` and the 
 one delivery at the same time; each outcome is fenced by the delivery's attempt number, so a
 late answer never overwrites a newer attempt's record. Nothing here touches the job's state:
 a delivery only adds an event to the job's trail when it is delivered or given up.
+
+A delivery whose owner has no signing secret is not taken at all: it waits, spending no attempt,
+and is due as soon as the owner makes one. A taken delivery that could not even be tried (the
+owner's share of lookups in use, the pass out of time) is released: its attempt is given back.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ def _take_sql(for_job: bool) -> str:
 WITH picked AS (
     SELECT id FROM webhook_deliveries
     WHERE state = 'pending' AND next_attempt_at <= now(){only}
+      AND EXISTS (SELECT 1 FROM webhook_secrets s WHERE s.owner_id = webhook_deliveries.owner_id)
     ORDER BY next_attempt_at LIMIT :limit FOR UPDATE SKIP LOCKED
 ), taken AS (
     UPDATE webhook_deliveries d
@@ -44,7 +49,8 @@ def _event(reason: str, where: str = "") -> str:
     return f"""ev AS (
     INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, details)
     SELECT j.id, j.state, j.state, '{reason}', j.attempts,
-           jsonb_build_object('webhook_id', done.id, 'delivery_attempts', done.attempts,
+           jsonb_build_object('webhook_id', 'msg_' || replace(CAST(done.id AS text), '-', ''),
+                              'delivery_attempts', done.attempts,
                               'status', done.last_status, 'error', done.last_error)
     FROM done JOIN jobs j ON j.id = done.job_id{where}
 )"""
@@ -70,6 +76,23 @@ WITH done AS (
     RETURNING id, job_id, attempts, state, last_status, last_error
 ), {_event("webhook-given-up", " WHERE done.state = 'given_up'")}
 SELECT id, state FROM done"""
+
+# Give a taken attempt back: it was never tried (see WebhookQueries.release_delivery).
+SQL_RELEASE = """
+UPDATE webhook_deliveries SET attempts = attempts - 1,
+    next_attempt_at = now() + make_interval(secs => :delay_s)
+WHERE id = :id AND state = 'pending' AND attempts = :attempt
+RETURNING id"""
+
+# What the job's owner sees of its latest delivery (GET /jobs/{id}).
+SQL_STATE = """
+SELECT d.id, d.state, d.attempts, d.next_attempt_at, d.last_status, d.last_error,
+       d.delivered_at, s.owner_id IS NOT NULL AS has_secret
+FROM jobs j
+LEFT JOIN LATERAL (SELECT * FROM webhook_deliveries w WHERE w.job_id = j.id
+                   ORDER BY w.created_at DESC, w.id DESC LIMIT 1) d ON true
+LEFT JOIN webhook_secrets s ON s.owner_id = j.owner_id
+WHERE j.id = :job_id AND j.owner_id = :owner_id"""
 
 SQL_ROTATE = """
 INSERT INTO webhook_secrets AS s (owner_id, secret) VALUES (:owner_id, :secret)
@@ -135,6 +158,18 @@ class WebhookQueries(StoreBase):
             max_attempts=max_attempts, give_up=give_up,
         )
         return str(rows[0]["state"]) if rows else None
+
+    def release_delivery(self, delivery_id: UUID, attempt: int, *, delay_s: float) -> bool:
+        """Give back a taken attempt that was never tried, due again after `delay_s`. False if
+        a newer attempt owns the delivery."""
+        return bool(self._rows(SQL_RELEASE, id=delivery_id, attempt=attempt,
+                               delay_s=max(delay_s, 0.0)))
+
+    def webhook_state(self, owner_id: str, job_id: UUID | str) -> dict[str, Any] | None:
+        """The job's latest delivery (its columns are None before the job has ended) and
+        whether the owner has a signing secret; None if the owner has no such job."""
+        rows = self._rows(SQL_STATE, owner_id=checked_owner(owner_id), job_id=as_uuid(job_id))
+        return rows[0] if rows else None
 
     def deliveries(self, job_id: UUID | str) -> list[dict[str, Any]]:
         """A job's deliveries, oldest first (for tests and operators; never shown to callers

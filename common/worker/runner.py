@@ -270,7 +270,7 @@ class Worker:
         if move.state.terminal:
             self.notifier.terminal([(job.id, job.owner_id, move.state)])
             if job.callback_url and self.webhooks is not None:
-                self.webhooks.after_end(job.id)  # its outbox row committed with the move
+                self.webhooks.after_end(job.id, job.owner_id)  # its outbox row is committed
         action: Action = {
             "COMPLETED": "completed", "FAILED": "failed", "CANCELLED": "cancelled",
             "PENDING": "retry-scheduled",

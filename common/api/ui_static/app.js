@@ -6,6 +6,7 @@ import {h, put, say} from './dom.js';
 import {showJob} from './job.js';
 import {showJobs} from './jobs.js';
 import {showOverview} from './overview.js';
+import {showSchedule, showSchedules} from './schedules.js';
 
 const main = document.getElementById('main');
 let stop = () => {};
@@ -26,9 +27,12 @@ function route() {
   const path = cut < 0 ? raw : raw.slice(0, cut);
   const query = new URLSearchParams(cut < 0 ? '' : raw.slice(cut + 1));
   const job = /^\/jobs\/([^/?]+)$/.exec(path);
+  const schedule = /^\/schedules\/([^/?]+)$/.exec(path);
   if (path === '/' || path === '') return [showOverview, {}];
   if (path === '/jobs') return [showJobs, {query}];
   if (job) return [showJob, {id: decodeURIComponent(job[1])}];
+  if (path === '/schedules') return [showSchedules, {}];
+  if (schedule) return [showSchedule, {id: decodeURIComponent(schedule[1])}];
   return [notFound, {}];
 }
 
@@ -84,8 +88,9 @@ function render(reason) {
   }
   const [view, args] = route();
   for (const link of document.querySelectorAll('#nav a')) {
-    const here = link.getAttribute('href') === '#' + (location.hash.slice(1).split('?')[0] || '/') ||
-      (link.getAttribute('href') === '#/jobs' && location.hash.startsWith('#/jobs'));
+    const href = link.getAttribute('href');
+    const here = href === '#' + (location.hash.slice(1).split('?')[0] || '/') ||
+      (href !== '#/' && location.hash.startsWith(href + '/'));
     if (here) link.setAttribute('aria-current', 'page');
     else link.removeAttribute('aria-current');
   }

@@ -108,11 +108,13 @@ function drawJob(body, job, events) {
         row('Max attempts per run', String(job.max_attempts)),
         row('Created', timeEl(job.created_at)),
         row('Started', timeEl(job.started_at)),
-        job.not_before ? row('Not before', timeEl(job.not_before)) : null,
+        job.not_before ? row(job.attempts ? 'Next try' : 'Due', timeEl(job.not_before)) : null,
         row('Finished', timeEl(job.finished_at)),
-        row('Updated', timeEl(job.updated_at))),
+        row('Updated', timeEl(job.updated_at)),
+        job.trace_id ? row('Trace', h('span', {class: 'mono'}, job.trace_id)) : null),
       h('h3', {}, 'Metadata'),
       json(job.metadata)),
+    callback(job),
     h('section', {'aria-labelledby': 'result-h'},
       h('h2', {id: 'result-h'}, r && r.status === 'failed' ? 'Error' : 'Result'),
       !r ? h('p', {class: 'muted'}, TERMINAL.has(job.state) ? 'No result.' : 'No result yet.')
@@ -129,6 +131,35 @@ function drawJob(body, job, events) {
         h('span', {class: 'reason'}, e.reason),
         h('span', {class: 'muted'}, ` attempt ${e.attempt}`),
         details(e.details))))));
+}
+
+/** The callback URL and, when the API reports it, the webhook's delivery state: whatever
+ * fields about webhooks the job carries (a newer API adds them), each shown as text. */
+function callback(job) {
+  const found = Object.entries(job).filter(([key, value]) =>
+    key.includes('webhook') && value !== null && value !== undefined);
+  if (!job.callback_url && !found.length) return null;
+  return h('section', {'aria-labelledby': 'callback-h'},
+    h('h2', {id: 'callback-h'}, 'Callback'),
+    h('dl', {class: 'fields callback'},
+      row('Callback URL', job.callback_url
+        ? h('span', {class: 'mono url'}, job.callback_url) : 'none'),
+      found.map(([key, value]) => row(label(key), webhookValue(value)))));
+}
+
+function label(key) {
+  const text = key.replace(/_/g, ' ');
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+function webhookValue(value) {
+  if (Array.isArray(value)) {
+    if (!value.length) return 'none';
+    return h('ol', {class: 'deliveries'}, value.map((item) => h('li', {},
+      item && typeof item === 'object' ? details(item) : String(item))));
+  }
+  if (value && typeof value === 'object') return details(value);
+  return String(value);
 }
 
 /** An event's details on one line: `key value · key value`, values as text. */

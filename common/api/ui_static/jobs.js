@@ -3,7 +3,7 @@
 // bookmarks work and nothing of it reaches a server log.
 
 import {call, presetNames} from './api.js';
-import {STATES, badge, h, problem, put, timeEl} from './dom.js';
+import {STATES, TERMINAL, badge, h, problem, put, timeEl} from './dom.js';
 
 const PAGE = 20;
 
@@ -62,18 +62,28 @@ function table(jobs, cursor) {
   if (!jobs.length) return h('p', {class: 'empty'}, cursor ? 'No older jobs.' : 'No jobs match.');
   return h('table', {class: 'jobs'},
     h('caption', {class: 'sr-only'}, 'Your jobs, newest first'),
-    h('thead', {}, h('tr', {}, ['Job', 'Preset', 'State', 'Attempts', 'Created', 'Finished']
-      .map((t) => h('th', {scope: 'col'}, t)))),
+    h('thead', {}, h('tr', {}, ['Job', 'Preset', 'State', 'Attempts', 'Created', 'Due',
+      'Finished'].map((t) => h('th', {scope: 'col'}, t)))),
     h('tbody', {}, jobs.map((job) => h('tr', {'data-job': job.id},
-      h('td', {}, h('a', {href: '#/jobs/' + encodeURIComponent(job.id), class: 'mono',
-        'aria-label': 'Job ' + job.id}, job.id.slice(0, 8))),
+      // The whole id: time-ordered ids share their first characters for about a minute, so
+      // only the whole id (its random tail included) tells jobs apart.
+      h('td', {}, h('a', {href: '#/jobs/' + encodeURIComponent(job.id), class: 'mono id',
+        'aria-label': 'Job ' + job.id}, job.id)),
       h('td', {}, job.preset),
       h('td', {}, badge(job.state),
         job.cancel_requested && !['CANCELLED', 'COMPLETED', 'FAILED'].includes(job.state)
           ? h('span', {class: 'muted'}, ' cancelling') : null),
       h('td', {}, String(job.attempts)),
       h('td', {}, timeEl(job.created_at)),
+      h('td', {class: 'due'}, due(job)),
       h('td', {}, timeEl(job.finished_at))))));
+}
+
+/** When a job for later (or a retry's backoff) comes up; `now` once it may run. */
+function due(job) {
+  if (TERMINAL.has(job.state) || job.state === 'PROCESSING') return '–';
+  if (job.not_before && new Date(job.not_before) > new Date()) return timeEl(job.not_before);
+  return 'now';
 }
 
 function pager(page, filters, cursor) {

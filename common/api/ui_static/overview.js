@@ -1,26 +1,32 @@
-// Overview: the owner's queue from /stats, polled; the throughput samples stay in this tab.
-// The page is built once and then only its numbers change, so focus and screen-reader
-// position survive each poll.
+// Overview: the owner's queue from /stats and its history from /stats/history (the server's
+// records, so a reload shows the same past), polled. The page is built once and then only its
+// numbers change, so focus and screen-reader position survive each poll.
 
 import {call} from './api.js';
 import {STATES, age, badge, h, pollMs, problem, put} from './dom.js';
-import {addSample, loadSamples, sparkline} from './sparkline.js';
+import {caption, chart, legend} from './history.js';
 
 export function showOverview(view) {
   const body = h('div', {'aria-busy': 'true'}, h('p', {}, 'Loading…'));
   put(view, h('h1', {tabindex: '-1'}, 'Overview'), body);
-  const samples = loadSamples();
   let parts = null;
   let timer = null;
   let live = true;
+  let day = null;
+  let dayAt = 0;
 
   async function refresh() {
     try {
-      const stats = await call('stats');
+      // The day's buckets are a quarter hour wide: asking for them once a minute is enough,
+      // and it is the costlier count for a busy owner (bench/history_query.py).
+      const dayDue = day === null || Date.now() - dayAt >= Math.min(60000, pollMs(5000) * 12);
+      const [stats, hour, freshDay] = await Promise.all([
+        call('stats'), call('stats/history', {query: {window: 'hour'}}),
+        dayDue ? call('stats/history', {query: {window: 'day'}}) : day]);
       if (!live) return;
-      addSample(samples, Date.now(), stats.throughput_per_min);
+      if (dayDue) [day, dayAt] = [freshDay, Date.now()];
       if (parts === null) parts = build(body);
-      update(parts, stats, samples);
+      update(parts, stats, {hour, day});
     } catch (err) {
       if (live) {
         parts = null;
@@ -46,8 +52,13 @@ function build(body) {
   const [finishedRow, finished] = fact('finished', 'Finished in the last 5 minutes');
   const [rateRow, rate] = fact('throughput', 'Throughput (5-minute average)');
   const total = h('p', {class: 'muted'});
-  const chart = h('div', {class: 'chart'});
-  const caption = h('figcaption', {class: 'muted'});
+  const figure = (id) => {
+    const box = h('div', {class: 'chart', id});
+    const text = h('figcaption', {class: 'muted'});
+    return [h('figure', {class: 'card'}, box, text), box, text];
+  };
+  const [hourFigure, hourChart, hourCaption] = figure('history-hour');
+  const [dayFigure, dayChart, dayCaption] = figure('history-day');
   put(body,
     h('section', {'aria-labelledby': 'depth-h'},
       h('h2', {id: 'depth-h'}, 'Jobs by state'),
@@ -59,13 +70,17 @@ function build(body) {
       total),
     h('section', {'aria-labelledby': 'flow-h'},
       h('h2', {id: 'flow-h'}, 'Flow'),
-      h('dl', {class: 'facts'}, oldestRow, finishedRow, rateRow),
-      h('figure', {class: 'card'}, chart, caption)));
+      h('dl', {class: 'facts'}, oldestRow, finishedRow, rateRow)),
+    h('section', {'aria-labelledby': 'history-h'},
+      h('h2', {id: 'history-h'}, 'Jobs ended'),
+      legend(),
+      h('h3', {}, 'Last hour, per minute'), hourFigure,
+      h('h3', {}, 'Last day, per quarter hour'), dayFigure));
   body.removeAttribute('aria-busy');
-  return {counts, oldest, finished, rate, total, chart, caption};
+  return {counts, oldest, finished, rate, total, hourChart, hourCaption, dayChart, dayCaption};
 }
 
-function update(parts, stats, samples) {
+function update(parts, stats, history) {
   let all = 0;
   for (const st of STATES) {
     const n = stats.depth[st] || 0;
@@ -76,8 +91,8 @@ function update(parts, stats, samples) {
   parts.oldest.textContent = age(stats.oldest_pending_age_s);
   parts.finished.textContent = String(stats.finished_last_5_min);
   parts.rate.textContent = `${stats.throughput_per_min.toFixed(1)} jobs/min`;
-  parts.chart.replaceChildren(sparkline(samples));
-  const every = pollMs(5000);
-  parts.caption.textContent = 'Throughput in jobs per minute, sampled every ' +
-    (every < 1000 ? `${every} ms` : `${Math.round(every / 1000)} s`) + ' while this tab is open.';
+  parts.hourChart.replaceChildren(chart(history.hour));
+  parts.hourCaption.textContent = caption(history.hour);
+  parts.dayChart.replaceChildren(chart(history.day));
+  parts.dayCaption.textContent = caption(history.day);
 }

@@ -1,6 +1,6 @@
 """How the CLI shows things to a person: aligned tables, short summaries, a timeline.
 
-Kept apart from cli.py so it can be tested without a terminal: every function takes the data,
+Kept apart from the commands so it can be tested without a terminal: every function takes the data,
 the time to measure ages from, and a `Paint` that says whether to colour (only on a TTY, never
 with NO_COLOR). Scripts never see any of this: without a TTY the CLI prints JSON.
 """
@@ -13,9 +13,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from common.api.models import JobView, Stats
-from common.store.models import JobEvent
-from common.store.states import JobState
+from jobs_client import (
+    History,
+    JobEvent,
+    JobState,
+    JobView,
+    ScheduleEvent,
+    ScheduleView,
+    Stats,
+)
 
 _STATE_COLOUR = {
     JobState.PENDING: "34",  # blue
@@ -82,13 +88,21 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], paint: Paint,
 
 def job_table(jobs: Sequence[JobView], next_cursor: str | None, now: datetime,
               paint: Paint) -> str:
+    """One row per job; DUE says when a job for later (or a retry's backoff) comes up."""
     if not jobs:
         return "no jobs"
     rows = [(str(j.id), str(j.state), j.preset, age((now - j.created_at).total_seconds()),
-             f"{j.attempts}/{j.max_attempts}") for j in jobs]
-    text = table(("ID", "STATE", "PRESET", "AGE", "ATTEMPTS"), rows, paint, colour_column=1)
+             f"{j.attempts}/{j.max_attempts}", _due(j, now)) for j in jobs]
+    text = table(("ID", "STATE", "PRESET", "AGE", "ATTEMPTS", "DUE"), rows, paint,
+                 colour_column=1)
     more = f"; more with --cursor {next_cursor}" if next_cursor else ""
     return text + "\n" + paint.dim(f"{len(jobs)} job{'s' if len(jobs) != 1 else ''}{more}")
+
+
+def _due(job: JobView, now: datetime) -> str:
+    if job.not_before is None or job.state.terminal or job.not_before <= now:
+        return "-" if job.state.terminal or job.state == JobState.PROCESSING else "now"
+    return "in " + age((job.not_before - now).total_seconds())
 
 
 def job_summary(job: JobView, now: datetime, paint: Paint) -> str:
@@ -104,10 +118,19 @@ def job_summary(job: JobView, now: datetime, paint: Paint) -> str:
         label = "due" if job.attempts == 0 else "next try"
         lines.append((label, f"in {age((job.not_before - now).total_seconds())} "
                              f"({_clock(job.not_before, seconds=True)})"))
+    if job.progress is not None and not job.state.terminal:
+        note = f" {job.progress.note}" if job.progress.note else ""
+        lines.append(("progress", f"{job.progress.fraction:.0%}{note} "
+                                  f"({age((now - job.progress.at).total_seconds())} ago)"))
     if job.started_at and job.finished_at:
         lines.append(("ran", duration((job.finished_at - job.started_at).total_seconds())))
     if job.metadata:
         lines.append(("metadata", json.dumps(job.metadata, sort_keys=True)))
+    if job.callback_url:
+        lines.append(("callback", job.callback_url))
+    lines += _webhook_fields(job)
+    if job.trace_id:
+        lines.append(("trace", job.trace_id))
     out = [f"{paint.dim(k.ljust(8))}  {v}" for k, v in lines]
     result = job.result
     if result is not None:
@@ -120,6 +143,14 @@ def job_summary(job: JobView, now: datetime, paint: Paint) -> str:
                        + paint.code(f"failed{took}: {result.error_type}: {result.error_message}",
                                     "31"))
     return "\n".join(out)
+
+
+def _webhook_fields(job: JobView) -> list[tuple[str, str]]:
+    """The webhook's delivery state as the server reports it: whatever fields about webhooks a
+    newer server adds to the job (kept by the client as extras), each on its own line."""
+    extra = job.model_extra or {}
+    return [(k.replace("_", " ")[:8], v if isinstance(v, str) else json.dumps(v, sort_keys=True))
+            for k, v in sorted(extra.items()) if "webhook" in k and v is not None]
 
 
 def timeline(events: Sequence[JobEvent], paint: Paint) -> str:
@@ -184,3 +215,49 @@ def pretty(value: Any, width: int = 88, indent: int = 0) -> str:
 def _clock(at: datetime, seconds: bool = False) -> str:
     utc = at.astimezone(UTC)
     return f"{utc:%Y-%m-%d %H:%M:%S} UTC" if seconds else f"{utc:%H:%M:%S}.{utc:%f}"[:12]
+
+
+def schedule_table(schedules: Sequence[ScheduleView], now: datetime, paint: Paint) -> str:
+    if not schedules:
+        return "no schedules"
+    rows = [(s.id, s.cron, s.timezone, s.job.preset, "on" if s.enabled else "paused",
+             _clock(s.next_fire_at, seconds=True) if s.next_fire_at and s.enabled else "-")
+            for s in schedules]
+    return table(("ID", "CRON", "ZONE", "PRESET", "STATE", "NEXT FIRE"), rows, paint)
+
+
+def schedule_summary(s: ScheduleView, now: datetime, paint: Paint) -> str:
+    lines = [("schedule", s.id), ("cron", f"{s.cron}  ({s.timezone})"),
+             ("state", "on" if s.enabled else "paused"), ("preset", s.job.preset),
+             ("overlap", s.overlap), ("catch up", s.catch_up)]
+    if s.job.max_attempts is not None:
+        lines.append(("attempts", str(s.job.max_attempts)))
+    if s.job.metadata:
+        lines.append(("metadata", json.dumps(s.job.metadata, sort_keys=True)))
+    if s.next_fire_at and s.enabled:
+        lines.append(("next", f"in {age((s.next_fire_at - now).total_seconds())} "
+                              f"({_clock(s.next_fire_at, seconds=True)})"))
+    if s.last_fire_at:
+        last = f" -> job {s.last_job_id}" if s.last_job_id else ""
+        lines.append(("last", f"{_clock(s.last_fire_at, seconds=True)}{last}"))
+    return "\n".join(f"{paint.dim(k.ljust(8))}  {v}" for k, v in lines)
+
+
+def schedule_timeline(events: Sequence[ScheduleEvent], paint: Paint) -> str:
+    if not events:
+        return "no fires yet"
+    rows = [(_clock(e.fire_time, seconds=True), e.kind, e.job_id or "",
+             json.dumps(e.details, sort_keys=True) if e.details else "") for e in events]
+    return table(("FIRE TIME", "KIND", "JOB", "DETAILS"), rows, paint)
+
+
+def history_table(history: History, paint: Paint) -> str:
+    """The buckets in which some job ended, oldest first, one column per end state."""
+    states = ("COMPLETED", "FAILED", "CANCELLED")
+    rows = [(_clock(b.at, seconds=True), *(str(b.counts.get(JobState(s), 0)) for s in states))
+            for b in history.buckets if any(b.counts.values())]
+    per = "minute" if history.bucket_s == 60 else f"{history.bucket_s // 60} minutes"
+    head = paint.dim(f"jobs ended per {per}, last {history.window}")
+    if not rows:
+        return head + "\nnone"
+    return head + "\n" + table(("FROM", *states), rows, paint)

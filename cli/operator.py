@@ -1,0 +1,148 @@
+"""The operator's commands, which talk to the database rather than the API: `migrate`, and
+`limit` (per-owner concurrency limits are an operator's setting, not an owner's).
+
+    python main.py migrate                                   # alembic upgrade head
+    python main.py limit set OWNER N | limit clear OWNER | limit list
+
+They find the database in DATABASE_URL (or INSTANCE_CONNECTION_NAME for Cloud SQL), else in
+the file `make dev` writes. An owner is always namespaced by who vouches for it: `hs256:<sub>`
+for a dev or service token's subject, `google:<sub>` for a Google identity.
+
+`limit`'s `default` is the stack's OWNER_MAX_RUNNING as the API reports it (`GET /limits`), not
+whatever this shell's environment says; when the API cannot be asked it is null, and
+`default_unknown` says why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Callable
+from typing import Any
+
+from jobs_client import ClientError
+
+from cli.schedules import UsageError
+
+_OWNER = re.compile(r"^(hs256|google):.+$", re.S)
+
+
+def add_commands(sub: Any) -> None:
+    sub.add_parser("migrate", help="alembic upgrade head (DATABASE_URL or Cloud SQL); then "
+                   "GRANT jobs_app to the users in DB_APP_USERS (comma-separated)")
+    lim = sub.add_parser("limit", help="per-owner concurrency limits (operators; database)")
+    lsub = lim.add_subparsers(dest="limit_command", required=True)
+    st = lsub.add_parser("set", help="at most N PROCESSING jobs for OWNER (0 = unlimited)")
+    st.add_argument("owner", help="a namespaced owner, e.g. hs256:alice or google:123")
+    st.add_argument("n", type=int)
+    lsub.add_parser("clear", help="remove OWNER's override").add_argument("owner")
+    lsub.add_parser("list", help="the owners with an override, and how many jobs each runs now; "
+                    "`default` is the stack's OWNER_MAX_RUNNING, asked of the API")
+
+
+def database_settings() -> Any:
+    """Settings for a command that talks to the database: the variables, else `make dev`'s
+    database (its file is only ever written by make dev, for a loopback server)."""
+    from common.settings import SettingsError, load_settings
+
+    if not (os.environ.get("DATABASE_URL") or os.environ.get("INSTANCE_CONNECTION_NAME")):
+        try:
+            from localstack import dev_client
+        except ImportError:  # a deployed tree has no localstack
+            dev_client = None  # type: ignore[assignment]
+        if dev_client is not None:
+            try:
+                dev = dev_client.read()
+            except dev_client.DevClientFileError as exc:
+                raise UsageError(str(exc)) from None
+            if dev is not None and dev.database_url:
+                os.environ["DATABASE_URL"] = dev.database_url
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        reason = str(exc).replace("Value error, ", "")
+        raise UsageError(f"{reason} (or start `make dev`, whose database is used then)") from None
+
+
+def database_message(exc: BaseException) -> str:
+    """The server's own words (pg8000 carries them as a dict: M is the message), one line."""
+    orig = getattr(exc, "orig", exc)
+    detail = orig.args[0] if orig.args else orig
+    if isinstance(detail, dict):
+        detail = detail.get("M", detail)
+    return " ".join(str(detail).split())[:200]
+
+
+def run_limit(args: argparse.Namespace, stack_default: Callable[[], int]) -> Any:
+    """Set, clear or list overrides; `stack_default` asks the API for OWNER_MAX_RUNNING."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from common.store.engine import create_engine_from_settings
+    from common.store.errors import DatabaseUnavailable, InvalidInput
+    from common.store.job_store import JobStore
+
+    owner: str = getattr(args, "owner", "")
+    if args.limit_command != "list" and not _OWNER.match(owner):
+        raise UsageError(f"owner {owner!r} names no one: owners are namespaced, e.g. "
+                         "hs256:alice (the subject of a dev or service token) or google:<sub>")
+    settings = database_settings()
+    engine = create_engine_from_settings(settings)
+    try:
+        store = JobStore(engine, settings)
+        try:
+            if args.limit_command == "set":
+                store.set_owner_limit(owner, args.n)
+            elif args.limit_command == "clear":
+                if not any(row["owner_id"] == owner for row in store.owner_limits()):
+                    raise UsageError(f"{owner} has no override to clear")
+                store.set_owner_limit(owner, None)
+            owners = store.owner_limits()
+        except InvalidInput as exc:
+            raise UsageError(f"{exc.field}: {exc.message}") from None
+        except DatabaseUnavailable:
+            raise UsageError("cannot reach the database", code=2) from None
+        except SQLAlchemyError as exc:  # no such database, no such table (not migrated), …
+            raise UsageError(f"database error: {database_message(exc)}") from None
+    finally:
+        engine.dispose()
+    try:
+        return {"default": stack_default(), "owners": owners}
+    except (ClientError, UsageError) as exc:  # the database's part still shows
+        return {"default": None, "default_unknown": str(exc), "owners": owners}
+
+
+def migrate() -> dict[str, Any]:
+    """Upgrade to head; then GRANT jobs_app to DB_APP_USERS. What was done, for the output."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from common.store.errors import DatabaseUnavailable
+
+    database_settings()  # a clear error if there is no database to migrate
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    config = Config(os.path.join(root, "alembic.ini"))
+    config.set_main_option("script_location", os.path.join(root, "migrations"))
+    try:
+        command.upgrade(config, "head")
+    except DatabaseUnavailable:
+        raise UsageError("cannot reach the database", code=2) from None
+    except SQLAlchemyError as exc:
+        if type(exc).__name__ in ("OperationalError", "InterfaceError"):  # never connected
+            raise UsageError(f"cannot reach the database: {database_message(exc)}",
+                             code=2) from None
+        raise UsageError(f"database error: {database_message(exc)}") from None
+    users = [u.strip() for u in os.environ.get("DB_APP_USERS", "").split(",") if u.strip()]
+    if users:
+        from common.settings import load_settings
+        from common.store.engine import create_engine_from_settings, grant_app_role
+
+        engine = create_engine_from_settings(load_settings(), autocommit=False)
+        try:
+            grant_app_role(engine, users)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        finally:
+            engine.dispose()
+    return {"migrated_to": "head", "granted": users}

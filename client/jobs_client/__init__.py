@@ -1,0 +1,49 @@
+"""jobs_client: a small typed client of the jobs-pipeline HTTP API (`pip install ./client`).
+
+    from jobs_client import JobsClient
+    api = JobsClient("https://submit-xyz.a.run.app", token=lambda: id_token())
+    job = api.wait(api.submit("text-stats", "Hello there.").id)
+"""
+
+from jobs_client.client import JobsClient, TokenSource, parse_retry_after, template
+from jobs_client.errors import (
+    ApiError,
+    BadRequest,
+    ClientError,
+    Conflict,
+    InvalidUrl,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+    Unreachable,
+    WaitTimeout,
+    problem_error,
+)
+from jobs_client.models import (
+    EventList,
+    History,
+    HistoryBucket,
+    JobEvent,
+    JobList,
+    JobResult,
+    JobState,
+    JobTemplate,
+    JobView,
+    Limits,
+    NewJob,
+    ProgressView,
+    ScheduleEvent,
+    ScheduleList,
+    ScheduleView,
+    Stats,
+    WebhookSecret,
+)
+
+__all__ = [
+    "ApiError", "BadRequest", "ClientError", "Conflict", "EventList", "History",
+    "HistoryBucket", "InvalidUrl", "JobEvent", "JobList", "JobResult", "JobState", "JobTemplate",
+    "JobView", "JobsClient", "Limits", "NewJob", "NotFound", "ProgressView", "ScheduleEvent",
+    "ScheduleList", "ScheduleView", "Stats", "TokenSource", "Unauthorized", "Unavailable",
+    "Unreachable", "WaitTimeout", "WebhookSecret", "parse_retry_after", "problem_error",
+    "template",
+]

@@ -1,0 +1,284 @@
+"""A small synchronous client of the jobs API, for services that submit jobs, and for the CLI.
+
+It installs on its own (`pip install ./client`): pydantic is its one dependency, for the models
+(jobs_client.models) that mirror the API's OpenAPI document; HTTP is the standard library's
+urllib.
+
+Why it is safe to retry: `submit` sends an Idempotency-Key (a new UUID per call unless the
+caller gives one), so a retry after a 503 or a dropped connection, when the first request may
+have been committed, returns the same job instead of a second one. 503 and 429 are retried
+with backoff (full jitter), or after exactly the Retry-After the server asked for, capped.
+Connection failures are retried for reads and submits; other writes are retried only when the
+connection was refused (the request never left), since they are not idempotent.
+
+The token comes from a callable, asked again on every attempt, so a Google ID token that
+expires between two calls is refreshed by whatever the callable wraps. Redirects are never
+followed: a bearer token must not travel to a host the caller did not name.
+"""
+
+from __future__ import annotations
+
+import builtins
+import urllib.parse
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, TypeVar
+from uuid import UUID
+
+from pydantic import ValidationError
+
+from jobs_client.errors import BadRequest, Unavailable, WaitTimeout
+from jobs_client.models import (
+    EventList,
+    Health,
+    History,
+    JobEvent,
+    JobList,
+    JobState,
+    JobTemplate,
+    JobView,
+    Limits,
+    NewJob,
+    ScheduleEvent,
+    ScheduleEventList,
+    ScheduleList,
+    ScheduleView,
+    Stats,
+    WebhookSecret,
+)
+from jobs_client.transport import TokenSource, Transport, parse_retry_after
+
+__all__ = ["JobsClient", "TokenSource", "parse_retry_after", "template"]
+PROBLEM_BASE = "https://jobs-pipeline.dev/problems/"
+_M = TypeVar("_M", bound=JobTemplate)
+
+
+class JobsClient(Transport):
+    """The jobs API at `base_url`, e.g. `JobsClient(url, token=lambda: fetch_id_token(...))`.
+    `retries` more attempts after the first; `sleep` and `clock` (see Transport) are
+    injectable so a test can count the waits instead of sitting through them."""
+
+    # -- the API ------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        preset: str,
+        content: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        max_attempts: int | None = None,
+        idempotency_key: str | None = None,
+        callback_url: str | None = None,
+        run_at: str | None = None,
+        delay_s: int | None = None,
+    ) -> JobView:
+        """Create a job (or, for a key used before with the same request, get that job); with
+        `run_at` (RFC 3339 with an offset) or `delay_s`, one that runs no sooner."""
+        key = idempotency_key or str(uuid.uuid4())
+        later: dict[str, Any] = {"run_at": run_at} if run_at is not None else {}
+        if delay_s is not None:
+            later["delay_s"] = delay_s
+        new = _checked(NewJob, preset=preset, content=content, metadata=metadata or {},
+                       max_attempts=max_attempts, idempotency_key=key,
+                       callback_url=callback_url, **later)
+        body = new.model_dump(mode="json", exclude_none=True, exclude={"idempotency_key"})
+        answer = self.call("POST", "/jobs", body, headers={"Idempotency-Key": key},
+                           idempotent=True)
+        return JobView.model_validate(answer)
+
+    def get(self, job_id: str | UUID, *, wait_s: float | None = None) -> JobView:
+        """The job; with `wait_s`, the server holds the answer up to that long (0 < wait_s ≤
+        30) and answers as soon as the job ends."""
+        query = f"?wait={wait_s:.3f}" if wait_s else ""
+        return JobView.model_validate(self.call("GET", f"/jobs/{_segment(job_id)}{query}"))
+
+    def page(
+        self, *, state: JobState | str | None = None, limit: int = 50, cursor: str | None = None,
+        preset: str | None = None,
+    ) -> JobList:
+        """One page of the caller's jobs, newest first; pass `next_cursor` back for the next."""
+        query = {"limit": str(limit)}
+        if state:
+            query["state"] = str(state)
+        if preset:
+            query["preset"] = preset
+        if cursor:
+            query["cursor"] = cursor
+        return JobList.model_validate(
+            self.call("GET", "/jobs?" + urllib.parse.urlencode(query))
+        )
+
+    def list(
+        self, *, state: JobState | str | None = None, page_size: int = 50
+    ) -> Iterator[JobView]:
+        """Every one of the caller's jobs, newest first, fetching a page only when needed."""
+        cursor: str | None = None
+        while True:
+            page = self.page(state=state, limit=page_size, cursor=cursor)
+            yield from page.jobs
+            if not page.next_cursor or not page.jobs:
+                return
+            cursor = page.next_cursor
+
+    def events(self, job_id: str | UUID) -> builtins.list[JobEvent]:
+        """The job's audit trail, oldest first."""
+        answer = self.call("GET", f"/jobs/{_segment(job_id)}/events")
+        return EventList.model_validate(answer).events
+
+    def cancel(self, job_id: str | UUID) -> JobView:
+        """PENDING ends CANCELLED at once; PROCESSING gets `cancel_requested`."""
+        return JobView.model_validate(self.call("POST", f"/jobs/{_segment(job_id)}/cancel", {}))
+
+    def retry(self, job_id: str | UUID) -> JobView:
+        """A FAILED job goes back to PENDING and is dispatched again."""
+        return JobView.model_validate(self.call("POST", f"/jobs/{_segment(job_id)}/retry", {}))
+
+    def stats(self) -> Stats:
+        """The caller's queue: jobs per state, the oldest due one, recent throughput."""
+        return Stats.model_validate(self.call("GET", "/stats"))
+
+    def history(self, window: Literal["hour", "day"] = "hour") -> History:
+        """How many of the caller's jobs ended per minute (`hour`) or per hour (`day`), by
+        end state, oldest bucket first, from the server's records."""
+        return History.model_validate(self.call("GET", f"/stats/history?window={window}"))
+
+    def health(self) -> Health:
+        """Whether the service answers and reaches its database. A 503 here is an answer (the
+        database is unreachable), not an error: it is returned, not raised or retried."""
+        try:
+            return Health.model_validate(self.call("GET", "/healthz", retries=0))
+        except Unavailable as exc:
+            if exc.status == 503 and "database" in exc.extra:
+                return Health(status="unavailable", database=str(exc.extra["database"]))
+            raise
+
+    def limits(self) -> Limits:
+        """How many of the caller's jobs may run at once: the stack's default and any override."""
+        return Limits.model_validate(self.call("GET", "/limits"))
+
+    def rotate_webhook_secret(self) -> WebhookSecret:
+        """A new signing secret for the caller's webhooks, shown this once; the previous one
+        keeps signing for the grace period. Not retried unless the request never left: a second
+        rotation would replace the secret this call returned."""
+        return WebhookSecret.model_validate(self.call("POST", "/webhook-secret/rotate", {}))
+
+    # -- schedules ----------------------------------------------------------------------------
+
+    def create_schedule(
+        self,
+        cron: str,
+        job: JobTemplate,
+        *,
+        timezone: str = "UTC",
+        enabled: bool = True,
+        overlap: Literal["skip", "allow"] | None = None,
+        catch_up: Literal["once", "all"] | None = None,
+    ) -> ScheduleView:
+        """A recurring job: `job` is created at each fire of `cron` in `timezone`."""
+        body: dict[str, Any] = {"cron": cron, "timezone": timezone,
+                                "job": job.model_dump(mode="json", exclude_none=True)}
+        if not enabled:
+            body["enabled"] = False
+        if overlap is not None:
+            body["overlap"] = overlap
+        if catch_up is not None:
+            body["catch_up"] = catch_up
+        return ScheduleView.model_validate(self.call("POST", "/schedules", body))
+
+    def schedules(self, *, limit: int = 50, cursor: str | None = None) -> ScheduleList:
+        """One page of the caller's schedules, newest first."""
+        query = {"limit": str(limit), **({"cursor": cursor} if cursor else {})}
+        return ScheduleList.model_validate(
+            self.call("GET", "/schedules?" + urllib.parse.urlencode(query))
+        )
+
+    def schedule(self, schedule_id: str | UUID) -> ScheduleView:
+        return ScheduleView.model_validate(self.call("GET", f"/schedules/{_segment(schedule_id)}"))
+
+    def update_schedule(
+        self,
+        schedule_id: str | UUID,
+        *,
+        cron: str | None = None,
+        timezone: str | None = None,
+        job: JobTemplate | None = None,
+        enabled: bool | None = None,
+        overlap: Literal["skip", "allow"] | None = None,
+        catch_up: Literal["once", "all"] | None = None,
+    ) -> ScheduleView:
+        """Change only what is given; `job` replaces the whole template (the API has no way to
+        change one of its fields alone, and it does not echo the content back)."""
+        patch: dict[str, Any] = {
+            k: v for k, v in (("cron", cron), ("timezone", timezone), ("enabled", enabled),
+                              ("overlap", overlap), ("catch_up", catch_up)) if v is not None
+        }
+        if job is not None:
+            patch["job"] = job.model_dump(mode="json", exclude_none=True)
+        if not patch:
+            raise BadRequest(422, "Invalid request", PROBLEM_BASE + "validation-error",
+                             detail="nothing to change")
+        return ScheduleView.model_validate(
+            self.call("PATCH", f"/schedules/{_segment(schedule_id)}", patch)
+        )
+
+    def delete_schedule(self, schedule_id: str | UUID) -> None:
+        self.call("DELETE", f"/schedules/{_segment(schedule_id)}")
+
+    def schedule_events(self, schedule_id: str | UUID) -> builtins.list[ScheduleEvent]:
+        """The schedule's fires and skips, oldest first."""
+        answer = self.call("GET", f"/schedules/{_segment(schedule_id)}/events")
+        return ScheduleEventList.model_validate(answer).events
+
+    def wait(
+        self,
+        job_id: str | UUID,
+        timeout_s: float = 300.0,
+        *,
+        poll_s: float = 0.5,
+        server_wait_s: float | None = None,
+        on_change: Callable[[JobView], None] | None = None,
+    ) -> JobView:
+        """Poll until the job ends and return it; `on_change` sees each new state or progress
+        (and the first). With `server_wait_s`, each poll is `GET /jobs/{id}?wait=N`: the server
+        answers as soon as the job ends, so no sleep is needed between polls. Raises WaitTimeout,
+        holding the job as last seen, after `timeout_s`."""
+        deadline = self._clock() + timeout_s
+        last: tuple[JobState, Any] | None = None
+        while True:
+            remaining = deadline - self._clock()
+            hold = min(server_wait_s, remaining) if server_wait_s and remaining > 0.05 else None
+            job = self.get(job_id, wait_s=hold)
+            seen = (job.state, job.progress)
+            if seen != last:
+                last = seen
+                if on_change is not None:
+                    on_change(job)
+            if job.state.terminal:
+                return job
+            if self._clock() >= deadline:
+                raise WaitTimeout(job, timeout_s)
+            if hold is None:
+                self._sleep(poll_s)
+
+def template(
+    preset: str, content: str, *, metadata: dict[str, Any] | None = None,
+    max_attempts: int | None = None,
+) -> JobTemplate:
+    """A schedule's job, checked as the API checks it (BadRequest before anything is sent)."""
+    return _checked(JobTemplate, preset=preset, content=content, metadata=metadata or {},
+                    max_attempts=max_attempts)
+
+
+def _checked(model: type[_M], **fields: Any) -> _M:
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        raise BadRequest(
+            422, "Invalid request", PROBLEM_BASE + "validation-error",
+            invalid_params=[{"name": ".".join(str(p) for p in e["loc"]) or "body",
+                             "reason": e["msg"]} for e in exc.errors()],
+        ) from None
+
+
+def _segment(job_id: str | UUID) -> str:
+    return urllib.parse.quote(str(job_id), safe="")

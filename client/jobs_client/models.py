@@ -1,0 +1,234 @@
+"""What the jobs API sends and takes, as pydantic models: the client's own copy of the shapes
+the API's OpenAPI document describes (tests/test_client.py checks the two agree field by field).
+
+Kept here rather than imported from the server's code so that the client installs on its own
+with pydantic as its one dependency. The answers' models ignore nothing: a field the server
+adds later is kept (`extra="allow"`), so `model_dump()` shows it to a caller on an older client.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PRESET_PATTERN = r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$"
+
+
+class JobState(StrEnum):
+    PENDING = "PENDING"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Links(_Answer):
+    self: str
+    events: str
+
+
+class ProgressView(_Answer):
+    """The last progress the job's handler reported."""
+
+    fraction: float
+    note: str | None
+    at: datetime
+    attempt: int
+
+
+class JobResult(_Answer):
+    status: Literal["succeeded", "failed"]
+    output: Any = None
+    error_type: str | None = None
+    error_message: str | None = None
+    duration_ms: int | None = None
+    created_at: datetime
+
+
+class JobView(_Answer):
+    """A job as its owner sees it (the content is not echoed back)."""
+
+    id: str
+    preset: str
+    state: JobState
+    attempts: int
+    max_attempts: int
+    metadata: dict[str, Any]
+    cancel_requested: bool
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    not_before: datetime | None
+    result: JobResult | None
+    progress: ProgressView | None = None
+    callback_url: str | None = None
+    trace_id: str | None = None
+    links: Links
+
+
+class JobList(_Answer):
+    jobs: list[JobView]
+    next_cursor: str | None
+
+
+class JobEvent(_Answer):
+    id: int
+    job_id: str
+    from_state: JobState | None
+    to_state: JobState
+    reason: str
+    attempt: int
+    details: dict[str, Any]
+    at: datetime
+
+
+class EventList(_Answer):
+    events: list[JobEvent]
+
+
+class Stats(_Answer):
+    """The caller's own queue: jobs per state, the oldest PENDING one, recent throughput."""
+
+    depth: dict[JobState, int]
+    oldest_pending_age_s: float | None
+    finished_last_5_min: int
+    throughput_per_min: float
+
+
+class Health(_Answer):
+    """`GET /healthz`: the service, and whether it reaches its database."""
+
+    status: str
+    database: str
+
+
+class HistoryBucket(_Answer):
+    at: datetime
+    counts: dict[JobState, int]
+
+
+class History(_Answer):
+    """Jobs finished per bucket (a minute, or an hour over a day), by end state."""
+
+    window: Literal["hour", "day"]
+    bucket_s: int
+    buckets: list[HistoryBucket]
+
+
+class Limits(_Answer):
+    """How many of the caller's jobs may run at once: the stack's default and the caller's own."""
+
+    default_max_running: int
+    max_running: int
+    override: int | None
+    running: int
+
+
+class WebhookSecret(_Answer):
+    """A new signing secret, shown once."""
+
+    secret: str
+    rotated_at: datetime
+    previous_valid_until: datetime | None
+
+
+class TemplateView(_Answer):
+    preset: str
+    metadata: dict[str, Any]
+    max_attempts: int | None
+
+
+class ScheduleLinks(_Answer):
+    self: str
+    events: str
+    last_job: str | None
+
+
+class ScheduleView(_Answer):
+    id: str
+    cron: str
+    timezone: str
+    job: TemplateView
+    enabled: bool
+    overlap: Literal["skip", "allow"]
+    catch_up: Literal["once", "all"]
+    next_fire_at: datetime | None
+    last_fire_at: datetime | None
+    last_job_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    links: ScheduleLinks
+
+
+class ScheduleList(_Answer):
+    schedules: list[ScheduleView]
+    next_cursor: str | None
+
+
+class ScheduleEvent(_Answer):
+    id: int
+    schedule_id: str
+    fire_time: datetime
+    kind: Literal["fired", "skipped"]
+    job_id: str | None
+    details: dict[str, Any]
+    at: datetime
+
+
+class ScheduleEventList(_Answer):
+    events: list[ScheduleEvent]
+
+
+def _no_nul(value: str | None) -> str | None:
+    if value is not None and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+class JobTemplate(BaseModel):
+    """A job's own fields, checked as the API checks them, so that a request the API would
+    refuse is refused before it is sent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: str = Field(min_length=1, max_length=64, pattern=PRESET_PATTERN)
+    content: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
+
+    @field_validator("content")
+    @classmethod
+    def _content(cls, value: str) -> str:
+        return _no_nul(value) or ""
+
+
+class NewJob(JobTemplate):
+    """What `POST /jobs` takes."""
+
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
+    callback_url: str | None = Field(default=None, min_length=1, max_length=2048)
+    run_at: str | None = Field(default=None, max_length=64)
+    delay_s: int | None = Field(default=None, ge=0)
+
+    @field_validator("idempotency_key", "callback_url")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        return _no_nul(value)
+
+    @model_validator(mode="after")
+    def _one_time_at_most(self) -> NewJob:
+        if self.run_at is not None and self.delay_s is not None:
+            raise ValueError("give run_at or delay_s, not both")
+        return self
