@@ -5,8 +5,8 @@ tables and progress bars only there) against a running `make dev`, and compares 
 terminal shows with the documented output, line by line, after normalising what differs from
 run to run:
 
-- ids (UUIDs), dates, times of day, timestamps, durations and ages, rates, cursors;
-- a progress bar's fill and its "slept 1.9 of 4 s" count (the state and the total stay);
+- ids (UUIDs) and trace ids, dates, times of day, timestamps, durations and ages, rates, cursors;
+- a progress bar's fill, its percentage and its "slept 1.9 of" count (the state stays);
 - runs of spaces (column widths follow the values);
 - `…` in the documented output stands for anything within its line.
 
@@ -32,10 +32,12 @@ UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 BLOCK = re.compile(r"^```console\n(.*?)^```", re.S | re.M)
 NORMALISE = [
     (UUID, "<id>"),
+    (re.compile(r"\b[0-9a-f]{32}\b"), "<trace>"),
     (re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z| UTC|\+00:00)?"), "<time>"),
     (re.compile(r"\b\d{4}-\d{2}-\d{2}\b"), "<date>"),
     (re.compile(r"\b\d{2}:\d{2}:\d{2}\.\d{3}\b"), "<clock>"),
-    (re.compile(r"\[[#.]+\]\s+\d+%"), "[<bar>] <n>%"),
+    (re.compile(r"\[[#.]+\]"), "[<bar>]"),
+    (re.compile(r"\b\d+%"), "<n>%"),
     (re.compile(r"slept [\d.]+ of"), "slept <n> of"),
     (re.compile(r"\(\d+(?:\.\d+)?/min\)"), "(<rate>)"),
     (re.compile(r"[+-]?\b\d+(?:\.\d+)? ?(?:ms|s|m|h|d)\b"), "<dur>"),
