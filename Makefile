@@ -7,6 +7,10 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt |
 TOOLS  := $(VENV)/tools/.installed-$(shell cat requirements-tools.txt | cksum | cut -d' ' -f1)
 
 AXE    := tests/ui/node_modules/axe-core/axe.min.js
+# The offline `terraform validate` (tests/test_terraform_validate.py): provider schemas from npm,
+# the schema server's own virtualenv from PyPI, each pinned by its lock or hashes.
+TFSCHEMAS := tests/terraform/node_modules/.installed
+TFPLUGIN  := tests/terraform/.venv/.installed-$(shell cat tests/terraform/requirements.txt | cksum | cut -d' ' -f1)
 
 .PHONY: install lint types browser docs test bench dev clean
 
@@ -31,7 +35,18 @@ $(AXE): tests/ui/package-lock.json
 	  npm ci --prefix tests/ui --no-audit --no-fund --silent && touch $(AXE); \
 	else echo "note: npm is missing; the dashboard's accessibility test will fail without it"; fi
 
-install: $(STAMP) $(TOOLS) $(AXE)
+$(TFSCHEMAS): tests/terraform/package-lock.json
+	@if command -v npm >/dev/null; then \
+	  npm ci --prefix tests/terraform --no-audit --no-fund --silent && touch $(TFSCHEMAS); \
+	else echo "note: npm is missing; the offline terraform validate test will fail without it"; fi
+
+$(TFPLUGIN): tests/terraform/requirements.txt
+	$(PYTHON) -m venv tests/terraform/.venv
+	tests/terraform/.venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r tests/terraform/requirements.txt
+	rm -f tests/terraform/.venv/.installed-*
+	touch $(TFPLUGIN)
+
+install: $(STAMP) $(TOOLS) $(AXE) $(TFSCHEMAS) $(TFPLUGIN)
 
 # Debian's chromium and chromium-driver for the dashboard's browser tests: installed when
 # missing and we are root (CI), else a note on how (the tests then fail saying the same).

@@ -116,6 +116,9 @@ def run(argv: list[str]) -> int:
         return 0
     if args.command == "migrate":
         done = operator.migrate()
+        if done["migrated_to"] is None:  # behind a newer database: said on stderr, exit 0
+            jobs.emit(done, args.json, lambda: "")
+            return 0
         jobs.emit(done, args.json, lambda: "migrated to head" + (
             "\ngranted jobs_app to " + ", ".join(done["granted"]) if done["granted"] else ""))
         return 0

@@ -46,7 +46,7 @@ def add_commands(sub: Any) -> None:
     ls.add_argument("--preset")
     ls.add_argument("--limit", type=int, default=20)
     ls.add_argument("--cursor", help="the next page, as the previous one named it")
-    sub.add_parser("stats", help="your jobs per state, oldest pending, recent throughput")
+    sub.add_parser("stats", help="your jobs per state, oldest due, due and parked, throughput")
     hist = sub.add_parser("history", help="your jobs that ended per minute (last hour) or per "
                           "quarter hour (last day), by end state")
     hist.add_argument("--window", choices=["hour", "day"], default="hour")

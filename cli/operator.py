@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -119,6 +120,7 @@ def migrate() -> dict[str, Any]:
     from sqlalchemy.exc import SQLAlchemyError
 
     from common.store.errors import DatabaseUnavailable
+    from common.store.migration_guard import MigrationRefused, NewerDatabase
 
     database_settings()  # a clear error if there is no database to migrate
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -126,6 +128,11 @@ def migrate() -> dict[str, Any]:
     config.set_main_option("script_location", os.path.join(root, "migrations"))
     try:
         command.upgrade(config, "head")
+    except NewerDatabase as exc:  # a rollback: the older code deploys against the newer schema
+        print(f"not migrating: {exc}", file=sys.stderr)
+        return {"migrated_to": None, "not_migrating": str(exc), "granted": []}
+    except MigrationRefused as exc:
+        raise UsageError(f"not migrated: {exc}") from None
     except DatabaseUnavailable:
         raise UsageError("cannot reach the database", code=2) from None
     except SQLAlchemyError as exc:

@@ -183,7 +183,8 @@ def stats_summary(stats: Stats, paint: Paint) -> str:
     lines += [f"{paint.state(s, widths[0])}  {n.rjust(widths[1])}" for s, n in rows]
     oldest = stats.oldest_pending_age_s
     lines.append(
-        f"oldest pending: {age(oldest) if oldest is not None else 'none'}; "
+        f"oldest due: {age(oldest) if oldest is not None else 'none'} "
+        f"({stats.pending_due} due, {stats.pending_parked} parked); "
         f"finished in the last 5 min: {stats.finished_last_5_min} "
         f"({stats.throughput_per_min:g}/min)"
     )

@@ -93,6 +93,17 @@ class Settings(BaseModel):
     auth_google_audience: str | None = None
     auth_google_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
     auth_google_issuers: list[str] = ["https://accounts.google.com", "accounts.google.com"]
+    # Who may call with a Google-signed token or through IAP: verified emails
+    # (`alice@example.com`) or owners (`google:<sub>`). Empty: any caller that reaches submit
+    # (Cloud Run IAM decides). Required in production when SUBMIT_PUBLIC: a public URL would
+    # otherwise take any Google-signed ID token from any project.
+    auth_google_allowed: list[str] = []
+    submit_public: bool = False
+    # Identity-Aware Proxy in front of submit: the `x-goog-iap-jwt-assertion` header (ES256,
+    # issuer https://cloud.google.com/iap) is verified for this audience, and its person is the
+    # owner (the same `google:<sub>` as their own Google ID token). Unset: the header is ignored.
+    auth_iap_audience: str | None = None
+    auth_iap_certs_url: str = "https://www.gstatic.com/iap/verify/public_key-jwk"
 
     # Pub/Sub. The emulator is used when PUBSUB_EMULATOR_HOST is set (google-cloud-pubsub reads it).
     google_cloud_project: str = "local-project"
@@ -206,6 +217,11 @@ class Settings(BaseModel):
                 "Terraform passes it from Secret Manager, docs/deploy.md step 3): without it "
                 "owners' webhook signing secrets would be stored unsealed"
             )
+        if self.is_production and self.submit_public and not self.auth_google_allowed:
+            raise ValueError(
+                "in production SUBMIT_PUBLIC needs AUTH_GOOGLE_ALLOWED (a JSON list of emails or "
+                "google:<sub> owners): a public submit would take any Google-signed ID token "
+                "from any project (Terraform: submit_allowed_principals)")
         if self.is_production and self.auth_hs256_secret is not None:
             # Without them, a token minted for any other service that shares the secret (or a
             # leaked dev token) would be accepted here.

@@ -26,11 +26,14 @@ locals {
   apis_private = ["compute.googleapis.com", "servicenetworking.googleapis.com", "vpcaccess.googleapis.com"]
   # Only with a budget (billing_account set).
   apis_budget = ["billingbudgets.googleapis.com"]
+  # Only with dashboard_iap: Identity-Aware Proxy in front of submit.
+  apis_iap = ["iap.googleapis.com"]
 
   apis = concat(
     local.apis_base,
     var.db_private_ip ? local.apis_private : [],
     var.billing_account != "" ? local.apis_budget : [],
+    var.dashboard_iap ? local.apis_iap : [],
   )
 }
 

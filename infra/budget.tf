@@ -1,4 +1,4 @@
-# An optional monthly budget on this project, alerting at 50 %, 90 % and 100 % of actual spend and
+# An optional monthly budget on this project, alerting at 75 %, 90 % and 100 % of actual spend and
 # at 100 % of the forecast. Off unless billing_account is set: creating a budget needs the
 # Billing Account Costs Manager (or Administrator) role on the billing account, which the person
 # applying may not have. With user credentials the Budget API also needs a quota project:
@@ -19,7 +19,7 @@ resource "google_billing_budget" "project" {
   }
 
   threshold_rules {
-    threshold_percent = 0.5
+    threshold_percent = 0.75
   }
   threshold_rules {
     threshold_percent = 0.9

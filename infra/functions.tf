@@ -3,7 +3,9 @@
 # Connection budget: every instance holds at most pool + overflow connections, so
 #   (max_instances.submit + max_instances.process + max_instances.sweep) x (pool + overflow)
 #   must stay <= db_max_connections - db_reserved_connections.
-# Defaults: (10 + 20 + 1) x (2 + 1) = 93 <= 100 - 7. The precondition below refuses a plan that
+# Cloud Run may briefly exceed max instances (spikes, a deploy's two revisions), so the sum is
+# taken with instance_overshoot_ratio (20 %) on top. Defaults: (10 + 20 + 1) x (2 + 1) = 93, with
+# headroom ceil(93 x 1.2) = 112 <= 125 - 7 = 118. The precondition below refuses a plan that
 # breaks it; raise db_max_connections (and the tier) before max instances or pools.
 # Request concurrency does not multiply connections: an instance's pool caps them whatever the
 # number of requests it serves at once.
@@ -20,11 +22,16 @@ locals {
   connections_needed = local.per_instance_connections * (
     var.max_instances.submit + var.max_instances.process + var.max_instances.sweep
   )
+  # Cloud Run may briefly run more instances than max_instances (spikes, and a deploy's old and
+  # new revisions side by side): the budget must hold that overshoot too.
+  connections_with_headroom = ceil(local.connections_needed * (1 + var.instance_overshoot_ratio))
   # The function URLs (cloudfunctions.net): the OIDC audiences that callers put in their ID
   # tokens and that submit and sweep check. Known before the functions exist, so the functions'
   # own environment can name them. Targets of internal-only functions use the run.app URL instead
   # (service_config[0].uri): only there do Scheduler and Pub/Sub push count as internal traffic.
-  url = { for f in local.functions : f => "https://${var.region}-${var.project_id}.cloudfunctions.net/${var.name}-${f}" }
+  # The audience of IAP's signed header when IAP is enabled on submit's Cloud Run service.
+  iap_audience = "/projects/${data.google_project.this.number}/locations/${var.region}/services/${var.name}-submit"
+  url          = { for f in local.functions : f => "https://${var.region}-${var.project_id}.cloudfunctions.net/${var.name}-${f}" }
 
   common_env = {
     INSTANCE_CONNECTION_NAME = google_sql_database_instance.jobs.connection_name
@@ -39,8 +46,12 @@ locals {
     ACK_DEADLINE_S           = tostring(var.ack_deadline_s)
   }
 
-  # Secret environment variables of each function: name => secret (version latest), from
+  # Secret environment variables of each function: name => secret (at a pinned version), from
   # secrets.tf. Each reader is granted access in iam.tf, and the functions wait for the grants.
+  secret_version = {
+    (data.google_secret_manager_secret.hs256.secret_id)       = var.hs256_secret_version
+    (data.google_secret_manager_secret.webhook_key.secret_id) = var.webhook_key_secret_version
+  }
   secret_env = {
     submit = {
       AUTH_HS256_SECRET  = data.google_secret_manager_secret.hs256.secret_id
@@ -56,6 +67,11 @@ locals {
       memory  = "512Mi"
       env = {
         AUTH_GOOGLE_AUDIENCE = local.url["submit"]
+        # Public submit admits only the Google-signed callers named here (settings refuse to
+        # start public without them); behind IAP, its signed header names the person.
+        SUBMIT_PUBLIC       = tostring(var.allow_public_submit)
+        AUTH_GOOGLE_ALLOWED = jsonencode(var.submit_allowed_principals)
+        AUTH_IAP_AUDIENCE   = var.dashboard_iap ? local.iap_audience : ""
         # On Cloud Run, HS256 tokens must name this issuer and audience (settings refuse a
         # secret without them): mint with `python main.py token` given the same two values.
         AUTH_HS256_ISSUER   = "${var.name}-callers"
@@ -141,6 +157,9 @@ resource "google_cloudfunctions2_function" "fn" {
     vpc_connector_egress_settings    = var.vpc_connector != "" ? "PRIVATE_RANGES_ONLY" : null
     environment_variables = merge(local.common_env, local.fn[each.key].env, {
       DB_USER = local.db_users[each.key]
+      # The Cloud Functions API adds this to every gen2 function; stated here, so that later
+      # plans show no diff on all three functions.
+      LOG_EXECUTION_ID = "true"
     })
 
     dynamic "secret_environment_variables" {
@@ -149,7 +168,9 @@ resource "google_cloudfunctions2_function" "fn" {
         key        = secret_environment_variables.key
         project_id = var.project_id
         secret     = secret_environment_variables.value
-        version    = "latest"
+        # A pinned version: a new one reaches the fleet only with the next apply, all at once,
+        # never instance by instance as `latest` would (a fleet mixing two keys).
+        version = local.secret_version[secret_environment_variables.value]
       }
     }
   }
@@ -170,8 +191,12 @@ resource "google_cloudfunctions2_function" "fn" {
     # (gcloud functions deploy --source), so the source is not Terraform's to roll back.
     ignore_changes = [build_config[0].source]
     precondition {
-      condition     = local.connections_needed <= local.connection_budget
-      error_message = "max_instances x (db_pool_size + db_max_overflow) exceeds db_max_connections - db_reserved_connections."
+      condition     = local.connections_with_headroom <= local.connection_budget
+      error_message = "max_instances x (db_pool_size + db_max_overflow) x (1 + instance_overshoot_ratio) exceeds db_max_connections - db_reserved_connections."
+    }
+    precondition {
+      condition     = !var.allow_public_submit || length(var.submit_allowed_principals) > 0
+      error_message = "allow_public_submit needs submit_allowed_principals: a public submit would take any Google-signed ID token from any project."
     }
     precondition {
       condition     = var.sweep_time_budget_s < var.sweep_timeout_s

@@ -63,9 +63,11 @@ resource "google_project_iam_member" "sql_instance_user" {
   member   = "serviceAccount:${google_service_account.function[each.key].email}"
 }
 
-# submit publishes new jobs, sweep re-dispatches; process and sweep announce terminal states.
+# submit publishes new jobs, sweep re-dispatches, process releases parked jobs when a slot frees
+# (Worker._release_parked); process and sweep announce terminal states. tests/test_deploy_grants.py
+# derives each function's topics from its code and checks these grants cover them.
 resource "google_pubsub_topic_iam_member" "jobs_publisher" {
-  for_each = toset(["submit", "sweep"])
+  for_each = toset(["submit", "process", "sweep"])
   topic    = google_pubsub_topic.jobs.id
   role     = "roles/pubsub.publisher"
   member   = "serviceAccount:${google_service_account.function[each.key].email}"
@@ -173,6 +175,12 @@ resource "google_project_iam_member" "build_reads_sources" {
   project = var.project_id
   role    = "roles/storage.objectViewer"
   member  = "serviceAccount:${google_service_account.build.email}"
+  # Only the two buckets it reads, not every bucket of the project.
+  condition {
+    title       = "function sources only"
+    description = "The source bucket and Cloud Functions' gcf-v2-sources bucket of this region."
+    expression  = "resource.name.startsWith(\"projects/_/buckets/${var.source_bucket}\") || resource.name.startsWith(\"projects/_/buckets/gcf-v2-sources-${data.google_project.this.number}-${var.region}\")"
+  }
 }
 
 resource "google_artifact_registry_repository_iam_member" "build_pushes_images" {
@@ -182,6 +190,9 @@ resource "google_artifact_registry_repository_iam_member" "build_pushes_images" 
   member     = "serviceAccount:${google_service_account.build.email}"
 }
 
+# Project level, not per function: `gcloud functions deploy --source` first asks the location for
+# an upload URL (generateUploadUrl, permission cloudfunctions.functions.sourceCodeSet on the
+# project's location), which no per-function grant covers.
 resource "google_project_iam_member" "migrate_deploys_functions" {
   project = var.project_id
   role    = "roles/cloudfunctions.developer"
@@ -223,4 +234,22 @@ resource "google_cloud_run_service_iam_member" "submit_invoker" {
   service  = google_cloudfunctions2_function.fn["submit"].name
   role     = "roles/run.invoker"
   member   = each.key
+}
+
+# Identity-Aware Proxy in front of submit (dashboard_iap): IAP's service agent invokes submit on
+# behalf of the people it lets through, and dashboard_users may pass it.
+resource "google_cloud_run_service_iam_member" "submit_iap_invoker" {
+  count    = var.dashboard_iap ? 1 : 0
+  location = var.region
+  service  = google_cloudfunctions2_function.fn["submit"].name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-iap.iam.gserviceaccount.com"
+}
+
+resource "google_iap_web_cloud_run_service_iam_member" "dashboard_users" {
+  for_each               = toset(var.dashboard_iap ? var.dashboard_users : [])
+  location               = var.region
+  cloud_run_service_name = google_cloudfunctions2_function.fn["submit"].name
+  role                   = "roles/iap.httpsResourceAccessor"
+  member                 = each.key
 }

@@ -15,7 +15,7 @@ resource "google_sql_database_instance" "jobs" {
 
   settings {
     tier              = var.db_tier
-    availability_type = "REGIONAL"
+    availability_type = var.db_availability_type
     edition           = "ENTERPRISE"
     # ... and the API-level one: no surface (console, gcloud, API) deletes the instance until it
     # is switched off.

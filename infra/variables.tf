@@ -34,10 +34,38 @@ variable "db_tier" {
   default     = "db-custom-1-3840"
 }
 
+variable "db_availability_type" {
+  description = "REGIONAL (high availability: a standby in another zone, about twice the price) or ZONAL (a trial, or when an hour's outage on a zone failure is acceptable)."
+  type        = string
+  default     = "REGIONAL"
+  validation {
+    condition     = contains(["REGIONAL", "ZONAL"], var.db_availability_type)
+    error_message = "db_availability_type must be REGIONAL or ZONAL."
+  }
+}
+
 variable "db_max_connections" {
   description = "The instance's max_connections flag; see connection_budget in functions.tf."
   type        = number
-  default     = 100
+  default     = 125
+}
+
+variable "hs256_secret_version" {
+  description = "The HS256 secret's version submit reads (a number, never latest): bump it and apply to roll a new version out to every instance at once (docs/deploy.md, \"Rotating secrets\")."
+  type        = string
+  default     = "1"
+}
+
+variable "webhook_key_secret_version" {
+  description = "The webhook key's version the functions read (a number, never latest)."
+  type        = string
+  default     = "1"
+}
+
+variable "instance_overshoot_ratio" {
+  description = "Share by which Cloud Run may briefly exceed max_instances (spikes, a deploy's old and new revisions); the connection budget holds it."
+  type        = number
+  default     = 0.2
 }
 
 variable "db_reserved_connections" {
@@ -150,11 +178,31 @@ variable "max_delivery_attempts" {
 
 variable "allow_public_submit" {
   description = <<-EOT
-    Let anyone reach submit over HTTPS (allUsers invoker); submit still verifies its own bearer
-    tokens. Off by default: only submit_invokers may call it.
+    Let anyone reach submit over HTTPS (allUsers invoker). submit then admits, of the
+    Google-signed callers, only those submit_allowed_principals names (required: the plan and
+    submit itself refuse a public submit without it), and HS256 tokens minted with our secret.
+    Off by default: only submit_invokers may call it.
   EOT
   type        = bool
   default     = false
+}
+
+variable "submit_allowed_principals" {
+  description = "Google-signed callers submit admits (AUTH_GOOGLE_ALLOWED): verified emails, or owners as google:<sub>. Required with allow_public_submit; when empty, Cloud Run IAM alone decides."
+  type        = list(string)
+  default     = []
+}
+
+variable "dashboard_iap" {
+  description = "submit is behind Identity-Aware Proxy (enable it on the service: docs/deploy.md, \"Signing in to the dashboard\"): submit verifies IAP's signed header and each person is their own owner."
+  type        = bool
+  default     = false
+}
+
+variable "dashboard_users" {
+  description = "Who may pass IAP to the dashboard (roles/iap.httpsResourceAccessor), e.g. user:alice@example.com or group:team@example.com."
+  type        = list(string)
+  default     = []
 }
 
 variable "submit_invokers" {
@@ -291,8 +339,14 @@ variable "notification_channels" {
   default     = []
 }
 
+variable "log_metric_wait_s" {
+  description = "Seconds the alert policies wait after their log-based metrics are created: the Monitoring API may not see a new metric for minutes (provider issue #11102)."
+  type        = number
+  default     = 180
+}
+
 variable "alert_oldest_pending_age_s" {
-  description = "Alert when the oldest PENDING job has waited longer than this (seconds) for 5 minutes."
+  description = "Alert when the oldest due job (not for later, not parked) has waited longer than this (seconds) since it became due, for 5 minutes."
   type        = number
   default     = 900
 }
@@ -307,6 +361,12 @@ variable "alert_sweep_absent_minutes" {
   description = "Alert when no sweep pass has been reported for this many minutes."
   type        = number
   default     = 10
+}
+
+variable "alert_jobs_oldest_unacked_s" {
+  description = "Alert when a job message has waited this long on the jobs subscription (Pub/Sub's own metric, independent of the sweep)."
+  type        = number
+  default     = 900
 }
 
 variable "alert_submit_5xx_ratio" {
@@ -324,7 +384,7 @@ variable "billing_account" {
 }
 
 variable "budget_amount" {
-  description = "Monthly budget, in the billing account's currency (whole units)."
+  description = "Monthly budget, in the billing account's currency (whole units). Alerts at 75 %, 90 % and 100 % of spend and 100 % of the forecast: the default profile idles at about 105 a month (docs/deploy.md, \"What it costs\"), so 200 stays quiet at idle."
   type        = number
-  default     = 100
+  default     = 200
 }

@@ -5,6 +5,11 @@ terraform {
       source  = "hashicorp/google"
       version = "~> 6.10"
     }
+    # time_sleep: the alert policies wait for their log-based metrics (monitoring.tf).
+    time = {
+      source  = "hashicorp/time"
+      version = "~> 0.13"
+    }
   }
 }
 

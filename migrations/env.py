@@ -1,17 +1,21 @@
 """Alembic environment: migrations run through the same engine factory as the functions.
 
 So `alembic upgrade head` in Cloud Build reaches a private Cloud SQL instance through the Python
-connector, with no Auth Proxy and no allow-listed public IP. A caller (the tests) may hand in an
-open connection as `config.attributes["connection"]` instead.
+connector, with no Auth Proxy and no allow-listed public IP. Before migrating it takes the
+migration lock, clears the application's statement timeout and refuses a database newer than
+this release (common/store/migration_guard.py). A caller may hand in an open connection as
+`config.attributes["connection"]` instead, and then owns all of that.
 """
 
 from __future__ import annotations
 
 from alembic import context
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
 from common.settings import load_settings
 from common.store.engine import create_engine_from_settings
+from common.store.migration_guard import prepare, release
 
 
 def _run(connection: Connection) -> None:
@@ -28,10 +32,16 @@ def run_migrations_online() -> None:
     engine = create_engine_from_settings(
         load_settings(), pool_size=1, max_overflow=0, autocommit=False
     )
+    script = ScriptDirectory.from_config(context.config)
+    known = {revision.revision for revision in script.walk_revisions()}
     try:
         with engine.connect() as connection:
-            _run(connection)
-            connection.commit()
+            prepare(connection, known, str(script.get_current_head()))
+            try:
+                _run(connection)
+                connection.commit()
+            finally:
+                release(connection)
     finally:
         engine.dispose()
         from common.store.engine import close_connector

@@ -271,6 +271,8 @@ API_OF = {  # resource type prefix -> the APIs it needs
     "google_logging": ["logging.googleapis.com"],
     "google_monitoring": ["monitoring.googleapis.com"],
     "google_billing_budget": ["billingbudgets.googleapis.com"],
+    "google_iap": ["iap.googleapis.com"],
+    "time_": [],  # hashicorp/time: local to Terraform, no API
     "google_project": ["cloudresourcemanager.googleapis.com"],  # data.google_project
 }
 
@@ -279,7 +281,8 @@ def test_item06_every_resource_type_has_its_api_enabled(
     infra: Infra, commands: list[str],
 ) -> None:
     base = set(infra.locals["apis_base"])
-    conditional = {"google_billing_budget": set(infra.locals["apis_budget"])}
+    conditional = {"google_billing_budget": set(infra.locals["apis_budget"]),
+                   "google_iap_web_cloud_run_service_iam_member": set(infra.locals["apis_iap"])}
     for rtype in sorted(infra.resource_types() | set(infra.data)):
         prefix = next((p for p in sorted(API_OF, key=len, reverse=True) if rtype.startswith(p)),
                       None)

@@ -4,10 +4,13 @@ what it means, and the Cloud SQL, Artifact Registry and budget settings hold."""
 
 from __future__ import annotations
 
+import ast
 import re
+from typing import Any
 
 import pytest
 
+from common.store.job_store import JobStore
 from localstack.paths import ROOT
 from tests.support.terraform import Infra, one_block
 
@@ -32,15 +35,38 @@ def test_log_filters_name_log_lines_the_code_writes(infra: Infra) -> None:
         assert f'"{action}"' in CODE
 
 
-def test_sweep_figures_read_fields_of_the_report(infra: Infra) -> None:
+def _returned_keys(path: str, function: str) -> set[str]:
+    """The keys of the dict literal that `function` in `path` returns: a step's report."""
+    tree = ast.parse((ROOT / path).read_text())
+    func = next(n for n in ast.walk(tree)
+                if isinstance(n, ast.FunctionDef) and n.name == function)
+    keys: set[str] = set()
+    for node in ast.walk(func):
+        if isinstance(node, ast.Return) and isinstance(node.value, ast.Dict):
+            keys |= {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+    return keys
+
+
+def test_sweep_figures_read_keys_the_report_has(infra: Infra, store: JobStore) -> None:
+    """Each figure's field is a key path of the sweep's report: the queue part from a real
+    queue report on PostgreSQL, a step's part from the dict its function returns. (The chart
+    "Dead letters settled" read `steps.dead_letters.settled`, a key the sweep never reported;
+    the old test only looked for the last word anywhere in common/.)"""
+    queue = store.queue_report()
+    steps = {"dead_letters": _returned_keys("common/maintenance/dead_letters.py", "settle")}
     figures = infra.locals["sweep_figures"]
-    assert {"queue_pending", "queue_processing", "oldest_pending_age", "dead_lettered",
-            "delivery_failed", "undeliverable"} <= set(figures)
+    assert {"queue_pending", "queue_processing", "queue_due", "queue_parked",
+            "oldest_pending_age", "delivery_failed", "undeliverable"} <= set(figures)
     for name, figure in figures.items():
-        field = figure["field"]
-        assert field.startswith("jsonPayload.summary."), name
-        assert field.rsplit(".", 1)[-1] in CODE or name in {"delivery_failed", "undeliverable"}, (
-            f"{name}: the report has no field {field}")
+        path = figure["field"].removeprefix("jsonPayload.summary.").split(".")
+        if path[0] == "queue":
+            node: Any = queue
+            for key in path[1:]:
+                assert isinstance(node, dict) and key in node, f"{name}: no {figure['field']}"
+                node = node[key]
+        else:
+            assert path[0] == "steps" and len(path) == 3, f"{name}: {figure['field']}"
+            assert path[2] in steps[path[1]], f"{name}: the report has no {figure['field']}"
     metric = infra.resource("google_logging_metric", "sweep_figure")
     assert metric["value_extractor"] == "EXTRACT(${each.value.field})"
     assert metric["filter"] == "${local.sweep_report}"
@@ -61,10 +87,10 @@ def test_every_metric_is_on_the_dashboard(infra: Infra) -> None:
     assert dashboard["dashboard_json"] == "${jsonencode(local.dashboard)}"
 
 
-def test_the_five_alerts_notify_the_channels_and_explain_themselves(infra: Infra) -> None:
+def test_the_alerts_notify_the_channels_and_explain_themselves(infra: Infra) -> None:
     policies = infra.resources["google_monitoring_alert_policy"]
     assert set(policies) == {"oldest_pending", "failing_jobs", "dead_letters", "sweep_health",
-                             "submit_5xx"}
+                             "submit_5xx", "jobs_backlog"}
     for name, policy in policies.items():
         assert policy["notification_channels"] == "${var.notification_channels}", name
         assert len(one_block(policy["documentation"])["content"]) > 80, name
@@ -91,3 +117,52 @@ def test_images_are_cleaned_up_and_the_budget_is_optional(infra: Infra) -> None:
     budget = infra.resource("google_billing_budget", "project")
     assert budget["count"] == '${var.billing_account != "" ? 1 : 0}'
     assert infra.default("billing_account") == ""
+
+
+def test_alerts_on_log_based_metrics_wait_until_the_metrics_are_visible(infra: Infra) -> None:
+    """Issue 26, blocker: an alert policy created seconds after the log-based metric it reads fails
+    the first apply with 404 (hashicorp/terraform-provider-google#11102). Every policy whose
+    conditions read one (found from its conditions, not a list) waits on a time_sleep that starts
+    once every log-based metric exists."""
+    sleep = infra.resource("time_sleep", "log_metrics_visible")
+    assert sleep["create_duration"] == "${var.log_metric_wait_s}s"
+    assert infra.default("log_metric_wait_s") >= 120
+    triggers = str(sleep["triggers"])
+    for metric in infra.resources["google_logging_metric"]:
+        assert f"google_logging_metric.{metric}" in triggers, metric
+    reading = {name for name, policy in infra.resources["google_monitoring_alert_policy"].items()
+               if "local.metric_filter" in str(policy["conditions"])
+               or "logging.googleapis.com/user/" in str(policy["conditions"])}
+    assert {"oldest_pending", "failing_jobs", "sweep_health"} <= reading
+    for name in reading:
+        policy = infra.resource("google_monitoring_alert_policy", name)
+        assert "${time_sleep.log_metrics_visible}" in policy.get("depends_on", []), (
+            f"alert policy {name} reads a log-based metric but does not wait for it")
+
+
+def test_a_sweep_that_never_worked_is_noticed(infra: Infra) -> None:
+    """Issue 26, item 4: an absence condition fires only after one data point, so sweep_health
+    also watches what exists from the first call: Cloud Scheduler's failed attempts (its own
+    logs), the sweep's refusals (401/403, once uncounted WARNING lines) and its schema-missing
+    skips; and the jobs subscription's oldest unacked message is watched from Pub/Sub's side."""
+    conditions = infra.resource("google_monitoring_alert_policy", "sweep_health")["conditions"]
+    thresholds = [c["condition_threshold"][0]["filter"] for c in conditions
+                  if "condition_threshold" in c]
+    for figure in ("scheduler_failures", "sweep_refusals", "sweep_schema_missing"):
+        assert f'${{local.metric_filter["{figure}"]}}' in thresholds, figure
+    scheduler = infra.resource("google_logging_metric", "scheduler_failures")
+    assert scheduler["filter"] == "${local.scheduler_job} AND severity>=ERROR"
+    assert 'resource.type=\\"cloud_scheduler_job\\"' in infra.locals["scheduler_job"]
+    assert "google_cloud_scheduler_job.sweep.name" in infra.locals["scheduler_job"]
+    refusals = infra.locals["log_counts"]["sweep_refusals"]["filter"]
+    refused = re.findall(r'jsonPayload\.message=\\"(sweep refused[^"\\]*)\\"', refusals)
+    in_code = set(re.findall(r'"(sweep refused: [^"]+)"', CODE))
+    assert set(refused) == in_code and len(in_code) == 2  # every refusal the code logs
+    backlog = one_block(infra.resource("google_monitoring_alert_policy", "jobs_backlog")[
+        "conditions"])["condition_threshold"][0]
+    assert "oldest_unacked_message_age" in backlog["filter"]
+    assert "${local.jobs_sub}" in backlog["filter"]
+    assert "google_pubsub_subscription.process_push.name" in infra.locals["jobs_sub"]
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    assert "fires before the first migration" not in docs
+    assert "fires until the first build has migrated" not in infra.text()

@@ -99,10 +99,13 @@ class EventList(_Answer):
 
 
 class Stats(_Answer):
-    """The caller's own queue: jobs per state, the oldest PENDING one, recent throughput."""
+    """The caller's own queue: jobs per state, how long the oldest due job has waited, how many
+    PENDING jobs are due and how many parked, recent throughput."""
 
     depth: dict[JobState, int]
     oldest_pending_age_s: float | None
+    pending_due: int = 0
+    pending_parked: int = 0
     finished_last_5_min: int
     throughput_per_min: float
 

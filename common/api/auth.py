@@ -8,7 +8,15 @@ A token that verified is remembered (by its SHA-256) until it expires, and for a
 verifying it again each time cost 37 µs (HS256) to 75 µs (a Google RS256 ID token) of every
 request's CPU. Google's certificates are kept as long, so a signing key Google withdraws is
 honoured for at most twice that (10 minutes) after it goes, against 5 without this memory.
-Nothing that failed is remembered."""
+Nothing that failed is remembered.
+
+People sign in to the dashboard as themselves through Identity-Aware Proxy in front of submit
+(AUTH_IAP_AUDIENCE): IAP signs each request it lets through with `x-goog-iap-jwt-assertion`, an
+ES256 JWT from issuer https://cloud.google.com/iap, verified here with google-auth against IAP's
+JWK set. Its subject, `accounts.google.com:<id>`, is the same Google account id as a Google ID
+token's `sub`, so a person is one owner, `google:<id>`, from the dashboard and from the CLI.
+Service callers keep their bearer tokens. AUTH_GOOGLE_ALLOWED, when set, names who of the
+Google-signed callers (ID tokens and IAP) may act at all: emails or `google:<sub>` owners."""
 
 from __future__ import annotations
 
@@ -25,6 +33,9 @@ from common.settings import Settings, SettingsError
 DEV_ISSUER = "jobs-pipeline-dev"
 # Owner namespaces, one per verifier: their owners can never collide.
 GOOGLE, HS256 = "google", "hs256"
+IAP_HEADER = "x-goog-iap-jwt-assertion"
+IAP_ISSUER = "https://cloud.google.com/iap"
+IAP_GOOGLE_ACCOUNT = "accounts.google.com:"
 MAX_SUBJECT = 255
 CERTS_TTL_S = 300.0
 VERIFIED_TTL_S = CERTS_TTL_S
@@ -33,6 +44,10 @@ VERIFIED_MAX = 1024
 
 class Unauthenticated(Exception):
     """No usable token. The message is safe to show; it never echoes the token."""
+
+
+class NotAllowed(Exception):
+    """A verified caller that AUTH_GOOGLE_ALLOWED does not name (403)."""
 
 
 @dataclass(frozen=True)
@@ -97,14 +112,34 @@ class TokenVerifier:
         self._audience = google_audience or (
             settings.auth_google_audience if audience_setting == "AUTH_GOOGLE_AUDIENCE" else None
         )
-        if self._secret is None and self._audience is None:
+        if self._secret is None and self._audience is None and not (
+                audience_setting == "AUTH_GOOGLE_AUDIENCE" and settings.auth_iap_audience):
             secret = "AUTH_HS256_SECRET" if accept_hs256 else None
             names = " and/or ".join(n for n in (secret, audience_setting) if n)
             raise SettingsError(f"no token verifier configured: set {names}")
         self._google_request: _CachedCertsRequest | None = None
+        # The allowlist and IAP are submit's (its audience setting), never the sweep's.
+        ours = audience_setting == "AUTH_GOOGLE_AUDIENCE"
+        self._allowed = frozenset(settings.auth_google_allowed) if ours else frozenset()
+        self._iap_audience = settings.auth_iap_audience if ours else None
         self._clock = clock
         self._verified: dict[bytes, tuple[float, Identity]] = {}
         self._verified_lock = threading.Lock()
+
+    def verify_request(self, headers: Any) -> Identity:
+        """The caller of a request: IAP's signed header when IAP is configured and the header
+        is there, else the bearer token; then the allowlist. Raises Unauthenticated (401) or
+        NotAllowed (403)."""
+        assertion = _header(headers, IAP_HEADER) if self._iap_audience else None
+        if assertion is not None:
+            identity = self._remembered(b"iap:" + assertion.encode("utf-8", "surrogatepass"),
+                                        lambda: self._verify_iap(assertion))
+        else:
+            identity = self.verify(_header(headers, "Authorization"))
+        if self._allowed and identity.kind == GOOGLE and not (
+                identity.owner in self._allowed or (identity.email or "") in self._allowed):
+            raise NotAllowed("this caller is not in the allowlist (AUTH_GOOGLE_ALLOWED)")
+        return identity
 
     def verify(self, authorization: str | None) -> Identity:
         if not authorization:
@@ -113,13 +148,18 @@ class TokenVerifier:
         token = token.strip()
         if scheme.lower() != "bearer" or not token or len(token) > 8192:
             raise Unauthenticated("malformed Authorization header; expected 'Bearer <token>'")
-        key = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        return self._remembered(token.encode("utf-8", "surrogatepass"),
+                                lambda: self._verify_token(token))
+
+    def _remembered(self, token: bytes,
+                    verify: Callable[[], tuple[Identity, float]]) -> Identity:
+        key = hashlib.sha256(token).digest()
         now = self._clock()
         with self._verified_lock:
             hit = self._verified.get(key)
         if hit is not None and now < hit[0]:
             return hit[1]
-        identity, expires = self._verify_token(token)
+        identity, expires = verify()
         until = min(expires, now + VERIFIED_TTL_S)
         if now < until:
             self._remember(key, until, identity)
@@ -170,6 +210,42 @@ class TokenVerifier:
         identity = Identity(subject=_subject(claims), issuer=str(claims.get("iss", HS256)))
         return identity, _expiry(claims)
 
+    def _verify_iap(self, token: str) -> tuple[Identity, float]:
+        """IAP's signed header: ES256 against IAP's JWK set, our audience, IAP's issuer."""
+        import jwt
+        from google.auth import exceptions as google_exceptions
+        from google.oauth2 import id_token
+
+        if len(token) > 8192:
+            raise Unauthenticated("malformed IAP assertion")
+        try:
+            alg = jwt.get_unverified_header(token).get("alg")
+        except jwt.PyJWTError:
+            raise Unauthenticated("malformed IAP assertion") from None
+        if alg != "ES256":
+            raise Unauthenticated("IAP assertion not signed with ES256")
+        if self._google_request is None:
+            self._google_request = _CachedCertsRequest()
+        try:
+            claims = id_token.verify_token(
+                token,
+                self._google_request,  # type: ignore[arg-type]
+                audience=self._iap_audience,
+                certs_url=self._settings.auth_iap_certs_url,
+                clock_skew_in_seconds=10,
+            )
+        except (ValueError, jwt.PyJWTError, google_exceptions.GoogleAuthError) as exc:
+            raise Unauthenticated(f"invalid IAP assertion: {type(exc).__name__}") from None
+        if claims.get("iss") != IAP_ISSUER:
+            raise Unauthenticated("invalid IAP assertion: unexpected issuer")
+        sub = _subject(claims)
+        if not sub.startswith(IAP_GOOGLE_ACCOUNT) or len(sub) == len(IAP_GOOGLE_ACCOUNT):
+            raise Unauthenticated("IAP identity is not a Google account")
+        email = claims.get("email")
+        identity = Identity(subject=sub[len(IAP_GOOGLE_ACCOUNT):], issuer=IAP_ISSUER,
+                            email=str(email) if email else None, kind=GOOGLE)
+        return identity, _expiry(claims)
+
     def _verify_google(self, token: str) -> tuple[Identity, float]:
         from google.auth import exceptions as google_exceptions
         from google.oauth2 import id_token
@@ -197,6 +273,15 @@ class TokenVerifier:
             kind=GOOGLE,
         )
         return identity, _expiry(claims)
+
+
+def _header(headers: Any, name: str) -> str | None:
+    """A header's value whatever the case of its name (werkzeug's headers or a plain dict)."""
+    value = headers.get(name)
+    if value is None and isinstance(headers, dict):
+        lowered = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == lowered), None)
+    return None if value is None else str(value)
 
 
 def _expiry(claims: dict[str, Any] | Any) -> float:

@@ -137,9 +137,16 @@ class Health(BaseModel):
 
 
 class Stats(BaseModel):
-    """The caller's own queue: jobs per state, the oldest PENDING one, recent throughput."""
+    """The caller's own queue: jobs per state, how many PENDING ones are due and parked, how
+    long the oldest due one has waited, recent throughput."""
 
     depth: dict[JobState, int]
+    # PENDING jobs whose time has come and that are not parked: they wait on a worker.
+    pending_due: int = 0
+    # PENDING jobs parked by the owner's limit on running jobs: they wait for a free slot.
+    pending_parked: int = 0
+    # Seconds the oldest due job has waited since it became due; None when none is due. A job
+    # for later (run_at, a retry's backoff) and a parked one are not late, so never counted.
     oldest_pending_age_s: float | None
     finished_last_5_min: int
     throughput_per_min: float

@@ -29,6 +29,7 @@ from common.api.models import (
 )
 from common.api.openapi_insight import insight_paths
 from common.api.openapi_schedules import schedule_paths, schedule_schemas
+from common.api.openapi_security import security_schemes, with_iap
 from common.api.problems import TYPE_BASE, Problem
 from common.api.schedules import ScheduleEventList, ScheduleList, ScheduleView
 from common.messaging.callbacks import MAX_URL, url_patterns
@@ -52,6 +53,7 @@ JOB_ID = {
 PROBLEM_TYPES: dict[int, tuple[str, ...]] = {
     400: ("malformed-json", "invalid-cursor"),
     401: ("unauthenticated",),
+    403: ("forbidden",),
     404: ("not-found",),
     409: (
         "idempotency-conflict", "idempotency-key-mismatch", "illegal-transition",
@@ -101,7 +103,8 @@ def _op(
         for code in ok:
             responses[str(code)]["links"] = links
     if auth:
-        errors = {**errors, 401: "missing, malformed, expired or foreign token"}
+        errors = {**errors, 401: "missing, malformed, expired or foreign token (or IAP "
+                  "assertion)", 403: "a verified caller that AUTH_GOOGLE_ALLOWED does not name"}
     responses.update(_problems(errors))
     op: dict[str, Any] = {"operationId": op_id, "summary": summary, "responses": responses}
     if params:
@@ -296,7 +299,7 @@ def build_openapi(
         "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": NO_NUL},
     }
     by_id = {404: "no such job, or another owner's", **unavailable}
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "jobs-pipeline", "version": "1"},
         "paths": {
@@ -367,7 +370,8 @@ def build_openapi(
             },
             **schedule_paths(settings, _op, unavailable),
             "/stats": {
-                "get": _op("getStats", "The caller's queue: depth, oldest pending, throughput",
+                "get": _op("getStats",
+                           "The caller's queue: depth, due and parked, oldest due, throughput",
                            {200: "Stats"}, unavailable),
             },
             **insight_paths(_op, unavailable),
@@ -392,8 +396,7 @@ def build_openapi(
         },
         "components": {
             "schemas": schemas,
-            "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
-            },
+            "securitySchemes": security_schemes(settings),
         },
     }
+    return with_iap(document, settings)

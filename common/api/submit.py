@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
-from common.api.auth import TokenVerifier, Unauthenticated
+from common.api.auth import NotAllowed, TokenVerifier, Unauthenticated
 from common.api.http import Request, Response, parse_json, read_body
 from common.api.http import json_response as _json
 from common.api.http import problem_response as _problem
@@ -108,7 +108,9 @@ class SubmitApi:
             endpoint, args = adapter.match(request.path, method=request.method)
             if endpoint not in PUBLIC:
                 try:
-                    owner = self.verifier.verify(request.headers.get("Authorization")).owner
+                    owner = self.verifier.verify_request(request.headers).owner
+                except NotAllowed as exc:
+                    raise ProblemError(403, "forbidden", "Not allowed", str(exc)) from None
                 except Unauthenticated as exc:
                     raise ProblemError(
                         401,

@@ -20,6 +20,7 @@ from common.store.errors import (
     JobNotFound,
     UnknownPreset,
 )
+from common.store.fair_share import DUE, DUE_FROM, PARKED
 from common.store.fragments import (
     COLS,
     J_COLS,
@@ -187,7 +188,9 @@ SELECT {OUT_COLS} FROM moved"""
 # An owner's own queue, for `GET /stats`: runs on the owner's rows only (owner/state index).
 SQL_OWNER_STATS = f"""
 SELECT state, count(*) AS n,
-       min(created_at) FILTER (WHERE state = {lit(P)}) AS oldest_pending,
+       min({DUE_FROM}) FILTER (WHERE {DUE}) AS oldest_due,
+       count(*) FILTER (WHERE {DUE}) AS due,
+       count(*) FILTER (WHERE {PARKED}) AS parked,
        count(*) FILTER (WHERE finished_at > now() - interval '5 minutes') AS finished_5m,
        now() AS now
 FROM jobs WHERE owner_id = :owner_id GROUP BY state"""
@@ -315,20 +318,25 @@ class CallerOperations(StoreBase):
         return job
 
     def owner_stats(self, owner_id: str) -> dict[str, Any]:
-        """The owner's jobs by state, the age of their oldest PENDING one, and how many of theirs
-        finished in the last five minutes."""
+        """The owner's jobs by state, how many PENDING ones are due and how many parked, how long
+        the oldest due one has waited (run-later and parked jobs are not late), and how many of
+        theirs finished in the last five minutes."""
         rows = self._rows(SQL_OWNER_STATS, owner_id=checked_owner(owner_id))
         depth = {state.value: 0 for state in JobState}
-        oldest, finished, now = None, 0, None
+        oldest, finished, now, due, parked = None, 0, None, 0, 0
         for row in rows:
             depth[row["state"]] = int(row["n"])
             finished += int(row["finished_5m"])
-            oldest = row["oldest_pending"] or oldest
+            due += int(row["due"])
+            parked += int(row["parked"])
+            oldest = row["oldest_due"] or oldest
             now = row["now"]
         return {
             "depth": depth,
+            "pending_due": due,
+            "pending_parked": parked,
             "oldest_pending_age_s": (
-                round((now - oldest).total_seconds(), 3) if oldest and now else None
+                round(max(0.0, (now - oldest).total_seconds()), 3) if oldest and now else None
             ),
             "finished_last_5_min": finished,
         }

@@ -24,6 +24,13 @@ from common.store.states import JobState
 P = lit(JobState.PENDING)
 PARKED = (f"state = {P} AND deferred_at IS NOT NULL "
           "AND (dispatched_at IS NULL OR dispatched_at <= deferred_at)")
+# When a PENDING job became (or becomes) due: a backoff or a `run_at` sets not_before.
+DUE_FROM = "COALESCE(not_before, created_at)"
+# Due: PENDING, not parked, and its time has come. Only these wait on us (a worker, a
+# dispatch): a run-later job waits for its time and a parked one for its owner's slot, by design,
+# so neither counts in "oldest due" (the figure, its alert, `stats` and the dashboard).
+DUE = f"state = {P} AND NOT ({PARKED}) AND {DUE_FROM} <= now()"
+LATER = f"state = {P} AND NOT ({PARKED}) AND {DUE_FROM} > now()"
 MAX_LIMIT = 100_000
 
 SQL_TAKE_PARKED = f"""

@@ -16,7 +16,7 @@ from common.store.base import StoreBase
 from common.store.errors import (
     InvalidInput,
 )
-from common.store.fair_share import PARKED
+from common.store.fair_share import DUE, DUE_FROM, LATER, PARKED
 from common.store.fragments import (
     J_COLS,
     TERMINAL,
@@ -208,10 +208,9 @@ SELECT
   (SELECT count(*) FROM jobs WHERE state = {lit(R)}) AS processing,
   (SELECT count(*) FROM jobs WHERE state = {lit(R)} AND lease_expires_at < now())
       AS expired_leases,
-  LEAST(
-    (SELECT min(created_at) FROM jobs WHERE state = {lit(P)} AND dispatched_at IS NULL),
-    (SELECT min(created_at) FROM jobs WHERE state = {lit(P)} AND dispatched_at IS NOT NULL)
-  ) AS oldest_pending,
+  (SELECT count(*) FROM jobs WHERE {PARKED}) AS parked,
+  (SELECT count(*) FROM jobs WHERE {LATER}) AS later,
+  (SELECT min({DUE_FROM}) FROM jobs WHERE {DUE}) AS oldest_due,
   (SELECT COALESCE(jsonb_object_agg(state, n), '{{}}'::jsonb) FROM (
      SELECT state, count(*) AS n FROM jobs
      WHERE state IN {TERMINAL} AND finished_at > now() - interval '1 hour' GROUP BY state
@@ -348,18 +347,23 @@ class MaintenanceQueries(StoreBase):
         return SweepLock(self._checkout)
 
     def queue_report(self) -> dict[str, Any]:
-        """Queue depth by state, the age of the oldest PENDING job, the last hour's finishes."""
+        """Queue depth by state (PENDING split into due, parked and later), how long the oldest
+        due job has waited, the last hour's finishes."""
         row = self._rows(SQL_QUEUE_REPORT)[0]
-        oldest = row["oldest_pending"]
+        oldest = row["oldest_due"]
+        pending = row["undispatched"] + row["dispatched"]
         return {
-            "depth": {
-                "PENDING": row["undispatched"] + row["dispatched"],
-                "PROCESSING": row["processing"],
-            },
+            "depth": {"PENDING": pending, "PROCESSING": row["processing"]},
             "pending_undispatched": row["undispatched"],
+            # PENDING split: due (waiting on us), parked (on its owner's slot), later (run_at or
+            # a retry backoff still to come).
+            "pending_due": pending - row["parked"] - row["later"],
+            "pending_parked": row["parked"],
+            "pending_later": row["later"],
             "expired_leases": row["expired_leases"],
+            # Since the oldest due job became due: run-later and parked jobs are not late.
             "oldest_pending_age_s": (
-                round((row["now"] - oldest).total_seconds(), 3) if oldest else None
+                round(max(0.0, (row["now"] - oldest).total_seconds()), 3) if oldest else None
             ),
             "finished_last_hour": dict(row["finished_last_hour"]),
         }

@@ -3,6 +3,9 @@ and string values and adds `__is_block__` / `__comments__` keys: those are norma
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +74,51 @@ def one_block(block: Any) -> dict[str, Any]:
     """A nested block (a list of one dict, as python-hcl2 gives it) as the dict."""
     assert isinstance(block, list) and len(block) == 1, block
     return block[0]  # type: ignore[no-any-return]
+
+
+# -- a real `terraform validate`, offline ----------------------------------------------------------
+
+SCHEMAS = ROOT / "tests" / "terraform"
+PROVIDERS = {"google": "provider-google", "time": "provider-time"}  # hashicorp/NAME: npm package
+
+
+def _schema_file(provider: str) -> Path:
+    """The provider's schema as JSON, rebuilt from its @cdktf package once per package version."""
+    package = SCHEMAS / "node_modules" / "@cdktf" / PROVIDERS[provider]
+    if not (package / ".jsii").exists():
+        raise AssertionError(f"{package} is missing: run `make install` (tests/terraform)")
+    version = json.loads((package / "package.json").read_text())["version"]
+    cached = SCHEMAS / ".schema" / f"{provider}-{version}.json"
+    if not cached.exists():
+        from tests.terraform.jsii_schema import provider_schema
+
+        cached.parent.mkdir(exist_ok=True)
+        partial = cached.with_suffix(".partial")
+        partial.write_text(json.dumps(provider_schema(package / ".jsii")))
+        partial.replace(cached)  # a concurrent run never reads half a file
+    return cached
+
+
+def validate(directory: Path, workdir: Path) -> subprocess.CompletedProcess[str]:
+    """`terraform validate` on `directory` with every provider it names served from its schema
+    by tests/terraform/provider_plugin.py, through dev overrides in a CLI config file: no
+    registry, no `terraform init`, no credentials. `workdir` holds the plugins and the config."""
+    python = SCHEMAS / ".venv" / "bin" / "python"
+    if not python.exists():
+        raise AssertionError(f"{python} is missing: run `make install` (tests/terraform)")
+    plugins = workdir / "plugins"
+    plugins.mkdir(parents=True, exist_ok=True)
+    overrides = []
+    for provider in PROVIDERS:
+        plugin = plugins / f"terraform-provider-{provider}"
+        plugin.write_text(f"#!/bin/sh\nexec '{python}' '{SCHEMAS / 'provider_plugin.py'}' "
+                          f"'{_schema_file(provider)}'\n")
+        plugin.chmod(0o755)
+        overrides.append(f'    "hashicorp/{provider}" = "{plugins}"')
+    config = workdir / "terraform.tfrc"
+    config.write_text("provider_installation {\n  dev_overrides {\n" + "\n".join(overrides)
+                      + "\n  }\n  direct {}\n}\n")
+    env = {**os.environ, "TF_CLI_CONFIG_FILE": str(config), "TF_IN_AUTOMATION": "1",
+           "CHECKPOINT_DISABLE": "1", "TF_DATA_DIR": str(workdir / ".terraform")}
+    return subprocess.run(["terraform", "validate", "-no-color"], cwd=directory, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)

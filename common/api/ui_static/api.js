@@ -10,6 +10,35 @@ export const token = {
   clear: () => sessionStorage.removeItem(KEY),
 };
 
+// Behind Identity-Aware Proxy the person is already signed in: IAP's session cookie goes with
+// each same-origin call and IAP adds its signed header, which the API verifies. No token then.
+const IAP_KEY = 'jobs.iap';
+export const iap = {
+  get: () => sessionStorage.getItem(IAP_KEY) === '1',
+  set: () => sessionStorage.setItem(IAP_KEY, '1'),
+  clear: () => sessionStorage.removeItem(IAP_KEY),
+};
+
+/** Whether the API already knows who this is without a token (IAP): asked only when the
+ * public OpenAPI document says submit is behind IAP (a refused probe would log an error). */
+export async function probeIap() {
+  try {
+    // With IAP's cookie: behind IAP, a request without it never reaches the API.
+    const same = {credentials: 'same-origin', cache: 'no-store', referrerPolicy: 'no-referrer'};
+    const described = await fetch(apiUrl('openapi.json'), same);
+    const doc = described.ok ? await described.json() : {};
+    if (!doc.components?.securitySchemes?.iap) return false;
+    const res = await fetch(apiUrl('stats'), {
+      headers: {Accept: 'application/json'}, credentials: 'same-origin', cache: 'no-store',
+      referrerPolicy: 'no-referrer',
+    });
+    if (res.ok) iap.set();
+    return res.ok;
+  } catch {
+    return false;
+  }
+}
+
 export class ApiError extends Error {
   constructor(status, problem) {
     super(problem.detail || problem.title || `HTTP ${status}`);
@@ -30,11 +59,13 @@ export function apiUrl(path, query) {
 /** Call the API; resolves with the JSON body, rejects with an ApiError. A 401 signs out. */
 export async function call(path, {method = 'GET', query, auth = true, signOut = true} = {}) {
   const headers = {Accept: 'application/json'};
-  if (auth) headers.Authorization = 'Bearer ' + (token.get() || '');
+  const viaIap = auth && !token.get() && iap.get();
+  if (auth && !viaIap) headers.Authorization = 'Bearer ' + (token.get() || '');
   let res;
   try {
     res = await fetch(apiUrl(path, query), {
-      method, headers, credentials: 'omit', cache: 'no-store', referrerPolicy: 'no-referrer',
+      method, headers, credentials: viaIap ? 'same-origin' : 'omit', cache: 'no-store',
+      referrerPolicy: 'no-referrer',
     });
   } catch {
     throw new ApiError(0, {title: 'The API cannot be reached'});
@@ -45,6 +76,7 @@ export async function call(path, {method = 'GET', query, auth = true, signOut = 
     const err = new ApiError(res.status, body);
     if (res.status === 401 && auth && signOut) {
       token.clear();
+      iap.clear();
       window.dispatchEvent(new CustomEvent('jobs:signed-out', {detail: err.message}));
     }
     throw err;

@@ -1,7 +1,7 @@
 // The dashboard's entry: sign-in, the hash router, and the page frame. Views live in their own
 // modules and return a function that stops their timers when the route changes.
 
-import {call, token} from './api.js';
+import {call, iap, probeIap, token} from './api.js';
 import {h, put, say} from './dom.js';
 import {showJob} from './job.js';
 import {showJobs} from './jobs.js';
@@ -79,7 +79,7 @@ function signIn(view, reason) {
 
 function render(reason) {
   stop();
-  const signedIn = Boolean(token.get());
+  const signedIn = Boolean(token.get()) || iap.get();
   document.getElementById('nav').hidden = !signedIn;
   document.getElementById('who').hidden = !signedIn;
   if (!signedIn) {
@@ -106,6 +106,7 @@ document.querySelector('.skip').addEventListener('click', (event) => {
 });
 document.getElementById('signout').addEventListener('click', () => {
   token.clear();
+  iap.clear();
   render();
   say('Signed out.');
 });
@@ -116,4 +117,6 @@ window.addEventListener('hashchange', () => {
   takeTokenFromFragment();
   render();
 });
-render();
+// Signed in by IAP? Then no token is asked for; else the sign-in form as before.
+if (token.get()) render();
+else probeIap().then(() => render());

@@ -48,7 +48,9 @@ function build(body) {
     const dd = h('dd', {id});
     return [h('div', {}, h('dt', {}, term), dd), dd];
   };
-  const [oldestRow, oldest] = fact('oldest', 'Oldest pending job');
+  const [oldestRow, oldest] = fact('oldest', 'Oldest due job waiting');
+  const [dueRow, due] = fact('due', 'Due (waiting for a worker)');
+  const [parkedRow, parked] = fact('parked', 'Parked (waiting for a free slot)');
   const [finishedRow, finished] = fact('finished', 'Finished in the last 5 minutes');
   const [rateRow, rate] = fact('throughput', 'Throughput (5-minute average)');
   const total = h('p', {class: 'muted'});
@@ -70,14 +72,15 @@ function build(body) {
       total),
     h('section', {'aria-labelledby': 'flow-h'},
       h('h2', {id: 'flow-h'}, 'Flow'),
-      h('dl', {class: 'facts'}, oldestRow, finishedRow, rateRow)),
+      h('dl', {class: 'facts'}, oldestRow, dueRow, parkedRow, finishedRow, rateRow)),
     h('section', {'aria-labelledby': 'history-h'},
       h('h2', {id: 'history-h'}, 'Jobs ended'),
       legend(),
       h('h3', {}, 'Last hour, per minute'), hourFigure,
       h('h3', {}, 'Last day, per quarter hour'), dayFigure));
   body.removeAttribute('aria-busy');
-  return {counts, oldest, finished, rate, total, hourChart, hourCaption, dayChart, dayCaption};
+  return {counts, oldest, due, parked, finished, rate, total, hourChart, hourCaption, dayChart,
+    dayCaption};
 }
 
 function update(parts, stats, history) {
@@ -89,6 +92,8 @@ function update(parts, stats, history) {
   }
   parts.total.textContent = `${all} jobs in all.`;
   parts.oldest.textContent = age(stats.oldest_pending_age_s);
+  parts.due.textContent = String(stats.pending_due ?? 0);
+  parts.parked.textContent = String(stats.pending_parked ?? 0);
   parts.finished.textContent = String(stats.finished_last_5_min);
   parts.rate.textContent = `${stats.throughput_per_min.toFixed(1)} jobs/min`;
   parts.hourChart.replaceChildren(chart(history.hour));
