@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from common.presets.demo import SECONDS
 from tests.submit_fixtures import SubmitHarness
 
 SEED = 20261126
@@ -88,6 +89,8 @@ def test_the_document_lists_this_instance_s_presets_and_links(server: str) -> No
         for v in variants
     )
     assert presets == ["checksum", "demo", "echo", "text-stats"]
+    demo = doc["components"]["schemas"]["NewJob_demo"]["properties"]["content"]
+    assert demo["pattern"] == SECONDS and "0 to 30" in demo["description"]
     links = doc["paths"]["/jobs"]["post"]["responses"]["202"]["links"]
     assert set(links) == {"getJob", "getJobEvents", "cancelJob", "retryJob"}
     schedule_links = doc["paths"]["/schedules"]["post"]["responses"]["201"]["links"]
