@@ -126,6 +126,13 @@ def test_demo_options_are_exactly_what_the_schema_says(options: dict[str, object
         DEMO_HANDLER.parse("1", {"options": options})
 
 
+def test_demo_takes_an_integral_number_as_an_integer_as_json_schema_does() -> None:
+    """Schemathesis sent `"fail_attempts": 5.0`, valid for the schema's `integer`."""
+    assert DEMO_HANDLER.parse("1", {"options": {"fail_attempts": 5.0}}).fail_attempts == 5
+    with pytest.raises(PermanentError):
+        DEMO_HANDLER.parse("1", {"options": {"fail_attempts": 5.5}})
+
+
 def test_demo_sleeps_reporting_its_progress_in_steps() -> None:
     out, reports = _demo("0.5", DemoOptions())
     assert out == {"slept_s": 0.5, "attempt": 1}

@@ -14,9 +14,9 @@ fail transiently, so the job is retried with backoff and then succeeds).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from common.presets.base import Handler, JobContext, PermanentError, TransientError
 
@@ -26,11 +26,18 @@ SECONDS = r"^(?:(?:[0-9]|[12][0-9])(?:\.[0-9]{1,3})?|30(?:\.0{1,3})?)$"
 STEP_S = 0.1
 
 
+def _not_bool_or_text(value: object) -> object:
+    """JSON's integers only: `false` and `"2"` are no count (pydantic's lax int would take
+    them), while `2.0` is one, as JSON Schema's `integer` says."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be an integer")
+    return value
+
+
 class DemoOptions(BaseModel):
-    # Strict: `false` is no number of attempts and `1` no boolean, as the OpenAPI schema says.
-    model_config = ConfigDict(extra="forbid", strict=True)
-    fail: bool = Field(default=False, description="fail permanently once the sleep is over")
-    fail_attempts: int = Field(
+    model_config = ConfigDict(extra="forbid")
+    fail: StrictBool = Field(default=False, description="fail permanently once the sleep is over")
+    fail_attempts: Annotated[int, BeforeValidator(_not_bool_or_text)] = Field(
         default=0, ge=0, le=10,
         description="the first N attempts fail transiently after their sleep (then it succeeds)",
     )
