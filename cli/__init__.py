@@ -5,8 +5,9 @@ client (the `jobs_client` package in client/), like any other caller; only `migr
     python main.py submit --preset text-stats --content "Hello there." --wait
     python main.py submit --preset echo --content hi --in 10m    # or --at 2026-12-01T09:00:00Z
     python main.py submit --preset echo --content hi --callback-url https://example.com/hook
-    python main.py get ID | list [--state S] [--preset P] | events ID | cancel ID | retry ID
-    python main.py stats | history [--window day] | limits | webhook-secret rotate
+    python main.py get ID [--wait S] | list [--state S] [--preset P] | events ID | cancel ID
+    python main.py retry ID | stats | history [--window day] | limits | health
+    python main.py webhook-secret rotate             # a new signing secret, shown once
     python main.py token alice                       # a dev HS256 token
     python main.py schedule add --cron '0 9 * * MON-FRI' --timezone Europe/Riga --preset echo \\
         --content hi | schedule edit ID --cron '0 10 * * *' | list | get ID | pause ID |

@@ -100,7 +100,18 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--sweep-token", default=os.environ.get("JOBS_SWEEP_TOKEN"))
     sw.add_argument("--steps", nargs="*", help="rescue dead_letters schedules redispatch "
                     "parked retention webhooks (default: all)")
+    _json_everywhere(p)
     return p
+
+
+def _json_everywhere(p: argparse.ArgumentParser) -> None:
+    """`--json` after any command too (`python main.py list --json`), as before it."""
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                command.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                                     help="print the API's JSON")
+                _json_everywhere(command)
 
 
 def run(argv: list[str]) -> int:

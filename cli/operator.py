@@ -88,6 +88,14 @@ def run_limit(args: argparse.Namespace, stack_default: Callable[[], int]) -> Any
         raise UsageError(f"owner {owner!r} names no one: owners are namespaced, e.g. "
                          "hs256:alice (the subject of a dev or service token) or google:<sub>")
     settings = database_settings()
+    default, unknown = _ask(stack_default)
+    if args.limit_command == "clear":
+        # Clearing hands the owner back to the stack's default: if that is a limit, the
+        # owner's running jobs are adopted into its slot count (fair_share._ADOPT). The
+        # default is the stack's, not this shell's; when it cannot be asked, adopt anyway:
+        # counting slots under no limit costs nothing, missing them lets the owner overrun.
+        settings = settings.model_copy(
+            update={"owner_max_running": default if default is not None else 1})
     engine = create_engine_from_settings(settings)
     try:
         store = JobStore(engine, settings)
@@ -107,10 +115,17 @@ def run_limit(args: argparse.Namespace, stack_default: Callable[[], int]) -> Any
             raise UsageError(f"database error: {database_message(exc)}") from None
     finally:
         engine.dispose()
+    if unknown is not None:
+        return {"default": None, "default_unknown": unknown, "owners": owners}
+    return {"default": default, "owners": owners}
+
+
+def _ask(stack_default: Callable[[], int]) -> tuple[int | None, str | None]:
+    """(the stack's default, None), or (None, why it could not be asked)."""
     try:
-        return {"default": stack_default(), "owners": owners}
-    except (ClientError, UsageError) as exc:  # the database's part still shows
-        return {"default": None, "default_unknown": str(exc), "owners": owners}
+        return stack_default(), None
+    except (ClientError, UsageError) as exc:
+        return None, str(exc)
 
 
 def migrate() -> dict[str, Any]:

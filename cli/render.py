@@ -128,7 +128,7 @@ def job_summary(job: JobView, now: datetime, paint: Paint) -> str:
         lines.append(("metadata", json.dumps(job.metadata, sort_keys=True)))
     if job.callback_url:
         lines.append(("callback", job.callback_url))
-    lines += _webhook_fields(job)
+    lines += _webhook_fields(job, now)
     if job.trace_id:
         lines.append(("trace", job.trace_id))
     out = [f"{paint.dim(k.ljust(8))}  {v}" for k, v in lines]
@@ -145,12 +145,28 @@ def job_summary(job: JobView, now: datetime, paint: Paint) -> str:
     return "\n".join(out)
 
 
-def _webhook_fields(job: JobView) -> list[tuple[str, str]]:
-    """The webhook's delivery state as the server reports it: whatever fields about webhooks a
-    newer server adds to the job (kept by the client as extras), each on its own line."""
-    extra = job.model_extra or {}
-    return [(k.replace("_", " ")[:8], v if isinstance(v, str) else json.dumps(v, sort_keys=True))
-            for k, v in sorted(extra.items()) if "webhook" in k and v is not None]
+def _webhook_fields(job: JobView, now: datetime) -> list[tuple[str, str]]:
+    """The webhook's delivery state: what it waits for, or how its last attempt went."""
+    hook = job.webhook
+    if hook is None:
+        return []
+    text: str = hook.state
+    if hook.attempts:
+        text += f", {hook.attempts} attempt{'s' if hook.attempts != 1 else ''}"
+    if hook.last_status is not None:
+        text += f", last answer {hook.last_status}"
+    if hook.next_attempt_at is not None:
+        text += f", next in {age((hook.next_attempt_at - now).total_seconds())}"
+    if hook.delivered_at is not None:
+        text += f" at {_clock(hook.delivered_at, seconds=True)}"
+    lines: list[tuple[str, str]] = [("webhook", text)]
+    if hook.note:
+        lines.append(("", hook.note))
+    if hook.last_error:
+        lines.append(("", f"last error: {hook.last_error}"))
+    if hook.webhook_id:
+        lines.append(("", f"id {hook.webhook_id}"))
+    return lines
 
 
 def timeline(events: Sequence[JobEvent], paint: Paint) -> str:

@@ -396,6 +396,10 @@ def test_every_new_option_reaches_the_api_and_comes_back(
     assert re.search(r"^due +in (59|60)m ", human, re.M), human
     assert re.search(rf"^callback +{re.escape(hook)}$", human, re.M)
     assert re.search(rf"^trace +{shown['trace_id']}$", human, re.M)
+    _, forced = _in_pty("get", job["id"], "--json", **auth)  # --json after the command too
+    assert json.loads(forced)["trace_id"] == shown["trace_id"]
+    _, nested = _in_pty("schedule", "list", "--json", **auth)
+    assert json.loads(nested) == {"schedules": [], "next_cursor": None}
     _, listed = _in_pty("list", NO_COLOR="1", **auth)
     assert listed.splitlines()[1].split()[-2:] == ["in", "59m"] or \
         listed.splitlines()[1].split()[-2:] == ["in", "1h"], listed
@@ -440,10 +444,39 @@ def test_every_new_option_reaches_the_api_and_comes_back(
     assert limits["default"] == 4
     assert {"owner_id": "hs256:cli-new", "max_running": 2, "running": 0} in limits["owners"]
     assert ok("limits")["max_running"] == 2
+    # A job of theirs runs (claimed without a slot); clearing the override hands them back to
+    # the stack's default (4), a limit, so the running job is adopted into their slot count,
+    # though this shell's OWNER_MAX_RUNNING says 0.
+    engine = create_engine(submit_env.env["DATABASE_URL"])
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(
+                "UPDATE jobs SET state = 'PROCESSING', attempts = 1, started_at = now(), "
+                "lease_expires_at = now() + interval '5 minutes', holds_slot = false "
+                "WHERE id = :id"), {"id": sid_job(submit_env, url)})
+        cleared = ok("limit", "clear", "hs256:cli-new", **{**db, "OWNER_MAX_RUNNING": "0"})
+        assert cleared["default"] == 4
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT running FROM owner_running "
+                                     "WHERE owner_id = 'hs256:cli-new'")).scalar_one() == 1
+    finally:
+        engine.dispose()
     away = _cli("--json", "limit", "list", **db, JOBS_API_URL="http://127.0.0.1:1",
                 JOBS_TOKEN="x")
     unknown = json.loads(away.stdout)
     assert unknown["default"] is None and "cannot reach" in unknown["default_unknown"]
+
+
+def sid_job(submit_env: Any, url: str) -> str:
+    """A new PENDING job of cli-new's, through the API."""
+    import urllib.request
+
+    req = urllib.request.Request(
+        url + "/jobs", data=json.dumps({"preset": "echo", "content": "runs"}).encode(),
+        headers={"Authorization": f"Bearer {submit_env.token('cli-new')}",
+                 "Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return str(json.loads(resp.read())["id"])
 
 
 def who_signed(token: str) -> str:
@@ -451,7 +484,7 @@ def who_signed(token: str) -> str:
                           options={"verify_aud": False})["sub"])
 
 
-def test_get_shows_progress_and_whatever_the_server_says_of_webhooks() -> None:
+def test_get_shows_progress_and_the_webhook_s_state() -> None:
     from datetime import UTC, datetime, timedelta
 
     from jobs_client import JobView
@@ -466,10 +499,15 @@ def test_get_shows_progress_and_whatever_the_server_says_of_webhooks() -> None:
         "not_before": None, "result": None, "callback_url": "https://example.com/h",
         "progress": {"fraction": 0.4, "note": "4 of 10", "at": now - timedelta(seconds=3),
                      "attempt": 1},
-        "webhook": {"state": "pending", "attempts": 2},  # a field a newer server adds
+        "webhook": {"state": "pending", "waiting_for": "retry", "note": "retried later",
+                    "webhook_id": None, "attempts": 2, "last_status": 503,
+                    "next_attempt_at": now + timedelta(seconds=30), "last_error": "HTTP 503",
+                    "delivered_at": None},
+        "lanes": {"a": 1},  # a field a newer server adds: kept, shown by --json
         "links": {"self": "/jobs/x", "events": "/jobs/x/events"}})
     text = r.job_summary(running, now, r.Paint(False))
     assert "progress  40% 4 of 10 (3s ago)" in text
     assert "callback  https://example.com/h" in text
-    assert 'webhook   {"attempts": 2, "state": "pending"}' in text
-    assert running.model_dump(mode="json")["webhook"] == {"state": "pending", "attempts": 2}
+    assert "webhook   pending, 2 attempts, last answer 503, next in 30s" in text
+    assert "          retried later" in text and "          last error: HTTP 503" in text
+    assert running.model_dump(mode="json")["lanes"] == {"a": 1}

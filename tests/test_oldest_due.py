@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from cli_render import stats_summary
+from jobs_client import Stats
 from sqlalchemy import Engine, text
 
-from common.api.models import Stats
+from cli.render import stats_summary
 from common.store.job_store import JobStore
 from tests.jobs_helpers import new_job
 
@@ -81,7 +81,7 @@ def test_a_job_for_later_counts_from_when_it_became_due(store: JobStore, engine:
 
 
 def test_the_cli_shows_due_and_parked_beside_the_oldest_due() -> None:
-    from cli_render import Paint
+    from cli.render import Paint
 
     stats = Stats(depth={}, pending_due=3, pending_parked=2, oldest_pending_age_s=75.0,
                   finished_last_5_min=0, throughput_per_min=0.0)

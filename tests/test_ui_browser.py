@@ -82,7 +82,9 @@ class Dashboard:
             )
         except TimeoutException:
             main = self.js("return document.getElementById('main').innerText")
-            raise AssertionError(f"waited for {what}; the page shows:\n{main}") from None
+            logged = [e["message"] for e in self.driver.get_log("browser")]
+            raise AssertionError(f"waited for {what}; the page shows:\n{main}\n"
+                                 f"and the console says: {logged}") from None
 
     def js(self, code: str, *args: Any) -> Any:
         return self.driver.execute_script(code, *args)
@@ -479,6 +481,20 @@ def test_schedules_and_a_job_s_callback_trace_and_webhook_state(dash: Dashboard)
     assert "Europe/Riga" in dash.texts(".fields dd")
     assert dash.axe() == []
     dash.shot("schedule", height=1000)
+    # Pause and resume, each confirmed in the dialog, as a job's cancel is.
+    dash.click(".actions button", "Pause schedule…")
+    dash.wait(lambda: dash.js("return !!document.querySelector('dialog[open]')"), "the dialog")
+    assert dash.texts("dialog h2") == ["Pause this schedule?"] and dash.axe() == []
+    dash.click("dialog button", "Pause schedule")
+    dash.wait(lambda: dash.texts(".actions button") == ["Resume schedule…"], "paused")
+    assert dash.texts(".fields .badge")[0] == "paused"
+    assert dash.call("GET", f"/schedules/{ticking['id']}")["enabled"] is False
+    assert dash.js("return document.activeElement.textContent") == "Resume schedule…"
+    dash.click(".actions button", "Resume schedule…")
+    dash.wait(lambda: dash.js("return !!document.querySelector('dialog[open]')"), "the dialog")
+    dash.click("dialog button", "Resume schedule")
+    dash.wait(lambda: dash.texts(".actions button") == ["Pause schedule…"], "resumed")
+    assert dash.call("GET", f"/schedules/{ticking['id']}")["enabled"] is True
     dash.click(".events tbody td a")
     dash.wait(lambda: dash.texts("main h1 .mono") == [str(fired_job)], "the job it made")
 
@@ -488,23 +504,28 @@ def test_schedules_and_a_job_s_callback_trace_and_webhook_state(dash: Dashboard)
                           traceparent=f"00-{trace}-00f067aa0ba902b7-01")
     dash.open(f"/jobs/{job.id}")
     dash.wait(lambda: "Callback URL" in dash.texts(".callback dt"), "the callback")
-    assert dash.texts(".callback dd") == ["https://example.com/hook?a=<b>"]
+    assert dash.texts(".callback dd")[0] == "https://example.com/hook?a=<b>"
+    # The API's own webhook state: nothing sent before the job ends, and why.
+    assert dash.texts(".callback .details dt")[:2] == ["state", "waiting_for"]
+    assert dash.texts(".callback .details dd")[0] == "awaiting-end"
+    assert "null" not in dash.texts(".callback .details dd")
     assert trace in dash.texts(".fields dd")
-    # The webhook's state, as a newer API reports it: shown field by field, as text.
+    # A delivery that failed, its error holding markup: shown field by field, as text.
     dash.js("""
         const real = window.fetch;
         window.fetch = async (url, init) => {
           const res = await real(url, init);
           if (!/\\/jobs\\/[0-9a-f-]+$/.test(new URL(url).pathname)) return res;
           const job = await res.json();
-          job.webhook = {state: 'retrying', attempts: 2, last_error: arguments[0]};
+          job.webhook = {state: 'pending', waiting_for: 'retry', attempts: 2, last_status: 500,
+                         last_error: arguments[0], delivered_at: null};
           return new Response(JSON.stringify(job), {status: res.status, headers: res.headers});
         };""".replace("arguments[0]", json.dumps(MARKUP)))
     dash.open("/jobs")
     dash.open(f"/jobs/{job.id}")
     dash.wait(lambda: "Webhook" in dash.texts(".callback dt"), "the webhook's state")
     shown = " ".join(dash.texts(".callback dd"))
-    assert "retrying" in shown and MARKUP in shown
+    assert "pending" in shown and "500" in shown and MARKUP in shown
     assert dash.js("return document.querySelectorAll('#main img, #main script').length") == 0
     assert dash.js("return window.__pwned") is None
     assert dash.axe() == []

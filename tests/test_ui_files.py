@@ -113,3 +113,18 @@ def test_the_deploy_uploads_the_dashboard() -> None:
     assert not [ln for ln in ignored if ln.rstrip("/") in ("common", "common/api", "ui_static",
                                                             "common/api/ui_static", "*.js",
                                                             "*.css", "*.html")]
+
+
+@pytest.mark.parametrize("name", [n for n in FILES if n.endswith(".js")])
+def test_every_script_parses_as_a_module(name: str) -> None:
+    """A syntax error in one module stops the whole page without a word in the console (seen:
+    a parameter named like a later `const`), so each file is parsed as an ES module by node,
+    which `make install` needs anyway (npm, for axe-core)."""
+    import shutil
+
+    node = shutil.which("node")
+    assert node, "node is missing: install nodejs (make install uses npm for axe-core)"
+    checked = subprocess.run([node, "--input-type=module", "--check"],
+                             input=(STATIC / name).read_text(), capture_output=True, text=True,
+                             timeout=60)
+    assert checked.returncode == 0, checked.stderr

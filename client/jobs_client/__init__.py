@@ -37,6 +37,7 @@ from jobs_client.models import (
     ScheduleView,
     Stats,
     WebhookSecret,
+    WebhookView,
 )
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "HistoryBucket", "InvalidUrl", "JobEvent", "JobList", "JobResult", "JobState", "JobTemplate",
     "JobView", "JobsClient", "Limits", "NewJob", "NotFound", "ProgressView", "ScheduleEvent",
     "ScheduleList", "ScheduleView", "Stats", "TokenSource", "Unauthorized", "Unavailable",
-    "Unreachable", "WaitTimeout", "WebhookSecret", "parse_retry_after", "problem_error",
+    "Unreachable", "WaitTimeout", "WebhookSecret", "WebhookView", "parse_retry_after",
+    "problem_error",
     "template",
 ]

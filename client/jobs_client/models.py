@@ -56,6 +56,21 @@ class JobResult(_Answer):
     created_at: datetime
 
 
+class WebhookView(_Answer):
+    """A job's completion webhook (for a job with a callback_url): the latest delivery once the
+    job has ended, and what it waits for while it is not done."""
+
+    state: Literal["awaiting-end", "pending", "delivered", "given_up"]
+    waiting_for: Literal["job-end", "signing-secret", "first-attempt", "retry"] | None
+    note: str | None
+    webhook_id: str | None
+    attempts: int
+    next_attempt_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+
+
 class JobView(_Answer):
     """A job as its owner sees it (the content is not echoed back)."""
 
@@ -74,6 +89,7 @@ class JobView(_Answer):
     result: JobResult | None
     progress: ProgressView | None = None
     callback_url: str | None = None
+    webhook: WebhookView | None = None
     trace_id: str | None = None
     links: Links
 

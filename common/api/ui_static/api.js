@@ -56,16 +56,18 @@ export function apiUrl(path, query) {
   return url;
 }
 
-/** Call the API; resolves with the JSON body, rejects with an ApiError. A 401 signs out. */
-export async function call(path, {method = 'GET', query, auth = true, signOut = true} = {}) {
+/** Call the API (`send`: a JSON body); resolves with the JSON answer, rejects with an ApiError.
+ * A 401 signs out. */
+export async function call(path, {method = 'GET', query, send, auth = true, signOut = true} = {}) {
   const headers = {Accept: 'application/json'};
   const viaIap = auth && !token.get() && iap.get();
   if (auth && !viaIap) headers.Authorization = 'Bearer ' + (token.get() || '');
+  if (send !== undefined) headers['Content-Type'] = 'application/json';
   let res;
   try {
     res = await fetch(apiUrl(path, query), {
       method, headers, credentials: viaIap ? 'same-origin' : 'omit', cache: 'no-store',
-      referrerPolicy: 'no-referrer',
+      referrerPolicy: 'no-referrer', body: send === undefined ? undefined : JSON.stringify(send),
     });
   } catch {
     throw new ApiError(0, {title: 'The API cannot be reached'});

@@ -133,8 +133,9 @@ function drawJob(body, job, events) {
         details(e.details))))));
 }
 
-/** The callback URL and, when the API reports it, the webhook's delivery state: whatever
- * fields about webhooks the job carries (a newer API adds them), each shown as text. */
+/** The callback URL and the webhook's delivery state (`webhook`: its state, what it waits
+ * for, its attempts and last answer), and any other field about webhooks a newer API adds,
+ * each shown as text; empty values are left out. */
 function callback(job) {
   const found = Object.entries(job).filter(([key, value]) =>
     key.includes('webhook') && value !== null && value !== undefined);
@@ -158,7 +159,9 @@ function webhookValue(value) {
     return h('ol', {class: 'deliveries'}, value.map((item) => h('li', {},
       item && typeof item === 'object' ? details(item) : String(item))));
   }
-  if (value && typeof value === 'object') return details(value);
+  if (value && typeof value === 'object') {
+    return details(Object.fromEntries(Object.entries(value).filter(([, v]) => v !== null)));
+  }
   return String(value);
 }
 

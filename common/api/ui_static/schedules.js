@@ -3,7 +3,8 @@
 // API like every other view; a schedule's page is polled so a fire shows up as it happens.
 
 import {call} from './api.js';
-import {h, json, pollMs, problem, put, timeEl} from './dom.js';
+import {confirmAction} from './confirm.js';
+import {h, json, pollMs, problem, put, say, timeEl} from './dom.js';
 
 function enabled(schedule) {
   return h('span', {class: 'badge ' + (schedule.enabled ? 'state-completed' : 'state-cancelled')},
@@ -45,17 +46,49 @@ function table(schedules) {
 }
 
 export function showSchedule(view, {id}) {
+  const title = h('h1', {tabindex: '-1'}, 'Schedule ', h('span', {class: 'mono'}, id));
+  const actions = h('div', {class: 'actions', role: 'group', 'aria-label': 'Actions'});
+  const notice = h('div');
   const body = h('div', {'aria-busy': 'true'}, h('p', {}, 'Loading…'));
-  put(view, h('p', {}, h('a', {href: '#/schedules'}, '« All schedules')),
-    h('h1', {tabindex: '-1'}, 'Schedule ', h('span', {class: 'mono'}, id)), body);
+  put(view, h('p', {}, h('a', {href: '#/schedules'}, '« All schedules')), title, actions, notice,
+    body);
+  const path = 'schedules/' + encodeURIComponent(id);
   let live = true;
   let timer = null;
+  let shown = null;
+
+  async function toggle(pause) {
+    const sure = await confirmAction(pause
+      ? {title: 'Pause this schedule?', yes: 'Pause schedule',
+        text: 'It creates no jobs until it is resumed; jobs it already made are not touched.'}
+      : {title: 'Resume this schedule?', yes: 'Resume schedule',
+        text: 'It fires again from its next fire time; the fires it missed while paused ' +
+          'are not made up.'});
+    if (!sure || !live) return;
+    try {
+      await call(path, {method: 'PATCH', send: {enabled: !pause}});
+      put(notice);
+      say(pause ? 'Schedule paused.' : 'Schedule resumed.');
+    } catch (err) {
+      put(notice, problem(err));
+    }
+    await refresh();
+    (actions.querySelector('button') || title).focus();
+  }
 
   async function refresh() {
+    clearTimeout(timer);
     try {
-      const path = 'schedules/' + encodeURIComponent(id);
       const [schedule, events] = await Promise.all([call(path), call(path + '/events')]);
       if (!live) return;
+      if (schedule.enabled !== shown) {
+        shown = schedule.enabled;
+        put(actions, schedule.enabled
+          ? h('button', {type: 'button', class: 'quiet', onclick: () => toggle(true)},
+            'Pause schedule…')
+          : h('button', {type: 'button', class: 'primary', onclick: () => toggle(false)},
+            'Resume schedule…'));
+      }
       draw(body, schedule, events.events);
       body.removeAttribute('aria-busy');
       timer = setTimeout(refresh, pollMs(5000));
