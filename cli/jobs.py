@@ -103,7 +103,9 @@ def wait(api: JobsClient, job_id: str, timeout_s: float) -> JobView:
         for event in events[shown:]:
             sys.stderr.write(r.state_change(event, job.created_at, paint) + "\n")
         shown = len(events)
-        if job.progress is not None and not job.state.terminal:
+        # The trail may be newer than `job`: once it shows the end, no bar follows it.
+        ended = bool(events) and events[-1].to_state.terminal
+        if job.progress is not None and not job.state.terminal and not ended:
             line = progress_line(job, tty)
             if line != bar:
                 sys.stderr.write("\r" + line.ljust(len(bar)) if tty else line + "\n")

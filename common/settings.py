@@ -190,6 +190,9 @@ class Settings(BaseModel):
 
     # The chaos preset (tests and benchmarks only): never registered unless this is on.
     enable_chaos_preset: bool = False
+    # The demo preset (sleeps as long as its content says, with progress; fails on request):
+    # make dev turns it on, so that progress, cancel, fair share and long polls can be tried.
+    enable_demo_preset: bool = False
     # Fault injection (chaos runs only): this fraction of submit's publishes is dropped as if
     # Pub/Sub had failed, leaving those jobs to the sweep. 0 (off) unless a test sets it.
     publish_fault_rate: Annotated[float, Field(ge=0, le=1)] = 0.0

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from common.presets.demo import SECONDS
 from tests.submit_fixtures import SubmitHarness
 
 SEED = 20261126
@@ -28,6 +29,8 @@ def short_waits(monkeypatch: pytest.MonkeyPatch) -> None:
     """`GET /jobs/{id}?wait=N` holds a request up to N s: this instance allows at most 0.5 s
     (WAIT_MAX_S, which the document states), so the run stays as short as it was."""
     monkeypatch.setenv("WAIT_MAX_S", "0.5")
+    # The demo preset (make dev's) is on, so its content pattern is in the document and checked.
+    monkeypatch.setenv("ENABLE_DEMO_PRESET", "true")
 
 
 @pytest.fixture()
@@ -86,7 +89,9 @@ def test_the_document_lists_this_instance_s_presets_and_links(server: str) -> No
         doc["components"]["schemas"][v["$ref"].rsplit("/", 1)[1]]["properties"]["preset"]["const"]
         for v in variants
     )
-    assert presets == ["checksum", "echo", "text-stats"]
+    assert presets == ["checksum", "demo", "echo", "text-stats"]
+    demo = doc["components"]["schemas"]["NewJob_demo"]["properties"]["content"]
+    assert demo["pattern"] == SECONDS and "0 to 30" in demo["description"]
     links = doc["paths"]["/jobs"]["post"]["responses"]["202"]["links"]
     assert set(links) == {"getJob", "getJobEvents", "cancelJob", "retryJob"}
     schedule_links = doc["paths"]["/schedules"]["post"]["responses"]["201"]["links"]

@@ -155,9 +155,10 @@ def _new_job_variants(
         schemas[options_name] = options
         content: dict[str, Any] = {
             "type": "string",
-            "pattern": NO_NUL,
+            "pattern": handler.content_pattern or NO_NUL,  # a preset's own admits no NUL either
             "maxLength": settings.max_content_bytes,
-            "description": f"At most {settings.max_content_bytes} bytes as UTF-8.",
+            "description": handler.content_description
+            or f"At most {settings.max_content_bytes} bytes as UTF-8.",
         }
         if handler.max_content_chars is not None:
             content["maxLength"] = min(settings.max_content_bytes, handler.max_content_chars)

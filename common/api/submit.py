@@ -46,7 +46,7 @@ from common.api.schedule_routes import ROUTES as SCHEDULE_ROUTES
 from common.api.waiting import parse_wait, wait_for_end
 from common.lazy import Lazy
 from common.logs import bind_traceparent, current_traceparent, log, traceparent_from_headers
-from common.presets.base import PermanentError
+from common.presets.base import InvalidContent, PermanentError
 from common.presets.registry import Registry
 from common.service import JobService
 from common.settings import Settings
@@ -215,11 +215,12 @@ class SubmitApi:
             try:
                 handler.parse(new.content, new.metadata)
             except PermanentError as exc:
+                field = "content" if isinstance(exc, InvalidContent) else "metadata.options"
                 raise ProblemError(
                     422,
                     "validation-error",
                     "Invalid request",
-                    invalid=[InvalidParam(name="metadata.options", reason=str(exc))],
+                    invalid=[InvalidParam(name=field, reason=str(exc))],
                 ) from None
             if new.max_attempts is None and handler.default_max_attempts is not None:
                 new = new.model_copy(update={"max_attempts": handler.default_max_attempts})
