@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 CHART = HERE / "results.png"
 BENCHMARKS = ("lifecycle", "submit_latency", "cold_start", "end_to_end", "process_alone",
-              "sweep_scale", "chaos", "state_properties")
+              "sweep_scale", "noisy_neighbour", "chaos", "state_properties")
 
 
 def _machine() -> str:
@@ -82,6 +82,8 @@ def rows() -> list[tuple[str, str, str, str, str]]:
                     f"{ms['off']:.3f} ms", f"{sch['claim_ratio']:.2f}",
                     f"≤ {sch['claim_target']} "
                     f"{_verdict(sch['claim_ratio'] <= sch['claim_target'])}"))
+    if noisy := load("noisy_neighbour"):
+        out.extend(_noisy_rows(noisy))
     if chaos := load("chaos"):
         missed = chaos.get("missed", [])
         out.append((f"chaos run, {chaos['jobs']} jobs", f"{chaos['problems']} problems"
@@ -91,6 +93,19 @@ def rows() -> list[tuple[str, str, str, str, str]]:
         out.append((f"state-machine properties, {props['examples']:,} examples",
                      f"{props['checked_states']:,} states checked in {props['seconds']:.0f} s",
                      "", "", _verdict(props["passed"])))
+    return out
+
+
+def _noisy_rows(noisy: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """Owner B's p99 while owner A floods, against B alone, in the same run."""
+    quiet, flood = noisy["phases"]["quiet"]["b"], noisy["phases"]["flood"]["b"]
+    target = noisy["target"]
+    out = []
+    for key, label in (("submit_ms", "submit"), ("completion_ms", "time to completion")):
+        ratio = flood[key]["p99"] / quiet[key]["p99"]
+        out.append((f"noisy neighbour: B's {label} p99 under A's flood vs alone",
+                    f"{flood[key]['p99']:.1f} ms", f"{quiet[key]['p99']:.1f} ms",
+                    f"{ratio:.2f}", f"≤ {target} {_verdict(ratio <= target)}"))
     return out
 
 

@@ -15,6 +15,7 @@ client (the `jobs_client` package in client/), like any other caller; only `migr
         --content hi | schedule edit ID --cron '0 10 * * *' | list | get ID | pause ID |
         resume ID | delete ID | events ID
     python main.py limit set hs256:alice 2 | limit clear OWNER | limit list   # database
+    python main.py limit quota hs256:alice pending 1000 | submits-per-s 20 | ... clear
     python main.py sweep                             # one maintenance pass, as the scheduler
     python main.py migrate                           # alembic upgrade head
 

@@ -76,7 +76,8 @@ def endpoint(
 def _client(url: str, token: Callable[[], str]) -> JobsClient:
     try:
         # A person is waiting: give up on a stopped stack within a second or so.
-        return JobsClient(url, token, retries=2, backoff_s=0.25)
+        # Over a quota at the door (429): say so at once, with its Retry-After.
+        return JobsClient(url, token, retries=2, backoff_s=0.25, retry_limited=False)
     except InvalidUrl as exc:
         raise CliError(str(exc)) from None
 

@@ -53,7 +53,7 @@ def add_commands(sub: Any) -> None:
     sub.add_parser("health", help="whether the API answers and reaches its database "
                    "(exit 1 if not)")
     sub.add_parser("limits", help="how many of your jobs may run at once (the stack's default "
-                   "and your override), and how many run now")
+                   "and your override), how many run now, and your quotas at the door")
     ws = sub.add_parser("webhook-secret", help="your webhooks' signing secret")
     ws.add_subparsers(dest="webhook_command", required=True).add_parser(
         "rotate", help="a new secret, printed once; the previous one keeps signing for the "
@@ -103,7 +103,9 @@ def wait(api: JobsClient, job_id: str, timeout_s: float) -> JobView:
         for event in events[shown:]:
             sys.stderr.write(r.state_change(event, job.created_at, paint) + "\n")
         shown = len(events)
-        if job.progress is not None and not job.state.terminal:
+        # The trail may be newer than `job`: once it shows the end, no bar follows it.
+        ended = bool(events) and events[-1].to_state.terminal
+        if job.progress is not None and not job.state.terminal and not ended:
             line = progress_line(job, tty)
             if line != bar:
                 sys.stderr.write("\r" + line.ljust(len(bar)) if tty else line + "\n")

@@ -1,8 +1,9 @@
 """The operator's commands, which talk to the database rather than the API: `migrate`, and
-`limit` (per-owner concurrency limits are an operator's setting, not an owner's).
+`limit` (per-owner concurrency limits and quotas are an operator's setting, not an owner's).
 
     python main.py migrate                                   # alembic upgrade head
     python main.py limit set OWNER N | limit clear OWNER | limit list
+    python main.py limit quota OWNER submits-per-s|pending N|clear
 
 They find the database in DATABASE_URL (or INSTANCE_CONNECTION_NAME for Cloud SQL), else in
 the file `make dev` writes. An owner is always namespaced by who vouches for it: `hs256:<sub>`
@@ -27,12 +28,14 @@ from jobs_client import ClientError
 from cli.schedules import UsageError
 
 _OWNER = re.compile(r"^(hs256|google):.+$", re.S)
+QUOTA_NAMES = {"submits-per-s": "max_submits_per_s", "pending": "max_pending"}
 
 
 def add_commands(sub: Any) -> None:
     sub.add_parser("migrate", help="alembic upgrade head (DATABASE_URL or Cloud SQL); then "
                    "GRANT jobs_app to the users in DB_APP_USERS (comma-separated)")
-    lim = sub.add_parser("limit", help="per-owner concurrency limits (operators; database)")
+    lim = sub.add_parser("limit", help="per-owner running limits and quotas at the door "
+                         "(operators; database)")
     lsub = lim.add_subparsers(dest="limit_command", required=True)
     st = lsub.add_parser("set", help="at most N PROCESSING jobs for OWNER (0 = unlimited)")
     st.add_argument("owner", help="a namespaced owner, e.g. hs256:alice or google:123")
@@ -40,6 +43,11 @@ def add_commands(sub: Any) -> None:
     lsub.add_parser("clear", help="remove OWNER's override").add_argument("owner")
     lsub.add_parser("list", help="the owners with an override, and how many jobs each runs now; "
                     "`default` is the stack's OWNER_MAX_RUNNING, asked of the API")
+    qt = lsub.add_parser("quota", help="OWNER's quota at the door: submits per second (per "
+                         "instance) or PENDING jobs; N (0 = unlimited) or `clear` for the default")
+    qt.add_argument("owner", help="a namespaced owner, e.g. hs256:alice or google:123")
+    qt.add_argument("quota", choices=sorted(QUOTA_NAMES))
+    qt.add_argument("value", help="N, or clear")
 
 
 def database_settings() -> Any:
@@ -75,6 +83,14 @@ def database_message(exc: BaseException) -> str:
     return " ".join(str(detail).split())[:200]
 
 
+def _quota_value(raw: str) -> int | None:
+    if raw == "clear":
+        return None
+    if not (raw.isascii() and raw.isdigit()):
+        raise UsageError(f"a quota is a whole number (0 = unlimited) or `clear`, not {raw!r}")
+    return int(raw)
+
+
 def run_limit(args: argparse.Namespace, stack_default: Callable[[], int]) -> Any:
     """Set, clear or list overrides; `stack_default` asks the API for OWNER_MAX_RUNNING."""
     from sqlalchemy.exc import SQLAlchemyError
@@ -103,9 +119,12 @@ def run_limit(args: argparse.Namespace, stack_default: Callable[[], int]) -> Any
             if args.limit_command == "set":
                 store.set_owner_limit(owner, args.n)
             elif args.limit_command == "clear":
-                if not any(row["owner_id"] == owner for row in store.owner_limits()):
+                if not any(row["owner_id"] == owner and row["max_running"] is not None
+                           for row in store.owner_limits()):
                     raise UsageError(f"{owner} has no override to clear")
                 store.set_owner_limit(owner, None)
+            elif args.limit_command == "quota":
+                store.set_owner_quota(owner, QUOTA_NAMES[args.quota], _quota_value(args.value))
             owners = store.owner_limits()
         except InvalidInput as exc:
             raise UsageError(f"{exc.field}: {exc.message}") from None

@@ -14,7 +14,7 @@ it twice.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -79,12 +79,15 @@ class JobService:
                 job_id=str(job.id), attempts=job.attempts)
 
     def submit(
-        self, owner: str, new: NewJob, *, traceparent: str | None = None
+        self, owner: str, new: NewJob, *, traceparent: str | None = None, max_pending: int = 0,
+        on_pending: Callable[[int], None] | None = None,
     ) -> tuple[Job, bool]:
         """Returns (job, created). A replayed request publishes nothing new, and a job for later
         is the sweep's to publish (it is created unstamped). The job keeps `traceparent`, and
-        every message about it carries that trace."""
-        job, created = self.store.create(owner, new, traceparent=traceparent, dispatching=True)
+        every message about it carries that trace. `max_pending` is the owner's PENDING quota
+        to check (0 = none), `on_pending` hears the count (see JobStore.create)."""
+        job, created = self.store.create(owner, new, traceparent=traceparent, dispatching=True,
+                                         max_pending=max_pending, on_pending=on_pending)
         if created and job.not_before is None:
             self._dispatch(job, stamped=True)
         return job, created

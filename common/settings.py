@@ -151,6 +151,23 @@ class Settings(BaseModel):
     # (keep it well under submit's request timeout), and the longest pause between two reads.
     wait_max_s: Annotated[float, Field(gt=0, le=30)] = 30.0
     wait_poll_max_s: Annotated[float, Field(gt=0, le=5)] = 1.0
+
+    # Admission at the door (issues 25 and 27): what one owner may take of submit.
+    # A waiting request parks one of the instance's request threads; waits may hold at most
+    # WAIT_SHARE of them (floor, at least 1), so the rest always serve submits and reads. The
+    # thread count is THREADS, the variable functions-framework itself reads (unset: 4 x CPUs,
+    # its default, also what 0 means); keep it equal to the instance's request concurrency.
+    # Each owner may hold OWNER_MAX_WAITS of an instance's waits at once. Past either: 429.
+    threads: Annotated[int, Field(ge=0, le=10_000)] = 0
+    wait_share: Annotated[float, Field(gt=0, le=1)] = 0.5
+    owner_max_waits: Annotated[int, Field(ge=1, le=10_000)] = 2
+    # Per-owner quotas on POST /jobs, 0 = unlimited; `owner_limits` overrides them per owner.
+    # Submits per second are counted per instance (a token bucket, burst of one second's
+    # worth); PENDING jobs are counted in PostgreSQL, so that quota holds across instances.
+    owner_max_submits_per_s: Annotated[int, Field(ge=0, le=100_000)] = 0
+    owner_max_pending: Annotated[int, Field(ge=0, le=10_000_000)] = 0
+    # How long an instance trusts what it read of an owner's overrides before reading again.
+    owner_limits_ttl_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
     # Completion webhooks. Loopback targets (and plain http to them) only where this is on:
     # make dev and tests; production refuses it.
     webhook_allow_loopback: bool = False
@@ -173,6 +190,9 @@ class Settings(BaseModel):
 
     # The chaos preset (tests and benchmarks only): never registered unless this is on.
     enable_chaos_preset: bool = False
+    # The demo preset (sleeps as long as its content says, with progress; fails on request):
+    # make dev turns it on, so that progress, cancel, fair share and long polls can be tried.
+    enable_demo_preset: bool = False
     # Fault injection (chaos runs only): this fraction of submit's publishes is dropped as if
     # Pub/Sub had failed, leaving those jobs to the sweep. 0 (off) unless a test sets it.
     publish_fault_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
@@ -228,6 +248,16 @@ class Settings(BaseModel):
                 names = " and ".join(m.upper() for m in missing)
                 raise ValueError(f"in production AUTH_HS256_SECRET needs {names} too")
         return self
+
+    @property
+    def request_threads(self) -> int:
+        """The instance's request threads: THREADS, else functions-framework's default."""
+        return self.threads or 4 * (os.cpu_count() or 1)
+
+    @property
+    def wait_slots(self) -> int:
+        """How many requests of this instance may be waiting at once (issue 25)."""
+        return max(1, int(self.request_threads * self.wait_share))
 
     @property
     def is_production(self) -> bool:

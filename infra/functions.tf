@@ -83,6 +83,9 @@ locals {
         WEBHOOK_ROTATION_GRACE_S = tostring(var.webhook_rotation_grace_s)
         # Only reported: GET /limits tells callers (and `limit list`) the stack's default.
         OWNER_MAX_RUNNING = tostring(var.owner_max_running)
+        # functions-framework's request threads, equal to the instance's request concurrency:
+        # the share of threads that ?wait= may hold (WAIT_SHARE) is counted from it.
+        THREADS = tostring(var.concurrency.submit)
       }
       # The public API: still private by IAM unless allow_public_submit.
       ingress = "ALLOW_ALL"

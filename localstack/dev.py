@@ -3,8 +3,10 @@
 PostgreSQL (DATABASE_URL if set, else a server whose data survives a restart: under .local/, or
 as root where the server's unprivileged user can reach it, see postgres.cluster_home), the
 migrations to head, the Pub/Sub emulator with production's topics and
-subscriptions, `submit`, `process` and `sweep` under functions-framework, and a scheduler that
-calls `sweep` every few seconds with a scheduler token, as Cloud Scheduler does. It writes
+subscriptions, `submit`, `process` and `sweep` under functions-framework, a relay that pushes
+the jobs subscription's messages into `process` several at once (localstack/push_relay.py: the
+emulator's own push keeps only about two requests in flight), and a scheduler that calls
+`sweep` every few seconds with a scheduler token, as Cloud Scheduler does. It writes
 .local/dev-client.json (the URLs and the dev secret, mode 0600) so the CLI in another terminal
 finds the stack with no exports, prints the URLs, then every part's output prefixed by its
 name. Ctrl-C or SIGTERM stops everything it started, by pid.
@@ -30,9 +32,12 @@ from localstack.emulator import PubSubEmulator
 from localstack.function_server import FunctionServer
 from localstack.paths import ROOT
 from localstack.postgres import PostgresServer, migrate, start_postgres
+from localstack.push_relay import PushRelay
 from localstack.topology import Topology
 
 SCHEDULER = "local-scheduler"
+# As many pushes at once as one Cloud Run instance of `process` takes (its concurrency, 8).
+DEFAULT_PUSH_CONCURRENCY = 8
 _print_lock = threading.Lock()
 
 
@@ -54,6 +59,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--emulator-port", type=int, default=_env_int("EMULATOR_PORT", 8085))
     p.add_argument("--pg-port", type=int, default=_env_int("DEV_PG_PORT", 54329))
     p.add_argument("--sweep-every", type=float, default=float(os.environ.get("SWEEP_EVERY_S", 10)))
+    p.add_argument("--push-concurrency", type=int,
+                   default=_env_int("DEV_PUSH_CONCURRENCY", DEFAULT_PUSH_CONCURRENCY),
+                   help="messages pushed into process at once (its request threads match)")
     p.add_argument("--data-dir", type=Path,
                    default=Path(os.environ.get("DEV_DATA_DIR", ROOT / ".local")))
     return p.parse_args(argv)
@@ -65,6 +73,7 @@ class DevStack:
         self.postgres: PostgresServer | None = None
         self.emulator: PubSubEmulator | None = None
         self.servers: list[FunctionServer] = []
+        self.relay: PushRelay | None = None
         self.stopping = threading.Event()
         self.database_url = ""
         self.secret = ""
@@ -113,18 +122,28 @@ class DevStack:
             # Webhook receivers on this machine (http://127.0.0.1:…) are allowed here only.
             "WEBHOOK_ALLOW_LOOPBACK": "true",
             "HEARTBEAT_S": "1",  # progress shows within a second
+            # A job that takes as long as you ask, with progress (docs/presets.md).
+            "ENABLE_DEMO_PRESET": "true",
             "PYTHONUNBUFFERED": "1",
         }
+        # process serves as many requests at once as the relay sends (gunicorn's threads).
+        threads = {"process": {"THREADS": str(a.push_concurrency)}}
         for target, port, probe in (("submit", a.submit_port, "/healthz"),
                                     ("process", a.process_port, "/"),
                                     ("sweep", a.sweep_port, "/")):
             self.servers.append(FunctionServer(
-                target, ROOT / "main.py", self.env, probe=probe, port=port,
-                on_line=functools.partial(say, target),
+                target, ROOT / "main.py", {**self.env, **threads.get(target, {})}, probe=probe,
+                port=port, on_line=functools.partial(say, target),
             ))
-        topology.create(process_url)
+        topology.create(None, pull=True)
+        self.relay = PushRelay(
+            topology.path("subscriptions", topology.push_subscription), process_url,
+            concurrency=a.push_concurrency, ack_deadline_s=topology.ack_deadline_s,
+            on_line=functools.partial(say, "relay"),
+        ).start()
         say("pubsub", f"topics {topology.jobs_topic}, {topology.dead_letter_topic}, "
-                      f"{topology.results_topic}; push subscription -> {process_url}")
+                      f"{topology.results_topic}; subscription {topology.push_subscription} "
+                      f"relayed to {process_url}, {a.push_concurrency} pushes at once")
         threading.Thread(target=self._scheduler, daemon=True, name="scheduler").start()
         dev_client.write(self.client_file, dev_client.DevClient(
             submit_url=f"http://127.0.0.1:{a.submit_port}",
@@ -179,7 +198,8 @@ class DevStack:
             f"  submit   http://127.0.0.1:{a.submit_port}   (OpenAPI at /openapi.json)",
             # The token rides in the #fragment, which browsers never send to a server.
             f"  dashboard http://127.0.0.1:{a.submit_port}/ui/#token={token}",
-            f"  process  http://127.0.0.1:{a.process_port}   (the emulator pushes to it)",
+            f"  process  http://127.0.0.1:{a.process_port}   "
+            f"(up to {a.push_concurrency} pushes at once)",
             f"  sweep    http://127.0.0.1:{a.sweep_port}   (called every {a.sweep_every:g} s)",
             f"  pubsub   {self.emulator.host if self.emulator else '-'}",
             f"  postgres {self.database_url}",
@@ -187,6 +207,7 @@ class DevStack:
             "The CLI finds this stack with no exports: it reads the URLs and the secret that",
             f"signs dev tokens from {self.client_file} (mode 0600). In another terminal:",
             '  python main.py submit --preset text-stats --content "Hello there." --wait',
+            "  python main.py submit --preset demo --content 4 --wait   (4 s, with progress)",
             "  python main.py list",
             f'  curl -H "Authorization: Bearer $(python main.py token dev)" '
             f"http://127.0.0.1:{a.submit_port}/jobs",
@@ -201,6 +222,8 @@ class DevStack:
 
     def stop(self) -> None:
         self.stopping.set()
+        if self.relay is not None:  # first: no push into a server that is going away
+            self.relay.stop()
         for server in reversed(self.servers):
             server.close()
         if self.emulator is not None:

@@ -29,9 +29,12 @@ class Topology:
     def path(self, kind: str, name: str) -> str:
         return f"projects/{self.project}/{kind}/{name}"
 
-    def create(self, process_url: str | None) -> None:
+    def create(self, process_url: str | None, *, pull: bool = False) -> None:
         """Make every topic and subscription (those that exist are left as they are). Without
-        `process_url` the jobs topic gets no push subscription."""
+        `process_url` the jobs topic gets no push subscription. With `pull`, the jobs
+        subscription is made as the push one, with the same ack deadline, retry and dead-letter
+        policies, but without a push endpoint: `make dev` pulls it and pushes several messages
+        at once itself (localstack/push_relay.py)."""
         from google.api_core.exceptions import AlreadyExists
         from google.cloud import pubsub_v1
         from google.protobuf import duration_pb2
@@ -50,11 +53,11 @@ class Topology:
             "name": self.path("subscriptions", self.dead_letter_subscription),
             "topic": self.path("topics", self.dead_letter_topic),
         }))
-        if process_url:
+        if process_url or pull:
             requests.append((subscriber.create_subscription, {
                 "name": self.path("subscriptions", self.push_subscription),
                 "topic": self.path("topics", self.jobs_topic),
-                "push_config": {"push_endpoint": process_url},
+                **({} if pull else {"push_config": {"push_endpoint": process_url}}),
                 "ack_deadline_seconds": self.ack_deadline_s,
                 "dead_letter_policy": {
                     "dead_letter_topic": self.path("topics", self.dead_letter_topic),

@@ -109,6 +109,7 @@ def pipeline(
     tag = uuid.uuid4().hex[:8]
     results_topic, dead_topic = f"results-{tag}", f"dead-{tag}"
     monkeypatch.setenv("ENABLE_CHAOS_PRESET", "true")
+    monkeypatch.setenv("ENABLE_DEMO_PRESET", "true")
     monkeypatch.setenv("RESULTS_TOPIC", results_topic)
     db = urlsplit(api.env["DATABASE_URL"])
     proxy = TcpProxy(db.hostname or "127.0.0.1", db.port or 5432)
@@ -117,6 +118,7 @@ def pipeline(
         "DATABASE_URL": _through(api.env["DATABASE_URL"], proxy.port),
         "DB_CONNECT_TIMEOUT_S": "2",
         "ENABLE_CHAOS_PRESET": "true",
+        "ENABLE_DEMO_PRESET": "true",
         "RESULTS_TOPIC": results_topic,
         "LEASE_SECONDS": "5",
         "HEARTBEAT_S": "0.2",

@@ -299,7 +299,8 @@ def test_run_later_schedules_and_limits_from_the_command_line(
     db = {"DATABASE_URL": submit_env.env["DATABASE_URL"]}
     assert _cli("limit", "set", "hs256:cli-user", "3", **db).returncode == 0
     shown = json.loads(_cli("limit", "list", **db).stdout)
-    assert {"owner_id": "hs256:cli-user", "max_running": 3, "running": 0} in shown["owners"]
+    assert {"owner_id": "hs256:cli-user", "max_running": 3, "running": 0,
+            "max_submits_per_s": None, "max_pending": None} in shown["owners"]
     refused = _cli("limit", "set", "hs256:cli-user", "-1", **db)
     assert refused.returncode == 1 and "max_running" in refused.stderr
 
@@ -333,7 +334,8 @@ def test_operator_commands_find_make_devs_database_and_fail_in_one_line(
     dev = {"DEV_DATA_DIR": str(tmp_path)}
     assert _cli("limit", "set", "hs256:dev-user", "2", **dev).returncode == 0
     listed = json.loads(_cli("limit", "list", **dev).stdout)
-    assert {"owner_id": "hs256:dev-user", "max_running": 2, "running": 0} in listed["owners"]
+    assert {"owner_id": "hs256:dev-user", "max_running": 2, "running": 0,
+            "max_submits_per_s": None, "max_pending": None} in listed["owners"]
     assert _cli("limit", "clear", "hs256:dev-user", **dev).returncode == 0
     one_line(_cli("limit", "clear", "hs256:dev-user", **dev), 1, "has no override")
 
@@ -355,6 +357,34 @@ def test_a_job_for_later_shows_when_it_is_due_and_a_retry_when_it_runs_again() -
     assert "due       in 5m (2026-11-26 12:05:30 UTC)" in later
     retry = r.job_summary(JobView.model_validate({**base, "attempts": 1}), now, r.Paint(False))
     assert "next try  in 5m (2026-11-26 12:05:30 UTC)" in retry
+
+
+def test_quotas_from_the_command_line_and_a_429_said_plainly(
+    submit_server: str, submit_env: Any
+) -> None:
+    """An operator sets an owner's PENDING quota with `limit quota`; that owner's next submit
+    over it is one line naming the limit and when to come back, at once (no silent retries);
+    `clear` returns the owner to the default (instances see it within OWNER_LIMITS_TTL_S), and
+    the row goes."""
+    import json
+
+    db = {"DATABASE_URL": submit_env.env["DATABASE_URL"]}
+    owner = "hs256:cli-quota"
+    assert _cli("limit", "quota", owner, "pending", "1", **db).returncode == 0
+    shown = json.loads(_cli("limit", "list", **db).stdout)
+    assert {"owner_id": owner, "max_running": None, "running": 0, "max_submits_per_s": None,
+            "max_pending": 1} in shown["owners"]
+    bad = _cli("limit", "quota", owner, "pending", "lots", **db)
+    assert bad.returncode == 1 and "whole number" in bad.stderr
+    auth = {"JOBS_TOKEN": submit_env.token("cli-quota")}
+    submit = ("--url", submit_server, "submit", "--preset", "echo", "--content", "x")
+    assert _cli(*submit, **auth).returncode == 0
+    refused = _cli(*submit, **auth)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+    assert "Too many queued jobs" in refused.stderr and "at most 1 PENDING" in refused.stderr
+    assert "(retry after 5 s)" in refused.stderr
+    assert _cli("limit", "quota", owner, "pending", "clear", **db).returncode == 0
+    assert json.loads(_cli("limit", "list", **db).stdout)["owners"] == []
 
 
 @pytest.fixture()
@@ -437,12 +467,14 @@ def test_every_new_option_reaches_the_api_and_comes_back(
     assert drawn.splitlines()[1].split() == ["FROM", "COMPLETED", "FAILED", "CANCELLED"]
     assert drawn.splitlines()[2].split()[-3:] == ["0", "0", "1"]
     assert ok("limits") == {"default_max_running": 4, "override": None, "max_running": 4,
-                            "running": 0}
+                            "running": 0, "max_submits_per_s": 0, "max_pending": 0,
+                            "max_waits": 2}
 
     db = {"DATABASE_URL": submit_env.env["DATABASE_URL"], "OWNER_MAX_RUNNING": "9"}
     limits = ok("limit", "set", "hs256:cli-new", "2", **db)
     assert limits["default"] == 4
-    assert {"owner_id": "hs256:cli-new", "max_running": 2, "running": 0} in limits["owners"]
+    assert {"owner_id": "hs256:cli-new", "max_running": 2, "running": 0,
+            "max_submits_per_s": None, "max_pending": None} in limits["owners"]
     assert ok("limits")["max_running"] == 2
     # A job of theirs runs (claimed without a slot); clearing the override hands them back to
     # the stack's default (4), a limit, so the running job is adopted into their slot count,

@@ -23,6 +23,7 @@ from jobs_client import (
     JobsClient,
     JobState,
     NotFound,
+    RateLimited,
     Unauthorized,
     Unavailable,
     Unreachable,
@@ -472,3 +473,70 @@ def test_bulk_cancel_and_retry_through_the_client(
     assert (done.cancelled, done.moved, done.complete) == (4, 4, True)
     assert api.stats().depth["CANCELLED"] == 4
     assert api.bulk_retry(all=True).retried == 0  # nothing FAILED: nothing moved
+
+
+@pytest.fixture()
+def _tight_door(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OWNER_MAX_PENDING", "1")
+    monkeypatch.setenv("OWNER_MAX_WAITS", "1")
+
+
+@pytest.mark.usefixtures("_tight_door")
+def test_a_429_at_the_door_is_typed_with_its_quota_and_retry_after(
+    server: str, submit_env: SubmitHarness, engine: Engine
+) -> None:
+    """Over the PENDING quota: the client waits out Retry-After (5 s) as asked, then raises
+    RateLimited carrying the quota, its value and the Retry-After; nothing more is written."""
+    sleeps = Sleeps()
+    api = _client(server, submit_env, sleeps, retries=2)
+    api.submit("echo", "the one allowed")
+    with pytest.raises(RateLimited) as limited:
+        api.submit("echo", "one too many")
+    err = limited.value
+    assert isinstance(err, Unavailable) and err.status == 429  # what callers caught before
+    assert (err.quota, err.limit, err.retry_after) == ("max_pending", 1, 5.0)
+    assert err.type.endswith("/pending-limit-reached") and sleeps == [5.0, 5.0]
+    assert _jobs(engine) == 1
+
+
+@pytest.mark.usefixtures("_tight_door")
+def test_wait_polls_instead_when_no_wait_is_admitted(
+    server: str, submit_env: SubmitHarness
+) -> None:
+    """The caller already holds its one wait on the instance: `wait(server_wait_s=...)` is
+    refused at once, and polls that round instead of sleeping out Retry-After."""
+    sleeps = Sleeps()
+    api = _client(server, submit_env, sleeps)
+    job = api.submit("echo", "watched twice")
+    refused: list[RateLimited] = []
+
+    def hold() -> None:
+        """One wait of 20 s, asked again until admitted (the probe below may hold the slot
+        for a moment); it ends when the job does."""
+        other = _client(server, submit_env)
+        for _ in range(1000):
+            try:
+                other.get(job.id, wait_s=20, retry_limited=False)
+                return
+            except RateLimited:
+                continue
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    while not refused:  # until the holder's wait is in place
+        try:
+            api.get(job.id, wait_s=0.01, retry_limited=False)
+        except RateLimited as exc:
+            refused.append(exc)
+    assert refused[0].quota == "owner_max_waits" and refused[0].retry_after is not None
+    seen: list[JobState] = []
+
+    def cancel_on_first_sight(j: Any) -> None:
+        seen.append(j.state)
+        if j.state == JobState.PENDING:
+            api.cancel(j.id)
+
+    done = api.wait(job.id, 60, poll_s=0.25, server_wait_s=20, on_change=cancel_on_first_sight)
+    assert done.state == "CANCELLED" and seen == [JobState.PENDING, JobState.CANCELLED]
+    assert sleeps == [0.25]  # one polling round, no Retry-After sleep
+    holder.join(30)

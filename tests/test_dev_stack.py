@@ -14,7 +14,9 @@ import tempfile
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from common.api.auth import issue_dev_token
 from localstack import dev_client
 from localstack.paths import ROOT
 from localstack.postgres import cluster_home, free_port
+from tests.support.console_blocks import UUID, console_blocks, in_terminal, mismatch, screen
 
 
 class DevProcess:
@@ -211,3 +214,79 @@ def test_make_dev_runs_the_pipeline_and_stops_cleanly(data_dir: Path) -> None:
     finally:
         assert again.terminate() == 0
     assert [pid for pid in again.pids if _alive(pid)] == []
+
+
+@pytest.fixture(scope="module")
+def running_dev() -> Iterator[DevProcess]:
+    """One `make dev` for the tests below that only add jobs of their own."""
+    import shutil
+
+    path = Path(tempfile.mkdtemp(prefix="jobs-dev-"))
+    dev = DevProcess(path)
+    try:
+        yield dev
+    finally:
+        code = dev.terminate()
+        shutil.rmtree(cluster_home(path / "postgres"), ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=True)
+        assert code == 0, "\n".join(dev.lines[-30:])
+
+
+def _events(dev: DevProcess, job_id: str) -> dict[str, datetime]:
+    """When each of the job's events happened, by reason (as the database recorded them)."""
+    status, trail = dev.call("GET", f"/jobs/{job_id}/events")
+    assert status == 200, trail
+    return {e["reason"]: datetime.fromisoformat(e["at"]) for e in trail["events"]}
+
+
+def test_make_dev_pushes_several_jobs_into_process_at_once(running_dev: DevProcess) -> None:
+    """Four slow demo jobs run at once (the emulator's own push ran two), and a quick job sent
+    after them is done before any of them: counted from the jobs' own trails, not timed."""
+    dev = running_dev
+    assert any("8 pushes at once" in line for line in dev.lines)
+    slow = []
+    for _ in range(4):
+        status, job = dev.call("POST", "/jobs", {"preset": "demo", "content": "4"})
+        assert status == 202, job
+        slow.append(job["id"])
+    status, quick = dev.call("POST", "/jobs", {"preset": "echo", "content": "quick"})
+    assert status == 202, quick
+    for job_id in [*slow, quick["id"]]:
+        assert _wait_done(dev, job_id)["state"] == "COMPLETED"
+    trails = [_events(dev, job_id) for job_id in slow]
+    last_claim = max(t["claimed"] for t in trails)
+    first_end = min(t["completed"] for t in trails)
+    assert last_claim < first_end, trails  # all four were PROCESSING together
+    assert _events(dev, quick["id"])["completed"] < first_end
+
+
+DOCS = [path for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+        if console_blocks(path)]
+
+
+@pytest.mark.parametrize("path", DOCS, ids=[str(p.relative_to(ROOT)) for p in DOCS])
+def test_the_docs_console_examples_show_what_they_say(running_dev: DevProcess, path: Path) -> None:
+    """Every ```console block of README and docs/ (tests/support/console_blocks.py says how),
+    run in a terminal against `make dev`, shows what the docs show. A file's blocks are one
+    session, in order, as a reader follows them, by a user of its own."""
+    dev = running_dev
+    user = f"docs-{uuid.uuid4().hex[:8]}"
+    unset = ("JOBS_API_URL", "JOBS_TOKEN", "JOBS_SWEEP_URL", "JOBS_SWEEP_TOKEN",
+             "AUTH_HS256_SECRET")
+    env = {**{k: v for k, v in os.environ.items() if k not in unset},
+           "DEV_DATA_DIR": str(dev.data_dir), "JOBS_USER": user, "NO_COLOR": "1"}
+    last_id = None
+    for step in [step for block in console_blocks(path) for step in block]:
+        command = (step.command.replace("python main.py", f"{sys.executable} main.py")
+                   .replace("http://127.0.0.1:8080", dev.url)
+                   .replace("token dev", f"token {user}")
+                   .replace("hs256:dev", f"hs256:{user}"))
+        if last_id is not None:
+            command = UUID.sub(last_id, command)
+        shown = screen(in_terminal(command, env, ROOT))
+        expected = [line.replace("hs256:dev", f"hs256:{user}") for line in step.expected]
+        problem = mismatch(expected, shown)
+        assert problem is None, f"{path.name}: $ {step.command}\n{problem}\nshown:\n" + "\n".join(
+            shown)
+        if ids := UUID.findall("\n".join(shown)):
+            last_id = ids[0]

@@ -1,7 +1,8 @@
 """The docs' shape (issue 31): README is the front door, at most 400 lines, and every relative
 link in it and in bench/'s Markdown leads to a file that exists (and, for a Markdown file, to a
 heading it has). The pages under docs/ are checked by `make docs` (MkDocs, strict), which
-`make test` runs; README and bench/ are outside MkDocs' docs_dir, so they are checked here."""
+`make test` runs; README and bench/ are outside MkDocs' docs_dir, so they are checked here.
+The console examples are run against `make dev` by tests/test_dev_stack.py."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from localstack.paths import ROOT
+from tests.support.console_blocks import console_blocks, mismatch, screen
 
 FRONT_DOOR_MAX_LINES = 400
 LINK = re.compile(r"\]\(([^)\s]+)\)")
@@ -70,3 +72,30 @@ def test_readme_links_every_page_of_the_docs_site() -> None:
     linked = {link.partition("#")[0] for link in relative_links(ROOT / "README.md")}
     missing = [p for p in pages(config["nav"]) if f"docs/{p}" not in linked]
     assert not missing, f"README links no page for {missing}"
+
+
+def test_console_output_is_compared_as_a_terminal_shows_it() -> None:
+    """The comparison the docs' console examples go through (tests/test_dev_stack.py runs them):
+    what changes from run to run is normalised, what the docs promise is not."""
+    raw = ("   0.0 s  PENDING     created\r\n\rPROCESSING [###.......]  30% slept 0.9 of 3 s"
+           "\rPROCESSING [######....]  60% slept 1.8 of 3 s\r\n"
+           "job       01a24f86-86a6-773d-94e6-1108fe8e8edf\r\n")
+    shown = screen(raw)
+    assert shown == ["   0.0 s  PENDING     created",
+                     "PROCESSING [######....]  60% slept 1.8 of 3 s",
+                     "job       01a24f86-86a6-773d-94e6-1108fe8e8edf"]
+    documented = ["  12.5 s  PENDING  created",
+                  "PROCESSING [##########]  100% slept 3.0 of 3 s",
+                  "job 00000000-0000-4000-8000-000000000000"]
+    assert mismatch(documented, shown) is None
+    assert mismatch(["   0.0 s  FAILED  created", *documented[1:]], shown) is not None
+    assert mismatch([*documented[:2], "job …"], shown) is None
+    assert mismatch(documented[:2], shown) == "3 lines shown, 2 documented"
+    assert mismatch([*documented[:2], "job 01a24f86 of 4 s"], shown) is not None
+
+
+@pytest.mark.parametrize("path", [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_console_block_is_a_session_of_commands(path: Path) -> None:
+    for block in console_blocks(path):
+        assert block and all(step.command for step in block), path

@@ -334,3 +334,59 @@ def test_a_flooding_owner_waits_its_turn_on_the_real_stack(pipeline: Pipeline,
     assert len(rows) == 300
     assert {r.attempts for r in rows} == {1} and {r.failures for r in rows} == {0}
     assert max(r.deferred for r in rows) == 1 and sum(r.deferred for r in rows) >= 200
+
+
+def _limit_rows(engine: Engine) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(
+            "SELECT owner_id, max_running, max_submits_per_s, max_pending FROM owner_limits "
+            "ORDER BY owner_id"))]
+
+
+def test_quota_overrides_live_beside_the_running_limit(store: JobStore, engine: Engine) -> None:
+    """One row per owner holds every override (migration 0015); clearing one leaves the others,
+    and the row goes with the last."""
+    store.set_owner_limit("alice", 2)
+    store.set_owner_quota("alice", "max_pending", 10)
+    store.set_owner_quota("bob", "max_submits_per_s", 5)
+    assert _limit_rows(engine) == [("alice", 2, None, 10), ("bob", None, 5, None)]
+    assert store.owner_quota("alice") == (None, 10) and store.owner_quota("bob") == (5, None)
+    assert store.owner_quota("carol") == (None, None)
+    store.set_owner_limit("alice", None)  # the running limit goes, the quota stays
+    assert _limit_rows(engine) == [("alice", None, None, 10), ("bob", None, 5, None)]
+    store.set_owner_quota("alice", "max_pending", None)
+    store.set_owner_quota("bob", "max_submits_per_s", None)
+    assert _limit_rows(engine) == []
+    rows = store.owner_limits()
+    assert rows == []
+
+
+def test_quotas_refuse_bad_values_and_names(store: JobStore, engine: Engine) -> None:
+    for quota, bad in (("max_pending", -1), ("max_pending", 10_000_001),
+                       ("max_submits_per_s", 100_001), ("max_submits_per_s", True)):
+        with pytest.raises(InvalidInput) as err:
+            store.set_owner_quota("alice", quota, bad)  # type: ignore[arg-type]
+        assert err.value.field == quota
+    with pytest.raises(InvalidInput) as err:
+        store.set_owner_quota("alice", "max_running; DROP TABLE jobs", 1)
+    assert err.value.field == "quota"
+    assert _limit_rows(engine) == []
+
+
+def test_a_pending_quota_refuses_new_jobs_but_answers_replays(store: JobStore) -> None:
+    """The count is in the INSERT: at the quota nothing is written; a keyed replay still gets
+    its job; another owner is not counted; a job that leaves PENDING makes room."""
+    from common.store.errors import PendingLimitReached
+
+    first, _ = store.create("alice", new_job(idempotency_key="k1"), max_pending=2)
+    store.create("alice", new_job(), max_pending=2)
+    store.create("bob", new_job(), max_pending=2)
+    for job in (new_job(), new_job(idempotency_key="k2")):
+        with pytest.raises(PendingLimitReached) as err:
+            store.create("alice", job, max_pending=2)
+        assert err.value.limit == 2
+    replay, created = store.create("alice", new_job(idempotency_key="k1"), max_pending=2)
+    assert replay.id == first.id and not created
+    assert store.owner_stats("alice")["depth"]["PENDING"] == 2
+    store.cancel("alice", first.id)
+    assert store.create("alice", new_job(), max_pending=2)[1]

@@ -13,9 +13,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from common.presets.demo import SECONDS
 from tests.submit_fixtures import SubmitHarness
 
 # 20 operations, three of them batch and bulk bodies (the coverage phase sends a batch of
@@ -31,6 +33,8 @@ def short_waits(monkeypatch: pytest.MonkeyPatch) -> None:
     """`GET /jobs/{id}?wait=N` holds a request up to N s: this instance allows at most 0.5 s
     (WAIT_MAX_S, which the document states), so the run stays as short as it was."""
     monkeypatch.setenv("WAIT_MAX_S", "0.5")
+    # The demo preset (make dev's) is on, so its content pattern is in the document and checked.
+    monkeypatch.setenv("ENABLE_DEMO_PRESET", "true")
 
 
 @pytest.fixture()
@@ -89,7 +93,9 @@ def test_the_document_lists_this_instance_s_presets_and_links(server: str) -> No
         doc["components"]["schemas"][v["$ref"].rsplit("/", 1)[1]]["properties"]["preset"]["const"]
         for v in variants
     )
-    assert presets == ["checksum", "echo", "text-stats"]
+    assert presets == ["checksum", "demo", "echo", "text-stats"]
+    demo = doc["components"]["schemas"]["NewJob_demo"]["properties"]["content"]
+    assert demo["pattern"] == SECONDS and "0 to 30" in demo["description"]
     links = doc["paths"]["/jobs"]["post"]["responses"]["202"]["links"]
     assert set(links) == {"getJob", "getJobEvents", "cancelJob", "retryJob"}
     schedule_links = doc["paths"]["/schedules"]["post"]["responses"]["201"]["links"]
@@ -114,3 +120,66 @@ def test_every_cursor_the_pattern_allows_is_accepted(
                   headers={"Authorization": f"Bearer {submit_env.token('c')}"})
     with urlopen(req, timeout=10) as resp:
         assert resp.status == 200 and json.loads(resp.read())["jobs"] == []
+
+
+@pytest.fixture()
+def _tight_quotas(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OWNER_MAX_PENDING", "1")
+    monkeypatch.setenv("OWNER_MAX_WAITS", "1")
+    monkeypatch.setenv("WAIT_MAX_S", "5")
+
+
+def _validate(doc: dict[str, Any], path: str, method: str, status: int, body: Any,
+              headers: Any) -> None:
+    """A real answer against what the document says of it: its body's schema (with the
+    document's own $refs) and every header it declares required."""
+    import jsonschema
+
+    answer = doc["paths"][path][method]["responses"][str(status)]
+    schema = answer["content"]["application/problem+json"]["schema"]
+    # The document's own components beside the schema, so its "#/components/..." refs resolve.
+    jsonschema.Draft202012Validator({**schema, "components": doc["components"]}).validate(body)
+    for name, header in answer.get("headers", {}).items():
+        assert header["required"] and name in headers
+        jsonschema.Draft202012Validator(header["schema"]).validate(headers[name])
+
+
+@pytest.mark.usefixtures("_tight_quotas")
+def test_real_429s_match_the_document(submit_server: str, submit_env: SubmitHarness) -> None:
+    """Both kinds of 429 at the door, produced for real, match their documented response:
+    LimitProblem naming the quota, and the Retry-After header."""
+    import http.client
+    import threading
+    from urllib.parse import urlsplit
+    from urllib.request import urlopen
+
+    with urlopen(submit_server + "/openapi.json", timeout=10) as resp:
+        doc = json.loads(resp.read())
+    port = urlsplit(submit_server).port
+
+    def call(method: str, path: str, body: str | None = None) -> tuple[int, Any, Any]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request(method, path, body=body, headers={
+            "Authorization": f"Bearer {submit_env.token('c')}",
+            "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read()), resp.headers
+
+    job = json.dumps({"preset": "echo", "content": "x"})
+    status, first, _ = call("POST", "/jobs", job)
+    assert status == 202
+    status, body, headers = call("POST", "/jobs", job)
+    assert status == 429 and body["quota"] == "max_pending"
+    _validate(doc, "/jobs", "post", 429, body, headers)
+    held = threading.Thread(target=call, args=("GET", f"/jobs/{first['id']}?wait=5"))
+    held.start()
+    refused: list[tuple[int, Any, Any]] = []
+    while held.is_alive() and not refused:  # until the first wait is held
+        answer = call("GET", f"/jobs/{first['id']}?wait=5")
+        if answer[0] == 429:
+            refused.append(answer)
+    assert refused, "the held wait ended before a second one was refused"
+    status, body, headers = refused[0]
+    assert body["quota"] == "owner_max_waits"
+    _validate(doc, "/jobs/{job_id}", "get", 429, body, headers)
+    held.join(10)

@@ -141,3 +141,36 @@ def test_progress_shows_on_get_while_the_job_runs(pipeline: Pipeline) -> None:
     final = pipeline.api.client.get(f"/jobs/{job_id}?wait=30", headers=auth).get_json()
     assert final["state"] == "COMPLETED"
     assert final["progress"]["fraction"] == 1.0  # the exit stored the last report
+
+
+def test_a_demo_job_shows_progress_and_stops_when_cancelled(pipeline: Pipeline) -> None:
+    """The demo preset (on in make dev) through the whole pipeline: its progress shows while it
+    runs, and a cancel ends it long before its 30 s: the last report the exit stored is far
+    from done."""
+    job_id = pipeline.submit("demo", "30")
+    auth = pipeline.api.auth("alice")
+    shown: dict[str, Any] = {}
+    for _ in range(300):
+        shown = pipeline.api.client.get(f"/jobs/{job_id}?wait=0.1", headers=auth).get_json()
+        if shown["progress"] is not None and shown["progress"]["fraction"] > 0:
+            break
+    assert shown["state"] == "PROCESSING", shown
+    assert shown["progress"]["note"].startswith("slept ")
+    cancel = pipeline.api.client.post(f"/jobs/{job_id}/cancel", headers=auth)
+    assert cancel.status_code == 202, cancel.get_json()
+    final = pipeline.api.client.get(f"/jobs/{job_id}?wait=30", headers=auth).get_json()
+    assert final["state"] == "CANCELLED", final
+    assert final["progress"]["fraction"] < 0.5, final["progress"]
+
+
+def test_a_demo_job_fails_on_request_and_refuses_bad_content(pipeline: Pipeline) -> None:
+    failed = pipeline.submit("demo", "0.2", metadata={"options": {"fail": True}})
+    job = pipeline.wait(failed, JobState.FAILED, JobState.COMPLETED)
+    assert job.state is JobState.FAILED and job.attempts == 1
+    retried = pipeline.submit("demo", "0", metadata={"options": {"fail_attempts": 1}})
+    job = pipeline.wait(retried, JobState.COMPLETED, JobState.FAILED, tick=pipeline.redispatch)
+    assert job.state is JobState.COMPLETED and job.attempts == 2
+    refused = pipeline.api.post_job("alice", {"preset": "demo", "content": "ten seconds"})
+    assert refused.status_code == 422
+    problem = refused.get_json()
+    assert [p["name"] for p in problem["invalid_params"]] == ["content"], problem

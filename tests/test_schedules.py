@@ -302,3 +302,21 @@ def test_the_grammar_and_cronsim_agree() -> None:
         assert compiled().fullmatch(never)  # schema-valid...
         with pytest.raises(InvalidInput, match="never fires"):  # ...but refused, and said why
             cron.next_after(never, "UTC", datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def test_a_template_whose_content_its_preset_cannot_read_is_422_naming_job_content(
+    api: SubmitHarness, engine: Engine, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The demo preset reads its content as seconds (content_pattern): a fire could never run
+    "soon", so the schedule is refused at once, naming the content, not the options."""
+    monkeypatch.setenv("ENABLE_DEMO_PRESET", "true")  # read at this instance's first request
+    body = {"cron": "*/5 * * * *", "job": {"preset": "demo", "content": "soon"}}
+    resp = api.client.post("/schedules", json=body, headers=api.auth("alice"))
+    problem = resp.get_json()
+    assert resp.status_code == 422, problem
+    assert [p["name"] for p in problem["invalid_params"]] == ["job.content"], problem
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM schedules")).scalar() == 0
+    ok = api.client.post("/schedules", json={**body, "job": {"preset": "demo", "content": "2"}},
+                         headers=api.auth("alice"))
+    assert ok.status_code == 201, ok.get_json()

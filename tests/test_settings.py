@@ -188,3 +188,40 @@ def test_every_setting_is_read_from_one_variable_of_a_known_kind() -> None:
                 _is_json(kind) and typing.get_args(kind) in ((str,),)
             )
             assert ok, f"{name}: {kind!r}"
+
+
+@pytest.mark.parametrize(("threads", "share", "slots"),
+                         [("8", "0.5", 4), ("8", "1", 8), ("4", "0.1", 1), ("9", "0.5", 4)])
+def test_the_share_for_waits_is_a_floor_of_the_threads_and_at_least_one(
+    monkeypatch: pytest.MonkeyPatch, threads: str, share: str, slots: int
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql+pg8000://u@h/db")
+    monkeypatch.setenv("THREADS", threads)
+    monkeypatch.setenv("WAIT_SHARE", share)
+    assert load_settings().wait_slots == slots
+
+
+def test_without_threads_the_share_is_of_functions_frameworks_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    monkeypatch.setenv("DATABASE_URL", "postgresql+pg8000://u@h/db")
+    monkeypatch.delenv("THREADS", raising=False)
+    settings = load_settings()
+    assert settings.request_threads == 4 * (os.cpu_count() or 1)
+    assert settings.wait_slots == settings.request_threads // 2
+
+
+@pytest.mark.parametrize(("name", "value"), [("WAIT_SHARE", "0"), ("WAIT_SHARE", "1.5"),
+                                             ("OWNER_MAX_WAITS", "0"), ("THREADS", "-1"),
+                                             ("OWNER_MAX_SUBMITS_PER_S", "-1"),
+                                             ("OWNER_MAX_PENDING", "many")])
+def test_bad_door_settings_are_named(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql+pg8000://u@h/db")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert name in str(err.value)

@@ -28,7 +28,7 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
-from jobs_client.errors import BadRequest, Unavailable, WaitTimeout
+from jobs_client.errors import BadRequest, RateLimited, Unavailable, WaitTimeout
 from jobs_client.models import (
     BatchResult,
     BulkOutcome,
@@ -152,11 +152,14 @@ class JobsClient(Transport):
             if step.complete or not repeat:
                 return total
 
-    def get(self, job_id: str | UUID, *, wait_s: float | None = None) -> JobView:
+    def get(self, job_id: str | UUID, *, wait_s: float | None = None,
+            retry_limited: bool | None = None) -> JobView:
         """The job; with `wait_s`, the server holds the answer up to that long (0 < wait_s ≤
-        30) and answers as soon as the job ends."""
+        30) and answers as soon as the job ends. A wait past the caller's or the instance's
+        share of waits is a 429 (RateLimited); `retry_limited=False` raises it at once."""
         query = f"?wait={wait_s:.3f}" if wait_s else ""
-        return JobView.model_validate(self.call("GET", f"/jobs/{_segment(job_id)}{query}"))
+        return JobView.model_validate(self.call("GET", f"/jobs/{_segment(job_id)}{query}",
+                                                retry_limited=retry_limited))
 
     def page(
         self, *, state: JobState | str | None = None, limit: int = 50, cursor: str | None = None,
@@ -306,14 +309,19 @@ class JobsClient(Transport):
     ) -> JobView:
         """Poll until the job ends and return it; `on_change` sees each new state or progress
         (and the first). With `server_wait_s`, each poll is `GET /jobs/{id}?wait=N`: the server
-        answers as soon as the job ends, so no sleep is needed between polls. Raises WaitTimeout,
+        answers as soon as the job ends, so no sleep is needed between polls; a wait the server
+        has no room for (429) is a plain poll that round. Raises WaitTimeout,
         holding the job as last seen, after `timeout_s`."""
         deadline = self._clock() + timeout_s
         last: tuple[JobState, Any] | None = None
         while True:
             remaining = deadline - self._clock()
             hold = min(server_wait_s, remaining) if server_wait_s and remaining > 0.05 else None
-            job = self.get(job_id, wait_s=hold)
+            try:
+                job = self.get(job_id, wait_s=hold,
+                               retry_limited=self.retry_limited if hold is None else False)
+            except RateLimited:  # no room for another wait: poll this round instead
+                job, hold = self.get(job_id), None
             seen = (job.state, job.progress)
             if seen != last:
                 last = seen

@@ -39,6 +39,7 @@ class ApiError(ClientError):
         self.instance = instance
         self.invalid_params = invalid_params or []
         self.extra = extra or {}  # problem members beyond the standard ones (known_presets, …)
+        self.retry_after: float | None = None  # from the Retry-After header, when it had one
         reasons = ", ".join(f"{p.get('name')}: {p.get('reason')}" for p in self.invalid_params)
         text = detail or reasons
         super().__init__(title + (f": {text}" if text else ""))
@@ -65,6 +66,26 @@ class Unavailable(ApiError):
     """503 or 429 still, after the retries."""
 
 
+class RateLimited(Unavailable):
+    """429 still, after the retries: the caller is over a limit at the API's door. `quota`
+    names it (max_submits_per_s, max_pending, owner_max_waits, wait_slots), `limit` is its
+    value and `retry_after` the seconds the server asked to wait (None if it did not say)."""
+
+    @property
+    def quota(self) -> str | None:
+        value = self.extra.get("quota")
+        return value if isinstance(value, str) else None
+
+    @property
+    def limit(self) -> int | None:
+        value = self.extra.get("limit")
+        return value if isinstance(value, int) else None
+
+    def __str__(self) -> str:
+        after = f" (retry after {self.retry_after:g} s)" if self.retry_after is not None else ""
+        return super().__str__() + after
+
+
 class WaitTimeout(ClientError):
     """The job had not ended when `wait` gave up; `job` is how it was last seen."""
 
@@ -76,7 +97,7 @@ class WaitTimeout(ClientError):
 BY_STATUS: dict[int, type[ApiError]] = {
     400: BadRequest, 413: BadRequest, 415: BadRequest, 422: BadRequest,
     401: Unauthorized, 403: Unauthorized, 404: NotFound, 409: Conflict,
-    429: Unavailable, 503: Unavailable,
+    429: RateLimited, 503: Unavailable,
 }
 _STANDARD = ("type", "title", "status", "detail", "instance", "invalid_params")
 

@@ -147,12 +147,16 @@ class History(_Answer):
 
 
 class Limits(_Answer):
-    """How many of the caller's jobs may run at once: the stack's default and the caller's own."""
+    """How many of the caller's jobs may run at once: the stack's default and the caller's own;
+    and the caller's limits at the door (0 = unlimited; absent from an older server: 0)."""
 
     default_max_running: int
     max_running: int
     override: int | None
     running: int
+    max_submits_per_s: int = 0
+    max_pending: int = 0
+    max_waits: int = 0
 
 
 class WebhookSecret(_Answer):

@@ -61,11 +61,14 @@ class Transport:
         backoff_s: float = 0.5,
         max_backoff_s: float = 10.0,
         max_retry_after_s: float = 60.0,
+        retry_limited: bool = True,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`retries` more attempts after the first; `sleep` and `clock` are injectable so a
-        test can count the waits instead of sitting through them."""
+        """`retries` more attempts after the first; `retry_limited=False` raises a 429 from the
+        API's door (RateLimited) at once instead of sleeping out its Retry-After (a person at a
+        terminal would rather be told); `sleep` and `clock` are injectable so a test can count
+        the waits instead of sitting through them."""
         parts = urllib.parse.urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise InvalidUrl(f"not an http(s) URL: {base_url}")
@@ -74,6 +77,7 @@ class Transport:
         self.timeout_s, self.retries = timeout_s, retries
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.max_retry_after_s = max_retry_after_s
+        self.retry_limited = retry_limited
         self._sleep, self._clock = sleep, clock
         self._opener = urllib.request.build_opener(_NoRedirects())
     def call(
@@ -85,12 +89,15 @@ class Transport:
         headers: dict[str, str] | None = None,
         idempotent: bool | None = None,
         retries: int | None = None,
+        retry_limited: bool | None = None,
     ) -> Any:
         """One request, JSON in and out, with the retries; the answer's JSON (None if empty).
         For endpoints without a method above, such as the sweep service's `POST /`.
         `idempotent` (default: GET only) allows retrying after a connection broke mid-way;
-        `retries` overrides the client's own count for this call."""
+        `retries` overrides the client's own count for this call, `retry_limited` its way with
+        a 429."""
         safe = method == "GET" if idempotent is None else idempotent
+        limited_retried = self.retry_limited if retry_limited is None else retry_limited
         budget = self.retries if retries is None else retries
         data = json.dumps(body).encode() if body is not None else None
         attempt = 0
@@ -102,10 +109,13 @@ class Transport:
                     raw, status = resp.read(), resp.status
             except urllib.error.HTTPError as err:
                 raw = err.read()
-                if err.code in RETRY_STATUSES and attempt <= budget:
+                retried = err.code in RETRY_STATUSES and (err.code != 429 or limited_retried)
+                if retried and attempt <= budget:
                     self._sleep(self._delay(attempt, err.headers.get("Retry-After")))
                     continue
-                raise problem_error(err.code, raw, str(err.reason)) from None
+                error = problem_error(err.code, raw, str(err.reason))
+                error.retry_after = parse_retry_after(err.headers.get("Retry-After"))
+                raise error from None
             except (OSError, http.client.HTTPException) as err:
                 reason = getattr(err, "reason", err)
                 never_sent = isinstance(reason, ConnectionRefusedError)

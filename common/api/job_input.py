@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from common.api.problems import InvalidParam, ProblemError, validation_problem
-from common.presets.base import PermanentError
+from common.presets.base import InvalidContent, PermanentError
 from common.presets.registry import Registry
 from common.settings import Settings
 from common.store.models import NewJob
@@ -42,7 +42,8 @@ class JobInput:
             try:
                 handler.parse(new.content, new.metadata)
             except PermanentError as exc:
-                raise _invalid("metadata.options", str(exc)) from None
+                field = "content" if isinstance(exc, InvalidContent) else "metadata.options"
+                raise _invalid(field, str(exc)) from None
             if new.max_attempts is None and handler.default_max_attempts is not None:
                 new = new.model_copy(update={"max_attempts": handler.default_max_attempts})
         if new.callback_url is not None:

@@ -167,10 +167,21 @@ class History(BaseModel):
 
 
 class Limits(BaseModel):
-    """How many of the caller's jobs may be PROCESSING at once (0 = unlimited)."""
+    """How many of the caller's jobs may be PROCESSING at once (0 = unlimited), and the
+    caller's limits at the door."""
 
     default_max_running: int = Field(description="The stack's OWNER_MAX_RUNNING.")
     override: int | None = Field(description="An operator's limit for this owner, if any.")
     max_running: int = Field(description="The limit that applies: the override, else the "
                              "default.")
     running: int = Field(description="The caller's jobs PROCESSING now.")
+    max_submits_per_s: int = Field(
+        description="POST /jobs a second the caller may make to one instance (0 = unlimited): "
+                    "an operator's override, else OWNER_MAX_SUBMITS_PER_S. Past it: 429 "
+                    "submit-rate-exceeded.")
+    max_pending: int = Field(
+        description="PENDING jobs the caller may have (0 = unlimited): an operator's override, "
+                    "else OWNER_MAX_PENDING. Past it: 429 pending-limit-reached.")
+    max_waits: int = Field(
+        description="`?wait=` requests the caller may hold on one instance at once "
+                    "(OWNER_MAX_WAITS). Past it: 429 wait-limit-reached.")

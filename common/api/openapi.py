@@ -29,9 +29,10 @@ from common.api.models import (
 )
 from common.api.openapi_flow import FLOW_MODELS, flow_paths, flow_schemas
 from common.api.openapi_insight import insight_paths
+from common.api.openapi_problems import SUBMIT_429, WAIT_429, problems
 from common.api.openapi_schedules import schedule_paths, schedule_schemas
 from common.api.openapi_security import security_schemes, with_iap
-from common.api.problems import TYPE_BASE, Problem
+from common.api.problems import LimitProblem, Problem
 from common.api.schedules import ScheduleEventList, ScheduleList, ScheduleView
 from common.messaging.callbacks import MAX_URL, url_patterns
 from common.presets.registry import Registry
@@ -46,21 +47,6 @@ NO_NUL = "^[^\\u0000]*$"
 JOB_ID = {"name": "job_id", "in": "path", "required": True,
           "description": "A job's id; any other text names no job (404).",
           "schema": {"type": "string", "format": "uuid"}}
-# What each status means, per operation kind; the problem `type`s are listed in each response.
-PROBLEM_TYPES: dict[int, tuple[str, ...]] = {
-    400: ("malformed-json", "invalid-cursor"),
-    401: ("unauthenticated",),
-    403: ("forbidden",),
-    404: ("not-found",),
-    409: (
-        "idempotency-conflict", "idempotency-key-mismatch", "illegal-transition",
-        "attempt-limit-reached", "schedule-limit-reached", "duplicate-idempotency-key",
-    ),
-    413: ("payload-too-large",),
-    415: ("unsupported-media-type",),
-    422: ("validation-error", "unknown-preset"),
-    503: ("unavailable",),
-}
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -69,17 +55,6 @@ def _ref(name: str) -> dict[str, Any]:
 
 def _content(name: str, media: str = "application/json") -> dict[str, Any]:
     return {"content": {media: {"schema": _ref(name)}}}
-
-
-def _problems(codes: dict[int, str]) -> dict[str, Any]:
-    out = {}
-    for code, why in codes.items():
-        kinds = ", ".join(TYPE_BASE + k for k in PROBLEM_TYPES.get(code, ()))
-        out[str(code)] = {
-            "description": f"{why} (problem types: {kinds})" if kinds else why,
-            **_content("Problem", "application/problem+json"),
-        }
-    return out
 
 
 def _op(
@@ -102,7 +77,7 @@ def _op(
     if auth:
         errors = {**errors, 401: "missing, malformed, expired or foreign token (or IAP "
                   "assertion)", 403: "a verified caller that AUTH_GOOGLE_ALLOWED does not name"}
-    responses.update(_problems(errors))
+    responses.update(problems(errors))
     op: dict[str, Any] = {"operationId": op_id, "summary": summary, "responses": responses}
     if params:
         op["parameters"] = params
@@ -179,9 +154,10 @@ def _new_job_variants(
         schemas[options_name] = options
         content: dict[str, Any] = {
             "type": "string",
-            "pattern": NO_NUL,
+            "pattern": handler.content_pattern or NO_NUL,  # a preset's own admits no NUL either
             "maxLength": settings.max_content_bytes,
-            "description": f"At most {settings.max_content_bytes} bytes as UTF-8.",
+            "description": handler.content_description
+            or f"At most {settings.max_content_bytes} bytes as UTF-8.",
         }
         if handler.max_content_chars is not None:
             content["maxLength"] = min(settings.max_content_bytes, handler.max_content_chars)
@@ -241,6 +217,7 @@ def build_openapi(
         (JobList, "serialization"),
         (EventList, "serialization"),
         (Problem, "serialization"),
+        (LimitProblem, "serialization"),
         (Health, "serialization"),
         (Stats, "serialization"),
         (WebhookSecret, "serialization"),
@@ -310,6 +287,7 @@ def build_openapi(
                         413: "the body is larger than the content and metadata limits allow",
                         415: "Content-Type is not application/json",
                         422: "the body is not a valid job for a registered preset",
+                        429: SUBMIT_429,
                         **unavailable,
                     },
                     params=[idem],
@@ -331,7 +309,8 @@ def build_openapi(
                     "getJob",
                     "One job; with `wait`, once it is terminal or `wait` seconds have passed",
                     {200: "JobView"},
-                    {**by_id, 422: f"wait is not a number in (0, {settings.wait_max_s:g}]"},
+                    {**by_id, 422: f"wait is not a number in (0, {settings.wait_max_s:g}]",
+                     429: WAIT_429},
                     params=[JOB_ID, {
                         "name": "wait",
                         "in": "query",

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from common.api.flow import BATCH_MAX_BODY_BYTES, BatchResult, BulkOutcome
+from common.api.openapi_problems import SUBMIT_429
 from common.store.batches import MAX_BATCH_ITEMS
 from common.store.bulk import CANCEL_STATES, RETRY_STATES
 from common.store.models import PRESET_PATTERN
@@ -114,6 +115,8 @@ def flow_paths(op: Callable[..., dict[str, Any]], unavailable: dict[int, str]) -
                     415: "Content-Type is not application/json",
                     422: "the body is not {\"jobs\": [...]} with 1 to "
                          f"{MAX_BATCH_ITEMS} objects (nothing written)",
+                    429: SUBMIT_429 + "; a batch counts as one request of as many jobs as it "
+                         "would create",
                     **unavailable,
                 },
                 body="BatchRequest",

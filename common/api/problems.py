@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -15,6 +15,7 @@ from common.store.errors import (
     InvalidInput,
     JobNotFound,
     JobStoreError,
+    PendingLimitReached,
     ScheduleLimitReached,
     ScheduleNotFound,
     UnknownPreset,
@@ -22,6 +23,9 @@ from common.store.errors import (
 
 TYPE_BASE = "https://jobs-pipeline.dev/problems/"
 MEDIA_TYPE = "application/problem+json"
+# A queue drains at its jobs' pace, which the door does not know: this is a polling pace for a
+# caller over its PENDING quota, not a promise that room will be there by then.
+PENDING_RETRY_AFTER_S = 5
 
 
 class InvalidParam(BaseModel):
@@ -40,6 +44,15 @@ class Problem(BaseModel):
     detail: str | None = None
     instance: str | None = None
     invalid_params: list[InvalidParam] | None = None
+
+
+class LimitProblem(Problem):
+    """A 429: which limit at the door was reached (common/api/admission.py), its value, and the
+    Retry-After header's seconds again."""
+
+    quota: Literal["max_submits_per_s", "max_pending", "owner_max_waits", "wait_slots"]
+    limit: int
+    retry_after_s: int
 
 
 class ProblemError(Exception):
@@ -138,6 +151,13 @@ def from_store_error(exc: JobStoreError) -> ProblemError:
             "Not allowed in the job's state",
             f"cannot {exc.move} a job that is {exc.state}",
             state=exc.state,
+        )
+    if isinstance(exc, PendingLimitReached):
+        return ProblemError(
+            429, "pending-limit-reached", "Too many queued jobs",
+            f"an owner may have at most {exc.limit} PENDING jobs; submit again once some "
+            "have started", headers={"Retry-After": str(PENDING_RETRY_AFTER_S)},
+            quota="max_pending", limit=exc.limit, retry_after_s=PENDING_RETRY_AFTER_S,
         )
     if isinstance(exc, DatabaseUnavailable):
         return ProblemError(

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from common.api.http import Request, Response
 from common.api.http import json_response as _json
 from common.api.problems import InvalidParam, ProblemError, validation_problem
-from common.presets.base import PermanentError
+from common.presets.base import InvalidContent, PermanentError
 from common.presets.registry import Registry
 from common.service import JobService
 from common.store.models import JobTemplate
@@ -107,7 +107,8 @@ def checked_template(registry: Registry, template: JobTemplate, field: str) -> J
     try:
         handler.parse(template.content, template.metadata)
     except PermanentError as exc:
-        raise _invalid(f"{field}.metadata.options", str(exc)) from None
+        where = "content" if isinstance(exc, InvalidContent) else "metadata.options"
+        raise _invalid(f"{field}.{where}", str(exc)) from None
     if template.max_attempts is None and handler.default_max_attempts is not None:
         template = template.model_copy(update={"max_attempts": handler.default_max_attempts})
     return template

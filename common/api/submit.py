@@ -16,6 +16,14 @@ from typing import TYPE_CHECKING, Any
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
+from common.api.admission import (
+    PendingHints,
+    Quota,
+    QuotaCache,
+    SubmitBuckets,
+    WaitGate,
+    too_many,
+)
 from common.api.auth import NotAllowed, TokenVerifier, Unauthenticated
 from common.api.http import Request, Response, parse_json, read_body
 from common.api.http import json_response as _json
@@ -98,6 +106,15 @@ class SubmitApi:
         self._health_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="healthz")
         self._schedules = Lazy(self._schedule_endpoints).get
         self._flow = Lazy(self._flow_endpoints).get
+        # Admission at the door (common/api/admission.py), one of each per instance.
+        self.waits = WaitGate(settings.wait_slots, settings.owner_max_waits)
+        self.submits = SubmitBuckets()
+        self.pending = PendingHints()
+        self.quotas = QuotaCache(
+            service.store.owner_quota,
+            Quota(settings.owner_max_submits_per_s, settings.owner_max_pending),
+            settings.owner_limits_ttl_s,
+        )
 
     def _schedule_endpoints(self) -> ScheduleEndpoints:
         from common.api.schedules import ScheduleEndpoints  # few requests touch a schedule
@@ -178,6 +195,15 @@ class SubmitApi:
     # -- endpoints ----------------------------------------------------------------------------
 
     def _create(self, request: Request, owner: str) -> Response:
+        quota = self.quotas.get(owner)
+        if quota.max_submits_per_s > 0:  # before the body is read: a refusal costs the least
+            retry_in = self.submits.take(owner, quota.max_submits_per_s)
+            if retry_in > 0:
+                raise too_many(
+                    "submit-rate-exceeded", "Too many submits",
+                    f"an owner may submit at most {quota.max_submits_per_s} jobs a second to an "
+                    "instance; retry after Retry-After", "max_submits_per_s",
+                    quota.max_submits_per_s, retry_in)
         body = self._body(request)
         if not isinstance(body, dict):
             raise ProblemError(
@@ -199,7 +225,15 @@ class SubmitApi:
                 )
             body = {**body, "idempotency_key": header_key}
         new = JobInput(self.registry, self.settings, owner).read(body)
-        job, created = self.service.submit(owner, new, traceparent=current_traceparent())
+        # The PENDING quota is counted when it could matter (PendingHints), else not at all.
+        counting = quota.max_pending > 0 and self.pending.must_count(owner, quota.max_pending)
+        job, created = self.service.submit(
+            owner, new, traceparent=current_traceparent(),
+            max_pending=quota.max_pending if counting else 0,
+            on_pending=lambda seen: self.pending.counted(owner, seen),
+        )
+        if created and quota.max_pending > 0:
+            self.pending.added(owner)
         view = self._view(owner, job)
         log("INFO", "job accepted" if created else "job replayed", job_id=str(job.id), owner=owner)
         return _json(202 if created else 200, view, Location=view.links.self)
@@ -236,8 +270,10 @@ class SubmitApi:
                 invalid=[InvalidParam(name="wait", reason=f"must be a number of seconds, more "
                                       f"than 0 and at most {self.settings.wait_max_s:g}")],
             )
-        job = wait_for_end(self.service.store, owner, _job_id(job_id), wait_s,
-                           max_poll_s=self.settings.wait_poll_max_s)
+        job_key = _job_id(job_id)
+        with self.waits.admit(owner, wait_s):  # or 429: the instance's share, the owner's cap
+            job = wait_for_end(self.service.store, owner, job_key, wait_s,
+                               max_poll_s=self.settings.wait_poll_max_s)
         return _json(200, self._view(owner, job))
 
     def _view(self, owner: str, job: Job) -> JobView:

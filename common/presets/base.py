@@ -8,6 +8,7 @@ exception, or running past the time limit, counts as transient.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,6 +22,11 @@ class PermanentError(Exception):
 
 class TransientError(Exception):
     """This attempt failed for a reason that may pass."""
+
+
+class InvalidContent(PermanentError):
+    """The content is not what the preset reads (its `content_pattern`): the API names the
+    `content` field rather than the options."""
 
 
 class NoOptions(BaseModel):
@@ -61,12 +67,19 @@ class Handler:
     # None: the DEFAULT_MAX_ATTEMPTS setting. A caller's own max_attempts wins over both.
     default_max_attempts: int | None = None
     max_content_chars: int | None = None
+    # A preset that reads its content as data (the demo's number of seconds) states the form
+    # here: a regular expression the whole content must match, in the dialect Python and JSON
+    # Schema share, so the OpenAPI document carries it as the content's `pattern`.
+    content_pattern: str | None = None
+    content_description: str | None = None
 
     def parse(self, content: str, metadata: dict[str, Any]) -> Any:
         """The handler's options from the job's metadata (its `options` key), validated.
         Invalid content or options are a permanent error: retrying cannot fix them."""
         if self.max_content_chars is not None and len(content) > self.max_content_chars:
             raise PermanentError(f"content longer than {self.max_content_chars} characters")
+        if self.content_pattern is not None and not re.fullmatch(self.content_pattern, content):
+            raise InvalidContent(self.content_description or f"must match {self.content_pattern}")
         try:
             return self.options.model_validate(metadata.get("options", {}))
         except ValidationError as exc:

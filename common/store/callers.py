@@ -6,11 +6,13 @@ A foreign job is indistinguishable from a missing one (JobNotFound).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from common.store.base import StoreBase
+from common.store.create_sql import SQL_CREATE, SQL_CREATE_QUOTA
 from common.store.cursor import decode_cursor, encode_cursor
 from common.store.errors import (
     AttemptLimitReached,
@@ -18,6 +20,7 @@ from common.store.errors import (
     IdempotencyConflict,
     InvalidInput,
     JobNotFound,
+    PendingLimitReached,
     UnknownPreset,
 )
 from common.store.fair_share import DUE, DUE_FROM, PARKED
@@ -52,33 +55,6 @@ from common.store.models import (
 )
 from common.store.states import TRANSITIONS, JobState, Move
 from common.store.timing import resolve_not_before
-
-# Run later: a delay counts on the database's clock; a time already past means now (NULL).
-NOT_BEFORE = (
-    "CASE WHEN CAST(:delay_s AS double precision) > 0 "
-    "THEN now() + make_interval(secs => CAST(:delay_s AS double precision)) "
-    "WHEN CAST(:not_before AS timestamptz) > now() THEN CAST(:not_before AS timestamptz) END"
-)
-def _create_sql(keyed: bool) -> str:
-    """One INSERT. A job's 'created' event is not a row of its own: the view `job_trail`
-    derives it from the job (migration 0010). Only a keyed request pays for ON CONFLICT (a
-    speculative insertion writes one more WAL record)."""
-    conflict = (
-        "\n    ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
-        if keyed else ""
-    )
-    return f"""
-INSERT INTO jobs (owner_id, preset, content, metadata, max_attempts, attempt_limit,
-                  idempotency_key, request_hash, state, callback_url, trace,
-                  not_before, dispatched_at)
-VALUES (:owner_id, :preset, :content, CAST(:metadata AS jsonb), :max_attempts, :max_attempts,
-        :idempotency_key, :request_hash, {target(Move.CREATE)},
-        CAST(:callback_url AS text), traceparent_bytes(CAST(:traceparent AS text)), {NOT_BEFORE},
-        CASE WHEN CAST(:dispatching AS boolean) AND ({NOT_BEFORE}) IS NULL THEN now() END){conflict}
-RETURNING {COLS}"""
-
-
-SQL_CREATE = {keyed: _create_sql(keyed) for keyed in (False, True)}
 
 # A replay answers with the job as GET shows it, its result included once it has one.
 SQL_BY_KEY = f"""
@@ -217,13 +193,17 @@ class CallerOperations(StoreBase):
 
     def create(
         self, owner_id: str, new: NewJob, *, traceparent: str | None = None,
-        dispatching: bool = False,
+        dispatching: bool = False, max_pending: int = 0,
+        on_pending: Callable[[int], None] | None = None,
     ) -> tuple[Job, bool]:
         """Create a job; returns (job, created). A replay of the same keyed request returns the
         existing job with created=False; the same key with a different request raises.
         `traceparent` (the creating request's W3C trace) is kept for the job's later messages.
         `dispatching` stamps the job dispatched as it is created, for a caller that publishes
-        it next and releases it (`release_dispatch`) if the publish fails."""
+        it next and releases it (`release_dispatch`) if the publish fails. With `max_pending`
+        above 0, a new job is refused (PendingLimitReached) while the owner has that many
+        PENDING jobs, and `on_pending` hears how many the statement saw (at most max_pending);
+        a replay is still answered."""
         owner = checked_owner(owner_id)
         self._check_new_job(new)
         max_attempts = new.max_attempts or self._settings.default_max_attempts
@@ -246,17 +226,38 @@ class CallerOperations(StoreBase):
             "delay_s": delay_s,
             "dispatching": dispatching,
         }
+        sql = SQL_CREATE[digest is not None]
+        if max_pending > 0:
+            sql = SQL_CREATE_QUOTA[digest is not None]
+            params["max_pending"] = max_pending
         # Two tries: the conflicting row may be deleted by retention between the two statements.
         for _ in range(2):
-            created = self._one_job(SQL_CREATE[digest is not None], **params)
+            created = self._created(sql, params, on_pending if max_pending > 0 else None)
             if created is not None:
                 return created, True
+            if digest is None:  # no key to conflict on: only the quota refuses a new job
+                raise PendingLimitReached(max_pending)
             rows = self._rows(SQL_BY_KEY, owner_id=owner, idempotency_key=new.idempotency_key)
             if rows:
                 if rows[0]["request_hash"] != digest:
                     raise IdempotencyConflict(rows[0]["id"])
                 return job_from_row(rows[0]), False
+            if max_pending > 0:
+                raise PendingLimitReached(max_pending)
         raise DatabaseUnavailable("idempotency race did not settle")
+
+    def _created(self, sql: str, params: dict[str, Any],
+                 on_pending: Callable[[int], None] | None) -> Job | None:
+        """The job the INSERT wrote, if it wrote one; a counting INSERT always answers one row,
+        whose job columns are NULL when it wrote nothing."""
+        rows = self._rows(sql, **params)
+        if not rows:
+            return None
+        row = dict(rows[0])
+        seen = row.pop("pending_seen", None)
+        if seen is not None and on_pending is not None:
+            on_pending(int(seen))
+        return job_from_row(row) if row["id"] is not None else None
 
     def get(self, owner_id: str, job_id: UUID | str) -> Job:
         job = self._one_job(SQL_GET, id=as_uuid(job_id), owner_id=checked_owner(owner_id))

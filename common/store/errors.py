@@ -83,6 +83,14 @@ class ScheduleLimitReached(JobStoreError):
         self.limit = limit
 
 
+class PendingLimitReached(JobStoreError):
+    """A new job refused: the owner already has as many PENDING jobs as its quota allows."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"at most {limit} PENDING jobs per owner")
+        self.limit = limit
+
+
 class IdempotencyConflict(JobStoreError):
     """The idempotency key was used before by this owner with a different request."""
 

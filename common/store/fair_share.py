@@ -95,12 +95,31 @@ WITH lim AS (
 ), {_ADOPT}
 SELECT owner_id FROM lim"""
 SQL_CLEAR_LIMIT = f"""
-WITH lim AS (DELETE FROM owner_limits WHERE owner_id = :owner_id RETURNING owner_id), {_ADOPT}
+WITH lim AS (
+    UPDATE owner_limits SET max_running = NULL, updated_at = now()
+    WHERE owner_id = :owner_id RETURNING owner_id
+), {_ADOPT}
 SELECT owner_id FROM lim"""
+# A row with no override left says nothing: it goes (migration 0015).
+SQL_DROP_EMPTY = """
+DELETE FROM owner_limits WHERE owner_id = :owner_id AND max_running IS NULL
+  AND max_submits_per_s IS NULL AND max_pending IS NULL"""
 SQL_LIMITS = """
-SELECT l.owner_id, l.max_running, COALESCE(r.running, 0) AS running
+SELECT l.owner_id, l.max_running, COALESCE(r.running, 0) AS running,
+       l.max_submits_per_s, l.max_pending
 FROM owner_limits l LEFT JOIN owner_running r ON r.owner_id = l.owner_id
 ORDER BY l.owner_id"""
+# Quotas at the door (common/api/admission.py): the owner's overrides, NULL = the default.
+SQL_QUOTA = """
+SELECT max_submits_per_s, max_pending FROM owner_limits WHERE owner_id = :owner_id"""
+QUOTAS = ("max_submits_per_s", "max_pending")  # the only column names ever put into SQL
+SQL_SET_QUOTA = {q: f"""
+INSERT INTO owner_limits (owner_id, {q}) VALUES (:owner_id, :n)
+ON CONFLICT (owner_id) DO UPDATE SET {q} = EXCLUDED.{q}, updated_at = now()""" for q in QUOTAS}
+SQL_CLEAR_QUOTA = {q: f"""
+UPDATE owner_limits SET {q} = NULL, updated_at = now() WHERE owner_id = :owner_id"""
+                   for q in QUOTAS}
+MAX_QUOTA = {"max_submits_per_s": 100_000, "max_pending": 10_000_000}
 
 
 class FairShareQueries(StoreBase):
@@ -126,6 +145,7 @@ class FairShareQueries(StoreBase):
         if max_running is None:
             self._rows(SQL_CLEAR_LIMIT, owner_id=owner,
                        effective=self._settings.owner_max_running)
+            self._rows(SQL_DROP_EMPTY, owner_id=owner)
             return
         if isinstance(max_running, bool) or not 0 <= max_running <= MAX_LIMIT:
             raise InvalidInput("max_running", f"must be an integer from 0 to {MAX_LIMIT}")
@@ -133,3 +153,22 @@ class FairShareQueries(StoreBase):
 
     def owner_limits(self) -> list[dict[str, Any]]:
         return self._rows(SQL_LIMITS)
+
+    def owner_quota(self, owner_id: str) -> tuple[int | None, int | None]:
+        """The owner's overrides of (submits per second, PENDING jobs); None = the default."""
+        rows = self._rows(SQL_QUOTA, owner_id=checked_owner(owner_id))
+        return (rows[0]["max_submits_per_s"], rows[0]["max_pending"]) if rows else (None, None)
+
+    def set_owner_quota(self, owner_id: str, quota: str, value: int | None) -> None:
+        """Override one quota at the door for this owner (0 = unlimited); None removes the
+        override, so OWNER_MAX_SUBMITS_PER_S or OWNER_MAX_PENDING applies again."""
+        owner = checked_owner(owner_id)
+        if quota not in QUOTAS:
+            raise InvalidInput("quota", f"must be one of {', '.join(QUOTAS)}")
+        if value is None:
+            self._rows(SQL_CLEAR_QUOTA[quota], owner_id=owner)
+            self._rows(SQL_DROP_EMPTY, owner_id=owner)
+            return
+        if isinstance(value, bool) or not 0 <= value <= MAX_QUOTA[quota]:
+            raise InvalidInput(quota, f"must be an integer from 0 to {MAX_QUOTA[quota]}")
+        self._rows(SQL_SET_QUOTA[quota], owner_id=owner, n=value)

@@ -32,6 +32,9 @@ SQL_NOW = "SELECT now() AS now"
 
 SQL_LIMITS = f"""
 SELECT (SELECT max_running FROM owner_limits WHERE owner_id = :owner_id) AS override,
+       (SELECT max_submits_per_s FROM owner_limits WHERE owner_id = :owner_id)
+           AS submits_override,
+       (SELECT max_pending FROM owner_limits WHERE owner_id = :owner_id) AS pending_override,
        (SELECT count(*) FROM jobs
         WHERE owner_id = :owner_id AND state = {lit(JobState.PROCESSING)}) AS running"""
 
@@ -61,7 +64,8 @@ class InsightQueries(StoreBase):
 
     def owner_limit(self, owner_id: str) -> dict[str, Any]:
         """The caller's concurrency: the stack's default (OWNER_MAX_RUNNING), their override if
-        an operator set one, the one that applies (0 = unlimited) and how many run now."""
+        an operator set one, the one that applies (0 = unlimited) and how many run now; and
+        the quotas at the door that apply to them (override, else default)."""
         row = self._rows(SQL_LIMITS, owner_id=checked_owner(owner_id))[0]
         default = self._settings.owner_max_running
         override = row["override"]
@@ -70,4 +74,11 @@ class InsightQueries(StoreBase):
             "override": override,
             "max_running": default if override is None else int(override),
             "running": int(row["running"]),
+            # The quotas at the door (common/api/admission.py) that apply to this owner.
+            "max_submits_per_s": (self._settings.owner_max_submits_per_s
+                                  if row["submits_override"] is None
+                                  else int(row["submits_override"])),
+            "max_pending": (self._settings.owner_max_pending if row["pending_override"] is None
+                            else int(row["pending_override"])),
+            "max_waits": self._settings.owner_max_waits,
         }

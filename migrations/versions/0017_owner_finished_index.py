@@ -11,7 +11,7 @@ changes `finished_at`, which `ix_jobs_terminal_age` indexes); rows that never en
 On a large table, build it with CREATE INDEX CONCURRENTLY outside a transaction instead.
 
 Revision ID: 0017
-Revises: 0012
+Revises: 0015
 Create Date: 2026-12-07
 """
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0017"
-down_revision = "0012"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
