@@ -93,13 +93,15 @@ class JobService:
         return job, created
 
     def submit_many(
-        self, owner: str, items: Sequence[NewJob], *, traceparent: str | None = None
+        self, owner: str, items: Sequence[NewJob], *, traceparent: str | None = None,
+        max_pending: int = 0,
     ) -> list[BatchOutcome]:
         """Create a batch in one statement, then publish its due jobs in one publish batch,
         with `submit`'s guarantees: a publish that fails releases those jobs' stamps (the sweep
         publishes them), and a crash between commit and publish is recovered by the sweep's
-        re-dispatch."""
-        outcomes = self.store.create_many(owner, items, traceparent=traceparent)
+        re-dispatch. `max_pending`: the owner's PENDING quota (see JobStore.create_many)."""
+        outcomes = self.store.create_many(owner, items, traceparent=traceparent,
+                                          max_pending=max_pending)
         due = [DispatchItem(id=o.job.id, attempts=o.job.attempts, traceparent=o.job.traceparent)
                for o in outcomes if o.created and o.job is not None and o.job.not_before is None]
         self._publish_stamped(due)

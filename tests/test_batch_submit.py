@@ -223,3 +223,53 @@ def test_any_json_body_gets_an_answer_never_a_5xx_and_a_refusal_writes_nothing(
         bulk = api.client.post(f"/jobs:bulk-{cancel_or_retry}", data=json.dumps(body),
                                content_type="application/json", headers=api.auth("fuzz"))
         assert bulk.status_code < 500, bulk.data
+
+
+def test_a_batch_counts_against_the_submit_rate_as_one_request_of_n_jobs(
+    api: SubmitHarness, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With 3 submits a second: a batch of 10 is admitted (the bucket held a token) and leaves
+    the bucket 7 in debt, so the next submit, single or batch, waits for the debt to be repaid
+    (Retry-After 3 s); the clock is frozen and moved by hand: counts, not timing."""
+    import functions.submit
+
+    monkeypatch.setenv("OWNER_MAX_SUBMITS_PER_S", "3")
+    now = [1000.0]
+    functions.submit.get_api().submits._clock = lambda: now[0]
+    assert post_batch(api, "alice", {"jobs": [JOB] * 10}).get_json()["created"] == 10
+    refused = post_batch(api, "alice", {"jobs": [JOB]})
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "3"
+    problem = refused.get_json()
+    assert (problem["quota"], problem["limit"]) == ("max_submits_per_s", 3)
+    assert api.post_job("alice", JOB).status_code == 429
+    assert post_batch(api, "bob", {"jobs": [JOB] * 2}).status_code == 200  # bob's own bucket
+    now[0] += 2.6  # 7 in debt + 1 token needed: 8 / 3 s
+    assert api.post_job("alice", JOB).status_code == 429
+    now[0] += 0.1
+    assert api.post_job("alice", JOB).status_code == 202
+    assert count_jobs(engine) == 13
+
+
+def test_a_batch_fits_under_the_pending_quota_whole_or_not_at_all(
+    api: SubmitHarness, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OWNER_MAX_PENDING", "5")
+    first = post_batch(api, "alice", {"jobs": [{**JOB, "idempotency_key": f"k{i}"}
+                                               for i in range(3)]})
+    assert first.get_json()["created"] == 3
+    # 3 PENDING + 3 new > 5: the whole batch is refused, nothing written.
+    over = post_batch(api, "alice", {"jobs": [JOB] * 3})
+    assert over.status_code == 429 and over.headers["Retry-After"]
+    assert over.get_json()["type"].endswith("/pending-limit-reached")
+    assert over.get_json()["quota"] == "max_pending"
+    assert count_jobs(engine) == 3
+    # A replay adds nothing: three replays and two new jobs fit (3 + 2 = 5).
+    fits = post_batch(api, "alice", {"jobs": [{**JOB, "idempotency_key": f"k{i}"}
+                                              for i in range(5)]}).get_json()
+    assert [r["outcome"] for r in fits["results"]] == ["replayed"] * 3 + ["created"] * 2
+    assert count_jobs(engine) == 5
+    # Full: a batch of replays is still answered, a new job is not taken.
+    again = post_batch(api, "alice", {"jobs": [{**JOB, "idempotency_key": "k0"}]})
+    assert again.status_code == 200 and again.get_json()["replayed"] == 1
+    assert post_batch(api, "alice", {"jobs": [JOB]}).status_code == 429
+    assert post_batch(api, "bob", {"jobs": [JOB] * 5}).get_json()["created"] == 5

@@ -8,6 +8,11 @@ Where a batch is refused whole and where one item is refused alone:
   is not a JSON object (422), or two items carry the same idempotency key (409, as the
   header/body key mismatch of POST /jobs: each key is valid, the request contradicts itself).
   Each problem names the field (`jobs`, `jobs[3]`, `jobs[7].idempotency_key`).
+- The door's quotas (common/api/admission.py) take the batch as one request of as many jobs as
+  it holds valid items: it spends that many of the owner's submits per second (it is admitted
+  while the owner's bucket holds a token, and may leave it in debt), and its new jobs are
+  written only if they all fit under the owner's PENDING quota. Either refusal is a 429 for the
+  whole batch, with Retry-After, and writes nothing.
 - An item that is a JSON object is then judged alone, exactly as POST /jobs would judge it:
   invalid fields, an unknown preset, options its preset refuses, a forbidden callback URL, a
   key reused with a different request. It gets its own problem in its own result; the others
@@ -27,6 +32,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
+from common.api.admission import PendingHints, QuotaCache, SubmitBuckets, too_many
 from common.api.http import Request, Response
 from common.api.http import json_response as _json
 from common.api.job_input import JobInput
@@ -134,12 +140,15 @@ class FlowEndpoints:
 
     def __init__(
         self, service: JobService, registry: Registry, settings: Settings,
-        body: Callable[[Request, int], Any],
+        body: Callable[[Request, int], Any], *, quotas: QuotaCache, submits: SubmitBuckets,
+        pending: PendingHints,
     ) -> None:
         self.service = service
         self.registry = registry
         self.settings = settings
         self._body = body
+        # The door's per-owner quotas (common/api/admission.py), shared with POST /jobs.
+        self.quotas, self.submits, self.pending = quotas, submits, pending
 
     # -- batch submit ---------------------------------------------------------------------
 
@@ -156,8 +165,18 @@ class FlowEndpoints:
                 accepted.append((index, reader.read(item)))
             except ProblemError as exc:
                 results[index] = _refused(index, exc)
+        quota = self.quotas.get(owner)
+        if accepted and quota.max_submits_per_s > 0:  # one request of len(accepted) jobs
+            retry_in = self.submits.take(owner, quota.max_submits_per_s, len(accepted))
+            if retry_in > 0:
+                raise too_many(
+                    "submit-rate-exceeded", "Too many submits",
+                    f"an owner may submit at most {quota.max_submits_per_s} jobs a second to an "
+                    "instance (a batch counts each of its jobs); retry after Retry-After",
+                    "max_submits_per_s", quota.max_submits_per_s, retry_in)
         outcomes = self.service.submit_many(owner, [new for _, new in accepted],
-                                            traceparent=current_traceparent())
+                                            traceparent=current_traceparent(),
+                                            max_pending=quota.max_pending)
         for (index, _), outcome in zip(accepted, outcomes, strict=True):
             if outcome.error is not None:
                 results[index] = _refused(index, from_store_error(outcome.error))
@@ -169,6 +188,9 @@ class FlowEndpoints:
         done = [r for r in results if r is not None]
         counts = {kind: sum(1 for r in done if r.outcome == kind)
                   for kind in ("created", "replayed", "refused")}
+        if quota.max_pending > 0:
+            for _ in range(counts["created"]):
+                self.pending.added(owner)
         log("INFO", "batch accepted", owner=owner, **counts)
         return _json(200, BatchResult(**counts, results=done))
 

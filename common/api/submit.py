@@ -124,7 +124,8 @@ class SubmitApi:
     def _flow_endpoints(self) -> FlowEndpoints:
         from common.api.flow import FlowEndpoints  # batch and bulk requests only
 
-        return FlowEndpoints(self.service, self.registry, self.settings, self._body)
+        return FlowEndpoints(self.service, self.registry, self.settings, self._body,
+                             quotas=self.quotas, submits=self.submits, pending=self.pending)
 
     def handle(self, request: Request) -> Response:
         started = time.perf_counter()

@@ -26,13 +26,16 @@ from common.store.errors import (
     IdempotencyConflict,
     InvalidInput,
     JobStoreError,
+    PendingLimitReached,
 )
 from common.store.fragments import (
     COLS,
     J_COLS,
     RESULT_COLS,
+    P,
     checked_owner,
     job_from_row,
+    lit,
     request_hash,
     target,
 )
@@ -49,14 +52,31 @@ _NOT_BEFORE = (
 )
 
 # `input` is materialised (it calls a volatile function and is read twice), so the ids the
-# INSERT writes are the ids the final SELECT joins on.
-SQL_CREATE_MANY = f"""
+# INSERT writes are the ids the final SELECT joins on. With the owner's PENDING quota (issue 27,
+# the door), the batch is one request of as many jobs as it would create: `fresh` counts the
+# items whose key this owner has not used (a replay adds nothing), `room` the owner's PENDING
+# jobs (at most :max_pending index entries, as a single create counts them), and every job of
+# the batch is written only if all of them fit.
+def _create_many_sql(quota: bool) -> str:
+    counts = f"""
+), room AS (
+    SELECT count(*) AS pending_seen FROM (
+        SELECT 1 FROM jobs WHERE owner_id = :owner_id AND state = {lit(P)}
+        LIMIT CAST(:max_pending AS integer)) q
+), fresh AS (
+    SELECT count(*) AS n FROM input t
+    WHERE t.idempotency_key IS NULL OR NOT EXISTS (
+        SELECT 1 FROM jobs j WHERE j.owner_id = :owner_id
+                               AND j.idempotency_key = t.idempotency_key)""" if quota else ""
+    fits = ("\n    WHERE (SELECT pending_seen FROM room) + (SELECT n FROM fresh) "
+            "<= CAST(:max_pending AS integer)") if quota else ""
+    return f"""
 WITH input AS MATERIALIZED (
     SELECT t.*, uuid_v7() AS new_id
     FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS t(
         i integer, preset text, content text, metadata jsonb, max_attempts integer,
         idempotency_key text, request_hash text, callback_url text,
-        not_before timestamptz, delay_s double precision)
+        not_before timestamptz, delay_s double precision){counts}
 ), ins AS (
     INSERT INTO jobs AS j (id, owner_id, preset, content, metadata, max_attempts, attempt_limit,
                       idempotency_key, request_hash, state, callback_url, trace,
@@ -65,7 +85,7 @@ WITH input AS MATERIALIZED (
            t.max_attempts, t.idempotency_key, t.request_hash, {target(Move.CREATE)},
            t.callback_url, traceparent_bytes(CAST(:traceparent AS text)), {_NOT_BEFORE},
            CASE WHEN ({_NOT_BEFORE}) IS NULL THEN now() END
-    FROM input t ORDER BY t.i
+    FROM input t{fits} ORDER BY t.i
     ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING {COLS}, {RESULT_COLS}
 )
@@ -75,6 +95,9 @@ UNION ALL
 SELECT t.i, false, j.request_hash, {J_COLS}, {RESULT_COLS}
 FROM input t JOIN jobs j ON j.owner_id = :owner_id AND j.idempotency_key = t.idempotency_key
 WHERE t.idempotency_key IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ins WHERE ins.id = t.new_id)"""
+
+
+SQL_CREATE_MANY = {quota: _create_many_sql(quota) for quota in (False, True)}
 
 # Keys whose row the statement could not see (inserted by a concurrent request that committed
 # after the statement's snapshot): read again, as a single create does.
@@ -97,10 +120,14 @@ class BatchQueries(CallerOperations):
 
     def create_many(
         self, owner_id: str, items: Sequence[NewJob], *, traceparent: str | None = None,
+        max_pending: int = 0,
     ) -> list[BatchOutcome]:
         """Create the batch's jobs in one statement; one outcome per item, in order. A due job
         is stamped dispatched as it is created (see JobService.submit_many, which publishes the
-        batch and releases what fails). Idempotency keys must be distinct within the batch."""
+        batch and releases what fails). Idempotency keys must be distinct within the batch.
+        With `max_pending` above 0, the batch's new jobs are written only if the owner's
+        PENDING jobs and they together stay within it; else PendingLimitReached, and nothing
+        is written."""
         owner = checked_owner(owner_id)
         if len(items) > MAX_BATCH_ITEMS:
             raise InvalidInput("jobs", f"at most {MAX_BATCH_ITEMS} items")
@@ -118,7 +145,9 @@ class BatchQueries(CallerOperations):
             except InvalidInput as exc:
                 outcomes[index] = BatchOutcome(None, False, exc)
         if rows:
-            found = self._rows(SQL_CREATE_MANY, owner_id=owner, traceparent=traceparent,
+            quota = {"max_pending": max_pending} if max_pending > 0 else {}
+            found = self._rows(SQL_CREATE_MANY[max_pending > 0], owner_id=owner,
+                               traceparent=traceparent, **quota,
                                items=json.dumps(rows, ensure_ascii=False, allow_nan=False,
                                                 separators=(",", ":")))
             for row in found:
@@ -126,8 +155,11 @@ class BatchQueries(CallerOperations):
                 created = bool(row.pop("batch_created"))
                 outcomes[index] = _outcome(row, created, hashes[index])
             missing = [i for i in hashes if outcomes[i] is None]
-            if missing:
-                self._settle_races(owner, items, missing, hashes, outcomes)
+            keyed = [i for i in missing if items[i].idempotency_key is not None]
+            if keyed:
+                self._settle_races(owner, items, keyed, hashes, outcomes)
+            if max_pending > 0 and any(outcomes[i] is None for i in missing):
+                raise PendingLimitReached(max_pending)  # the quota kept every new job out
         return [o if o is not None else BatchOutcome(None, False, DatabaseUnavailable("race"))
                 for o in outcomes]
 
