@@ -92,7 +92,7 @@ def job_table(jobs: Sequence[JobView], next_cursor: str | None, now: datetime,
     if not jobs:
         return "no jobs"
     rows = [(str(j.id), str(j.state), j.preset, age((now - j.created_at).total_seconds()),
-             f"{j.attempts}/{j.max_attempts}", _due(j, now)) for j in jobs]
+             f"{j.attempts}/{j.attempt_limit or j.max_attempts}", _due(j, now)) for j in jobs]
     text = table(("ID", "STATE", "PRESET", "AGE", "ATTEMPTS", "DUE"), rows, paint,
                  colour_column=1)
     more = f"; more with --cursor {next_cursor}" if next_cursor else ""
@@ -107,7 +107,9 @@ def _due(job: JobView, now: datetime) -> str:
 
 def job_summary(job: JobView, now: datetime, paint: Paint) -> str:
     """One job, field by field, with its result pretty-printed."""
-    state = paint.state(job.state) + f"  (attempt {job.attempts} of {job.max_attempts})"
+    limit = job.attempt_limit or job.max_attempts
+    retried = f", {job.max_attempts} a run" if limit != job.max_attempts else ""
+    state = paint.state(job.state) + f"  (attempt {job.attempts} of {limit}{retried})"
     if job.cancel_requested and not job.state.terminal:
         state += ", cancel requested"
     lines = [("job", str(job.id)), ("state", state), ("preset", job.preset),
@@ -155,7 +157,7 @@ def _webhook_fields(job: JobView, now: datetime) -> list[tuple[str, str]]:
         text += f", {hook.attempts} attempt{'s' if hook.attempts != 1 else ''}"
     if hook.last_status is not None:
         text += f", last answer {hook.last_status}"
-    if hook.next_attempt_at is not None:
+    if hook.next_attempt_at is not None and hook.waiting_for != "signing-secret":
         text += f", next in {age((hook.next_attempt_at - now).total_seconds())}"
     if hook.delivered_at is not None:
         text += f" at {_clock(hook.delivered_at, seconds=True)}"

@@ -79,6 +79,7 @@ class JobView(_Answer):
     state: JobState
     attempts: int
     max_attempts: int
+    attempt_limit: int = 0  # servers before it was shown: 0
     metadata: dict[str, Any]
     cancel_requested: bool
     created_at: datetime

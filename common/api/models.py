@@ -79,8 +79,11 @@ class JobView(BaseModel):
     id: str
     preset: str
     state: JobState
-    attempts: int
-    max_attempts: int
+    attempts: int = Field(description="Attempts made so far, over every run of the job.")
+    max_attempts: int = Field(description="Attempts each run may make: a retry of a FAILED job "
+                              "gives it this many more.")
+    attempt_limit: int = Field(description="The attempt at which the current run's budget ends: "
+                               "max_attempts at first, attempts + max_attempts after a retry.")
     metadata: dict[str, Any]
     cancel_requested: bool
     created_at: datetime

@@ -104,7 +104,8 @@ function drawJob(body, job, events) {
           job.cancel_requested && !TERMINAL.has(job.state) ? ' (cancel requested)' : null),
         progress(job.progress),
         row('Preset', job.preset),
-        row('Attempts', String(job.attempts)),
+        row('Attempts', job.attempt_limit && job.attempt_limit !== job.max_attempts
+          ? `${job.attempts} of ${job.attempt_limit} (retried)` : String(job.attempts)),
         row('Max attempts per run', String(job.max_attempts)),
         row('Created', timeEl(job.created_at)),
         row('Started', timeEl(job.started_at)),
@@ -145,7 +146,18 @@ function callback(job) {
     h('dl', {class: 'fields callback'},
       row('Callback URL', job.callback_url
         ? h('span', {class: 'mono url'}, job.callback_url) : 'none'),
-      found.map(([key, value]) => row(label(key), webhookValue(value)))));
+      found.map(([key, value]) => webhookRows(key, value))));
+}
+
+/** The webhook object as rows of its own (one field a row, times as times), so that each gets
+ * a whole grid cell; anything else about webhooks as one row. */
+function webhookRows(key, value) {
+  if (!value || typeof value !== 'object' || Array.isArray(value)) {
+    return row(label(key), webhookValue(value));
+  }
+  return Object.entries(value).filter(([, v]) => v !== null && v !== undefined).map(([k, v]) =>
+    row(label(`${key} ${k}`), k.endsWith('_at') && typeof v === 'string' ? timeEl(v)
+      : (typeof v === 'string' ? v : JSON.stringify(v))));
 }
 
 function label(key) {
