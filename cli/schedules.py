@@ -100,7 +100,7 @@ def add_commands(sub: Any) -> None:
     _job_options(edit, required=False)
     ssub.add_parser("list", help="your schedules, newest first")
     for name, text in (("get", "show a schedule"), ("pause", "pause a schedule"),
-                       ("resume", "resume a schedule (planned from now; the paused window is not caught up)"),
+                       ("resume", "resume it, planned from now (no catch-up of the pause)"),
                        ("delete", "delete a schedule"), ("events", "its fires and skips")):
         ssub.add_parser(name, help=text).add_argument("id")
 
