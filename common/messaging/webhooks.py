@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Collection, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 from uuid import UUID
 
@@ -48,7 +49,6 @@ MAX_RESPONSE_BYTES = 64 * 1024
 SENDERS = 8  # sender threads per instance
 PER_OWNER = 4  # of them, at most this many on one owner's deliveries at once
 USER_AGENT = "jobs-pipeline-webhooks/1"
-MIN_ATTEMPT_S = 0.5  # an attempt with less time than this left in the pass is not started
 RELEASE_BUSY_S = 1.0  # given back because the owner's lookups are busy: due again after this
 # Jobs of one owner waiting for process's lanes at most; past it the sweep sends the rest (their
 # outbox rows are committed), so a flood of one owner's ends cannot grow an instance's memory.
@@ -62,6 +62,11 @@ class DeliveryReport:
     outcomes: dict[str, int] = field(default_factory=dict)
     retry_in_s: float | None = None  # the soonest recorded retry of a pending outcome
 
+    def add(self, outcome: Outcome, retry_in: float | None) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        if retry_in is not None:
+            self.retry_in_s = min(retry_in, self.retry_in_s or retry_in)
+
 
 class WebhookDeliverer:
     def __init__(self, store: JobStore, settings: Settings, *, rng: random.Random | None = None,
@@ -72,32 +77,28 @@ class WebhookDeliverer:
         self._rng = rng or random.Random()
         self.lanes = OwnerLanes(workers=SENDERS, per_owner=PER_OWNER, name="webhook")
 
-    def deliver_due(self, limit: int, *, job_id: UUID | None = None,
-                    until: float | None = None, inline: bool = False) -> DeliveryReport:
-        """Take up to `limit` due deliveries (of one job, if given) and send them on the owners'
-        lanes (`inline`: on this thread, which is one of them already), each attempt within
-        WEBHOOK_TIMEOUT_S and none past `until` (time.monotonic()). Returns when all taken
-        ones are sent or given back."""
-        s = self.settings
-        lease_s = s.webhook_timeout_s * (limit // SENDERS + 2)
-        taken = self.store.take_due_deliveries(limit, lease_s=lease_s, job_id=job_id)
+    def take(self, limit: int, *, job_id: UUID | None = None,
+             busy: Mapping[str, int] | None = None,
+             exclude: Collection[UUID] = ()) -> list[DueDelivery]:
+        """Take up to `limit` due deliveries (of one job, if given), at most PER_OWNER of one
+        owner's counting the `busy` ones it has in flight. The lease covers one attempt that
+        starts at once (a taken delivery always has a free lane: see take_due_deliveries)."""
+        lease_s = self.settings.webhook_timeout_s * 3
+        return self.store.take_due_deliveries(limit, lease_s=lease_s, job_id=job_id,
+                                              per_owner=PER_OWNER, busy=busy, exclude=exclude)
+
+    def send(self, item: DueDelivery, until: float | None = None
+             ) -> Future[tuple[Outcome, float | None]]:
+        """One attempt of a taken delivery on its owner's lane (see attempt)."""
+        return self.lanes.submit(item.owner_id, lambda: self.attempt(item, until))
+
+    def deliver_due(self, limit: int, *, job_id: UUID | None = None) -> DeliveryReport:
+        """Take up to `limit` due deliveries (of one job, if given) and try each on this thread
+        (process's: one of the owner's lanes already)."""
+        taken = self.take(limit, job_id=job_id)
         report = DeliveryReport(taken=len(taken))
-        per_owner: dict[str, int] = {}
-        futures: list[Future[tuple[Outcome, float | None]]] = []
         for item in taken:
-            per_owner[item.owner_id] = per_owner.get(item.owner_id, 0) + 1
-            if per_owner[item.owner_id] > PER_OWNER:  # the owner's share of this batch is full
-                futures.append(_done((self._release(item, 0.0), None)))
-            elif inline:
-                futures.append(_done(self._attempt(item, until)))
-            else:
-                futures.append(self.lanes.submit(
-                    item.owner_id, lambda item=item: self._attempt(item, until)))  # type: ignore[misc]
-        for future in futures:
-            outcome, retry_in = future.result()
-            report.outcomes[outcome] = report.outcomes.get(outcome, 0) + 1
-            if retry_in is not None:
-                report.retry_in_s = min(retry_in, report.retry_in_s or retry_in)
+            report.add(*self.attempt(item))
         return report
 
     # -- process: right after a job ends, off the request's path -----------------------------
@@ -114,7 +115,7 @@ class WebhookDeliverer:
 
     def _process_try(self, job_id: UUID, owner: str, attempt: int, given_back: int) -> None:
         try:
-            report = self.deliver_due(10, job_id=job_id, inline=True)
+            report = self.deliver_due(10, job_id=job_id)
         except Exception as exc:  # the sweep delivers what this instance could not
             log("WARNING", "webhook sender gave way to the sweep", job_id=str(job_id),
                 error=type(exc).__name__)
@@ -130,18 +131,20 @@ class WebhookDeliverer:
 
     # -- one attempt ---------------------------------------------------------------------------
 
-    def _attempt(self, item: DueDelivery, until: float | None = None
-                 ) -> tuple[Outcome, float | None]:
+    def attempt(self, item: DueDelivery, until: float | None = None
+                ) -> tuple[Outcome, float | None]:
+        """One attempt of a taken delivery, within WEBHOOK_TIMEOUT_S. With `until` (the pass's
+        end, time.monotonic()), it starts only if the whole deadline fits before it: an attempt
+        is never cut short by the pass, which would spend one of the owner's attempts for our
+        lack of time; otherwise it is given back untried."""
         unbind_trace()
         bind_traceparent(item.traceparent, self.settings.google_cloud_project)
         host = urlsplit(item.url).hostname or "?"
         fields = {"job_id": str(item.job_id), "webhook_id": self._msg_id(item),
                   "host": host, "delivery_attempt": item.attempt}
         timeout_s = self.settings.webhook_timeout_s
-        if until is not None:
-            timeout_s = min(timeout_s, until - time.monotonic())
         try:
-            if timeout_s < MIN_ATTEMPT_S:
+            if until is not None and until - time.monotonic() < timeout_s:
                 return self._release(item, 0.0), None
             sent = self._send(item, timeout_s)
             if sent is None:  # nothing was tried
@@ -227,8 +230,3 @@ class WebhookDeliverer:
     def _msg_id(item: DueDelivery) -> str:
         return f"msg_{item.id.hex}"
 
-
-def _done(value: Any) -> Future[Any]:
-    future: Future[Any] = Future()
-    future.set_result(value)
-    return future

@@ -14,6 +14,8 @@ owner's share of lookups in use, the pass out of time) is released: its attempt 
 
 from __future__ import annotations
 
+import json
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -23,13 +25,20 @@ from common.store.fragments import as_uuid, checked_owner, storable_text
 
 
 def _take_sql(for_job: bool) -> str:
-    only = " AND job_id = :job_id" if for_job else ""
+    only = " AND d.job_id = :job_id" if for_job else ""
     return f"""
-WITH picked AS (
-    SELECT id FROM webhook_deliveries
-    WHERE state = 'pending' AND next_attempt_at <= now(){only}
-      AND EXISTS (SELECT 1 FROM webhook_secrets s WHERE s.owner_id = webhook_deliveries.owner_id)
-    ORDER BY next_attempt_at LIMIT :limit FOR UPDATE SKIP LOCKED
+WITH due AS (
+    SELECT d.id, d.owner_id, d.next_attempt_at,
+           row_number() OVER (PARTITION BY d.owner_id ORDER BY d.next_attempt_at, d.id) AS n
+    FROM webhook_deliveries d
+    WHERE d.state = 'pending' AND d.next_attempt_at <= now(){only}
+      AND d.id NOT IN (SELECT unnest(CAST(:exclude AS uuid[])))
+), picked AS (
+    SELECT d.id FROM webhook_deliveries d JOIN due ON due.id = d.id
+    WHERE due.n <= :per_owner - coalesce(CAST(CAST(:busy AS jsonb) ->> due.owner_id AS integer), 0)
+      AND EXISTS (SELECT 1 FROM webhook_secrets s WHERE s.owner_id = due.owner_id)
+    ORDER BY due.n, due.next_attempt_at LIMIT :limit
+    FOR UPDATE OF d SKIP LOCKED
 ), taken AS (
     UPDATE webhook_deliveries d
     SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => :lease_s)
@@ -131,9 +140,19 @@ class WebhookQueries(StoreBase):
     """The outbox and the secrets; no method here changes a job."""
 
     def take_due_deliveries(
-        self, limit: int, *, lease_s: float, job_id: UUID | None = None
+        self, limit: int, *, lease_s: float, job_id: UUID | None = None, per_owner: int = 4,
+        busy: Mapping[str, int] | None = None, exclude: Collection[UUID] = (),
     ) -> list[DueDelivery]:
-        params: dict[str, Any] = {"limit": limit, "lease_s": lease_s}
+        """Take up to `limit` due deliveries, at most `per_owner` of one owner's less what
+        `busy` says that owner has in flight already, each owner's first ones before anyone's
+        second: one owner's backlog is never taken ahead of another owner's first delivery,
+        and nothing is taken only to be given back. `exclude`: ids not to take again (already
+        tried in this pass)."""
+        params: dict[str, Any] = {
+            "limit": limit, "lease_s": lease_s, "per_owner": per_owner,
+            "busy": json.dumps(dict(busy or {})),
+            "exclude": "{" + ",".join(str(as_uuid(i)) for i in exclude) + "}",
+        }
         if job_id is not None:
             params["job_id"] = as_uuid(job_id)
         rows = self._rows(SQL_TAKE[job_id is not None], **params)
