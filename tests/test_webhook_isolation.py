@@ -402,3 +402,18 @@ def test_an_attempt_that_does_not_fit_in_the_pass_is_given_back_not_cut(
         again = webhook_step.deliver(WebhookDeliverer(store, settings), Budget(10), 100)
         [row] = store.deliveries(alice_job)
     assert (row["state"], row["attempts"], len(seen)) == ("delivered", 1, 1), (row, again)
+
+
+def test_a_time_out_at_the_deadline_is_always_a_deadline_overrun(hole: BlackHole) -> None:
+    """A receiver that never answers: the socket's per-read time-out (set to the time that
+    remained) and the watchdog fire at the same moment, and whichever wins, the attempt ends
+    as DeadlineExceeded. (Before: about one in six ended as a plain TimeoutError, recorded
+    as `TimeoutError: no answer`.)"""
+    ends: list[str] = []
+    for _ in range(40):
+        try:
+            callbacks.post(f"http://127.0.0.1:{hole.port}/hook", b"{}", {}, allow_loopback=True,
+                           timeout_s=0.2, max_read=1024)
+        except Exception as exc:
+            ends.append(type(exc).__name__)
+    assert ends == ["DeadlineExceeded"] * 40, ends
