@@ -13,7 +13,10 @@ owner's deliveries in flight and puts every owner's first due delivery ahead of 
 so another owner's delivery waits at most for one attempt's deadline (when every lane is busy),
 however many one owner has due. An attempt starts only if its whole deadline fits in what is
 left of the pass's budget (see WebhookDeliverer.attempt); each delivery is tried at most once
-per pass."""
+per pass.
+
+Deliveries waiting for their owner's signing secret are not due (see common/store/webhooks.py);
+each pass first wakes those of owners whose secret was made or rotated lately."""
 
 from __future__ import annotations
 
@@ -27,12 +30,19 @@ from common.maintenance.budget import Budget
 from common.messaging.webhooks import SENDERS, WebhookDeliverer
 from common.store.webhooks import DueDelivery
 
+# Deliveries waiting for a secret are made due by the statement that creates or rotates it; a
+# take that moved one aside just as that statement ran is caught by the next pass: each pass
+# wakes the waiting deliveries of owners whose secret changed within this long (a few missed
+# passes' worth; longer would only re-check unopenable secrets more often).
+WAKE_WITHIN_S = 3600.0
+
 
 def deliver(deliverer: WebhookDeliverer, budget: Budget, batch_size: int) -> dict[str, Any]:
     width = max(1, min(batch_size, SENDERS))  # attempts in flight at once
     timeout_s = deliverer.settings.webhook_timeout_s
     until = time.monotonic() + budget.remaining()
     outcomes: Counter[str] = Counter()
+    woken = deliverer.store.wake_rotated(WAKE_WITHIN_S)
     running: dict[Future[Any], DueDelivery] = {}
     tried: set[UUID] = set()
     taken_total, more, taking = 0, False, True
@@ -55,5 +65,8 @@ def deliver(deliverer: WebhookDeliverer, budget: Budget, batch_size: int) -> dic
             del running[future]
             outcome, _retry = future.result()
             outcomes[outcome] += 1
-    return {"attempted": taken_total - outcomes["released"], "outcomes": dict(outcomes),
-            "more": more}
+    result = {"attempted": taken_total - outcomes["released"] - outcomes["waiting"],
+              "outcomes": dict(outcomes), "more": more}
+    if woken:
+        result["woken"] = woken
+    return result

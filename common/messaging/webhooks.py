@@ -16,7 +16,8 @@ deliveries (the rest are given back untried), and lookups are bounded per owner 
 resolver.py). An attempt that could not even start (the owner's lookups busy, the sweep's pass
 out of time) is given back: it spends none of the owner's
 attempts. A delivery whose owner has no signing secret is not taken: it waits, attempts
-untouched, until the owner makes one.
+untouched, until the owner makes one; so does one whose secret the server's key cannot open
+(WEBHOOK_SECRET_KEY was changed), with last_error saying so.
 
 Logs name the job, the delivery, the host and the status: never the body, the secret or the
 URL's path and query (which may hold the receiver's own token).
@@ -24,6 +25,7 @@ URL's path and query (which may hold the receiver's own token).
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Collection, Mapping
@@ -53,7 +55,10 @@ RELEASE_BUSY_S = 1.0  # given back because the owner's lookups are busy: due aga
 # Jobs of one owner waiting for process's lanes at most; past it the sweep sends the rest (their
 # outbox rows are committed), so a flood of one owner's ends cannot grow an instance's memory.
 MAX_WAITING_PER_OWNER = 100
-Outcome = Literal["delivered", "pending", "given_up", "fenced", "released"]
+Outcome = Literal["delivered", "pending", "given_up", "fenced", "released", "waiting"]
+UNOPENABLE = ("signing secret cannot be opened with the server's key (WEBHOOK_SECRET_KEY "
+              "changed?): waiting, no attempt spent, until the owner makes a new one "
+              "(POST /webhook-secret/rotate)")
 
 
 @dataclass
@@ -151,6 +156,10 @@ class WebhookDeliverer:
                 log("INFO", "webhook not tried: the owner's lookups are busy", **fields)
                 return self._release(item, RELEASE_BUSY_S), None
             outcome, status, error = sent
+            if outcome == "unopenable":  # not the receiver's doing: wait, spending nothing
+                log("WARNING", "webhook waits: the owner's signing secret cannot be opened "
+                    "with WEBHOOK_SECRET_KEY", **fields)
+                return self._park(item, error), None
             recorded, retry_in = self._record(item, outcome, status, error)
         except DatabaseUnavailable:
             log("WARNING", "webhook outcome not recorded; it will be sent again", **fields)
@@ -166,15 +175,25 @@ class WebhookDeliverer:
         except DatabaseUnavailable:  # the lease runs out and it is taken again
             return "fenced"
 
+    def _park(self, item: DueDelivery, error: str) -> Outcome:
+        try:
+            return "waiting" if self.store.park_delivery(item.id, item.attempt,
+                                                         error=error) else "fenced"
+        except DatabaseUnavailable:  # the lease runs out and it is taken again
+            return "fenced"
+
     def _send(self, item: DueDelivery, timeout_s: float) -> tuple[str, int | None, str] | None:
         s = self.settings
-        keys = [item.secret, item.previous_secret]
-        try:
-            secrets_ = [unseal(k, item.owner_id, s.webhook_secret_key) for k in keys if k]
-        except ValueError as exc:
-            return "failed", None, f"signing secret unusable: {exc}"
-        if not secrets_:  # taken only with a secret; deleted since: wait for a new one
+        if not item.secret:  # taken only with a secret; deleted since: wait for a new one
             return None
+        try:
+            secrets_ = [unseal(item.secret, item.owner_id, s.webhook_secret_key)]
+        except ValueError:
+            return "unopenable", None, UNOPENABLE
+        if item.previous_secret:  # still valid after a rotation; one the key cannot open is
+            with contextlib.suppress(ValueError):  # left out, the current one signs
+                secrets_.append(unseal(item.previous_secret, item.owner_id,
+                                       s.webhook_secret_key))
         msg_id = self._msg_id(item)
         now = datetime.now(UTC)
         headers = {
