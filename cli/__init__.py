@@ -8,6 +8,8 @@ client (the `jobs_client` package in client/), like any other caller; only `migr
     python main.py get ID [--wait S] | list [--state S] [--preset P] | events ID | cancel ID
     python main.py retry ID | stats | history [--window day] | limits | health
     python main.py webhook-secret rotate             # a new signing secret, shown once
+    python main.py submit-many jobs.jsonl [--key-prefix nightly-2026-12-07]   # 1,000 a request
+    python main.py bulk-cancel --state PENDING --preset echo [--dry-run] [--yes] | bulk-retry --all
     python main.py token alice                       # a dev HS256 token
     python main.py schedule add --cron '0 9 * * MON-FRI' --timezone Europe/Riga --preset echo \\
         --content hi | schedule edit ID --cron '0 10 * * *' | list | get ID | pause ID |

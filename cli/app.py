@@ -1,6 +1,6 @@
 """The command line's entry: where the API is, who we are, the parser, and one-line errors.
-The commands live beside it: cli/jobs.py, cli/schedules.py, cli/operator.py; how things are
-shown, cli/render.py. See cli/__init__.py for the commands and where the API is found.
+The commands live beside it: cli/jobs.py, cli/flow.py, cli/schedules.py, cli/operator.py; how
+things are shown, cli/render.py. See cli/__init__.py for the commands and where the API is found.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from jobs_client import ClientError, InvalidUrl, JobsClient, Unreachable
 
-from cli import jobs, operator, render, schedules
+from cli import flow, jobs, operator, render, schedules
 from cli.schedules import UsageError
 
 if TYPE_CHECKING:
@@ -94,6 +94,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("user")
     t.add_argument("--ttl", type=int, default=86400, help="seconds (default a day)")
     jobs.add_commands(sub)
+    flow.add_commands(sub)
     schedules.add_commands(sub)
     operator.add_commands(sub)
     sw = sub.add_parser("sweep", help="run one maintenance pass")
@@ -150,6 +151,14 @@ def run(argv: list[str]) -> int:
     if args.command == "limit":
         limits = operator.run_limit(args, lambda: api().limits().default_max_running)
         jobs.emit(limits, as_json, lambda: render.pretty(limits))
+        return 0
+    if args.command == "submit-many":
+        total = flow.submit_many(api(), args.file, args.key_prefix)
+        jobs.emit(total, as_json, lambda: flow.summary(total))
+        return 1 if total["refused"] else 0
+    if args.command in ("bulk-cancel", "bulk-retry"):
+        outcome, text = flow.bulk(args, api(), as_json)
+        jobs.emit(outcome, as_json, lambda: text)
         return 0
     return jobs.run(args, api(), as_json)
 

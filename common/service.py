@@ -13,15 +13,40 @@ it twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import timedelta
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from common.logs import log
 from common.messaging.dispatch import Dispatcher
+from common.store.batches import BatchOutcome
+from common.store.bulk import (
+    CANCEL_STATES,
+    RETRY_STATES,
+    BulkFilter,
+    Cursor,
+    dispatch_items,
+)
 from common.store.errors import DatabaseUnavailable
 from common.store.job_store import JobStore
 from common.store.models import DispatchItem, Job, NewJob
+from common.store.states import JobState
+
+# A bulk action stops starting new steps after this long and says it is not complete; the
+# caller repeats it for the rest (moved jobs no longer match). Well under a request's timeout.
+BULK_TIME_BUDGET_S = 20.0
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    """What a bulk action did (or, in a dry run, would do)."""
+
+    matched: int  # dry run: jobs the action would move now; else jobs it looked at
+    moved: dict[str, int]  # by outcome: cancelled / cancel_requested / retried
+    complete: bool  # False: the time budget ended first; repeat the call for the rest
+    as_of: datetime  # the action's set: jobs created before this instant
 
 
 class JobService:
@@ -66,6 +91,91 @@ class JobService:
         if created and job.not_before is None:
             self._dispatch(job, stamped=True)
         return job, created
+
+    def submit_many(
+        self, owner: str, items: Sequence[NewJob], *, traceparent: str | None = None,
+        max_pending: int = 0,
+    ) -> list[BatchOutcome]:
+        """Create a batch in one statement, then publish its due jobs in one publish batch,
+        with `submit`'s guarantees: a publish that fails releases those jobs' stamps (the sweep
+        publishes them), and a crash between commit and publish is recovered by the sweep's
+        re-dispatch. `max_pending`: the owner's PENDING quota (see JobStore.create_many)."""
+        outcomes = self.store.create_many(owner, items, traceparent=traceparent,
+                                          max_pending=max_pending)
+        due = [DispatchItem(id=o.job.id, attempts=o.job.attempts, traceparent=o.job.traceparent)
+               for o in outcomes if o.created and o.job is not None and o.job.not_before is None]
+        self._publish_stamped(due)
+        return outcomes
+
+    def _publish_stamped(self, items: list[DispatchItem]) -> None:
+        """Publish jobs stamped dispatched when they were written; release the stamps of
+        those Pub/Sub refused. Never raises for the release (see _dispatch)."""
+        if not items:
+            return
+        published = {item.id for item in self.dispatcher.publish(items)}
+        failed = [item for item in items if item.id not in published]
+        if failed:
+            try:
+                self.store.release_dispatch(failed)
+            except DatabaseUnavailable:
+                log("WARNING", "unpublished jobs not released; the sweep will publish them "
+                    "after REDISPATCH_AFTER_S", jobs=len(failed))
+
+    def bulk_cancel(self, owner: str, flt: BulkFilter, *, dry_run: bool = False) -> BulkResult:
+        """Cancel every PENDING job of `owner` matching `flt`, and ask every PROCESSING one to
+        cancel, in bounded steps (common/store/bulk.py)."""
+        states = (flt.state,) if flt.state is not None else CANCEL_STATES
+        before = self.store.bulk_start(flt)
+        if dry_run:
+            return BulkResult(self.store.bulk_count(owner, states, flt, before), {}, True,
+                              before)
+        moved = {"cancelled": 0, "cancel_requested": 0}
+        deadline = time.monotonic() + BULK_TIME_BUDGET_S
+        matched, complete = 0, True
+        for state in states:
+            cursor: Cursor | None = Cursor()
+            while cursor is not None and complete:
+                step = self.store.bulk_cancel_step(owner, state, flt, before, cursor)
+                matched += step.picked
+                for row in step.moved:
+                    moved["cancelled" if row["state"] == JobState.CANCELLED else
+                          "cancel_requested"] += 1
+                cursor = step.cursor
+                complete = cursor is None or time.monotonic() < deadline
+        return BulkResult(matched, moved, complete, before)
+
+    def bulk_retry(self, owner: str, flt: BulkFilter, *, dry_run: bool = False) -> BulkResult:
+        """Retry every FAILED job of `owner` matching `flt` that has attempts left, in bounded
+        steps; each step's jobs are published at once (one publish batch per step) and marked
+        dispatched, as a single retry's job is."""
+        before = self.store.bulk_start(flt)
+        if dry_run:
+            return BulkResult(self.store.bulk_count(owner, RETRY_STATES, flt, before), {}, True,
+                              before)
+        retried, matched, complete = 0, 0, True
+        deadline = time.monotonic() + BULK_TIME_BUDGET_S
+        cursor: Cursor | None = Cursor()
+        while cursor is not None and complete:
+            step = self.store.bulk_retry_step(owner, flt, before, cursor)
+            matched += step.picked
+            retried += len(step.moved)
+            self._publish_unstamped(dispatch_items(step.moved))
+            cursor = step.cursor
+            complete = cursor is None or time.monotonic() < deadline
+        return BulkResult(matched, {"retried": retried}, complete, before)
+
+    def _publish_unstamped(self, items: list[DispatchItem]) -> None:
+        """Publish jobs written undispatched and mark those published (see _dispatch: a job
+        left unmarked is published by the sweep)."""
+        if not items:
+            return
+        published = self.dispatcher.publish(items)
+        if published:
+            try:
+                self.store.mark_dispatched(published)
+            except DatabaseUnavailable:
+                log("WARNING", "published jobs not marked dispatched; the sweep will publish "
+                    "them again", jobs=len(published))
 
     def retry(self, owner: str, job_id: UUID | str) -> Job:
         job = self.store.retry(owner, job_id)

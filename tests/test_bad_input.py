@@ -163,3 +163,39 @@ def test_huge_numbers_survive_in_metadata(store: JobStore) -> None:
         "alice", parse_new_job({"preset": "echo", "content": "x", "metadata": meta})
     )
     assert store.get("alice", job.id).metadata == meta
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(batch=st.lists(payloads, min_size=1, max_size=8))
+def test_a_generated_batch_creates_exactly_what_it_says_and_stores_it_verbatim(
+    store: JobStore, engine: Engine, batch: list[dict[str, object]]
+) -> None:
+    """Batch create: each item's outcome is its job or a typed refusal, and the table grows by
+    exactly the jobs it says were created (a refused item writes nothing)."""
+    news, seen = [], set()
+    for payload in batch:
+        try:
+            new = parse_new_job(payload)
+        except InvalidInput:
+            continue
+        if new.idempotency_key is not None and new.idempotency_key in seen:
+            continue  # the API refuses a batch with duplicate keys before the store
+        seen.add(new.idempotency_key)
+        news.append(new)
+    before = table_counts(engine)
+    outcomes = store.create_many("fuzz", news)
+    assert len(outcomes) == len(news)
+    created = 0
+    for new, outcome in zip(news, outcomes, strict=True):
+        if outcome.error is not None:
+            assert isinstance(outcome.error, InvalidInput | IdempotencyConflict)
+            assert outcome.job is None
+            continue
+        assert outcome.job is not None
+        created += outcome.created
+        stored = store.get("fuzz", outcome.job.id)
+        assert (stored.preset, stored.content, as_json_value(stored.metadata)) == (
+            new.preset, new.content, as_json_value(new.metadata))
+    assert table_counts(engine)[0] == before[0] + created

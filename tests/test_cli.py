@@ -543,3 +543,57 @@ def test_get_shows_progress_and_the_webhook_s_state() -> None:
     assert "webhook   pending, 2 attempts, last answer 503, next in 30s" in text
     assert "          retried later" in text and "          last error: HTTP 503" in text
     assert running.model_dump(mode="json")["lanes"] == {"a": 1}
+
+
+def test_submit_many_reads_json_lines_and_reports_each_refused_line(
+    submit_server: str, submit_env: Any, tmp_path: Path
+) -> None:
+    auth = {"JOBS_TOKEN": submit_env.token("alice")}
+    lines = [json.dumps({"preset": "echo", "content": f"line {i}"}) for i in range(3)]
+    lines.insert(1, "")  # blank lines are skipped, and numbering follows the file
+    lines.append(json.dumps({"preset": "nope", "content": "x"}))
+    path = tmp_path / "jobs.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    out = _cli("--url", submit_server, "--json", "submit-many", str(path), "--key-prefix", "n1",
+               **auth)
+    assert out.returncode == 1, out.stderr  # one line was refused
+    total = json.loads(out.stdout)
+    assert (total["created"], total["replayed"], total["refused"]) == (3, 0, 1)
+    assert [r["line"] for r in total["results"]] == [1, 3, 4, 5]
+    assert total["results"][3]["problem"]["type"].endswith("/unknown-preset")
+    # The same file again, with the same prefix: every line is replayed, nothing duplicated.
+    again = json.loads(_cli("--url", submit_server, "--json", "submit-many", str(path),
+                            "--key-prefix", "n1", **auth).stdout)
+    assert (again["created"], again["replayed"]) == (0, 3)
+    from cli.flow import summary  # what a terminal shows
+
+    human = summary(again)
+    assert human.splitlines()[0] == "created 0, replayed 3, refused 1"
+    assert "line 5: Unknown preset (preset: unknown preset 'nope'" in human
+    # A line that is not a JSON object stops the command before anything is sent.
+    path.write_text(json.dumps({"preset": "echo", "content": "ok"}) + "\n[1, 2]\n")
+    bad = _cli("--url", submit_server, "submit-many", str(path), **auth)
+    assert bad.returncode != 0 and "line 2: not a JSON object" in bad.stderr
+    listed = json.loads(_cli("--url", submit_server, "--json", "list", **auth).stdout)
+    assert len(listed["jobs"]) == 3
+
+
+def test_bulk_commands_count_then_need_a_confirmation(
+    submit_server: str, submit_env: Any
+) -> None:
+    auth = {"JOBS_TOKEN": submit_env.token("alice")}
+    for i in range(3):
+        _cli("--url", submit_server, "submit", "--preset", "echo", "--content", str(i), **auth)
+    everything = _cli("--url", submit_server, "bulk-cancel", **auth)
+    assert everything.returncode == 1 and "all" in everything.stderr
+    dry = _cli("--url", submit_server, "--json", "bulk-cancel", "--state", "PENDING",
+               "--dry-run", **auth)
+    assert json.loads(dry.stdout)["matched"] == 3
+    unconfirmed = _cli("--url", submit_server, "bulk-cancel", "--all", **auth)  # no terminal
+    assert unconfirmed.returncode != 0
+    assert "3 job(s) match; pass --yes to cancel them" in unconfirmed.stderr
+    done = _cli("--url", submit_server, "--json", "bulk-cancel", "--all", "--yes", **auth)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["cancelled"] == 3
+    nothing = _cli("--url", submit_server, "bulk-retry", "--all", **auth)
+    assert nothing.returncode == 0 and json.loads(nothing.stdout)["matched"] == 0

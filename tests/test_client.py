@@ -374,7 +374,8 @@ def test_the_client_models_say_what_the_openapi_document_says(server: str) -> No
     names = ["JobView", "JobList", "EventList", "JobEvent", "JobResult", "ProgressView", "Links",
              "Stats", "Health", "History", "HistoryBucket", "Limits", "WebhookSecret",
              "ScheduleView", "ScheduleList", "ScheduleEvent", "ScheduleEventList", "TemplateView",
-             "ScheduleLinks", "WebhookView"]
+             "ScheduleLinks", "WebhookView", "BatchResult", "BatchItemResult", "BulkOutcome",
+             "Problem"]
     for name in names:
         model = getattr(cm, name)
         assert set(model.model_fields) == set(schemas[name]["properties"]), name
@@ -418,6 +419,60 @@ def test_health_reports_an_unreachable_database_at_once() -> None:
         httpd.shutdown()
         httpd.server_close()
 
+
+def test_submit_many_answers_per_job_and_a_retried_batch_creates_nothing_twice(
+    proxy: FaultProxy, submit_env: SubmitHarness, engine: Engine
+) -> None:
+    """The server commits the batch, the client sees 503: the retry carries the same keys (one
+    per job, given by the client) and every job comes back `replayed`: one row each."""
+    from jobs_client import NewJob
+
+    sleeps = Sleeps()
+    proxy.script = ["commit-then-503"]
+    jobs = [NewJob(preset="echo", content=f"b{i}") for i in range(3)]
+    jobs.append(NewJob(preset="nope", content="x"))
+    result = _client(proxy.url, submit_env, sleeps).submit_many(jobs)
+    posts = [s for s in proxy.seen if s.method == "POST"]
+    assert [s.upstream_status for s in posts] == [200, 200] and len(sleeps) == 1
+    assert [r.outcome for r in result.results] == ["replayed"] * 3 + ["refused"]
+    assert (result.created, result.replayed, result.refused) == (0, 3, 1)
+    refused = result.results[3].problem
+    assert refused is not None and refused.type.endswith("/unknown-preset")
+    assert _jobs(engine) == 3
+
+
+def test_submit_many_raises_typed_errors_for_batch_level_faults(
+    server: str, submit_env: SubmitHarness, engine: Engine
+) -> None:
+    from jobs_client import BadRequest, Conflict, NewJob
+
+    api = _client(server, submit_env)
+    with pytest.raises(BadRequest) as empty:
+        api.submit_many([])
+    assert empty.value.invalid_params[0]["name"] == "jobs"
+    twice = [NewJob(preset="echo", content="x", idempotency_key="same")] * 2
+    with pytest.raises(Conflict) as dup:
+        api.submit_many(twice)
+    assert dup.value.invalid_params[0]["name"] == "jobs[1].idempotency_key"
+    assert _jobs(engine) == 0
+
+
+def test_bulk_cancel_and_retry_through_the_client(
+    server: str, submit_env: SubmitHarness, engine: Engine
+) -> None:
+    from jobs_client import BadRequest
+
+    api = _client(server, submit_env)
+    for i in range(4):
+        api.submit("echo", f"c{i}")
+    with pytest.raises(BadRequest) as everything:
+        api.bulk_cancel()
+    assert everything.value.invalid_params[0]["name"] == "all"
+    assert api.bulk_cancel(state="PENDING", dry_run=True).matched == 4
+    done = api.bulk_cancel(all=True)
+    assert (done.cancelled, done.moved, done.complete) == (4, 4, True)
+    assert api.stats().depth["CANCELLED"] == 4
+    assert api.bulk_retry(all=True).retried == 0  # nothing FAILED: nothing moved
 
 
 @pytest.fixture()

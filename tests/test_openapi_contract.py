@@ -20,6 +20,10 @@ import pytest
 from common.presets.demo import SECONDS
 from tests.submit_fixtures import SubmitHarness
 
+# 20 operations, three of them batch and bulk bodies (the coverage phase sends a batch of
+# 1,000 and one of 1,001): longer than the suite's 300 s default on a loaded 2-core VM.
+pytestmark = pytest.mark.timeout(600)
+
 SEED = 20261126
 EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "50"))
 
@@ -70,7 +74,7 @@ def test_schemathesis_finds_nothing(server: str, submit_env: SubmitHarness, tmp_
           f"{summary['operations']['tested']} operations")
     assert summary["complete"] and summary["failures"] == [] and summary["errors"] == []
     assert cases["with_failures"] == 0 and cases["generated"] >= 8 * EXAMPLES
-    assert summary["operations"]["tested"] == summary["operations"]["total"] == 17
+    assert summary["operations"]["tested"] == summary["operations"]["total"] == 20
     assert {name: p["status"] for name, p in summary["phases"].items() if name != "examples"} == {
         "coverage": "success", "fuzzing": "success", "stateful": "success"
     }
@@ -122,7 +126,7 @@ def test_every_cursor_the_pattern_allows_is_accepted(
 def _tight_quotas(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OWNER_MAX_PENDING", "1")
     monkeypatch.setenv("OWNER_MAX_WAITS", "1")
-    monkeypatch.setenv("WAIT_MAX_S", "5")
+    monkeypatch.setenv("WAIT_MAX_S", "10")
 
 
 def _validate(doc: dict[str, Any], path: str, method: str, status: int, body: Any,
@@ -167,15 +171,17 @@ def test_real_429s_match_the_document(submit_server: str, submit_env: SubmitHarn
     status, body, headers = call("POST", "/jobs", job)
     assert status == 429 and body["quota"] == "max_pending"
     _validate(doc, "/jobs", "post", 429, body, headers)
-    held = threading.Thread(target=call, args=("GET", f"/jobs/{first['id']}?wait=5"))
-    held.start()
-    refused: list[tuple[int, Any, Any]] = []
-    while held.is_alive() and not refused:  # until the first wait is held
-        answer = call("GET", f"/jobs/{first['id']}?wait=5")
-        if answer[0] == 429:
-            refused.append(answer)
-    assert refused, "the held wait ended before a second one was refused"
+    # Three waits at once with a cap of one: whichever comes second or third is refused, so the
+    # test does not depend on which thread the server sees first.
+    answers: list[tuple[int, Any, Any]] = []
+    waits = [threading.Thread(target=lambda: answers.append(
+        call("GET", f"/jobs/{first['id']}?wait=10"))) for _ in range(3)]
+    for wait in waits:
+        wait.start()
+    for wait in waits:
+        wait.join(30)
+    refused = [answer for answer in answers if answer[0] == 429]
+    assert refused, f"no wait refused among {[a[0] for a in answers]}"
     status, body, headers = refused[0]
     assert body["quota"] == "owner_max_waits"
     _validate(doc, "/jobs/{job_id}", "get", 429, body, headers)
-    held.join(10)

@@ -530,3 +530,56 @@ def test_schedules_and_a_job_s_callback_trace_and_webhook_state(dash: Dashboard)
     assert dash.js("return window.__pwned") is None
     assert dash.axe() == []
     assert [e for e in dash.console() if e["level"] == "SEVERE"] == []
+
+
+def test_bulk_cancel_and_retry_confirm_with_the_count(dash: Dashboard) -> None:
+    """The jobs list's bulk buttons act on what its filters show: the dialog names the count
+    the server gave for a dry run; dismissing it changes nothing; confirming moves exactly
+    those jobs (not one submitted while the dialog was open), and says how many."""
+    from common.store.models import NewJob
+
+    owner = "hs256:alice"
+    store = dash.pipeline.store
+    pending = [store.create(owner, NewJob(preset="echo", content=str(i)))[0] for i in range(3)]
+    store.create(owner, NewJob(preset="text-stats", content="other preset"))
+    bobs = store.create("hs256:bob", NewJob(preset="echo", content="bob's"))[0]
+    _sign_in_by_link(dash)
+    dash.open("/jobs?state=PENDING&preset=echo")
+    dash.wait(lambda: len(dash.texts("tbody tr")) == 3, "three pending echo jobs")
+    assert dash.texts(".bulk button") == ["Cancel matching…"]  # no retry for PENDING jobs
+
+    # Dismissed: nothing changes.
+    dash.click(".bulk button", "Cancel matching…")
+    dash.wait(lambda: dash.js("return !!document.querySelector('dialog[open]')"), "the dialog")
+    assert dash.texts("dialog h2") == ["Cancel 3 jobs?"]
+    assert "3 jobs match (state PENDING, preset echo)" in dash.texts("dialog p")[0]
+    assert dash.axe() == []
+    dash.shot("bulk-confirm")
+    dash.click("dialog button", "Keep them")
+    dash.wait(lambda: not dash.js("return !!document.querySelector('dialog[open]')"), "closed")
+    assert all(store.get(owner, j.id).state is JobState.PENDING for j in pending)
+
+    # Confirmed, with a fourth job arriving while the dialog is open: three are cancelled.
+    dash.click(".bulk button", "Cancel matching…")
+    dash.wait(lambda: dash.texts("dialog h2") == ["Cancel 3 jobs?"], "the dialog again")
+    late = store.create(owner, NewJob(preset="echo", content="late"))[0]
+    dash.click("dialog button", "Cancel 3 jobs")
+    dash.wait(lambda: dash.texts(".bulk-notice p") ==
+              ["Cancelled 3 jobs; asked 0 jobs running to stop."], "the outcome")
+    assert dash.js("return document.getElementById('status').textContent") == \
+        "Cancelled 3 jobs; asked 0 jobs running to stop."
+    assert [store.get(owner, j.id).state for j in pending] == [JobState.CANCELLED] * 3
+    assert store.get(owner, late.id).state is JobState.PENDING
+    assert store.get("hs256:bob", bobs.id).state is JobState.PENDING
+    dash.wait(lambda: dash.texts("tbody tr td:first-child a") == [str(late.id)],
+              "the list reloaded: only the late job is left")
+
+    # Retry on a filter with no FAILED job: nothing to confirm.
+    dash.open("/jobs?state=FAILED")
+    dash.wait(lambda: dash.texts(".bulk button") == ["Cancel matching…", "Retry matching…"][1:],
+              "the retry button")
+    dash.click(".bulk button", "Retry matching…")
+    dash.wait(lambda: dash.texts(".bulk-notice p") == ["No job matches: nothing to retry."],
+              "nothing to retry")
+    assert not dash.js("return !!document.querySelector('dialog[open]')")
+    assert [e for e in dash.console() if e["level"] == "SEVERE"] == []

@@ -21,6 +21,9 @@ from jobs_client.errors import (
     problem_error,
 )
 from jobs_client.models import (
+    BatchItemResult,
+    BatchResult,
+    BulkOutcome,
     EventList,
     History,
     HistoryBucket,
@@ -32,6 +35,7 @@ from jobs_client.models import (
     JobView,
     Limits,
     NewJob,
+    Problem,
     ProgressView,
     ScheduleEvent,
     ScheduleList,
@@ -42,10 +46,11 @@ from jobs_client.models import (
 )
 
 __all__ = [
-    "ApiError", "BadRequest", "ClientError", "Conflict", "EventList", "History",
-    "HistoryBucket", "InvalidUrl", "JobEvent", "JobList", "JobResult", "JobState", "JobTemplate",
-    "JobView", "JobsClient", "Limits", "NewJob", "NotFound", "ProgressView", "RateLimited",
-    "ScheduleEvent", "ScheduleList", "ScheduleView", "Stats", "TokenSource", "Unauthorized",
-    "Unavailable", "Unreachable", "WaitTimeout", "WebhookSecret", "WebhookView",
-    "parse_retry_after", "problem_error", "template",
+    "ApiError", "BadRequest", "BatchItemResult", "BatchResult", "BulkOutcome", "ClientError",
+    "Conflict", "EventList", "History", "HistoryBucket", "InvalidUrl", "JobEvent", "JobList",
+    "JobResult", "JobState", "JobTemplate", "JobView", "JobsClient", "Limits", "NewJob",
+    "NotFound", "Problem", "ProgressView", "RateLimited", "ScheduleEvent", "ScheduleList",
+    "ScheduleView", "Stats", "TokenSource", "Unauthorized", "Unavailable", "Unreachable",
+    "WaitTimeout", "WebhookSecret", "WebhookView", "parse_retry_after", "problem_error",
+    "template",
 ]

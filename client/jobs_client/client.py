@@ -21,7 +21,8 @@ from __future__ import annotations
 import builtins
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from typing import Any, Literal, TypeVar
 from uuid import UUID
 
@@ -29,6 +30,8 @@ from pydantic import ValidationError
 
 from jobs_client.errors import BadRequest, RateLimited, Unavailable, WaitTimeout
 from jobs_client.models import (
+    BatchResult,
+    BulkOutcome,
     EventList,
     Health,
     History,
@@ -85,6 +88,69 @@ class JobsClient(Transport):
         answer = self.call("POST", "/jobs", body, headers={"Idempotency-Key": key},
                            idempotent=True)
         return JobView.model_validate(answer)
+
+    def submit_many(self, jobs: Iterable[NewJob | dict[str, Any]]) -> BatchResult:
+        """Create up to 1,000 jobs in one request (one transaction on the server), with one
+        result per job, in order: created, replayed, or refused with its own problem. A dict is
+        sent as it is (the server judges it, as the CLI's JSON Lines are). A job without an
+        idempotency_key is given a new UUID, so the whole call is safe to retry (a retry
+        answers `replayed` for what the first attempt created). Batch-level faults raise:
+        BadRequest (empty, over 1,000), Conflict (two jobs with one key)."""
+        items = []
+        for new in jobs:
+            item = (new.model_dump(mode="json", exclude_none=True) if isinstance(new, NewJob)
+                    else dict(new))
+            if item.get("idempotency_key") is None:
+                item["idempotency_key"] = str(uuid.uuid4())
+            items.append(item)
+        answer = self.call("POST", "/jobs:batch", {"jobs": items}, idempotent=True)
+        return BatchResult.model_validate(answer)
+
+    def bulk_cancel(self, **filter_: Any) -> BulkOutcome:
+        """Cancel every PENDING job and ask every PROCESSING one to cancel, among the caller's
+        jobs matching the filter (see `bulk`)."""
+        return self.bulk("cancel", **filter_)
+
+    def bulk_retry(self, **filter_: Any) -> BulkOutcome:
+        """Retry every FAILED job with attempts left among the caller's jobs matching the
+        filter (see `bulk`)."""
+        return self.bulk("retry", **filter_)
+
+    def bulk(
+        self, action: Literal["cancel", "retry"], *, state: JobState | str | None = None,
+        preset: str | None = None, created_before: datetime | str | None = None,
+        all: bool = False, dry_run: bool = False, repeat: bool = True,
+    ) -> BulkOutcome:
+        """One bulk action over the caller's jobs in `state`, of `preset`, created before
+        `created_before` (a timezone-aware datetime or RFC 3339 text); with none of these,
+        `all=True` is required (else BadRequest naming `all`). `dry_run` counts without
+        writing. A server that runs out of time answers complete=False; with `repeat` the
+        call is sent again until complete, and the counts are summed. Not retried after a
+        broken connection (the first attempt may have moved jobs)."""
+        body: dict[str, Any] = {}
+        if state is not None:
+            body["state"] = str(state)
+        if preset is not None:
+            body["preset"] = preset
+        if created_before is not None:
+            body["created_before"] = (created_before.isoformat()
+                                      if isinstance(created_before, datetime) else created_before)
+        if all:
+            body["all"] = True
+        if dry_run:
+            body["dry_run"] = True
+        total: BulkOutcome | None = None
+        while True:
+            step = BulkOutcome.model_validate(self.call("POST", f"/jobs:bulk-{action}", body))
+            if total is None:
+                total = step
+            else:
+                counts = ("matched", "moved", "cancelled", "cancel_requested", "retried")
+                total = total.model_copy(update={
+                    **{k: getattr(total, k) + getattr(step, k) for k in counts},
+                    "complete": step.complete})
+            if step.complete or not repeat:
+                return total
 
     def get(self, job_id: str | UUID, *, wait_s: float | None = None,
             retry_limited: bool | None = None) -> JobView:

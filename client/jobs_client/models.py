@@ -220,6 +220,49 @@ def _no_nul(value: str | None) -> str | None:
     return value
 
 
+class Problem(_Answer):
+    """An RFC 9457 problem, as a refused item of a batch carries it."""
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    invalid_params: list[dict[str, str]] | None = None
+
+
+class BatchItemResult(_Answer):
+    """What became of one job of a batch, at its index in the request."""
+
+    index: int
+    outcome: Literal["created", "replayed", "refused"]
+    job: JobView | None
+    problem: Problem | None
+
+
+class BatchResult(_Answer):
+    """`submit_many`'s answer: one result per job, in order, and the count of each outcome."""
+
+    created: int
+    replayed: int
+    refused: int
+    results: list[BatchItemResult]
+
+
+class BulkOutcome(_Answer):
+    """What a bulk cancel or retry did (with dry_run: how many jobs it would move now)."""
+
+    action: Literal["cancel", "retry"]
+    dry_run: bool
+    matched: int
+    moved: int
+    cancelled: int
+    cancel_requested: int
+    retried: int
+    complete: bool
+    as_of: datetime  # send back as created_before to act on exactly what a dry run counted
+
+
 class JobTemplate(BaseModel):
     """A job's own fields, checked as the API checks them, so that a request the API would
     refuse is refused before it is sent."""

@@ -108,8 +108,12 @@ class SubmitBuckets:
         self._lock = threading.Lock()
         self._buckets: dict[str, _Bucket] = {}
 
-    def take(self, owner: str, rate: int) -> float:
-        """0 if a submit is admitted (a token spent), else the seconds until one is."""
+    def take(self, owner: str, rate: int, n: int = 1) -> float:
+        """0 if a submit of `n` jobs is admitted (`n` tokens spent), else the seconds until it
+        would be. A batch (n > 1) is admitted while the bucket holds a token and may leave it in
+        debt, down to 1 - n: the owner's next submit then waits until the debt is repaid at the
+        owner's rate, so a batch counts as n submits over time without ever being refused for
+        being larger than one second's worth."""
         now = self._clock()
         with self._lock:
             bucket = self._buckets.get(owner)
@@ -120,7 +124,7 @@ class SubmitBuckets:
             bucket.tokens = min(float(rate), bucket.tokens + (now - bucket.at) * rate)
             bucket.at, bucket.rate = now, rate
             if bucket.tokens >= 1:
-                bucket.tokens -= 1
+                bucket.tokens -= n
                 return 0.0
             return (1 - bucket.tokens) / rate
 

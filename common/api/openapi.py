@@ -27,6 +27,7 @@ from common.api.models import (
     Stats,
     WebhookSecret,
 )
+from common.api.openapi_flow import FLOW_MODELS, flow_paths, flow_schemas
 from common.api.openapi_insight import insight_paths
 from common.api.openapi_problems import SUBMIT_429, WAIT_429, problems
 from common.api.openapi_schedules import schedule_paths, schedule_schemas
@@ -43,13 +44,11 @@ from common.store.timing import MAX_RUN_AT_CHARS, run_at_pattern
 
 REF = "#/components/schemas/{model}"
 NO_NUL = "^[^\\u0000]*$"
-JOB_ID = {
-    "name": "job_id",
-    "in": "path",
-    "required": True,
-    "description": "A job's id; any other text names no job (404).",
-    "schema": {"type": "string", "format": "uuid"},
-}
+JOB_ID = {"name": "job_id", "in": "path", "required": True,
+          "description": "A job's id; any other text names no job (404).",
+          "schema": {"type": "string", "format": "uuid"}}
+
+
 def _ref(name: str) -> dict[str, Any]:
     return {"$ref": REF.format(model=name)}
 
@@ -227,12 +226,13 @@ def build_openapi(
         (ScheduleView, "serialization"),
         (ScheduleList, "serialization"),
         (ScheduleEventList, "serialization"),
+        *FLOW_MODELS,
     ]
     _, generated = models_json_schema(models, ref_template=REF)
     schemas: dict[str, Any] = generated.get("$defs", {})
     schemas["NewJob"] = _new_job_variants(registry, settings, schemas, today=today)
     schemas["JobTemplate"] = _new_job_variants(registry, settings, schemas, template=True)
-    schemas.update(schedule_schemas(settings))
+    schemas.update({**schedule_schemas(settings), **flow_schemas()})
     job_links = {
         op: {"operationId": op, "parameters": {"job_id": "$response.body#/id"}}
         for op in ("getJob", "getJobEvents", "cancelJob", "retryJob")
@@ -303,6 +303,7 @@ def build_openapi(
                     params=list_params,
                 ),
             },
+            **flow_paths(_op, unavailable),
             "/jobs/{job_id}": {
                 "get": _op(
                     "getJob",

@@ -18,7 +18,7 @@ PROBLEM_TYPES: dict[int, tuple[str, ...]] = {
     404: ("not-found",),
     409: (
         "idempotency-conflict", "idempotency-key-mismatch", "illegal-transition",
-        "attempt-limit-reached", "schedule-limit-reached",
+        "attempt-limit-reached", "schedule-limit-reached", "duplicate-idempotency-key",
     ),
     413: ("payload-too-large",),
     415: ("unsupported-media-type",),

@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
@@ -29,6 +28,7 @@ from common.api.auth import NotAllowed, TokenVerifier, Unauthenticated
 from common.api.http import Request, Response, parse_json, read_body
 from common.api.http import json_response as _json
 from common.api.http import problem_response as _problem
+from common.api.job_input import JobInput
 from common.api.models import (
     EventList,
     Health,
@@ -40,26 +40,32 @@ from common.api.models import (
     WebhookSecret,
     WebhookView,
 )
-from common.api.problems import InvalidParam, ProblemError, from_store_error, validation_problem
+from common.api.problems import InvalidParam, ProblemError, from_store_error
 from common.api.schedule_routes import ENDPOINTS as SCHEDULE_ENDPOINTS
 from common.api.schedule_routes import ROUTES as SCHEDULE_ROUTES
 from common.api.waiting import parse_wait, wait_for_end
 from common.lazy import Lazy
 from common.logs import bind_traceparent, current_traceparent, log, traceparent_from_headers
-from common.presets.base import InvalidContent, PermanentError
 from common.presets.registry import Registry
 from common.service import JobService
 from common.settings import Settings
 from common.store.errors import JobStoreError
-from common.store.models import Job, NewJob
+from common.store.models import Job
 
 if TYPE_CHECKING:
+    from common.api.flow import FlowEndpoints
     from common.api.schedules import ScheduleEndpoints
 
 ROUTES = Map(
     [
         Rule("/jobs", methods=["POST"], endpoint="create"),
         Rule("/jobs", methods=["GET"], endpoint="list"),
+        # Flow control (common/api/flow.py): methods on the whole collection, spelled as
+        # Google's AIP-136 custom methods (`/jobs:verb`), so they never share a path with
+        # `/jobs/{job_id}` and its methods.
+        Rule("/jobs:batch", methods=["POST"], endpoint="create_batch"),
+        Rule("/jobs:bulk-cancel", methods=["POST"], endpoint="bulk_cancel"),
+        Rule("/jobs:bulk-retry", methods=["POST"], endpoint="bulk_retry"),
         Rule("/jobs/<job_id>", methods=["GET"], endpoint="get"),
         Rule("/jobs/<job_id>/events", methods=["GET"], endpoint="events"),
         Rule("/jobs/<job_id>/cancel", methods=["POST"], endpoint="cancel"),
@@ -76,6 +82,7 @@ ROUTES = Map(
     ],
     strict_slashes=False,
 )
+FLOW_ENDPOINTS = frozenset({"create_batch", "bulk_cancel", "bulk_retry"})
 PUBLIC = {"health", "openapi", "ui"}  # the dashboard's data calls carry the token
 # Room for the largest content and metadata once JSON-escaped, plus the other fields.
 BODY_OVERHEAD = 16_384
@@ -98,6 +105,7 @@ class SubmitApi:
         self.max_body = 2 * settings.max_content_bytes + settings.max_metadata_bytes + BODY_OVERHEAD
         self._health_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="healthz")
         self._schedules = Lazy(self._schedule_endpoints).get
+        self._flow = Lazy(self._flow_endpoints).get
         # Admission at the door (common/api/admission.py), one of each per instance.
         self.waits = WaitGate(settings.wait_slots, settings.owner_max_waits)
         self.submits = SubmitBuckets()
@@ -112,6 +120,12 @@ class SubmitApi:
         from common.api.schedules import ScheduleEndpoints  # few requests touch a schedule
 
         return ScheduleEndpoints(self.service, self.registry, self._body)
+
+    def _flow_endpoints(self) -> FlowEndpoints:
+        from common.api.flow import FlowEndpoints  # batch and bulk requests only
+
+        return FlowEndpoints(self.service, self.registry, self.settings, self._body,
+                             quotas=self.quotas, submits=self.submits, pending=self.pending)
 
     def handle(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -136,7 +150,11 @@ class SubmitApi:
                         str(exc),
                         headers={"WWW-Authenticate": 'Bearer realm="jobs"'},
                     ) from None
-            home = self._schedules() if endpoint in SCHEDULE_ENDPOINTS else self
+            home: object = self
+            if endpoint in SCHEDULE_ENDPOINTS:
+                home = self._schedules()
+            elif endpoint in FLOW_ENDPOINTS:
+                home = self._flow()
             handler: Callable[..., Response] = getattr(home, "_" + endpoint)
             response = handler(request, owner, **args)
         except NotFound:
@@ -166,13 +184,14 @@ class SubmitApi:
 
     # -- request body -------------------------------------------------------------------------
 
-    def _body(self, request: Request) -> Any:
+    def _body(self, request: Request, limit: int | None = None) -> Any:
+        """The JSON body, at most `limit` bytes (default: one job's largest body)."""
         ctype = request.headers.get("Content-Type", "")
         if ctype.split(";")[0].strip().lower() != "application/json":
             raise ProblemError(
                 415, "unsupported-media-type", "Content-Type must be application/json"
             )
-        return parse_json(read_body(request, self.max_body))
+        return parse_json(read_body(request, self.max_body if limit is None else limit))
 
     # -- endpoints ----------------------------------------------------------------------------
 
@@ -206,37 +225,7 @@ class SubmitApi:
                     "The Idempotency-Key header and the body's idempotency_key differ.",
                 )
             body = {**body, "idempotency_key": header_key}
-        try:
-            new = NewJob.model_validate(body)
-        except ValidationError as exc:
-            raise validation_problem(exc) from None
-        handler = self.registry.get(new.preset)
-        if handler is not None:  # unknown presets are refused by the store, naming the known ones
-            try:
-                handler.parse(new.content, new.metadata)
-            except PermanentError as exc:
-                field = "content" if isinstance(exc, InvalidContent) else "metadata.options"
-                raise ProblemError(
-                    422,
-                    "validation-error",
-                    "Invalid request",
-                    invalid=[InvalidParam(name=field, reason=str(exc))],
-                ) from None
-            if new.max_attempts is None and handler.default_max_attempts is not None:
-                new = new.model_copy(update={"max_attempts": handler.default_max_attempts})
-        if new.callback_url is not None:
-            from common.messaging import callbacks  # only for jobs that have one
-
-            try:
-                callbacks.check_at_submit(
-                    new.callback_url, allow_loopback=self.settings.webhook_allow_loopback,
-                    owner=owner,
-                )
-            except callbacks.ForbiddenTarget as exc:
-                raise ProblemError(
-                    422, "validation-error", "Invalid request",
-                    invalid=[InvalidParam(name="callback_url", reason=str(exc))],
-                ) from None
+        new = JobInput(self.registry, self.settings, owner).read(body)
         # The PENDING quota is counted when it could matter (PendingHints), else not at all.
         counting = quota.max_pending > 0 and self.pending.must_count(owner, quota.max_pending)
         job, created = self.service.submit(

@@ -113,8 +113,11 @@ SQL_LIST_PRESET = {
 
 CANCELLABLE = TRANSITIONS[Move.CANCEL].sources | TRANSITIONS[Move.REQUEST_CANCEL].sources
 # The caller's cancel: PENDING ends at once; PROCESSING raises the flag the worker honours.
-SQL_CANCEL = f"""
-WITH moved AS (
+# `rows` picks the jobs: one by id here, a filtered batch in bulk (common/store/bulk.py); the
+# guard and the moves are the same for both. Returns the statement's CTEs (after WITH).
+def cancel_sql(rows: str, returning: str = COLS, extra_guard: str = "") -> str:
+    return f"""
+moved AS (
     UPDATE jobs SET
         state = CASE WHEN state IN {sources(Move.CANCEL)} THEN {target(Move.CANCEL)} ELSE state END,
         finished_at = CASE WHEN state IN {sources(Move.CANCEL)} THEN now() END,
@@ -122,24 +125,29 @@ WITH moved AS (
         dispatched_at = CASE WHEN state IN {sources(Move.CANCEL)} THEN NULL ELSE dispatched_at END,
         not_before = CASE WHEN state IN {sources(Move.CANCEL)} THEN NULL ELSE not_before END,
         updated_at = now()
-    WHERE id = :id AND owner_id = :owner_id
-      AND state IN {in_list(CANCELLABLE)}
-    RETURNING {COLS}
+    WHERE {rows} AND owner_id = :owner_id
+      AND state IN {in_list(CANCELLABLE)}{extra_guard}
+    RETURNING {returning}
 ), {
     event_cte(
         f"CASE WHEN state = {target(Move.CANCEL)} THEN {lit(P)} ELSE {lit(R)} END",
         f"CASE WHEN state = {target(Move.CANCEL)} THEN 'cancelled' ELSE 'cancel-requested' END",
     )
-}
+}"""
+
+
+SQL_CANCEL = "WITH" + cancel_sql("id = :id") + f"""
 SELECT {OUT_COLS} FROM moved"""
 
 # Retrying a FAILED job gives it a fresh budget of attempts without reusing attempt numbers:
 # resetting the count would hand a zombie worker's fencing token to a new attempt. The budget
 # stops at MAX_TOTAL_ATTEMPTS; a job that has used them all cannot be retried.
-SQL_RETRY = f"""
-WITH prior AS (
-    SELECT id, result_error_type, result_error_message FROM jobs
-    WHERE id = :id AND owner_id = :owner_id
+def retry_sql(prior: str, returning: str) -> str:
+    """`prior` picks the FAILED jobs to retry (id and last error, read before the update): one
+    by id here, a filtered batch in bulk (common/store/bulk.py). Returns the CTEs."""
+    return f"""
+prior AS (
+    {prior}
 ), moved AS (
     UPDATE jobs j SET state = {target(Move.RETRY)},
         attempt_limit = LEAST(j.attempts + j.max_attempts, :max_total),
@@ -149,7 +157,7 @@ WITH prior AS (
     FROM prior
     WHERE j.id = prior.id AND j.owner_id = :owner_id AND j.state IN {sources(Move.RETRY)}
       AND j.attempts < :max_total
-    RETURNING {J_COLS}, prior.result_error_type AS previous_error_type,
+    RETURNING {returning}, prior.result_error_type AS previous_error_type,
               prior.result_error_message AS previous_error_message
 ), ev AS (
     INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, details)
@@ -157,7 +165,13 @@ WITH prior AS (
            jsonb_build_object('previous_error_type', previous_error_type,
                               'previous_error_message', previous_error_message)
     FROM moved
-)
+)"""
+
+
+SQL_RETRY = "WITH" + retry_sql(
+    "SELECT id, result_error_type, result_error_message FROM jobs\n"
+    "    WHERE id = :id AND owner_id = :owner_id", J_COLS,
+) + f"""
 SELECT {OUT_COLS} FROM moved"""
 
 

@@ -1,12 +1,14 @@
 """The job store: one class over the query sets.
 
-procrastinate-style: each concern keeps its SQL beside its methods (`callers`, `worker_moves`,
-`maintenance_queries`, `webhooks`, `insight`); this class only joins them, so callers hold
-one object.
+procrastinate-style: each concern keeps its SQL beside its methods (`callers`, `batches`,
+`bulk`, `worker_moves`, `maintenance_queries`, `webhooks`, `insight`); this class only joins
+them, so callers hold one object.
 """
 
 from __future__ import annotations
 
+from common.store.batches import BatchQueries
+from common.store.bulk import BulkQueries
 from common.store.callers import CallerOperations
 from common.store.fair_share import FairShareQueries
 from common.store.insight import InsightQueries
@@ -17,7 +19,7 @@ from common.store.worker_moves import WorkerMoves
 
 
 class JobStore(
-    ScheduleQueries, FairShareQueries, CallerOperations, WorkerMoves, MaintenanceQueries,
-    WebhookQueries, InsightQueries,
+    ScheduleQueries, FairShareQueries, BatchQueries, BulkQueries, CallerOperations, WorkerMoves,
+    MaintenanceQueries, WebhookQueries, InsightQueries,
 ):
     """The job repository. Thread-safe: each call checks one connection out of the pool."""

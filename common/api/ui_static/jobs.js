@@ -3,6 +3,7 @@
 // bookmarks work and nothing of it reaches a server log.
 
 import {call, presetNames} from './api.js';
+import {bulkActions} from './bulk.js';
 import {STATES, TERMINAL, badge, h, problem, put, timeEl} from './dom.js';
 
 const PAGE = 20;
@@ -30,8 +31,8 @@ export function showJobs(view, {query}) {
   const cursor = query.get('cursor') || '';
   const form = h('form', {class: 'filters', 'aria-label': 'Filter jobs'});
   const results = h('div', {'aria-busy': 'true'}, h('p', {}, 'Loading…'));
-  put(view, h('h1', {tabindex: '-1'}, 'Jobs'), form, results);
   let live = true;
+  put(view, h('h1', {tabindex: '-1'}, 'Jobs'), form, bulkActions(filters, load), results);
 
   presetNames().then((presets) => {
     if (!live) return;
@@ -48,11 +49,15 @@ export function showJobs(view, {query}) {
     location.hash = listHash({state: data.get('state'), preset: data.get('preset')}, '');
   });
 
-  call('jobs', {query: {...filters, cursor, limit: String(PAGE)}}).then((page) => {
-    if (live) put(results, table(page.jobs, cursor), pager(page, filters, cursor));
-  }, (err) => {
-    if (live) put(results, problem(err));
-  }).finally(() => results.removeAttribute('aria-busy'));
+  function load() {
+    results.setAttribute('aria-busy', 'true');
+    call('jobs', {query: {...filters, cursor, limit: String(PAGE)}}).then((page) => {
+      if (live) put(results, table(page.jobs, cursor), pager(page, filters, cursor));
+    }, (err) => {
+      if (live) put(results, problem(err));
+    }).finally(() => results.removeAttribute('aria-busy'));
+  }
+  load();
   return () => {
     live = false;
   };
