@@ -253,6 +253,26 @@ def test_deliveries_waiting_for_a_secret_leave_the_due_range_until_it_is_made(
     assert len(receiver.received) == 400 and {r.error for r in receiver.received} == {None}
 
 
+def test_a_delivery_set_aside_as_the_secret_was_made_is_woken_by_the_next_pass(
+    loopback: None, api: SubmitHarness, engine: Engine, receiver: Receiver
+) -> None:
+    """A take that read "no secret" just before the rotation committed may set a delivery aside
+    after the rotation woke the owner's others: the next pass wakes it (the owner's secret
+    changed within the hour) and sends it."""
+    receiver.secret = rotate(api)["secret"]
+    receiver.start()
+    job = submit(api, receiver.url)
+    api.client.post(f"/jobs/{job['id']}/cancel", headers=api.auth("alice"))
+    with engine.connect() as conn:  # what that late take leaves behind
+        conn.exec_driver_sql(
+            "UPDATE webhook_deliveries SET next_attempt_at = TIMESTAMPTZ '9999-01-01 00:00:00+00' "
+            "WHERE job_id = %s", (job["id"],))
+        conn.commit()
+    report = webhook_step.deliver(deliverer(engine), Budget(30), 100)
+    assert report["woken"] == 1 and report["outcomes"] == {"delivered": 1}, report
+    assert receiver.received[0].error is None
+
+
 def test_a_secret_the_servers_key_cannot_open_waits_without_spending_attempts(
     loopback: None, api: SubmitHarness, engine: Engine, receiver: Receiver
 ) -> None:
