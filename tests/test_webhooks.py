@@ -3,8 +3,10 @@ verifies every request with the Standard Webhooks reference verifier."""
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -12,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import Engine
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -19,7 +22,7 @@ import functions.submit
 from common.maintenance import webhooks as webhook_step
 from common.maintenance.budget import Budget
 from common.messaging import callbacks
-from common.messaging.signing import signature_header
+from common.messaging.signing import seal, signature_header
 from common.messaging.webhooks import WebhookDeliverer
 from common.settings import Settings
 from common.store.job_store import JobStore
@@ -206,6 +209,100 @@ def test_no_secret_waits_without_spending_attempts_until_the_owner_makes_one(
     assert receiver.received[0].error is None
     [row] = dlv.store.deliveries(job["id"])
     assert (row["state"], row["attempts"]) == ("delivered", 1)
+
+
+def due_count(engine: Engine, owner: str) -> int:
+    """The owner's deliveries in every take's range (pending and due now)."""
+    with engine.connect() as conn:
+        return int(conn.exec_driver_sql(
+            "SELECT count(*) FROM webhook_deliveries WHERE owner_id = %s "
+            "AND state = 'pending' AND next_attempt_at <= now()", (owner,)).scalar_one())
+
+
+def test_deliveries_waiting_for_a_secret_leave_the_due_range_until_it_is_made(
+    loopback: None, api: SubmitHarness, engine: Engine, receiver: Receiver
+) -> None:
+    """400 deliveries of an owner with no secret: the first pass moves them out of the due
+    range, so no later take reads them; making the secret brings them all back at once, and
+    the next pass sends them. (Before: all 400 stayed due, at the head of the due index,
+    and every take scanned past them.)"""
+    receiver.start()
+    job = submit(api, receiver.url)
+    api.client.post(f"/jobs/{job['id']}/cancel", headers=api.auth("alice"))
+    with engine.connect() as conn:  # the same job's snapshot, many times over
+        conn.exec_driver_sql(
+            "INSERT INTO webhook_deliveries (job_id, owner_id, url, payload, next_attempt_at) "
+            "SELECT job_id, owner_id, url, payload, now() - interval '1 hour' "
+            "FROM webhook_deliveries, generate_series(1, 399) WHERE job_id = %s",
+            (job["id"],))
+        conn.commit()
+    assert due_count(engine, "hs256:alice") == 400
+    dlv = deliverer(engine)
+    first = webhook_step.deliver(dlv, Budget(30), 100)
+    assert first["attempted"] == 0 and receiver.received == [], first
+    assert due_count(engine, "hs256:alice") == 0
+    shown = api.client.get(f"/jobs/{job['id']}", headers=api.auth("alice")).get_json()
+    assert shown["webhook"]["waiting_for"] == "signing-secret", shown["webhook"]
+    assert (shown["webhook"]["attempts"], shown["webhook"]["next_attempt_at"]) == (0, None)
+    receiver.secret = rotate(api)["secret"]
+    assert due_count(engine, "hs256:alice") == 400  # due again in the rotation's statement
+    shown = api.client.get(f"/jobs/{job['id']}", headers=api.auth("alice")).get_json()
+    assert shown["webhook"]["waiting_for"] == "first-attempt", shown["webhook"]
+    sweep_until(dlv, lambda: due_count(engine, "hs256:alice") == 0 and all(
+        r["state"] == "delivered" for r in dlv.store.deliveries(job["id"])))
+    assert len(receiver.received) == 400 and {r.error for r in receiver.received} == {None}
+
+
+def test_a_delivery_set_aside_as_the_secret_was_made_is_woken_by_the_next_pass(
+    loopback: None, api: SubmitHarness, engine: Engine, receiver: Receiver
+) -> None:
+    """A take that read "no secret" just before the rotation committed may set a delivery aside
+    after the rotation woke the owner's others: the next pass wakes it (the owner's secret
+    changed within the hour) and sends it."""
+    receiver.secret = rotate(api)["secret"]
+    receiver.start()
+    job = submit(api, receiver.url)
+    api.client.post(f"/jobs/{job['id']}/cancel", headers=api.auth("alice"))
+    with engine.connect() as conn:  # what that late take leaves behind
+        conn.exec_driver_sql(
+            "UPDATE webhook_deliveries SET next_attempt_at = TIMESTAMPTZ '9999-01-01 00:00:00+00' "
+            "WHERE job_id = %s", (job["id"],))
+        conn.commit()
+    report = webhook_step.deliver(deliverer(engine), Budget(30), 100)
+    assert report["woken"] == 1 and report["outcomes"] == {"delivered": 1}, report
+    assert receiver.received[0].error is None
+
+
+def test_a_secret_the_servers_key_cannot_open_waits_without_spending_attempts(
+    loopback: None, api: SubmitHarness, engine: Engine, receiver: Receiver
+) -> None:
+    """The operator changed WEBHOOK_SECRET_KEY: the owner's stored secret no longer opens. The
+    delivery waits, spending no attempt, and GET /jobs/{id} says why; the owner's new secret
+    sends it (signed with the new secret only: the previous one does not open either). (Before:
+    each pass spent an attempt, `signing secret unusable`, until it was given up.)"""
+    old_key, new_key = (SecretStr(base64.b64encode(os.urandom(32)).decode()) for _ in "ab")
+    store = JobStore(engine, functions.submit.get_api().settings)
+    store.rotate_webhook_secret("hs256:alice", seal("whsec_" + "A" * 32, "hs256:alice",
+                                                    old_key), 86_400)
+    receiver.start()
+    job = submit(api, receiver.url)
+    api.client.post(f"/jobs/{job['id']}/cancel", headers=api.auth("alice"))
+    dlv = deliverer(engine, webhook_secret_key=new_key)
+    for _ in range(7):  # more passes than WEBHOOK_MAX_ATTEMPTS (5), each past any backoff
+        webhook_step.deliver(dlv, Budget(30), 100)
+        threading.Event().wait(0.35)
+    [row] = dlv.store.deliveries(job["id"])
+    assert (row["state"], row["attempts"], receiver.received) == ("pending", 0, []), row
+    hook = api.client.get(f"/jobs/{job['id']}", headers=api.auth("alice")).get_json()["webhook"]
+    assert hook["waiting_for"] == "signing-secret" and hook["attempts"] == 0, hook
+    assert "cannot be opened with the server's key" in hook["last_error"], hook
+    # The owner makes a new secret (sealed with the key in use now): sent at the next pass.
+    receiver.secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+    store.rotate_webhook_secret("hs256:alice", seal(receiver.secret, "hs256:alice", new_key),
+                                86_400)
+    assert webhook_step.deliver(dlv, Budget(30), 100)["outcomes"] == {"delivered": 1}
+    assert receiver.received[0].error is None
+    assert receiver.received[0].headers["webhook-signature"].count("v1,") == 1
 
 
 def test_get_job_shows_the_webhook_state_retrying_then_delivered(

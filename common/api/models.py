@@ -59,14 +59,16 @@ class WebhookView(BaseModel):
         state: WebhookState = row["state"] if ended else "awaiting-end"
         waiting: WaitingFor | None = None
         if state in ("awaiting-end", "pending"):
-            waiting = ("signing-secret" if not row["has_secret"] else "job-end"
+            waiting = ("signing-secret" if not row["has_secret"]
+                       or row.get("waiting_for_secret") else "job-end"
                        if state == "awaiting-end" else "retry" if row["attempts"] else
                        "first-attempt")
         return cls(
             state=state, waiting_for=waiting, note=_NOTES.get(waiting or ""),
             webhook_id=f"msg_{row['id'].hex}" if ended else None,
             attempts=row["attempts"] if ended else 0,
-            next_attempt_at=row["next_attempt_at"] if state == "pending" else None,
+            next_attempt_at=(row["next_attempt_at"]
+                             if state == "pending" and waiting != "signing-secret" else None),
             last_status=row["last_status"] if ended else None,
             last_error=row["last_error"] if ended else None,
             delivered_at=row["delivered_at"] if ended else None,

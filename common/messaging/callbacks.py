@@ -183,6 +183,11 @@ class _Deadline:
             raise DeadlineExceeded(f"no complete answer within {self.seconds:.3g}s")
         return left
 
+    def passed(self) -> bool:
+        """Whether the deadline has passed: a socket time-out set to the time that remained
+        can fire a moment before the watchdog, and is the same overrun."""
+        return time.monotonic() >= self._at
+
     def watch(self, sock: socket.socket) -> None:
         """Shut `sock` down at the deadline. A duplicate descriptor is kept: shutdown acts on
         the connection, so it still ends it after TLS has taken over the original object."""
@@ -259,7 +264,7 @@ def post(url: str, body: bytes, headers: dict[str, str], *, allow_loopback: bool
         except DeadlineExceeded:
             raise
         except Exception as exc:
-            if deadline.expired:
+            if deadline.expired or deadline.passed():
                 raise DeadlineExceeded(f"no complete answer within {timeout_s:.3g}s") from exc
             raise
         finally:

@@ -16,7 +16,8 @@ deliveries (the rest are given back untried), and lookups are bounded per owner 
 resolver.py). An attempt that could not even start (the owner's lookups busy, the sweep's pass
 out of time) is given back: it spends none of the owner's
 attempts. A delivery whose owner has no signing secret is not taken: it waits, attempts
-untouched, until the owner makes one.
+untouched, until the owner makes one; so does one whose secret the server's key cannot open
+(WEBHOOK_SECRET_KEY was changed), with last_error saying so.
 
 Logs name the job, the delivery, the host and the status: never the body, the secret or the
 URL's path and query (which may hold the receiver's own token).
@@ -24,12 +25,14 @@ URL's path and query (which may hold the receiver's own token).
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
+from collections.abc import Collection, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 from uuid import UUID
 
@@ -48,12 +51,14 @@ MAX_RESPONSE_BYTES = 64 * 1024
 SENDERS = 8  # sender threads per instance
 PER_OWNER = 4  # of them, at most this many on one owner's deliveries at once
 USER_AGENT = "jobs-pipeline-webhooks/1"
-MIN_ATTEMPT_S = 0.5  # an attempt with less time than this left in the pass is not started
 RELEASE_BUSY_S = 1.0  # given back because the owner's lookups are busy: due again after this
 # Jobs of one owner waiting for process's lanes at most; past it the sweep sends the rest (their
 # outbox rows are committed), so a flood of one owner's ends cannot grow an instance's memory.
 MAX_WAITING_PER_OWNER = 100
-Outcome = Literal["delivered", "pending", "given_up", "fenced", "released"]
+Outcome = Literal["delivered", "pending", "given_up", "fenced", "released", "waiting"]
+UNOPENABLE = ("signing secret cannot be opened with the server's key (WEBHOOK_SECRET_KEY "
+              "changed?): waiting, no attempt spent, until the owner makes a new one "
+              "(POST /webhook-secret/rotate)")
 
 
 @dataclass
@@ -61,6 +66,11 @@ class DeliveryReport:
     taken: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     retry_in_s: float | None = None  # the soonest recorded retry of a pending outcome
+
+    def add(self, outcome: Outcome, retry_in: float | None) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        if retry_in is not None:
+            self.retry_in_s = min(retry_in, self.retry_in_s or retry_in)
 
 
 class WebhookDeliverer:
@@ -72,32 +82,28 @@ class WebhookDeliverer:
         self._rng = rng or random.Random()
         self.lanes = OwnerLanes(workers=SENDERS, per_owner=PER_OWNER, name="webhook")
 
-    def deliver_due(self, limit: int, *, job_id: UUID | None = None,
-                    until: float | None = None, inline: bool = False) -> DeliveryReport:
-        """Take up to `limit` due deliveries (of one job, if given) and send them on the owners'
-        lanes (`inline`: on this thread, which is one of them already), each attempt within
-        WEBHOOK_TIMEOUT_S and none past `until` (time.monotonic()). Returns when all taken
-        ones are sent or given back."""
-        s = self.settings
-        lease_s = s.webhook_timeout_s * (limit // SENDERS + 2)
-        taken = self.store.take_due_deliveries(limit, lease_s=lease_s, job_id=job_id)
+    def take(self, limit: int, *, job_id: UUID | None = None,
+             busy: Mapping[str, int] | None = None,
+             exclude: Collection[UUID] = ()) -> list[DueDelivery]:
+        """Take up to `limit` due deliveries (of one job, if given), at most PER_OWNER of one
+        owner's counting the `busy` ones it has in flight. The lease covers one attempt that
+        starts at once (a taken delivery always has a free lane: see take_due_deliveries)."""
+        lease_s = self.settings.webhook_timeout_s * 3
+        return self.store.take_due_deliveries(limit, lease_s=lease_s, job_id=job_id,
+                                              per_owner=PER_OWNER, busy=busy, exclude=exclude)
+
+    def send(self, item: DueDelivery, until: float | None = None
+             ) -> Future[tuple[Outcome, float | None]]:
+        """One attempt of a taken delivery on its owner's lane (see attempt)."""
+        return self.lanes.submit(item.owner_id, lambda: self.attempt(item, until))
+
+    def deliver_due(self, limit: int, *, job_id: UUID | None = None) -> DeliveryReport:
+        """Take up to `limit` due deliveries (of one job, if given) and try each on this thread
+        (process's: one of the owner's lanes already)."""
+        taken = self.take(limit, job_id=job_id)
         report = DeliveryReport(taken=len(taken))
-        per_owner: dict[str, int] = {}
-        futures: list[Future[tuple[Outcome, float | None]]] = []
         for item in taken:
-            per_owner[item.owner_id] = per_owner.get(item.owner_id, 0) + 1
-            if per_owner[item.owner_id] > PER_OWNER:  # the owner's share of this batch is full
-                futures.append(_done((self._release(item, 0.0), None)))
-            elif inline:
-                futures.append(_done(self._attempt(item, until)))
-            else:
-                futures.append(self.lanes.submit(
-                    item.owner_id, lambda item=item: self._attempt(item, until)))  # type: ignore[misc]
-        for future in futures:
-            outcome, retry_in = future.result()
-            report.outcomes[outcome] = report.outcomes.get(outcome, 0) + 1
-            if retry_in is not None:
-                report.retry_in_s = min(retry_in, report.retry_in_s or retry_in)
+            report.add(*self.attempt(item))
         return report
 
     # -- process: right after a job ends, off the request's path -----------------------------
@@ -114,7 +120,7 @@ class WebhookDeliverer:
 
     def _process_try(self, job_id: UUID, owner: str, attempt: int, given_back: int) -> None:
         try:
-            report = self.deliver_due(10, job_id=job_id, inline=True)
+            report = self.deliver_due(10, job_id=job_id)
         except Exception as exc:  # the sweep delivers what this instance could not
             log("WARNING", "webhook sender gave way to the sweep", job_id=str(job_id),
                 error=type(exc).__name__)
@@ -130,24 +136,30 @@ class WebhookDeliverer:
 
     # -- one attempt ---------------------------------------------------------------------------
 
-    def _attempt(self, item: DueDelivery, until: float | None = None
-                 ) -> tuple[Outcome, float | None]:
+    def attempt(self, item: DueDelivery, until: float | None = None
+                ) -> tuple[Outcome, float | None]:
+        """One attempt of a taken delivery, within WEBHOOK_TIMEOUT_S. With `until` (the pass's
+        end, time.monotonic()), it starts only if the whole deadline fits before it: an attempt
+        is never cut short by the pass, which would spend one of the owner's attempts for our
+        lack of time; otherwise it is given back untried."""
         unbind_trace()
         bind_traceparent(item.traceparent, self.settings.google_cloud_project)
         host = urlsplit(item.url).hostname or "?"
         fields = {"job_id": str(item.job_id), "webhook_id": self._msg_id(item),
                   "host": host, "delivery_attempt": item.attempt}
         timeout_s = self.settings.webhook_timeout_s
-        if until is not None:
-            timeout_s = min(timeout_s, until - time.monotonic())
         try:
-            if timeout_s < MIN_ATTEMPT_S:
+            if until is not None and until - time.monotonic() < timeout_s:
                 return self._release(item, 0.0), None
             sent = self._send(item, timeout_s)
             if sent is None:  # nothing was tried
                 log("INFO", "webhook not tried: the owner's lookups are busy", **fields)
                 return self._release(item, RELEASE_BUSY_S), None
             outcome, status, error = sent
+            if outcome == "unopenable":  # not the receiver's doing: wait, spending nothing
+                log("WARNING", "webhook waits: the owner's signing secret cannot be opened "
+                    "with WEBHOOK_SECRET_KEY", **fields)
+                return self._park(item, error), None
             recorded, retry_in = self._record(item, outcome, status, error)
         except DatabaseUnavailable:
             log("WARNING", "webhook outcome not recorded; it will be sent again", **fields)
@@ -163,15 +175,25 @@ class WebhookDeliverer:
         except DatabaseUnavailable:  # the lease runs out and it is taken again
             return "fenced"
 
+    def _park(self, item: DueDelivery, error: str) -> Outcome:
+        try:
+            return "waiting" if self.store.park_delivery(item.id, item.attempt,
+                                                         error=error) else "fenced"
+        except DatabaseUnavailable:  # the lease runs out and it is taken again
+            return "fenced"
+
     def _send(self, item: DueDelivery, timeout_s: float) -> tuple[str, int | None, str] | None:
         s = self.settings
-        keys = [item.secret, item.previous_secret]
-        try:
-            secrets_ = [unseal(k, item.owner_id, s.webhook_secret_key) for k in keys if k]
-        except ValueError as exc:
-            return "failed", None, f"signing secret unusable: {exc}"
-        if not secrets_:  # taken only with a secret; deleted since: wait for a new one
+        if not item.secret:  # taken only with a secret; deleted since: wait for a new one
             return None
+        try:
+            secrets_ = [unseal(item.secret, item.owner_id, s.webhook_secret_key)]
+        except ValueError:
+            return "unopenable", None, UNOPENABLE
+        if item.previous_secret:  # still valid after a rotation; one the key cannot open is
+            with contextlib.suppress(ValueError):  # left out, the current one signs
+                secrets_.append(unseal(item.previous_secret, item.owner_id,
+                                       s.webhook_secret_key))
         msg_id = self._msg_id(item)
         now = datetime.now(UTC)
         headers = {
@@ -227,8 +249,3 @@ class WebhookDeliverer:
     def _msg_id(item: DueDelivery) -> str:
         return f"msg_{item.id.hex}"
 
-
-def _done(value: Any) -> Future[Any]:
-    future: Future[Any] = Future()
-    future.set_result(value)
-    return future
