@@ -1,14 +1,25 @@
 """Cron expressions and time zones for schedules, through cronsim (see README, "Schedules").
 
-cronsim follows Debian's cron, DST included: a time skipped by a spring-forward fires once just
-after the jump, and a time repeated by a fall-back fires once. It is imported on first use only:
-neither `submit` nor `process` pays for it at start-up.
+cronsim follows Debian's cron through DST changes. An expression whose minute and hour fields
+both start with a value (a fixed time such as `30 1 * * *`) is read on the wall clock: a time
+repeated by a fall-back fires once, at its first occurrence; a time skipped by a
+spring-forward fires once, at the first instant after the gap (02:30 in New York on the
+spring-forward day fires at 03:00 EDT). An expression whose minute or hour starts with `*`
+(`*/15 * * * *`, `0 * * * *`) follows elapsed time: it fires in both passes of a repeated hour
+and not at all in a skipped one, whose wall times do not exist.
 
+cronsim started inside a repeated hour's second pass reads a fixed time on the naive wall
+clock and answers its first occurrence, an instant *before* the start. `fire_times` therefore
+passes over every answer that is not strictly after the one before: a schedule's next fire time
+is always strictly after its last one, which the sweep relies on to move each schedule on.
+
+It is imported on first use only: neither `submit` nor `process` pays for it at start-up.
 Every fire time leaves here in UTC; the database stores and compares nothing else.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,6 +36,9 @@ MAX_ZONE_CHARS = 64
 INTERVAL_SAMPLES = 1500
 # How many missed ticks a catch-up counts before it says "at least".
 MISSED_COUNT_CAP = 1000
+# How many of cronsim's answers at or before the start `fire_times` passes over before it gives
+# up: a repeated span of wall time holds at most one answer a minute, and none is a day long.
+BACKWARD_ANSWERS_CAP = 1500
 
 CatchUp = Literal["once", "all"]
 
@@ -75,9 +89,29 @@ def _step(it: Any) -> datetime | None:
     return value.astimezone(UTC)
 
 
+def fire_times(expr: str, zone_name: str, after: datetime) -> Iterator[datetime]:
+    """The fire times strictly after `after`, in UTC, each strictly after the one before; ends
+    when cronsim finds no more. An answer at or before the last one given (cronsim inside a
+    repeated hour, see the module's docstring) is passed over, at most BACKWARD_ANSWERS_CAP in
+    a row; past that, InvalidInput('cron') rather than a time that does not move on."""
+    it = _sim(expr, after.astimezone(zone(zone_name)))
+    last = after.astimezone(UTC)
+    backward = 0
+    while (found := _step(it)) is not None:
+        if found <= last:
+            backward += 1
+            if backward > BACKWARD_ANSWERS_CAP:
+                raise InvalidInput("cron", f"no fire time moves on after {last:%Y-%m-%d %H:%M} "
+                                           "UTC")
+            continue
+        backward = 0
+        last = found
+        yield found
+
+
 def next_after(expr: str, zone_name: str, after: datetime) -> datetime:
     """The first fire time strictly after `after` (UTC)."""
-    found = _step(_sim(expr, after.astimezone(zone(zone_name))))
+    found = next(fire_times(expr, zone_name, after), None)
     if found is None:
         raise InvalidInput("cron", "never fires")
     return found
@@ -87,16 +121,16 @@ def check(expr: str, zone_name: str, now: datetime, min_interval_s: int) -> date
     """Validate a schedule's expression and zone against the minimum interval; returns its
     next fire time. The interval is checked over the next INTERVAL_SAMPLES fire times (and a
     DST change in them is counted in real seconds, as the jobs would be)."""
-    tz = zone(zone_name)
-    it = _sim(expr, now.astimezone(tz))
-    first = previous = _step(it)
+    it = fire_times(expr, zone_name, now)
+    first = next(it, None)
     if first is None:
         raise InvalidInput("cron", "never fires")
+    previous = first
     for _ in range(INTERVAL_SAMPLES):
-        current = _step(it)
+        current = next(it, None)
         if current is None:
             break
-        gap = (current - previous).total_seconds() if previous else min_interval_s
+        gap = (current - previous).total_seconds()
         if gap < min_interval_s:
             raise InvalidInput(
                 "cron", f"fires {gap:g} s apart at {previous:%Y-%m-%d %H:%M} UTC; the minimum "
@@ -109,20 +143,23 @@ def check(expr: str, zone_name: str, now: datetime, min_interval_s: int) -> date
 def plan_fire(
     expr: str, zone_name: str, due: datetime, now: datetime, catch_up: CatchUp
 ) -> tuple[datetime, datetime, int]:
-    """For a schedule due at `due` (<= now): (the fire time to fire, the next fire time after
-    it, how many ticks this fire stands for beyond itself). 'all' fires every missed tick in
-    turn; 'once' fires the latest due tick for the whole missed window."""
-    tz = zone(zone_name)
+    """For a schedule due at `due` (<= now): (the fire time to fire, the next fire time,
+    strictly after both the fire time and `due`, and the missed count for the fire's event).
+    'all' fires every missed tick in turn (missed 0 each); 'once' fires the latest due tick
+    for the whole missed window, and its missed count is every tick the fire stands for, the
+    fired one included (0 when it stands for its own tick only), capped at MISSED_COUNT_CAP."""
     if catch_up == "all":
         return due, next_after(expr, zone_name, due), 0
-    latest = _step(_sim(expr, (now + timedelta(seconds=1)).astimezone(tz), reverse=True))
-    if latest is None or latest < due:
+    latest = _step(_sim(expr, (now + timedelta(seconds=1)).astimezone(zone(zone_name)),
+                        reverse=True))
+    if latest is None or latest < due or latest > now:
         latest = due
     following = next_after(expr, zone_name, max(latest, now))
     missed = 0
     if latest > due:
-        it = _sim(expr, due.astimezone(tz))
         missed = 1  # `due` itself
-        while missed < MISSED_COUNT_CAP and (tick := _step(it)) is not None and tick < latest:
-            missed += 1
+        for tick in fire_times(expr, zone_name, due):
+            if missed >= MISSED_COUNT_CAP or tick > latest:
+                break
+            missed += 1  # up to and including `latest`, the tick that fires
     return latest, following, missed

@@ -10,6 +10,7 @@ fire time, whatever the lock missed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -79,10 +80,13 @@ ORDER BY created_at DESC, id DESC LIMIT :limit"""
 
 SQL_LIST = {c: _list_sql(c) for c in (False, True)}
 
-# The sweep's due-scan, on the partial index ix_schedules_due.
+# The sweep's due-scan, on the partial index ix_schedules_due. "Now" is the sweep's clock, the
+# one it plans the fires with, so the two never disagree on what is due. :passed are the
+# schedules this pass is done with (see common/maintenance/schedules.py).
 SQL_DUE = """
 SELECT id, cron, timezone, catch_up, next_fire_at FROM schedules
-WHERE enabled AND next_fire_at <= now()
+WHERE enabled AND next_fire_at <= CAST(:now AS timestamptz)
+  AND NOT (id = ANY(CAST(:passed AS uuid[])))
 ORDER BY next_fire_at LIMIT :limit"""
 
 LIVE = f"({lit(JobState.PENDING)},{lit(JobState.PROCESSING)})"
@@ -238,10 +242,15 @@ class ScheduleQueries(CallerOperations):
 
     # -- the sweep ---------------------------------------------------------------------------
 
-    def due_schedules(self, limit: int) -> list[DueSchedule]:
+    def due_schedules(self, limit: int, *, now: datetime | None = None,
+                      passed: Iterable[UUID] = ()) -> list[DueSchedule]:
+        """Up to `limit` schedules due at `now` (default: this instant), oldest due first,
+        except those in `passed`."""
         from common.store.schedule_models import DueSchedule
 
-        return [DueSchedule.model_validate(r) for r in self._rows(SQL_DUE, limit=limit)]
+        rows = self._rows(SQL_DUE, limit=limit, now=now or datetime.now(UTC),
+                          passed=[str(i) for i in passed])
+        return [DueSchedule.model_validate(r) for r in rows]
 
     def fire(self, due: DueSchedule, fire_time: datetime, next_fire: datetime,
              missed: int) -> tuple[bool, UUID | None]:
