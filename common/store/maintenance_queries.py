@@ -117,8 +117,12 @@ SELECT id, state, attempts, owner_id FROM moved"""
 # is a delivery failure: back to the re-dispatch queue after a growing, jittered delay; FAILED
 # 'Undeliverable' once it has waited out the budget since it became due. `prior` reads the
 # locked row before the update, so the event records the count and the time it started.
-# Due since: not_before for a backoff, else updated_at (when it last entered PENDING).
-DUE_SINCE = "COALESCE(undelivered_since, not_before, updated_at)"
+# The delivery clock starts at the first of: undelivered_since (a delivery failed before, or a
+# parked job was released: fair_share), else when the job became due: not_before for a run-later
+# time or a backoff, else updated_at (when it last entered PENDING). Never before its last
+# deferral: a parked job's message reached a worker then, and waiting for the owner's slot is
+# not delivery time (a parked job re-published while still parked, say).
+DUE_SINCE = "GREATEST(COALESCE(undelivered_since, not_before, updated_at), deferred_at)"
 SQL_DELIVERY_FAILED = f"""
 WITH prior AS (
     SELECT id, delivery_failures + 1 AS failures, {DUE_SINCE} AS since,

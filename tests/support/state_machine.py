@@ -382,8 +382,9 @@ class JobMachine(RuleBasedStateMachine):
                 "SELECT dispatched_at IS NOT NULL, "
                 # The budget runs from when delivery first failed, else from when the job
                 # became due (the end of its backoff, else when it entered PENDING).
-                "CASE WHEN undelivered_since IS NOT NULL THEN undelivered_since "
-                "WHEN not_before IS NOT NULL THEN not_before ELSE updated_at END <= now() "
+                "GREATEST(CASE WHEN undelivered_since IS NOT NULL THEN undelivered_since "
+                "WHEN not_before IS NOT NULL THEN not_before ELSE updated_at END, deferred_at) "
+                "<= now() "
                 "FROM jobs WHERE id = :id"), {"id": job_id}).one_or_none()
         outstanding, budget_running = (bool(row_now[0]), bool(row_now[1])) if row_now else (
             False, False)
