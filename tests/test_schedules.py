@@ -16,8 +16,7 @@ from common.maintenance.budget import Budget
 from common.store import cron
 from common.store.errors import InvalidInput, ScheduleLimitReached
 from common.store.job_store import JobStore
-from common.store.models import JobTemplate
-from common.store.schedule_models import NewSchedule
+from common.store.schedule_models import NewSchedule, ScheduleTemplate
 from common.store.states import JobState
 from tests.submit_fixtures import SubmitHarness
 
@@ -25,7 +24,7 @@ TEMPLATE = {"preset": "echo", "content": "tick"}
 
 
 def _new(cron_expr: str = "*/5 * * * *", **kw: Any) -> NewSchedule:
-    return NewSchedule(cron=cron_expr, job=JobTemplate(**TEMPLATE), **kw)
+    return NewSchedule(cron=cron_expr, job=ScheduleTemplate(**TEMPLATE), **kw)
 
 
 def _backdate(engine: Engine, schedule_id: Any, by: str) -> None:
@@ -117,6 +116,13 @@ def test_create_get_list_pause_resume_delete(api: SubmitHarness) -> None:
         ({"job": {"preset": "echo", "content": "x", "idempotency_key": "k"}},
          "job.idempotency_key"),
         ({"owner_id": "hs256:bob"}, "owner_id"),
+        # a callback URL is checked as POST /jobs checks one (issue #31)
+        ({"job": {**TEMPLATE, "callback_url": "https://169.254.169.254/"}}, "job.callback_url"),
+        ({"job": {**TEMPLATE, "callback_url": "http://10.0.0.1/"}}, "job.callback_url"),
+        ({"job": {**TEMPLATE, "callback_url": "https://hooks.example.com/\n"}},
+         "job.callback_url"),
+        ({"job": {**TEMPLATE, "callback_url": "https://x\ud800.com/"}}, "job.callback_url"),
+        ({"job": {**TEMPLATE, "callback_url": ""}}, "job.callback_url"),
     ],
 )
 def test_bad_schedules_are_422_naming_the_field_and_store_nothing(
@@ -305,3 +311,43 @@ def test_the_grammar_and_cronsim_agree() -> None:
         assert compiled().fullmatch(never)  # schema-valid...
         with pytest.raises(InvalidInput, match="never fires"):  # ...but refused, and said why
             cron.next_after(never, "UTC", datetime(2026, 1, 1, tzinfo=UTC))
+
+
+@pytest.fixture()
+def loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in make dev: the webhook receiver is on this machine (set before `api` is built)."""
+    monkeypatch.setenv("WEBHOOK_ALLOW_LOOPBACK", "true")
+
+
+def test_a_schedule_s_jobs_carry_its_callback_url(
+    loopback: None, api: SubmitHarness, store: JobStore, engine: Engine
+) -> None:
+    """Issue #31: a schedule's template may carry a callback_url, checked like POST /jobs'; each
+    job it fires carries it, and the job's end puts its webhook in the outbox like any other."""
+    url = "http://127.0.0.1:9/hook"
+    body = {"cron": "*/5 * * * *", "job": {**TEMPLATE, "callback_url": url}}
+    resp = api.client.post("/schedules", json=body, headers=api.auth("alice"))
+    assert resp.status_code == 201, resp.get_json()
+    created = resp.get_json()
+    assert created["job"]["callback_url"] == url
+    sched = store.get_schedule("hs256:alice", created["id"])
+    # A patch that replaces the template without one drops it; one that gives it keeps it.
+    patched = api.client.patch(f"/schedules/{sched.id}", json={"job": TEMPLATE},
+                               headers=api.auth("alice")).get_json()
+    assert patched["job"]["callback_url"] is None
+    patched = api.client.patch(f"/schedules/{sched.id}", json=body,
+                               headers=api.auth("alice")).get_json()
+    assert patched["job"]["callback_url"] == url
+    _backdate(engine, sched.id, "5 minutes 1 second")
+    assert schedules_step.fire_due(store, Budget(60), 100, 30)["fired"] == 1
+    job_id = store.get_schedule(sched.owner_id, sched.id).last_job_id
+    assert job_id is not None
+    job = store.get(sched.owner_id, job_id)
+    assert job.callback_url == url
+    claimed = store.claim(job.id).job
+    assert claimed is not None
+    store.complete(claimed.id, claimed.attempts, {"ok": True})
+    with engine.connect() as conn:
+        outbox = conn.execute(text("SELECT url FROM webhook_deliveries WHERE job_id = :id"),
+                              {"id": job.id}).scalars().all()
+    assert outbox == [url]

@@ -199,22 +199,23 @@ def _new_job_variants(
                 },
             },
         }
+        variant["properties"]["callback_url"] = {
+            "description": (
+                "Where the job's end is POSTed, signed (Standard Webhooks). Checked "
+                "after DNS resolution: a name resolving to a private, loopback, "
+                "link-local or metadata address is refused (422)."
+                + (" Every job the schedule fires carries it." if template else "")
+            ),
+            "anyOf": [
+                *({"type": "string", "maxLength": MAX_URL, "pattern": pattern}
+                  for pattern in url_patterns(settings.webhook_allow_loopback)),
+                {"type": "null"},
+            ],
+        }
         if not template:
             variant["properties"]["idempotency_key"] = {
                 "anyOf": [{"type": "string", "minLength": 1, "maxLength": 255,
                            "pattern": NO_NUL}, {"type": "null"}],
-            }
-            variant["properties"]["callback_url"] = {
-                "description": (
-                    "Where the job's end is POSTed, signed (Standard Webhooks). Checked "
-                    "after DNS resolution: a name resolving to a private, loopback, "
-                    "link-local or metadata address is refused (422)."
-                ),
-                "anyOf": [
-                    *({"type": "string", "maxLength": MAX_URL, "pattern": pattern}
-                      for pattern in url_patterns(settings.webhook_allow_loopback)),
-                    {"type": "null"},
-                ],
             }
             variant["properties"].update(_run_later(settings, today or datetime.now(UTC).date()))
             variant["not"] = {"required": ["run_at", "delay_s"]}

@@ -82,7 +82,8 @@ class SubmitApi:
     def _schedule_endpoints(self) -> ScheduleEndpoints:
         from common.api.schedules import ScheduleEndpoints  # few requests touch a schedule
 
-        return ScheduleEndpoints(self.service, self.registry, self._body)
+        return ScheduleEndpoints(self.service, self.registry, self._body,
+                                 allow_loopback=self.settings.webhook_allow_loopback)
 
     def handle(self, request: Request) -> Response:
         started = time.perf_counter()

@@ -34,15 +34,16 @@ if TYPE_CHECKING:  # built on first use: every function imports the store, few t
     )
 
 SCOLS = (
-    "id, owner_id, cron, timezone, preset, content, metadata, max_attempts, enabled, overlap, "
-    "catch_up, next_fire_at, last_fire_at, last_job_id, created_at, updated_at"
+    "id, owner_id, cron, timezone, preset, content, metadata, max_attempts, callback_url, "
+    "enabled, overlap, catch_up, next_fire_at, last_fire_at, last_job_id, created_at, updated_at"
 )
 VALUES = (
-    ":cron, :timezone, :preset, :content, CAST(:metadata AS jsonb), :max_attempts, :enabled, "
-    ":overlap, :catch_up, CAST(:next_fire_at AS timestamptz)"
+    ":cron, :timezone, :preset, :content, CAST(:metadata AS jsonb), :max_attempts, "
+    "CAST(:callback_url AS text), :enabled, :overlap, :catch_up, "
+    "CAST(:next_fire_at AS timestamptz)"
 )
-FIELDS = "cron, timezone, preset, content, metadata, max_attempts, enabled, overlap, catch_up, " \
-         "next_fire_at"
+FIELDS = "cron, timezone, preset, content, metadata, max_attempts, callback_url, enabled, " \
+         "overlap, catch_up, next_fire_at"
 
 # The owner's quota is read in the same statement. Two creates at the same instant can both
 # see room for one: the quota may then be passed by one, which is all it is for (a bound on
@@ -92,7 +93,8 @@ ORDER BY next_fire_at LIMIT :limit"""
 LIVE = f"({lit(JobState.PENDING)},{lit(JobState.PROCESSING)})"
 SQL_FIRE = f"""
 WITH s AS (
-    SELECT id, owner_id, preset, content, metadata, max_attempts, overlap, last_job_id
+    SELECT id, owner_id, preset, content, metadata, max_attempts, callback_url, overlap,
+           last_job_id
     FROM schedules
     WHERE id = :id AND enabled AND next_fire_at = CAST(:expected AS timestamptz)
     FOR UPDATE SKIP LOCKED
@@ -101,10 +103,10 @@ WITH s AS (
     WHERE s.overlap = 'skip' AND j.state IN {LIVE}
 ), job AS (
     INSERT INTO jobs (owner_id, preset, content, metadata, max_attempts, attempt_limit, state,
-                      schedule_id, fire_time)
+                      schedule_id, fire_time, callback_url)
     SELECT owner_id, preset, content, metadata, COALESCE(max_attempts, :default_max),
            COALESCE(max_attempts, :default_max), {lit(JobState.PENDING)}, id,
-           CAST(:fire_time AS timestamptz)
+           CAST(:fire_time AS timestamptz), callback_url
     FROM s WHERE NOT EXISTS (SELECT 1 FROM busy)
     ON CONFLICT (schedule_id, fire_time) WHERE schedule_id IS NOT NULL DO NOTHING
     RETURNING id, state, attempts
@@ -158,6 +160,7 @@ class ScheduleQueries(CallerOperations):
             "content": template.content,
             "metadata": to_json(template.metadata, "job.metadata"),
             "max_attempts": template.max_attempts,
+            "callback_url": getattr(template, "callback_url", None),
             "enabled": values["enabled"],
             "overlap": values["overlap"],
             "catch_up": values["catch_up"],
@@ -203,7 +206,7 @@ class ScheduleQueries(CallerOperations):
                         patch: SchedulePatch) -> Schedule:
         """Apply the given fields. A new expression or zone, or a resume, sets the next fire
         time from now: a paused window is not caught up."""
-        from common.store.schedule_models import Schedule
+        from common.store.schedule_models import Schedule, ScheduleTemplate
 
         given = patch.given()
         for _ in range(3):  # another change in between: read again and re-apply
@@ -211,9 +214,9 @@ class ScheduleQueries(CallerOperations):
             values = {k: getattr(current, k) for k in ("cron", "timezone", "enabled",
                                                       "overlap", "catch_up")}
             values.update({k: v for k, v in given.items() if k != "job"})
-            template = given.get("job") or JobTemplate(
+            template = given.get("job") or ScheduleTemplate(
                 preset=current.preset, content=current.content, metadata=current.metadata,
-                max_attempts=current.max_attempts)
+                max_attempts=current.max_attempts, callback_url=current.callback_url)
             params = self._schedule_params(current.owner_id, template, values, datetime.now(UTC))
             timing = ("cron", "timezone", "enabled")
             if values["enabled"] and current.enabled and not any(
