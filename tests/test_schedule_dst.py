@@ -26,8 +26,7 @@ from common.maintenance import schedules as schedules_step
 from common.maintenance.budget import Budget
 from common.store import cron
 from common.store.job_store import JobStore
-from common.store.models import JobTemplate
-from common.store.schedule_models import DueSchedule, NewSchedule
+from common.store.schedule_models import DueSchedule, NewSchedule, ScheduleTemplate
 
 NEW_YORK = "America/New_York"
 FALL_BACK = datetime(2026, 11, 1, 6, 0, tzinfo=UTC)  # 02:00 EDT -> 01:00 EST
@@ -192,6 +191,13 @@ def test_new_york_fall_back_and_spring_forward_by_name() -> None:
     assert _local_fires("30 2 * * *", NEW_YORK, SPRING_FORWARD) == [
         SPRING_FORWARD.astimezone(ZoneInfo(NEW_YORK))]
     assert _local_fires("*/20 2 * * *", NEW_YORK, SPRING_FORWARD) == []
+    # Lord Howe falls back half an hour (02:00 +11 -> 01:30 +10:30). Started in the repeated
+    # half hour, cronsim's own zone handling skipped the next day's 00:00 and 00:20; walking
+    # wall times and mapping them here does not.
+    lord_howe = "Australia/Lord_Howe"
+    assert [t.strftime("%H:%M") for t in cron.fire_times(
+        "*/20 0 * * *", lord_howe, datetime(2026, 4, 4, 15, 0, tzinfo=UTC))][:3] == [
+        "13:30", "13:50", "14:10"]  # 00:00, 00:20, 00:40 at +10:30 on 6 April
 
 
 # -- the sweep, on PostgreSQL -----------------------------------------------------------------
@@ -215,7 +221,8 @@ def _counting(store: JobStore) -> CountingStore:
 def _schedule(store: JobStore, engine: Engine, expr: str, first: datetime,
               **kw: Any) -> Any:
     sched = store.create_schedule("hs256:alice", NewSchedule(
-        cron=expr, timezone=NEW_YORK, job=JobTemplate(preset="echo", content="tick"), **kw))
+        cron=expr, timezone=NEW_YORK, job=ScheduleTemplate(preset="echo", content="tick"),
+        **kw))
     with engine.begin() as conn:
         conn.execute(text("UPDATE schedules SET next_fire_at = :t WHERE id = :id"),
                      {"t": first, "id": sched.id})
