@@ -351,3 +351,46 @@ def test_a_schedule_s_jobs_carry_its_callback_url(
         outbox = conn.execute(text("SELECT url FROM webhook_deliveries WHERE job_id = :id"),
                               {"id": job.id}).scalars().all()
     assert outbox == [url]
+
+
+@pytest.mark.parametrize("expr", [
+    "00 9 * * mon", "0 9 * * Mon-Fri", "00 00 1 jan *", "05 */02 * * sun,sat",
+    "*/15  9-17 * *\tMON-FRI", " 0 0 * * * ", "0 0 l * *", "0 0 lw * *", "0 0 * * 5l",
+    "0 0 * * mon#2", "0 0 * * 7", "0 0 */100 * *", "007 7 07 07 *",
+])
+def test_the_forms_cron_users_write_are_accepted(api: SubmitHarness, expr: str) -> None:
+    """Issue #31: leading zeros, names in any case, several spaces or a tab: what cronsim
+    accepts. The OpenAPI pattern admits them too (checked against cronsim by the property
+    test below)."""
+    from common.store.cron_grammar import compiled
+
+    assert compiled().fullmatch(expr)
+    resp = api.client.post("/schedules", json={"cron": expr, "job": TEMPLATE},
+                           headers=api.auth("alice"))
+    assert resp.status_code == 201, resp.get_json()
+    assert resp.get_json()["cron"] == expr
+
+
+@pytest.mark.parametrize(("expr", "says"), [
+    ("61 * * * *", "the minute field '61'"),
+    ("0 24 * * *", "the hour field '24'"),
+    ("0 0 32 * *", "the day-of-month field '32'"),
+    ("0 0 * 13 *", "the month field '13'"),
+    ("0 0 * * MOM", "the day-of-week field 'MOM'"),
+    ("0 0 * * mon#6", "the day-of-week field 'mon#6'"),
+    ("5-3 * * * *", "the minute field '5-3'"),
+    ("*/0 * * * *", "the minute field '*/0'"),
+    ("* * *", "has 3 fields"),
+    ("0 0 * * * *", "has 6 fields"),
+    ("@daily", "may contain only"),
+    ("0 0 31 4 *", "the day-of-month field '31' has only days no month"),
+])
+def test_a_refused_expression_names_its_field(api: SubmitHarness, expr: str,
+                                              says: str) -> None:
+    """Issue #31: not one generic message, but the field that is wrong."""
+    resp = api.client.post("/schedules", json={"cron": expr, "job": TEMPLATE},
+                           headers=api.auth("alice"))
+    problem = resp.get_json()
+    assert resp.status_code == 422, problem
+    assert problem["invalid_params"][0]["name"] == "cron"
+    assert says in problem["invalid_params"][0]["reason"], problem

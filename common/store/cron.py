@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
-from common.store.cron_grammar import compiled
+from common.store.cron_grammar import compiled, explain
 from common.store.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -75,11 +75,10 @@ def zone(name: str) -> ZoneInfo:
 def _sim(expr: str, start: datetime) -> Any:
     from cronsim import CronSim, CronSimError
 
-    if len(expr) > MAX_CRON_CHARS or compiled().fullmatch(expr) is None:
-        raise InvalidInput("cron", "not a cron expression this API accepts: 5 fields (minute "
-                                   "hour day-of-month month day-of-week) separated by one space, "
-                                   "numbers without leading zeros, ranges upwards, upper-case "
-                                   "names, e.g. '*/15 9-17 * * MON-FRI'")
+    if len(expr) > MAX_CRON_CHARS:
+        raise InvalidInput("cron", f"longer than {MAX_CRON_CHARS} characters")
+    if compiled().fullmatch(expr) is None:
+        raise InvalidInput("cron", explain(expr))
     try:
         return CronSim(expr, start)
     except CronSimError as exc:
