@@ -8,7 +8,7 @@ TOOLS  := $(VENV)/tools/.installed-$(shell cat requirements-tools.txt | cksum | 
 
 AXE    := tests/ui/node_modules/axe-core/axe.min.js
 
-.PHONY: install lint types browser test bench dev clean
+.PHONY: install lint types browser docs test bench dev clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -44,7 +44,12 @@ lint: install
 types: install
 	$(BIN)/mypy
 
-test: lint types browser
+# The docs site (mkdocs.yml), built strictly into .site/ (git-ignored): a broken link or anchor,
+# or a page under docs/ missing from nav, fails the build, and so `make test`.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet
+
+test: lint types browser docs
 	$(BIN)/python -m pytest
 
 bench: install
@@ -66,4 +71,4 @@ dev: $(STAMP)
 	$(BIN)/python -m localstack.dev
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .site

@@ -237,7 +237,7 @@ def main() -> int:
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         f"Machine: {_machine()}.",
         "The machine is shared and noisy; figures move by ±20% between runs. Every ratio is",
-        "against a floor measured in the same run (see README.md, Benchmarks, for what each",
+        "against a floor measured in the same run (see docs/benchmarks.md for what each",
         "benchmark does; the end-to-end floor is the hand-written pair in bench/floor/main.py).",
         "",
         "| benchmark | ours | floor | ratio | target |",

@@ -36,7 +36,7 @@ PositiveInt = Annotated[int, Field(gt=0)]
 
 
 class Settings(BaseModel):
-    """Every knob of the job store; see the settings table in README.md."""
+    """Every knob of the job store; see the settings table in docs/settings.md."""
 
     model_config = ConfigDict(extra="ignore", frozen=True, validate_default=True)
 

@@ -188,12 +188,12 @@ def test_tunable_is_passed_to_exactly_the_functions_that_read_it(
     assert setting not in infra.locals["common_env"]
 
 
-def test_tunables_are_in_the_docs_and_the_readme(infra: Infra) -> None:
-    docs, readme = DOCS.read_text(), (ROOT / "README.md").read_text()
+def test_tunables_are_in_the_deploy_guide_and_the_settings_table(infra: Infra) -> None:
+    docs, settings = DOCS.read_text(), (ROOT / "docs" / "settings.md").read_text()
     for setting in TUNABLES:
         assert f"`{setting.lower()}`" in docs, setting
-        row = next(line for line in readme.splitlines() if line.startswith(f"| `{setting}`"))
-        assert f"`{setting.lower()}`" in row, f"README's settings row for {setting}"
+        row = next(line for line in settings.splitlines() if line.startswith(f"| `{setting}`"))
+        assert f"`{setting.lower()}`" in row, f"docs/settings.md's row for {setting}"
 
 
 def test_owner_max_running_validation_refuses_what_settings_refuse(infra: Infra) -> None:

@@ -89,7 +89,7 @@ def test_another_owners_token_sees_nothing_of_alices(api: SubmitHarness, store: 
         assert listed.status_code == 200 and job_id not in listed.get_data(as_text=True)
         stats = api.client.get("/stats", headers=headers).get_json()
         assert stats["depth"]["PENDING"] == 0
-    # bob's cancel/retry did nothing (owners are namespaced by verifier: README)
+    # bob's cancel/retry did nothing (owners are namespaced by verifier: docs/api.md)
     assert store.get(f"hs256:{ALICE}", job_id).state.value == "PENDING"
 
 

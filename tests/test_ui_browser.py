@@ -5,7 +5,7 @@ what a person sees and do what a person does: sign in, read the queue, filter, o
 cancel and retry with confirmation, move around with the keyboard.
 
 Screenshots go to a temporary folder; with UI_SCREENSHOTS=save they replace the ones in
-docs/screenshots/ that README shows.
+docs/screenshots/ that docs/dashboard.md shows.
 """
 
 from __future__ import annotations

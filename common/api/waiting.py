@@ -1,6 +1,7 @@
 """`GET /jobs/{id}?wait=N`: answer as soon as the job is terminal, or after N seconds.
 
-Measured choice (README, "Waiting for a job"): bounded polling with backoff, not LISTEN/NOTIFY.
+Measured choice (docs/live-jobs.md, "Waiting instead of polling"): bounded polling with
+backoff, not LISTEN/NOTIFY.
 A waiting request holds its own request thread either way; polling adds no thread, no
 connection held between reads (each read checks a pooled connection out for one primary-key
 statement), and about 1 + ceil(log2(cap/first)) + (N - warm-up)/cap reads per wait; LISTEN

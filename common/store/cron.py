@@ -1,4 +1,4 @@
-"""Cron expressions and time zones for schedules (see README, "Schedules").
+"""Cron expressions and time zones for schedules (docs/scheduling.md).
 
 cronsim matches the expression against wall-clock times; this module turns wall times into
 instants, so the DST rule is ours and stated here (cronsim's own zone handling is not used: in
