@@ -355,8 +355,8 @@ def test_a_schedule_s_jobs_carry_its_callback_url(
 
 @pytest.mark.parametrize("expr", [
     "00 9 * * mon", "0 9 * * Mon-Fri", "00 00 1 jan *", "05 */02 * * sun,sat",
-    "*/15  9-17 * *\tMON-FRI", " 0 0 * * * ", "0 0 l * *", "0 0 lw * *", "0 0 * * 5l",
-    "0 0 * * mon#2", "0 0 * * 7", "0 0 */100 * *", "007 7 07 07 *",
+    "*/15  9-17 * *\tMON-FRI", "0 0 l * *", "0 0 lw * *", "0 0 * * 5l",
+    "0 0 * * mon#2", "0 0 * * 7", "0 0 */099 * *", "07 7 07 07 *", "00-05/02 * * * *",
 ])
 def test_the_forms_cron_users_write_are_accepted(api: SubmitHarness, expr: str) -> None:
     """Issue #31: leading zeros, names in any case, several spaces or a tab: what cronsim
@@ -383,6 +383,9 @@ def test_the_forms_cron_users_write_are_accepted(api: SubmitHarness, expr: str) 
     ("* * *", "has 3 fields"),
     ("0 0 * * * *", "has 6 fields"),
     ("@daily", "may contain only"),
+    (" 0 0 * * *", "has spaces or tabs around it"),
+    ("007 * * * *", "the minute field '007'"),
+    ("*/100 * * * *", "the minute field '*/100'"),
     ("0 0 31 4 *", "the day-of-month field '31' has only days no month"),
 ])
 def test_a_refused_expression_names_its_field(api: SubmitHarness, expr: str,

@@ -50,8 +50,8 @@ def _shared(settings: Settings) -> dict[str, Any]:
             "type": "string", "maxLength": MAX_CRON_CHARS, "pattern": cron_pattern(),
             "description": "Five fields (minute hour day-of-month month day-of-week) separated "
                            "by spaces or tabs, Debian cron's syntax as cronsim reads it: "
-                           "numbers with or without leading zeros, ranges upwards, positive "
-                           "steps, month and day names in any case, L/LW in day-of-month, 5L "
+                           "numbers with or without one leading zero, ranges upwards, steps "
+                           "1-99, month and day names in any case, L/LW in day-of-month, 5L "
                            "and MON#2 in day-of-week. Fires at most once per "
                            f"{settings.schedule_min_interval_s} s (SCHEDULE_MIN_INTERVAL_S). "
                            "A refused expression's 422 names the cron field that is wrong.",

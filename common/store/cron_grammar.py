@@ -3,14 +3,16 @@ it does not.
 
 The OpenAPI document states the pattern as `cron`'s and the store checks it before cronsim
 parses anything, so the two always agree: every expression the pattern admits is one cronsim
-accepts (ranges run upwards, steps are positive, a day-of-month of only 30/31 cannot meet a
-month too short for it), and it admits the forms cron users write: Debian cron's five fields,
-numbers with or without leading zeros (`00`, `05`), month and day names in any case (`mon`,
-`Jan`), `L` and `LW` in day-of-month, `5L` (last Friday) and `MON#2` (second Monday) in
-day-of-week, fields separated by spaces or tabs, with spaces or tabs around them allowed. It is
-ASCII only: cronsim would also read a Unicode letter that upper-cases to ASCII (U+017F, the
-long s, for the s of `sun`), which no one means. `explain` says, for an expression the pattern
-refuses, which field is wrong.
+accepts (ranges run upwards, steps are 1-99, a day-of-month of only 30/31 cannot meet a month
+too short for it), and it admits the forms cron users write: Debian cron's five fields, numbers
+with or without one leading zero (`00`, `05`), month and day names in any case (`mon`, `Jan`),
+`L` and `LW` in day-of-month, `5L` (last Friday) and `MON#2` (second Monday) in day-of-week,
+fields separated by spaces or tabs. cronsim reads a little more, refused here to keep the
+pattern one that a contract tester can generate from quickly (every unbounded repeat makes its
+examples longer than the 120-character limit): several leading zeros (`007`), steps past 99,
+spaces around the expression; and Unicode letters that upper-case to ASCII (U+017F, the long s,
+for the s of `sun`), which no one means. `explain` says, for an expression the pattern refuses,
+which field is wrong.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from functools import lru_cache
 
 MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
 DAYS = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]
-ZEROS = "0*"  # leading zeros: cronsim reads `007` as 7
-STEP = f"{ZEROS}[1-9][0-9]*"
+ZEROS = "0?"  # one leading zero: `05` (cronsim reads any number of them)
+STEP = f"{ZEROS}[1-9][0-9]?"
 GAP = "[ \t]+"
 FIELDS = ("minute", "hour", "day-of-month", "month", "day-of-week")
 RULES = {
@@ -40,7 +42,8 @@ def any_case(name: str) -> str:
 
 
 def num_range(lo: int, hi: int) -> str:
-    """Decimal numbers in [lo, hi] (at most two significant digits), leading zeros allowed."""
+    """Decimal numbers in [lo, hi] (at most two significant digits), one leading zero
+    allowed."""
     parts = []
     for tens in range(lo // 10, hi // 10 + 1):
         first = lo % 10 if tens == lo // 10 else 0
@@ -107,10 +110,10 @@ def _parts() -> dict[str, str]:
 def cron_pattern() -> str:
     p = _parts()
     month, dow = p["month"], p["day-of-week"]
-    return (f"^[ \t]*{p['minute']}{GAP}{p['hour']}{GAP}"
+    return (f"^{p['minute']}{GAP}{p['hour']}{GAP}"
             f"(?:{p['day_with_low']}{GAP}{month}{GAP}{dow}"
             f"|{p['day_high_only']}{GAP}\\*{GAP}{dow}"
-            f"|{p['day_high_only']}{GAP}{month}{GAP}{p['dow_not_star']})[ \t]*$")
+            f"|{p['day_high_only']}{GAP}{month}{GAP}{p['dow_not_star']})$")
 
 
 @lru_cache(maxsize=1)
@@ -128,6 +131,8 @@ def explain(expr: str) -> str:
     if re.search(r"[^ \t0-9A-Za-z*,/#-]", expr):
         return ("may contain only ASCII digits, month and day names, the characters * , - / "
                 "# and spaces or tabs between the fields")
+    if expr != expr.strip(" \t"):
+        return "has spaces or tabs around it; write the five fields alone"
     fields = expr.split()
     if len(fields) != len(FIELDS):
         return (f"has {len(fields)} field{'s' if len(fields) != 1 else ''}; a cron expression "
@@ -135,6 +140,7 @@ def explain(expr: str) -> str:
     for name, value in zip(FIELDS, fields, strict=True):
         if _field_patterns()[name].fullmatch(value) is None:
             return (f"the {name} field {value!r} is not valid: values {RULES[name]}; a list "
-                    "(1,15), an upward range (1-5), a step (*/15 or 1-30/5), or *")
+                    "(1,15), an upward range (1-5), a step of 1-99 (*/15 or 1-30/5), or *; "
+                    "at most one leading zero")
     return (f"the day-of-month field {fields[2]!r} has only days no month in the month field "
             f"{fields[3]!r} reaches (e.g. 31 in April)")
