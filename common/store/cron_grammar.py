@@ -8,9 +8,10 @@ too short for it), and it admits the forms cron users write: Debian cron's five 
 with or without one leading zero (`00`, `05`), month and day names in any case (`mon`, `Jan`),
 `L` and `LW` in day-of-month, `5L` (last Friday) and `MON#2` (second Monday) in day-of-week,
 fields separated by spaces or tabs. cronsim reads a little more, refused here to keep the
-pattern one that a contract tester can generate from quickly (every unbounded repeat makes its
-examples longer than the 120-character limit): several leading zeros (`007`), steps past 99,
-spaces around the expression; and Unicode letters that upper-case to ASCII (U+017F, the long s,
+pattern one that a contract tester can generate from quickly (an unbounded repeat makes its
+examples longer than the 120-character limit, a larger pattern makes each one slower):
+several leading zeros (`007`), steps past 99, spaces around the expression, ranges that mix a
+number and a name (`1-MAR`); and Unicode letters that upper-case to ASCII (U+017F, the long s,
 for the s of `sun`), which no one means. `explain` says, for an expression the pattern refuses,
 which field is wrong.
 """
@@ -53,23 +54,20 @@ def num_range(lo: int, hi: int) -> str:
     return f"{ZEROS}(?:" + "|".join(parts) + ")"
 
 
-def _tokens(lo: int, hi: int, names: list[str], first_name: int) -> list[tuple[str, int]]:
-    """(pattern, value) for every way to write one value: numbers, then names."""
-    out = [(num_range(v, v), v) for v in range(lo, hi + 1)]
-    return out + [(any_case(name), first_name + i) for i, name in enumerate(names)]
-
-
 def _items(lo: int, hi: int, names: list[str] | None = None, first_name: int = 0,
            starts: tuple[int, int] | None = None) -> str:
     """Values and upward ranges of a field whose values run lo..hi, each with an optional
-    step; with `starts`, only those whose first value lies in that span."""
+    step; with `starts`, only those whose first value lies in that span. A range is written in
+    numbers (1-5) or in names (MON-FRI), not mixed (cronsim reads `1-MAR` too; no one writes
+    it, and allowing it would double the pattern's size)."""
     first, last = starts or (lo, hi)
-    tokens = _tokens(lo, hi, names or [], first_name)
-    named = tokens[hi - lo + 1:]
+    named = [(any_case(name), first_name + i) for i, name in enumerate(names or [])]
     alts = [num_range(first, last)] + [n for n, v in named if first <= v <= last]
-    for text, start in tokens:
+    for start in range(first, last + 1):
+        alts.append(f"{ZEROS}{start}-{num_range(start, hi)}")
+    for text, start in named:
         if first <= start <= last:
-            ends = [num_range(start, hi)] + [n for n, v in named if v >= start]
+            ends = [n for n, v in named if v >= start]
             alts.append(f"{text}-(?:{'|'.join(ends)})")
     return f"(?:(?:{'|'.join(alts)})(?:/{STEP})?)"
 
