@@ -199,12 +199,12 @@ def _new_job_variants(
                 },
             },
         }
-        variant["properties"]["callback_url"] = {
+        # Stated once, referred to by every variant of both bodies (a schedule's jobs carry it).
+        schemas["CallbackUrl"] = {
             "description": (
                 "Where the job's end is POSTed, signed (Standard Webhooks). Checked "
                 "after DNS resolution: a name resolving to a private, loopback, "
                 "link-local or metadata address is refused (422)."
-                + (" Every job the schedule fires carries it." if template else "")
             ),
             "anyOf": [
                 *({"type": "string", "maxLength": MAX_URL, "pattern": pattern}
@@ -212,6 +212,7 @@ def _new_job_variants(
                 {"type": "null"},
             ],
         }
+        variant["properties"]["callback_url"] = _ref("CallbackUrl")
         if not template:
             variant["properties"]["idempotency_key"] = {
                 "anyOf": [{"type": "string", "minLength": 1, "maxLength": 255,
