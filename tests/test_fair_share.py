@@ -7,6 +7,7 @@ import random
 import threading
 import time
 from collections import Counter
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -390,3 +391,89 @@ def test_a_pending_quota_refuses_new_jobs_but_answers_replays(store: JobStore) -
     assert store.owner_stats("alice")["depth"]["PENDING"] == 2
     store.cancel("alice", first.id)
     assert store.create("alice", new_job(), max_pending=2)[1]
+
+
+# -- the delivery clock of a parked job (issue #25, bug 3) ------------------------------------
+
+
+def _age(engine: Engine, job_id: Any, assignments: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(text(f"UPDATE jobs SET {assignments} WHERE id = :id"), {"id": job_id})
+
+
+def _parked_for_seven_hours(store: JobStore, engine: Engine) -> tuple[Any, Any]:
+    """Alice (limit 1) has one job running and one that was published, delivered and parked
+    seven hours ago: longer than the delivery budget (six hours)."""
+    from common.store.models import DispatchItem
+
+    store.set_owner_limit("alice", 1)
+    running, waiting = (store.create("alice", new_job())[0] for _ in range(2))
+    held = store.claim(running.id).job
+    assert held is not None
+    assert store.mark_dispatched([DispatchItem(id=waiting.id, attempts=0)]) == 1
+    assert store.claim(waiting.id).reason == "deferred"
+    _age(engine, waiting.id, "created_at = now() - interval '7 hours 1 minute', "
+                             "updated_at = now() - interval '7 hours 1 minute', "
+                             "dispatched_at = now() - interval '7 hours 1 minute', "
+                             "deferred_at = now() - interval '7 hours'")
+    return held, waiting
+
+
+@pytest.mark.parametrize("released_by", ["worker", "sweep"])
+def test_time_parked_is_not_delivery_time(store: JobStore, engine: Engine,
+                                          released_by: str) -> None:
+    """A parked job was delivered (parking proves it). Released when its owner's slot frees,
+    by the worker (take_parked) or the sweep's `parked` step, its delivery clock starts at
+    the release: one dead letter then sends it back to the dispatch queue. Before the fix,
+    the budget counted from the job's creation and the first dead letter failed it
+    'Undeliverable'."""
+    from common.service import JobService
+
+    held, waiting = _parked_for_seven_hours(store, engine)
+    store.complete(held.id, held.attempts, {"ok": True})
+    if released_by == "worker":
+        assert [t.id for t in store.take_parked("alice")] == [waiting.id]
+    else:
+        recorder = Recorder()
+        assert parked.release(JobService(store, recorder), Budget(60), 100)["published"] == 1
+        assert [i.id for i in recorder.sent] == [waiting.id]
+    moved = store.delivery_failed(waiting.id, 0, message_id="dead-1")
+    assert moved is not None and moved.state is JobState.PENDING, moved
+    event = store.events("alice", waiting.id)[-1]
+    assert event.reason == "delivery-failed"
+    # The budget still holds, counted from the release: six hours after it, the next dead
+    # letter gives up.
+    _age(engine, waiting.id, "undelivered_since = undelivered_since - interval '6 hours 1 second',"
+                             " dispatched_at = now(), not_before = now()")
+    final = store.delivery_failed(waiting.id, 0, message_id="dead-2")
+    assert final is not None and final.state is JobState.FAILED
+    assert store.get("alice", waiting.id).result.error_type == "Undeliverable"  # type: ignore[union-attr]
+
+
+def test_a_run_later_job_counts_delivery_from_when_it_became_due(
+    store: JobStore, engine: Engine
+) -> None:
+    """Submitted with delay_s seven hours ago and due a moment ago: waiting for its time was
+    not delivery time, so its first dead letter sends it back rather than failing it."""
+    job, _ = store.create("alice", new_job(delay_s=3600))
+    _age(engine, job.id, "created_at = now() - interval '7 hours', "
+                         "updated_at = now() - interval '7 hours', "
+                         "not_before = now() - interval '1 second'")
+    assert [t.id for t in store.take_due_for_dispatch(10)] == [job.id]  # the sweep publishes it
+    moved = store.delivery_failed(job.id, 0, message_id="dead-1")
+    assert moved is not None and moved.state is JobState.PENDING, moved
+
+
+def test_a_parked_job_counts_delivery_from_its_last_deferral(
+    store: JobStore, engine: Engine
+) -> None:
+    """Still parked, its message published again by the sweep's stale re-dispatch: the clock
+    runs from the last time a message reached a worker (its last deferral), not from its
+    creation seven hours ago."""
+    _, waiting = _parked_for_seven_hours(store, engine)
+    _age(engine, waiting.id, "deferred_at = now() - interval '5 minutes', "
+                             "dispatched_at = now() - interval '6 minutes'")
+    taken = store.take_due_for_dispatch(10, redispatch_after=timedelta(minutes=1))
+    assert [t.id for t in taken] == [waiting.id]
+    moved = store.delivery_failed(waiting.id, 0, message_id="dead-1")
+    assert moved is not None and moved.state is JobState.PENDING, moved

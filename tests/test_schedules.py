@@ -16,8 +16,7 @@ from common.maintenance.budget import Budget
 from common.store import cron
 from common.store.errors import InvalidInput, ScheduleLimitReached
 from common.store.job_store import JobStore
-from common.store.models import JobTemplate
-from common.store.schedule_models import NewSchedule
+from common.store.schedule_models import NewSchedule, ScheduleTemplate
 from common.store.states import JobState
 from tests.submit_fixtures import SubmitHarness
 
@@ -25,7 +24,7 @@ TEMPLATE = {"preset": "echo", "content": "tick"}
 
 
 def _new(cron_expr: str = "*/5 * * * *", **kw: Any) -> NewSchedule:
-    return NewSchedule(cron=cron_expr, job=JobTemplate(**TEMPLATE), **kw)
+    return NewSchedule(cron=cron_expr, job=ScheduleTemplate(**TEMPLATE), **kw)
 
 
 def _backdate(engine: Engine, schedule_id: Any, by: str) -> None:
@@ -117,6 +116,13 @@ def test_create_get_list_pause_resume_delete(api: SubmitHarness) -> None:
         ({"job": {"preset": "echo", "content": "x", "idempotency_key": "k"}},
          "job.idempotency_key"),
         ({"owner_id": "hs256:bob"}, "owner_id"),
+        # a callback URL is checked as POST /jobs checks one (issue #31)
+        ({"job": {**TEMPLATE, "callback_url": "https://169.254.169.254/"}}, "job.callback_url"),
+        ({"job": {**TEMPLATE, "callback_url": "http://10.0.0.1/"}}, "job.callback_url"),
+        ({"job": {**TEMPLATE, "callback_url": "https://hooks.example.com/\n"}},
+         "job.callback_url"),
+        ({"job": {**TEMPLATE, "callback_url": "https://x\ud800.com/"}}, "job.callback_url"),
+        ({"job": {**TEMPLATE, "callback_url": ""}}, "job.callback_url"),
     ],
 )
 def test_bad_schedules_are_422_naming_the_field_and_store_nothing(
@@ -251,7 +257,9 @@ def test_after_downtime_once_fires_one_job_and_all_fires_every_tick(store: JobSt
     out = schedules_step.fire_due(store, Budget(60), 5, 30)  # small batches: several rounds
     assert _jobs_of(engine, once.id) == 1
     details = _events(engine, once.id)[0][1]
-    assert details["missed"] == 11  # twelve ticks: the latest fired, eleven folded into it
+    # The event counts every tick the fire stands for: twelve, the one it fired at included
+    # (it said 11 before issue #31 asked for the ticks the fire stands for).
+    assert details["missed"] == 12
     assert _jobs_of(engine, every.id) == 12
     assert out["fired"] == 13
 
@@ -261,7 +269,8 @@ def test_the_due_scan_uses_its_index(store: JobStore, engine: Engine) -> None:
 
     with engine.connect() as conn:
         conn.execute(text("SET enable_seqscan = off"))  # a tiny table: ask for the index plan
-        plan = "\n".join(conn.execute(text("EXPLAIN " + SQL_DUE), {"limit": 100}).scalars())
+        plan = "\n".join(conn.execute(text("EXPLAIN " + SQL_DUE), {
+            "limit": 100, "now": datetime.now(UTC), "passed": []}).scalars())
         conn.execute(text("RESET enable_seqscan"))
     assert "ix_schedules_due" in plan, plan
 
@@ -320,3 +329,89 @@ def test_a_template_whose_content_its_preset_cannot_read_is_422_naming_job_conte
     ok = api.client.post("/schedules", json={**body, "job": {"preset": "demo", "content": "2"}},
                          headers=api.auth("alice"))
     assert ok.status_code == 201, ok.get_json()
+
+
+@pytest.fixture()
+def loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in make dev: the webhook receiver is on this machine (set before `api` is built)."""
+    monkeypatch.setenv("WEBHOOK_ALLOW_LOOPBACK", "true")
+
+
+def test_a_schedule_s_jobs_carry_its_callback_url(
+    loopback: None, api: SubmitHarness, store: JobStore, engine: Engine
+) -> None:
+    """Issue #31: a schedule's template may carry a callback_url, checked like POST /jobs'; each
+    job it fires carries it, and the job's end puts its webhook in the outbox like any other."""
+    url = "http://127.0.0.1:9/hook"
+    body = {"cron": "*/5 * * * *", "job": {**TEMPLATE, "callback_url": url}}
+    resp = api.client.post("/schedules", json=body, headers=api.auth("alice"))
+    assert resp.status_code == 201, resp.get_json()
+    created = resp.get_json()
+    assert created["job"]["callback_url"] == url
+    sched = store.get_schedule("hs256:alice", created["id"])
+    # A patch that replaces the template without one drops it; one that gives it keeps it.
+    patched = api.client.patch(f"/schedules/{sched.id}", json={"job": TEMPLATE},
+                               headers=api.auth("alice")).get_json()
+    assert patched["job"]["callback_url"] is None
+    patched = api.client.patch(f"/schedules/{sched.id}", json=body,
+                               headers=api.auth("alice")).get_json()
+    assert patched["job"]["callback_url"] == url
+    _backdate(engine, sched.id, "5 minutes 1 second")
+    assert schedules_step.fire_due(store, Budget(60), 100, 30)["fired"] == 1
+    job_id = store.get_schedule(sched.owner_id, sched.id).last_job_id
+    assert job_id is not None
+    job = store.get(sched.owner_id, job_id)
+    assert job.callback_url == url
+    claimed = store.claim(job.id).job
+    assert claimed is not None
+    store.complete(claimed.id, claimed.attempts, {"ok": True})
+    with engine.connect() as conn:
+        outbox = conn.execute(text("SELECT url FROM webhook_deliveries WHERE job_id = :id"),
+                              {"id": job.id}).scalars().all()
+    assert outbox == [url]
+
+
+@pytest.mark.parametrize("expr", [
+    "00 9 * * mon", "0 9 * * Mon-Fri", "00 00 1 jan *", "05 */02 * * sun,sat",
+    "*/15  9-17 * *\tMON-FRI", "0 0 l * *", "0 0 lw * *", "0 0 * * 5l",
+    "0 0 * * mon#2", "0 0 * * 7", "0 0 */099 * *", "07 7 07 07 *", "00-05/02 * * * *",
+])
+def test_the_forms_cron_users_write_are_accepted(api: SubmitHarness, expr: str) -> None:
+    """Issue #31: leading zeros, names in any case, several spaces or a tab: what cronsim
+    accepts. The OpenAPI pattern admits them too (checked against cronsim by the property
+    test below)."""
+    from common.store.cron_grammar import compiled
+
+    assert compiled().fullmatch(expr)
+    resp = api.client.post("/schedules", json={"cron": expr, "job": TEMPLATE},
+                           headers=api.auth("alice"))
+    assert resp.status_code == 201, resp.get_json()
+    assert resp.get_json()["cron"] == expr
+
+
+@pytest.mark.parametrize(("expr", "says"), [
+    ("61 * * * *", "the minute field '61'"),
+    ("0 24 * * *", "the hour field '24'"),
+    ("0 0 32 * *", "the day-of-month field '32'"),
+    ("0 0 * 13 *", "the month field '13'"),
+    ("0 0 * * MOM", "the day-of-week field 'MOM'"),
+    ("0 0 * * mon#6", "the day-of-week field 'mon#6'"),
+    ("5-3 * * * *", "the minute field '5-3'"),
+    ("*/0 * * * *", "the minute field '*/0'"),
+    ("* * *", "has 3 fields"),
+    ("0 0 * * * *", "has 6 fields"),
+    ("@daily", "may contain only"),
+    (" 0 0 * * *", "has spaces or tabs around it"),
+    ("007 * * * *", "the minute field '007'"),
+    ("*/100 * * * *", "the minute field '*/100'"),
+    ("0 0 31 4 *", "the day-of-month field '31' has only days no month"),
+])
+def test_a_refused_expression_names_its_field(api: SubmitHarness, expr: str,
+                                              says: str) -> None:
+    """Issue #31: not one generic message, but the field that is wrong."""
+    resp = api.client.post("/schedules", json={"cron": expr, "job": TEMPLATE},
+                           headers=api.auth("alice"))
+    problem = resp.get_json()
+    assert resp.status_code == 422, problem
+    assert problem["invalid_params"][0]["name"] == "cron"
+    assert says in problem["invalid_params"][0]["reason"], problem

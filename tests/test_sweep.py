@@ -143,17 +143,34 @@ def test_rescue_expired_leases(maint: Maintenance, engine: Engine) -> None:
     _expire(engine, retry.id, last.id, cancelled.id)
     result = rescuer.rescue(store, maint.notifier, big(), batch_size=2)
     assert result == {
-        "rescued": 3, "to_state": {"PENDING": 1, "FAILED": 1, "CANCELLED": 1}, "more": False,
+        "rescued": 3, "to_state": {"PENDING": 2, "CANCELLED": 1}, "more": False,
     }
     assert store.get("alice", retry.id).state is JobState.PENDING
-    failed = store.get("alice", last.id)
-    assert failed.state is JobState.FAILED and failed.result is not None
-    assert failed.result.error_type == "LeaseExpired"
-    assert [e.reason for e in store.events("alice", last.id)][-1] == "lease-expired"
+    # Its last attempt lost its lease (its worker may have finished and failed to reach the
+    # database): one more attempt, once (issue #25, bug 4).
+    graced = store.get("alice", last.id)
+    assert (graced.state, graced.attempts, graced.attempt_limit) == (JobState.PENDING, 1, 2)
+    event = store.events("alice", last.id)[-1]
+    assert event.reason == "lease-expired-retry" and "grace" in event.details
+    assert "grace" not in store.events("alice", retry.id)[-1].details
     assert store.get("alice", cancelled.id).state is JobState.CANCELLED
     assert store.get("alice", alive.id).state is JobState.PROCESSING
+    # The extra attempt loses its lease too: now it ends FAILED 'LeaseExpired'.
+    assert store.claim(last.id).reason == "claimed"
+    _expire(engine, last.id)
+    assert rescuer.rescue(store, maint.notifier, big(), batch_size=2)["to_state"] == {
+        "FAILED": 1}
+    failed = store.get("alice", last.id)
+    assert failed.state is JobState.FAILED and failed.result is not None
+    assert failed.result.error_type == "LeaseExpired" and failed.attempts == 2
+    assert [e.reason for e in store.events("alice", last.id)][-1] == "lease-expired"
     notes = {n["job_id"]: n["state"] for n in maint.notifications()}
     assert notes == {str(last.id): "FAILED", str(cancelled.id): "CANCELLED"}
+    # An owner's retry starts a fresh budget, and with it a fresh grace.
+    assert store.retry("alice", last.id).state is JobState.PENDING
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT lease_graces FROM jobs WHERE id = :id"),
+                            {"id": last.id}).scalar_one() == 0
 
 
 def test_a_worker_completing_just_before_the_rescue_wins(

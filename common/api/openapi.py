@@ -185,22 +185,24 @@ def _new_job_variants(
                 },
             },
         }
+        # Stated once, referred to by every variant of both bodies (a schedule's jobs carry it).
+        schemas["CallbackUrl"] = {
+            "description": (
+                "Where the job's end is POSTed, signed (Standard Webhooks). Checked "
+                "after DNS resolution: a name resolving to a private, loopback, "
+                "link-local or metadata address is refused (422)."
+            ),
+            "anyOf": [
+                *({"type": "string", "maxLength": MAX_URL, "pattern": pattern}
+                  for pattern in url_patterns(settings.webhook_allow_loopback)),
+                {"type": "null"},
+            ],
+        }
+        variant["properties"]["callback_url"] = _ref("CallbackUrl")
         if not template:
             variant["properties"]["idempotency_key"] = {
                 "anyOf": [{"type": "string", "minLength": 1, "maxLength": 255,
                            "pattern": NO_NUL}, {"type": "null"}],
-            }
-            variant["properties"]["callback_url"] = {
-                "description": (
-                    "Where the job's end is POSTed, signed (Standard Webhooks). Checked "
-                    "after DNS resolution: a name resolving to a private, loopback, "
-                    "link-local or metadata address is refused (422)."
-                ),
-                "anyOf": [
-                    *({"type": "string", "maxLength": MAX_URL, "pattern": pattern}
-                      for pattern in url_patterns(settings.webhook_allow_loopback)),
-                    {"type": "null"},
-                ],
             }
             variant["properties"].update(_run_later(settings, today or datetime.now(UTC).date()))
             variant["not"] = {"required": ["run_at", "delay_s"]}

@@ -48,11 +48,13 @@ def _shared(settings: Settings) -> dict[str, Any]:
     return {
         "CronExpression": {
             "type": "string", "maxLength": MAX_CRON_CHARS, "pattern": cron_pattern(),
-            "description": "Five fields (minute hour day-of-month month day-of-week), Debian "
-                           "cron's syntax as cronsim reads it: numbers without leading zeros, "
-                           "ranges upwards, steps 1-99, upper-case names, L/LW in "
-                           "day-of-month, 5L and MON#2 in day-of-week. Fires at most once per "
-                           f"{settings.schedule_min_interval_s} s (SCHEDULE_MIN_INTERVAL_S).",
+            "description": "Five fields (minute hour day-of-month month day-of-week) separated "
+                           "by spaces or tabs, Debian cron's syntax as cronsim reads it: "
+                           "numbers with or without one leading zero, ranges upwards, steps "
+                           "1-99, month and day names in any case, L/LW in day-of-month, 5L "
+                           "and MON#2 in day-of-week. Fires at most once per "
+                           f"{settings.schedule_min_interval_s} s (SCHEDULE_MIN_INTERVAL_S). "
+                           "A refused expression's 422 names the cron field that is wrong.",
         },
         "TimeZone": {"enum": zone_names(), "description": "An IANA time zone (default UTC)."},
     }

@@ -19,7 +19,6 @@ from common.api.problems import InvalidParam, ProblemError, validation_problem
 from common.presets.base import InvalidContent, PermanentError
 from common.presets.registry import Registry
 from common.service import JobService
-from common.store.models import JobTemplate
 from common.store.schedule_models import (
     CatchUp,
     NewSchedule,
@@ -27,6 +26,7 @@ from common.store.schedule_models import (
     Schedule,
     ScheduleEvent,
     SchedulePatch,
+    ScheduleTemplate,
 )
 
 
@@ -38,6 +38,7 @@ class TemplateView(BaseModel):
     preset: str
     metadata: dict[str, Any]
     max_attempts: int | None
+    callback_url: str | None = None
 
 
 class ScheduleLinks(BaseModel):
@@ -71,7 +72,8 @@ class ScheduleView(BaseModel):
         last = str(s.last_job_id) if s.last_job_id else None
         return cls(
             id=str(s.id), cron=s.cron, timezone=s.timezone,
-            job=TemplateView(preset=s.preset, metadata=s.metadata, max_attempts=s.max_attempts),
+            job=TemplateView(preset=s.preset, metadata=s.metadata, max_attempts=s.max_attempts,
+                             callback_url=s.callback_url),
             enabled=s.enabled, overlap=s.overlap, catch_up=s.catch_up,
             next_fire_at=s.next_fire_at, last_fire_at=s.last_fire_at, last_job_id=last,
             created_at=s.created_at, updated_at=s.updated_at,
@@ -98,9 +100,18 @@ def _invalid(name: str, reason: str) -> ProblemError:
                         invalid=[InvalidParam(name=name, reason=reason)])
 
 
-def checked_template(registry: Registry, template: JobTemplate, field: str) -> JobTemplate:
+def checked_template(registry: Registry, template: ScheduleTemplate, field: str, *,
+                     allow_loopback: bool) -> ScheduleTemplate:
     """The preset's options must parse, as for POST /jobs; the preset's default attempts are
-    filled in. An unknown preset is left to the store, which names the known ones."""
+    filled in; a callback URL is checked as POST /jobs checks one (its form, and where its
+    name resolves now). An unknown preset is left to the store, which names the known ones."""
+    if template.callback_url is not None:
+        from common.messaging import callbacks  # only for templates that have one
+
+        try:
+            callbacks.check_at_submit(template.callback_url, allow_loopback=allow_loopback)
+        except callbacks.ForbiddenTarget as exc:
+            raise _invalid(f"{field}.callback_url", str(exc)) from None
     handler = registry.get(template.preset)
     if handler is None:
         return template
@@ -130,11 +141,13 @@ class ScheduleEndpoints:
     way it reads a request body, so both share one size limit and one set of problems."""
 
     def __init__(
-        self, service: JobService, registry: Registry, body: Callable[[Request], Any]
+        self, service: JobService, registry: Registry, body: Callable[[Request], Any], *,
+        allow_loopback: bool = False,
     ) -> None:
         self.service = service
         self.registry = registry
         self._body = body
+        self._allow_loopback = allow_loopback  # WEBHOOK_ALLOW_LOOPBACK, for callback URLs
 
     def _object_body(self, request: Request) -> dict[str, Any]:
         body = self._body(request)
@@ -147,7 +160,8 @@ class ScheduleEndpoints:
             new = NewSchedule.model_validate(self._object_body(request))
         except ValidationError as exc:
             raise validation_problem(exc) from None
-        new = new.model_copy(update={"job": checked_template(self.registry, new.job, "job")})
+        new = new.model_copy(update={"job": checked_template(
+            self.registry, new.job, "job", allow_loopback=self._allow_loopback)})
         view = ScheduleView.of(self.service.store.create_schedule(owner, new))
         return _json(201, view, Location=view.links.self)
 
@@ -172,8 +186,8 @@ class ScheduleEndpoints:
         except ValidationError as exc:
             raise validation_problem(exc) from None
         if patch.job is not None:
-            patch = patch.model_copy(update={"job": checked_template(self.registry, patch.job,
-                                                                     "job")})
+            patch = patch.model_copy(update={"job": checked_template(
+                self.registry, patch.job, "job", allow_loopback=self._allow_loopback)})
         updated = self.service.store.update_schedule(owner, sid, patch)
         return _json(200, ScheduleView.of(updated))
 

@@ -119,7 +119,8 @@ class SubmitApi:
     def _schedule_endpoints(self) -> ScheduleEndpoints:
         from common.api.schedules import ScheduleEndpoints  # few requests touch a schedule
 
-        return ScheduleEndpoints(self.service, self.registry, self._body)
+        return ScheduleEndpoints(self.service, self.registry, self._body,
+                                 allow_loopback=self.settings.webhook_allow_loopback)
 
     def _flow_endpoints(self) -> FlowEndpoints:
         from common.api.flow import FlowEndpoints  # batch and bulk requests only

@@ -150,7 +150,7 @@ prior AS (
     {prior}
 ), moved AS (
     UPDATE jobs j SET state = {target(Move.RETRY)},
-        attempt_limit = LEAST(j.attempts + j.max_attempts, :max_total),
+        attempt_limit = LEAST(j.attempts + j.max_attempts, :max_total), lease_graces = 0,
         finished_at = NULL, not_before = NULL, dispatched_at = NULL, cancel_requested = false,
         updated_at = now(), result_output = NULL, result_error_type = NULL,
         result_error_message = NULL, result_duration_ms = NULL

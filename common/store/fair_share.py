@@ -9,6 +9,11 @@ owner, as a safety net (a worker that died between its exit and the publish).
 
 A parked job is one whose last deferral is newer than its last dispatch: taking it stamps
 dispatched_at, so two workers never publish the same one; deferred again, it is parked again.
+
+Time parked is not delivery time: taking a parked job also starts its delivery clock
+(`undelivered_since`, the start of the delivery budget, see maintenance_queries'
+SQL_DELIVERY_FAILED) at the release, so the first dead letter of a job that waited hours for
+its owner's slot sends it back to the dispatch queue instead of failing it 'Undeliverable'.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ WITH cap AS (
            FROM cap)
     FOR UPDATE SKIP LOCKED
 )
-UPDATE jobs j SET dispatched_at = now()
+UPDATE jobs j SET dispatched_at = now(), undelivered_since = now()
 WHERE j.id = ANY(ARRAY(SELECT id FROM picked)) AND j.state = {P}
 RETURNING j.id, j.attempts, {trace_of("j.")}"""
 
@@ -67,7 +72,7 @@ WITH owners AS (
     ) p
     LIMIT :batch
 )
-UPDATE jobs j SET dispatched_at = now()
+UPDATE jobs j SET dispatched_at = now(), undelivered_since = now()
 WHERE j.id = ANY(ARRAY(SELECT id FROM picked)) AND j.state = {P}
 RETURNING j.id, j.attempts, {trace_of("j.")}"""
 

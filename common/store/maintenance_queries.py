@@ -82,11 +82,27 @@ WHERE state = {lit(R)} AND lease_expires_at < now()
 ORDER BY lease_expires_at
 LIMIT :limit"""
 
-# Expired leases back to PENDING while attempts remain, else FAILED. SKIP LOCKED lets two sweeps
+# Expired leases back to PENDING while attempts remain, else FAILED; SKIP LOCKED lets two sweeps
 # share the work; the re-checked WHERE lets a worker that completes first win the race.
+# A lease lost on the last attempt gives the job one more attempt, once (LEASE_GRACES, counted
+# in lease_graces, migration 0014): a worker that stops heartbeating may have run its handler
+# to the end and then failed to reach our database, and that must not end the job FAILED. Only
+# a second lost lease past the limit ends it 'LeaseExpired' (a handler that kills its instance
+# every time still ends, one attempt later).
+LEASE_GRACES = 1
+GRACE = f"(j.attempts >= j.attempt_limit AND j.lease_graces < {LEASE_GRACES})"
 RESCUE_STATE = (
     f"CASE WHEN j.cancel_requested THEN {target(Move.CONFIRM_CANCEL)} "
-    f"WHEN j.attempts >= j.attempt_limit THEN {target(Move.FAIL)} ELSE {target(Move.RESCUE)} END"
+    f"WHEN j.attempts >= j.attempt_limit AND NOT {GRACE} THEN {target(Move.FAIL)} "
+    f"ELSE {target(Move.RESCUE)} END"
+)
+GRANTED = f"(NOT j.cancel_requested AND {GRACE})"
+# Only the grant leaves a rescued job with its graces used and one attempt left.
+GRACE_DETAILS = (
+    f"CASE WHEN state = 'PENDING' AND attempts + 1 = attempt_limit "
+    f"AND lease_graces = {LEASE_GRACES} "
+    "THEN jsonb_build_object('grace', 'one more attempt: the last one lost its lease') "
+    "ELSE '{}'::jsonb END"
 )
 SQL_RESCUE = f"""
 WITH picked AS (
@@ -96,17 +112,21 @@ WITH picked AS (
     UPDATE jobs j SET state = {RESCUE_STATE},
         finished_at = CASE WHEN {RESCUE_STATE} IN {TERMINAL} THEN now() END,
         lease_expires_at = NULL, dispatched_at = NULL, not_before = NULL, updated_at = now(),
+        attempt_limit = CASE WHEN {GRANTED} THEN j.attempt_limit + 1 ELSE j.attempt_limit END,
+        lease_graces = CASE WHEN {GRANTED} THEN j.lease_graces + 1 ELSE j.lease_graces END,
         result_error_type = CASE WHEN {RESCUE_STATE} = 'FAILED' THEN 'LeaseExpired' END,
         result_error_message = CASE WHEN {RESCUE_STATE} = 'FAILED'
-            THEN 'the worker lost its lease on the last allowed attempt' END
+            THEN 'the worker lost its lease on the last allowed attempt, and on the one more '
+                 'attempt a lost lease gives' END
     WHERE j.id = ANY(ARRAY(SELECT id FROM picked)) AND j.state IN {sources(Move.RESCUE)}
       AND j.lease_expires_at < now()
-    RETURNING {J_COLS}
+    RETURNING {J_COLS}, j.lease_graces
 ), {
     event_cte(
         lit(R),
         "CASE state WHEN 'PENDING' THEN 'lease-expired-retry' WHEN 'CANCELLED' THEN 'cancelled' "
         "ELSE 'lease-expired' END",
+        GRACE_DETAILS,
     )
 }
 SELECT id, state, attempts, owner_id FROM moved"""
@@ -117,8 +137,12 @@ SELECT id, state, attempts, owner_id FROM moved"""
 # is a delivery failure: back to the re-dispatch queue after a growing, jittered delay; FAILED
 # 'Undeliverable' once it has waited out the budget since it became due. `prior` reads the
 # locked row before the update, so the event records the count and the time it started.
-# Due since: not_before for a backoff, else updated_at (when it last entered PENDING).
-DUE_SINCE = "COALESCE(undelivered_since, not_before, updated_at)"
+# The delivery clock starts at the first of: undelivered_since (a delivery failed before, or a
+# parked job was released: fair_share), else when the job became due: not_before for a run-later
+# time or a backoff, else updated_at (when it last entered PENDING). Never before its last
+# deferral: a parked job's message reached a worker then, and waiting for the owner's slot is
+# not delivery time (a parked job re-published while still parked, say).
+DUE_SINCE = "GREATEST(COALESCE(undelivered_since, not_before, updated_at), deferred_at)"
 SQL_DELIVERY_FAILED = f"""
 WITH prior AS (
     SELECT id, delivery_failures + 1 AS failures, {DUE_SINCE} AS since,

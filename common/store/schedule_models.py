@@ -15,7 +15,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from common.store.models import JobTemplate
+from common.store.models import MAX_CALLBACK_URL, JobTemplate
 
 Overlap = Literal["skip", "allow"]
 CatchUp = Literal["once", "all"]
@@ -35,10 +35,24 @@ class _NoNulls(BaseModel):
         return value
 
 
+class ScheduleTemplate(JobTemplate):
+    """The job each fire creates: a job's own fields, and where its end is POSTed (checked by
+    the API like POST /jobs' callback_url, common/messaging/callbacks.py)."""
+
+    callback_url: str | None = Field(default=None, min_length=1, max_length=MAX_CALLBACK_URL)
+
+    @field_validator("callback_url")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
+
+
 class NewSchedule(_NoNulls):
     cron: str = Field(min_length=1, max_length=120)
     timezone: str = Field(default="UTC", min_length=1, max_length=64)
-    job: JobTemplate
+    job: ScheduleTemplate
     enabled: StrictBool = True
     overlap: Overlap = "skip"
     catch_up: CatchUp = "once"
@@ -49,7 +63,7 @@ class SchedulePatch(_NoNulls):
 
     cron: str = Field(default="", min_length=1, max_length=120)
     timezone: str = Field(default="", min_length=1, max_length=64)
-    job: JobTemplate | None = None
+    job: ScheduleTemplate | None = None
     enabled: StrictBool = True
     overlap: Overlap = "skip"
     catch_up: CatchUp = "once"
@@ -69,6 +83,7 @@ class Schedule(BaseModel):
     content: str
     metadata: dict[str, Any]
     max_attempts: int | None
+    callback_url: str | None = None
     enabled: bool
     overlap: Overlap
     catch_up: CatchUp

@@ -10,6 +10,7 @@ fire time, whatever the lock missed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -33,15 +34,16 @@ if TYPE_CHECKING:  # built on first use: every function imports the store, few t
     )
 
 SCOLS = (
-    "id, owner_id, cron, timezone, preset, content, metadata, max_attempts, enabled, overlap, "
-    "catch_up, next_fire_at, last_fire_at, last_job_id, created_at, updated_at"
+    "id, owner_id, cron, timezone, preset, content, metadata, max_attempts, callback_url, "
+    "enabled, overlap, catch_up, next_fire_at, last_fire_at, last_job_id, created_at, updated_at"
 )
 VALUES = (
-    ":cron, :timezone, :preset, :content, CAST(:metadata AS jsonb), :max_attempts, :enabled, "
-    ":overlap, :catch_up, CAST(:next_fire_at AS timestamptz)"
+    ":cron, :timezone, :preset, :content, CAST(:metadata AS jsonb), :max_attempts, "
+    "CAST(:callback_url AS text), :enabled, :overlap, :catch_up, "
+    "CAST(:next_fire_at AS timestamptz)"
 )
-FIELDS = "cron, timezone, preset, content, metadata, max_attempts, enabled, overlap, catch_up, " \
-         "next_fire_at"
+FIELDS = "cron, timezone, preset, content, metadata, max_attempts, callback_url, enabled, " \
+         "overlap, catch_up, next_fire_at"
 
 # The owner's quota is read in the same statement. Two creates at the same instant can both
 # see room for one: the quota may then be passed by one, which is all it is for (a bound on
@@ -79,16 +81,20 @@ ORDER BY created_at DESC, id DESC LIMIT :limit"""
 
 SQL_LIST = {c: _list_sql(c) for c in (False, True)}
 
-# The sweep's due-scan, on the partial index ix_schedules_due.
+# The sweep's due-scan, on the partial index ix_schedules_due. "Now" is the sweep's clock, the
+# one it plans the fires with, so the two never disagree on what is due. :passed are the
+# schedules this pass is done with (see common/maintenance/schedules.py).
 SQL_DUE = """
 SELECT id, cron, timezone, catch_up, next_fire_at FROM schedules
-WHERE enabled AND next_fire_at <= now()
+WHERE enabled AND next_fire_at <= CAST(:now AS timestamptz)
+  AND NOT (id = ANY(CAST(:passed AS uuid[])))
 ORDER BY next_fire_at LIMIT :limit"""
 
 LIVE = f"({lit(JobState.PENDING)},{lit(JobState.PROCESSING)})"
 SQL_FIRE = f"""
 WITH s AS (
-    SELECT id, owner_id, preset, content, metadata, max_attempts, overlap, last_job_id
+    SELECT id, owner_id, preset, content, metadata, max_attempts, callback_url, overlap,
+           last_job_id
     FROM schedules
     WHERE id = :id AND enabled AND next_fire_at = CAST(:expected AS timestamptz)
     FOR UPDATE SKIP LOCKED
@@ -97,10 +103,10 @@ WITH s AS (
     WHERE s.overlap = 'skip' AND j.state IN {LIVE}
 ), job AS (
     INSERT INTO jobs (owner_id, preset, content, metadata, max_attempts, attempt_limit, state,
-                      schedule_id, fire_time)
+                      schedule_id, fire_time, callback_url)
     SELECT owner_id, preset, content, metadata, COALESCE(max_attempts, :default_max),
            COALESCE(max_attempts, :default_max), {lit(JobState.PENDING)}, id,
-           CAST(:fire_time AS timestamptz)
+           CAST(:fire_time AS timestamptz), callback_url
     FROM s WHERE NOT EXISTS (SELECT 1 FROM busy)
     ON CONFLICT (schedule_id, fire_time) WHERE schedule_id IS NOT NULL DO NOTHING
     RETURNING id, state, attempts
@@ -154,6 +160,7 @@ class ScheduleQueries(CallerOperations):
             "content": template.content,
             "metadata": to_json(template.metadata, "job.metadata"),
             "max_attempts": template.max_attempts,
+            "callback_url": getattr(template, "callback_url", None),
             "enabled": values["enabled"],
             "overlap": values["overlap"],
             "catch_up": values["catch_up"],
@@ -199,7 +206,7 @@ class ScheduleQueries(CallerOperations):
                         patch: SchedulePatch) -> Schedule:
         """Apply the given fields. A new expression or zone, or a resume, sets the next fire
         time from now: a paused window is not caught up."""
-        from common.store.schedule_models import Schedule
+        from common.store.schedule_models import Schedule, ScheduleTemplate
 
         given = patch.given()
         for _ in range(3):  # another change in between: read again and re-apply
@@ -207,9 +214,9 @@ class ScheduleQueries(CallerOperations):
             values = {k: getattr(current, k) for k in ("cron", "timezone", "enabled",
                                                       "overlap", "catch_up")}
             values.update({k: v for k, v in given.items() if k != "job"})
-            template = given.get("job") or JobTemplate(
+            template = given.get("job") or ScheduleTemplate(
                 preset=current.preset, content=current.content, metadata=current.metadata,
-                max_attempts=current.max_attempts)
+                max_attempts=current.max_attempts, callback_url=current.callback_url)
             params = self._schedule_params(current.owner_id, template, values, datetime.now(UTC))
             timing = ("cron", "timezone", "enabled")
             if values["enabled"] and current.enabled and not any(
@@ -238,10 +245,15 @@ class ScheduleQueries(CallerOperations):
 
     # -- the sweep ---------------------------------------------------------------------------
 
-    def due_schedules(self, limit: int) -> list[DueSchedule]:
+    def due_schedules(self, limit: int, *, now: datetime | None = None,
+                      passed: Iterable[UUID] = ()) -> list[DueSchedule]:
+        """Up to `limit` schedules due at `now` (default: this instant), oldest due first,
+        except those in `passed`."""
         from common.store.schedule_models import DueSchedule
 
-        return [DueSchedule.model_validate(r) for r in self._rows(SQL_DUE, limit=limit)]
+        rows = self._rows(SQL_DUE, limit=limit, now=now or datetime.now(UTC),
+                          passed=[str(i) for i in passed])
+        return [DueSchedule.model_validate(r) for r in rows]
 
     def fire(self, due: DueSchedule, fire_time: datetime, next_fire: datetime,
              missed: int) -> tuple[bool, UUID | None]:

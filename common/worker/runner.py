@@ -7,8 +7,15 @@ succeeds for exactly one delivery, and every later write is fenced by the attemp
 
 Acknowledge (return normally) whenever redelivering cannot help: a duplicate, a stale message,
 a poison message, an outcome the database refused because the job moved on. Raise
-`DatabaseUnavailable` only when the job could not even be claimed or recorded, so that Pub/Sub
+`DatabaseUnavailable` when the job could not be claimed or its outcome recorded, so that Pub/Sub
 delivers again (and, after its max delivery attempts, dead-letters the message).
+
+An outcome whose write cannot reach the database is retried until the message's answer is due
+(the ack deadline less a margin), then kept in the instance (common/worker/kept.py) and the
+message is not acknowledged: the redelivery writes the kept outcome without running the handler
+again. A handler that succeeded therefore never turns into a FAILED job because our database
+was briefly unreachable: its result is written once the database is back, or (the instance gone,
+the redelivery elsewhere) its lease lapses and the sweep runs it again, on its last attempt too.
 """
 
 from __future__ import annotations
@@ -42,14 +49,19 @@ from common.store.job_store import JobStore
 from common.store.models import Job, JobMove
 from common.store.worker_moves import Progress
 from common.worker.handler_threads import HandlerAborted, HandlerThreads
+from common.worker.kept import KeptOutcomes
 from common.worker.progress import ProgressBox
 
 if TYPE_CHECKING:  # built by functions/process on first use: not on the cold path
     from common.messaging.webhooks import WebhookDeliverer
 
-# Waits between tries of the final write when the database blips; short, because the whole
-# run must fit within the ack deadline's margin.
+# Waits between tries of the final write when the database blips: growing to a cap, so that a
+# write lands within WRITE_RETRY_CAP_S of the database coming back. They go on until the
+# message's answer is due: the ack deadline less ANSWER_MARGIN_S (or half the ACK_MARGIN_S the
+# handler's time limit leaves, if less), and at least the first four.
 WRITE_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
+WRITE_RETRY_CAP_S = 2.0
+ANSWER_MARGIN_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -63,7 +75,7 @@ class Delivery:
 
 Action = Literal[
     "poison", "skipped", "deferred", "completed", "failed", "retry-scheduled", "cancelled",
-    "fenced", "lease-lost", "unrecorded",
+    "fenced", "lease-lost",
 ]
 
 
@@ -84,6 +96,16 @@ class _Run:
     error_message: str = ""
     duration_ms: int = 0
     progress: Progress | None = None  # the last report no heartbeat stored: the exit does
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """An outcome not yet written: the job as claimed (its attempt fences the write), its run,
+    and whether its claim took one of its owner's slots."""
+
+    job: Job
+    run: _Run
+    holds_slot: bool
 
 
 class Worker:
@@ -108,6 +130,7 @@ class Worker:
         # one, the sweep's `parked` step does it.
         self.dispatcher = dispatcher
         self._threads = HandlerThreads()
+        self.kept: KeptOutcomes[_Kept] = KeptOutcomes()
 
     def time_limit(self, handler: Handler) -> float:
         """The handler's own limit, cut to end before the ack deadline (less the margin for
@@ -118,6 +141,9 @@ class Worker:
         """One message. The job's trace (the `traceparent` attribute) is bound first, so every
         line this delivery logs joins the trace of the request that submitted the job."""
         unbind_trace()
+        answer_by = time.monotonic() + max(
+            self.settings.ack_deadline_s - min(ANSWER_MARGIN_S, self.settings.ack_margin_s / 2),
+            sum(WRITE_RETRY_DELAYS))
         traced = bind_traceparent(delivery.attributes.get("traceparent"),
                                   self.settings.google_cloud_project)
         message_id = delivery.message_id or f"unknown-{uuid.uuid4()}"
@@ -134,6 +160,12 @@ class Worker:
                 first_delivery=first,
             )
             return WorkOutcome("poison", detail=poison.reason)
+        kept = self.kept.take(item.id)
+        if kept is not None:  # this instance ran it; the database refused to hear of it then
+            written = self._finish(kept, answer_by, message_id)
+            if written.action != "fenced":
+                return written
+            # The job moved on meanwhile (rescued): this message is handled as any other.
         claim = self.store.claim(
             item.id, expected_attempts=item.attempts, lease_s=self.settings.lease_seconds
         )
@@ -149,8 +181,20 @@ class Worker:
         if not traced:  # a message published before traces travelled: the row has it
             bind_traceparent(job.traceparent, self.settings.google_cloud_project)
         run = self._run(job)
-        outcome = self._record(job, run)
-        if claim.holds_slot and outcome.action in (
+        return self._finish(_Kept(job, run, claim.holds_slot), answer_by, message_id)
+
+    def _finish(self, kept: _Kept, answer_by: float, message_id: str) -> WorkOutcome:
+        """Write a run's outcome, retrying until `answer_by` while the database is away; past
+        it, keep the outcome for the redelivery and raise DatabaseUnavailable (not acked)."""
+        job, run = kept.job, kept.run
+        try:
+            outcome = self._record(job, run, answer_by)
+        except DatabaseUnavailable:
+            self.kept.keep(job.id, kept)
+            log("ERROR", "could not record the outcome; kept for the redelivery",
+                job_id=str(job.id), attempt=job.attempts, run=run.kind, message_id=message_id)
+            raise
+        if kept.holds_slot and outcome.action in (
             "completed", "failed", "retry-scheduled", "cancelled"
         ):
             self._release_parked(job.owner_id)
@@ -254,19 +298,15 @@ class Worker:
 
     # -- recording the outcome -----------------------------------------------------------------
 
-    def _record(self, job: Job, run: _Run) -> WorkOutcome:
+    def _record(self, job: Job, run: _Run, answer_by: float) -> WorkOutcome:
+        """Write the outcome. DatabaseUnavailable if the database stayed away until
+        `answer_by` (the caller keeps the outcome and does not acknowledge)."""
         if run.kind == "lease-lost":  # another attempt owns the job now: write nothing
             return WorkOutcome("lease-lost", job.id)
         try:
-            move = self._with_retries(lambda: self._write(job, run))
+            move = self._with_retries(lambda: self._write(job, run), answer_by)
         except (IllegalTransition, JobNotFound) as exc:
             return WorkOutcome("fenced", job.id, type(exc).__name__)
-        except DatabaseUnavailable:
-            # Acknowledge anyway: the lease expires and the sweep's rescuer gives the job its
-            # next attempt. Redelivery would only find the job under that lease.
-            log("ERROR", "could not record the outcome; the sweep will rescue the job",
-                job_id=str(job.id), attempt=job.attempts)
-            return WorkOutcome("unrecorded", job.id)
         if move.state.terminal:
             self.notifier.terminal([(job.id, job.owner_id, move.state)])
             if job.callback_url and self.webhooks is not None:
@@ -302,13 +342,18 @@ class Worker:
                                       progress=run.progress)
 
     @staticmethod
-    def _with_retries(write: Callable[[], JobMove]) -> JobMove:
-        for delay in WRITE_RETRY_DELAYS:
+    def _with_retries(write: Callable[[], JobMove], answer_by: float) -> JobMove:
+        """`write` until it is not refused for the database's absence, waiting a growing,
+        capped delay between tries, the last try before `answer_by`."""
+        delays = iter(WRITE_RETRY_DELAYS)
+        while True:
             try:
                 return write()
             except DatabaseUnavailable:
+                delay = next(delays, WRITE_RETRY_CAP_S)
+                if time.monotonic() + delay >= answer_by:
+                    raise
                 time.sleep(delay)
-        return write()
 
 
 def _describe(exc: BaseException) -> tuple[str, str]:

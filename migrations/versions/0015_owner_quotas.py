@@ -8,7 +8,7 @@ COALESCE(max_running, default), and clearing the running limit now sets it NULL 
 once no override is left) instead of deleting the row.
 
 Revision ID: 0015
-Revises: 0012
+Revises: 0014
 Create Date: 2026-12-07
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0015"
-down_revision = "0012"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 

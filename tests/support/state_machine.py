@@ -28,6 +28,7 @@ from sqlalchemy import Engine, text
 from common.settings import Settings
 from common.store.errors import IdempotencyConflict, IllegalTransition, JobNotFound, StaleAttempt
 from common.store.job_store import JobStore
+from common.store.maintenance_queries import LEASE_GRACES
 from common.store.models import DispatchItem, NewJob
 from common.store.states import JobState
 from tests.support.state_model import (
@@ -204,6 +205,7 @@ class JobMachine(RuleBasedStateMachine):
         job = self.store.retry(owner, job_id)
         exp.state, exp.due, exp.cancel_requested, exp.result = P, True, False, None
         exp.attempt_limit = exp.attempts + exp.max_attempts  # a fresh budget, same numbers
+        exp.lease_graces = 0  # and a fresh grace
         assert (job.state, job.attempts, job.attempt_limit) == (P, exp.attempts, exp.attempt_limit)
         TALLY["owner retry"] += 1
 
@@ -320,14 +322,23 @@ class JobMachine(RuleBasedStateMachine):
         if lapse_first and self._any(lapsable):
             self._move_into_past(self._pick_where(n, lapsable), lease=True)
         want: dict[UUID, JobState] = {}
+        graced: set[UUID] = set()
         for job_id, exp in self.jobs.items():
             if exp.state is R and not exp.lease_live:
+                # The last attempt's lost lease gives one more attempt, once (LEASE_GRACES).
+                grace = (not exp.cancel_requested and exp.attempts >= exp.attempt_limit
+                         and exp.lease_graces < LEASE_GRACES)
+                if grace:
+                    graced.add(job_id)
                 want[job_id] = (X if exp.cancel_requested else
-                                F if exp.attempts >= exp.attempt_limit else P)
+                                F if exp.attempts >= exp.attempt_limit and not grace else P)
         got = {r.id: r.state for r in self.store.rescue_expired(100)}
         assert got == want
         for job_id, state in want.items():
             exp = self.jobs[job_id]
+            if job_id in graced:
+                exp.attempt_limit, exp.lease_graces = exp.attempt_limit + 1, exp.lease_graces + 1
+                TALLY["rescue: last attempt graced"] += 1
             self._exit(exp, state, ("failed", "LeaseExpired", None))
             exp.due = True
             TALLY[f"rescue -> {state.value}"] += 1
@@ -382,8 +393,9 @@ class JobMachine(RuleBasedStateMachine):
                 "SELECT dispatched_at IS NOT NULL, "
                 # The budget runs from when delivery first failed, else from when the job
                 # became due (the end of its backoff, else when it entered PENDING).
-                "CASE WHEN undelivered_since IS NOT NULL THEN undelivered_since "
-                "WHEN not_before IS NOT NULL THEN not_before ELSE updated_at END <= now() "
+                "GREATEST(CASE WHEN undelivered_since IS NOT NULL THEN undelivered_since "
+                "WHEN not_before IS NOT NULL THEN not_before ELSE updated_at END, deferred_at) "
+                "<= now() "
                 "FROM jobs WHERE id = :id"), {"id": job_id}).one_or_none()
         outstanding, budget_running = (bool(row_now[0]), bool(row_now[1])) if row_now else (
             False, False)

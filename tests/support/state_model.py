@@ -48,6 +48,7 @@ class Expected:
     state: JobState = JobState.PENDING
     attempts: int = 0
     attempt_limit: int = 0
+    lease_graces: int = 0  # extra attempts a lost lease on the last attempt gave (at most 1)
     cancel_requested: bool = False
     due: bool = True  # PENDING only: not_before absent or past
     lease_live: bool = False  # PROCESSING only

@@ -20,6 +20,7 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", self.port))
         self._closed = False
+        self.refused = 0  # connections hung up on while down: one per try to reach the server
         threading.Thread(target=self._accept, daemon=True, name="tcp-proxy").start()
 
     def _accept(self) -> None:
@@ -29,6 +30,7 @@ class TcpProxy:
             except OSError:
                 return
             if not self._up.is_set():  # down: refuse by hanging up at once
+                self.refused += 1
                 client.close()
                 continue
             try:
