@@ -207,8 +207,8 @@ class JobsClient(Transport):
         return Stats.model_validate(self.call("GET", "/stats"))
 
     def history(self, window: Literal["hour", "day"] = "hour") -> History:
-        """How many of the caller's jobs ended per minute (`hour`) or per hour (`day`), by
-        end state, oldest bucket first, from the server's records."""
+        """How many of the caller's jobs ended per minute (`hour`) or quarter hour (`day`),
+        by end state, oldest bucket first, from the server's records."""
         return History.model_validate(self.call("GET", f"/stats/history?window={window}"))
 
     def health(self) -> Health:
