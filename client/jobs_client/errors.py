@@ -76,11 +76,13 @@ class RateLimited(Unavailable):
 
     @property
     def quota(self) -> str | None:
+        """Which limit the caller is over (the problem's `quota`), None if it did not say."""
         value = self.extra.get("quota")
         return value if isinstance(value, str) else None
 
     @property
     def limit(self) -> int | None:
+        """That limit's value (the problem's `limit`), None if it did not say."""
         value = self.extra.get("limit")
         return value if isinstance(value, int) else None
 
