@@ -6,7 +6,12 @@ The console examples are run against `make dev` by tests/test_dev_stack.py."""
 
 from __future__ import annotations
 
+import inspect
 import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -99,3 +104,73 @@ def test_console_output_is_compared_as_a_terminal_shows_it() -> None:
 def test_every_console_block_is_a_session_of_commands(path: Path) -> None:
     for block in console_blocks(path):
         assert block and all(step.command for step in block), path
+
+
+def test_every_public_part_of_the_client_has_a_docstring() -> None:
+    """docs/client-reference.md is generated from jobs_client's docstrings, and mkdocstrings
+    leaves out a class, function or method that has none: so a new one without a docstring
+    would be missing from the reference without a word."""
+    import jobs_client
+
+    missing = []
+    for name in jobs_client.__all__:
+        obj = getattr(jobs_client, name)
+        if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+            continue  # TokenSource: a type alias, shown with its definition
+        if not inspect.getdoc(obj):
+            missing.append(name)
+        if inspect.isclass(obj):
+            for member, value in vars(obj).items():
+                shown = not member.startswith("_") and (
+                    callable(value) or isinstance(value, property))
+                if shown and not (value.__doc__ or "").strip():
+                    missing.append(f"{name}.{member}")
+    assert not missing, f"no docstring, so not in the client's reference: {missing}"
+
+
+def docs_build(tmp_path: Path, change: Callable[[Path], None]) -> subprocess.CompletedProcess[str]:
+    """`make docs`'s own command (from the Makefile), run on a copy of the site and the client
+    with `change` made to the copy."""
+    recipe = re.search(r"^docs:.*\n\t(.+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert recipe, "the Makefile has no docs recipe"
+    command = recipe.group(1).replace("$(BIN)/", f"{Path(sys.executable).parent}/").split()
+    shutil.copy(ROOT / "mkdocs.yml", tmp_path)
+    shutil.copytree(ROOT / "docs", tmp_path / "docs")
+    shutil.copytree(ROOT / "client" / "jobs_client", tmp_path / "client" / "jobs_client",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    change(tmp_path)
+    return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{path.name} no longer has {old!r}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_the_docs_build_passes_on_an_unchanged_copy(tmp_path: Path) -> None:
+    """The baseline for the two below: the copy itself builds, so their failures are theirs."""
+    built = docs_build(tmp_path, lambda root: None)
+    assert built.returncode == 0, built.stdout + built.stderr
+
+
+def test_a_broken_cross_reference_in_a_client_docstring_fails_the_docs_build(
+        tmp_path: Path) -> None:
+    def misname(root: Path) -> None:
+        edit(root / "client/jobs_client/client.py", '"""Poll until the job ends',
+             '"""Poll (see [JobView][jobs_client.models.NoSuchView]) until the job ends')
+
+    built = docs_build(tmp_path, misname)
+    assert built.returncode != 0
+    assert "jobs_client.models.NoSuchView" in built.stderr
+
+
+def test_a_client_symbol_the_reference_names_that_is_gone_fails_the_docs_build(
+        tmp_path: Path) -> None:
+    """The page's `::: jobs_client.JobsClient` and its cross-reference to JobsClient.wait."""
+    def rename(root: Path) -> None:
+        edit(root / "client/jobs_client/client.py", "    def wait(", "    def await_end(")
+
+    built = docs_build(tmp_path, rename)
+    assert built.returncode != 0
+    assert "jobs_client.JobsClient.wait" in built.stderr

@@ -207,8 +207,8 @@ class JobsClient(Transport):
         return Stats.model_validate(self.call("GET", "/stats"))
 
     def history(self, window: Literal["hour", "day"] = "hour") -> History:
-        """How many of the caller's jobs ended per minute (`hour`) or per hour (`day`), by
-        end state, oldest bucket first, from the server's records."""
+        """How many of the caller's jobs ended per minute (`hour`) or quarter hour (`day`),
+        by end state, oldest bucket first, from the server's records."""
         return History.model_validate(self.call("GET", f"/stats/history?window={window}"))
 
     def health(self) -> Health:
@@ -262,6 +262,7 @@ class JobsClient(Transport):
         )
 
     def schedule(self, schedule_id: str | UUID) -> ScheduleView:
+        """One of the caller's schedules (another owner's is NotFound)."""
         return ScheduleView.model_validate(self.call("GET", f"/schedules/{_segment(schedule_id)}"))
 
     def update_schedule(
@@ -291,6 +292,7 @@ class JobsClient(Transport):
         )
 
     def delete_schedule(self, schedule_id: str | UUID) -> None:
+        """Delete the schedule: it fires no more."""
         self.call("DELETE", f"/schedules/{_segment(schedule_id)}")
 
     def schedule_events(self, schedule_id: str | UUID) -> builtins.list[ScheduleEvent]:

@@ -23,7 +23,10 @@ class Unreachable(ClientError):
 
 
 class ApiError(ClientError):
-    """The API answered with an RFC 9457 problem; its fields, as the server sent them."""
+    """The API answered with an RFC 9457 problem; its fields, as the server sent them, are
+    attributes of the same names: `status`, `title`, `type`, `detail`, `instance`,
+    `invalid_params` (a list of `{"name", "reason"}`) and `extra` (the problem's other
+    members); `retry_after` is the seconds of the answer's Retry-After (None without one)."""
 
     def __init__(
         self,
@@ -73,11 +76,13 @@ class RateLimited(Unavailable):
 
     @property
     def quota(self) -> str | None:
+        """Which limit the caller is over (the problem's `quota`), None if it did not say."""
         value = self.extra.get("quota")
         return value if isinstance(value, str) else None
 
     @property
     def limit(self) -> int | None:
+        """That limit's value (the problem's `limit`), None if it did not say."""
         value = self.extra.get("limit")
         return value if isinstance(value, int) else None
 

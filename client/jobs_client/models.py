@@ -18,6 +18,8 @@ PRESET_PATTERN = r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$"
 
 
 class JobState(StrEnum):
+    """A job's state: PENDING, PROCESSING, then one of COMPLETED, FAILED and CANCELLED."""
+
     PENDING = "PENDING"
     PROCESSING = "PROCESSING"
     COMPLETED = "COMPLETED"
@@ -26,6 +28,7 @@ class JobState(StrEnum):
 
     @property
     def terminal(self) -> bool:
+        """Whether the job has ended: only a retry (of a FAILED job) moves it again."""
         return self in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 
 
@@ -34,6 +37,8 @@ class _Answer(BaseModel):
 
 
 class Links(_Answer):
+    """Where the job and its events are, as paths of the API."""
+
     self: str
     events: str
 
@@ -48,6 +53,8 @@ class ProgressView(_Answer):
 
 
 class JobResult(_Answer):
+    """How the job ended: its handler's output, or why it failed."""
+
     status: Literal["succeeded", "failed"]
     output: Any = None
     error_type: str | None = None
@@ -96,11 +103,15 @@ class JobView(_Answer):
 
 
 class JobList(_Answer):
+    """One page of jobs, newest first; `next_cursor` asks for the next (None: the last)."""
+
     jobs: list[JobView]
     next_cursor: str | None
 
 
 class JobEvent(_Answer):
+    """One move of a job between states, and why: its audit trail is a list of these."""
+
     id: int
     job_id: str
     from_state: JobState | None
@@ -112,6 +123,8 @@ class JobEvent(_Answer):
 
 
 class EventList(_Answer):
+    """`GET /jobs/{id}/events`: the job's audit trail, oldest first."""
+
     events: list[JobEvent]
 
 
@@ -135,12 +148,15 @@ class Health(_Answer):
 
 
 class HistoryBucket(_Answer):
+    """One bucket of a History: how many jobs ended in each state from `at`, for `bucket_s`
+    seconds."""
+
     at: datetime
     counts: dict[JobState, int]
 
 
 class History(_Answer):
-    """Jobs finished per bucket (a minute, or an hour over a day), by end state."""
+    """Jobs finished per bucket (a minute over an hour, a quarter hour over a day), by end state."""
 
     window: Literal["hour", "day"]
     bucket_s: int
@@ -169,18 +185,24 @@ class WebhookSecret(_Answer):
 
 
 class TemplateView(_Answer):
+    """A schedule's job as the API shows it (its content is not echoed back)."""
+
     preset: str
     metadata: dict[str, Any]
     max_attempts: int | None
 
 
 class ScheduleLinks(_Answer):
+    """Where the schedule, its events and its last job are, as paths of the API."""
+
     self: str
     events: str
     last_job: str | None
 
 
 class ScheduleView(_Answer):
+    """A recurring job: its cron and timezone, the job it creates, and its next fire."""
+
     id: str
     cron: str
     timezone: str
@@ -197,11 +219,15 @@ class ScheduleView(_Answer):
 
 
 class ScheduleList(_Answer):
+    """One page of schedules, newest first; `next_cursor` asks for the next."""
+
     schedules: list[ScheduleView]
     next_cursor: str | None
 
 
 class ScheduleEvent(_Answer):
+    """One fire of a schedule: the job it created, or why it skipped one."""
+
     id: int
     schedule_id: str
     fire_time: datetime
@@ -212,6 +238,8 @@ class ScheduleEvent(_Answer):
 
 
 class ScheduleEventList(_Answer):
+    """`GET /schedules/{id}/events`: the schedule's fires and skips, oldest first."""
+
     events: list[ScheduleEvent]
 
 
