@@ -253,6 +253,8 @@ def schedule_summary(s: ScheduleView, now: datetime, paint: Paint) -> str:
         lines.append(("attempts", str(s.job.max_attempts)))
     if s.job.metadata:
         lines.append(("metadata", json.dumps(s.job.metadata, sort_keys=True)))
+    if s.job.callback_url:
+        lines.append(("callback", s.job.callback_url))
     if s.next_fire_at and s.enabled:
         lines.append(("next", f"in {age((s.next_fire_at - now).total_seconds())} "
                               f"({_clock(s.next_fire_at, seconds=True)})"))

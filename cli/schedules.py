@@ -76,6 +76,7 @@ def _job_options(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--content", required=required)
     p.add_argument("--metadata", help="JSON object; a preset's options go under 'options'")
     p.add_argument("--max-attempts", type=int, help="1 to 100 (default: the preset's)")
+    p.add_argument("--callback-url", help="each fired job POSTs its end here, signed")
 
 
 def _when_options(p: argparse.ArgumentParser, defaults: bool) -> None:
@@ -107,7 +108,7 @@ def add_commands(sub: Any) -> None:
 
 def _template(args: argparse.Namespace) -> JobTemplate:
     return template(args.preset, args.content, metadata=metadata(args.metadata),
-                    max_attempts=args.max_attempts)
+                    max_attempts=args.max_attempts, callback_url=args.callback_url)
 
 
 def run_schedule(args: argparse.Namespace, api: JobsClient) -> Any:

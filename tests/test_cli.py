@@ -449,8 +449,11 @@ def test_every_new_option_reaches_the_api_and_comes_back(
         "30 10 * * MON", "Europe/Riga", "allow")
     assert edited["job"]["preset"] == "echo" and edited["catch_up"] == "once"  # the rest kept
     rejob = ok("schedule", "edit", sid, "--preset", "text-stats", "--content", "Hi there",
-               "--max-attempts", "2")
+               "--max-attempts", "2", "--callback-url", hook)
     assert rejob["job"]["preset"] == "text-stats" and rejob["job"]["max_attempts"] == 2
+    assert rejob["job"]["callback_url"] == hook  # each job it fires carries it
+    _, summary = _in_pty("schedule", "get", sid, NO_COLOR="1", **auth)
+    assert re.search(rf"^callback +{re.escape(hook)}$", summary, re.M), summary
     half = _cli("schedule", "edit", sid, "--preset", "echo", **auth)
     assert half.returncode == 1 and "--preset and --content together" in half.stderr
     _, table = _in_pty("schedule", "list", NO_COLOR="1", **auth)

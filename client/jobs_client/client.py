@@ -338,11 +338,12 @@ class JobsClient(Transport):
 
 def template(
     preset: str, content: str, *, metadata: dict[str, Any] | None = None,
-    max_attempts: int | None = None,
+    max_attempts: int | None = None, callback_url: str | None = None,
 ) -> JobTemplate:
-    """A schedule's job, checked as the API checks it (BadRequest before anything is sent)."""
+    """A schedule's job, checked as the API checks it (BadRequest before anything is sent);
+    `callback_url` makes each job it fires POST its end there, signed, as `submit`'s does."""
     return _checked(JobTemplate, preset=preset, content=content, metadata=metadata or {},
-                    max_attempts=max_attempts)
+                    max_attempts=max_attempts, callback_url=callback_url)
 
 
 def _checked(model: type[_M], **fields: Any) -> _M:

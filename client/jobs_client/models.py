@@ -190,6 +190,7 @@ class TemplateView(_Answer):
     preset: str
     metadata: dict[str, Any]
     max_attempts: int | None
+    callback_url: str | None = None  # where each fired job's end is POSTed, signed
 
 
 class ScheduleLinks(_Answer):
@@ -302,22 +303,27 @@ class JobTemplate(BaseModel):
     content: str
     metadata: dict[str, Any] = Field(default_factory=dict)
     max_attempts: int | None = Field(default=None, ge=1, le=100)
+    callback_url: str | None = Field(default=None, min_length=1, max_length=2048)
 
     @field_validator("content")
     @classmethod
     def _content(cls, value: str) -> str:
         return _no_nul(value) or ""
 
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_url(cls, value: str | None) -> str | None:
+        return _no_nul(value)
+
 
 class NewJob(JobTemplate):
     """What `POST /jobs` takes."""
 
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
-    callback_url: str | None = Field(default=None, min_length=1, max_length=2048)
     run_at: str | None = Field(default=None, max_length=64)
     delay_s: int | None = Field(default=None, ge=0)
 
-    @field_validator("idempotency_key", "callback_url")
+    @field_validator("idempotency_key")
     @classmethod
     def _text(cls, value: str | None) -> str | None:
         return _no_nul(value)
