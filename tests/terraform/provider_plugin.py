@@ -89,4 +89,10 @@ class SchemaOnlyProvider(pb_grpc.ProviderServicer):  # type: ignore[misc]
 
 if __name__ == "__main__":
     spec = json.loads(Path(sys.argv[1]).read_text())
-    SyncRPCPluginServer(SchemaOnlyProvider(spec)).run()
+    server = SyncRPCPluginServer(SchemaOnlyProvider(spec))
+    # go-plugin decodes the handshake's certificate with base64.RawStdEncoding (no padding),
+    # while the server library pads it: a certificate whose DER length is not a multiple of 3
+    # (now and then, with a random serial number) failed the handshake with "error parsing
+    # server cert: illegal base64 data" (seen once in CI). Unpadded, every length is read.
+    server.cert_base64 = server.cert_base64.rstrip("=")
+    server.run()
