@@ -200,5 +200,10 @@ class JobService:
         net: see JobStore.take_parked_all). Returns how many were published."""
         return self._publish_taken(self.store.take_parked_all(limit))
 
+    def dispatch_flow_parked(self, limit: int) -> int:
+        """Publish up to `limit` jobs parked by preset or key limits that now have room (flow
+        control's safety net: see JobStore.take_flow_parked_all)."""
+        return self._publish_taken(self.store.take_flow_parked_all(limit))
+
     def _publish_taken(self, taken: list[DispatchItem]) -> int:
         return self.dispatcher.publish_taken(taken, self.store.release_dispatch)

@@ -35,6 +35,22 @@ class IpType(StrEnum):
 PositiveInt = Annotated[int, Field(gt=0)]
 
 
+class PresetLimit(BaseModel):
+    """One preset's limits: running jobs, and starts per interval (both or neither)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_running: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    max_starts: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    interval_s: Annotated[float, Field(gt=0, le=86_400 * 7)] | None = None
+
+    @model_validator(mode="after")
+    def _rate_whole(self) -> PresetLimit:
+        if (self.max_starts is None) != (self.interval_s is None):
+            raise ValueError("give max_starts and interval_s together")
+        return self
+
+
 class Settings(BaseModel):
     """Every knob of the job store; see the settings table in docs/settings.md."""
 
@@ -80,6 +96,17 @@ class Settings(BaseModel):
     max_schedules_per_owner: Annotated[int, Field(ge=0, le=100_000)] = 100
     schedule_min_interval_s: Annotated[int, Field(ge=60, le=31_536_000)] = 60
     owner_max_running: Annotated[int, Field(ge=0, le=100_000)] = 0
+
+    # Flow control (issue 27, docs/flow-control.md). Limits per preset, shared by every owner
+    # (a model API's quota is the deployment's): {"transcribe": {"max_running": 4,
+    # "max_starts": 60, "interval_s": 60}} (JSON in env). Each instance writes them to
+    # `flow_limits` on its first claim, so the database holds what every instance enforces.
+    # A delivery whose rate slot is at most FLOW_HOLD_S away (and at most FLOW_AHEAD slots
+    # ahead) holds it; a farther one parks until a start or the sweep releases it. Keep
+    # FLOW_HOLD_S at least the sweep's period, so a release is never late for a slot.
+    preset_limits: dict[str, PresetLimit] = {}
+    flow_hold_s: Annotated[float, Field(ge=0, le=300)] = 60.0
+    flow_ahead: Annotated[int, Field(ge=1, le=100)] = 4
 
     # Presets: modules to import for user handlers, each exposing HANDLERS (JSON list in env).
     preset_modules: list[str] = []

@@ -13,6 +13,10 @@ from common.service import JobService
 
 
 def release(service: JobService, budget: Budget, batch_size: int) -> dict[str, Any]:
+    """Owners' parked jobs, then those of preset and key limits (issue 27) with room: a
+    release counts the jobs still on their way, so the loop ends when the room is taken."""
     published, more = budget.in_batches(batch_size,
                                         lambda: service.dispatch_parked(batch_size))
-    return {"published": published, "more": more}
+    flow, flow_more = budget.in_batches(batch_size,
+                                        lambda: service.dispatch_flow_parked(batch_size))
+    return {"published": published, "more": more or flow_more, "flow_published": flow}

@@ -39,7 +39,7 @@ from common.store.fragments import (
     request_hash,
     target,
 )
-from common.store.models import Job, NewJob
+from common.store.models import DEFAULT_PRIORITY, Job, NewJob
 from common.store.states import Move
 from common.store.timing import resolve_not_before
 
@@ -76,15 +76,16 @@ WITH input AS MATERIALIZED (
     FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS t(
         i integer, preset text, content text, metadata jsonb, max_attempts integer,
         idempotency_key text, request_hash text, callback_url text,
-        not_before timestamptz, delay_s double precision){counts}
+        not_before timestamptz, delay_s double precision, priority smallint,
+        limit_key text){counts}
 ), ins AS (
     INSERT INTO jobs AS j (id, owner_id, preset, content, metadata, max_attempts, attempt_limit,
                       idempotency_key, request_hash, state, callback_url, trace,
-                      not_before, dispatched_at)
+                      not_before, dispatched_at, priority, limit_key)
     SELECT t.new_id, :owner_id, t.preset, t.content, t.metadata, t.max_attempts,
            t.max_attempts, t.idempotency_key, t.request_hash, {target(Move.CREATE)},
            t.callback_url, traceparent_bytes(CAST(:traceparent AS text)), {_NOT_BEFORE},
-           CASE WHEN ({_NOT_BEFORE}) IS NULL THEN now() END
+           CASE WHEN ({_NOT_BEFORE}) IS NULL THEN now() END, t.priority, t.limit_key
     FROM input t{fits} ORDER BY t.i
     ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING {COLS}, {RESULT_COLS}
@@ -175,6 +176,8 @@ class BatchQueries(CallerOperations):
             "request_hash": (request_hash(new, max_attempts)
                              if new.idempotency_key is not None else None),
             "callback_url": new.callback_url,
+            "priority": new.priority if new.priority is not None else DEFAULT_PRIORITY,
+            "limit_key": new.limit_key,
             "not_before": not_before.isoformat() if not_before is not None else None,
             "delay_s": delay_s,
         }

@@ -23,7 +23,8 @@ from common.store.errors import (
     PendingLimitReached,
     UnknownPreset,
 )
-from common.store.fair_share import DUE, DUE_FROM, PARKED
+from common.store.fair_share import DUE, DUE_FROM
+from common.store.flow_sql import PARKED
 from common.store.fragments import (
     COLS,
     J_COLS,
@@ -46,6 +47,7 @@ from common.store.fragments import (
     unstorable,
 )
 from common.store.models import (
+    DEFAULT_PRIORITY,
     PRESET_PATTERN,
     Job,
     JobEvent,
@@ -221,6 +223,8 @@ class CallerOperations(StoreBase):
             "idempotency_key": new.idempotency_key,
             "request_hash": digest,
             "callback_url": new.callback_url,
+            "priority": new.priority if new.priority is not None else DEFAULT_PRIORITY,
+            "limit_key": new.limit_key,
             "traceparent": traceparent,
             "not_before": not_before,
             "delay_s": delay_s,

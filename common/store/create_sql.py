@@ -42,13 +42,14 @@ def _create_sql(keyed: bool, quota: bool = False) -> str:
     values = f"""(:owner_id, :preset, :content, CAST(:metadata AS jsonb), :max_attempts,
         :max_attempts, :idempotency_key, :request_hash, {target(Move.CREATE)},
         CAST(:callback_url AS text), traceparent_bytes(CAST(:traceparent AS text)), {NOT_BEFORE},
-        CASE WHEN CAST(:dispatching AS boolean) AND ({NOT_BEFORE}) IS NULL THEN now() END)"""
+        CASE WHEN CAST(:dispatching AS boolean) AND ({NOT_BEFORE}) IS NULL THEN now() END,
+        :priority, CAST(:limit_key AS text))"""
     source = (f"SELECT {values[1:-1]}\nWHERE (SELECT pending_seen FROM room) "
               "< CAST(:max_pending AS integer)") if quota else f"VALUES {values}"
     insert = f"""
 INSERT INTO jobs (owner_id, preset, content, metadata, max_attempts, attempt_limit,
                   idempotency_key, request_hash, state, callback_url, trace,
-                  not_before, dispatched_at)
+                  not_before, dispatched_at, priority, limit_key)
 {source}{conflict}
 RETURNING {COLS}"""
     return PENDING_SEEN.replace("{insert}", insert) if quota else insert

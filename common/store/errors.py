@@ -75,6 +75,10 @@ class ScheduleNotFound(JobNotFound):
     """No such schedule for this owner (another owner's is reported exactly like a missing one)."""
 
 
+class LimitNotFound(JobNotFound):
+    """No limit of this caller's has that key."""
+
+
 class ScheduleLimitReached(JobStoreError):
     """The owner already has as many schedules as MAX_SCHEDULES_PER_OWNER allows."""
 

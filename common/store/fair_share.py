@@ -3,8 +3,9 @@
 For an owner with a limit, the claim (worker_moves) takes a slot in `owner_running` with a
 guarded upsert and marks the job `holds_slot`, or parks the job (`deferred_at`) without spending
 an attempt; an owner without a limit keeps no counter. When a slot-holding job leaves
-PROCESSING a trigger frees its slot; the worker then takes the owner's oldest parked jobs, as
-many as there are free slots, and publishes them at once. The sweep does the same for every
+PROCESSING a trigger frees its slot; the worker then takes the owner's best-ranked parked jobs
+(priority as a head start on age, flow_sql.RANK), as many as there are free slots, and
+publishes them at once. The sweep does the same for every
 owner, as a safety net (a worker that died between its exit and the publish).
 
 A parked job is one whose last deferral is newer than its last dispatch: taking it stamps
@@ -22,13 +23,12 @@ from typing import Any
 
 from common.store.base import StoreBase
 from common.store.errors import InvalidInput
+from common.store.flow_sql import PARKED, RANK
 from common.store.fragments import checked_owner, lit, trace_of
 from common.store.models import DispatchItem
 from common.store.states import JobState
 
 P = lit(JobState.PENDING)
-PARKED = (f"state = {P} AND deferred_at IS NOT NULL "
-          "AND (dispatched_at IS NULL OR dispatched_at <= deferred_at)")
 # When a PENDING job became (or becomes) due: a backoff or a `run_at` sets not_before.
 DUE_FROM = "COALESCE(not_before, created_at)"
 # Due: PENDING, not parked, and its time has come. Only these wait on us (a worker, a
@@ -45,7 +45,7 @@ WITH cap AS (
            COALESCE((SELECT running FROM owner_running WHERE owner_id = :owner_id), 0) AS running
 ), picked AS (
     SELECT id FROM jobs WHERE owner_id = :owner_id AND {PARKED}
-    ORDER BY created_at
+    ORDER BY {RANK}
     LIMIT (SELECT CASE WHEN n = 0 THEN :batch ELSE LEAST(GREATEST(n - running, 0), :batch) END
            FROM cap)
     FOR UPDATE SKIP LOCKED
@@ -68,7 +68,7 @@ WITH owners AS (
 ), picked AS (
     SELECT p.id FROM owners o CROSS JOIN LATERAL (
         SELECT id FROM jobs WHERE owner_id = o.owner_id AND {PARKED}
-        ORDER BY created_at LIMIT o.free FOR UPDATE SKIP LOCKED
+        ORDER BY {RANK} LIMIT o.free FOR UPDATE SKIP LOCKED
     ) p
     LIMIT :batch
 )

@@ -56,7 +56,8 @@ _BASE_COLS = (
     "id, owner_id, preset, content, metadata, state, attempts, max_attempts, attempt_limit, "
     "idempotency_key, cancel_requested, lease_expires_at, dispatched_at, not_before, "
     "created_at, updated_at, started_at, finished_at, "
-    "progress, progress_note, progress_at, progress_attempt, callback_url"
+    "progress, progress_note, progress_at, progress_attempt, callback_url, "
+    "priority, limit_key, wait_reason"
 )
 
 
@@ -224,6 +225,8 @@ def request_hash(new: NewJob, max_attempts: int) -> str:
         fields.append(new.callback_url)
     if new.run_at is not None or new.delay_s is not None:
         fields += [new.run_at, new.delay_s]
+    if new.priority is not None or new.limit_key is not None:
+        fields += [new.priority, new.limit_key]
     canonical = json.dumps(
         fields,
         sort_keys=True,

@@ -11,6 +11,7 @@ from common.store.batches import BatchQueries
 from common.store.bulk import BulkQueries
 from common.store.callers import CallerOperations
 from common.store.fair_share import FairShareQueries
+from common.store.flow_limits import FlowLimitQueries
 from common.store.insight import InsightQueries
 from common.store.maintenance_queries import MaintenanceQueries
 from common.store.schedules import ScheduleQueries
@@ -19,7 +20,7 @@ from common.store.worker_moves import WorkerMoves
 
 
 class JobStore(
-    ScheduleQueries, FairShareQueries, BatchQueries, BulkQueries, CallerOperations, WorkerMoves,
-    MaintenanceQueries, WebhookQueries, InsightQueries,
+    ScheduleQueries, FairShareQueries, FlowLimitQueries, BatchQueries, BulkQueries,
+    CallerOperations, WorkerMoves, MaintenanceQueries, WebhookQueries, InsightQueries,
 ):
     """The job repository. Thread-safe: each call checks one connection out of the pool."""

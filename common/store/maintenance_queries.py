@@ -16,7 +16,8 @@ from common.store.base import StoreBase
 from common.store.errors import (
     InvalidInput,
 )
-from common.store.fair_share import DUE, DUE_FROM, LATER, PARKED
+from common.store.fair_share import DUE, DUE_FROM, LATER
+from common.store.flow_sql import PARKED, RANK
 from common.store.fragments import (
     J_COLS,
     TERMINAL,
@@ -53,10 +54,11 @@ SQL_RELEASE_DISPATCH = _set_dispatched_sql("NULL")
 #
 # The sweep's re-dispatch takes its rows by stamping dispatched_at first (SKIP LOCKED), so two
 # sweeps at once never publish the same job; a publish that then fails un-stamps its row. One
-# statement per partial index: never-published due jobs, and those published long ago.
+# statement per partial index: never-published due jobs, best rank first (priority, issue 27;
+# a backlog after an outage goes out urgent first, at the price of a sort), and those
+# published long ago.
 DISPATCH_DUE = {
-    False: ("dispatched_at IS NULL AND COALESCE(not_before, created_at) <= now()",
-            "COALESCE(not_before, created_at)"),
+    False: ("dispatched_at IS NULL AND COALESCE(not_before, created_at) <= now()", RANK),
     True: ("dispatched_at IS NOT NULL "
            "AND dispatched_at < now() - make_interval(secs => :stale_s)", "dispatched_at"),
 }

@@ -22,6 +22,10 @@ from common.store.states import JobState
 PRESET_PATTERN = r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$"
 MAX_METADATA_DEPTH = 6
 MAX_CALLBACK_URL = 2048
+MIN_PRIORITY, DEFAULT_PRIORITY, MAX_PRIORITY = 0, 5, 9
+MAX_LIMIT_KEY = 128
+# A key is a path segment (/limits/{key}) and a log field: letters, digits and . _ : @ -
+LIMIT_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"
 
 
 def _check_json_value(value: Any, depth: int = 0) -> None:
@@ -53,12 +57,25 @@ class JobTemplate(BaseModel):
     content: str
     metadata: dict[str, Any] = Field(default_factory=dict)
     max_attempts: int | None = Field(default=None, ge=1, le=100)
+    # Flow control (issue 27, docs/flow-control.md): higher goes first where jobs compete for
+    # a slot (absent: DEFAULT_PRIORITY); the owner's limits for `limit_key`, if any, apply.
+    priority: int | None = Field(default=None, ge=MIN_PRIORITY, le=MAX_PRIORITY)
+    limit_key: str | None = Field(default=None, min_length=1, max_length=MAX_LIMIT_KEY,
+                                  pattern=LIMIT_KEY_PATTERN)
 
     @field_validator("content")
     @classmethod
     def _content_no_nul(cls, value: str) -> str:
         if "\x00" in value:
             raise ValueError("must not contain NUL characters")
+        return value
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _priority_is_a_number(cls, value: Any) -> Any:
+        """pydantic would read `"5"` and `true` as integers; the document says integer."""
+        if isinstance(value, bool | str):
+            raise ValueError("must be an integer from 0 to 9")
         return value
 
     @field_validator("max_attempts", mode="before")
@@ -167,6 +184,11 @@ class Job(BaseModel):
     progress_attempt: int | None = None
     callback_url: str | None = None
     traceparent: str | None = None
+    priority: int = DEFAULT_PRIORITY
+    limit_key: str | None = None
+    # Why a PENDING job waits on a limit: `running:owner`, `running:preset`, `running:key`,
+    # `rate:preset`, `rate:key`, or `rate-reserved` (its start slot is booked: `not_before`).
+    wait_reason: str | None = None
 
 
 class JobEvent(BaseModel):
@@ -190,11 +212,20 @@ class ClaimOutcome(BaseModel):
 
     job: Job | None
     reason: Literal[
-        "claimed", "not-found", "in-progress", "terminal", "not-due", "stale-message", "deferred"
+        "claimed", "not-found", "in-progress", "terminal", "not-due", "stale-message", "deferred",
+        "held",
     ]
     # The claimed job took one of its owner's fair-share slots (the owner has a limit): its
     # exit frees the slot, so the worker then releases the owner's parked jobs.
     holds_slot: bool = False
+    # Flow control (issue 27): `held` means a rate slot is reserved for the job at
+    # `hold_until`, so the delivery waits and claims again then. A claimed job that started
+    # under a rate limit (`rated`) or took a running slot of one (`flow_held`) makes its worker
+    # release the parked jobs those limits now have room for.
+    hold_until: datetime | None = None
+    hold_s: float = 0.0  # how long until hold_until, on the database's clock
+    rated: bool = False
+    flow_held: bool = False
 
 
 class JobMove(BaseModel):

@@ -84,6 +84,8 @@ class Schedule(BaseModel):
     metadata: dict[str, Any]
     max_attempts: int | None
     callback_url: str | None = None
+    priority: int = 5
+    limit_key: str | None = None
     enabled: bool
     overlap: Overlap
     catch_up: CatchUp

@@ -20,7 +20,7 @@ from common.store.cursor import decode_cursor, encode_cursor
 from common.store.errors import DatabaseUnavailable, InvalidInput, ScheduleLimitReached
 from common.store.errors import ScheduleNotFound as NotFound
 from common.store.fragments import as_uuid, checked_owner, lit, to_json
-from common.store.models import JobTemplate
+from common.store.models import DEFAULT_PRIORITY, JobTemplate
 from common.store.states import JobState
 
 if TYPE_CHECKING:  # built on first use: every function imports the store, few touch a schedule
@@ -35,14 +35,17 @@ if TYPE_CHECKING:  # built on first use: every function imports the store, few t
 
 SCOLS = (
     "id, owner_id, cron, timezone, preset, content, metadata, max_attempts, callback_url, "
-    "enabled, overlap, catch_up, next_fire_at, last_fire_at, last_job_id, created_at, updated_at"
+    "priority, limit_key, enabled, overlap, catch_up, next_fire_at, last_fire_at, last_job_id, "
+    "created_at, updated_at"
 )
 VALUES = (
     ":cron, :timezone, :preset, :content, CAST(:metadata AS jsonb), :max_attempts, "
-    "CAST(:callback_url AS text), :enabled, :overlap, :catch_up, "
+    "CAST(:callback_url AS text), :priority, CAST(:limit_key AS text), :enabled, :overlap, "
+    ":catch_up, "
     "CAST(:next_fire_at AS timestamptz)"
 )
-FIELDS = "cron, timezone, preset, content, metadata, max_attempts, callback_url, enabled, " \
+FIELDS = "cron, timezone, preset, content, metadata, max_attempts, callback_url, priority, " \
+         "limit_key, enabled, " \
          "overlap, catch_up, next_fire_at"
 
 # The owner's quota is read in the same statement. Two creates at the same instant can both
@@ -94,7 +97,7 @@ LIVE = f"({lit(JobState.PENDING)},{lit(JobState.PROCESSING)})"
 SQL_FIRE = f"""
 WITH s AS (
     SELECT id, owner_id, preset, content, metadata, max_attempts, callback_url, overlap,
-           last_job_id
+           last_job_id, priority, limit_key
     FROM schedules
     WHERE id = :id AND enabled AND next_fire_at = CAST(:expected AS timestamptz)
     FOR UPDATE SKIP LOCKED
@@ -103,10 +106,10 @@ WITH s AS (
     WHERE s.overlap = 'skip' AND j.state IN {LIVE}
 ), job AS (
     INSERT INTO jobs (owner_id, preset, content, metadata, max_attempts, attempt_limit, state,
-                      schedule_id, fire_time, callback_url)
+                      schedule_id, fire_time, callback_url, priority, limit_key)
     SELECT owner_id, preset, content, metadata, COALESCE(max_attempts, :default_max),
            COALESCE(max_attempts, :default_max), {lit(JobState.PENDING)}, id,
-           CAST(:fire_time AS timestamptz), callback_url
+           CAST(:fire_time AS timestamptz), callback_url, priority, limit_key
     FROM s WHERE NOT EXISTS (SELECT 1 FROM busy)
     ON CONFLICT (schedule_id, fire_time) WHERE schedule_id IS NOT NULL DO NOTHING
     RETURNING id, state, attempts
@@ -161,6 +164,9 @@ class ScheduleQueries(CallerOperations):
             "metadata": to_json(template.metadata, "job.metadata"),
             "max_attempts": template.max_attempts,
             "callback_url": getattr(template, "callback_url", None),
+            "priority": template.priority if template.priority is not None
+            else DEFAULT_PRIORITY,
+            "limit_key": template.limit_key,
             "enabled": values["enabled"],
             "overlap": values["overlap"],
             "catch_up": values["catch_up"],
@@ -216,7 +222,8 @@ class ScheduleQueries(CallerOperations):
             values.update({k: v for k, v in given.items() if k != "job"})
             template = given.get("job") or ScheduleTemplate(
                 preset=current.preset, content=current.content, metadata=current.metadata,
-                max_attempts=current.max_attempts, callback_url=current.callback_url)
+                max_attempts=current.max_attempts, callback_url=current.callback_url,
+                priority=current.priority, limit_key=current.limit_key)
             params = self._schedule_params(current.owner_id, template, values, datetime.now(UTC))
             timing = ("cron", "timezone", "enabled")
             if values["enabled"] and current.enabled and not any(

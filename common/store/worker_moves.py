@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 from common.store.base import SQL_PEEK, StoreBase
+from common.store.flow_sql import FLOW_STARTED, RESERVED, claim_gate
 from common.store.fragments import (
     COLS,
     J_COLS,
@@ -69,18 +70,10 @@ def _claim_sql(expect_attempts: bool) -> str:
     claimable = (f"state IN {sources(Move.CLAIM)} AND NOT cancel_requested "
                  f"AND (not_before IS NULL OR not_before <= now()){guard}")
     return f"""
-WITH cand AS (
-    SELECT id, owner_id FROM jobs WHERE id = :id AND {claimable}
-), cap AS (
-    SELECT c.id, c.owner_id, COALESCE(l.max_running, :default_limit) AS n
-    FROM cand c LEFT JOIN owner_limits l ON l.owner_id = c.owner_id
-), locked AS (
-    SELECT id, deferred_at FROM jobs
-    WHERE id = (SELECT id FROM cap WHERE n > 0) AND {claimable}
-    FOR UPDATE
-), slot AS (
+WITH {claim_gate(claimable)}, slot AS (
     INSERT INTO owner_running AS o (owner_id, running)
     SELECT owner_id, 1 FROM cap WHERE n > 0 AND EXISTS (SELECT 1 FROM locked)
+      AND (SELECT verdict FROM gate) = 'go'
     ON CONFLICT (owner_id) DO UPDATE SET running = o.running + 1
     WHERE o.running < (SELECT n FROM cap)
     RETURNING o.running
@@ -88,25 +81,43 @@ WITH cand AS (
     UPDATE jobs SET state = {target(Move.CLAIM)}, attempts = attempts + 1,
         lease_expires_at = now() + make_interval(secs => :lease_s),
         started_at = now(), updated_at = now(), not_before = NULL, deferred_at = NULL,
-        undelivered_since = NULL, delivery_failures = 0, holds_slot = (SELECT n > 0 FROM cap)
-    WHERE id = (SELECT id FROM cap) AND {claimable}
+        undelivered_since = NULL, delivery_failures = 0, holds_slot = (SELECT n > 0 FROM cap),
+        wait_reason = NULL,
+        flow_held = (SELECT CAST(NULLIF(sum(bit), 0) AS smallint) FROM fl
+                     WHERE max_running IS NOT NULL)
+    WHERE id = (SELECT id FROM cap) AND {claimable} AND (SELECT verdict FROM gate) = 'go'
       AND ((SELECT n FROM cap) = 0 OR EXISTS (SELECT 1 FROM slot))
-    RETURNING {COLS}, holds_slot
+    RETURNING {COLS}, holds_slot, flow_held
+), held AS (
+    UPDATE jobs SET not_before = (SELECT slot FROM rate), wait_reason = '{RESERVED}',
+        dispatched_at = NULL
+    WHERE id = (SELECT id FROM locked) AND (SELECT verdict FROM gate) IN ('reserve', 'hold')
+    RETURNING {COLS}
 ), parked AS (
-    UPDATE jobs SET deferred_at = now(), undelivered_since = NULL, delivery_failures = 0
-    WHERE id = (SELECT id FROM locked) AND NOT EXISTS (SELECT 1 FROM slot)
+    UPDATE jobs SET deferred_at = now(), undelivered_since = NULL, delivery_failures = 0,
+        wait_reason = CASE WHEN (SELECT verdict FROM gate) = 'park' THEN (SELECT reason FROM gate)
+                           ELSE 'running:owner' END
+    WHERE id = (SELECT id FROM locked)
+      AND ((SELECT verdict FROM gate) = 'park'
+           OR ((SELECT verdict FROM gate) = 'go' AND (SELECT n FROM cap) > 0
+               AND NOT EXISTS (SELECT 1 FROM slot)))
     RETURNING {COLS}
 ), dev AS (
     INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, details)
     SELECT id, state, state, 'deferred', attempts,
-           jsonb_build_object('owner_limit', (SELECT n FROM cap))
+           jsonb_build_object('owner_limit', (SELECT n FROM cap),
+                              'waits_for', (SELECT wait_reason FROM parked))
     FROM parked
     WHERE (SELECT deferred_at FROM locked) IS NULL
       AND NOT EXISTS (SELECT 1 FROM job_events e WHERE e.job_id = parked.id
                       AND e.reason = 'deferred')
-), {event_cte(lit(P), "'claimed'")}
-SELECT {OUT_COLS}, false AS deferred, holds_slot FROM moved
-UNION ALL SELECT {OUT_COLS}, true AS deferred, false AS holds_slot FROM parked"""
+), {FLOW_STARTED}, {event_cte(lit(P), "'claimed'")}
+SELECT {OUT_COLS}, 'claimed' AS outcome, holds_slot,
+       (SELECT count(*) FILTER (WHERE max_starts IS NOT NULL) FROM fl) > 0 AS rated,
+       flow_held, CAST(NULL AS float8) AS hold_s FROM moved
+UNION ALL SELECT {OUT_COLS}, 'parked', false, false, NULL, NULL FROM parked
+UNION ALL SELECT {OUT_COLS}, 'held', false, false, NULL,
+                 GREATEST(extract(epoch FROM not_before - now()), 0) FROM held"""
 
 
 SQL_CLAIM = {flag: _claim_sql(flag) for flag in (False, True)}
@@ -231,17 +242,26 @@ class WorkerMoves(StoreBase):
         left over from an earlier attempt into 'stale-message'."""
         uid = as_uuid(job_id)
         params: dict[str, Any] = {"id": uid, "lease_s": lease_s or self._settings.lease_seconds,
-                                  "default_limit": self._settings.owner_max_running}
+                                  "default_limit": self._settings.owner_max_running,
+                                  "hold_s": self._settings.flow_hold_s,
+                                  "ahead": self._settings.flow_ahead}
         if expected_attempts is not None:
             params["expected_attempts"] = expected_attempts
         claimed = self._rows(SQL_CLAIM[expected_attempts is not None], **params)
         if claimed:
-            deferred = claimed[0].pop("deferred")
-            holds_slot = bool(claimed[0].pop("holds_slot"))
-            if deferred:  # the owner is at its limit: parked, no attempt spent
+            row = claimed[0]
+            outcome = row.pop("outcome")
+            holds_slot = bool(row.pop("holds_slot"))
+            rated, flow_held = bool(row.pop("rated")), row.pop("flow_held")
+            hold_s = row.pop("hold_s")
+            if outcome == "parked":  # a limit is full: parked, no attempt spent
                 return ClaimOutcome(job=None, reason="deferred")
-            return ClaimOutcome(job=job_from_row(claimed[0]), reason="claimed",
-                                holds_slot=holds_slot)
+            job = job_from_row(row)
+            if outcome == "held":  # a rate slot is reserved for it: claim again then
+                return ClaimOutcome(job=None, reason="held", hold_until=job.not_before,
+                                    hold_s=float(hold_s))
+            return ClaimOutcome(job=job, reason="claimed", holds_slot=holds_slot,
+                                rated=rated, flow_held=bool(flow_held))
         rows = self._rows(SQL_PEEK, id=uid)
         if not rows:
             return ClaimOutcome(job=None, reason="not-found")

@@ -48,6 +48,7 @@ from common.store.errors import (
 from common.store.job_store import JobStore
 from common.store.models import Job, JobMove
 from common.store.worker_moves import Progress
+from common.worker.flow_gate import FlowGate
 from common.worker.handler_threads import HandlerAborted, HandlerThreads
 from common.worker.kept import KeptOutcomes
 from common.worker.progress import ProgressBox
@@ -106,6 +107,7 @@ class _Kept:
     job: Job
     run: _Run
     holds_slot: bool
+    flow_held: bool = False  # its claim took a running slot of a preset or key limit
 
 
 class Worker:
@@ -130,6 +132,7 @@ class Worker:
         # one, the sweep's `parked` step does it.
         self.dispatcher = dispatcher
         self._threads = HandlerThreads()
+        self.flow = FlowGate(store, settings, dispatcher)
         self.kept: KeptOutcomes[_Kept] = KeptOutcomes()
 
     def time_limit(self, handler: Handler) -> float:
@@ -166,11 +169,9 @@ class Worker:
             if written.action != "fenced":
                 return written
             # The job moved on meanwhile (rescued): this message is handled as any other.
-        claim = self.store.claim(
-            item.id, expected_attempts=item.attempts, lease_s=self.settings.lease_seconds
-        )
+        claim = self.flow.claim(item.id, item.attempts, answer_by)
         if claim.reason == "deferred":
-            log("INFO", "job deferred: its owner is at its concurrency limit", job_id=str(item.id),
+            log("INFO", "job deferred: a limit on it is full", job_id=str(item.id),
                 message_id=message_id)
             return WorkOutcome("deferred", item.id, claim.reason)
         if claim.job is None:
@@ -180,8 +181,11 @@ class Worker:
         job = claim.job
         if not traced:  # a message published before traces travelled: the row has it
             bind_traceparent(job.traceparent, self.settings.google_cloud_project)
+        if claim.rated:  # its start used a rate slot: the next parked jobs may book theirs
+            self.flow.release(job)
         run = self._run(job)
-        return self._finish(_Kept(job, run, claim.holds_slot), answer_by, message_id)
+        return self._finish(_Kept(job, run, claim.holds_slot, claim.flow_held), answer_by,
+                            message_id)
 
     def _finish(self, kept: _Kept, answer_by: float, message_id: str) -> WorkOutcome:
         """Write a run's outcome, retrying until `answer_by` while the database is away; past
@@ -194,10 +198,11 @@ class Worker:
             log("ERROR", "could not record the outcome; kept for the redelivery",
                 job_id=str(job.id), attempt=job.attempts, run=run.kind, message_id=message_id)
             raise
-        if kept.holds_slot and outcome.action in (
-            "completed", "failed", "retry-scheduled", "cancelled"
-        ):
-            self._release_parked(job.owner_id)
+        if outcome.action in ("completed", "failed", "retry-scheduled", "cancelled"):
+            if kept.holds_slot:
+                self._release_parked(job.owner_id)
+            if kept.flow_held:
+                self.flow.release(job)
         log(
             "INFO" if outcome.action in ("completed", "cancelled") else "WARNING",
             "job attempt finished",
