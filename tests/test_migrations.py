@@ -33,7 +33,7 @@ def test_upgrade_downgrade_upgrade(scratch_url: str) -> None:
     tables, indexes = _shape(scratch_url)
     assert {
         "jobs", "job_events", "poison_messages", "chaos_runs", "alembic_version",
-        "schedules", "schedule_events", "owner_limits", "owner_running",
+        "schedules", "schedule_events", "owner_limits", "owner_running", "flow_limits",
     } <= tables
     assert {
         "ix_jobs_owner_state_created",
@@ -47,7 +47,9 @@ def test_upgrade_downgrade_upgrade(scratch_url: str) -> None:
         "ix_schedules_due",
         "uq_schedule_events_fire",
         "uq_jobs_schedule_fire",
-        "ix_jobs_deferred",
+        "ix_jobs_parked_owner",
+        "ix_jobs_parked_preset",
+        "ix_jobs_parked_key",
     } <= indexes
     assert "ix_jobs_owner_created" not in indexes  # dropped by 0010: one owner index
     migrate(scratch_url, "base", down=True)

@@ -14,7 +14,8 @@
   key's), so its exit (a trigger, ordered before the owner slot's so both paths lock in the
   same order as the claim) gives back exactly those.
 - `jobs.wait_reason`: why a PENDING job waits (the limit that parked it, or `rate-reserved`
-  for a job holding a rate slot), shown by GET /jobs/{id}.
+  for a job holding a rate slot), shown by GET /jobs/{id}; a trigger clears it on any move
+  out of PENDING.
 
 Revision ID: 0020
 Revises: 0019
@@ -86,6 +87,22 @@ def upgrade() -> None:
         END $$
         """
     )
+    # A wait belongs to a PENDING job: whatever move ends it (a claim, a cancel, a dead
+    # letter, a bulk action) ends its reason too, so no path has to remember.
+    op.execute(
+        """
+        CREATE FUNCTION jobs_forget_wait() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            NEW.wait_reason := NULL;
+            RETURN NEW;
+        END $$
+        """
+    )
+    op.execute(
+        "CREATE TRIGGER tr_jobs_forget_wait BEFORE UPDATE OF state ON jobs FOR EACH ROW "
+        "WHEN (NEW.state <> 'PENDING' AND NEW.wait_reason IS NOT NULL) "
+        "EXECUTE FUNCTION jobs_forget_wait()"
+    )
     op.execute(
         "CREATE TRIGGER tr_jobs_leave_flow AFTER UPDATE OF state ON jobs FOR EACH ROW "
         "WHEN (OLD.state = 'PROCESSING' AND NEW.state <> 'PROCESSING' "
@@ -102,6 +119,8 @@ def downgrade() -> None:
     op.execute("DROP TRIGGER IF EXISTS tr_jobs_delete_flow ON jobs")
     op.execute("DROP TRIGGER IF EXISTS tr_jobs_leave_flow ON jobs")
     op.execute("DROP FUNCTION IF EXISTS jobs_release_flow()")
+    op.execute("DROP TRIGGER IF EXISTS tr_jobs_forget_wait ON jobs")
+    op.execute("DROP FUNCTION IF EXISTS jobs_forget_wait()")
     op.execute("DROP INDEX IF EXISTS ix_jobs_parked_key")
     op.execute("DROP INDEX IF EXISTS ix_jobs_parked_preset")
     op.execute("DROP INDEX IF EXISTS ix_jobs_parked_owner")
