@@ -257,3 +257,99 @@ def test_priority_and_key_round_trip_and_join_the_idempotency_fingerprint(
                                      idempotency_key="k1"))
     plain = store.get("alice", store.create("alice", new_job())[0].id)
     assert plain.priority == 5 and plain.state is JobState.PENDING
+
+
+# -- through the worker: holds, releases, the sweep's net ---------------------------------------
+
+
+class _Recorder:
+    """A dispatcher that keeps what it is asked to publish, in order, and publishes nothing."""
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    def publish_taken(self, taken: list[Any], release: Any) -> int:
+        self.sent += taken
+        return len(taken)
+
+
+def _worker(store: JobStore, settings: Any, recorder: _Recorder) -> Any:
+    from common.messaging.notify import Notifier
+    from common.presets.registry import load_registry
+    from common.worker.runner import Worker
+
+    quiet = settings.model_copy(update={"results_topic": ""})
+    return Worker(store, load_registry(quiet), Notifier(quiet), quiet,
+                  dispatcher=recorder)  # type: ignore[arg-type]
+
+
+def test_a_worker_drains_a_rate_limited_backlog_by_releases_alone(store: JobStore,
+                                                                  engine: Engine,
+                                                                  settings: Any) -> None:
+    """Twelve jobs at 10 starts per second, all delivered at once: each delivery runs, holds
+    its booked slot and runs, or parks; each start publishes the parked jobs the horizon has
+    room for. Fed only what the worker published (no sweep), every job completes at its first
+    attempt, and no two starts are nearer than the gap."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    from tests.test_worker import message_for
+
+    store.set_key_limit("alice", "api", max_starts=10, interval_s=1.0)
+    jobs = [store.create("alice", new_job(limit_key="api"))[0] for _ in range(12)]
+    recorder = _Recorder()
+    worker = _worker(store, settings, recorder)
+    actions: Counter[str] = Counter()
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        pending = {pool.submit(worker.handle, message_for(j)) for j in jobs}
+        deliveries = len(pending)
+        while pending and deliveries < 200:
+            done, pending = wait(pending, timeout=30, return_when=FIRST_COMPLETED)
+            assert done, "a delivery hung"
+            for future in done:
+                actions[future.result().action] += 1
+            released, recorder.sent = recorder.sent, []
+            pending |= {pool.submit(worker.handle, message_for(i)) for i in released}
+            deliveries += len(released)
+    assert actions["completed"] == 12 and actions["deferred"] > 0, actions
+    with engine.connect() as conn:
+        starts = [r[0] for r in conn.execute(text(
+            "SELECT started_at FROM jobs ORDER BY started_at"))]
+        assert conn.execute(text("SELECT max(attempts) FROM jobs")).scalar_one() == 1
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= 0.1 - 1e-6, gaps
+
+
+def test_an_exit_under_a_key_limit_publishes_the_best_parked_job(store: JobStore,
+                                                                 settings: Any) -> None:
+    from tests.test_worker import message_for
+
+    store.set_key_limit("alice", "gpu", max_running=1)
+    running = store.create("alice", new_job(limit_key="gpu"))[0]
+    low = store.create("alice", new_job(limit_key="gpu", priority=2))[0]
+    high = store.create("alice", new_job(limit_key="gpu", priority=8))[0]
+    recorder = _Recorder()
+    worker = _worker(store, settings, recorder)
+    assert store.claim(running.id).reason == "claimed"
+    assert worker.handle(message_for(low)).action == "deferred"
+    assert worker.handle(message_for(high)).action == "deferred"
+    store.complete(running.id, 1, {"ok": True})  # its exit: the slot is free
+    fresh = store.create("alice", new_job(limit_key="gpu"))[0]
+    assert worker.handle(message_for(fresh)).action == "completed"  # takes it, gives it back
+    assert [i.id for i in recorder.sent] == [high.id]
+
+
+def test_the_sweep_releases_flow_parked_jobs_a_worker_did_not(store: JobStore) -> None:
+    from common.maintenance import parked
+    from common.maintenance.budget import Budget
+    from common.service import JobService
+
+    store.set_key_limit("alice", "gpu", max_running=1)
+    first, second = (store.create("alice", new_job(limit_key="gpu"))[0] for _ in range(2))
+    assert store.claim(first.id).reason == "claimed"
+    assert store.claim(second.id).reason == "deferred"
+    store.complete(first.id, 1, {"ok": True})  # the worker died before its release
+    recorder = _Recorder()
+    service = JobService(store, recorder)  # type: ignore[arg-type]
+    result = parked.release(service, Budget(10.0), 50)
+    assert result["flow_published"] == 1 and [i.id for i in recorder.sent] == [second.id]
+    assert parked.release(service, Budget(10.0), 50)["flow_published"] == 0

@@ -37,6 +37,9 @@ DUE_FROM = "COALESCE(not_before, created_at)"
 DUE = f"state = {P} AND NOT ({PARKED}) AND {DUE_FROM} <= now()"
 LATER = f"state = {P} AND NOT ({PARKED}) AND {DUE_FROM} > now()"
 MAX_LIMIT = 100_000
+# Only the jobs parked for their owner's slot (NULL: parked before migration 0020): one parked
+# by a preset or key limit waits for that limit's release, not for any slot of its owner's.
+FOR_OWNER = "(wait_reason = 'running:owner' OR wait_reason IS NULL)"
 
 SQL_TAKE_PARKED = f"""
 WITH cap AS (
@@ -44,7 +47,7 @@ WITH cap AS (
                     :default_limit) AS n,
            COALESCE((SELECT running FROM owner_running WHERE owner_id = :owner_id), 0) AS running
 ), picked AS (
-    SELECT id FROM jobs WHERE owner_id = :owner_id AND {PARKED}
+    SELECT id FROM jobs WHERE owner_id = :owner_id AND {PARKED} AND {FOR_OWNER}
     ORDER BY {RANK}
     LIMIT (SELECT CASE WHEN n = 0 THEN :batch ELSE LEAST(GREATEST(n - running, 0), :batch) END
            FROM cap)
@@ -67,7 +70,7 @@ WITH owners AS (
     LEFT JOIN owner_running r ON r.owner_id = d.owner_id
 ), picked AS (
     SELECT p.id FROM owners o CROSS JOIN LATERAL (
-        SELECT id FROM jobs WHERE owner_id = o.owner_id AND {PARKED}
+        SELECT id FROM jobs WHERE owner_id = o.owner_id AND {PARKED} AND {FOR_OWNER}
         ORDER BY {RANK} LIMIT o.free FOR UPDATE SKIP LOCKED
     ) p
     LIMIT :batch

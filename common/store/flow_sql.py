@@ -67,12 +67,13 @@ WITH lim AS (
 ), picked AS (
     SELECT p.id FROM lim CROSS JOIN LATERAL (
         SELECT id FROM jobs WHERE lim.owner_id = '' AND preset = lim.name AND {PARKED}
+          AND wait_reason IN ('running:preset', 'rate:preset')
         ORDER BY {RANK} LIMIT lim.free FOR UPDATE SKIP LOCKED
     ) p
     UNION
     SELECT p.id FROM lim CROSS JOIN LATERAL (
         SELECT id FROM jobs WHERE lim.owner_id <> '' AND owner_id = lim.owner_id
-          AND limit_key = lim.name AND {PARKED}
+          AND limit_key = lim.name AND {PARKED} AND wait_reason IN ('running:key', 'rate:key')
         ORDER BY {RANK} LIMIT lim.free FOR UPDATE SKIP LOCKED
     ) p
     LIMIT :batch
