@@ -46,6 +46,8 @@ class PresetLimit(BaseModel):
 
     @model_validator(mode="after")
     def _rate_whole(self) -> PresetLimit:
+        if self.max_running is None and self.max_starts is None:
+            raise ValueError("give max_running, or max_starts with interval_s")
         if (self.max_starts is None) != (self.interval_s is None):
             raise ValueError("give max_starts and interval_s together")
         return self

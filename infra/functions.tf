@@ -99,6 +99,8 @@ locals {
         OWNER_MAX_RUNNING    = tostring(var.owner_max_running)
         WEBHOOK_MAX_ATTEMPTS = tostring(var.webhook_max_attempts)
         WEBHOOK_TIMEOUT_S    = tostring(var.webhook_timeout_s)
+        # Written to flow_limits by each instance's first claim (docs/flow-control.md).
+        PRESET_LIMITS = jsonencode(var.preset_limits)
       }
       # Pub/Sub push from the same project counts as internal traffic.
       ingress = "ALLOW_INTERNAL_ONLY"

@@ -224,6 +224,30 @@ variable "submit_caller_impersonators" {
 # Each is passed to the functions that read it (local.fn in functions.tf); the bounds are those
 # of common/settings.py, so a value a function would refuse at start-up fails the plan instead.
 
+variable "preset_limits" {
+  description = <<-EOT
+    PRESET_LIMITS: per preset, at most max_running PROCESSING jobs and at most max_starts starts
+    per interval_s seconds, shared by every owner (docs/flow-control.md). process writes them to
+    the flow_limits table on its first claim; a preset left out has no limit.
+  EOT
+  type = map(object({
+    max_running = optional(number)
+    max_starts  = optional(number)
+    interval_s  = optional(number)
+  }))
+  default = {}
+  validation {
+    condition = alltrue([for name, l in var.preset_limits :
+      (l.max_running != null || l.max_starts != null)
+      && (l.max_starts == null) == (l.interval_s == null)
+      && (l.max_running == null ? true : l.max_running >= 1 && l.max_running <= 100000 && floor(l.max_running) == l.max_running)
+      && (l.max_starts == null ? true : l.max_starts >= 1 && l.max_starts <= 1000000 && floor(l.max_starts) == l.max_starts)
+      && (l.interval_s == null ? true : l.interval_s > 0 && l.interval_s <= 604800)
+    ])
+    error_message = "Each preset limit needs max_running (1-100000) or max_starts (1-1000000) with interval_s (0-604800 s); max_starts and interval_s come together."
+  }
+}
+
 variable "owner_max_running" {
   description = <<-EOT
     OWNER_MAX_RUNNING: PROCESSING jobs per owner, 0 = unlimited (the default). process applies it

@@ -32,3 +32,7 @@ def test_every_job_ends_once_under_faults(stack_database: str, emulator: Any) ->
     assert counts["attempts_rescued_after_lost_lease"] > 0
     assert counts["handler_finished_then_instance_died"] > 0
     assert counts["instances_killed_by_their_handler"] > 0
+    # Flow limits held through all of it (chaos_run._check_flow adds a problem otherwise), and
+    # were really met: jobs under the running limit filled it, and the rate spaced its starts.
+    assert counts["gpu_runs"] > 0 and counts["gpu_peak_running"] == 2
+    assert counts["api_starts"] > 0

@@ -174,20 +174,39 @@ def test_every_setting_is_read_from_one_variable_of_a_known_kind() -> None:
     import typing
     from enum import Enum
 
-    from pydantic import SecretStr
+    from pydantic import BaseModel, SecretStr
 
     from common.settings import Settings, _is_json
 
     scalars = (str, int, float, bool, SecretStr)
+
+    def json_part(arg: object) -> bool:  # a JSON container's item: text, or a model of fields
+        return arg is str or (isinstance(arg, type) and issubclass(arg, BaseModel))
+
     for name, field in Settings.model_fields.items():
-        kinds = [a for a in typing.get_args(field.annotation) if a is not type(None)] or [
-            field.annotation
-        ]
+        container = typing.get_origin(field.annotation) in (list, dict)
+        kinds = [field.annotation] if container else [
+            a for a in typing.get_args(field.annotation) if a is not type(None)
+        ] or [field.annotation]
         for kind in kinds:
             ok = kind in scalars or (isinstance(kind, type) and issubclass(kind, Enum)) or (
-                _is_json(kind) and typing.get_args(kind) in ((str,),)
+                _is_json(kind) and all(json_part(a) for a in typing.get_args(kind))
             )
             assert ok, f"{name}: {kind!r}"
+
+
+def test_preset_limits_are_read_as_json_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from common.settings import SettingsError, load_settings
+
+    monkeypatch.setenv("DATABASE_URL", "postgresql+pg8000://u@127.0.0.1/db")
+    monkeypatch.setenv("PRESET_LIMITS", '{"echo": {"max_starts": 60, "interval_s": 60}}')
+    limit = load_settings().preset_limits["echo"]
+    assert (limit.max_running, limit.max_starts, limit.interval_s) == (None, 60, 60.0)
+    for bad in ('{"echo": {}}', '{"echo": {"max_starts": 5}}', '{"echo": {"max_running": 0}}',
+                '{"echo": {"max_starts": 5, "interval_s": -1}}', '{"echo": {"rate": 5}}'):
+        monkeypatch.setenv("PRESET_LIMITS", bad)
+        with pytest.raises(SettingsError, match="PRESET_LIMITS"):
+            load_settings()
 
 
 @pytest.mark.parametrize(("threads", "share", "slots"),

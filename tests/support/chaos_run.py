@@ -12,6 +12,7 @@ checked job by job, including that every attempt lost with its instance was resc
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import threading
@@ -132,6 +133,7 @@ def run(
         servers += [submit, sweep]
         topology.create(process.url + "/")
         token = issue_dev_token(SECRET, "chaos-owner", ttl_s=3600)
+        _set_flow_limits(engine)
         planned = plan(n, rng)
         ids: dict[str, Planned] = {}
         lock = threading.Lock()
@@ -139,7 +141,10 @@ def run(
         def submit_some(chunk: list[tuple[int, Planned]]) -> None:
             for number, p in chunk:
                 body = {"preset": "chaos", "content": "c", "metadata": {"options": p.options},
-                        "max_attempts": p.max_attempts, "idempotency_key": f"{tag}-{number}"}
+                        "max_attempts": p.max_attempts, "idempotency_key": f"{tag}-{number}",
+                        "priority": number % 10}
+                if FLOW_KEYS[number % 3] is not None:  # a third under each key limit
+                    body["limit_key"] = FLOW_KEYS[number % 3]
                 for _ in range(50):  # as a client should: retry a 503, same idempotency key
                     status, job = _post(submit.url + "/jobs", token, body)
                     if status != 503:
@@ -215,11 +220,57 @@ def run(
         result.counts["instances_killed_by_their_handler"] = process.log_text().count(
             "was sent SIGKILL")
         _check(engine, ids, result)
+        _check_flow(engine, result)
     finally:
         for server in servers:
             server.close()
         engine.dispose()
     return result
+
+
+# Flow limits (issue 27) over two thirds of the jobs: at most 2 running under `gpu`, and
+# starts under `api` at least 0.1 s apart; the rest under none. The run checks both from the
+# trail, through the kills, the dropped publishes, the duplicates and the terminated sessions.
+FLOW_KEYS = ("gpu", "api", None)
+GPU_MAX_RUNNING, API_GAP_S = 2, 0.1
+
+
+def _set_flow_limits(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(text(
+            "INSERT INTO flow_limits (owner_id, name, max_running, max_starts, interval_s) "
+            "VALUES ('hs256:chaos-owner', 'gpu', :gpu, NULL, NULL), "
+            "('hs256:chaos-owner', 'api', NULL, 10, 1.0)"), {"gpu": GPU_MAX_RUNNING})
+
+
+def _check_flow(engine: Engine, result: ChaosResult) -> None:
+    """Under `gpu`, never more than its limit PROCESSING at once (each run from its claim to
+    the job's next event: an exit, or the rescue of a lost lease, which is when the slot comes
+    back); under `api`, no two starts nearer than the gap."""
+    with engine.connect() as conn:
+        rows = conn.execute(text("""
+            SELECT j.limit_key, e.at AS start, (
+                SELECT min(n.at) FROM job_trail n WHERE n.job_id = e.job_id AND n.id > e.id
+            ) AS stop
+            FROM job_trail e JOIN jobs j ON j.id = e.job_id
+            WHERE j.owner_id = 'hs256:chaos-owner' AND e.reason = 'claimed'
+              AND j.limit_key IS NOT NULL ORDER BY e.at""")).all()
+    edges = sorted([(r.start, 1) for r in rows if r.limit_key == "gpu"]
+                   + [(r.stop, -1) for r in rows if r.limit_key == "gpu" and r.stop])
+    running = peak = 0
+    for _, step in sorted(edges, key=lambda e: (e[0], e[1])):
+        running += step
+        peak = max(peak, running)
+    starts = [r.start for r in rows if r.limit_key == "api"]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
+    result.counts["gpu_runs"], result.counts["gpu_peak_running"] = (
+        sum(1 for r in rows if r.limit_key == "gpu"), peak)
+    result.counts["api_starts"] = len(starts)
+    result.counts["api_min_gap_ms"] = round(min(gaps) * 1000, 1) if gaps else None
+    if peak > GPU_MAX_RUNNING:
+        result.problems.append(f"{peak} ran at once under gpu (limit {GPU_MAX_RUNNING})")
+    if gaps and min(gaps) < API_GAP_S - 1e-6:
+        result.problems.append(f"two starts under api {min(gaps):.3f} s apart")
 
 
 def _terminate_connections(engine: Engine) -> int:
