@@ -62,11 +62,12 @@ def _assert_all_completed_once(g: GatedPipeline, ids: list[str]) -> None:
 
 
 def _outage(
-    g: GatedPipeline, refusals: Callable[[], int], during: Callable[[], None]
+    g: GatedPipeline, refusals: Callable[[], int], during: Callable[[], None],
+    **job: Any,
 ) -> list[str]:
     """Submit JOBS jobs while our side is down; let Pub/Sub fail each push at least twice, and
     run a pass as the scheduler would meanwhile (it must change nothing for the worse)."""
-    ids = [g.pipeline.submit("echo", f"during the outage {i}") for i in range(JOBS)]
+    ids = [g.pipeline.submit("echo", f"during the outage {i}", **job) for i in range(JOBS)]
     _until(lambda: refusals() >= 2 * JOBS, "the pushes were never refused")
     during()
     # And Pub/Sub keeps retrying after the pass. At least one more refusal, not a number per
@@ -103,10 +104,18 @@ def test_worker_outage_then_every_job_completes_within_two_passes(
     _assert_all_completed_once(g, ids)
 
 
+@pytest.mark.parametrize("limited", [False, True], ids=["free", "under-key-limits"])
 def test_database_outage_then_every_job_completes_within_two_passes(
-    gated: GatedPipeline,
+    gated: GatedPipeline, limited: bool,
 ) -> None:
+    """`under-key-limits`: the jobs wait on their key's running limit (1) and rate (5 a
+    second) as well: a wait is never a failure, and never costs an attempt."""
     g = gated
+    job: dict[str, Any] = {}
+    if limited:
+        g.pipeline.store.set_key_limit("hs256:alice", "model", max_running=1, max_starts=5,
+                                       interval_s=1.0)
+        job = {"limit_key": "model", "priority": 7}
     g.pipeline.proxy.down()  # process and the sweep lose the database; submit keeps its own
 
     def during() -> None:
@@ -114,11 +123,13 @@ def test_database_outage_then_every_job_completes_within_two_passes(
         assert summary["ok"] is False
         assert {v["error"] for v in summary["steps"].values()} == {"database unavailable"}
 
-    ids = _outage(g, lambda: g.pipeline.process.log_text().count(REFUSED_DB), during)
+    ids = _outage(g, lambda: g.pipeline.process.log_text().count(REFUSED_DB), during, **job)
     g.pipeline.proxy.up()
     passes, summaries = _recover(g, ids)
     assert passes <= 2, summaries
     _assert_all_completed_once(g, ids)
+    if limited:
+        g.pipeline.store.delete_key_limit("hs256:alice", "model")
 
 
 def _dead_letter(g: GatedPipeline, job_id: str) -> None:
