@@ -72,7 +72,7 @@ def store(engine: Engine, settings: Settings) -> JobStore:
     with engine.connect() as conn:
         conn.execute(text("TRUNCATE jobs, job_events, poison_messages, chaos_runs, "
                           "webhook_deliveries, webhook_secrets, schedules, schedule_events, "
-                          "owner_limits, owner_running, flow_limits"))
+                          "owner_limits, owner_running, flow_limits, workflows, job_deps"))
     return JobStore(engine, settings, presets=PRESETS)
 
 

@@ -16,6 +16,14 @@ def new_job(**kw: Any) -> NewJob:
 
 
 def job_in_state(store: JobStore, state: JobState, owner: str = "alice", **kw: Any) -> Job:
+    if state is JobState.WAITING:  # a workflow's second step, waiting for its first
+        from common.store.workflow_models import NewWorkflow, StepSpec
+
+        wf, _, _ = store.create_workflow(owner, NewWorkflow(steps=[
+            StepSpec(name="first", preset="echo", content="x"),
+            StepSpec(name="then", after=["first"], **{"preset": "echo", "content": "y", **kw}),
+        ]))
+        return store.get(owner, next(s.job_id for s in wf.steps if s.name == "then"))
     job, _ = store.create(owner, new_job(**kw))
     if state is JobState.PENDING:
         return job

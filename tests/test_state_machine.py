@@ -20,9 +20,12 @@ from tests.jobs_helpers import job_in_state, snapshot
 def test_table_covers_every_move_and_terminal_states_are_final() -> None:
     assert set(TRANSITIONS) == set(Move)
     for move, t in TRANSITIONS.items():
-        assert not (t.sources & TERMINAL_STATES) or move is Move.RETRY, move
-    # Only an explicit retry leaves a terminal state, and only FAILED.
+        assert not (t.sources & TERMINAL_STATES) or move in (Move.RETRY, Move.RESTORE), move
+    # Only an explicit retry leaves a terminal state: FAILED, and (a workflow's retry of a
+    # step, issue 28) the steps it had cancelled upstream, back to WAITING for it.
     assert TRANSITIONS[Move.RETRY].sources == {JobState.FAILED}
+    assert TRANSITIONS[Move.RESTORE].sources == {JobState.CANCELLED}
+    assert TRANSITIONS[Move.RESTORE].target is JobState.WAITING
 
 
 def test_worker_moves_are_fenced() -> None:

@@ -9,7 +9,7 @@ exception, or running past the time limit, counts as transient.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,6 +41,18 @@ def _ignore_progress(fraction: float, note: str | None = None) -> None:
     """Outside a worker (tests, scripts) progress goes nowhere."""
 
 
+class Spawner(Protocol):
+    def __call__(self, preset: str, content: str, *, key: str,
+                 metadata: dict[str, Any] | None = None, max_attempts: int | None = None,
+                 priority: int | None = None, limit_key: str | None = None) -> str: ...
+
+
+def _no_spawn(preset: str, content: str, *, key: str, metadata: dict[str, Any] | None = None,
+              max_attempts: int | None = None, priority: int | None = None,
+              limit_key: str | None = None) -> str:
+    raise PermanentError("spawn is only possible inside a worker")
+
+
 @dataclass(frozen=True)
 class JobContext:
     """What a running handler may know and ask. `cancelled()` turns true once the owner
@@ -56,6 +68,14 @@ class JobContext:
     attempt: int
     cancelled: Callable[[], bool] = field(default=lambda: False)
     progress: ProgressReporter = field(default=_ignore_progress)
+    # Workflows (issue 28). `parents["render-script"]`: a parent step's outcome (its state,
+    # and its `output` when COMPLETED), read from the database on first use, so a step that
+    # never looks costs nothing. `spawn(preset, content, key=...)`: a child job, created once
+    # per key however often this handler runs (its identity is this job's id and the key),
+    # published at once; a step waiting for this one waits for its children too. Returns the
+    # child's id.
+    parents: Mapping[str, Any] = field(default_factory=dict)
+    spawn: Spawner = field(default=_no_spawn)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from common.store.states import TRANSITIONS, JobState, Move
 
 BULK_BATCH = 500
 # The states each action can move a job from: the single move's own sources.
-CANCEL_STATES = (JobState.PENDING, JobState.PROCESSING)
+CANCEL_STATES = (JobState.WAITING, JobState.PENDING, JobState.PROCESSING)
 RETRY_STATES = (JobState.FAILED,)
 assert set(CANCEL_STATES) == TRANSITIONS[Move.CANCEL].sources | TRANSITIONS[
     Move.REQUEST_CANCEL].sources

@@ -79,6 +79,15 @@ class LimitNotFound(JobNotFound):
     """No limit of this caller's has that key."""
 
 
+class WorkflowNotFound(JobNotFound):
+    """No such workflow for this owner (another owner's is reported exactly like a missing
+    one)."""
+
+    def __init__(self, workflow_id: object) -> None:
+        JobStoreError.__init__(self, f"workflow {workflow_id} not found")
+        self.job_id = workflow_id
+
+
 class ScheduleLimitReached(JobStoreError):
     """The owner already has as many schedules as MAX_SCHEDULES_PER_OWNER allows."""
 

@@ -57,7 +57,7 @@ _BASE_COLS = (
     "idempotency_key, cancel_requested, lease_expires_at, dispatched_at, not_before, "
     "created_at, updated_at, started_at, finished_at, "
     "progress, progress_note, progress_at, progress_attempt, callback_url, "
-    "priority, limit_key, wait_reason"
+    "priority, limit_key, wait_reason, workflow_id, step"
 )
 
 

@@ -189,6 +189,9 @@ class Job(BaseModel):
     # Why a PENDING job waits on a limit: `running:owner`, `running:preset`, `running:key`,
     # `rate:preset`, `rate:key`, or `rate-reserved` (its start slot is booked: `not_before`).
     wait_reason: str | None = None
+    # Workflows (issue 28): the workflow this job is a step of, and the step's name there.
+    workflow_id: UUID | None = None
+    step: str | None = None
 
 
 class JobEvent(BaseModel):

@@ -11,6 +11,8 @@ from enum import StrEnum
 
 
 class JobState(StrEnum):
+    # A workflow step whose parents have not all ended (issue 28): not due, not dispatched.
+    WAITING = "WAITING"
     PENDING = "PENDING"
     PROCESSING = "PROCESSING"
     COMPLETED = "COMPLETED"
@@ -38,6 +40,13 @@ class Move(StrEnum):
     RESCUE = "rescue"
     DELIVERY_FAILED = "delivery_failed"
     UNDELIVERABLE = "undeliverable"
+    # Workflows (issue 28, migration 0021): a step with parents is created WAITING; the end of
+    # its last parent makes it PENDING, or CANCELLED when a parent failed (both by trigger, in
+    # the statement that ends the parent); a retry of a step restores its cancelled descendants.
+    CREATE_WAITING = "create_waiting"
+    UNBLOCK = "unblock"
+    UPSTREAM_FAILED = "upstream_failed"
+    RESTORE = "restore"
 
 
 @dataclass(frozen=True)
@@ -49,7 +58,7 @@ class Transition:
     fenced: bool
 
 
-P, R = JobState.PENDING, JobState.PROCESSING
+W, P, R = JobState.WAITING, JobState.PENDING, JobState.PROCESSING
 C, F, X = JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED
 
 TRANSITIONS: dict[Move, Transition] = {
@@ -60,7 +69,7 @@ TRANSITIONS: dict[Move, Transition] = {
     # Back to PENDING for a later attempt; becomes FAIL when attempts are exhausted and
     # CONFIRM_CANCEL when a cancel was requested meanwhile (decided inside the same statement).
     Move.RETRY_LATER: Transition(frozenset({R}), P, fenced=True),
-    Move.CANCEL: Transition(frozenset({P}), X, fenced=False),
+    Move.CANCEL: Transition(frozenset({W, P}), X, fenced=False),
     # Not a state change: raises the cancel flag that the worker honours. It still gets an event.
     Move.REQUEST_CANCEL: Transition(frozenset({R}), R, fenced=False),
     Move.CONFIRM_CANCEL: Transition(frozenset({R}), X, fenced=True),
@@ -73,6 +82,10 @@ TRANSITIONS: dict[Move, Transition] = {
     # ('undeliverable'), decided inside the same statement.
     Move.DELIVERY_FAILED: Transition(frozenset({P}), P, fenced=False),
     Move.UNDELIVERABLE: Transition(frozenset({P}), F, fenced=False),
+    Move.CREATE_WAITING: Transition(frozenset(), W, fenced=False),
+    Move.UNBLOCK: Transition(frozenset({W}), P, fenced=False),
+    Move.UPSTREAM_FAILED: Transition(frozenset({W}), X, fenced=False),
+    Move.RESTORE: Transition(frozenset({X}), W, fenced=False),
 }
 
 

@@ -52,6 +52,7 @@ from common.worker.flow_gate import FlowGate
 from common.worker.handler_threads import HandlerAborted, HandlerThreads
 from common.worker.kept import KeptOutcomes
 from common.worker.progress import ProgressBox
+from common.worker.workflow_steps import WorkflowSteps
 
 if TYPE_CHECKING:  # built by functions/process on first use: not on the cold path
     from common.messaging.webhooks import WebhookDeliverer
@@ -133,6 +134,7 @@ class Worker:
         self.dispatcher = dispatcher
         self._threads = HandlerThreads()
         self.flow = FlowGate(store, settings, dispatcher)
+        self.workflow = WorkflowSteps(store, dispatcher)
         self.kept: KeptOutcomes[_Kept] = KeptOutcomes()
 
     def time_limit(self, handler: Handler) -> float:
@@ -203,6 +205,8 @@ class Worker:
                 self._release_parked(job.owner_id)
             if kept.flow_held:
                 self.flow.release(job)
+            if outcome.action != "retry-scheduled":
+                self.workflow.release_unblocked(job)
         log(
             "INFO" if outcome.action in ("completed", "cancelled") else "WARNING",
             "job attempt finished",
@@ -244,7 +248,8 @@ class Worker:
         stop = threading.Event()
         box = ProgressBox()
         ctx = JobContext(job_id=str(job.id), attempt=job.attempts, cancelled=stop.is_set,
-                         progress=box.report)
+                         progress=box.report, parents=self.workflow.parents(job),
+                         spawn=self.workflow.spawner(job))
         started = time.monotonic()
         future = self._threads.start(
             _traced, current_traceparent(), self.settings.google_cloud_project,
