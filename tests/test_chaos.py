@@ -36,3 +36,7 @@ def test_every_job_ends_once_under_faults(stack_database: str, emulator: Any) ->
     # were really met: jobs under the running limit filled it, and the rate spaced its starts.
     assert counts["gpu_runs"] > 0 and counts["gpu_peak_running"] == 2
     assert counts["api_starts"] > 0
+    # Workflows ran through the same faults (chaos_run._check_workflows): two diamonds, two
+    # fan-outs of 50 spawned children (one losing instances mid-run), two failing chains.
+    assert counts["workflow_steps"] == 2 * 4 + 2 * (2 + 50) + 2 * 4
+    assert counts["workflow_instances_lost"] > 0

@@ -33,6 +33,11 @@ class ChaosOptions(BaseModel):
     # and recorded, on attempts up to this number: a death between a handler's end and the
     # worker's final write, which only the lease and the sweep can recover from.
     kill_after_finish_times: int = Field(default=0, ge=0, le=100)
+    # Workflows (issue 28): spawn this many chaos children first (keys child-0, child-1, ...),
+    # each with these options; and `sum_parents`: return how many parents ended COMPLETED.
+    spawn: int = Field(default=0, ge=0, le=1000)
+    spawn_options: dict[str, Any] = Field(default_factory=dict)
+    sum_parents: bool = False
 
 
 def chaos_handler(record: RunLog) -> Handler:
@@ -41,6 +46,9 @@ def chaos_handler(record: RunLog) -> Handler:
             record(ctx.job_id, ctx.attempt, "hung")  # first: the instance may die meanwhile
             time.sleep(options.hang_s)
             return {"hung_s": options.hang_s}
+        for n in range(options.spawn):  # once per key, however often this attempt reruns
+            ctx.spawn("chaos", f"child {n}", key=f"child-{n}",
+                      metadata={"options": options.spawn_options})
         started = time.monotonic()
         deadline = started + options.sleep_s
         while time.monotonic() < deadline and not ctx.cancelled():
@@ -60,7 +68,12 @@ def chaos_handler(record: RunLog) -> Handler:
             record(ctx.job_id, ctx.attempt, "finished-then-killed")  # first: then no more code
             os.kill(os.getpid(), signal.SIGKILL)
         record(ctx.job_id, ctx.attempt, "succeeded")
-        return {"attempt": ctx.attempt, "slept_s": options.sleep_s, "length": len(content)}
+        out: dict[str, Any] = {"attempt": ctx.attempt, "slept_s": options.sleep_s,
+                               "length": len(content)}
+        if options.sum_parents:
+            out["parents_completed"] = sum(1 for p in ctx.parents.values()
+                                           if p.state == "COMPLETED")
+        return out
 
     return Handler("chaos", chaos, ChaosOptions, time_limit_s=600)
 

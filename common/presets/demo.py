@@ -8,7 +8,8 @@ long in steps of a tenth of a second, reporting its progress at each (the worker
 latest report and the next heartbeat stores it, so this costs no write), and stops at once,
 keeping nothing, when the job is cancelled or its time limit passes. Options ask it to fail:
 `fail` (a permanent failure once the sleep is over) and `fail_attempts` (the first N attempts
-fail transiently, so the job is retried with backoff and then succeeds).
+fail transiently, so the job is retried with backoff and then succeeds). As a workflow step it
+also returns the states of the steps it waited for (`ctx.parents`), to show it read them.
 """
 
 from __future__ import annotations
@@ -58,7 +59,10 @@ def demo(ctx: JobContext, content: str, options: DemoOptions) -> dict[str, Any]:
         raise TransientError(
             f"demo: attempt {ctx.attempt} fails, as asked ({options.fail_attempts})"
         )
-    return {"slept_s": total, "attempt": ctx.attempt}
+    out: dict[str, Any] = {"slept_s": total, "attempt": ctx.attempt}
+    if ctx.parents:  # a workflow step: what it read of the steps before it
+        out["parents"] = {name: p.state for name, p in sorted(ctx.parents.items())}
+    return out
 
 
 DEMO_HANDLER = Handler(

@@ -134,6 +134,8 @@ def run(
         topology.create(process.url + "/")
         token = issue_dev_token(SECRET, "chaos-owner", ttl_s=3600)
         _set_flow_limits(engine)
+        # Workflows beside the jobs, through the same faults.
+        flows = _start_workflows(database_url, topology.path("topics", topology.jobs_topic))
         planned = plan(n, rng)
         ids: dict[str, Planned] = {}
         lock = threading.Lock()
@@ -199,7 +201,8 @@ def run(
                                                                          0) + 1
             passes += 1
             states = _states(engine)
-            done = sum(states.get(s, 0) for s in TERMINAL) == len(ids)
+            done = (sum(states.get(s, 0) for s in TERMINAL) == len(ids)
+                    and _workflows_ended(engine))
             snapshot = (states, _event_count(engine))
             quiet = quiet + 1 if done and snapshot == last else 0
             last = snapshot
@@ -221,6 +224,7 @@ def run(
             "was sent SIGKILL")
         _check(engine, ids, result)
         _check_flow(engine, result)
+        _check_workflows(engine, flows, result)
     finally:
         for server in servers:
             server.close()
@@ -271,6 +275,124 @@ def _check_flow(engine: Engine, result: ChaosResult) -> None:
         result.problems.append(f"{peak} ran at once under gpu (limit {GPU_MAX_RUNNING})")
     if gaps and min(gaps) < API_GAP_S - 1e-6:
         result.problems.append(f"two starts under api {min(gaps):.3f} s apart")
+
+
+# Workflows (issue 28), under an owner of their own: diamonds whose steps fail transiently or
+# lose their instance after finishing; fan-outs of 50 spawned children (some killing their
+# instance after finishing) and a continuation that counts them; chains whose first step
+# fails for good, cancelling what follows, with a report that runs anyway.
+FLOWS_OWNER = "hs256:chaos-flows"
+FAN_OUT = 50
+
+
+def _chaos_step(name: str, *after: str, **options: Any) -> dict[str, Any]:
+    return {"name": name, "preset": "chaos", "content": name, "after": list(after),
+            "metadata": {"options": options}, "max_attempts": 5}
+
+
+def _start_workflows(database_url: str, topic: str) -> dict[str, list[str]]:
+    """Create the workflows in the store (as POST /workflows does) and publish their first
+    steps; returns the workflow ids by kind."""
+    from google.cloud import pubsub_v1
+
+    from common.settings import load_settings
+    from common.store.engine import create_engine_from_settings
+    from common.store.job_store import JobStore
+    from common.store.workflow_models import parse_new_workflow
+
+    settings = load_settings(database_url=database_url)
+    store_engine = create_engine_from_settings(settings)
+    store = JobStore(store_engine, settings)
+    graphs = {
+        "diamond": [_chaos_step("a", fail_times=1), _chaos_step("b", "a", sleep_s=0.2),
+                    _chaos_step("c", "a", kill_after_finish_times=1),
+                    _chaos_step("d", "b", "c", sum_parents=True)],
+        "fan-out": [_chaos_step("split", spawn=FAN_OUT,
+                                spawn_options={"kill_after_finish_times": 0}),
+                    _chaos_step("stitch", "split", sum_parents=True)],
+        "failing": [_chaos_step("a", fail_permanently=True), _chaos_step("b", "a"),
+                    _chaos_step("c", "b"),
+                    {**_chaos_step("report", "a", sum_parents=True),
+                     "on_upstream_failure": "run"}],
+    }
+    flows: dict[str, list[str]] = {}
+    publisher = pubsub_v1.PublisherClient()
+    try:
+        for kind, steps in graphs.items():
+            for copy in range(2):
+                if kind == "fan-out" and copy == 1:  # one of them loses instances mid-run
+                    steps = [{**steps[0], "metadata": {"options": {
+                        "spawn": FAN_OUT, "spawn_options": {"kill_after_finish_times": 1}}}},
+                        steps[1]]
+                wf, _, roots = store.create_workflow(FLOWS_OWNER, parse_new_workflow(
+                    {"steps": steps}))
+                flows.setdefault(kind, []).append(str(wf.id))
+                for item in roots:
+                    data, attrs = encode_message(item)
+                    publisher.publish(topic, data, **attrs).result(timeout=30)
+    finally:
+        store_engine.dispose()
+    return flows
+
+
+def _workflows_ended(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        return not conn.execute(text(
+            "SELECT count(*) FROM workflows WHERE owner_id = :o AND state = 'RUNNING'"),
+            {"o": FLOWS_OWNER}).scalar_one()
+
+
+def _check_workflows(engine: Engine, flows: dict[str, list[str]], result: ChaosResult) -> None:
+    """Each workflow ended as its graph says; no step started before its parents ended, or
+    ran to success twice; the fan-outs made exactly FAN_OUT children each."""
+    with engine.connect() as conn:
+        for kind, ids in flows.items():
+            for wf_id in ids:
+                state, total = conn.execute(text(
+                    "SELECT state, steps_total FROM workflows WHERE id = :id"),
+                    {"id": wf_id}).one()
+                steps = {r.step: r for r in conn.execute(text(
+                    "SELECT step, state, result_output FROM jobs WHERE workflow_id = :id"),
+                    {"id": wf_id})}
+                want = "FAILED" if kind == "failing" else "COMPLETED"
+                if state != want:
+                    result.problems.append(f"workflow {kind} {wf_id} ended {state}")
+                if kind == "fan-out":
+                    counted = (steps["stitch"].result_output or {}).get("parents_completed")
+                    if total != FAN_OUT + 2 or counted != FAN_OUT + 1:
+                        result.problems.append(f"fan-out {wf_id}: {total} steps, stitch "
+                                               f"counted {counted} parents")
+                if kind == "diamond" and (steps["d"].result_output or {}).get(
+                        "parents_completed") != 2:
+                    result.problems.append(f"diamond {wf_id}: d saw {steps['d'].result_output}")
+                if kind == "failing":
+                    got = {name: steps[name].state for name in ("a", "b", "c", "report")}
+                    if got != {"a": "FAILED", "b": "CANCELLED", "c": "CANCELLED",
+                               "report": "COMPLETED"}:
+                        result.problems.append(f"failing {wf_id}: {got}")
+        early = conn.execute(text("""
+            SELECT c.step FROM job_deps d JOIN jobs c ON c.id = d.child_id
+            JOIN jobs p ON p.id = d.parent_id
+            JOIN job_events e ON e.job_id = c.id AND e.reason = 'claimed'
+            WHERE c.owner_id = :o AND (p.finished_at IS NULL OR e.at < p.finished_at)
+              AND NOT (c.on_upstream_failure = 'run' AND p.state = 'FAILED')""" ),
+            {"o": FLOWS_OWNER}).all()
+        twice = conn.execute(text("""
+            SELECT r.job_id FROM chaos_runs r JOIN jobs j ON j.id = r.job_id
+            WHERE j.owner_id = :o AND r.outcome = 'succeeded' AND j.state = 'COMPLETED'
+              AND NOT EXISTS (SELECT 1 FROM job_events e WHERE e.job_id = j.id
+                              AND e.reason = 'lease-expired-retry' AND e.attempt = r.attempt)
+            GROUP BY r.job_id HAVING count(*) > 1"""), {"o": FLOWS_OWNER}).all()
+        result.counts["workflow_steps"] = conn.execute(text(
+            "SELECT count(*) FROM jobs WHERE owner_id = :o"), {"o": FLOWS_OWNER}).scalar_one()
+        result.counts["workflow_instances_lost"] = conn.execute(text(
+            "SELECT count(*) FROM chaos_runs r JOIN jobs j ON j.id = r.job_id "
+            "WHERE j.owner_id = :o AND r.outcome = 'finished-then-killed'"),
+            {"o": FLOWS_OWNER}).scalar_one()
+    if early:
+        result.problems.append(f"steps started before their parents ended: {early[:5]}")
+    if twice:
+        result.problems.append(f"workflow steps succeeded twice: {twice[:5]}")
 
 
 def _terminate_connections(engine: Engine) -> int:
