@@ -84,7 +84,7 @@ class WorkflowMachine(RuleBasedStateMachine):
         with self.engine.connect() as conn:
             return list(conn.execute(text(
                 f"SELECT id, state, attempts, workflow_id, step FROM jobs WHERE {where} "
-                "ORDER BY id")))
+                "ORDER BY created_at, step")))  # not by id: its random bits vary per run
 
     def _pick(self, n: int, where: str) -> Any | None:
         rows = self._jobs(where)

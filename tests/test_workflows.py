@@ -268,3 +268,21 @@ def test_a_fan_out_and_fan_in_runs_through_the_worker(store: JobStore, settings:
     assert (ended.state, ended.steps_total) == ("COMPLETED", 8)
     stitch = store.get("alice", _id(wf, "stitch"))
     assert stitch.result is not None and stitch.result.output == {"sum": 55, "chunks": 6}
+
+
+def test_a_workflow_s_end_enqueues_its_webhook_once(store: JobStore, engine: Engine) -> None:
+    wf, _, _ = store.create_workflow("alice", parse_new_workflow({
+        "callback_url": "https://hooks.example.com/flows",
+        "steps": [_step("a"), _step("b", "a")]}))
+    _run(store, _id(wf, "a"))
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM webhook_deliveries")).scalar_one() == 0
+    _run(store, _id(wf, "b"))
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT job_id, workflow_id, url, payload FROM webhook_deliveries")).all()
+    assert len(rows) == 1
+    assert (rows[0].job_id, rows[0].workflow_id) == (_id(wf, "b"), wf.id)
+    assert rows[0].payload["type"] == "workflow.completed"
+    assert rows[0].payload["data"]["steps_done"] == 2
+    assert store.deliveries(_id(wf, "b")) == []  # not the step's own webhook

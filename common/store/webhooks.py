@@ -128,6 +128,7 @@ SELECT d.id, d.state, d.attempts, d.next_attempt_at, d.last_status, d.last_error
        coalesce(d.next_attempt_at = {PARKED_AT}, false) AS waiting_for_secret
 FROM jobs j
 LEFT JOIN LATERAL (SELECT * FROM webhook_deliveries w WHERE w.job_id = j.id
+                   AND w.workflow_id IS NULL
                    ORDER BY w.created_at DESC, w.id DESC LIMIT 1) d ON true
 LEFT JOIN webhook_secrets s ON s.owner_id = j.owner_id
 WHERE j.id = :job_id AND j.owner_id = :owner_id"""
@@ -148,7 +149,8 @@ SELECT rotated_at, previous_until FROM rotated"""
 
 SQL_DELIVERIES = """
 SELECT id, job_id, state, attempts, last_status, last_error, delivered_at
-FROM webhook_deliveries WHERE job_id = :job_id ORDER BY created_at, id"""
+FROM webhook_deliveries WHERE job_id = :job_id AND workflow_id IS NULL
+ORDER BY created_at, id"""
 
 MAX_DELIVERY_ERROR = 500
 

@@ -11,7 +11,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from common.store.errors import InvalidInput
-from common.store.models import JobTemplate
+from common.store.models import MAX_CALLBACK_URL, JobTemplate
 from common.store.states import JobState
 
 MAX_STEPS = 500
@@ -37,9 +37,11 @@ class NewWorkflow(BaseModel):
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
+    # Where the workflow's end is POSTed, signed, once (beside each step's own callback).
+    callback_url: str | None = Field(default=None, min_length=1, max_length=MAX_CALLBACK_URL)
     steps: list[StepSpec] = Field(min_length=1, max_length=MAX_STEPS)
 
-    @field_validator("name", "idempotency_key")
+    @field_validator("name", "idempotency_key", "callback_url")
     @classmethod
     def _no_nul(cls, value: str | None) -> str | None:
         if value is not None and "\x00" in value:
@@ -108,6 +110,7 @@ class Workflow(BaseModel):
     steps_total: int
     steps_done: int
     broken_step: str | None
+    callback_url: str | None = None
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None

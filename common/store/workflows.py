@@ -43,9 +43,10 @@ TAKEN = f"id, attempts, {trace_of()}"
 
 SQL_CREATE = f"""
 WITH wf AS (
-    INSERT INTO workflows (owner_id, name, idempotency_key, request_hash, steps_total)
+    INSERT INTO workflows (owner_id, name, idempotency_key, request_hash, steps_total,
+                           callback_url)
     VALUES (:owner_id, CAST(:name AS text), CAST(:idempotency_key AS text),
-            CAST(:request_hash AS text), :steps_total)
+            CAST(:request_hash AS text), :steps_total, CAST(:callback_url AS text))
     ON CONFLICT (owner_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id
 ), input AS MATERIALIZED (
@@ -78,7 +79,7 @@ SELECT id, request_hash FROM workflows WHERE owner_id = :owner_id
   AND idempotency_key = :idempotency_key"""
 
 WF_COLS = ("id, owner_id, name, idempotency_key, state, steps_total, steps_done, broken_step, "
-           "created_at, updated_at, finished_at")
+           "callback_url, created_at, updated_at, finished_at")
 SQL_GET = f"SELECT {WF_COLS} FROM workflows WHERE id = :id AND owner_id = :owner_id"
 SQL_STEPS = """
 SELECT j.step AS name, j.id AS job_id, j.state, j.attempts, j.waiting_on,
@@ -116,9 +117,10 @@ WITH moved AS (
 SELECT count(*) AS n FROM moved"""
 
 # Retry: the FAILED steps (all, or the one named), with a fresh budget of attempts, and what
-# they had stopped: their descendants cancelled upstream go back to WAITING, and a descendant
-# that runs anyway but has not started yet waits again, each counting the parents it now waits
-# for. A descendant stays cancelled if another failure it would wait on is not retried
+# they had stopped: their descendants cancelled upstream go back to WAITING, a descendant
+# that runs anyway but has not started yet waits again, and one still WAITING counts again
+# (a run-anyway step had counted the failure as an end), each counting the parents it now
+# waits for. A descendant stays cancelled if another failure it would wait on is not retried
 # (`blocked`, a least fixpoint over the graph): restored, it would wait forever.
 SQL_RETRY = f"""
 WITH RECURSIVE failed AS (
@@ -153,7 +155,7 @@ WITH RECURSIVE failed AS (
                              AND j.on_upstream_failure IS DISTINCT FROM 'run'))) AS open
     FROM jobs j JOIN down USING (id)
     WHERE (j.state = 'CANCELLED' AND j.id IN (SELECT id FROM reopening))
-       OR (j.state = {P} AND j.on_upstream_failure = 'run')
+       OR (j.state = {P} AND j.on_upstream_failure = 'run') OR j.state = {W}
 ), retried AS (
     UPDATE jobs j SET state = {P}, attempt_limit = LEAST(j.attempts + j.max_attempts,
         :max_total), lease_graces = 0, finished_at = NULL, not_before = NULL,
@@ -166,7 +168,7 @@ WITH RECURSIVE failed AS (
     UPDATE jobs j SET state = {W}, finished_at = NULL, updated_at = now(), cancel_causeX,
         waiting_on = r.open, dispatched_at = NULL, not_before = NULL
     FROM restorable r
-    WHERE j.id = r.id AND r.open > 0 AND j.state IN ('CANCELLED', {P})
+    WHERE j.id = r.id AND r.open > 0 AND j.state IN ('CANCELLED', {P}, {W})
     RETURNING j.id, j.attempts, r.was
 ), ev AS (
     INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, details)
@@ -175,7 +177,7 @@ WITH RECURSIVE failed AS (
     UNION ALL
     SELECT id, was, {W}, CASE WHEN was = 'CANCELLED' THEN 'restored' ELSE 'waits-again' END,
            attempts, jsonb_build_object('workflow', true)
-    FROM restored
+    FROM restored WHERE was <> {W}
 )
 SELECT id, attempts, traceparent FROM retried""".replace("cancel_causeX", "cancel_cause = NULL")
 
@@ -273,6 +275,7 @@ class WorkflowQueries(CallerOperations):
         } for i, s in enumerate(order)]
         for _ in range(2):  # the keyed row may be deleted between the two statements
             rows = self._rows(SQL_CREATE, owner_id=owner, name=new.name,
+                              callback_url=new.callback_url,
                               idempotency_key=new.idempotency_key, request_hash=digest,
                               steps_total=len(steps), traceparent=traceparent,
                               steps=to_json(steps, "steps"))

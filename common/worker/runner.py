@@ -319,7 +319,8 @@ class Worker:
             return WorkOutcome("fenced", job.id, type(exc).__name__)
         if move.state.terminal:
             self.notifier.terminal([(job.id, job.owner_id, move.state)])
-            if job.callback_url and self.webhooks is not None:
+            # A workflow step's end may end its workflow, whose own webhook goes out with it.
+            if (job.callback_url or job.workflow_id) and self.webhooks is not None:
                 self.webhooks.after_end(job.id, job.owner_id)  # its outbox row is committed
         action: Action = {
             "COMPLETED": "completed", "FAILED": "failed", "CANCELLED": "cancelled",

@@ -82,6 +82,24 @@ BEGIN
                      ELSE 'COMPLETED' END,
         finished_at = CASE WHEN w.steps_done + 1 >= w.steps_total THEN now() END
     WHERE w.id = NEW.workflow_id;
+    -- The workflow's own webhook, once per end, through the jobs' outbox (its row names the
+    -- step whose end ended the workflow; `workflow_id` tells it apart from that job's own).
+    INSERT INTO webhook_deliveries (job_id, owner_id, url, traceparent, payload, workflow_id)
+    SELECT NEW.id, w.owner_id, w.callback_url, COALESCE(traceparent_text(NEW.trace),
+                                                         NEW.traceparent),
+           jsonb_build_object(
+               'type', 'workflow.' || lower(w.state),
+               'timestamp', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+               'data', jsonb_build_object(
+                   'id', w.id, 'name', w.name, 'state', w.state,
+                   'steps_total', w.steps_total, 'steps_done', w.steps_done,
+                   'broken_step', w.broken_step, 'created_at', w.created_at,
+                   'finished_at', w.finished_at)), w.id
+    FROM workflows w
+    WHERE w.id = NEW.workflow_id AND w.callback_url IS NOT NULL AND w.state <> 'RUNNING'
+      AND w.finished_at IS NOT NULL AND NOT EXISTS (
+          SELECT 1 FROM webhook_deliveries d WHERE d.workflow_id = w.id
+            AND d.created_at >= w.finished_at);
     RETURN NULL;
 END $$
 """
@@ -143,6 +161,7 @@ def upgrade() -> None:
         sa.Column("steps_failed", sa.Integer, nullable=False, server_default="0"),
         sa.Column("steps_cancelled", sa.Integer, nullable=False, server_default="0"),
         sa.Column("broken_step", sa.Text),
+        sa.Column("callback_url", sa.Text),
         sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),
         sa.Column("updated_at", TS, nullable=False, server_default=sa.func.now()),
         sa.Column("finished_at", TS),
@@ -172,6 +191,9 @@ def upgrade() -> None:
         sa.Column("created_with", sa.Boolean, nullable=False, server_default=sa.true()),
     )
     op.create_index("ix_job_deps_child", "job_deps", ["child_id"])
+    op.add_column("webhook_deliveries", sa.Column("workflow_id", UUID(as_uuid=True)))
+    op.execute("CREATE INDEX ix_webhook_deliveries_workflow ON webhook_deliveries "
+               "(workflow_id) WHERE workflow_id IS NOT NULL")
     op.execute(JOB_TRAIL)
     op.execute(STEP_END)
     op.execute(STEP_REOPEN)
@@ -196,6 +218,8 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION IF EXISTS jobs_workflow_step_end()")
     op.execute(JOB_TRAIL.replace(WAITING_IF_PARENTS, "'PENDING'"))
     op.drop_table("job_deps")
+    op.execute("DELETE FROM webhook_deliveries WHERE workflow_id IS NOT NULL")
+    op.drop_column("webhook_deliveries", "workflow_id")
     op.execute("DROP INDEX IF EXISTS uq_jobs_spawn")
     op.execute("DROP INDEX IF EXISTS uq_jobs_workflow_step")
     for column in ("cancel_cause", "spawn_key", "spawned_by", "on_upstream_failure", "waiting_on", "step",
