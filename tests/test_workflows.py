@@ -286,3 +286,72 @@ def test_a_workflow_s_end_enqueues_its_webhook_once(store: JobStore, engine: Eng
     assert rows[0].payload["type"] == "workflow.completed"
     assert rows[0].payload["data"]["steps_done"] == 2
     assert store.deliveries(_id(wf, "b")) == []  # not the step's own webhook
+
+
+# -- schedules that start workflows ---------------------------------------------------------
+
+
+def test_a_schedule_starts_a_workflow_once_per_fire(store: JobStore, engine: Engine) -> None:
+    from common.maintenance import schedules as schedules_step
+    from common.maintenance.budget import Budget
+    from common.store.schedule_models import NewSchedule
+
+    sched = store.create_schedule("alice", NewSchedule.model_validate({
+        "cron": "*/5 * * * *", "workflow": {"name": "nightly", "steps": [
+            _step("extract"), _step("load", "extract")]}}))
+    assert sched.preset is None and sched.workflow is not None
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE schedules SET next_fire_at = next_fire_at - "
+                          "interval '5 minutes 1 second' WHERE id = :id"), {"id": sched.id})
+    from datetime import UTC, datetime
+
+    from common.store import cron
+
+    due = store.due_schedules(10)[0]
+    fire_time = cron.plan_fire(due.cron, due.timezone, due.next_fire_at, datetime.now(UTC),
+                               due.catch_up)[0]
+    first = store._fire_workflow(due, fire_time)[0]  # a pass that crashed here...
+    assert first is not None
+    assert store._fire_workflow(due, fire_time)[0] == first  # ...retried: the same one
+    out = schedules_step.fire_due(store, Budget(60), 100, 30)
+    assert (out["schedules"], out["fired"]) == (1, 1)
+    after = store.get_schedule("alice", sched.id)
+    assert after.last_workflow_id == first  # the pass found the one a crashed pass made
+    wf = store.get_workflow("alice", first)
+    assert wf.name == "nightly" and [s.state for s in wf.steps] == [JobState.PENDING,
+                                                                    JobState.WAITING]
+    root = store.get("alice", _id(wf, "extract"))
+    assert root.dispatched_at is None  # the same pass's re-dispatch step publishes it
+    with engine.connect() as conn:
+        kinds = [r[0] for r in conn.execute(text(
+            "SELECT kind FROM schedule_events WHERE schedule_id = :id"), {"id": sched.id})]
+        assert kinds == ["fired"]
+        assert conn.execute(text("SELECT count(*) FROM workflows")).scalar_one() == 1
+        conn.execute(text("UPDATE schedules SET next_fire_at = date_trunc('second', now()) "
+                          "- interval '1 second' WHERE id = :id"), {"id": sched.id})
+        conn.commit()
+    later = store.due_schedules(10)[0]  # the next tick, while the first workflow still runs
+    from datetime import timedelta
+
+    taken, started = store.fire(later, later.next_fire_at,
+                                later.next_fire_at + timedelta(minutes=5), 0)
+    assert taken and started is None  # overlap 'skip'
+    with engine.connect() as conn:
+        details = conn.execute(text("SELECT details FROM schedule_events WHERE schedule_id = :id "
+                                    "AND kind = 'skipped'"), {"id": sched.id}).scalar_one()
+        assert details == {"reason": "previous-workflow-running"}
+        assert conn.execute(text("SELECT count(*) FROM workflows")).scalar_one() == 1
+
+
+def test_a_schedule_takes_a_job_or_a_workflow_and_a_whole_valid_graph(store: JobStore) -> None:
+    from common.store.schedule_models import NewSchedule
+
+    with pytest.raises(ValueError, match="one of them"):
+        NewSchedule.model_validate({"cron": "* * * * *"})
+    with pytest.raises(InvalidInput, match="cycle"):
+        store.create_schedule("alice", NewSchedule.model_validate({
+            "cron": "*/5 * * * *", "workflow": {"steps": [_step("a", "b"), _step("b", "a")]}}))
+    with pytest.raises(InvalidInput) as keyed:
+        store.create_schedule("alice", NewSchedule.model_validate({
+            "cron": "*/5 * * * *", "workflow": {"idempotency_key": "k", "steps": [_step("a")]}}))
+    assert keyed.value.field == "workflow.idempotency_key"

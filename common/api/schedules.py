@@ -160,6 +160,8 @@ class ScheduleEndpoints:
             new = NewSchedule.model_validate(self._object_body(request))
         except ValidationError as exc:
             raise validation_problem(exc) from None
+        if new.job is None:  # the store can start workflows; this API does not offer it yet
+            raise _invalid("job", "Field required")
         new = new.model_copy(update={"job": checked_template(
             self.registry, new.job, "job", allow_loopback=self._allow_loopback)})
         view = ScheduleView.of(self.service.store.create_schedule(owner, new))
@@ -185,6 +187,8 @@ class ScheduleEndpoints:
             patch = SchedulePatch.model_validate(self._object_body(request))
         except ValidationError as exc:
             raise validation_problem(exc) from None
+        if patch.workflow is not None:
+            raise _invalid("workflow", "Extra inputs are not permitted")
         if patch.job is not None:
             patch = patch.model_copy(update={"job": checked_template(
                 self.registry, patch.job, "job", allow_loopback=self._allow_loopback)})

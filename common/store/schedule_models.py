@@ -13,9 +13,10 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from common.store.models import MAX_CALLBACK_URL, JobTemplate
+from common.store.workflow_models import NewWorkflow
 
 Overlap = Literal["skip", "allow"]
 CatchUp = Literal["once", "all"]
@@ -50,12 +51,21 @@ class ScheduleTemplate(JobTemplate):
 
 
 class NewSchedule(_NoNulls):
+    """What each fire starts: a job (`job`) or a workflow (`workflow`, issue 28), one of them."""
+
     cron: str = Field(min_length=1, max_length=120)
     timezone: str = Field(default="UTC", min_length=1, max_length=64)
-    job: ScheduleTemplate
+    job: ScheduleTemplate | None = None
+    workflow: NewWorkflow | None = None
     enabled: StrictBool = True
     overlap: Overlap = "skip"
     catch_up: CatchUp = "once"
+
+    @model_validator(mode="after")
+    def _job_or_workflow(self) -> NewSchedule:
+        if (self.job is None) == (self.workflow is None):
+            raise ValueError("give job or workflow, one of them")
+        return self
 
 
 class SchedulePatch(_NoNulls):
@@ -64,9 +74,16 @@ class SchedulePatch(_NoNulls):
     cron: str = Field(default="", min_length=1, max_length=120)
     timezone: str = Field(default="", min_length=1, max_length=64)
     job: ScheduleTemplate | None = None
+    workflow: NewWorkflow | None = None
     enabled: StrictBool = True
     overlap: Overlap = "skip"
     catch_up: CatchUp = "once"
+
+    @model_validator(mode="after")
+    def _job_or_workflow(self) -> SchedulePatch:
+        if self.job is not None and self.workflow is not None:
+            raise ValueError("give job or workflow, not both")
+        return self
 
     def given(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.model_fields_set}
@@ -79,13 +96,15 @@ class Schedule(BaseModel):
     owner_id: str
     cron: str
     timezone: str
-    preset: str
-    content: str
+    preset: str | None  # None for a schedule that starts a workflow
+    content: str | None
     metadata: dict[str, Any]
     max_attempts: int | None
     callback_url: str | None = None
     priority: int = 5
     limit_key: str | None = None
+    workflow: dict[str, Any] | None = None  # the graph each fire starts (NewWorkflow's form)
+    last_workflow_id: UUID | None = None
     enabled: bool
     overlap: Overlap
     catch_up: CatchUp
@@ -125,3 +144,7 @@ class DueSchedule(BaseModel):
     timezone: str
     catch_up: CatchUp
     next_fire_at: datetime
+    owner_id: str = ""
+    overlap: Overlap = "skip"
+    workflow: dict[str, Any] | None = None
+    last_workflow_id: UUID | None = None

@@ -15,13 +15,15 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from common.store.callers import CallerOperations
+from common.logs import log
 from common.store.cursor import decode_cursor, encode_cursor
 from common.store.errors import DatabaseUnavailable, InvalidInput, ScheduleLimitReached
 from common.store.errors import ScheduleNotFound as NotFound
 from common.store.fragments import as_uuid, checked_owner, lit, to_json
 from common.store.models import DEFAULT_PRIORITY, JobTemplate
 from common.store.states import JobState
+from common.store.workflow_models import NewWorkflow
+from common.store.workflows import WorkflowQueries
 
 if TYPE_CHECKING:  # built on first use: every function imports the store, few touch a schedule
     from common.store.schedule_models import (
@@ -35,17 +37,17 @@ if TYPE_CHECKING:  # built on first use: every function imports the store, few t
 
 SCOLS = (
     "id, owner_id, cron, timezone, preset, content, metadata, max_attempts, callback_url, "
-    "priority, limit_key, enabled, overlap, catch_up, next_fire_at, last_fire_at, last_job_id, "
-    "created_at, updated_at"
+    "priority, limit_key, workflow, last_workflow_id, enabled, overlap, catch_up, next_fire_at, "
+    "last_fire_at, last_job_id, created_at, updated_at"
 )
 VALUES = (
     ":cron, :timezone, :preset, :content, CAST(:metadata AS jsonb), :max_attempts, "
-    "CAST(:callback_url AS text), :priority, CAST(:limit_key AS text), :enabled, :overlap, "
-    ":catch_up, "
+    "CAST(:callback_url AS text), :priority, CAST(:limit_key AS text), "
+    "CAST(:workflow AS jsonb), :enabled, :overlap, :catch_up, "
     "CAST(:next_fire_at AS timestamptz)"
 )
 FIELDS = "cron, timezone, preset, content, metadata, max_attempts, callback_url, priority, " \
-         "limit_key, enabled, " \
+         "limit_key, workflow, enabled, " \
          "overlap, catch_up, next_fire_at"
 
 # The owner's quota is read in the same statement. Two creates at the same instant can both
@@ -88,7 +90,9 @@ SQL_LIST = {c: _list_sql(c) for c in (False, True)}
 # one it plans the fires with, so the two never disagree on what is due. :passed are the
 # schedules this pass is done with (see common/maintenance/schedules.py).
 SQL_DUE = """
-SELECT id, cron, timezone, catch_up, next_fire_at FROM schedules
+SELECT id, cron, timezone, catch_up, next_fire_at, owner_id, overlap, workflow,
+       last_workflow_id
+FROM schedules
 WHERE enabled AND next_fire_at <= CAST(:now AS timestamptz)
   AND NOT (id = ANY(CAST(:passed AS uuid[])))
 ORDER BY next_fire_at LIMIT :limit"""
@@ -97,7 +101,7 @@ LIVE = f"({lit(JobState.PENDING)},{lit(JobState.PROCESSING)})"
 SQL_FIRE = f"""
 WITH s AS (
     SELECT id, owner_id, preset, content, metadata, max_attempts, callback_url, overlap,
-           last_job_id, priority, limit_key
+           last_job_id, priority, limit_key, workflow
     FROM schedules
     WHERE id = :id AND enabled AND next_fire_at = CAST(:expected AS timestamptz)
     FOR UPDATE SKIP LOCKED
@@ -110,14 +114,20 @@ WITH s AS (
     SELECT owner_id, preset, content, metadata, COALESCE(max_attempts, :default_max),
            COALESCE(max_attempts, :default_max), {lit(JobState.PENDING)}, id,
            CAST(:fire_time AS timestamptz), callback_url, priority, limit_key
-    FROM s WHERE NOT EXISTS (SELECT 1 FROM busy)
+    FROM s WHERE NOT EXISTS (SELECT 1 FROM busy) AND s.workflow IS NULL
     ON CONFLICT (schedule_id, fire_time) WHERE schedule_id IS NOT NULL DO NOTHING
     RETURNING id, state, attempts
 ), sev AS (
     INSERT INTO schedule_events (schedule_id, fire_time, kind, job_id, details)
     SELECT s.id, CAST(:fire_time AS timestamptz),
-           CASE WHEN job.id IS NULL THEN 'skipped' ELSE 'fired' END, job.id,
-           CASE WHEN job.id IS NOT NULL THEN jsonb_build_object('missed', CAST(:missed AS integer))
+           CASE WHEN job.id IS NULL AND CAST(:workflow_id AS uuid) IS NULL THEN 'skipped'
+                ELSE 'fired' END, job.id,
+           CASE WHEN CAST(:workflow_id AS uuid) IS NOT NULL
+                THEN jsonb_build_object('missed', CAST(:missed AS integer),
+                                        'workflow_id', CAST(:workflow_id AS text))
+                WHEN s.workflow IS NOT NULL
+                THEN jsonb_build_object('reason', CAST(:skip_reason AS text))
+                WHEN job.id IS NOT NULL THEN jsonb_build_object('missed', CAST(:missed AS integer))
                 WHEN EXISTS (SELECT 1 FROM busy)
                 THEN jsonb_build_object('reason', 'previous-job-live',
                                         'job_id', (SELECT CAST(id AS text) FROM busy))
@@ -127,12 +137,17 @@ WITH s AS (
 ), upd AS (
     UPDATE schedules t SET next_fire_at = CAST(:next AS timestamptz),
         last_fire_at = CASE WHEN EXISTS (SELECT 1 FROM job)
+                                 OR CAST(:workflow_id AS uuid) IS NOT NULL
                             THEN CAST(:fire_time AS timestamptz) ELSE t.last_fire_at END,
-        last_job_id = COALESCE((SELECT id FROM job), t.last_job_id)
+        last_job_id = COALESCE((SELECT id FROM job), t.last_job_id),
+        last_workflow_id = COALESCE(CAST(:workflow_id AS uuid), t.last_workflow_id)
     FROM s WHERE t.id = s.id
     RETURNING t.id
 )
-SELECT (SELECT id FROM job) AS job_id, EXISTS (SELECT 1 FROM upd) AS taken"""
+SELECT COALESCE((SELECT id FROM job), CAST(:workflow_id AS uuid)) AS job_id,
+       EXISTS (SELECT 1 FROM upd) AS taken"""
+SQL_WORKFLOW_RUNNING = """
+SELECT EXISTS (SELECT 1 FROM workflows WHERE id = :id AND state = 'RUNNING') AS running"""
 
 SQL_PURGE_EVENTS = """
 WITH victims AS (
@@ -142,16 +157,24 @@ WITH victims AS (
 DELETE FROM schedule_events e WHERE e.id = ANY(ARRAY(SELECT id FROM victims)) RETURNING e.id"""
 
 
-class ScheduleQueries(CallerOperations):
+class ScheduleQueries(WorkflowQueries):
     """An owner's schedules, and the sweep's due-scan and fire."""
 
     def _schedule_params(
-        self, owner: str, template: JobTemplate, values: dict[str, Any], now: datetime
+        self, owner: str, template: JobTemplate | None, values: dict[str, Any], now: datetime,
+        workflow: NewWorkflow | None = None,
     ) -> dict[str, Any]:
         """Check everything a stored schedule holds; its next fire time if enabled."""
         from common.store import cron  # its grammar is a large regex: compiled on first use
 
-        self._check_new_job(template)
+        if template is not None:
+            self._check_new_job(template)
+        if workflow is not None:
+            if workflow.idempotency_key is not None:
+                raise InvalidInput("workflow.idempotency_key", "each fire gets its own key (the "
+                                   "schedule's id and the fire time): leave it out")
+            for step in workflow.order():  # the whole graph, as POST /workflows checks it
+                self._check_new_job(step)
         first = cron.check(values["cron"], values["timezone"], now,
                            self._settings.schedule_min_interval_s)
         next_fire = first if values["enabled"] else None
@@ -159,14 +182,16 @@ class ScheduleQueries(CallerOperations):
             "owner_id": owner,
             "cron": values["cron"],
             "timezone": values["timezone"],
-            "preset": template.preset,
-            "content": template.content,
-            "metadata": to_json(template.metadata, "job.metadata"),
-            "max_attempts": template.max_attempts,
+            "preset": template.preset if template else None,
+            "content": template.content if template else None,
+            "metadata": to_json(template.metadata if template else {}, "job.metadata"),
+            "max_attempts": template.max_attempts if template else None,
             "callback_url": getattr(template, "callback_url", None),
-            "priority": template.priority if template.priority is not None
+            "priority": template.priority if template and template.priority is not None
             else DEFAULT_PRIORITY,
-            "limit_key": template.limit_key,
+            "limit_key": template.limit_key if template else None,
+            "workflow": to_json(workflow.model_dump(mode="json", exclude={"idempotency_key"}),
+                                "workflow") if workflow is not None else None,
             "enabled": values["enabled"],
             "overlap": values["overlap"],
             "catch_up": values["catch_up"],
@@ -177,8 +202,9 @@ class ScheduleQueries(CallerOperations):
         from common.store.schedule_models import Schedule
 
         owner = checked_owner(owner_id)
-        params = self._schedule_params(owner, new.job, new.model_dump(exclude={"job"}),
-                                       datetime.now(UTC))
+        params = self._schedule_params(owner, new.job,
+                                       new.model_dump(exclude={"job", "workflow"}),
+                                       datetime.now(UTC), new.workflow)
         rows = self._rows(SQL_CREATE, **params,
                           max_schedules=self._settings.max_schedules_per_owner)
         if not rows:
@@ -219,12 +245,21 @@ class ScheduleQueries(CallerOperations):
             current = self.get_schedule(owner_id, schedule_id)
             values = {k: getattr(current, k) for k in ("cron", "timezone", "enabled",
                                                       "overlap", "catch_up")}
-            values.update({k: v for k, v in given.items() if k != "job"})
-            template = given.get("job") or ScheduleTemplate(
-                preset=current.preset, content=current.content, metadata=current.metadata,
-                max_attempts=current.max_attempts, callback_url=current.callback_url,
-                priority=current.priority, limit_key=current.limit_key)
-            params = self._schedule_params(current.owner_id, template, values, datetime.now(UTC))
+            values.update({k: v for k, v in given.items() if k not in ("job", "workflow")})
+            template: ScheduleTemplate | None = None
+            workflow: NewWorkflow | None = None
+            if "job" in given or "workflow" in given:  # the new one replaces what it was
+                template, workflow = given.get("job"), given.get("workflow")
+            elif current.workflow is not None:
+                workflow = NewWorkflow.model_validate(current.workflow)
+            else:
+                template = ScheduleTemplate(
+                    preset=current.preset or "", content=current.content or "",
+                    metadata=current.metadata, max_attempts=current.max_attempts,
+                    callback_url=current.callback_url, priority=current.priority,
+                    limit_key=current.limit_key)
+            params = self._schedule_params(current.owner_id, template, values, datetime.now(UTC),
+                                           workflow)
             timing = ("cron", "timezone", "enabled")
             if values["enabled"] and current.enabled and not any(
                 k in given and values[k] != getattr(current, k) for k in timing
@@ -264,13 +299,35 @@ class ScheduleQueries(CallerOperations):
 
     def fire(self, due: DueSchedule, fire_time: datetime, next_fire: datetime,
              missed: int) -> tuple[bool, UUID | None]:
-        """(whether this call moved the schedule on, the job it created if any)."""
+        """(whether this call moved the schedule on, the job or workflow it started if any).
+        A workflow is created first, keyed by the schedule and the fire time (a pass retried
+        after a crash between the two statements finds it), then the fire is recorded; with
+        overlap 'skip' it is not created while the previous fire's workflow runs."""
+        workflow_id, skip_reason = None, None
+        if due.workflow is not None:
+            workflow_id, skip_reason = self._fire_workflow(due, fire_time)
         rows = self._rows(
             SQL_FIRE, id=due.id, expected=due.next_fire_at, fire_time=fire_time,
-            next=next_fire, missed=missed,
+            next=next_fire, missed=missed, workflow_id=workflow_id, skip_reason=skip_reason,
             default_max=self._settings.default_max_attempts,
         )
         return bool(rows[0]["taken"]), rows[0]["job_id"]
+
+    def _fire_workflow(self, due: DueSchedule,
+                       fire_time: datetime) -> tuple[UUID | None, str | None]:
+        if due.overlap == "skip" and due.last_workflow_id is not None and self._rows(
+                SQL_WORKFLOW_RUNNING, id=due.last_workflow_id)[0]["running"]:
+            return None, "previous-workflow-running"
+        spec = NewWorkflow.model_validate({
+            **(due.workflow or {}),
+            "idempotency_key": f"schedule:{due.id}:{fire_time.astimezone(UTC).isoformat()}"})
+        try:
+            workflow, _, _ = self.create_workflow(due.owner_id, spec, dispatching=False)
+        except InvalidInput as exc:  # e.g. a preset removed since the schedule was written
+            log("ERROR", "scheduled workflow cannot be created", schedule_id=str(due.id),
+                reason=exc.message)
+            return None, "workflow-refused"
+        return workflow.id, None
 
     def purge_schedule_events(self, older_than_days: int, *, batch_size: int) -> int:
         return len(self._rows(SQL_PURGE_EVENTS, days=older_than_days, batch=batch_size))

@@ -62,7 +62,7 @@ WITH wf AS (
            t.max_attempts, CASE WHEN cardinality(t.after) = 0 THEN {P} ELSE {W} END,
            traceparent_bytes(CAST(:traceparent AS text)), t.priority, t.limit_key, wf.id,
            t.name, NULLIF(cardinality(t.after), 0), NULLIF(t.on_upstream_failure, 'cancel'),
-           CASE WHEN cardinality(t.after) = 0 THEN now() END
+           CASE WHEN cardinality(t.after) = 0 AND CAST(:dispatching AS boolean) THEN now() END
     FROM input t CROSS JOIN wf ORDER BY t.i
     RETURNING {TAKEN}, state
 ), deps AS (
@@ -242,6 +242,23 @@ UNION ALL
 SELECT NULL, NULL, NULL, NULL WHERE NOT EXISTS (SELECT 1 FROM parent)"""
 
 
+def in_graph_order(steps: list[StepView]) -> list[StepView]:
+    """Parents before children: by depth (the longest path from a first step; a spawned
+    child is one deeper than its spawner), then by name."""
+    by_name = {s.name: s for s in steps}
+    depth: dict[str, int] = {}
+
+    def of(name: str, seen: frozenset[str] = frozenset()) -> int:
+        if name not in depth:
+            step = by_name[name]
+            up = [*step.after, *([step.spawned_by] if step.spawned_by else [])]
+            depth[name] = 1 + max((of(p, seen | {name}) for p in up
+                                   if p in by_name and p not in seen), default=-1)
+        return depth[name]
+
+    return sorted(steps, key=lambda s: (of(s.name), s.name))
+
+
 def workflow_hash(new: NewWorkflow) -> str:
     canonical = json.dumps(new.model_dump(mode="json"), sort_keys=True, separators=(",", ":"),
                            ensure_ascii=False)
@@ -257,10 +274,13 @@ class WorkflowQueries(CallerOperations):
 
     def create_workflow(
         self, owner_id: str, new: NewWorkflow, *, traceparent: str | None = None,
+        dispatching: bool = True,
     ) -> tuple[Workflow, bool, list[DispatchItem]]:
         """Create the whole graph in one statement; returns (workflow, created, the steps to
         publish now, already stamped dispatched: the caller publishes them, and releases the
-        stamps of a failed publish). A replay of the same keyed request returns the workflow."""
+        stamps of a failed publish). A replay of the same keyed request returns the workflow.
+        Not `dispatching` (the sweep's schedules): the first steps are left undispatched, for
+        the same pass's re-dispatch step to publish."""
         owner = checked_owner(owner_id)
         order = new.order()
         for step in order:
@@ -278,11 +298,12 @@ class WorkflowQueries(CallerOperations):
                               callback_url=new.callback_url,
                               idempotency_key=new.idempotency_key, request_hash=digest,
                               steps_total=len(steps), traceparent=traceparent,
+                              dispatching=dispatching,
                               steps=to_json(steps, "steps"))
             if rows and rows[0]["workflow_id"] is not None:
                 roots = [DispatchItem(id=r["id"], attempts=r["attempts"],
                                       traceparent=r["traceparent"])
-                         for r in rows if r["state"] == JobState.PENDING]
+                         for r in rows if r["state"] == JobState.PENDING and dispatching]
                 return self.get_workflow(owner, rows[0]["workflow_id"]), True, roots
             found = self._rows(SQL_BY_KEY, owner_id=owner, idempotency_key=new.idempotency_key)
             if found:
@@ -297,7 +318,7 @@ class WorkflowQueries(CallerOperations):
         if not rows:
             raise WorkflowNotFound(uid)
         steps = [StepView.model_validate(r) for r in self._rows(SQL_STEPS, id=uid)]
-        return Workflow.model_validate({**rows[0], "steps": steps})
+        return Workflow.model_validate({**rows[0], "steps": in_graph_order(steps)})
 
     def cancel_workflow(self, owner_id: str, workflow_id: UUID | str) -> Workflow:
         """End every step not yet ended: WAITING and PENDING ones CANCELLED at once, running

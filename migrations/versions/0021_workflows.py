@@ -192,6 +192,19 @@ def upgrade() -> None:
     )
     op.create_index("ix_job_deps_child", "job_deps", ["child_id"])
     op.add_column("webhook_deliveries", sa.Column("workflow_id", UUID(as_uuid=True)))
+    # A schedule may start a workflow instead of a job: its graph (validated when the schedule
+    # is written) instead of a job's preset and content; each fire creates one, keyed by the
+    # schedule and the fire time, so a pass retried after a crash creates it once.
+    op.add_column("schedules", sa.Column("workflow", sa.dialects.postgresql.JSONB))
+    op.add_column("schedules", sa.Column("last_workflow_id", UUID(as_uuid=True)))
+    op.execute("ALTER TABLE schedules ALTER COLUMN preset DROP NOT NULL, "
+               "ALTER COLUMN content DROP NOT NULL")
+    op.execute("ALTER TABLE schedules ADD CONSTRAINT ck_schedules_job_or_workflow "
+               "CHECK ((workflow IS NULL) = (preset IS NOT NULL AND content IS NOT NULL))")
+    # A fire that started a workflow names it in its details instead of a job.
+    op.execute("ALTER TABLE schedule_events DROP CONSTRAINT ck_schedule_events_job_iff_fired")
+    op.execute("ALTER TABLE schedule_events ADD CONSTRAINT ck_schedule_events_job_iff_fired "
+               "CHECK ((kind = 'fired') = (job_id IS NOT NULL OR details ? 'workflow_id'))")
     op.execute("CREATE INDEX ix_webhook_deliveries_workflow ON webhook_deliveries "
                "(workflow_id) WHERE workflow_id IS NOT NULL")
     op.execute(JOB_TRAIL)
@@ -217,6 +230,15 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION IF EXISTS jobs_workflow_step_reopen()")
     op.execute("DROP FUNCTION IF EXISTS jobs_workflow_step_end()")
     op.execute(JOB_TRAIL.replace(WAITING_IF_PARENTS, "'PENDING'"))
+    op.execute("DELETE FROM schedule_events WHERE details ? 'workflow_id'")
+    op.execute("ALTER TABLE schedule_events DROP CONSTRAINT ck_schedule_events_job_iff_fired")
+    op.execute("ALTER TABLE schedule_events ADD CONSTRAINT ck_schedule_events_job_iff_fired "
+               "CHECK ((kind = 'fired') = (job_id IS NOT NULL))")
+    op.execute("DELETE FROM schedules WHERE workflow IS NOT NULL")
+    op.execute("ALTER TABLE schedules DROP CONSTRAINT ck_schedules_job_or_workflow, "
+               "ALTER COLUMN preset SET NOT NULL, ALTER COLUMN content SET NOT NULL")
+    op.drop_column("schedules", "last_workflow_id")
+    op.drop_column("schedules", "workflow")
     op.drop_table("job_deps")
     op.execute("DELETE FROM webhook_deliveries WHERE workflow_id IS NOT NULL")
     op.drop_column("webhook_deliveries", "workflow_id")
