@@ -353,3 +353,22 @@ def test_the_sweep_releases_flow_parked_jobs_a_worker_did_not(store: JobStore) -
     result = parked.release(service, Budget(10.0), 50)
     assert result["flow_published"] == 1 and [i.id for i in recorder.sent] == [second.id]
     assert parked.release(service, Budget(10.0), 50)["flow_published"] == 0
+
+
+def test_a_bulk_cancel_can_take_every_job_under_one_key(store: JobStore) -> None:
+    from datetime import UTC, datetime
+
+    from common.store.bulk import BulkFilter, Cursor
+
+    keyed = [store.create("alice", new_job(limit_key="c-42"))[0] for _ in range(3)]
+    other = store.create("alice", new_job(limit_key="c-7"))[0]
+    bobs = store.create("bob", new_job(limit_key="c-42"))[0]
+    flt = BulkFilter(state=JobState.PENDING, limit_key="c-42")
+    assert not flt.matches_everything
+    before = store.bulk_start(flt)
+    assert store.bulk_count("alice", (JobState.PENDING,), flt, before) == 3
+    step = store.bulk_cancel_step("alice", JobState.PENDING, flt, before, Cursor())
+    assert {m["id"] for m in step.moved} == {j.id for j in keyed}
+    assert store.get("alice", other.id).state is JobState.PENDING
+    assert store.get("bob", bobs.id).state is JobState.PENDING
+    assert before <= datetime.now(UTC)

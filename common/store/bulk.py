@@ -44,10 +44,12 @@ class BulkFilter:
     state: JobState | None = None
     preset: str | None = None
     created_before: datetime | None = None
+    limit_key: str | None = None  # the caller's key (issue 27): every job under one limit
 
     @property
     def matches_everything(self) -> bool:
-        return self.state is None and self.preset is None and self.created_before is None
+        return (self.state is None and self.preset is None and self.created_before is None
+                and self.limit_key is None)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,8 @@ def _where(state: JobState, flt: BulkFilter) -> str:
             "timestamptz)"
     if flt.preset is not None:
         where += " AND preset = :preset"
+    if flt.limit_key is not None:
+        where += " AND limit_key = :limit_key"
     if state is JobState.PROCESSING:
         where += " AND NOT cancel_requested"
     if state is JobState.FAILED:
@@ -159,6 +163,8 @@ class BulkQueries(CallerOperations):
                                   "max_total": MAX_TOTAL_ATTEMPTS}
         if flt.preset is not None:
             params["preset"] = flt.preset
+        if flt.limit_key is not None:
+            params["limit_key"] = flt.limit_key
         return params
 
     def _step(self, sql: str, owner_id: str, flt: BulkFilter, before: datetime,
