@@ -83,7 +83,7 @@ def submit_env(
     with engine.connect() as conn:
         conn.execute(text("TRUNCATE jobs, job_events, poison_messages, chaos_runs, "
                           "webhook_deliveries, webhook_secrets, schedules, schedule_events, "
-                          "owner_limits, owner_running"))
+                          "owner_limits, owner_running, flow_limits"))
     google = GoogleTokenIssuer()
     topic_id = f"jobs-{uuid.uuid4().hex[:8]}"
     env = {
