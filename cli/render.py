@@ -23,6 +23,7 @@ from jobs_client import (
     Stats,
 )
 
+DEFAULT_PRIORITY = 5  # the API's; a job without a priority of its own has it
 _STATE_COLOUR = {
     JobState.PENDING: "34",  # blue
     JobState.PROCESSING: "36",  # cyan
@@ -114,8 +115,9 @@ def job_summary(job: JobView, now: datetime, paint: Paint) -> str:
         state += ", cancel requested"
     lines = [("job", str(job.id)), ("state", state), ("preset", job.preset),
              ("created", f"{age((now - job.created_at).total_seconds())} ago "
-                         f"({_clock(job.created_at, seconds=True)})"),
-             ("priority", str(job.priority))]
+                         f"({_clock(job.created_at, seconds=True)})")]
+    if job.priority != DEFAULT_PRIORITY:  # shown when chosen, as metadata and callback are
+        lines.append(("priority", str(job.priority)))
     if job.limit_key:
         lines.append(("key", job.limit_key))
     if job.waiting is not None and job.state == JobState.PENDING:
@@ -280,7 +282,8 @@ def schedule_summary(s: ScheduleView, now: datetime, paint: Paint) -> str:
              ("overlap", s.overlap), ("catch up", s.catch_up)]
     if s.job.max_attempts is not None:
         lines.append(("attempts", str(s.job.max_attempts)))
-    lines.append(("priority", str(s.job.priority)))
+    if s.job.priority != DEFAULT_PRIORITY:
+        lines.append(("priority", str(s.job.priority)))
     if s.job.limit_key:
         lines.append(("key", s.job.limit_key))
     if s.job.metadata:

@@ -391,9 +391,10 @@ def test_get_shows_the_priority_and_why_and_until_when_a_job_waits() -> None:
            "(2026-11-26 12:01:30 UTC)" in shown(
                not_before=slot, waiting={"reason": "rate-reserved", "limit": "gpu",
                                          "until": slot})
+    default = shown(priority=5, limit_key=None)  # shown when chosen, as metadata is
+    assert not [line for line in default if line.startswith(("priority", "key"))]
     older = {k: v for k, v in base.items() if k not in ("priority", "limit_key")}
-    old_server = r.job_summary(JobView.model_validate(older), now, r.Paint(False))
-    assert "priority  5" in old_server and "key " not in old_server  # a server before them
+    assert JobView.model_validate(older).priority == 5  # a server before them: the default
 
 
 def test_a_rate_is_read_as_starts_per_interval() -> None:
@@ -461,7 +462,10 @@ def test_priorities_and_key_limits_from_the_command_line(
     assert ok("get", second["id"])["waiting"] == {"reason": "running:key", "limit": "gpu",
                                                   "until": None}
     _, human = _in_pty("get", second["id"], NO_COLOR="1", **auth)
-    assert re.search(r"^priority +5$", human, re.M) and re.search(r"^key +gpu$", human, re.M)
+    assert not re.search(r"^priority", human, re.M)  # the default
+    assert re.search(r"^key +gpu$", human, re.M)
+    _, urgent = _in_pty("get", first["id"], NO_COLOR="1", **auth)
+    assert re.search(r"^priority +9$", urgent, re.M), urgent
     assert re.search(r"^waiting +running:key \(gpu\): ", human, re.M), human
 
     sid = ok("schedule", "add", "--cron", "0 9 * * *", "--preset", "echo", "--content", "x",

@@ -20,7 +20,7 @@ import pytest
 from common.presets.demo import SECONDS
 from tests.submit_fixtures import SubmitHarness
 
-# 20 operations, three of them batch and bulk bodies (the coverage phase sends a batch of
+# 23 operations, three of them batch and bulk bodies (the coverage phase sends a batch of
 # 1,000 and one of 1,001): longer than the suite's 300 s default on a loaded 2-core VM.
 pytestmark = pytest.mark.timeout(600)
 
@@ -74,13 +74,14 @@ def test_schemathesis_finds_nothing(server: str, submit_env: SubmitHarness, tmp_
           f"{summary['operations']['tested']} operations")
     assert summary["complete"] and summary["failures"] == [] and summary["errors"] == []
     assert cases["with_failures"] == 0 and cases["generated"] >= 8 * EXAMPLES
-    assert summary["operations"]["tested"] == summary["operations"]["total"] == 20
+    assert summary["operations"]["tested"] == summary["operations"]["total"] == 23
     assert {name: p["status"] for name, p in summary["phases"].items() if name != "examples"} == {
         "coverage": "success", "fuzzing": "success", "stateful": "success"
     }
     # The stateful phase walked real jobs: the job operations were reached through the links.
     assert "GET /jobs/{job_id}" not in summary["warnings"]["missing_test_data"]
     assert "GET /schedules/{schedule_id}" not in summary["warnings"]["missing_test_data"]
+    assert "GET /limits/{key}" not in summary["warnings"]["missing_test_data"]
 
 
 def test_the_document_lists_this_instance_s_presets_and_links(server: str) -> None:
