@@ -103,8 +103,8 @@ class FlowWait(BaseModel):
         "for rate-reserved the job's limit_key if it has one, else its preset."))
     until: datetime | None = Field(description=(
         "rate-reserved: the booked slot. rate:preset, rate:key: when that limit next has a "
-        "free slot, in GET /jobs/{id} only (null in lists and other answers). running:*: null "
-        "(it depends on when other jobs end)."))
+        "free slot, in the answers of GET /jobs/{id} and POST /jobs only (null in lists and "
+        "elsewhere). running:*: null (it depends on when other jobs end)."))
 
     @classmethod
     def of(cls, job: Job, until: datetime | None = None) -> FlowWait | None:

@@ -107,6 +107,8 @@ def limit_paths(op: Callable[..., dict[str, Any]], unavailable: dict[int, str]) 
                 "with that limit_key fall under it",
                 {200: "LimitView"},
                 {400: "the body is not JSON",
+                 404: "the path names no key the server can route (a key holding a line "
+                      "break; any other invalid key is a 422)",
                  413: f"the body is larger than {MAX_BODY_BYTES} bytes",
                  415: "Content-Type is not application/json",
                  422: "the key or the limit is invalid (nothing written)", **unavailable},
