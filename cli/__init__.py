@@ -5,9 +5,12 @@ client (the `jobs_client` package in client/), like any other caller; only `migr
     python main.py submit --preset text-stats --content "Hello there." --wait
     python main.py submit --preset echo --content hi --in 10m    # or --at 2026-12-01T09:00:00Z
     python main.py submit --preset echo --content hi --callback-url https://example.com/hook
+    python main.py submit --preset echo --content hi --priority 9 --limit-key model-api
     python main.py get ID [--wait S] | list [--state S] [--preset P] | events ID | cancel ID
     python main.py retry ID | stats | history [--window day] | limits | health
     python main.py webhook-secret rotate             # a new signing secret, shown once
+    python main.py limits set model-api --rate 60/1m [--max-running 4] | limits get KEY |
+        limits delete KEY | limits list           # your key limits (and the presets')
     python main.py submit-many jobs.jsonl [--key-prefix nightly-2026-12-07]   # 1,000 a request
     python main.py bulk-cancel --state PENDING --preset echo [--dry-run] [--yes] | bulk-retry --all
     python main.py token alice                       # a dev HS256 token

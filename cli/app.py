@@ -1,5 +1,6 @@
 """The command line's entry: where the API is, who we are, the parser, and one-line errors.
-The commands live beside it: cli/jobs.py, cli/flow.py, cli/schedules.py, cli/operator.py; how
+The commands live beside it: cli/jobs.py, cli/flow.py, cli/limits.py, cli/schedules.py,
+cli/operator.py; how
 things are shown, cli/render.py. See cli/__init__.py for the commands and where the API is found.
 """
 
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from jobs_client import ClientError, InvalidUrl, JobsClient, Unreachable
 
-from cli import flow, jobs, operator, render, schedules
+from cli import flow, jobs, limits, operator, render, schedules
 from cli.schedules import UsageError
 
 if TYPE_CHECKING:
@@ -95,6 +96,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--ttl", type=int, default=86400, help="seconds (default a day)")
     jobs.add_commands(sub)
     flow.add_commands(sub)
+    limits.add_commands(sub)
     schedules.add_commands(sub)
     operator.add_commands(sub)
     sw = sub.add_parser("sweep", help="run one maintenance pass")
@@ -149,9 +151,11 @@ def run(argv: list[str]) -> int:
         return _client(url, token)
 
     if args.command == "limit":
-        limits = operator.run_limit(args, lambda: api().limits().default_max_running)
-        jobs.emit(limits, as_json, lambda: render.pretty(limits))
+        owners = operator.run_limit(args, lambda: api().limits().default_max_running)
+        jobs.emit(owners, as_json, lambda: render.pretty(owners))
         return 0
+    if args.command == "limits":
+        return limits.run(args, api(), as_json)
     if args.command == "submit-many":
         total = flow.submit_many(api(), args.file, args.key_prefix)
         jobs.emit(total, as_json, lambda: flow.summary(total))

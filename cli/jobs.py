@@ -1,5 +1,5 @@
 """The job commands, on the typed client: submit (and wait), get, list, events, cancel, retry,
-stats, history, the caller's own limits and the webhook secret.
+stats, history and the webhook secret. (The caller's limits: cli/limits.py.)
 
 On a terminal they print tables and summaries (cli/render.py); otherwise, or with --json, the
 API's JSON, exactly as the client received it (fields a newer server adds included).
@@ -30,11 +30,13 @@ def add_commands(sub: Any) -> None:
     s.add_argument("--idempotency-key", help="default: a new one for this call")
     s.add_argument("--callback-url", help="POST the job's end here, signed (Standard Webhooks; "
                    "see `webhook-secret rotate`)")
+    schedules.add_flow_options(s)
     schedules.add_submit_options(s)
     s.add_argument("--wait", action="store_true", help="show its states until it ends; "
                    "exit 1 unless COMPLETED")
     s.add_argument("--timeout", type=float, default=300)
-    g = sub.add_parser("get", help="show a job: state, progress, due time, callback, trace")
+    g = sub.add_parser("get", help="show a job: state, progress, due time, priority, why it "
+                       "waits, callback, trace")
     g.add_argument("id")
     g.add_argument("--wait", type=float, metavar="S", help="let the server hold the answer up "
                    "to S seconds (at most 30), answering as soon as the job ends")
@@ -52,8 +54,6 @@ def add_commands(sub: Any) -> None:
     hist.add_argument("--window", choices=["hour", "day"], default="hour")
     sub.add_parser("health", help="whether the API answers and reaches its database "
                    "(exit 1 if not)")
-    sub.add_parser("limits", help="how many of your jobs may run at once (the stack's default "
-                   "and your override), how many run now, and your quotas at the door")
     ws = sub.add_parser("webhook-secret", help="your webhooks' signing secret")
     ws.add_subparsers(dest="webhook_command", required=True).add_parser(
         "rotate", help="a new secret, printed once; the previous one keeps signing for the "
@@ -127,7 +127,8 @@ def run(args: argparse.Namespace, api: JobsClient, as_json: bool) -> int:
     if command == "submit":
         job = api.submit(args.preset, args.content, metadata=schedules.metadata(args.metadata),
                          max_attempts=args.max_attempts, idempotency_key=args.idempotency_key,
-                         callback_url=args.callback_url, **schedules.submit_fields(args))
+                         callback_url=args.callback_url, priority=args.priority,
+                         limit_key=args.limit_key, **schedules.submit_fields(args))
         if args.wait:
             job = wait(api, str(job.id), args.timeout)
         emit(job, as_json, lambda: r.job_summary(job, datetime.now(UTC), paint))
@@ -156,9 +157,6 @@ def run(args: argparse.Namespace, api: JobsClient, as_json: bool) -> int:
     elif command == "get":
         job = api.get(args.id, wait_s=args.wait)
         emit(job, as_json, lambda: r.job_summary(job, datetime.now(UTC), paint))
-    elif command == "limits":
-        limits = api.limits()
-        emit(limits, as_json, lambda: r.pretty(limits.model_dump(mode="json")))
     elif command == "webhook-secret":
         secret = api.rotate_webhook_secret()
         emit(secret, as_json, lambda: r.pretty(secret.model_dump(mode="json")))

@@ -23,6 +23,7 @@ from jobs_client import (
     Stats,
 )
 
+DEFAULT_PRIORITY = 5  # the API's; a job without a priority of its own has it
 _STATE_COLOUR = {
     JobState.PENDING: "34",  # blue
     JobState.PROCESSING: "36",  # cyan
@@ -115,6 +116,12 @@ def job_summary(job: JobView, now: datetime, paint: Paint) -> str:
     lines = [("job", str(job.id)), ("state", state), ("preset", job.preset),
              ("created", f"{age((now - job.created_at).total_seconds())} ago "
                          f"({_clock(job.created_at, seconds=True)})")]
+    if job.priority != DEFAULT_PRIORITY:  # shown when chosen, as metadata and callback are
+        lines.append(("priority", str(job.priority)))
+    if job.limit_key:
+        lines.append(("key", job.limit_key))
+    if job.waiting is not None and job.state == JobState.PENDING:
+        lines.append(("waiting", waiting_text(job, now)))
     if job.not_before and not job.state.terminal and job.not_before > now:
         # Never run: a job for later, due then; else a retry's backoff.
         label = "due" if job.attempts == 0 else "next try"
@@ -145,6 +152,30 @@ def job_summary(job: JobView, now: datetime, paint: Paint) -> str:
                        + paint.code(f"failed{took}: {result.error_type}: {result.error_message}",
                                     "31"))
     return "\n".join(out)
+
+
+_WAITS = {
+    "running:owner": "your limit on running jobs is full",
+    "running:preset": "its preset's limit on running jobs is full",
+    "running:key": "its key's limit on running jobs is full",
+    "rate:preset": "its preset's rate has no start slot near",
+    "rate:key": "its key's rate has no start slot near",
+    "rate-reserved": "a start slot is booked",
+}
+
+
+def waiting_text(job: JobView, now: datetime) -> str:
+    """Why a PENDING job waits on a flow limit, which limit, and until when."""
+    wait = job.waiting
+    assert wait is not None
+    text = f"{wait.reason} ({wait.limit}): {_WAITS.get(wait.reason, 'on a limit')}"
+    if wait.until is not None:
+        when = "now" if wait.until <= now else "in " + age((wait.until - now).total_seconds())
+        verb = "starts" if wait.reason == "rate-reserved" else "next slot"
+        return f"{text}; {verb} {when} ({_clock(wait.until, seconds=True)})"
+    if wait.reason.startswith("running:"):
+        return f"{text}; starts when a job under it ends"
+    return text
 
 
 def _webhook_fields(job: JobView, now: datetime) -> list[tuple[str, str]]:
@@ -251,6 +282,10 @@ def schedule_summary(s: ScheduleView, now: datetime, paint: Paint) -> str:
              ("overlap", s.overlap), ("catch up", s.catch_up)]
     if s.job.max_attempts is not None:
         lines.append(("attempts", str(s.job.max_attempts)))
+    if s.job.priority != DEFAULT_PRIORITY:
+        lines.append(("priority", str(s.job.priority)))
+    if s.job.limit_key:
+        lines.append(("key", s.job.limit_key))
     if s.job.metadata:
         lines.append(("metadata", json.dumps(s.job.metadata, sort_keys=True)))
     if s.job.callback_url:

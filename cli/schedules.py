@@ -4,7 +4,8 @@
     python main.py schedule add --cron '*/15 9-17 * * MON-FRI' --timezone Europe/Riga \\
         --preset text-stats --content 'Hello' [--overlap allow] [--catch-up all] [--paused]
     python main.py schedule edit ID [--cron C] [--timezone Z] [--overlap O] [--catch-up C] \\
-        [--preset P --content T [--metadata J] [--max-attempts N]]
+        [--preset P --content T [--metadata J] [--max-attempts N] [--priority N]
+         [--limit-key K]]
     python main.py schedule list | get ID | pause ID | resume ID | delete ID | events ID
 
 `edit` changes only what it is given, as `PATCH /schedules/{id}` does. The job a schedule
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 
 _DURATION = re.compile(r"^([0-9]+)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
+# The job's own options, which `edit` can only send with the whole job (--preset, --content).
+_JOB_ONLY = ("metadata", "max_attempts", "callback_url", "priority", "limit_key")
 
 
 class UsageError(Exception):
@@ -42,6 +45,14 @@ def seconds(text: str) -> int:
     if match is None:
         raise UsageError(f"--in takes a duration such as 90s, 10m, 2h or 1d, not {text!r}")
     return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def add_flow_options(p: argparse.ArgumentParser) -> None:
+    """A job's priority and limit key, for submit and for a schedule's job."""
+    p.add_argument("--priority", type=int, metavar="N", help="0 to 9 (default 5): higher goes "
+                   "first where jobs compete for a slot")
+    p.add_argument("--limit-key", metavar="KEY", help="your limits for KEY (`limits set KEY`) "
+                   "apply to the job")
 
 
 def add_submit_options(submit: argparse.ArgumentParser) -> None:
@@ -77,6 +88,7 @@ def _job_options(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--metadata", help="JSON object; a preset's options go under 'options'")
     p.add_argument("--max-attempts", type=int, help="1 to 100 (default: the preset's)")
     p.add_argument("--callback-url", help="each fired job POSTs its end here, signed")
+    add_flow_options(p)
 
 
 def _when_options(p: argparse.ArgumentParser, defaults: bool) -> None:
@@ -108,7 +120,8 @@ def add_commands(sub: Any) -> None:
 
 def _template(args: argparse.Namespace) -> JobTemplate:
     return template(args.preset, args.content, metadata=metadata(args.metadata),
-                    max_attempts=args.max_attempts, callback_url=args.callback_url)
+                    max_attempts=args.max_attempts, callback_url=args.callback_url,
+                    priority=args.priority, limit_key=args.limit_key)
 
 
 def run_schedule(args: argparse.Namespace, api: JobsClient) -> Any:
@@ -135,9 +148,10 @@ def run_schedule(args: argparse.Namespace, api: JobsClient) -> Any:
                                  " (the API never shows a schedule's content, so it cannot be "
                                  "kept)")
             job = _template(args)
-        elif args.metadata is not None or args.max_attempts is not None:
-            raise UsageError("--metadata and --max-attempts change the job: give --preset and "
-                             "--content with them")
+        elif any(getattr(args, name) is not None for name in _JOB_ONLY):
+            raise UsageError("--metadata, --max-attempts, --callback-url, --priority and "
+                             "--limit-key change the job: give --preset and --content with "
+                             "them")
         return api.update_schedule(args.id, cron=args.cron, timezone=args.timezone, job=job,
                                    overlap=args.overlap, catch_up=args.catch_up)
     return api.update_schedule(args.id, enabled=cmd == "resume")

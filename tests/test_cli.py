@@ -359,6 +359,131 @@ def test_a_job_for_later_shows_when_it_is_due_and_a_retry_when_it_runs_again() -
     assert "next try  in 5m (2026-11-26 12:05:30 UTC)" in retry
 
 
+def test_get_shows_the_priority_and_why_and_until_when_a_job_waits() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from jobs_client import JobView
+
+    from cli import render as r
+
+    now = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
+    base = {"id": "fb041ba8-d9c1-4784-a61e-0ecdf690008d", "preset": "echo", "state": "PENDING",
+            "attempts": 0, "max_attempts": 3, "metadata": {}, "cancel_requested": False,
+            "created_at": now, "updated_at": now, "started_at": None, "finished_at": None,
+            "result": None, "not_before": None, "priority": 9, "limit_key": "gpu",
+            "links": {"self": "/jobs/x", "events": "/jobs/x/events"}}
+
+    def shown(**fields: Any) -> list[str]:
+        job = JobView.model_validate({**base, **fields})
+        return r.job_summary(job, now, r.Paint(False)).splitlines()
+
+    plain = shown(waiting=None)
+    assert "priority  9" in plain and "key       gpu" in plain
+    assert not [line for line in plain if line.startswith("waiting")]
+    assert "waiting   running:key (gpu): its key's limit on running jobs is full; starts " \
+           "when a job under it ends" in shown(
+               waiting={"reason": "running:key", "limit": "gpu", "until": None})
+    slot = now + timedelta(seconds=90)
+    assert "waiting   rate:key (gpu): its key's rate has no start slot near; next slot in 1m " \
+           "(2026-11-26 12:01:30 UTC)" in shown(
+               waiting={"reason": "rate:key", "limit": "gpu", "until": slot})
+    assert "waiting   rate-reserved (gpu): a start slot is booked; starts in 1m " \
+           "(2026-11-26 12:01:30 UTC)" in shown(
+               not_before=slot, waiting={"reason": "rate-reserved", "limit": "gpu",
+                                         "until": slot})
+    default = shown(priority=5, limit_key=None)  # shown when chosen, as metadata is
+    assert not [line for line in default if line.startswith(("priority", "key"))]
+    older = {k: v for k, v in base.items() if k not in ("priority", "limit_key")}
+    assert JobView.model_validate(older).priority == 5  # a server before them: the default
+
+
+def test_a_rate_is_read_as_starts_per_interval() -> None:
+    from cli.limits import rate
+    from cli.schedules import UsageError
+
+    assert rate("60/1m") == (60, 60.0) and rate("60/m") == (60, 60.0)
+    assert rate("5/1s") == (5, 1.0) and rate("3/0.5s") == (3, 0.5)
+    assert rate("1000/2h") == (1000, 7200.0) and rate("7/30") == (7, 30.0)
+    for bad in ("60", "60/", "/1m", "60/1w", "-1/1m", "60/1.m", "a/b"):
+        with pytest.raises(UsageError, match="--rate takes N/DURATION"):
+            rate(bad)
+
+
+def test_priorities_and_key_limits_from_the_command_line(
+    submit_server: str, submit_env: Any, store: Any
+) -> None:
+    """submit and schedule take --priority and --limit-key; `limits set/get/list/delete`
+    manage the caller's key limits (each refusal one line naming the field, nothing written);
+    `get` says why a job waits."""
+    auth = {"JOBS_API_URL": submit_server, "JOBS_TOKEN": submit_env.token("cli-flow")}
+
+    def ok(*args: str) -> Any:
+        result = _cli("--json", *args, **auth)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def refused(*args: str) -> str:
+        result = _cli(*args, **auth)
+        assert result.returncode != 0 and result.stdout == ""
+        return result.stderr
+
+    assert ok("limits")["keys"] == [] and ok("limits", "list")["presets"] == []
+    made = ok("limits", "set", "gpu", "--max-running", "1")
+    assert (made["name"], made["max_running"], made["max_starts"]) == ("gpu", 1, None)
+    rated = ok("limits", "set", "api", "--rate", "60/1m")
+    assert (rated["max_running"], rated["max_starts"], rated["interval_s"]) == (None, 60, 60.0)
+    both = ok("limits", "set", "api", "--max-running", "2", "--max-starts", "5",
+              "--interval-s", "1.5")
+    assert (both["max_running"], both["max_starts"], both["interval_s"]) == (2, 5, 1.5)
+    assert ok("limits", "get", "api") == both
+    assert "max_running" in refused("limits", "set", "gpu", "--max-running", "0")
+    assert "interval_s" in refused("limits", "set", "gpu", "--max-starts", "5")
+    assert "key" in refused("limits", "set", "no spaces", "--max-running", "1")
+    assert "--rate takes N/DURATION" in refused("limits", "set", "gpu", "--rate", "fast")
+    assert "not both" in refused("limits", "set", "gpu", "--rate", "1/s", "--max-starts", "1")
+    assert "limits delete" in refused("limits", "set", "gpu")
+    assert ok("limits", "get", "gpu")["max_running"] == 1  # none of these changed it
+    _, table = _in_pty("limits", NO_COLOR="1", **auth)
+    lines = table.splitlines()
+    assert lines[0].split()[:4] == ["running", "0", "of", "unlimited"]
+    assert lines[2].split() == ["KIND", "NAME", "RUNNING", "RATE", "NEXT", "SLOT"]
+    assert lines[3].split() == ["key", "api", "0", "of", "2", "5", "per", "1.5", "s", "-"]
+    assert lines[4].split() == ["key", "gpu", "0", "of", "1", "-", "-"]
+    _, one = _in_pty("limits", "get", "gpu", NO_COLOR="1", **auth)
+    assert one.splitlines()[:3] == ["limit      gpu", "running    0 of 1", "rate       -"]
+
+    first = ok("submit", "--preset", "echo", "--content", "a", "--priority", "9",
+               "--limit-key", "gpu")
+    second = ok("submit", "--preset", "echo", "--content", "b", "--limit-key", "gpu")
+    assert (first["priority"], first["limit_key"], second["priority"]) == (9, "gpu", 5)
+    assert "priority" in refused("submit", "--preset", "echo", "--content", "c",
+                                 "--priority", "10")
+    assert [store.claim(j["id"]).reason for j in (first, second)] == ["claimed", "deferred"]
+    assert ok("get", second["id"])["waiting"] == {"reason": "running:key", "limit": "gpu",
+                                                  "until": None}
+    _, human = _in_pty("get", second["id"], NO_COLOR="1", **auth)
+    assert not re.search(r"^priority", human, re.M)  # the default
+    assert re.search(r"^key +gpu$", human, re.M)
+    _, urgent = _in_pty("get", first["id"], NO_COLOR="1", **auth)
+    assert re.search(r"^priority +9$", urgent, re.M), urgent
+    assert re.search(r"^waiting +running:key \(gpu\): ", human, re.M), human
+
+    sid = ok("schedule", "add", "--cron", "0 9 * * *", "--preset", "echo", "--content", "x",
+             "--priority", "2", "--limit-key", "gpu")["id"]
+    assert (ok("schedule", "get", sid)["job"]["priority"],
+            ok("schedule", "get", sid)["job"]["limit_key"]) == (2, "gpu")
+    assert "give --preset and --content" in refused("schedule", "edit", sid, "--priority", "7")
+    edited = ok("schedule", "edit", sid, "--preset", "echo", "--content", "y", "--priority", "7")
+    assert (edited["job"]["priority"], edited["job"]["limit_key"]) == (7, None)
+    _, summary = _in_pty("schedule", "get", sid, NO_COLOR="1", **auth)
+    assert re.search(r"^priority +7$", summary, re.M), summary
+
+    assert ok("limits", "delete", "gpu") == {"deleted": "gpu"}
+    assert "Limit not found" in refused("limits", "get", "gpu")
+    assert "Limit not found" in refused("limits", "delete", "gpu")
+    assert [k["name"] for k in ok("limits")["keys"]] == ["api"]
+
+
 def test_quotas_from_the_command_line_and_a_429_said_plainly(
     submit_server: str, submit_env: Any
 ) -> None:
@@ -471,7 +596,7 @@ def test_every_new_option_reaches_the_api_and_comes_back(
     assert drawn.splitlines()[2].split()[-3:] == ["0", "0", "1"]
     assert ok("limits") == {"default_max_running": 4, "override": None, "max_running": 4,
                             "running": 0, "max_submits_per_s": 0, "max_pending": 0,
-                            "max_waits": 2}
+                            "max_waits": 2, "keys": [], "presets": []}
 
     db = {"DATABASE_URL": submit_env.env["DATABASE_URL"], "OWNER_MAX_RUNNING": "9"}
     limits = ok("limit", "set", "hs256:cli-new", "2", **db)

@@ -93,7 +93,7 @@ class FaultProxy:
                 else:
                     self._answer(status, answer, {"Content-Type": ctype})
 
-            do_GET = do_POST = _any
+            do_GET = do_POST = do_PUT = do_DELETE = _any
 
             def _forward(self, body: bytes) -> tuple[int, bytes, str]:
                 host, port = proxy.upstream.removeprefix("http://").split(":")
@@ -375,7 +375,7 @@ def test_the_client_models_say_what_the_openapi_document_says(server: str) -> No
              "Stats", "Health", "History", "HistoryBucket", "Limits", "WebhookSecret",
              "ScheduleView", "ScheduleList", "ScheduleEvent", "ScheduleEventList", "TemplateView",
              "ScheduleLinks", "WebhookView", "BatchResult", "BatchItemResult", "BulkOutcome",
-             "Problem"]
+             "Problem", "FlowWait", "LimitView"]
     for name in names:
         model = getattr(cm, name)
         assert set(model.model_fields) == set(schemas[name]["properties"]), name
@@ -473,6 +473,57 @@ def test_bulk_cancel_and_retry_through_the_client(
     assert (done.cancelled, done.moved, done.complete) == (4, 4, True)
     assert api.stats().depth["CANCELLED"] == 4
     assert api.bulk_retry(all=True).retried == 0  # nothing FAILED: nothing moved
+
+
+def test_priorities_keys_and_limits_through_the_client(
+    proxy: FaultProxy, submit_env: SubmitHarness, store: Any
+) -> None:
+    """submit, submit_many and template carry priority and limit_key; a key limit is set,
+    read, replaced and deleted; a refused value names its field; a job parked by the key's
+    limit says so in get()."""
+    from jobs_client import NewJob, template
+
+    api = _client(proxy.url, submit_env)
+    assert api.limits().keys == []
+    limit = api.set_limit("gpu", max_running=1)
+    assert (limit.name, limit.max_running, limit.max_starts, limit.running) == (
+        "gpu", 1, None, 0)
+    assert api.get_limit("gpu") == limit
+    rated = api.set_limit("api", max_starts=60, interval_s=60)
+    assert (rated.max_running, rated.max_starts, rated.interval_s) == (None, 60, 60.0)
+    assert [k.name for k in api.limits().keys] == ["api", "gpu"]
+    with pytest.raises(BadRequest) as bad:
+        api.set_limit("gpu", max_starts=5)  # a rate needs its interval
+    assert bad.value.invalid_params == [{"name": "interval_s",
+                                         "reason": "give max_starts and interval_s together"}]
+    assert api.get_limit("gpu").max_running == 1  # unchanged
+
+    first = api.submit("echo", "a", priority=9, limit_key="gpu")
+    second = api.submit("echo", "b", limit_key="gpu")
+    assert (first.priority, first.limit_key, second.priority) == (9, "gpu", 5)
+    assert [store.claim(j.id).reason for j in (first, second)] == ["claimed", "deferred"]
+    waiting = api.get(second.id).waiting
+    assert waiting is not None and (waiting.reason, waiting.limit, waiting.until) == (
+        "running:key", "gpu", None)
+    assert api.get(first.id).waiting is None
+    before = len(proxy.seen)
+    with pytest.raises(BadRequest) as local:
+        api.submit("echo", "x", priority=10, limit_key="no spaces")
+    assert {p["name"] for p in local.value.invalid_params} == {"priority", "limit_key"}
+    assert len(proxy.seen) == before  # refused before sending
+    batch = api.submit_many([NewJob(preset="echo", content="c", priority=1, limit_key="api")])
+    job = batch.results[0].job
+    assert job is not None and (job.priority, job.limit_key) == (1, "api")
+    schedule = api.create_schedule("0 9 * * *", template("echo", "d", priority=8,
+                                                          limit_key="gpu"))
+    assert (schedule.job.priority, schedule.job.limit_key) == (8, "gpu")
+
+    api.delete_limit("gpu")
+    with pytest.raises(NotFound, match="Limit not found"):
+        api.get_limit("gpu")
+    with pytest.raises(NotFound):
+        api.delete_limit("gpu")
+    assert [k.name for k in api.limits().keys] == ["api"]
 
 
 @pytest.fixture()

@@ -25,6 +25,9 @@ BY_ID = [
     ("POST", "/jobs/{id}/retry"),
 ]
 OWNER_WIDE = [("POST", "/jobs"), ("GET", "/jobs"), ("GET", "/stats")]
+# A key limit is its owner's, like a job (common/api/limits.py).
+LIMITS = [("GET", "/limits"), ("GET", "/limits/gpu"), ("PUT", "/limits/gpu"),
+          ("DELETE", "/limits/gpu")]
 
 
 def _hs256(sub: str, *, secret: str = SECRET, ttl_s: int = 600, **claims: Any) -> str:
@@ -61,8 +64,9 @@ def _request(api: SubmitHarness, method: str, path: str, headers: dict[str, str]
 def test_every_endpoint_refuses_every_bad_credential(api: SubmitHarness, store: JobStore) -> None:
     job_id = api.post_job(ALICE, {"preset": "echo", "content": "secret stuff"}).get_json()["id"]
     before = store.list_jobs(ALICE, limit=10).jobs
+    store.set_key_limit(f"hs256:{ALICE}", "gpu", max_running=2)
     for name, headers in _bad_credentials(api).items():
-        for method, template in BY_ID + OWNER_WIDE:
+        for method, template in BY_ID + OWNER_WIDE + LIMITS:
             path = template.format(id=job_id)
             resp = _request(api, method, path, headers)
             assert resp.status_code == 401, (name, method, path, resp.get_json())
@@ -70,10 +74,12 @@ def test_every_endpoint_refuses_every_bad_credential(api: SubmitHarness, store: 
             # A problem and nothing else (its `instance` is the path the caller sent).
             assert set(resp.get_json()) <= {"type", "title", "status", "detail", "instance"}
     assert store.list_jobs(ALICE, limit=10).jobs == before  # nothing was created or changed
+    assert store.key_limit(f"hs256:{ALICE}", "gpu").max_running == 2
 
 
 def test_another_owners_token_sees_nothing_of_alices(api: SubmitHarness, store: JobStore) -> None:
     job_id = api.post_job(ALICE, {"preset": "echo", "content": "secret stuff"}).get_json()["id"]
+    store.set_key_limit(f"hs256:{ALICE}", "gpu", max_running=2)
     bob_tokens = {
         "bob hs256": {"Authorization": f"Bearer {_hs256('bob')}"},
         "bob google": {"Authorization": "Bearer " + api.google.token(sub="bob", aud=AUDIENCE)},
@@ -89,8 +95,13 @@ def test_another_owners_token_sees_nothing_of_alices(api: SubmitHarness, store: 
         assert listed.status_code == 200 and job_id not in listed.get_data(as_text=True)
         stats = api.client.get("/stats", headers=headers).get_json()
         assert stats["depth"]["PENDING"] == 0
+        for method in ("GET", "DELETE"):  # alice's key limit is not bob's to read or delete
+            resp = api.client.open("/limits/gpu", method=method, headers=headers)
+            assert resp.status_code == 404 and resp.get_json()["type"].endswith("/not-found")
+        assert api.client.get("/limits", headers=headers).get_json()["keys"] == []
     # bob's cancel/retry did nothing (owners are namespaced by verifier: docs/api.md)
     assert store.get(f"hs256:{ALICE}", job_id).state.value == "PENDING"
+    assert store.key_limit(f"hs256:{ALICE}", "gpu").max_running == 2
 
 
 SQL_NASTIES = [

@@ -319,5 +319,6 @@ def test_history_and_limits_are_the_callers_own(api: SubmitHarness) -> None:
                                                 "reason": "must be hour or day"}]
     limits = api.client.get("/limits", headers=api.auth("alice")).get_json()
     assert limits == {"default_max_running": 0, "override": None, "max_running": 0,
-                      "running": 0, "max_submits_per_s": 0, "max_pending": 0, "max_waits": 2}
+                      "running": 0, "max_submits_per_s": 0, "max_pending": 0, "max_waits": 2,
+                      "keys": [], "presets": []}
     assert api.client.get("/limits").status_code == 401

@@ -421,6 +421,64 @@ def test_optional_fields_show_when_present(dash: Dashboard, engine: Engine) -> N
     assert dash.axe() == []
 
 
+def test_a_job_shows_its_priority_key_and_why_and_until_when_it_waits(dash: Dashboard) -> None:
+    """Jobs parked and booked by a key's rate (made with the store's own claims, as a worker
+    would): the job page names the priority, the key, the reason and the time; a waiting the
+    API reports with markup in it is shown as text."""
+    from common.store.models import NewJob
+
+    store, owner = dash.pipeline.store, "hs256:alice"
+    store.set_key_limit(owner, "api", max_starts=1, interval_s=45)  # a slot every 45 s
+    jobs = [store.create(owner, NewJob(preset="echo", content=str(i), priority=9,
+                                       limit_key="api"))[0] for i in range(3)]
+    assert [store.claim(j.id).reason for j in jobs] == ["claimed", "held", "deferred"]
+    booked = dash.call("GET", f"/jobs/{jobs[1].id}")["waiting"]
+    parked = dash.call("GET", f"/jobs/{jobs[2].id}")["waiting"]
+    assert (booked["reason"], parked["reason"]) == ("rate-reserved", "rate:key")
+
+    def row(term: str) -> str:
+        return str(dash.js(
+            "const dt = [...document.querySelectorAll('.fields dt')]"
+            ".find(e => e.textContent === arguments[0]); "
+            "return dt ? dt.nextElementSibling.textContent : null", term))
+
+    _sign_in_by_link(dash)
+    dash.open(f"/jobs/{jobs[2].id}")
+    dash.wait(lambda: "Waiting" in dash.texts(".fields dt"), "the waiting field")
+    assert (row("Priority"), row("Limit key")) == ("9", "api")
+    assert row("Waiting").startswith("rate:key (api): its key's rate has no start slot near; "
+                                      "next slot 2")
+    assert parked["until"] is not None and dash.js(
+        "const dt = [...document.querySelectorAll('.fields dt')]"
+        ".find(e => e.textContent === 'Waiting'); "
+        "return dt.nextElementSibling.querySelector('time').getAttribute('datetime')"
+    ) == parked["until"]
+    dash.open(f"/jobs/{jobs[1].id}")
+    dash.wait(lambda: row("Waiting").startswith("rate-reserved (api): a start slot is booked; "
+                                                "starts 2"), "the booked slot")
+    dash.open(f"/jobs/{jobs[0].id}")  # PROCESSING: it waits on nothing
+    dash.wait(lambda: dash.texts(".fields .badge") == ["PROCESSING"], "the running job")
+    assert "Waiting" not in dash.texts(".fields dt") and row("Priority") == "9"
+    assert dash.axe() == []
+
+    dash.js("""
+        const real = window.fetch;
+        window.fetch = async (url, init) => {
+          const res = await real(url, init);
+          if (!/\\/jobs\\/[0-9a-f-]+$/.test(new URL(url).pathname)) return res;
+          const job = await res.json();
+          job.waiting = {reason: arguments[0], limit: arguments[0], until: null};
+          return new Response(JSON.stringify(job), {status: res.status, headers: res.headers});
+        };""".replace("arguments[0]", json.dumps(MARKUP)))
+    dash.open("/jobs")
+    dash.open(f"/jobs/{jobs[2].id}")
+    dash.wait(lambda: MARKUP in row("Waiting"), "the injected waiting")
+    assert row("Waiting") == f"{MARKUP} ({MARKUP}): on a limit"
+    assert dash.js("return document.querySelectorAll('#main img, #main script').length") == 0
+    assert dash.js("return window.__pwned") is None
+    assert [e for e in dash.console() if e["level"] == "SEVERE"] == []
+
+
 def test_the_list_pages_with_the_api_cursor(dash: Dashboard) -> None:
     from common.store.models import NewJob
 

@@ -25,6 +25,7 @@ from jobs_client.models import (
     BatchResult,
     BulkOutcome,
     EventList,
+    FlowWait,
     History,
     HistoryBucket,
     JobEvent,
@@ -34,6 +35,7 @@ from jobs_client.models import (
     JobTemplate,
     JobView,
     Limits,
+    LimitView,
     NewJob,
     Problem,
     ProgressView,
@@ -47,10 +49,10 @@ from jobs_client.models import (
 
 __all__ = [
     "ApiError", "BadRequest", "BatchItemResult", "BatchResult", "BulkOutcome", "ClientError",
-    "Conflict", "EventList", "History", "HistoryBucket", "InvalidUrl", "JobEvent", "JobList",
-    "JobResult", "JobState", "JobTemplate", "JobView", "JobsClient", "Limits", "NewJob",
-    "NotFound", "Problem", "ProgressView", "RateLimited", "ScheduleEvent", "ScheduleList",
-    "ScheduleView", "Stats", "TokenSource", "Unauthorized", "Unavailable", "Unreachable",
-    "WaitTimeout", "WebhookSecret", "WebhookView", "parse_retry_after", "problem_error",
-    "template",
+    "Conflict", "EventList", "FlowWait", "History", "HistoryBucket", "InvalidUrl", "JobEvent",
+    "JobList", "JobResult", "JobState", "JobTemplate", "JobView", "JobsClient", "LimitView",
+    "Limits", "NewJob", "NotFound", "Problem", "ProgressView", "RateLimited", "ScheduleEvent",
+    "ScheduleList", "ScheduleView", "Stats", "TokenSource", "Unauthorized", "Unavailable",
+    "Unreachable", "WaitTimeout", "WebhookSecret", "WebhookView", "parse_retry_after",
+    "problem_error", "template",
 ]

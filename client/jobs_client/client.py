@@ -41,6 +41,7 @@ from jobs_client.models import (
     JobTemplate,
     JobView,
     Limits,
+    LimitView,
     NewJob,
     ScheduleEvent,
     ScheduleEventList,
@@ -74,16 +75,21 @@ class JobsClient(Transport):
         callback_url: str | None = None,
         run_at: str | None = None,
         delay_s: int | None = None,
+        priority: int | None = None,
+        limit_key: str | None = None,
     ) -> JobView:
         """Create a job (or, for a key used before with the same request, get that job); with
-        `run_at` (RFC 3339 with an offset) or `delay_s`, one that runs no sooner."""
+        `run_at` (RFC 3339 with an offset) or `delay_s`, one that runs no sooner. `priority`
+        (0 to 9, the server's default 5) puts it ahead of lower ones where jobs compete for a
+        slot; `limit_key` puts it under the caller's limits for that key (`set_limit`)."""
         key = idempotency_key or str(uuid.uuid4())
         later: dict[str, Any] = {"run_at": run_at} if run_at is not None else {}
         if delay_s is not None:
             later["delay_s"] = delay_s
         new = _checked(NewJob, preset=preset, content=content, metadata=metadata or {},
                        max_attempts=max_attempts, idempotency_key=key,
-                       callback_url=callback_url, **later)
+                       callback_url=callback_url, priority=priority, limit_key=limit_key,
+                       **later)
         body = new.model_dump(mode="json", exclude_none=True, exclude={"idempotency_key"})
         answer = self.call("POST", "/jobs", body, headers={"Idempotency-Key": key},
                            idempotent=True)
@@ -222,8 +228,34 @@ class JobsClient(Transport):
             raise
 
     def limits(self) -> Limits:
-        """How many of the caller's jobs may run at once: the stack's default and any override."""
+        """How many of the caller's jobs may run at once (the stack's default and any
+        override), its quotas at the door, its key limits and the deployment's preset limits."""
         return Limits.model_validate(self.call("GET", "/limits"))
+
+    def get_limit(self, key: str) -> LimitView:
+        """The caller's limit for `key`, with its jobs running and its next start slot
+        (NotFound if it has none: another owner's key of the same name is not the caller's)."""
+        return LimitView.model_validate(self.call("GET", f"/limits/{_segment(key)}"))
+
+    def set_limit(
+        self, key: str, *, max_running: int | None = None, max_starts: int | None = None,
+        interval_s: float | None = None,
+    ) -> LimitView:
+        """Set the caller's limit for `key`, replacing it whole (what is not given is no
+        limit): at most `max_running` of its jobs running at once, and/or at most `max_starts`
+        starts per `interval_s` seconds (given together). Jobs submitted with
+        `limit_key=key` fall under it. A bad value raises BadRequest naming the field, and
+        changes nothing. Safe to retry: setting the same limit twice is setting it once."""
+        body = {name: value for name, value in (("max_running", max_running),
+                                                ("max_starts", max_starts),
+                                                ("interval_s", interval_s)) if value is not None}
+        return LimitView.model_validate(
+            self.call("PUT", f"/limits/{_segment(key)}", body, idempotent=True))
+
+    def delete_limit(self, key: str) -> None:
+        """Remove the caller's limit for `key` (NotFound if it has none); the jobs it parked
+        are let go."""
+        self.call("DELETE", f"/limits/{_segment(key)}")
 
     def rotate_webhook_secret(self) -> WebhookSecret:
         """A new signing secret for the caller's webhooks, shown this once; the previous one
@@ -339,11 +371,14 @@ class JobsClient(Transport):
 def template(
     preset: str, content: str, *, metadata: dict[str, Any] | None = None,
     max_attempts: int | None = None, callback_url: str | None = None,
+    priority: int | None = None, limit_key: str | None = None,
 ) -> JobTemplate:
     """A schedule's job, checked as the API checks it (BadRequest before anything is sent);
-    `callback_url` makes each job it fires POST its end there, signed, as `submit`'s does."""
+    `callback_url` makes each job it fires POST its end there, signed, as `submit`'s does;
+    `priority` and `limit_key` are each fired job's, as `submit`'s are."""
     return _checked(JobTemplate, preset=preset, content=content, metadata=metadata or {},
-                    max_attempts=max_attempts, callback_url=callback_url)
+                    max_attempts=max_attempts, callback_url=callback_url, priority=priority,
+                    limit_key=limit_key)
 
 
 def _checked(model: type[_M], **fields: Any) -> _M:

@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PRESET_PATTERN = r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$"
+# A limit key (PUT /limits/{key}, a job's limit_key): letters, digits and . _ : @ -
+LIMIT_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"
 
 
 class JobState(StrEnum):
@@ -78,6 +80,19 @@ class WebhookView(_Answer):
     delivered_at: datetime | None
 
 
+class FlowWait(_Answer):
+    """Why a PENDING job waits on a flow limit, and until when (no attempt is spent waiting).
+
+    `reason`: `running:owner`, `running:preset` or `running:key` (that limit on running jobs
+    is full: `until` is None), `rate:preset` or `rate:key` (that rate has no slot near:
+    `until` is its next free slot, in `get()` only), `rate-reserved` (a start slot is booked
+    at `until`). `limit` names it: the owner, the preset or the key."""
+
+    reason: str
+    limit: str
+    until: datetime | None
+
+
 class JobView(_Answer):
     """A job as its owner sees it (the content is not echoed back)."""
 
@@ -99,6 +114,9 @@ class JobView(_Answer):
     callback_url: str | None = None
     webhook: WebhookView | None = None
     trace_id: str | None = None
+    priority: int = 5  # 0 to 9, higher first where jobs compete; servers before it: 5
+    limit_key: str | None = None
+    waiting: FlowWait | None = None
     links: Links
 
 
@@ -163,9 +181,26 @@ class History(_Answer):
     buckets: list[HistoryBucket]
 
 
+class LimitView(_Answer):
+    """A flow limit: at most `max_running` of its jobs PROCESSING at once, and at most
+    `max_starts` starts per `interval_s` seconds (None: no such limit). `name` is the key (a
+    caller's own limit) or the preset (the deployment's); `running` its jobs running now
+    under max_running; `next_at` when its rate's next start slot is free."""
+
+    name: str
+    max_running: int | None
+    max_starts: int | None
+    interval_s: float | None
+    running: int
+    next_at: datetime | None
+    updated_at: datetime
+
+
 class Limits(_Answer):
     """How many of the caller's jobs may run at once: the stack's default and the caller's own;
-    and the caller's limits at the door (0 = unlimited; absent from an older server: 0)."""
+    the caller's limits at the door (0 = unlimited; absent from an older server: 0); and the
+    flow limits over its jobs: its own keys' (`keys`) and the deployment's presets'
+    (`presets`), empty from an older server."""
 
     default_max_running: int
     max_running: int
@@ -174,6 +209,8 @@ class Limits(_Answer):
     max_submits_per_s: int = 0
     max_pending: int = 0
     max_waits: int = 0
+    keys: list[LimitView] = Field(default_factory=list)
+    presets: list[LimitView] = Field(default_factory=list)
 
 
 class WebhookSecret(_Answer):
@@ -191,6 +228,8 @@ class TemplateView(_Answer):
     metadata: dict[str, Any]
     max_attempts: int | None
     callback_url: str | None = None  # where each fired job's end is POSTed, signed
+    priority: int = 5  # each fired job's
+    limit_key: str | None = None  # the caller's limit key each fired job falls under
 
 
 class ScheduleLinks(_Answer):
@@ -304,6 +343,11 @@ class JobTemplate(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     max_attempts: int | None = Field(default=None, ge=1, le=100)
     callback_url: str | None = Field(default=None, min_length=1, max_length=2048)
+    # Flow control: higher goes first where jobs compete for a slot (None: the server's 5);
+    # the caller's limits for `limit_key` (JobsClient.set_limit), if any, apply to the job.
+    priority: int | None = Field(default=None, ge=0, le=9, strict=True)
+    limit_key: str | None = Field(default=None, min_length=1, max_length=128,
+                                  pattern=LIMIT_KEY_PATTERN)
 
     @field_validator("content")
     @classmethod

@@ -4,11 +4,19 @@ these, so they are the single description of the API's shapes."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field
 
-from common.store.models import Job, JobEvent, JobResult
+from common.store.flow_limits import FlowLimit
+from common.store.models import (
+    DEFAULT_PRIORITY,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    Job,
+    JobEvent,
+    JobResult,
+)
 from common.store.states import JobState
 
 
@@ -75,6 +83,49 @@ class WebhookView(BaseModel):
         )
 
 
+WaitReason = Literal["running:owner", "running:preset", "running:key", "rate:preset", "rate:key",
+                     "rate-reserved"]
+WAIT_REASONS: frozenset[str] = frozenset(get_args(WaitReason))
+
+
+class FlowWait(BaseModel):
+    """Why a PENDING job waits on a flow limit (docs/flow-control.md), and until when. No
+    attempt is spent while it waits."""
+
+    reason: WaitReason = Field(description=(
+        "running:owner, running:preset, running:key: that limit on running jobs is full; the "
+        "job starts when one of the jobs under it ends (best priority, then oldest, first). "
+        "rate:preset, rate:key: that limit on starts per interval has no slot near; the job "
+        "is released when one is. rate-reserved: a start slot is booked for the job at "
+        "`until`."))
+    limit: str = Field(description=(
+        "Which limit: the owner for running:owner, the preset for :preset, the key for :key; "
+        "for rate-reserved the job's limit_key if it has one, else its preset."))
+    until: datetime | None = Field(description=(
+        "rate-reserved: the booked slot. rate:preset, rate:key: when that limit next has a "
+        "free slot, in the answers of GET /jobs/{id} and POST /jobs only (null in lists and "
+        "elsewhere). running:*: null (it depends on when other jobs end)."))
+
+    @classmethod
+    def of(cls, job: Job, until: datetime | None = None) -> FlowWait | None:
+        """The job's wait, if it is PENDING on a limit; `until` is the rate's frontier, when
+        the caller read it (store.rate_frontier)."""
+        reason = job.wait_reason
+        if job.state != JobState.PENDING or reason not in WAIT_REASONS:
+            return None
+        if reason == "running:owner":
+            limit = job.owner_id
+        elif reason.endswith(":preset"):
+            limit = job.preset
+        else:  # :key, or a booked slot (under the key's rate, the preset's or both)
+            limit = job.limit_key or job.preset
+        if reason == "rate-reserved":
+            until = job.not_before
+        elif not reason.startswith("rate:"):
+            until = None
+        return cls(reason=reason, limit=limit, until=until)
+
+
 class JobView(BaseModel):
     """A job as its owner sees it. The content is not echoed back: it can be large."""
 
@@ -102,19 +153,29 @@ class JobView(BaseModel):
     trace_id: str | None = Field(
         default=None, description="The W3C trace id (32 hex digits) the job was created under: "
         "its logs, its message and its webhook's `traceparent` carry it.")
+    priority: int = Field(ge=MIN_PRIORITY, le=MAX_PRIORITY, description=(
+        f"{MIN_PRIORITY} to {MAX_PRIORITY} (default {DEFAULT_PRIORITY}): where jobs compete "
+        "for a slot, higher goes first, as a head start of five minutes per level."))
+    limit_key: str | None = Field(default=None, description="The caller's key whose limits "
+                                  "(PUT /limits/{key}) apply to the job, if any.")
+    waiting: FlowWait | None = Field(default=None, description="Why the job waits on a flow "
+                                     "limit, and until when; null unless it is PENDING on one.")
     links: Links
 
     @classmethod
-    def of(cls, job: Job) -> JobView:
+    def of(cls, job: Job, until: datetime | None = None) -> JobView:
+        """The job as its owner sees it; `until` is its rate limit's next free slot, when the
+        caller read it (GET /jobs/{id} does, for a job parked by a rate)."""
         base = f"/jobs/{job.id}"
         shared = job.model_dump(
-            include=set(cls.model_fields) - {"id", "links", "progress", "webhook"})
+            include=set(cls.model_fields) - {"id", "links", "progress", "webhook", "waiting"})
         progress = None
         if job.progress is not None and job.progress_at is not None:
             progress = ProgressView(fraction=job.progress, note=job.progress_note,
                                     at=job.progress_at, attempt=job.progress_attempt or 0)
         trace = job.traceparent.split("-")[1] if job.traceparent else None
         return cls(**shared, id=str(job.id), progress=progress, trace_id=trace,
+                   waiting=FlowWait.of(job, until),
                    links=Links(self=base, events=base + "/events"))
 
 
@@ -171,9 +232,33 @@ class History(BaseModel):
     buckets: list[HistoryBucket]
 
 
+class LimitView(BaseModel):
+    """A flow limit (docs/flow-control.md): on running jobs, on starts per interval, or both.
+    A key's is its owner's (PUT /limits/{key}); a preset's is the deployment's (PRESET_LIMITS)."""
+
+    name: str = Field(description="The key (a caller's limit) or the preset (the deployment's).")
+    max_running: int | None = Field(description="At most this many of its jobs PROCESSING at "
+                                    "once; null: no such limit.")
+    max_starts: int | None = Field(description="At most this many starts per interval_s "
+                                   "(kept as even spacing); null: no rate.")
+    interval_s: float | None = Field(description="The rate's interval in seconds; null: no rate.")
+    running: int = Field(description="Its jobs PROCESSING now, as counted under max_running "
+                         "(0 without one).")
+    next_at: datetime | None = Field(description="When the rate's next start slot is free (a "
+                                     "time past means now); null without a rate.")
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, limit: FlowLimit) -> LimitView:
+        fields = limit.model_dump()
+        if limit.max_starts is None:  # a replaced rate leaves its frontier behind: not a slot
+            fields["next_at"] = None
+        return cls(**fields)
+
+
 class Limits(BaseModel):
-    """How many of the caller's jobs may be PROCESSING at once (0 = unlimited), and the
-    caller's limits at the door."""
+    """How many of the caller's jobs may be PROCESSING at once (0 = unlimited), the caller's
+    limits at the door, and the flow limits over its jobs: its own keys' and the presets'."""
 
     default_max_running: int = Field(description="The stack's OWNER_MAX_RUNNING.")
     override: int | None = Field(description="An operator's limit for this owner, if any.")
@@ -190,3 +275,9 @@ class Limits(BaseModel):
     max_waits: int = Field(
         description="`?wait=` requests the caller may hold on one instance at once "
                     "(OWNER_MAX_WAITS). Past it: 429 wait-limit-reached.")
+    keys: list[LimitView] = Field(description=(
+        "The caller's key limits, by name (PUT /limits/{key}); a job with that limit_key "
+        "falls under it."))
+    presets: list[LimitView] = Field(description=(
+        "The deployment's preset limits (PRESET_LIMITS, as the workers last wrote them), by "
+        "name; every owner's jobs of that preset fall under it."))

@@ -24,11 +24,13 @@ from common.api.models import (
     JobList,
     JobView,
     Limits,
+    LimitView,
     Stats,
     WebhookSecret,
 )
 from common.api.openapi_flow import FLOW_MODELS, flow_paths, flow_schemas
 from common.api.openapi_insight import insight_paths
+from common.api.openapi_limits import job_fields, limit_paths, limit_schemas
 from common.api.openapi_problems import SUBMIT_429, WAIT_429, problems
 from common.api.openapi_schedules import schedule_paths, schedule_schemas
 from common.api.openapi_security import security_schemes, with_iap
@@ -183,6 +185,7 @@ def _new_job_variants(
                     "anyOf": [{"type": "integer", "minimum": 1, "maximum": 100},
                               {"type": "null"}],
                 },
+                **job_fields(),
             },
         }
         # Stated once, referred to by every variant of both bodies (a schedule's jobs carry it).
@@ -225,6 +228,7 @@ def build_openapi(
         (WebhookSecret, "serialization"),
         (History, "serialization"),
         (Limits, "serialization"),
+        (LimitView, "serialization"),
         (ScheduleView, "serialization"),
         (ScheduleList, "serialization"),
         (ScheduleEventList, "serialization"),
@@ -234,7 +238,7 @@ def build_openapi(
     schemas: dict[str, Any] = generated.get("$defs", {})
     schemas["NewJob"] = _new_job_variants(registry, settings, schemas, today=today)
     schemas["JobTemplate"] = _new_job_variants(registry, settings, schemas, template=True)
-    schemas.update({**schedule_schemas(settings), **flow_schemas()})
+    schemas.update({**schedule_schemas(settings), **flow_schemas(), **limit_schemas()})
     job_links = {
         op: {"operationId": op, "parameters": {"job_id": "$response.body#/id"}}
         for op in ("getJob", "getJobEvents", "cancelJob", "retryJob")
@@ -352,6 +356,7 @@ def build_openapi(
                            {200: "Stats"}, unavailable),
             },
             **insight_paths(_op, unavailable),
+            **limit_paths(_op, unavailable),
             "/webhook-secret/rotate": {
                 "post": _op(
                     "rotateWebhookSecret",

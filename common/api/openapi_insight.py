@@ -1,5 +1,5 @@
-"""The owner's history and limits in the OpenAPI document (common/api/openapi.py builds the
-rest): `GET /stats/history` and `GET /limits`."""
+"""The owner's history in the OpenAPI document (common/api/openapi.py builds the rest):
+`GET /stats/history`. (`GET /limits` is with the other limits, common/api/openapi_limits.py.)"""
 
 from __future__ import annotations
 
@@ -23,15 +23,6 @@ def insight_paths(op: Callable[..., dict[str, Any]], unavailable: dict[int, str]
                                    "hours.",
                     "schema": {"enum": ["hour", "day"]},
                 }],
-            ),
-        },
-        "/limits": {
-            "get": op(
-                "getLimits",
-                "How many of the caller's jobs may run at once: the stack's default "
-                "(OWNER_MAX_RUNNING), the caller's override, and how many run now",
-                {200: "Limits"},
-                unavailable,
             ),
         },
     }

@@ -15,6 +15,7 @@ from common.store.errors import (
     InvalidInput,
     JobNotFound,
     JobStoreError,
+    LimitNotFound,
     PendingLimitReached,
     ScheduleLimitReached,
     ScheduleNotFound,
@@ -119,6 +120,9 @@ def from_store_error(exc: JobStoreError) -> ProblemError:
         )
     if isinstance(exc, ScheduleNotFound):
         return ProblemError(404, "not-found", "Schedule not found")
+    if isinstance(exc, LimitNotFound):
+        return ProblemError(404, "not-found", "Limit not found",
+                            "you have no limit with this key (PUT /limits/{key} sets one)")
     if isinstance(exc, ScheduleLimitReached):
         return ProblemError(
             409, "schedule-limit-reached", "Too many schedules",

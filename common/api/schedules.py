@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.api.http import Request, Response
 from common.api.http import json_response as _json
@@ -39,6 +39,9 @@ class TemplateView(BaseModel):
     metadata: dict[str, Any]
     max_attempts: int | None
     callback_url: str | None = None
+    priority: int = Field(description="The priority of each job it fires (0 to 9).")
+    limit_key: str | None = Field(default=None, description="The caller's limit key each job "
+                                  "it fires falls under, if any.")
 
 
 class ScheduleLinks(BaseModel):
@@ -73,7 +76,8 @@ class ScheduleView(BaseModel):
         return cls(
             id=str(s.id), cron=s.cron, timezone=s.timezone,
             job=TemplateView(preset=s.preset, metadata=s.metadata, max_attempts=s.max_attempts,
-                             callback_url=s.callback_url),
+                             callback_url=s.callback_url, priority=s.priority,
+                             limit_key=s.limit_key),
             enabled=s.enabled, overlap=s.overlap, catch_up=s.catch_up,
             next_fire_at=s.next_fire_at, last_fire_at=s.last_fire_at, last_job_id=last,
             created_at=s.created_at, updated_at=s.updated_at,

@@ -35,7 +35,6 @@ from common.api.models import (
     History,
     JobList,
     JobView,
-    Limits,
     Stats,
     WebhookSecret,
     WebhookView,
@@ -51,9 +50,11 @@ from common.service import JobService
 from common.settings import Settings
 from common.store.errors import JobStoreError
 from common.store.models import Job
+from common.store.states import JobState
 
 if TYPE_CHECKING:
     from common.api.flow import FlowEndpoints
+    from common.api.limits import LimitEndpoints
     from common.api.schedules import ScheduleEndpoints
 
 ROUTES = Map(
@@ -72,7 +73,11 @@ ROUTES = Map(
         Rule("/jobs/<job_id>/retry", methods=["POST"], endpoint="retry"),
         Rule("/stats", methods=["GET"], endpoint="stats"),
         Rule("/stats/history", methods=["GET"], endpoint="history"),
+        # Flow limits (common/api/limits.py): the caller's own, and the deployment's presets'.
         Rule("/limits", methods=["GET"], endpoint="limits"),
+        Rule("/limits/<key>", methods=["GET"], endpoint="get_limit"),
+        Rule("/limits/<key>", methods=["PUT"], endpoint="put_limit"),
+        Rule("/limits/<key>", methods=["DELETE"], endpoint="delete_limit"),
         Rule("/webhook-secret/rotate", methods=["POST"], endpoint="rotate_webhook_secret"),
         Rule("/healthz", methods=["GET"], endpoint="health"),
         Rule("/openapi.json", methods=["GET"], endpoint="openapi"),
@@ -83,6 +88,7 @@ ROUTES = Map(
     strict_slashes=False,
 )
 FLOW_ENDPOINTS = frozenset({"create_batch", "bulk_cancel", "bulk_retry"})
+LIMIT_ENDPOINTS = frozenset({"limits", "get_limit", "put_limit", "delete_limit"})
 PUBLIC = {"health", "openapi", "ui"}  # the dashboard's data calls carry the token
 # Room for the largest content and metadata once JSON-escaped, plus the other fields.
 BODY_OVERHEAD = 16_384
@@ -106,6 +112,7 @@ class SubmitApi:
         self._health_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="healthz")
         self._schedules = Lazy(self._schedule_endpoints).get
         self._flow = Lazy(self._flow_endpoints).get
+        self._limit_home = Lazy(self._limit_endpoints).get
         # Admission at the door (common/api/admission.py), one of each per instance.
         self.waits = WaitGate(settings.wait_slots, settings.owner_max_waits)
         self.submits = SubmitBuckets()
@@ -127,6 +134,11 @@ class SubmitApi:
 
         return FlowEndpoints(self.service, self.registry, self.settings, self._body,
                              quotas=self.quotas, submits=self.submits, pending=self.pending)
+
+    def _limit_endpoints(self) -> LimitEndpoints:
+        from common.api.limits import LimitEndpoints  # few requests touch a limit
+
+        return LimitEndpoints(self.service, self._body)
 
     def handle(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -156,6 +168,8 @@ class SubmitApi:
                 home = self._schedules()
             elif endpoint in FLOW_ENDPOINTS:
                 home = self._flow()
+            elif endpoint in LIMIT_ENDPOINTS:
+                home = self._limit_home()
             handler: Callable[..., Response] = getattr(home, "_" + endpoint)
             response = handler(request, owner, **args)
         except NotFound:
@@ -279,8 +293,14 @@ class SubmitApi:
         return _json(200, self._view(owner, job))
 
     def _view(self, owner: str, job: Job) -> JobView:
-        """The job, with its webhook's state if it has a callback (one more read, only then)."""
-        view = JobView.of(job)
+        """The job, with its webhook's state if it has a callback, and when its rate next has a
+        slot if a rate parked it (one more read each, only then)."""
+        until = None
+        if (job.state == JobState.PENDING and job.wait_reason is not None
+                and job.wait_reason.startswith("rate:")):
+            until = self.service.store.rate_frontier(owner, job.preset, job.limit_key,
+                                                     job.wait_reason)
+        view = JobView.of(job, until)
         if job.callback_url is not None:
             row = self.service.store.webhook_state(owner, job.id)
             if row is not None:
@@ -325,9 +345,6 @@ class SubmitApi:
             )
         history = self.service.store.finished_history(owner, "hour" if window == "hour" else "day")
         return _json(200, History.model_validate(history))
-
-    def _limits(self, request: Request, owner: str) -> Response:
-        return _json(200, Limits(**self.service.store.owner_limit(owner)))
 
     def _health(self, request: Request, owner: None) -> Response:
         future = self._health_pool.submit(self.service.store.ping)

@@ -110,6 +110,9 @@ function drawJob(body, job, events) {
         row('Created', timeEl(job.created_at)),
         row('Started', timeEl(job.started_at)),
         job.not_before ? row(job.attempts ? 'Next try' : 'Due', timeEl(job.not_before)) : null,
+        typeof job.priority === 'number' ? row('Priority', String(job.priority)) : null,
+        job.limit_key ? row('Limit key', h('span', {class: 'mono'}, job.limit_key)) : null,
+        waiting(job),
         row('Finished', timeEl(job.finished_at)),
         row('Updated', timeEl(job.updated_at)),
         job.trace_id ? row('Trace', h('span', {class: 'mono'}, job.trace_id)) : null),
@@ -132,6 +135,27 @@ function drawJob(body, job, events) {
         h('span', {class: 'reason'}, e.reason),
         h('span', {class: 'muted'}, ` attempt ${e.attempt}`),
         details(e.details))))));
+}
+
+const WAITS = {
+  'running:owner': 'your limit on running jobs is full',
+  'running:preset': 'its preset\'s limit on running jobs is full',
+  'running:key': 'its key\'s limit on running jobs is full',
+  'rate:preset': 'its preset\'s rate has no start slot near',
+  'rate:key': 'its key\'s rate has no start slot near',
+  'rate-reserved': 'a start slot is booked',
+};
+
+/** Why a PENDING job waits on a flow limit (`waiting`: reason, limit, until), as text. */
+function waiting(job) {
+  const w = job.waiting;
+  if (!w || typeof w !== 'object' || job.state !== 'PENDING') return null;
+  const reason = String(w.reason);
+  const until = w.until
+    ? [reason === 'rate-reserved' ? '; starts ' : '; next slot ', timeEl(w.until)]
+    : (reason.startsWith('running:') ? '; starts when a job under it ends' : null);
+  return row('Waiting', h('span', {class: 'mono'}, reason), ` (${w.limit}): `,
+    WAITS[reason] || 'on a limit', until);
 }
 
 /** The callback URL and the webhook's delivery state (`webhook`: its state, what it waits

@@ -132,7 +132,10 @@ function draw(body, sc, events) {
       h('dl', {class: 'fields'},
         row('Preset', sc.job.preset),
         row('Max attempts', sc.job.max_attempts === null ? 'the preset\'s' :
-          String(sc.job.max_attempts))),
+          String(sc.job.max_attempts)),
+        typeof sc.job.priority === 'number' ? row('Priority', String(sc.job.priority)) : null,
+        sc.job.limit_key ? row('Limit key', h('span', {class: 'mono'}, sc.job.limit_key))
+          : null),
       h('h3', {}, 'Metadata'),
       json(sc.job.metadata)),
     h('section', {'aria-labelledby': 'events-h'},
