@@ -1,6 +1,7 @@
 """bench/workflows.py runs tiny, so it keeps working: a chain against singles, and a fan-out
-with its fan-in, on a server of its own with pg_stat_statements preloaded. Only events are
-counted (jobs, steps, statements by kind, which end came before which start), never a time."""
+with its fan-in, on a server of its own with pg_stat_statements preloaded, through the
+emulator's push and through make dev's relay. Only events are counted (jobs, steps, statements
+by kind, which end came before which start), never a time."""
 
 from __future__ import annotations
 
@@ -33,11 +34,12 @@ def _calls(run: dict[str, Any], label: str, toplevel: bool = True) -> int:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("relay", [False, True], ids=["push", "relay"])
 def test_the_workflow_bench_runs_a_chain_singles_and_a_fan_out(
-    counted_database: str, emulator: PubSubEmulator,
+    counted_database: str, emulator: PubSubEmulator, relay: bool,
 ) -> None:
     lines: list[str] = []
-    with workflows.stack(counted_database, emulator, tag="wfsmoke") as st:
+    with workflows.stack(counted_database, emulator, tag="wfsmoke", relay=relay) as st:
         assert st.counting
         chain = workflows.chain_vs_singles(st, reps=2, n=3, say=lines.append)
         fan = workflows.fan_out_once(st, 5)
