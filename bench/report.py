@@ -105,7 +105,7 @@ def _flow_rows(flow: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     on, off = cost["claim"]["on"], cost["claim"]["off"]
     path_on, path_off = cost["worker_path"]["on"], cost["worker_path"]["off"]
     return [
-        (f"rate limit {lim['max_starts']}/{lim['interval_s']:g} s, {rate['jobs']} jobs, 2 "
+        (f"rate limit {lim['max_starts']} starts per {lim['interval_s']:g} s, {rate['jobs']} jobs, 2 "
          "`process` servers: most starts in any 1 s window",
          f"{rate['max_starts_in_1s']} (min gap {rate['min_gap_s'] * 1000:.0f} ms)", "", "",
          f"≤ {t['rate_window']} {_verdict(rate['max_starts_in_1s'] <= t['rate_window'])}"),
@@ -117,12 +117,12 @@ def _flow_rows(flow: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
          ", ".join(str(x["starts_before"]) for x in prio["trials"]), "", "",
          f"≤ {t['priority']} {_verdict(prio['worst'] <= t['priority'])}"),
         ("claim CPU (client + PostgreSQL), owner + preset + key limits on vs none",
-         f"{on['cpu_us']:.0f} µs, {on['wal_bytes']:.0f} B WAL",
-         f"{off['cpu_us']:.0f} µs, {off['wal_bytes']:.0f} B WAL", f"{cost['ratio']:.2f}",
+         f"{on['cpu_us']:.0f} µs, {on['wal_bytes']:,.0f} B WAL",
+         f"{off['cpu_us']:.0f} µs, {off['wal_bytes']:,.0f} B WAL", f"{cost['ratio']:.2f}",
          f"≤ {t['claim_cost']} {_verdict(cost['ratio'] <= t['claim_cost'])}"),
         ("the worker's database path per job (claim, releases, completion), limits on vs none",
-         f"{path_on['cpu_us']:.0f} µs, {path_on['statements']:.0f} statements",
-         f"{path_off['cpu_us']:.0f} µs, {path_off['statements']:.0f} statements",
+         f"{path_on['cpu_us']:,.0f} µs, {path_on['statements']:.0f} statements",
+         f"{path_off['cpu_us']:,.0f} µs, {path_off['statements']:.0f} statements",
          f"{cost['path_ratio']:.2f}", "information only"),
     ]
 
