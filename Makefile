@@ -80,6 +80,7 @@ bench: install
 	-$(BIN)/python -m bench.workflows
 	-$(BIN)/python -m bench.history_query
 	-$(BIN)/python -m bench.batch_submit
+	-$(BIN)/python -m bench.flow_control
 	-$(BIN)/python -m bench.noisy_neighbour
 	-$(BIN)/python -m bench.chaos
 	-SCHEMATHESIS_EXAMPLES=300 $(BIN)/python -m pytest -q -s --timeout=0 tests/test_openapi_contract.py

@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 CHART = HERE / "results.png"
 BENCHMARKS = ("lifecycle", "submit_latency", "cold_start", "end_to_end", "process_alone",
-              "sweep_scale", "noisy_neighbour", "chaos", "state_properties")
+              "sweep_scale", "flow_control", "noisy_neighbour", "chaos", "state_properties")
 
 
 def _machine() -> str:
@@ -82,6 +82,8 @@ def rows() -> list[tuple[str, str, str, str, str]]:
                     f"{ms['off']:.3f} ms", f"{sch['claim_ratio']:.2f}",
                     f"≤ {sch['claim_target']} "
                     f"{_verdict(sch['claim_ratio'] <= sch['claim_target'])}"))
+    if flow := load("flow_control"):
+        out.extend(_flow_rows(flow))
     if noisy := load("noisy_neighbour"):
         out.extend(_noisy_rows(noisy))
     if chaos := load("chaos"):
@@ -96,6 +98,35 @@ def rows() -> list[tuple[str, str, str, str, str]]:
     if flows := load("workflows"):
         out.extend(workflow_rows(flows))
     return out
+
+
+def _flow_rows(flow: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """Rate limit accuracy, priority, and a claim's cost with limits on (bench.flow_control)."""
+    rate, prio, cost, t = flow["rate"], flow["priority"], flow["claim_cost"], flow["targets"]
+    lim = rate["limit"]
+    on, off = cost["claim"]["on"], cost["claim"]["off"]
+    path_on, path_off = cost["worker_path"]["on"], cost["worker_path"]["off"]
+    return [
+        (f"rate limit {lim['max_starts']} starts per {lim['interval_s']:g} s, {rate['jobs']} jobs, 2 "
+         "`process` servers: most starts in any 1 s window",
+         f"{rate['max_starts_in_1s']} (min gap {rate['min_gap_s'] * 1000:.0f} ms)", "", "",
+         f"≤ {t['rate_window']} {_verdict(rate['max_starts_in_1s'] <= t['rate_window'])}"),
+        ("rate limit: the run's duration (created → last finished)",
+         f"{rate['duration_s']:.1f} s", f"{rate['ideal_s']:.0f} s", f"{rate['duration_ratio']:.3f}",
+         f"≤ {t['rate_duration']} {_verdict(rate['duration_ratio'] <= t['rate_duration'])}"),
+        (f"priority 9 behind {prio['jobs']} jobs at a key limit of {prio['limit']}: other "
+         f"starts before it, worst of {len(prio['trials'])}",
+         ", ".join(str(x["starts_before"]) for x in prio["trials"]), "", "",
+         f"≤ {t['priority']} {_verdict(prio['worst'] <= t['priority'])}"),
+        ("claim CPU (client + PostgreSQL), owner + preset + key limits on vs none",
+         f"{on['cpu_us']:.0f} µs, {on['wal_bytes']:,.0f} B WAL",
+         f"{off['cpu_us']:.0f} µs, {off['wal_bytes']:,.0f} B WAL", f"{cost['ratio']:.2f}",
+         f"≤ {t['claim_cost']} {_verdict(cost['ratio'] <= t['claim_cost'])}"),
+        ("the worker's database path per job (claim, releases, completion), limits on vs none",
+         f"{path_on['cpu_us']:,.0f} µs, {path_on['statements']:.0f} statements",
+         f"{path_off['cpu_us']:,.0f} µs, {path_off['statements']:.0f} statements",
+         f"{cost['path_ratio']:.2f}", "information only"),
+    ]
 
 
 def _noisy_rows(noisy: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:

@@ -128,6 +128,29 @@ def test_a_rate_limit_books_near_slots_and_parks_the_rest(store: JobStore,
     assert store.get("alice", jobs[1].id).attempts == 0
 
 
+def test_a_release_never_takes_a_job_holding_a_reserved_slot(store: JobStore,
+                                                            engine: Engine) -> None:
+    """A parked job, released, whose claim then reserved a rate slot is held by its delivery:
+    it is no longer parked. A release took it again (it still had deferred_at, and `held` clears
+    dispatched_at), published it a second time (delivered only to be skipped 'not-due') and
+    spent a free slot on it instead of on a job really parked (found by bench.flow_control)."""
+    store.set_key_limit("alice", "api", max_starts=2, interval_s=1.0)  # a slot every 0.5 s
+    first, second = (store.create("alice", new_job(limit_key="api"))[0] for _ in range(2))
+    frontier = ("UPDATE flow_limits SET next_at = now() + CAST(:ahead AS interval), "
+                "last_start_at = now() WHERE owner_id = 'alice' AND name = 'api'")
+    with engine.begin() as conn:  # the next slot is far: both park
+        conn.execute(text(frontier), {"ahead": "10 seconds"})
+    assert [store.claim(j.id).reason for j in (first, second)] == ["deferred"] * 2
+    with engine.begin() as conn:  # now the next slot is 0.5 s away
+        conn.execute(text(frontier), {"ahead": "0 seconds"})
+    assert [t.id for t in store.take_flow_parked("alice", "echo", "api", batch=1)] == [first.id]
+    assert store.claim(first.id).reason == "held"  # its delivery holds the slot it reserved
+    assert store.get("alice", first.id).wait_reason == "rate-reserved"
+    taken = [t.id for t in store.take_flow_parked("alice", "echo", "api")]
+    assert taken == [second.id]
+    assert store.get("alice", first.id).dispatched_at is None  # not published a second time
+
+
 def test_held_deliveries_start_at_least_a_gap_apart(store: JobStore, engine: Engine,
                                                     settings: Any) -> None:
     """Ten deliveries at once through the worker's gate: every start (the database's
@@ -158,6 +181,35 @@ def test_held_deliveries_start_at_least_a_gap_apart(store: JobStore, engine: Eng
             "ORDER BY started_at"))]
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
     assert min(gaps) >= 0.2 - 1e-6, gaps
+
+
+def test_a_held_delivery_keeps_holding_while_its_answer_deadline_allows(settings: Any) -> None:
+    """A reserved job whose slot is taken when it comes (an earlier start ran late, and the
+    instant it is held to is another reservation's) is held again, and under load again and
+    again: bench.flow_control saw 36 re-holds in a row at 5 starts/s over 2 servers. Giving
+    up after 20 left the job reserved and unpublished until the sweep's next pass: the delivery
+    now holds until its answer deadline, as long as the slot keeps moving."""
+    from common.store.models import ClaimOutcome
+
+    class Store:
+        claims = 0
+
+        def sync_preset_limits(self, limits: Any) -> None:
+            pass
+
+        def claim(self, job_id: Any, **kwargs: Any) -> ClaimOutcome:
+            self.claims += 1
+            if self.claims <= 40:
+                return ClaimOutcome(job=None, reason="held", hold_s=0.0)
+            return ClaimOutcome(job=None, reason="not-due")  # anything but held ends it
+
+    store = Store()
+    gate = FlowGate(store, settings, None)  # type: ignore[arg-type]
+    assert gate.claim("job", 0, time.monotonic() + 60).reason == "not-due"
+    assert store.claims == 41
+    store.claims = 0  # past the answer deadline it stops at once, for the sweep to publish
+    assert gate.claim("job", 0, time.monotonic() - 1).reason == "held"
+    assert store.claims == 1
 
 
 def test_concurrent_claims_never_pass_a_key_limit(store: JobStore, engine: Engine) -> None:

@@ -28,8 +28,12 @@ from __future__ import annotations
 PRIORITY_STEP_S = 300
 RANK = f"((created_at AT TIME ZONE 'UTC') - priority * interval '{PRIORITY_STEP_S} seconds')"
 PARKED_ROWS = "state = 'PENDING' AND deferred_at IS NOT NULL"
-PARKED = f"{PARKED_ROWS} AND (dispatched_at IS NULL OR dispatched_at <= deferred_at)"
 RESERVED = "rate-reserved"
+# A job that parked and was then released keeps its deferred_at; when its claim reserves a rate
+# slot (`held` clears dispatched_at), its delivery holds it: it is waiting for its slot, not
+# parked, and a release must not publish it again.
+PARKED = (f"{PARKED_ROWS} AND (dispatched_at IS NULL OR dispatched_at <= deferred_at) "
+          f"AND wait_reason IS DISTINCT FROM '{RESERVED}'")
 
 GAP = "(f.interval_s / f.max_starts)"
 # The flow rows that govern job `c` (a row with owner_id, preset, limit_key).
