@@ -109,9 +109,8 @@ def workflow_schemas(schemas: dict[str, Any]) -> dict[str, Any]:
     out["WorkflowRetryRequest"] = {
         "type": "object",
         "additionalProperties": False,
-        "required": ["step"],
         "description": "Retry one FAILED step (its name, as GET /workflows/{id} lists it) "
-                       "rather than every FAILED step.",
+                       "rather than every FAILED step ({} or no body: every one).",
         "properties": {"step": {"type": "string", "minLength": 1,
                                 "maxLength": MAX_RETRY_STEP}},
     }

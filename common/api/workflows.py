@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from common.api.http import Request, Response, parse_json, read_body
 from common.api.http import json_response as _json
@@ -128,9 +128,18 @@ class WorkflowList(BaseModel):
 
 
 class RetryRequest(BaseModel):
+    """`{}` retries every FAILED step, `{"step": name}` the one named."""
+
     model_config = ConfigDict(extra="forbid")
 
-    step: str = Field(min_length=1, max_length=MAX_RETRY_STEP)
+    step: str | None = Field(default=None, min_length=1, max_length=MAX_RETRY_STEP)
+
+    @field_validator("step", mode="before")
+    @classmethod
+    def _given_means_a_name(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("must not be null; leave the field out instead")
+        return value
 
 
 def checked_workflow(registry: Registry, new: NewWorkflow, *, owner: str, allow_loopback: bool,
@@ -248,7 +257,7 @@ class WorkflowEndpoints:
         return _json(202, WorkflowView.of(wf))
 
     def _retry_step(self, request: Request) -> str | None:
-        """The optional body `{"step": "name"}`; no body at all retries every FAILED step."""
+        """The optional body `{"step": "name"}`; no body, or `{}`, retries every FAILED step."""
         raw = read_body(request, RETRY_MAX_BODY_BYTES)
         if not raw.strip():
             return None
