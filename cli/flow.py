@@ -39,7 +39,7 @@ def add_commands(sub: Any) -> None:
                           "PROCESSING ones are asked to stop)"),
                          ("retry", "retry your FAILED jobs that match")):
         b = sub.add_parser(f"bulk-{action}", help=text)
-        states = ["PENDING", "PROCESSING"] if action == "cancel" else ["FAILED"]
+        states = ["WAITING", "PENDING", "PROCESSING"] if action == "cancel" else ["FAILED"]
         b.add_argument("--state", choices=states)
         b.add_argument("--preset")
         b.add_argument("--created-before", metavar="TIME", help="RFC 3339 with an offset, "

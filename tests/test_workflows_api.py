@@ -228,3 +228,13 @@ def test_a_schedule_may_start_a_workflow_checked_like_post_workflows(
                             headers=api.auth("alice")).get_json()
     assert back["job"] is None and back["workflow"]["name"] == "nightly"
     assert _counts(engine) == (0, 0)
+
+
+def test_the_custom_methods_are_routed_apart_from_get(api: SubmitHarness) -> None:
+    wf = _post(api, {"steps": [_step("a")]}).get_json()
+    for verb in (":cancel", ":retry"):
+        resp = api.client.open(f"/workflows/{wf['id']}{verb}", method="OPTIONS",
+                               headers=api.auth("alice"))
+        assert resp.status_code == 405 and "GET" not in resp.headers["Allow"], verb
+    assert _call(api, "GET", f"/workflows/{wf['id']}:cancel").status_code == 405
+    assert _call(api, "GET", f"/workflows/{wf['id']}:nope").status_code == 404

@@ -77,6 +77,7 @@ class WorkflowView(_Answer):
 
     @property
     def terminal(self) -> bool:
+        """Whether it has ended: COMPLETED, FAILED or CANCELLED (a retry may reopen it)."""
         return self.state != "RUNNING"
 
     def step(self, name: str) -> StepOut:
@@ -114,6 +115,8 @@ class Workflow:
              on_upstream_failure: Literal["cancel", "run"] = "cancel",
              metadata: dict[str, Any] | None = None, max_attempts: int | None = None,
              priority: int | None = None, limit_key: str | None = None) -> str:
+        """Add a step (checked as the API checks a job: BadRequest naming `steps[i].field`
+        before anything is sent); returns its name, for a later step's `after`."""
         try:
             spec = StepSpec(name=name, preset=preset, content=content, after=list(after),
                             on_upstream_failure=on_upstream_failure, metadata=metadata or {},

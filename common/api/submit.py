@@ -43,6 +43,7 @@ from common.api.problems import InvalidParam, ProblemError, from_store_error
 from common.api.schedule_routes import ENDPOINTS as SCHEDULE_ENDPOINTS
 from common.api.schedule_routes import ROUTES as SCHEDULE_ROUTES
 from common.api.waiting import parse_wait, wait_for_end
+from common.api.workflow_routes import CONVERTERS
 from common.api.workflow_routes import ENDPOINTS as WORKFLOW_ENDPOINTS
 from common.api.workflow_routes import ROUTES as WORKFLOW_ROUTES
 from common.lazy import Lazy
@@ -90,6 +91,7 @@ ROUTES = Map(
           for path, method, name in (*SCHEDULE_ROUTES, *WORKFLOW_ROUTES)),
     ],
     strict_slashes=False,
+    converters=CONVERTERS,
 )
 FLOW_ENDPOINTS = frozenset({"create_batch", "bulk_cancel", "bulk_retry"})
 LIMIT_ENDPOINTS = frozenset({"limits", "get_limit", "put_limit", "delete_limit"})

@@ -5,11 +5,22 @@ actions are."""
 
 from __future__ import annotations
 
+from werkzeug.routing import BaseConverter
+
+
+class NoColon(BaseConverter):
+    """A path segment without a colon: `/workflows/{id}:cancel` is then never also read as
+    `GET /workflows/{id}` with the id `…:cancel` (whose 405 would advertise GET)."""
+
+    regex = "[^/:]+"
+
+
+CONVERTERS = {"nocolon": NoColon}
 ROUTES: list[tuple[str, str, str]] = [
     ("/workflows", "POST", "create_workflow"),
     ("/workflows", "GET", "list_workflows"),
-    ("/workflows/<workflow_id>", "GET", "get_workflow"),
-    ("/workflows/<workflow_id>:cancel", "POST", "cancel_workflow"),
-    ("/workflows/<workflow_id>:retry", "POST", "retry_workflow"),
+    ("/workflows/<nocolon:workflow_id>", "GET", "get_workflow"),
+    ("/workflows/<nocolon:workflow_id>:cancel", "POST", "cancel_workflow"),
+    ("/workflows/<nocolon:workflow_id>:retry", "POST", "retry_workflow"),
 ]
 ENDPOINTS = frozenset(name for _, _, name in ROUTES)
