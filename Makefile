@@ -77,6 +77,7 @@ bench: install
 	-$(BIN)/python -m bench.process_alone
 	-$(BIN)/python -m bench.sweep_scale
 	-$(BIN)/python -m bench.schedules
+	-$(BIN)/python -m bench.workflows
 	-$(BIN)/python -m bench.history_query
 	-$(BIN)/python -m bench.batch_submit
 	-$(BIN)/python -m bench.noisy_neighbour

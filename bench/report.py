@@ -93,6 +93,8 @@ def rows() -> list[tuple[str, str, str, str, str]]:
         out.append((f"state-machine properties, {props['examples']:,} examples",
                      f"{props['checked_states']:,} states checked in {props['seconds']:.0f} s",
                      "", "", _verdict(props["passed"])))
+    if flows := load("workflows"):
+        out.extend(workflow_rows(flows))
     return out
 
 
@@ -168,6 +170,34 @@ def _claiming_rows(
          f"{ours['cpu_ms_per_job']:.2f} ms", f"{claiming['cpu_ms_per_job']:.2f} ms",
          f"{vs[cpu_key]:.2f}", "information only"),
     ]
+
+
+def workflow_rows(flows: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """A chain against single jobs one after another, and a fan-out's fan-in (bench.workflows),
+    for each way messages reached `process` (the emulator's push, make dev's relay)."""
+    t, rows = flows["targets"], []
+    for delivery, res in flows["deliveries"].items():
+        chain, fan = res["chain"], res["fan_out"]
+        m, n, gap = chain["median"], fan["children"], fan["gap_from_last_child_s"]
+        rows += [
+            (f"workflow chain of {chain['steps']} echo steps vs {chain['steps']} singles each "
+             f"submitted after the last ended ({delivery}, median of {chain['reps']})",
+             f"{m['chain']['wall_s'] * 1000:.0f} ms (hop {m['chain']['hop_ms']:.0f} ms)",
+             f"{m['singles']['wall_s'] * 1000:.0f} ms (hop {m['singles']['hop_ms']:.0f} ms)",
+             f"{chain['ratio']:.2f}",
+             f"≤ {t['chain_vs_singles']} {_verdict(chain['ratio'] <= t['chain_vs_singles'])}"),
+            (f"fan-out of {n:,} children: the fan-in's start after the last child's end "
+             f"({delivery}, database clocks, {len(fan['runs'])} runs)",
+             f"median {gap['median'] * 1000:.0f} ms, worst {gap['max'] * 1000:.0f} ms", "", "",
+             f"≤ {t['fan_in_gap_s'] * 1000:.0f} ms {_verdict(gap['max'] <= t['fan_in_gap_s'])}"),
+        ]
+        if fan["statements_per_child"] is not None:
+            rows.append((f"fan-out of {n:,} ({delivery}): statements per child "
+                         "(pg_stat_statements: all the servers sent / children)",
+                         f"{fan['statements_per_child']:.2f}, and "
+                         f"{fan['nested_statements_per_child']:.2f} in the trigger; "
+                         f"{fan['wal_bytes_per_child']:,.0f} B WAL", "", "", "information only"))
+    return rows
 
 
 def _cost_panel(ax: Any, e2e: dict[str, Any] | None, alone: dict[str, Any] | None) -> None:
@@ -260,7 +290,7 @@ def main() -> int:
         *[f"| {' | '.join(row)} |" for row in table],
         "",
     ]
-    missing = [name for name in BENCHMARKS if load(name) is None]
+    missing = [name for name in (*BENCHMARKS, "workflows") if load(name) is None]
     if missing:
         lines += ["Not run (no figures recorded in bench/out/): "
                   + ", ".join(f"`bench.{name}`" for name in missing) + ".", ""]

@@ -13,10 +13,14 @@ from localstack.postgres import migrate, start_postgres
 
 
 @contextmanager
-def services(dbname: str) -> Iterator[tuple[str, PubSubEmulator]]:
-    """(database URL, emulator); the emulator's environment is exported for the clients here."""
+def services(
+    dbname: str, extra_conf: dict[str, str] | None = None,
+) -> Iterator[tuple[str, PubSubEmulator]]:
+    """(database URL, emulator); the emulator's environment is exported for the clients here.
+    `extra_conf`: more postgresql.conf settings (e.g. pg_stat_statements preloaded)."""
     with ExitStack() as stack:
-        server = start_postgres(durable=True)
+        server = (start_postgres(durable=True, extra_conf=extra_conf) if extra_conf
+                  else start_postgres(durable=True))
         stack.callback(server.stop)
         emulator = PubSubEmulator(project="bench-project").start()
         stack.callback(emulator.stop)

@@ -21,8 +21,9 @@ from common.presets.demo import SECONDS
 from tests.submit_fixtures import SubmitHarness
 
 # 28 operations, three of them batch and bulk bodies (the coverage phase sends a batch of
-# 1,000 and one of 1,001): longer than the suite's 300 s default on a loaded 2-core VM.
-pytestmark = pytest.mark.timeout(600)
+# 1,000 and one of 1,001) and one a workflow of up to 500 steps: about 10 minutes on a loaded
+# 2-core VM, longer than the suite's 300 s default.
+pytestmark = pytest.mark.timeout(1200)
 
 SEED = 20261126
 # Which operations may refuse schema-valid bodies with 422, and why (a workflow's graph).
@@ -65,7 +66,7 @@ def run_schemathesis(
             "--report-json-path", str(report),
             "--no-color",
         ],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True, text=True, timeout=1100,
         env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
     )
 

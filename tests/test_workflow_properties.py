@@ -77,7 +77,7 @@ class WorkflowMachine(RuleBasedStateMachine):
         super().__init__()
         with self.engine.begin() as conn:
             conn.execute(text("TRUNCATE jobs, job_events, webhook_deliveries, workflows, "
-                              "job_deps"))
+                              "job_deps, owner_limits, owner_running, flow_limits"))
         self.workflows: list[UUID] = []
 
     def _jobs(self, where: str = "true") -> list[Any]:

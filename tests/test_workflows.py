@@ -4,6 +4,8 @@ depends on them, retries restoring it, and children spawned exactly once. Real P
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 from uuid import UUID
 
@@ -146,6 +148,64 @@ def test_spawned_children_are_made_once_and_the_continuation_waits_for_them(
     _run(store, _id(wf, "stitch"))
     ended = store.get_workflow("alice", wf.id)
     assert (ended.state, ended.steps_total, ended.steps_done) == ("COMPLETED", 5, 5)
+
+
+def _lock_waiters(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND datname = current_database()")).scalar_one())
+
+
+def _until(check: Any, what: str) -> None:
+    for _ in range(500):
+        if check():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"never: {what}")
+
+
+def test_a_spawn_and_a_sibling_s_end_take_their_locks_in_one_order(store: JobStore,
+                                                                   engine: Engine) -> None:
+    """A child's end locks the continuation's row, then the workflow's; a spawn must too.
+    When it took the workflow's row first, a spawn racing a sibling's end deadlocked (40P01:
+    found by bench.workflows, whose spawner failed mid-fan-out). Forced here: the continuation's
+    row is held, the end queues for it first, then the spawn; released, the end gets it."""
+    wf = _create(store, _step("split"), _step("stitch", "split"))
+    split = store.claim(_id(wf, "split")).job
+    assert split is not None
+    first, _ = store.spawn(split.id, split.attempts, "c-0", JobTemplate(preset="echo",
+                                                                        content="0"))
+    claimed = store.claim(first).job
+    assert claimed is not None
+    errors: list[BaseException] = []
+
+    def run(call: Any) -> threading.Thread:
+        def body() -> None:
+            try:
+                call()
+            except BaseException as exc:  # reported by the assertion below
+                errors.append(exc)
+        thread = threading.Thread(target=body)
+        thread.start()
+        return thread
+
+    with engine.connect().execution_options(isolation_level="READ COMMITTED") as holder:
+        with holder.begin():
+            holder.execute(text("SELECT 1 FROM jobs WHERE id = :id FOR UPDATE"),
+                           {"id": _id(wf, "stitch")})
+            ending = run(lambda: store.complete(first, claimed.attempts, {"n": 0}))
+            _until(lambda: _lock_waiters(engine) == 1, "the end waits for the row")
+            spawning = run(lambda: store.spawn(split.id, split.attempts, "c-1",
+                                               JobTemplate(preset="echo", content="1")))
+            _until(lambda: _lock_waiters(engine) == 2, "the spawn waits too")
+        ending.join(timeout=30)
+        spawning.join(timeout=30)
+    assert errors == []
+    stitch = next(s for s in store.get_workflow("alice", wf.id).steps if s.name == "stitch")
+    assert (stitch.state, stitch.waiting_on) == (JobState.WAITING, 2)  # split and c-1
+    ended = store.get_workflow("alice", wf.id)
+    assert (ended.steps_total, ended.steps_done) == (4, 1)
 
 
 def test_a_failed_child_cancels_the_continuation(store: JobStore) -> None:

@@ -20,8 +20,8 @@ LIMIT_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"
 
 
 class JobState(StrEnum):
-    """A job's state: PENDING (or first WAITING, a workflow step whose parents have not all
-    ended), PROCESSING, then one of COMPLETED, FAILED and CANCELLED."""
+    """A job's state: PENDING, PROCESSING, then one of COMPLETED, FAILED and CANCELLED; a
+    workflow's step with parents is WAITING before PENDING."""
 
     WAITING = "WAITING"
     PENDING = "PENDING"

@@ -240,6 +240,10 @@ class JobMove(BaseModel):
     attempts: int
     not_before: datetime | None
     finished_at: datetime | None
+    # A workflow's step (issue 28): it has children (its end moved them), and its workflow has
+    # a webhook (its end may have enqueued it).
+    has_children: bool = False
+    workflow_hook: bool = False
 
 
 class DispatchItem(BaseModel):

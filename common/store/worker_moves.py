@@ -99,9 +99,19 @@ WITH moved AS (
         result_duration_ms = CASE WHEN {new_state} IN ('COMPLETED', 'FAILED')
                                   THEN CAST(:duration_ms AS integer) END
     WHERE id = :id AND state IN {sources(move)} AND attempts = :attempt
-    RETURNING {MOVE_COLS}
+    RETURNING {MOVE_COLS}, workflow_id
 ), {event_cte(lit(R), EXIT_REASON, "CAST(:details AS jsonb)")}
-SELECT {MOVE_COLS} FROM moved"""
+SELECT {MOVE_COLS}, {WORKFLOW_AFTER} FROM moved"""
+
+
+# For a workflow's step only (a plain job reads nothing more): whether it has children, whose
+# moves its end made (so the worker takes and publishes those it made due), and whether its
+# workflow has a webhook (so the worker delivers it at once, should this end be the last).
+WORKFLOW_AFTER = """
+    workflow_id IS NOT NULL AND EXISTS (SELECT 1 FROM job_deps d WHERE d.parent_id = moved.id)
+        AS has_children,
+    workflow_id IS NOT NULL AND EXISTS (SELECT 1 FROM workflows w WHERE w.id = moved.workflow_id
+                                        AND w.callback_url IS NOT NULL) AS workflow_hook"""
 
 
 SQL_EXIT = {move: _exit_sql(move) for move in EXIT_STATE}

@@ -205,7 +205,10 @@ RETURNING j.id, j.attempts, {trace_of("j.")}"""
 
 # A child spawned by a running job, once per (parent, key): fenced by the parent's attempt, so
 # a worker whose lease was lost spawns nothing. In the same statement it joins the parent's
-# workflow, and each step waiting for the parent waits for the child too (the chord).
+# workflow, and each step waiting for the parent waits for the child too (the chord). It locks
+# the waiting steps' rows before the workflow's (`counted` reads `waits`, so runs after it), the
+# order of a step's end (migration 0021's trigger): in the other order a spawn and a sibling's
+# end deadlocked.
 SQL_SPAWN = f"""
 WITH parent AS (
     SELECT id, owner_id, workflow_id, step, trace FROM jobs
@@ -231,9 +234,10 @@ WITH parent AS (
 ), waits AS (
     UPDATE jobs w SET waiting_on = COALESCE(w.waiting_on, 0) + 1
     WHERE w.id IN (SELECT child_id FROM edges) AND w.state = {W}
+    RETURNING w.id
 ), counted AS (
     UPDATE workflows SET steps_total = steps_total + 1, updated_at = now()
-    WHERE id = (SELECT workflow_id FROM child)
+    WHERE id = (SELECT workflow_id FROM child) AND (SELECT count(*) FROM waits) >= 0
 )
 SELECT c.id, c.attempts, c.traceparent, true AS created FROM child c
 UNION ALL

@@ -205,8 +205,6 @@ class Worker:
                 self._release_parked(job.owner_id)
             if kept.flow_held:
                 self.flow.release(job)
-            if outcome.action != "retry-scheduled":
-                self.workflow.release_unblocked(job)
         log(
             "INFO" if outcome.action in ("completed", "cancelled") else "WARNING",
             "job attempt finished",
@@ -319,8 +317,10 @@ class Worker:
             return WorkOutcome("fenced", job.id, type(exc).__name__)
         if move.state.terminal:
             self.notifier.terminal([(job.id, job.owner_id, move.state)])
+            if move.has_children:  # a workflow step: publish the steps its end made due
+                self.workflow.release_unblocked(job)
             # A workflow step's end may end its workflow, whose own webhook goes out with it.
-            if (job.callback_url or job.workflow_id) and self.webhooks is not None:
+            if (job.callback_url or move.workflow_hook) and self.webhooks is not None:
                 self.webhooks.after_end(job.id, job.owner_id)  # its outbox row is committed
         action: Action = {
             "COMPLETED": "completed", "FAILED": "failed", "CANCELLED": "cancelled",
