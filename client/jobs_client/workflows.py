@@ -52,9 +52,7 @@ class StepOut(_Answer):
 
 
 class WorkflowLinks(_Answer):
-    self: str
-    cancel: str
-    retry: str
+    self: str  # the workflow's path; cancel and retry are `{self}:cancel`, `{self}:retry`
 
 
 class WorkflowView(_Answer):

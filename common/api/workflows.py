@@ -80,11 +80,12 @@ class StepOut(BaseModel):
 
 
 class WorkflowLinks(BaseModel):
+    """Where the workflow is. Its custom methods (`{self}:cancel`, `{self}:retry`) are not
+    listed: read as links, they would be taken for ids of `GET /workflows/{id}`."""
+
     model_config = ConfigDict(defer_build=True)
 
     self: str
-    cancel: str
-    retry: str
 
 
 class WorkflowView(BaseModel):
@@ -116,8 +117,7 @@ class WorkflowView(BaseModel):
         fields = wf.model_dump(include=set(cls.model_fields) - {"id", "steps", "links"})
         return cls(**fields, id=str(wf.id),
                    steps=[StepOut.of(s) for s in wf.steps] if with_steps else None,
-                   links=WorkflowLinks(self=base, cancel=base + ":cancel",
-                                       retry=base + ":retry"))
+                   links=WorkflowLinks(self=base))
 
 
 class WorkflowList(BaseModel):
