@@ -1,6 +1,6 @@
 """The command line's entry: where the API is, who we are, the parser, and one-line errors.
 The commands live beside it: cli/jobs.py, cli/flow.py, cli/limits.py, cli/schedules.py,
-cli/operator.py; how
+cli/workflows.py, cli/operator.py; how
 things are shown, cli/render.py. See cli/__init__.py for the commands and where the API is found.
 """
 
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from jobs_client import ClientError, InvalidUrl, JobsClient, Unreachable
 
-from cli import flow, jobs, limits, operator, render, schedules
+from cli import flow, jobs, limits, operator, render, schedules, workflows
 from cli.schedules import UsageError
 
 if TYPE_CHECKING:
@@ -98,6 +98,7 @@ def parser() -> argparse.ArgumentParser:
     flow.add_commands(sub)
     limits.add_commands(sub)
     schedules.add_commands(sub)
+    workflows.add_commands(sub)
     operator.add_commands(sub)
     sw = sub.add_parser("sweep", help="run one maintenance pass")
     sw.add_argument("--sweep-url", default=os.environ.get("JOBS_SWEEP_URL"))
@@ -160,6 +161,10 @@ def run(argv: list[str]) -> int:
         total = flow.submit_many(api(), args.file, args.key_prefix)
         jobs.emit(total, as_json, lambda: flow.summary(total))
         return 1 if total["refused"] else 0
+    if args.command == "workflow":
+        answer = workflows.run(args, api())
+        jobs.emit(answer, as_json, lambda: workflows.show(answer))
+        return 0
     if args.command in ("bulk-cancel", "bulk-retry"):
         outcome, text = flow.bulk(args, api(), as_json)
         jobs.emit(outcome, as_json, lambda: text)

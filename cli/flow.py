@@ -39,11 +39,13 @@ def add_commands(sub: Any) -> None:
                           "PROCESSING ones are asked to stop)"),
                          ("retry", "retry your FAILED jobs that match")):
         b = sub.add_parser(f"bulk-{action}", help=text)
-        states = ["PENDING", "PROCESSING"] if action == "cancel" else ["FAILED"]
+        states = ["WAITING", "PENDING", "PROCESSING"] if action == "cancel" else ["FAILED"]
         b.add_argument("--state", choices=states)
         b.add_argument("--preset")
         b.add_argument("--created-before", metavar="TIME", help="RFC 3339 with an offset, "
                        "e.g. 2026-12-01T08:30:00Z")
+        b.add_argument("--limit-key", metavar="KEY", help="only jobs submitted with this "
+                       "limit key")
         b.add_argument("--all", action="store_true", help="required when no other filter is "
                        "given: every job of yours the action can move")
         b.add_argument("--dry-run", action="store_true", help="only count the matching jobs")
@@ -115,7 +117,7 @@ def bulk(args: argparse.Namespace, api: JobsClient, as_json: bool,
     action = "cancel" if args.command == "bulk-cancel" else "retry"
     filter_: dict[str, Any] = {
         "state": JobState(args.state) if args.state else None, "preset": args.preset,
-        "created_before": args.created_before, "all": args.all,
+        "created_before": args.created_before, "limit_key": args.limit_key, "all": args.all,
     }
     counted = api.bulk(action, **filter_, dry_run=True)  # type: ignore[arg-type]
     if args.dry_run:

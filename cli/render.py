@@ -22,6 +22,7 @@ from jobs_client import (
     ScheduleView,
     Stats,
 )
+from jobs_client.models import TemplateView
 
 DEFAULT_PRIORITY = 5  # the API's; a job without a priority of its own has it
 _STATE_COLOUR = {
@@ -270,7 +271,8 @@ def _clock(at: datetime, seconds: bool = False) -> str:
 def schedule_table(schedules: Sequence[ScheduleView], now: datetime, paint: Paint) -> str:
     if not schedules:
         return "no schedules"
-    rows = [(s.id, s.cron, s.timezone, s.job.preset, "on" if s.enabled else "paused",
+    rows = [(s.id, s.cron, s.timezone, s.job.preset if s.job else "(workflow)",
+             "on" if s.enabled else "paused",
              _clock(s.next_fire_at, seconds=True) if s.next_fire_at and s.enabled else "-")
             for s in schedules]
     return table(("ID", "CRON", "ZONE", "PRESET", "STATE", "NEXT FIRE"), rows, paint)
@@ -278,25 +280,38 @@ def schedule_table(schedules: Sequence[ScheduleView], now: datetime, paint: Pain
 
 def schedule_summary(s: ScheduleView, now: datetime, paint: Paint) -> str:
     lines = [("schedule", s.id), ("cron", f"{s.cron}  ({s.timezone})"),
-             ("state", "on" if s.enabled else "paused"), ("preset", s.job.preset),
-             ("overlap", s.overlap), ("catch up", s.catch_up)]
-    if s.job.max_attempts is not None:
-        lines.append(("attempts", str(s.job.max_attempts)))
-    if s.job.priority != DEFAULT_PRIORITY:
-        lines.append(("priority", str(s.job.priority)))
-    if s.job.limit_key:
-        lines.append(("key", s.job.limit_key))
-    if s.job.metadata:
-        lines.append(("metadata", json.dumps(s.job.metadata, sort_keys=True)))
-    if s.job.callback_url:
-        lines.append(("callback", s.job.callback_url))
+             ("state", "on" if s.enabled else "paused")]
+    if s.job is None:  # each fire starts a workflow
+        steps = (s.workflow or {}).get("steps", [])
+        lines.append(("workflow", f"{(s.workflow or {}).get('name') or '-'}: {len(steps)} "
+                      f"steps ({', '.join(st['name'] for st in steps)})"))
+    lines += [("overlap", s.overlap), ("catch up", s.catch_up)]
+    if s.job is not None:
+        _job_lines(s.job, lines)
     if s.next_fire_at and s.enabled:
         lines.append(("next", f"in {age((s.next_fire_at - now).total_seconds())} "
                               f"({_clock(s.next_fire_at, seconds=True)})"))
     if s.last_fire_at:
         last = f" -> job {s.last_job_id}" if s.last_job_id else ""
+        if s.last_workflow_id:
+            last = f" -> workflow {s.last_workflow_id}"
         lines.append(("last", f"{_clock(s.last_fire_at, seconds=True)}{last}"))
     return "\n".join(f"{paint.dim(k.ljust(8))}  {v}" for k, v in lines)
+
+
+def _job_lines(job: TemplateView, lines: list[tuple[str, str]]) -> None:
+    s = job
+    lines.insert(3, ("preset", s.preset))
+    if s.max_attempts is not None:
+        lines.append(("attempts", str(s.max_attempts)))
+    if s.priority != DEFAULT_PRIORITY:
+        lines.append(("priority", str(s.priority)))
+    if s.limit_key:
+        lines.append(("key", s.limit_key))
+    if s.metadata:
+        lines.append(("metadata", json.dumps(s.metadata, sort_keys=True)))
+    if s.callback_url:
+        lines.append(("callback", s.callback_url))
 
 
 def schedule_timeline(events: Sequence[ScheduleEvent], paint: Paint) -> str:

@@ -6,6 +6,7 @@
     python main.py schedule edit ID [--cron C] [--timezone Z] [--overlap O] [--catch-up C] \\
         [--preset P --content T [--metadata J] [--max-attempts N] [--priority N]
          [--limit-key K]]
+    python main.py schedule add --cron '0 3 * * *' --workflow nightly.json
     python main.py schedule list | get ID | pause ID | resume ID | delete ID | events ID
 
 `edit` changes only what it is given, as `PATCH /schedules/{id}` does. The job a schedule
@@ -104,7 +105,10 @@ def add_commands(sub: Any) -> None:
     ssub = sc.add_subparsers(dest="schedule_command", required=True)
     add = ssub.add_parser("add", help="create a schedule")
     _when_options(add, defaults=True)
-    _job_options(add, required=True)
+    _job_options(add, required=False)
+    add.add_argument("--workflow", metavar="FILE", help="each fire starts the workflow of this "
+                     "JSON file (as POST /workflows takes it, without idempotency_key) instead "
+                     "of a job")
     add.add_argument("--paused", action="store_true", help="create it paused")
     edit = ssub.add_parser("edit", help="change a schedule: only what is given changes; the "
                            "job is replaced whole (--preset and --content together)")
@@ -124,10 +128,31 @@ def _template(args: argparse.Namespace) -> JobTemplate:
                     priority=args.priority, limit_key=args.limit_key)
 
 
+def _add_workflow(args: argparse.Namespace, api: JobsClient) -> Any:
+    """A schedule whose fires start a workflow (the job's options do not apply)."""
+    from jobs_client import ScheduleView
+
+    from cli.workflows import read_workflow
+
+    if args.preset is not None or args.content is not None:
+        raise UsageError("give a job (--preset, --content) or --workflow FILE, not both")
+    body: dict[str, Any] = {"cron": args.cron, "timezone": args.timezone,
+                            "workflow": read_workflow(args.workflow)}
+    body.update({k: v for k, v in (("overlap", args.overlap), ("catch_up", args.catch_up))
+                 if v is not None})
+    if args.paused:
+        body["enabled"] = False
+    return ScheduleView.model_validate(api.call("POST", "/schedules", body))
+
+
 def run_schedule(args: argparse.Namespace, api: JobsClient) -> Any:
     """The command's answer: a model (shown as a summary or a table) or a plain value."""
     cmd = args.schedule_command
+    if cmd == "add" and args.workflow:
+        return _add_workflow(args, api)
     if cmd == "add":
+        if args.preset is None or args.content is None:
+            raise UsageError("give --preset and --content (a job), or --workflow FILE")
         return api.create_schedule(args.cron, _template(args), timezone=args.timezone,
                                    enabled=not args.paused, overlap=args.overlap,
                                    catch_up=args.catch_up)

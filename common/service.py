@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from common.logs import log
@@ -33,6 +34,9 @@ from common.store.errors import DatabaseUnavailable
 from common.store.job_store import JobStore
 from common.store.models import DispatchItem, Job, NewJob
 from common.store.states import JobState
+
+if TYPE_CHECKING:
+    from common.store.workflow_models import NewWorkflow, Workflow
 
 # A bulk action stops starting new steps after this long and says it is not complete; the
 # caller repeats it for the rest (moved jobs no longer match). Well under a request's timeout.
@@ -106,6 +110,25 @@ class JobService:
                for o in outcomes if o.created and o.job is not None and o.job.not_before is None]
         self._publish_stamped(due)
         return outcomes
+
+    def submit_workflow(
+        self, owner: str, new: NewWorkflow, *, traceparent: str | None = None,
+    ) -> tuple[Workflow, bool]:
+        """Create a workflow whole (one statement), then publish its first steps in one batch,
+        with submit_many's guarantees. Returns (workflow, created); a replay publishes
+        nothing."""
+        workflow, created, roots = self.store.create_workflow(owner, new,
+                                                              traceparent=traceparent)
+        self._publish_stamped(roots)
+        return workflow, created
+
+    def retry_workflow(self, owner: str, workflow_id: UUID | str,
+                       step: str | None = None) -> tuple[Workflow, int]:
+        """Retry a workflow's FAILED steps (or the one named) and publish them at once;
+        returns the workflow and how many steps were retried."""
+        workflow, taken = self.store.retry_workflow(owner, workflow_id, step)
+        self._publish_stamped(taken)
+        return workflow, len(taken)
 
     def _publish_stamped(self, items: list[DispatchItem]) -> None:
         """Publish jobs stamped dispatched when they were written; release the stamps of

@@ -152,6 +152,8 @@ def test_a_step_leaves_a_job_that_changed_state_alone(store: JobStore) -> None:
         ("cancel", {"created_before": None}, "created_before"),
         ("cancel", {"all": True, "owner": "bob"}, "owner"),
         ("retry", [], "body"),
+        ("cancel", {"limit_key": "a b"}, "limit_key"),
+        ("cancel", {"limit_key": None}, "limit_key"),
     ],
 )
 def test_bad_filters_answer_422_naming_the_field_and_change_nothing(
@@ -219,3 +221,14 @@ def test_a_dry_runs_as_of_sent_back_acts_on_exactly_the_jobs_it_counted(
     assert done["cancelled"] == 1
     assert store.get(ALICE, counted.id).state is JobState.CANCELLED
     assert store.get(ALICE, newer.id).state is JobState.PENDING
+
+
+def test_a_limit_key_takes_every_job_under_it(api: SubmitHarness, engine: Engine) -> None:
+    for _ in range(2):
+        api.post_job("alice", {"preset": "echo", "content": "x", "limit_key": "gpu"})
+    api.post_job("alice", {"preset": "echo", "content": "x", "limit_key": "cpu"})
+    api.post_job("bob", {"preset": "echo", "content": "x", "limit_key": "gpu"})
+    body = post(api, "alice", "cancel", {"limit_key": "gpu"}).get_json()
+    assert (body["matched"], body["cancelled"]) == (2, 2)
+    assert states(engine, ALICE) == {"CANCELLED": 2, "PENDING": 1}
+    assert states(engine, BOB) == {"PENDING": 1}

@@ -725,3 +725,52 @@ def test_bulk_commands_count_then_need_a_confirmation(
     assert json.loads(done.stdout)["cancelled"] == 3
     nothing = _cli("--url", submit_server, "bulk-retry", "--all", **auth)
     assert nothing.returncode == 0 and json.loads(nothing.stdout)["matched"] == 0
+
+
+def test_workflow_commands_submit_show_cancel_and_retry(
+    submit_server: str, submit_env: Any, tmp_path: Path
+) -> None:
+    auth = {"JOBS_TOKEN": submit_env.token("alice")}
+    graph = {"name": "episode-42", "steps": [
+        {"name": "script", "preset": "echo", "content": "s"},
+        {"name": "audio", "preset": "echo", "content": "a", "after": ["script"]},
+        {"name": "report", "preset": "echo", "content": "r", "after": ["audio"],
+         "on_upstream_failure": "run"}]}
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(graph))
+    made = _cli("--url", submit_server, "--json", "workflow", "submit", str(path), "--key", "k",
+                **auth)
+    assert made.returncode == 0, made.stderr
+    wf = json.loads(made.stdout)
+    assert (wf["state"], wf["steps_total"]) == ("RUNNING", 3)
+    again = _cli("--url", submit_server, "--json", "workflow", "submit", str(path), "--key", "k",
+                 **auth)
+    assert json.loads(again.stdout)["id"] == wf["id"]  # the same key replays
+    _, shown = _in_pty("--url", submit_server, "workflow", "get", wf["id"], **auth)
+    assert "0/3 steps" in shown and "RUNNING" in shown
+    lines = {line.split()[0]: line for line in shown.splitlines() if line.strip()}
+    assert "PENDING" in lines["script"] and "WAITING" in lines["audio"]
+    assert "audio (run)" in lines["report"]
+    listed = _cli("--url", submit_server, "--json", "workflow", "list", **auth)
+    assert [w["id"] for w in json.loads(listed.stdout)] == [wf["id"]]
+    nothing = _cli("--url", submit_server, "workflow", "retry", wf["id"], "--step", "script",
+                   **auth)
+    assert nothing.returncode == 1 and "error:" in nothing.stderr  # script is not FAILED
+    cancelled = _cli("--url", submit_server, "--json", "workflow", "cancel", wf["id"], **auth)
+    assert json.loads(cancelled.stdout)["state"] == "CANCELLED"
+    _, shown = _in_pty("--url", submit_server, "workflow", "get", wf["id"], **auth)
+    assert "CANCELLED, 3/3 steps" in shown
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"steps": [{"name": "a", "preset": "echo", "content": "x",
+                                          "after": ["a"]}]}))
+    refused = _cli("--url", submit_server, "workflow", "submit", str(bad), **auth)
+    assert refused.returncode == 1 and "steps[0].after" in refused.stderr, refused.stderr
+    notjson = _cli("--url", submit_server, "workflow", "submit", str(path) + "x", **auth)
+    assert notjson.returncode == 1 and "No such file" in notjson.stderr
+    sched = _cli("--url", submit_server, "--json", "schedule", "add", "--cron", "0 3 * * *",
+                 "--workflow", str(path), **auth)
+    assert sched.returncode == 0, sched.stderr
+    assert json.loads(sched.stdout)["workflow"]["name"] == "episode-42"
+    keyed = _cli("--url", submit_server, "--json", "bulk-cancel", "--limit-key", "gpu",
+                 "--dry-run", **auth)
+    assert json.loads(keyed.stdout)["matched"] == 0

@@ -376,8 +376,11 @@ def test_the_client_models_say_what_the_openapi_document_says(server: str) -> No
              "ScheduleView", "ScheduleList", "ScheduleEvent", "ScheduleEventList", "TemplateView",
              "ScheduleLinks", "WebhookView", "BatchResult", "BatchItemResult", "BulkOutcome",
              "Problem", "FlowWait", "LimitView"]
+    import jobs_client.workflows as cw
+
+    names += ["WorkflowView", "WorkflowList", "WorkflowLinks", "StepOut"]
     for name in names:
-        model = getattr(cm, name)
+        model = getattr(cm, name, None) or getattr(cw, name)
         assert set(model.model_fields) == set(schemas[name]["properties"]), name
         required = {n for n, f in model.model_fields.items() if f.is_required()}
         assert required <= set(schemas[name].get("required", [])), name
@@ -591,3 +594,37 @@ def test_wait_polls_instead_when_no_wait_is_admitted(
     assert done.state == "CANCELLED" and seen == [JobState.PENDING, JobState.CANCELLED]
     assert sleeps == [0.25]  # one polling round, no Retry-After sleep
     holder.join(30)
+
+
+def test_workflows_through_the_client(server: str, submit_env: SubmitHarness,
+                                      store: Any) -> None:
+    from jobs_client import Workflow
+
+    api = _client(server, submit_env)
+    wf = Workflow("episode-42")
+    script = wf.step("script", preset="echo", content="s", max_attempts=1)
+    wf.step("audio", preset="echo", content="a", after=[script])
+    with pytest.raises(BadRequest) as local:  # checked before anything is sent
+        wf.step("Bad Name", preset="echo", content="x")
+    assert local.value.invalid_params[0]["name"] == "steps[2].name"
+    made = api.submit_workflow(wf)
+    assert (made.state, made.steps_done, made.steps_total) == ("RUNNING", 0, 2)
+    assert made.step("audio").state == JobState.WAITING and made.step("audio").after == [script]
+    job = api.get(made.step("audio").job_id)
+    assert (job.state, job.workflow_id, job.step) == (JobState.WAITING, made.id, "audio")
+    assert [w.id for w in api.workflows().workflows] == [made.id]
+    claim = store.claim(uuid.UUID(made.step("script").job_id))
+    assert claim.job is not None
+    store.fail(claim.job.id, claim.job.attempts, "Broken", "it broke")
+    failed = api.wait_workflow(made.id, timeout_s=5, poll_s=0)
+    assert (failed.state, failed.broken_step) == ("FAILED", "script")
+    assert failed.step("audio").error_type == "UpstreamFailed"
+    again = api.retry_workflow(made.id, step="script")
+    assert again.step("script").state == JobState.PENDING
+    assert again.step("audio").state == JobState.WAITING
+    with pytest.raises(Conflict):
+        api.retry_workflow(made.id)  # nothing FAILED now
+    assert api.cancel_workflow(made.id).state == "CANCELLED"
+    with pytest.raises(NotFound, match="Workflow not found"):
+        api.get_workflow(uuid.uuid4())
+    assert api.bulk_cancel(limit_key="none-such", dry_run=True).matched == 0

@@ -31,7 +31,8 @@ def test_no_engine_or_connector_is_created_at_import() -> None:
 # Loaded by the first request that needs them, never by a cold start of any function.
 ON_DEMAND = ("cronsim", "common.store.cron", "common.store.cron_grammar",
              "common.store.schedule_models", "common.api.schedules", "common.api.openapi",
-             "common.api.ui", "common.messaging.webhooks", "common.api.limits")
+             "common.api.ui", "common.messaging.webhooks", "common.api.limits",
+             "common.api.workflows")
 
 
 def test_a_cold_start_loads_no_schedule_code_nor_other_on_demand_modules() -> None:

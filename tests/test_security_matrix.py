@@ -28,6 +28,11 @@ OWNER_WIDE = [("POST", "/jobs"), ("GET", "/jobs"), ("GET", "/stats")]
 # A key limit is its owner's, like a job (common/api/limits.py).
 LIMITS = [("GET", "/limits"), ("GET", "/limits/gpu"), ("PUT", "/limits/gpu"),
           ("DELETE", "/limits/gpu")]
+# A workflow is its owner's, like a job (common/api/workflows.py).
+WORKFLOWS = [("POST", "/workflows"), ("GET", "/workflows"), ("GET", "/workflows/{wf}"),
+             ("POST", "/workflows/{wf}:cancel"), ("POST", "/workflows/{wf}:retry")]
+WORKFLOW = {"steps": [{"name": "a", "preset": "echo", "content": "secret"},
+                      {"name": "b", "preset": "echo", "content": "x", "after": ["a"]}]}
 
 
 def _hs256(sub: str, *, secret: str = SECRET, ttl_s: int = 600, **claims: Any) -> str:
@@ -57,17 +62,20 @@ def _bad_credentials(api: SubmitHarness) -> dict[str, dict[str, str]]:
 
 def _request(api: SubmitHarness, method: str, path: str, headers: dict[str, str]) -> Any:
     body = json.dumps({"preset": "echo", "content": "x"}) if path == "/jobs" else "{}"
+    if path == "/workflows":
+        body = json.dumps(WORKFLOW)
     return api.client.open(path, method=method, headers=headers, data=body,
                            content_type="application/json")
 
 
 def test_every_endpoint_refuses_every_bad_credential(api: SubmitHarness, store: JobStore) -> None:
     job_id = api.post_job(ALICE, {"preset": "echo", "content": "secret stuff"}).get_json()["id"]
+    wf = api.client.post("/workflows", json=WORKFLOW, headers=api.auth(ALICE)).get_json()
     before = store.list_jobs(ALICE, limit=10).jobs
     store.set_key_limit(f"hs256:{ALICE}", "gpu", max_running=2)
     for name, headers in _bad_credentials(api).items():
-        for method, template in BY_ID + OWNER_WIDE + LIMITS:
-            path = template.format(id=job_id)
+        for method, template in BY_ID + OWNER_WIDE + LIMITS + WORKFLOWS:
+            path = template.format(id=job_id, wf=wf["id"])
             resp = _request(api, method, path, headers)
             assert resp.status_code == 401, (name, method, path, resp.get_json())
             assert resp.headers["WWW-Authenticate"].startswith("Bearer")
@@ -75,11 +83,13 @@ def test_every_endpoint_refuses_every_bad_credential(api: SubmitHarness, store: 
             assert set(resp.get_json()) <= {"type", "title", "status", "detail", "instance"}
     assert store.list_jobs(ALICE, limit=10).jobs == before  # nothing was created or changed
     assert store.key_limit(f"hs256:{ALICE}", "gpu").max_running == 2
+    assert store.get_workflow(f"hs256:{ALICE}", wf["id"]).state == "RUNNING"
 
 
 def test_another_owners_token_sees_nothing_of_alices(api: SubmitHarness, store: JobStore) -> None:
     job_id = api.post_job(ALICE, {"preset": "echo", "content": "secret stuff"}).get_json()["id"]
     store.set_key_limit(f"hs256:{ALICE}", "gpu", max_running=2)
+    wf = api.client.post("/workflows", json=WORKFLOW, headers=api.auth(ALICE)).get_json()
     bob_tokens = {
         "bob hs256": {"Authorization": f"Bearer {_hs256('bob')}"},
         "bob google": {"Authorization": "Bearer " + api.google.token(sub="bob", aud=AUDIENCE)},
@@ -99,6 +109,12 @@ def test_another_owners_token_sees_nothing_of_alices(api: SubmitHarness, store: 
             resp = api.client.open("/limits/gpu", method=method, headers=headers)
             assert resp.status_code == 404 and resp.get_json()["type"].endswith("/not-found")
         assert api.client.get("/limits", headers=headers).get_json()["keys"] == []
+        for method, template in WORKFLOWS[2:]:  # alice's workflow is not bob's
+            resp = _request(api, method, template.format(wf=wf["id"]), headers)
+            assert resp.status_code == 404 and resp.get_json()["type"].endswith("/not-found")
+        listed = api.client.get("/workflows", headers=headers)
+        assert listed.status_code == 200 and listed.get_json()["workflows"] == []
+    assert store.get_workflow(f"hs256:{ALICE}", wf["id"]).state == "RUNNING"
     # bob's cancel/retry did nothing (owners are namespaced by verifier: docs/api.md)
     assert store.get(f"hs256:{ALICE}", job_id).state.value == "PENDING"
     assert store.key_limit(f"hs256:{ALICE}", "gpu").max_running == 2

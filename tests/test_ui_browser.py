@@ -182,7 +182,8 @@ def test_dashboard_shows_the_queue_and_steers_it(dash: Dashboard) -> None:
     dash.pipeline.wait(done[-1], JobState.COMPLETED)
     dash.pipeline.wait(broken, JobState.FAILED)
     dash.pipeline.wait(sleeper, JobState.PROCESSING)
-    want = {"PENDING": "0", "PROCESSING": "1", "COMPLETED": "3", "FAILED": "1", "CANCELLED": "0"}
+    want = {"WAITING": "0", "PENDING": "0", "PROCESSING": "1", "COMPLETED": "3", "FAILED": "1",
+            "CANCELLED": "0"}
     dash.wait(lambda: _counts(dash) == want, f"the depth per state {want}")
     dash.wait(lambda: dash.texts("#finished") == ["4"], "four finished")
     assert dash.texts("#throughput") == ["0.8 jobs/min"]  # 4 finishes in 5 minutes
@@ -317,7 +318,7 @@ def test_keyboard_and_accessibility(dash: Dashboard) -> None:
     assert dash.js("return document.activeElement.id") == "token"
     assert dash.texts("label[for=token]") == ["API token"]
     assert dash.axe() == []
-    assert dash.texts("#nav a") == ["Overview", "Jobs", "Schedules"] and not dash.js(
+    assert dash.texts("#nav a") == ["Overview", "Jobs", "Workflows", "Schedules"] and not dash.js(
         "return document.getElementById('nav').checkVisibility()")  # no views while signed out
     dash.shot("sign-in")
     field = driver.find_element("css selector", "#token")
@@ -330,19 +331,20 @@ def test_keyboard_and_accessibility(dash: Dashboard) -> None:
     dash.wait(lambda: dash.texts("main h1") == ["Overview"], "the overview")
     dash.wait(lambda: _counts(dash).get("PROCESSING") == "1", "the counts")
 
-    # Tab order: skip link, the three views, sign out, then the state tiles; focus is visible.
+    # Tab order: skip link, the four views, sign out, then the state tiles; focus is visible.
     driver.refresh()  # focus starts at the top of the document
     dash.wait(lambda: _counts(dash).get("PROCESSING") == "1", "the counts")
     seen = []
-    for _ in range(9):
+    for _ in range(11):
         driver.switch_to.active_element.send_keys(Keys.TAB)
         seen.append(dash.js(
             "const e = document.activeElement, s = getComputedStyle(e);"
             "return [e.tagName + ':' + e.textContent.trim(), s.outlineStyle,"
             " parseFloat(s.outlineWidth)]"))
     assert [s[0] for s in seen] == [
-        "A:Skip to content", "A:Overview", "A:Jobs", "A:Schedules", "BUTTON:Sign out",
-        "A:PENDING0 jobs: show them", "A:PROCESSING1 jobs: show them",
+        "A:Skip to content", "A:Overview", "A:Jobs", "A:Workflows", "A:Schedules",
+        "BUTTON:Sign out", "A:WAITING0 jobs: show them", "A:PENDING0 jobs: show them",
+        "A:PROCESSING1 jobs: show them",
         "A:COMPLETED0 jobs: show them", "A:FAILED0 jobs: show them"], seen
     assert all(style != "none" and width >= 2 for _, style, width in seen), seen
     assert dash.axe() == []
@@ -644,3 +646,52 @@ def test_bulk_cancel_and_retry_confirm_with_the_count(dash: Dashboard) -> None:
               "nothing to retry")
     assert not dash.js("return !!document.querySelector('dialog[open]')")
     assert [e for e in dash.console() if e["level"] == "SEVERE"] == []
+
+
+def test_a_workflow_is_drawn_as_its_graph_with_each_step_s_state(dash: Dashboard) -> None:
+    """The workflow page draws the graph by depth with each step's state and the progress,
+    keeps user data as text, links each step to its job and the job back to its workflow, and
+    cancels after a confirmation."""
+    steps = [
+        {"name": "script", "preset": "echo", "content": "s"},
+        {"name": "audio", "preset": "chaos", "content": "x", "after": ["script"],
+         "metadata": {"options": {"sleep_s": 120}}},
+        {"name": "images", "preset": "echo", "content": "i", "after": ["script"]},
+        {"name": "render", "preset": "echo", "content": "r", "after": ["audio", "images"]},
+    ]
+    wf = dash.call("POST", "/workflows", {"name": MARKUP, "steps": steps})
+    ids = {st["name"]: st["job_id"] for st in wf["steps"]}
+    dash.pipeline.wait(ids["images"], JobState.COMPLETED)
+    dash.pipeline.wait(ids["audio"], JobState.PROCESSING)
+    _sign_in_by_link(dash)
+    dash.open(f"/workflows/{wf['id']}")
+    node_states = ("return Object.fromEntries([...document.querySelectorAll('svg.graph a.node')]"
+                   ".map(a => [a.dataset.step, a.querySelector('text.state').textContent]))")
+    want = {"script": "COMPLETED", "audio": "PROCESSING", "images": "COMPLETED",
+            "render": "WAITING"}
+    dash.wait(lambda: dash.js(node_states) == want, f"the graph's states {want}")
+    assert dash.texts(".progress-text") == ["2 / 4 steps"]
+    # Laid out by depth: script, then audio and images side by side, then render.
+    xs = dash.js("return Object.fromEntries([...document.querySelectorAll('svg.graph a.node')]"
+                 ".map(a => [a.dataset.step, +a.querySelector('rect').getAttribute('x')]))")
+    assert xs["script"] < xs["audio"] == xs["images"] < xs["render"]
+    assert dash.js("return document.querySelectorAll('svg.graph path.edge').length") == 4
+    assert MARKUP in dash.texts("dl.fields dd")[0] and dash.js("return window.__pwned") is None
+    assert dash.axe() == []
+    dash.shot("workflow")
+    # A step's job page links back to its workflow.
+    dash.click("table.steps a", "render")
+    dash.wait(lambda: "step render of workflow" in " ".join(dash.texts("dl.fields dd")),
+              "the job's workflow")
+    assert dash.texts("dl.fields .badge")[0] == "WAITING"
+    dash.click("dl.fields a")
+    dash.wait(lambda: dash.js(node_states) == want, "back on the workflow")
+    dash.click(".actions button", "Cancel workflow…")
+    dash.wait(lambda: dash.js("return !!document.querySelector('dialog[open]')"), "the dialog")
+    dash.click("dialog button", "Cancel workflow")
+    dash.wait(lambda: dash.js(node_states).get("render") == "CANCELLED", "render cancelled")
+    dash.wait(lambda: dash.texts(".progress-text") == ["4 / 4 steps"], "every step ended")
+    assert dash.call("GET", f"/workflows/{wf['id']}")["state"] == "CANCELLED"
+    dash.open("/workflows")
+    dash.wait(lambda: dash.texts("tbody td:nth-child(4)") == ["4 / 4"], "the list")
+    assert [e["message"] for e in dash.console() if e["level"] == "SEVERE"] == []

@@ -246,10 +246,10 @@ def test_another_owners_workflow_is_not_found(store: JobStore) -> None:
     ([_step("a", "b"), _step("b", "a")], "steps[0].after", "a cycle"),
     ([_step("a", "a")], "steps[0].after", "a cycle"),
     ([_step("a"), _step("b", "a", "a")], "steps[1].after", "twice"),
-    ([_step("Bad Name")], "steps.0.name", "pattern"),
+    ([_step("Bad Name")], "steps[0].name", "pattern"),
     ([], "steps", "at least 1"),
     ([_step(f"s{n}") for n in range(MAX_STEPS + 1)], "steps", "at most"),
-    ([_step("a", priority=12)], "steps.0.priority", "less than or equal"),
+    ([_step("a", priority=12)], "steps[0].priority", "less than or equal"),
 ])
 def test_a_bad_graph_is_refused_whole_naming_the_step(store: JobStore, engine: Engine,
                                                       steps: list[Any], field: str,

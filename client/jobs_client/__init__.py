@@ -3,6 +3,8 @@
     from jobs_client import JobsClient
     api = JobsClient("https://submit-xyz.a.run.app", token=lambda: id_token())
     job = api.wait(api.submit("text-stats", "Hello there.").id)
+
+Workflows (jobs that wait for jobs): jobs_client.Workflow builds one, `submit_workflow` sends it.
 """
 
 from jobs_client.client import JobsClient, TokenSource, parse_retry_after, template
@@ -46,13 +48,51 @@ from jobs_client.models import (
     WebhookSecret,
     WebhookView,
 )
+from jobs_client.workflows import StepOut, Workflow, WorkflowList, WorkflowView
 
 __all__ = [
-    "ApiError", "BadRequest", "BatchItemResult", "BatchResult", "BulkOutcome", "ClientError",
-    "Conflict", "EventList", "FlowWait", "History", "HistoryBucket", "InvalidUrl", "JobEvent",
-    "JobList", "JobResult", "JobState", "JobTemplate", "JobView", "JobsClient", "LimitView",
-    "Limits", "NewJob", "NotFound", "Problem", "ProgressView", "RateLimited", "ScheduleEvent",
-    "ScheduleList", "ScheduleView", "Stats", "TokenSource", "Unauthorized", "Unavailable",
-    "Unreachable", "WaitTimeout", "WebhookSecret", "WebhookView", "parse_retry_after",
-    "problem_error", "template",
+    "ApiError",
+    "BadRequest",
+    "BatchItemResult",
+    "BatchResult",
+    "BulkOutcome",
+    "ClientError",
+    "Conflict",
+    "EventList",
+    "FlowWait",
+    "History",
+    "HistoryBucket",
+    "InvalidUrl",
+    "JobEvent",
+    "JobList",
+    "JobResult",
+    "JobState",
+    "JobTemplate",
+    "JobView",
+    "JobsClient",
+    "LimitView",
+    "Limits",
+    "NewJob",
+    "NotFound",
+    "Problem",
+    "ProgressView",
+    "RateLimited",
+    "ScheduleEvent",
+    "ScheduleList",
+    "ScheduleView",
+    "Stats",
+    "StepOut",
+    "TokenSource",
+    "Unauthorized",
+    "Unavailable",
+    "Unreachable",
+    "WaitTimeout",
+    "WebhookSecret",
+    "WebhookView",
+    "Workflow",
+    "WorkflowList",
+    "WorkflowView",
+    "parse_retry_after",
+    "problem_error",
+    "template",
 ]

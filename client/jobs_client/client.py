@@ -50,14 +50,15 @@ from jobs_client.models import (
     Stats,
     WebhookSecret,
 )
-from jobs_client.transport import TokenSource, Transport, parse_retry_after
+from jobs_client.transport import TokenSource, parse_retry_after
+from jobs_client.workflows import WorkflowCalls
 
 __all__ = ["JobsClient", "TokenSource", "parse_retry_after", "template"]
 PROBLEM_BASE = "https://jobs-pipeline.dev/problems/"
 _M = TypeVar("_M", bound=JobTemplate)
 
 
-class JobsClient(Transport):
+class JobsClient(WorkflowCalls):
     """The jobs API at `base_url`, e.g. `JobsClient(url, token=lambda: fetch_id_token(...))`.
     `retries` more attempts after the first; `sleep` and `clock` (see Transport) are
     injectable so a test can count the waits instead of sitting through them."""
@@ -125,10 +126,12 @@ class JobsClient(Transport):
     def bulk(
         self, action: Literal["cancel", "retry"], *, state: JobState | str | None = None,
         preset: str | None = None, created_before: datetime | str | None = None,
-        all: bool = False, dry_run: bool = False, repeat: bool = True,
+        limit_key: str | None = None, all: bool = False, dry_run: bool = False,
+        repeat: bool = True,
     ) -> BulkOutcome:
         """One bulk action over the caller's jobs in `state`, of `preset`, created before
-        `created_before` (a timezone-aware datetime or RFC 3339 text); with none of these,
+        `created_before` (a timezone-aware datetime or RFC 3339 text), under `limit_key`; with
+        none of these,
         `all=True` is required (else BadRequest naming `all`). `dry_run` counts without
         writing. A server that runs out of time answers complete=False; with `repeat` the
         call is sent again until complete, and the counts are summed. Not retried after a
@@ -136,8 +139,7 @@ class JobsClient(Transport):
         body: dict[str, Any] = {}
         if state is not None:
             body["state"] = str(state)
-        if preset is not None:
-            body["preset"] = preset
+        body.update({k: v for k, v in (("preset", preset), ("limit_key", limit_key)) if v})
         if created_before is not None:
             body["created_before"] = (created_before.isoformat()
                                       if isinstance(created_before, datetime) else created_before)

@@ -119,6 +119,8 @@ class JobView(_Answer):
     priority: int = 5  # 0 to 9, higher first where jobs compete; servers before it: 5
     limit_key: str | None = None
     waiting: FlowWait | None = None
+    workflow_id: str | None = None  # the workflow the job is a step of, and the step's name
+    step: str | None = None
     links: Links
 
 
@@ -240,6 +242,7 @@ class ScheduleLinks(_Answer):
     self: str
     events: str
     last_job: str | None
+    last_workflow: str | None = None
 
 
 class ScheduleView(_Answer):
@@ -248,13 +251,15 @@ class ScheduleView(_Answer):
     id: str
     cron: str
     timezone: str
-    job: TemplateView
+    job: TemplateView | None  # None: each fire starts `workflow` (jobs_client.workflows)
+    workflow: dict[str, Any] | None = None
     enabled: bool
     overlap: Literal["skip", "allow"]
     catch_up: Literal["once", "all"]
     next_fire_at: datetime | None
     last_fire_at: datetime | None
     last_job_id: str | None
+    last_workflow_id: str | None = None
     created_at: datetime
     updated_at: datetime
     links: ScheduleLinks

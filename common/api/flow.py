@@ -18,7 +18,8 @@ Where a batch is refused whole and where one item is refused alone:
   key reused with a different request. It gets its own problem in its own result; the others
   are created (or replayed) all the same, in one transaction.
 
-A bulk action's filter is the caller's jobs in a state, of a preset, created before a time.
+A bulk action's filter is the caller's jobs in a state, of a preset, created before a time,
+under a limit key.
 A filter that names none of these matches every job the caller has: it needs `all: true`, else
 422 naming `all`. `dry_run: true` counts what the action would move without writing (the
 dashboard's confirmation names that count).
@@ -51,7 +52,7 @@ from common.settings import Settings
 from common.store.batches import MAX_BATCH_ITEMS
 from common.store.bulk import CANCEL_STATES, RETRY_STATES, BulkFilter
 from common.store.errors import InvalidInput
-from common.store.models import PRESET_PATTERN, NewJob
+from common.store.models import LIMIT_KEY_PATTERN, MAX_LIMIT_KEY, PRESET_PATTERN, NewJob
 from common.store.states import JobState
 from common.store.timing import parse_run_at
 
@@ -89,18 +90,20 @@ class BatchResult(BaseModel):
 
 
 class BulkRequest(BaseModel):
-    """Which of the caller's jobs a bulk action applies to. A filter naming no state, preset
-    or time matches every job: it needs `all: true`."""
+    """Which of the caller's jobs a bulk action applies to. A filter naming no state, preset,
+    time or limit key matches every job: it needs `all: true`."""
 
     model_config = ConfigDict(extra="forbid")
 
     state: JobState | None = None
     preset: str | None = Field(default=None, min_length=1, max_length=64, pattern=PRESET_PATTERN)
     created_before: str | None = Field(default=None, max_length=64)
+    limit_key: str | None = Field(default=None, min_length=1, max_length=MAX_LIMIT_KEY,
+                                  pattern=LIMIT_KEY_PATTERN)
     all: StrictBool = False
     dry_run: StrictBool = False
 
-    @field_validator("state", "preset", "created_before", mode="before")
+    @field_validator("state", "preset", "created_before", "limit_key", mode="before")
     @classmethod
     def _given_means_a_value(cls, value: Any) -> Any:
         if value is None:
@@ -232,9 +235,11 @@ class FlowEndpoints:
                                        "an offset, e.g. 2026-12-01T08:30:00Z") from None
             if before is None:  # before the year 1 in UTC: matches nothing, still a filter
                 before = datetime.min.replace(tzinfo=UTC)
-        flt = BulkFilter(state=req.state, preset=req.preset, created_before=before)
+        flt = BulkFilter(state=req.state, preset=req.preset, created_before=before,
+                         limit_key=req.limit_key)
         if flt.matches_everything and not req.all:
-            raise _invalid_request("all", "this filter (no state, preset or created_before) "
+            raise _invalid_request("all", "this filter (no state, preset, created_before or "
+                                   "limit_key) "
                                    "matches every job you have: send all=true to mean it")
         return flt, req.dry_run
 

@@ -160,6 +160,9 @@ class JobView(BaseModel):
                                   "(PUT /limits/{key}) apply to the job, if any.")
     waiting: FlowWait | None = Field(default=None, description="Why the job waits on a flow "
                                      "limit, and until when; null unless it is PENDING on one.")
+    workflow_id: str | None = Field(default=None, description="The workflow the job is a step "
+                                    "of (GET /workflows/{id}), if any.")
+    step: str | None = Field(default=None, description="The step's name in its workflow.")
     links: Links
 
     @classmethod
@@ -168,7 +171,8 @@ class JobView(BaseModel):
         caller read it (GET /jobs/{id} does, for a job parked by a rate)."""
         base = f"/jobs/{job.id}"
         shared = job.model_dump(
-            include=set(cls.model_fields) - {"id", "links", "progress", "webhook", "waiting"})
+            include=set(cls.model_fields) - {"id", "links", "progress", "webhook", "waiting",
+                                             "workflow_id"})
         progress = None
         if job.progress is not None and job.progress_at is not None:
             progress = ProgressView(fraction=job.progress, note=job.progress_note,
@@ -176,6 +180,7 @@ class JobView(BaseModel):
         trace = job.traceparent.split("-")[1] if job.traceparent else None
         return cls(**shared, id=str(job.id), progress=progress, trace_id=trace,
                    waiting=FlowWait.of(job, until),
+                   workflow_id=str(job.workflow_id) if job.workflow_id else None,
                    links=Links(self=base, events=base + "/events"))
 
 

@@ -34,6 +34,7 @@ from common.api.openapi_limits import job_fields, limit_paths, limit_schemas
 from common.api.openapi_problems import SUBMIT_429, WAIT_429, problems
 from common.api.openapi_schedules import schedule_paths, schedule_schemas
 from common.api.openapi_security import security_schemes, with_iap
+from common.api.openapi_workflows import WORKFLOW_MODELS, workflow_paths, workflow_schemas
 from common.api.problems import LimitProblem, Problem
 from common.api.schedules import ScheduleEventList, ScheduleList, ScheduleView
 from common.messaging.callbacks import MAX_URL, url_patterns
@@ -233,12 +234,14 @@ def build_openapi(
         (ScheduleList, "serialization"),
         (ScheduleEventList, "serialization"),
         *FLOW_MODELS,
+        *WORKFLOW_MODELS,
     ]
     _, generated = models_json_schema(models, ref_template=REF)
     schemas: dict[str, Any] = generated.get("$defs", {})
     schemas["NewJob"] = _new_job_variants(registry, settings, schemas, today=today)
     schemas["JobTemplate"] = _new_job_variants(registry, settings, schemas, template=True)
     schemas.update({**schedule_schemas(settings), **flow_schemas(), **limit_schemas()})
+    schemas.update(workflow_schemas(schemas))
     job_links = {
         op: {"operationId": op, "parameters": {"job_id": "$response.body#/id"}}
         for op in ("getJob", "getJobEvents", "cancelJob", "retryJob")
@@ -350,6 +353,7 @@ def build_openapi(
                 ),
             },
             **schedule_paths(settings, _op, unavailable),
+            **workflow_paths(_op, unavailable, settings.max_page_size),
             "/stats": {
                 "get": _op("getStats",
                            "The caller's queue: depth, due and parked, oldest due, throughput",

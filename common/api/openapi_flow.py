@@ -20,7 +20,7 @@ from common.api.flow import BATCH_MAX_BODY_BYTES, BatchResult, BulkOutcome
 from common.api.openapi_problems import SUBMIT_429
 from common.store.batches import MAX_BATCH_ITEMS
 from common.store.bulk import CANCEL_STATES, RETRY_STATES
-from common.store.models import PRESET_PATTERN
+from common.store.models import LIMIT_KEY_PATTERN, MAX_LIMIT_KEY, PRESET_PATTERN
 from common.store.states import JobState
 from common.store.timing import _OFFSET, _TIME
 
@@ -44,8 +44,9 @@ def flow_schemas() -> dict[str, Any]:
         return {
             "type": "object",
             "title": f"Bulk{action.title()}Request",
-            "description": f"Which of the caller's jobs to {action}. Name a state, a preset or "
-                           "a time, or send all: true (a filter naming none matches every job).",
+            "description": f"Which of the caller's jobs to {action}. Name a state, a preset, "
+                           "a time or a limit key, or send all: true (a filter naming none "
+                           "matches every job).",
             "additionalProperties": False,
             "properties": {
                 "state": {"enum": [s.value for s in states]},
@@ -57,6 +58,9 @@ def flow_schemas() -> dict[str, Any]:
                     "description": "Only jobs created strictly before this instant (RFC 3339 "
                                    "with an offset).",
                 },
+                "limit_key": {"type": "string", "minLength": 1, "maxLength": MAX_LIMIT_KEY,
+                              "pattern": LIMIT_KEY_PATTERN,
+                              "description": "Only jobs submitted with this limit_key."},
                 "all": {"type": "boolean", "description": "Required (true) when no other "
                         "filter is given."},
                 "dry_run": {"type": "boolean", "description": "Count the jobs the action "
@@ -66,6 +70,7 @@ def flow_schemas() -> dict[str, Any]:
                 {"required": ["state"]},
                 {"required": ["preset"]},
                 {"required": ["created_before"]},
+                {"required": ["limit_key"]},
                 {"required": ["all"], "properties": {"all": {"const": True}}},
             ],
         }

@@ -19,6 +19,7 @@ PROBLEM_TYPES: dict[int, tuple[str, ...]] = {
     409: (
         "idempotency-conflict", "idempotency-key-mismatch", "illegal-transition",
         "attempt-limit-reached", "schedule-limit-reached", "duplicate-idempotency-key",
+        "nothing-to-retry",
     ),
     413: ("payload-too-large",),
     415: ("unsupported-media-type",),

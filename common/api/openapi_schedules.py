@@ -29,6 +29,7 @@ def _fields(settings: Settings) -> dict[str, Any]:
         "cron": {"$ref": REF.format(model="CronExpression")},
         "timezone": {"$ref": REF.format(model="TimeZone")},
         "job": {"$ref": REF.format(model="JobTemplate")},
+        "workflow": {"$ref": REF.format(model="ScheduleWorkflow")},
         "enabled": {"type": "boolean", "description": "false pauses the schedule."},
         "overlap": {
             "enum": ["skip", "allow"],
@@ -65,13 +66,18 @@ def schedule_schemas(settings: Settings) -> dict[str, Any]:
     return {
         **_shared(settings),
         "NewSchedule": {
-            "type": "object", "additionalProperties": False, "required": ["cron", "job"],
+            "type": "object", "additionalProperties": False, "required": ["cron"],
             "properties": fields,
+            "description": "Each fire creates a job (`job`) or starts a workflow (`workflow`): "
+                           "one of them.",
+            "oneOf": [{"required": ["job"]}, {"required": ["workflow"]}],
         },
         "SchedulePatch": {
             "type": "object", "additionalProperties": False, "properties": fields,
-            "description": "Only the fields given change; `job` replaces the whole template. "
-                           "A new cron or zone, or a resume, plans the next fire from now.",
+            "description": "Only the fields given change; `job` or `workflow` (not both) "
+                           "replaces what each fire starts. A new cron or zone, or a resume, "
+                           "plans the next fire from now.",
+            "not": {"required": ["job", "workflow"]},
         },
     }
 
@@ -89,7 +95,8 @@ def schedule_paths(settings: Settings, op: Op, unavailable: dict[int, str]) -> d
         400: "the body is not JSON",
         413: "the body is larger than the content and metadata limits allow",
         415: "Content-Type is not application/json",
-        422: "the body is not a valid schedule (cron, zone, or job template)",
+        422: "the body is not a valid schedule (cron, zone, job template or workflow: a "
+             "workflow's 422 names the step, as POST /workflows does)",
     }
     delete = op("deleteSchedule", "Delete a schedule (the jobs it made stay)", {204: "none"},
                 by_id, params=[SCHEDULE_ID])

@@ -20,6 +20,7 @@ from common.store.errors import (
     ScheduleLimitReached,
     ScheduleNotFound,
     UnknownPreset,
+    WorkflowNotFound,
 )
 
 TYPE_BASE = "https://jobs-pipeline.dev/problems/"
@@ -129,6 +130,8 @@ def from_store_error(exc: JobStoreError) -> ProblemError:
             f"an owner may keep at most {exc.limit} schedules; delete one first",
             schedule_limit=exc.limit,
         )
+    if isinstance(exc, WorkflowNotFound):
+        return ProblemError(404, "not-found", "Workflow not found")
     if isinstance(exc, JobNotFound):
         return ProblemError(404, "not-found", "Job not found")
     if isinstance(exc, IdempotencyConflict):

@@ -28,6 +28,7 @@ from common.store.schedule_models import (
     SchedulePatch,
     ScheduleTemplate,
 )
+from common.store.workflow_models import NewWorkflow
 
 
 class TemplateView(BaseModel):
@@ -44,12 +45,41 @@ class TemplateView(BaseModel):
                                   "it fires falls under, if any.")
 
 
+class StepTemplateView(BaseModel):
+    """One step of the workflow a fire starts (its content is not echoed back)."""
+
+    model_config = ConfigDict(defer_build=True)
+
+    name: str
+    preset: str
+    after: list[str]
+    on_upstream_failure: str
+
+
+class WorkflowTemplateView(BaseModel):
+    """The workflow each fire starts (docs/workflows.md), its steps parents first as given."""
+
+    model_config = ConfigDict(defer_build=True)
+
+    name: str | None
+    callback_url: str | None
+    steps: list[StepTemplateView]
+
+    @classmethod
+    def of(cls, graph: dict[str, Any]) -> WorkflowTemplateView:
+        steps = [StepTemplateView(name=s["name"], preset=s["preset"], after=s.get("after", []),
+                                  on_upstream_failure=s.get("on_upstream_failure", "cancel"))
+                 for s in graph.get("steps", [])]
+        return cls(name=graph.get("name"), callback_url=graph.get("callback_url"), steps=steps)
+
+
 class ScheduleLinks(BaseModel):
     model_config = ConfigDict(defer_build=True)
 
     self: str
     events: str
     last_job: str | None
+    last_workflow: str | None = None
 
 
 class ScheduleView(BaseModel):
@@ -58,13 +88,17 @@ class ScheduleView(BaseModel):
     id: str
     cron: str
     timezone: str
-    job: TemplateView
+    job: TemplateView | None = Field(description="The job each fire creates; null for a "
+                                     "schedule that starts a workflow.")
+    workflow: WorkflowTemplateView | None = Field(default=None, description="The workflow "
+                                                  "each fire starts; null for a job's.")
     enabled: bool
     overlap: Overlap
     catch_up: CatchUp
     next_fire_at: datetime | None
     last_fire_at: datetime | None
     last_job_id: str | None
+    last_workflow_id: str | None = None
     created_at: datetime
     updated_at: datetime
     links: ScheduleLinks
@@ -73,16 +107,20 @@ class ScheduleView(BaseModel):
     def of(cls, s: Schedule) -> ScheduleView:
         base = f"/schedules/{s.id}"
         last = str(s.last_job_id) if s.last_job_id else None
+        last_wf = str(s.last_workflow_id) if s.last_workflow_id else None
+        job = None if s.preset is None else TemplateView(
+            preset=s.preset, metadata=s.metadata, max_attempts=s.max_attempts,
+            callback_url=s.callback_url, priority=s.priority, limit_key=s.limit_key)
         return cls(
-            id=str(s.id), cron=s.cron, timezone=s.timezone,
-            job=TemplateView(preset=s.preset, metadata=s.metadata, max_attempts=s.max_attempts,
-                             callback_url=s.callback_url, priority=s.priority,
-                             limit_key=s.limit_key),
+            id=str(s.id), cron=s.cron, timezone=s.timezone, job=job,
+            workflow=WorkflowTemplateView.of(s.workflow) if s.workflow is not None else None,
+            last_workflow_id=last_wf,
             enabled=s.enabled, overlap=s.overlap, catch_up=s.catch_up,
             next_fire_at=s.next_fire_at, last_fire_at=s.last_fire_at, last_job_id=last,
             created_at=s.created_at, updated_at=s.updated_at,
             links=ScheduleLinks(self=base, events=base + "/events",
-                                last_job=f"/jobs/{last}" if last else None),
+                                last_job=f"/jobs/{last}" if last else None,
+                                last_workflow=f"/workflows/{last_wf}" if last_wf else None),
         )
 
 
@@ -164,12 +202,24 @@ class ScheduleEndpoints:
             new = NewSchedule.model_validate(self._object_body(request))
         except ValidationError as exc:
             raise validation_problem(exc) from None
-        if new.job is None:  # the store can start workflows; this API does not offer it yet
-            raise _invalid("job", "Field required")
-        new = new.model_copy(update={"job": checked_template(
-            self.registry, new.job, "job", allow_loopback=self._allow_loopback)})
+        new = new.model_copy(update=self._checked(new.job, new.workflow, owner))
         view = ScheduleView.of(self.service.store.create_schedule(owner, new))
         return _json(201, view, Location=view.links.self)
+
+    def _checked(self, job: ScheduleTemplate | None, workflow: NewWorkflow | None,
+                 owner: str) -> dict[str, Any]:
+        """The job template or the workflow given, checked as POST /jobs or POST /workflows
+        checks it (the fields to update; none given: nothing)."""
+        if job is not None:
+            return {"job": checked_template(self.registry, job, "job",
+                                            allow_loopback=self._allow_loopback)}
+        if workflow is not None:
+            from common.api.workflows import checked_workflow
+
+            return {"workflow": checked_workflow(self.registry, workflow, owner=owner,
+                                                 allow_loopback=self._allow_loopback,
+                                                 field="workflow")}
+        return {}
 
     def _list_schedules(self, request: Request, owner: str) -> Response:
         raw_limit = request.query.get("limit", "50")
@@ -191,11 +241,7 @@ class ScheduleEndpoints:
             patch = SchedulePatch.model_validate(self._object_body(request))
         except ValidationError as exc:
             raise validation_problem(exc) from None
-        if patch.workflow is not None:
-            raise _invalid("workflow", "Extra inputs are not permitted")
-        if patch.job is not None:
-            patch = patch.model_copy(update={"job": checked_template(
-                self.registry, patch.job, "job", allow_loopback=self._allow_loopback)})
+        patch = patch.model_copy(update=self._checked(patch.job, patch.workflow, owner))
         updated = self.service.store.update_schedule(owner, sid, patch)
         return _json(200, ScheduleView.of(updated))
 

@@ -43,6 +43,9 @@ from common.api.problems import InvalidParam, ProblemError, from_store_error
 from common.api.schedule_routes import ENDPOINTS as SCHEDULE_ENDPOINTS
 from common.api.schedule_routes import ROUTES as SCHEDULE_ROUTES
 from common.api.waiting import parse_wait, wait_for_end
+from common.api.workflow_routes import CONVERTERS
+from common.api.workflow_routes import ENDPOINTS as WORKFLOW_ENDPOINTS
+from common.api.workflow_routes import ROUTES as WORKFLOW_ROUTES
 from common.lazy import Lazy
 from common.logs import bind_traceparent, current_traceparent, log, traceparent_from_headers
 from common.presets.registry import Registry
@@ -56,6 +59,7 @@ if TYPE_CHECKING:
     from common.api.flow import FlowEndpoints
     from common.api.limits import LimitEndpoints
     from common.api.schedules import ScheduleEndpoints
+    from common.api.workflows import WorkflowEndpoints
 
 ROUTES = Map(
     [
@@ -83,9 +87,11 @@ ROUTES = Map(
         Rule("/openapi.json", methods=["GET"], endpoint="openapi"),
         Rule("/ui", methods=["GET"], endpoint="ui"),  # the dashboard's own files (common/api/ui.py)
         Rule("/ui/<path:asset>", methods=["GET"], endpoint="ui"),
-        *(Rule(path, methods=[method], endpoint=name) for path, method, name in SCHEDULE_ROUTES),
+        *(Rule(path, methods=[method], endpoint=name)
+          for path, method, name in (*SCHEDULE_ROUTES, *WORKFLOW_ROUTES)),
     ],
     strict_slashes=False,
+    converters=CONVERTERS,
 )
 FLOW_ENDPOINTS = frozenset({"create_batch", "bulk_cancel", "bulk_retry"})
 LIMIT_ENDPOINTS = frozenset({"limits", "get_limit", "put_limit", "delete_limit"})
@@ -113,6 +119,7 @@ class SubmitApi:
         self._schedules = Lazy(self._schedule_endpoints).get
         self._flow = Lazy(self._flow_endpoints).get
         self._limit_home = Lazy(self._limit_endpoints).get
+        self._workflows = Lazy(self._workflow_endpoints).get
         # Admission at the door (common/api/admission.py), one of each per instance.
         self.waits = WaitGate(settings.wait_slots, settings.owner_max_waits)
         self.submits = SubmitBuckets()
@@ -139,6 +146,11 @@ class SubmitApi:
         from common.api.limits import LimitEndpoints  # few requests touch a limit
 
         return LimitEndpoints(self.service, self._body)
+
+    def _workflow_endpoints(self) -> WorkflowEndpoints:
+        from common.api.workflows import WorkflowEndpoints  # workflow requests only
+
+        return WorkflowEndpoints(self.service, self.registry, self.settings, self._body)
 
     def handle(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -170,6 +182,8 @@ class SubmitApi:
                 home = self._flow()
             elif endpoint in LIMIT_ENDPOINTS:
                 home = self._limit_home()
+            elif endpoint in WORKFLOW_ENDPOINTS:
+                home = self._workflows()
             handler: Callable[..., Response] = getattr(home, "_" + endpoint)
             response = handler(request, owner, **args)
         except NotFound:

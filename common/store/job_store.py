@@ -17,12 +17,13 @@ from common.store.maintenance_queries import MaintenanceQueries
 from common.store.schedules import ScheduleQueries
 from common.store.webhooks import WebhookQueries
 from common.store.worker_moves import WorkerMoves
+from common.store.workflow_list import WorkflowListing
 from common.store.workflows import WorkflowQueries
 
 
 class JobStore(
     ScheduleQueries, FairShareQueries, FlowLimitQueries, BatchQueries, BulkQueries,
-    WorkflowQueries, CallerOperations, WorkerMoves, MaintenanceQueries, WebhookQueries,
-    InsightQueries,
+    WorkflowQueries, WorkflowListing, CallerOperations, WorkerMoves, MaintenanceQueries,
+    WebhookQueries, InsightQueries,
 ):
     """The job repository. Thread-safe: each call checks one connection out of the pool."""

@@ -72,13 +72,21 @@ class NewWorkflow(BaseModel):
             raise InvalidInput(f"steps[{first}].after", f"a cycle: {cycle}") from None
 
 
+def field_name(loc: tuple[int | str, ...]) -> str:
+    """pydantic's location of an error as the request writes it: `steps[3].after`."""
+    name = ""
+    for part in loc:
+        name += f"[{part}]" if isinstance(part, int) else f"{'.' if name else ''}{part}"
+    return name or "body"
+
+
 def parse_new_workflow(data: Any) -> NewWorkflow:
     """Validate untrusted input whole, graph included; the first problem raises InvalidInput."""
     try:
         workflow = NewWorkflow.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "body"
+        field = field_name(first["loc"])
         raise InvalidInput(field, first["msg"]) from None
     workflow.order()
     return workflow

@@ -23,6 +23,7 @@ from common.store.fragments import (
     MAX_TOTAL_ATTEMPTS,
     as_uuid,
     checked_owner,
+    has_surrogate,
     lit,
     to_json,
     trace_of,
@@ -287,8 +288,15 @@ class WorkflowQueries(CallerOperations):
         the same pass's re-dispatch step to publish."""
         owner = checked_owner(owner_id)
         order = new.order()
-        for step in order:
-            self._check_new_job(step)
+        for field in ("name", "idempotency_key", "callback_url"):
+            value = getattr(new, field)
+            if value is not None and has_surrogate(value):
+                raise InvalidInput(field, "contains a lone surrogate (not valid Unicode text)")
+        for i, step in enumerate(new.steps):
+            try:
+                self._check_new_job(step)
+            except InvalidInput as exc:  # named as the request has it: steps[3].preset
+                raise InvalidInput(f"steps[{i}].{exc.field}", exc.message) from None
         digest = workflow_hash(new) if new.idempotency_key else None
         steps = [{
             "i": i, "name": s.name, "preset": s.preset, "content": s.content,

@@ -7,6 +7,7 @@ import {showJob} from './job.js';
 import {showJobs} from './jobs.js';
 import {showOverview} from './overview.js';
 import {showSchedule, showSchedules} from './schedules.js';
+import {showWorkflow, showWorkflows} from './workflow.js';
 
 const main = document.getElementById('main');
 let stop = () => {};
@@ -28,11 +29,14 @@ function route() {
   const query = new URLSearchParams(cut < 0 ? '' : raw.slice(cut + 1));
   const job = /^\/jobs\/([^/?]+)$/.exec(path);
   const schedule = /^\/schedules\/([^/?]+)$/.exec(path);
+  const workflow = /^\/workflows\/([^/?]+)$/.exec(path);
   if (path === '/' || path === '') return [showOverview, {}];
   if (path === '/jobs') return [showJobs, {query}];
   if (job) return [showJob, {id: decodeURIComponent(job[1])}];
   if (path === '/schedules') return [showSchedules, {}];
   if (schedule) return [showSchedule, {id: decodeURIComponent(schedule[1])}];
+  if (path === '/workflows') return [showWorkflows, {}];
+  if (workflow) return [showWorkflow, {id: decodeURIComponent(workflow[1])}];
   return [notFound, {}];
 }
 

@@ -8,7 +8,7 @@ import {call} from './api.js';
 import {confirmAction} from './confirm.js';
 import {h, problem, put, say} from './dom.js';
 
-const CANCELLABLE = ['', 'PENDING', 'PROCESSING'];
+const CANCELLABLE = ['', 'WAITING', 'PENDING', 'PROCESSING'];
 const RETRYABLE = ['', 'FAILED'];
 
 function plural(n) {

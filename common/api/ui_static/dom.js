@@ -33,7 +33,7 @@ export function put(parent, ...children) {
   return fill(parent, {}, children);
 }
 
-export const STATES = ['PENDING', 'PROCESSING', 'COMPLETED', 'FAILED', 'CANCELLED'];
+export const STATES = ['WAITING', 'PENDING', 'PROCESSING', 'COMPLETED', 'FAILED', 'CANCELLED'];
 export const TERMINAL = new Set(['COMPLETED', 'FAILED', 'CANCELLED']);
 
 export function badge(state) {

@@ -70,7 +70,8 @@ export function showJob(view, {id}) {
 }
 
 function drawActions(actions, job, act) {
-  const canCancel = ['PENDING', 'PROCESSING'].includes(job.state) && !job.cancel_requested;
+  const canCancel = ['WAITING', 'PENDING', 'PROCESSING'].includes(job.state) &&
+    !job.cancel_requested;
   put(actions,
     canCancel ? h('button', {type: 'button', class: 'danger', onclick: () => act('cancel')},
       'Cancel job…') : null,
@@ -103,6 +104,9 @@ function drawJob(body, job, events) {
         row('State', badge(job.state),
           job.cancel_requested && !TERMINAL.has(job.state) ? ' (cancel requested)' : null),
         progress(job.progress),
+        job.workflow_id ? row('Workflow', h('a', {href: '#/workflows/' +
+          encodeURIComponent(job.workflow_id)}, 'step ', h('span', {class: 'mono'}, job.step || '?'),
+          ' of workflow ', h('span', {class: 'mono'}, job.workflow_id))) : null,
         row('Preset', job.preset),
         row('Attempts', job.attempt_limit && job.attempt_limit !== job.max_attempts
           ? `${job.attempts} of ${job.attempt_limit} (retried)` : String(job.attempts)),
