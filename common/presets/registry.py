@@ -45,4 +45,8 @@ def load_registry(settings: Settings, *, chaos_log: RunLog = no_record) -> Regis
         if not isinstance(extra, list | tuple) or not all(isinstance(h, Handler) for h in extra):
             raise SettingsError(f"PRESET_MODULES: {module_name}.HANDLERS must list Handler objects")
         handlers += extra
+    for handler in handlers:
+        if handler.long and handler.time_limit_s > settings.long_job_max_s:
+            raise SettingsError(f"preset {handler.name!r}: time_limit_s {handler.time_limit_s:g} "
+                                f"is above LONG_JOB_MAX_S ({settings.long_job_max_s:g})")
     return Registry(handlers)

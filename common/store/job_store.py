@@ -10,6 +10,7 @@ from __future__ import annotations
 from common.store.batches import BatchQueries
 from common.store.bulk import BulkQueries
 from common.store.callers import CallerOperations
+from common.store.executions import ExecutionMoves
 from common.store.fair_share import FairShareQueries
 from common.store.flow_limits import FlowLimitQueries
 from common.store.insight import InsightQueries
@@ -22,7 +23,7 @@ from common.store.workflows import WorkflowQueries
 
 class JobStore(
     ScheduleQueries, FairShareQueries, FlowLimitQueries, BatchQueries, BulkQueries,
-    WorkflowQueries, CallerOperations, WorkerMoves, MaintenanceQueries, WebhookQueries,
-    InsightQueries,
+    WorkflowQueries, CallerOperations, WorkerMoves, ExecutionMoves, MaintenanceQueries,
+    WebhookQueries, InsightQueries,
 ):
     """The job repository. Thread-safe: each call checks one connection out of the pool."""

@@ -45,9 +45,11 @@ from common.store.errors import (
     JobNotFound,
     JobStoreError,
 )
+from common.store.executions import Taken
 from common.store.job_store import JobStore
 from common.store.models import Job, JobMove
 from common.store.worker_moves import Progress
+from common.worker.executions import Executor, StartFailed, executor_for
 from common.worker.flow_gate import FlowGate
 from common.worker.handler_threads import HandlerAborted, HandlerThreads
 from common.worker.kept import KeptOutcomes
@@ -77,7 +79,7 @@ class Delivery:
 
 Action = Literal[
     "poison", "skipped", "deferred", "completed", "failed", "retry-scheduled", "cancelled",
-    "fenced", "lease-lost",
+    "fenced", "lease-lost", "handed-off", "start-failed",
 ]
 
 
@@ -122,6 +124,7 @@ class Worker:
         rng: random.Random | None = None,
         webhooks: WebhookDeliverer | None = None,
         dispatcher: Dispatcher | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -136,10 +139,24 @@ class Worker:
         self.flow = FlowGate(store, settings, dispatcher)
         self.workflow = WorkflowSteps(store, dispatcher)
         self.kept: KeptOutcomes[_Kept] = KeptOutcomes()
+        # Long jobs (issue 29): where their executions start (built on the first long job),
+        # and, inside an execution, whether a heartbeat may use the network now (not between a
+        # maintenance event's SIGTSTP and SIGCONT: common/worker/execute.py).
+        self._executor = executor
+        self.heartbeat_ready: Callable[[], bool] = _always
+
+    @property
+    def executor(self) -> Executor:
+        if self._executor is None:
+            self._executor = executor_for(self.settings)
+        return self._executor
 
     def time_limit(self, handler: Handler) -> float:
         """The handler's own limit, cut to end before the ack deadline (less the margin for
-        claiming and writing): past it, Pub/Sub would push the message again."""
+        claiming and writing): past it, Pub/Sub would push the message again. A long handler
+        runs in an execution of its own, which no ack deadline bounds: LONG_JOB_MAX_S does."""
+        if handler.long:
+            return min(handler.time_limit_s, self.settings.long_job_max_s)
         return min(handler.time_limit_s, self.settings.ack_deadline_s - self.settings.ack_margin_s)
 
     def handle(self, delivery: Delivery) -> WorkOutcome:
@@ -185,9 +202,71 @@ class Worker:
             bind_traceparent(job.traceparent, self.settings.google_cloud_project)
         if claim.rated:  # its start used a rate slot: the next parked jobs may book theirs
             self.flow.release(job)
+        handler = self.registry.get(job.preset)
+        if handler is not None and handler.long:
+            return self._hand_off(_Kept(job, _Run("ok"), claim.holds_slot, claim.flow_held),
+                                  message_id)
         run = self._run(job)
         return self._finish(_Kept(job, run, claim.holds_slot, claim.flow_held), answer_by,
                             message_id)
+
+    # -- long jobs: the hand-off, and the execution's side ---------------------------------
+
+    def _hand_off(self, claimed: _Kept, message_id: str) -> WorkOutcome:
+        """Start one execution for the attempt just claimed and name it on the job; the push
+        is then acknowledged. A second push for this attempt never gets here (its claim finds
+        the job PROCESSING). A start that failed gives the attempt back (a delivery failure)."""
+        job = claimed.job
+        try:
+            name = self.executor.start(job.id, job.attempts)
+        except StartFailed as exc:
+            return self._start_failed(claimed, str(exc), message_id)
+        try:
+            taken = self.store.record_execution(job.id, job.attempts, name)
+        except DatabaseUnavailable:  # the execution records itself before it runs anything
+            taken = None
+            log("WARNING", "execution started, not recorded here; it records itself",
+                job_id=str(job.id), attempt=job.attempts, execution=name)
+        log("INFO", "job handed off to an execution", job_id=str(job.id), preset=job.preset,
+            attempt=job.attempts, execution=name, recorded=taken is not None,
+            message_id=message_id)
+        return WorkOutcome("handed-off", job.id, name)
+
+    def _start_failed(self, claimed: _Kept, error: str, message_id: str) -> WorkOutcome:
+        """Put the job back without spending its attempt (store.start_failed), and release
+        what its claim held. DatabaseUnavailable propagates: the push is not acknowledged, and
+        if no redelivery can help, the lease lapses and the sweep rescues the job."""
+        job = claimed.job
+        failure = self.store.start_failed(job.id, job.attempts, error)
+        log("ERROR", "could not start the job's execution", job_id=str(job.id),
+            attempt=job.attempts, error=error, message_id=message_id,
+            state=failure.state.value if failure else None,
+            start_failures=failure.failures if failure else None)
+        if failure is None:  # an execution took the attempt after all (a start that timed out)
+            return WorkOutcome("handed-off", job.id, "started after all")
+        if claimed.holds_slot:
+            self._release_parked(job.owner_id)
+        if claimed.flow_held:
+            self.flow.release(job)
+        if failure.state.terminal:
+            self.notifier.terminal([(job.id, job.owner_id, failure.state)])
+            self.workflow.release_unblocked(job)
+            if (job.callback_url or job.workflow_id) and self.webhooks is not None:
+                self.webhooks.after_end(job.id, job.owner_id)
+        return WorkOutcome("start-failed", job.id, failure.state.value)
+
+    def run_execution(self, taken: Taken, name: str) -> WorkOutcome:
+        """Inside an execution that took its attempt (store.record_execution): run the handler
+        and write its outcome exactly as the push path does (`_run`, `_finish`: heartbeats,
+        progress, cancel, time limit, the fenced write, releases, notification, webhook). The
+        write is retried while the lease would still hold; past that the sweep rescues the
+        job anyway, so DatabaseUnavailable is raised (the execution exits failed)."""
+        job = taken.job
+        bind_traceparent(job.traceparent, self.settings.google_cloud_project)
+        run = self._run(job)
+        answer_by = time.monotonic() + self.settings.lease_seconds
+        return self._finish(_Kept(job, run, taken.holds_slot, taken.flow_held), answer_by,
+                            f"execution:{name}")
 
     def _finish(self, kept: _Kept, answer_by: float, message_id: str) -> WorkOutcome:
         """Write a run's outcome, retrying until `answer_by` while the database is away; past
@@ -293,6 +372,8 @@ class Worker:
                             duration_ms=took())
             else:
                 return _Run("ok", output=value, duration_ms=took())
+            if not self.heartbeat_ready():  # a maintenance event: no network until it ends
+                continue
             progress = box.take()
             try:
                 cancel = self.store.extend_lease(
@@ -365,6 +446,10 @@ class Worker:
                 if time.monotonic() + delay >= answer_by:
                     raise
                 time.sleep(delay)
+
+
+def _always() -> bool:
+    return True
 
 
 def _describe(exc: BaseException) -> tuple[str, str]:
