@@ -252,3 +252,23 @@ def test_starts_failing_past_the_delivery_budget_end_the_job_unstartable(
     assert reasons(worker, job) == [
         "created", "claimed", "start-failed", "claimed", "unstartable"]
     assert executor.starts == 0 and runs(worker, job) == []
+
+
+def test_a_short_job_keeps_the_push_path_and_its_statements(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A preset that is not long runs inside the push as before: the claim and the exit, and
+    no statement about executions (the hand-off's are the only ones that name them)."""
+    statements: list[str] = []
+    store_rows = worker.store._rows
+
+    def counted(sql: str, **params: Any) -> list[dict[str, Any]]:
+        statements.append(sql)
+        return store_rows(sql, **params)
+
+    assert worker.handle(message_for(submit(worker, "echo", "warm"))).action == "completed"
+    job = submit(worker, "echo", "hi")  # the instance wrote its preset limits on its first job
+    monkeypatch.setattr(worker.store, "_rows", counted)
+    assert worker.handle(message_for(job)).action == "completed"
+    assert len(statements) == 2, statements  # the claim, the exit
+    assert not any("execution" in s for s in statements)
