@@ -18,6 +18,8 @@ from uuid import UUID
 import pytest
 from sqlalchemy import text
 
+from common.maintenance.budget import Budget
+from common.maintenance.rescuer import rescue
 from common.messaging.notify import Notifier
 from common.presets.registry import load_registry
 from common.settings import Settings
@@ -272,3 +274,23 @@ def test_a_short_job_keeps_the_push_path_and_its_statements(
     assert worker.handle(message_for(job)).action == "completed"
     assert len(statements) == 2, statements  # the claim, the exit
     assert not any("execution" in s for s in statements)
+
+
+def test_the_sweep_cancels_a_wedged_execution_it_rescues(
+    worker: Worker, executor: Counting,
+) -> None:
+    """An execution alive but heartbeating no more (stopped here with SIGSTOP) loses its lease;
+    the rescue takes the job back and cancels the execution through the executor."""
+    job = submit(worker, "long-sleep", "30")
+    name = worker.handle(message_for(job)).detail
+    running(worker, job)
+    child = child_of(executor, name)
+    child.send_signal(signal.SIGSTOP)
+    summaries: list[dict[str, Any]] = []
+    wait_until(lambda: summaries.append(rescue(worker.store, worker.notifier, Budget(10), 10,
+                                               executor.cancel)) or summaries[-1]["rescued"],
+               "the rescue of the lapsed lease", 60)
+    assert summaries[-1]["executions_cancelled"] == 1
+    assert child.wait(30) == -signal.SIGKILL
+    back = worker.store.get("alice", job.id)
+    assert back.state is JobState.PENDING and back.attempts == 1 and runs(worker, job) == [1]

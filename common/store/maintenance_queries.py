@@ -122,7 +122,8 @@ WITH picked AS (
                  'attempt a lost lease gives' END
     WHERE j.id = ANY(ARRAY(SELECT id FROM picked)) AND j.state IN {sources(Move.RESCUE)}
       AND j.lease_expires_at < now()
-    RETURNING {J_COLS}, j.lease_graces
+    RETURNING {J_COLS}, j.lease_graces,
+        CASE WHEN j.execution_attempt = j.attempts THEN j.execution END AS execution
 ), {
     event_cte(
         lit(R),
@@ -131,7 +132,7 @@ WITH picked AS (
         GRACE_DETAILS,
     )
 }
-SELECT id, state, attempts, owner_id FROM moved"""
+SELECT id, state, attempts, owner_id, execution FROM moved"""
 
 # A dead letter for a job still PENDING at the message's attempt, whose dispatch is outstanding
 # (dispatched_at set: an undispatched job is already in the re-dispatch queue, so a second dead
@@ -260,6 +261,9 @@ class Rescued(NamedTuple):
     id: UUID
     state: JobState
     owner_id: str
+    # A long job's execution of the lapsed attempt (issue 29): wedged or gone; the sweep
+    # cancels it, so a wedged one stops billing and can write nothing anyway (fenced).
+    execution: str | None = None
 
 
 class DeliveryFailure(NamedTuple):
@@ -318,7 +322,8 @@ class MaintenanceQueries(StoreBase):
         FAILED ('lease-expired'), or CANCELLED if a cancel was asked. Returns each job's new
         state (and owner, for the results notification)."""
         rows = self._rows(SQL_RESCUE, limit=limit)
-        return [Rescued(r["id"], JobState(r["state"]), r["owner_id"]) for r in rows]
+        return [Rescued(r["id"], JobState(r["state"]), r["owner_id"], r["execution"])
+                for r in rows]
 
     def delivery_failed(
         self, job_id: UUID | str, attempt: int, *, message_id: str = "",
