@@ -1,7 +1,7 @@
 """Which presets exist. The built-ins, plus a user's own: PRESET_MODULES names modules to import,
 each exposing `HANDLERS` (a sequence of `Handler`), so adding a preset never means editing
 this code. The chaos preset joins only when ENABLE_CHAOS_PRESET is on, the demo preset only
-when ENABLE_DEMO_PRESET is (make dev turns it on)."""
+when ENABLE_DEMO_PRESET is (make dev turns it on), with its long variant `demo-long`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from common.presets.base import Handler
 from common.presets.builtin import BUILTIN_HANDLERS
 from common.presets.chaos import RunLog, chaos_handler, no_record
-from common.presets.demo import DEMO_HANDLER
+from common.presets.demo import DEMO_HANDLER, DEMO_LONG_HANDLER
 from common.settings import Settings, SettingsError
 
 
@@ -35,7 +35,7 @@ def load_registry(settings: Settings, *, chaos_log: RunLog = no_record) -> Regis
     if settings.enable_chaos_preset:
         handlers.append(chaos_handler(chaos_log))
     if settings.enable_demo_preset:
-        handlers.append(DEMO_HANDLER)
+        handlers += [DEMO_HANDLER, DEMO_LONG_HANDLER]
     for module_name in settings.preset_modules:
         try:
             module = importlib.import_module(module_name)
