@@ -109,9 +109,9 @@ class CloudRunExecutor:
     job's own (Terraform gives it the same settings as `process`). Google's auth library is
     imported on the first start, never on a short job's path."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, session: AuthorizedSession | None = None) -> None:
         self.settings = settings
-        self._session: AuthorizedSession | None = None
+        self._session = session  # tests pass one with fixed credentials
         self._lock = threading.Lock()
 
     @property
