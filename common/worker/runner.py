@@ -16,6 +16,12 @@ message is not acknowledged: the redelivery writes the kept outcome without runn
 again. A handler that succeeded therefore never turns into a FAILED job because our database
 was briefly unreachable: its result is written once the database is back, or (the instance gone,
 the redelivery elsewhere) its lease lapses and the sweep runs it again, on its last attempt too.
+
+A long preset's job (issue 29) is claimed the same way, then handed off: one execution is
+started for the attempt (common/worker/executions.py) and named on the job, and the push is
+acknowledged. The execution (common/worker/execute.py) runs the handler through `run_execution`,
+the same `_run` and `_finish` as here. A start that fails is a delivery failure: the attempt is
+given back and the job waits (common/store/executions.py).
 """
 
 from __future__ import annotations
