@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable
+from dataclasses import replace
 
 from common.presets.base import Handler
 from common.presets.builtin import BUILTIN_HANDLERS
@@ -33,7 +34,9 @@ class Registry:
 def load_registry(settings: Settings, *, chaos_log: RunLog = no_record) -> Registry:
     handlers = list(BUILTIN_HANDLERS)
     if settings.enable_chaos_preset:
-        handlers.append(chaos_handler(chaos_log))
+        chaos = chaos_handler(chaos_log)
+        # The same handler as a long preset (issue 29): the chaos run kills its executions.
+        handlers += [chaos, replace(chaos, name="chaos-long", long=True)]
     if settings.enable_demo_preset:
         handlers += [DEMO_HANDLER, DEMO_LONG_HANDLER]
     for module_name in settings.preset_modules:
