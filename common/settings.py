@@ -33,7 +33,7 @@ class IpType(StrEnum):
 
 
 class LongJobExecutor(StrEnum):
-    """Where long jobs' executions start (common/worker/executions.py)."""
+    """Where long jobs' executions start (common/messaging/executions.py)."""
 
     NONE = ""
     LOCAL = "local"

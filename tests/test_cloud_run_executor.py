@@ -15,8 +15,8 @@ import pytest
 from google.auth.transport.requests import AuthorizedSession
 from google.oauth2.credentials import Credentials
 
+from common.messaging.executions import CloudRunExecutor, StartFailed
 from common.settings import Settings
-from common.worker.executions import CloudRunExecutor, StartFailed
 
 JOB = "projects/p1/locations/europe-west1/jobs/jobs-execute"
 

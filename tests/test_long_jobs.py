@@ -20,13 +20,13 @@ from sqlalchemy import text
 
 from common.maintenance.budget import Budget
 from common.maintenance.rescuer import rescue
+from common.messaging.executions import LocalExecutor, StartFailed
 from common.messaging.notify import Notifier
 from common.presets.registry import load_registry
 from common.settings import Settings
 from common.store.job_store import JobStore
 from common.store.models import Job
 from common.store.states import JobState
-from common.worker.executions import LocalExecutor, StartFailed
 from common.worker.runner import Worker
 from tests.jobs_helpers import new_job
 from tests.support.polling import wait_until

@@ -39,7 +39,7 @@ from common.settings import Settings
 from common.store.errors import DatabaseUnavailable
 
 if TYPE_CHECKING:
-    from common.worker.executions import Executor
+    from common.messaging.executions import Executor
 
 Step = Literal[
     "rescue", "dead_letters", "schedules", "redispatch", "parked", "retention", "webhooks"
@@ -77,7 +77,7 @@ class Sweeper:
         """A rescued long job's execution (issue 29): its executor is built on first use, so a
         deployment without long jobs never builds one."""
         if self._executor is None:
-            from common.worker.executions import executor_for
+            from common.messaging.executions import executor_for
 
             self._executor = executor_for(self.settings)
         self._executor.cancel(name)

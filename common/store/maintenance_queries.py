@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any, NamedTuple
+from typing import Any
 from uuid import UUID
 
 from common.settings import Settings
@@ -33,6 +33,7 @@ from common.store.fragments import (
 from common.store.models import DispatchItem
 from common.store.states import JobState, Move
 from common.store.sweep_lock import SweepLock
+from common.store.sweep_results import DeliveryFailure, Rescued
 
 
 # Outbox bookkeeping, not a state change: guarded by state and attempt like every write.
@@ -257,22 +258,6 @@ RETURNING p.message_id"""
 
 
 
-class Rescued(NamedTuple):
-    id: UUID
-    state: JobState
-    owner_id: str
-    # A long job's execution of the lapsed attempt (issue 29): wedged or gone; the sweep
-    # cancels it, so a wedged one stops billing and can write nothing anyway (fenced).
-    execution: str | None = None
-
-
-class DeliveryFailure(NamedTuple):
-    id: UUID
-    state: JobState  # PENDING (dispatched again later) or FAILED (undeliverable)
-    owner_id: str
-    failures: int
-
-
 
 class MaintenanceQueries(StoreBase):
     """Dispatch marks, rescue, dead letters, retention and the queue report."""
@@ -322,8 +307,7 @@ class MaintenanceQueries(StoreBase):
         FAILED ('lease-expired'), or CANCELLED if a cancel was asked. Returns each job's new
         state (and owner, for the results notification)."""
         rows = self._rows(SQL_RESCUE, limit=limit)
-        return [Rescued(r["id"], JobState(r["state"]), r["owner_id"], r["execution"])
-                for r in rows]
+        return [Rescued(r["id"], JobState(r["state"]), r["owner_id"], r["execution"]) for r in rows]
 
     def delivery_failed(
         self, job_id: UUID | str, attempt: int, *, message_id: str = "",

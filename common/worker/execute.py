@@ -1,7 +1,7 @@
 """A long job's execution (issue 29): `python -m common.worker.execute JOB_ID ATTEMPT`.
 
 The same entry point runs in a Cloud Run job execution and, locally, as a child process of
-`process` (common/worker/executions.py). It takes its attempt first (store.record_execution:
+`process` (common/messaging/executions.py). It takes its attempt first (store.record_execution:
 PROCESSING at that attempt, and no other execution named for it), then runs the handler
 through the Worker's own path: the same JobContext, heartbeats that extend the lease and read
 the cancel flag, the preset's time limit, the outcome written once fenced by the attempt, and
@@ -85,7 +85,7 @@ def _arguments(argv: list[str]) -> tuple[UUID, int] | None:
 
 def execution_name() -> str:
     """Cloud Run gives each execution's tasks its name; a local child is named by its pid,
-    as its parent named it (common/worker/executions.py: LocalExecutor)."""
+    as its parent named it (common/messaging/executions.py: LocalExecutor)."""
     return os.environ.get("CLOUD_RUN_EXECUTION") or f"local-{os.getpid()}"
 
 

@@ -17,11 +17,8 @@ again. A handler that succeeded therefore never turns into a FAILED job because 
 was briefly unreachable: its result is written once the database is back, or (the instance gone,
 the redelivery elsewhere) its lease lapses and the sweep runs it again, on its last attempt too.
 
-A long preset's job (issue 29) is claimed the same way, then handed off: one execution is
-started for the attempt (common/worker/executions.py) and named on the job, and the push is
-acknowledged. The execution (common/worker/execute.py) runs the handler through `run_execution`,
-the same `_run` and `_finish` as here. A start that fails is a delivery failure: the attempt is
-given back and the job waits (common/store/executions.py).
+A long preset's job (issue 29) is claimed the same way, then handed off to an execution of its
+own (common/worker/long_jobs.py), which runs the handler through this same code.
 """
 
 from __future__ import annotations
@@ -30,15 +27,15 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
-from uuid import UUID
 
 from common.logs import bind_traceparent, current_traceparent, log, unbind_trace
 from common.messaging.dispatch import Dispatcher
+from common.messaging.executions import Executor
 from common.messaging.job_message import PoisonMessage, backoff, decode_message
 from common.messaging.notify import Notifier
 from common.presets.base import Handler, JobContext, PermanentError
@@ -55,10 +52,11 @@ from common.store.executions import Taken
 from common.store.job_store import JobStore
 from common.store.models import Job, JobMove
 from common.store.worker_moves import Progress
-from common.worker.executions import Executor, StartFailed, executor_for
 from common.worker.flow_gate import FlowGate
 from common.worker.handler_threads import HandlerAborted, HandlerThreads
 from common.worker.kept import KeptOutcomes
+from common.worker.long_jobs import LongJobs
+from common.worker.outcomes import Action, Delivery, WorkOutcome
 from common.worker.progress import ProgressBox
 from common.worker.workflow_steps import WorkflowSteps
 
@@ -72,28 +70,6 @@ if TYPE_CHECKING:  # built by functions/process on first use: not on the cold pa
 WRITE_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
 WRITE_RETRY_CAP_S = 2.0
 ANSWER_MARGIN_S = 5.0
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One Pub/Sub message as the trigger gave it: `data` is base64 text (or bytes)."""
-
-    data: Any
-    message_id: str = ""
-    attributes: Mapping[str, str] = field(default_factory=dict)
-
-
-Action = Literal[
-    "poison", "skipped", "deferred", "completed", "failed", "retry-scheduled", "cancelled",
-    "fenced", "lease-lost", "handed-off", "start-failed",
-]
-
-
-@dataclass(frozen=True)
-class WorkOutcome:
-    action: Action
-    job_id: UUID | None = None
-    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -145,17 +121,10 @@ class Worker:
         self.flow = FlowGate(store, settings, dispatcher)
         self.workflow = WorkflowSteps(store, dispatcher)
         self.kept: KeptOutcomes[_Kept] = KeptOutcomes()
-        # Long jobs (issue 29): where their executions start (built on the first long job),
-        # and, inside an execution, whether a heartbeat may use the network now (not between a
-        # maintenance event's SIGTSTP and SIGCONT: common/worker/execute.py).
-        self._executor = executor
+        # Long jobs (issue 29); inside an execution, whether a heartbeat may use the network
+        # now (not between a maintenance event's SIGTSTP and SIGCONT: common/worker/execute.py).
+        self.long_jobs = LongJobs(self, executor)
         self.heartbeat_ready: Callable[[], bool] = _always
-
-    @property
-    def executor(self) -> Executor:
-        if self._executor is None:
-            self._executor = executor_for(self.settings)
-        return self._executor
 
     def time_limit(self, handler: Handler) -> float:
         """The handler's own limit, cut to end before the ack deadline (less the margin for
@@ -209,70 +178,19 @@ class Worker:
         if claim.rated:  # its start used a rate slot: the next parked jobs may book theirs
             self.flow.release(job)
         handler = self.registry.get(job.preset)
-        if handler is not None and handler.long:
-            return self._hand_off(_Kept(job, _Run("ok"), claim.holds_slot, claim.flow_held),
-                                  message_id)
+        if handler is not None and handler.long:  # issue 29: run in an execution of its own
+            return self.long_jobs.hand_off(job, claim.holds_slot, claim.flow_held, message_id)
         run = self._run(job)
         return self._finish(_Kept(job, run, claim.holds_slot, claim.flow_held), answer_by,
                             message_id)
 
-    # -- long jobs: the hand-off, and the execution's side ---------------------------------
-
-    def _hand_off(self, claimed: _Kept, message_id: str) -> WorkOutcome:
-        """Start one execution for the attempt just claimed and name it on the job; the push
-        is then acknowledged. A second push for this attempt never gets here (its claim finds
-        the job PROCESSING). A start that failed gives the attempt back (a delivery failure)."""
-        job = claimed.job
-        try:
-            name = self.executor.start(job.id, job.attempts)
-        except StartFailed as exc:
-            return self._start_failed(claimed, str(exc), message_id)
-        try:
-            taken = self.store.record_execution(job.id, job.attempts, name)
-        except DatabaseUnavailable:  # the execution records itself before it runs anything
-            taken = None
-            log("WARNING", "execution started, not recorded here; it records itself",
-                job_id=str(job.id), attempt=job.attempts, execution=name)
-        log("INFO", "job handed off to an execution", job_id=str(job.id), preset=job.preset,
-            attempt=job.attempts, execution=name, recorded=taken is not None,
-            message_id=message_id)
-        return WorkOutcome("handed-off", job.id, name)
-
-    def _start_failed(self, claimed: _Kept, error: str, message_id: str) -> WorkOutcome:
-        """Put the job back without spending its attempt (store.start_failed), and release
-        what its claim held. DatabaseUnavailable propagates: the push is not acknowledged, and
-        if no redelivery can help, the lease lapses and the sweep rescues the job."""
-        job = claimed.job
-        failure = self.store.start_failed(job.id, job.attempts, error)
-        log("ERROR", "could not start the job's execution", job_id=str(job.id),
-            attempt=job.attempts, error=error, message_id=message_id,
-            state=failure.state.value if failure else None,
-            start_failures=failure.failures if failure else None)
-        if failure is None:  # an execution took the attempt after all (a start that timed out)
-            return WorkOutcome("handed-off", job.id, "started after all")
-        if claimed.holds_slot:
-            self._release_parked(job.owner_id)
-        if claimed.flow_held:
-            self.flow.release(job)
-        if failure.state.terminal:
-            self.notifier.terminal([(job.id, job.owner_id, failure.state)])
-            self.workflow.release_unblocked(job)
-            if (job.callback_url or job.workflow_id) and self.webhooks is not None:
-                self.webhooks.after_end(job.id, job.owner_id)
-        return WorkOutcome("start-failed", job.id, failure.state.value)
-
     def run_execution(self, taken: Taken, name: str) -> WorkOutcome:
-        """Inside an execution that took its attempt (store.record_execution): run the handler
-        and write its outcome exactly as the push path does (`_run`, `_finish`: heartbeats,
-        progress, cancel, time limit, the fenced write, releases, notification, webhook). The
-        write is retried while the lease would still hold; past that the sweep rescues the
-        job anyway, so DatabaseUnavailable is raised (the execution exits failed)."""
-        job = taken.job
-        bind_traceparent(job.traceparent, self.settings.google_cloud_project)
-        run = self._run(job)
-        answer_by = time.monotonic() + self.settings.lease_seconds
-        return self._finish(_Kept(job, run, taken.holds_slot, taken.flow_held), answer_by,
-                            f"execution:{name}")
+        """Inside a long job's execution that took its attempt: the same `_run` and `_finish`
+        as a push, the write retried while the lease would hold (common/worker/long_jobs.py)."""
+        bind_traceparent(taken.job.traceparent, self.settings.google_cloud_project)
+        run = self._run(taken.job)
+        return self._finish(_Kept(taken.job, run, taken.holds_slot, taken.flow_held),
+                            time.monotonic() + self.settings.lease_seconds, f"execution:{name}")
 
     def _finish(self, kept: _Kept, answer_by: float, message_id: str) -> WorkOutcome:
         """Write a run's outcome, retrying until `answer_by` while the database is away; past
