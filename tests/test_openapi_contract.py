@@ -98,7 +98,7 @@ def test_the_document_lists_this_instance_s_presets_and_links(server: str) -> No
         doc["components"]["schemas"][v["$ref"].rsplit("/", 1)[1]]["properties"]["preset"]["const"]
         for v in variants
     )
-    assert presets == ["checksum", "demo", "demo-long", "echo", "text-stats"]
+    assert presets == ["checksum", "demo", "echo", "text-stats"]
     demo = doc["components"]["schemas"]["NewJob_demo"]["properties"]["content"]
     assert demo["pattern"] == SECONDS and "0 to 30" in demo["description"]
     links = doc["paths"]["/jobs"]["post"]["responses"]["202"]["links"]

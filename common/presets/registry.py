@@ -1,7 +1,8 @@
 """Which presets exist. The built-ins, plus a user's own: PRESET_MODULES names modules to import,
 each exposing `HANDLERS` (a sequence of `Handler`), so adding a preset never means editing
 this code. The chaos preset joins only when ENABLE_CHAOS_PRESET is on, the demo preset only
-when ENABLE_DEMO_PRESET is (make dev turns it on), with its long variant `demo-long`."""
+when ENABLE_DEMO_PRESET is (make dev turns it on), and its long variant `demo-long` only where
+LONG_JOB_EXECUTOR is set too (make dev: long jobs can run there)."""
 
 from __future__ import annotations
 
@@ -38,7 +39,9 @@ def load_registry(settings: Settings, *, chaos_log: RunLog = no_record) -> Regis
         # The same handler as a long preset (issue 29): the chaos run kills its executions.
         handlers += [chaos, replace(chaos, name="chaos-long", long=True)]
     if settings.enable_demo_preset:
-        handlers += [DEMO_HANDLER, DEMO_LONG_HANDLER]
+        handlers.append(DEMO_HANDLER)
+        if settings.long_job_executor:  # only where long jobs can run (make dev)
+            handlers.append(DEMO_LONG_HANDLER)
     for module_name in settings.preset_modules:
         try:
             module = importlib.import_module(module_name)
