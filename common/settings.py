@@ -32,6 +32,14 @@ class IpType(StrEnum):
     PSC = "PSC"
 
 
+class LongJobExecutor(StrEnum):
+    """Where long jobs' executions start (common/messaging/executions.py)."""
+
+    NONE = ""
+    LOCAL = "local"
+    CLOUD_RUN = "cloud-run"
+
+
 PositiveInt = Annotated[int, Field(gt=0)]
 
 
@@ -148,6 +156,19 @@ class Settings(BaseModel):
     ack_margin_s: Annotated[float, Field(ge=1)] = 15.0
     # How often a running job's lease is extended and its cancel flag read.
     heartbeat_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    # Long jobs (issue 29, docs/worker.md): a preset declared `long=True` runs in an execution
+    # of its own (a Cloud Run job, or locally a child process) instead of inside the push, for
+    # up to its own time limit, at most LONG_JOB_MAX_S (a Cloud Run task's ceiling is 168 h).
+    # LONG_JOB_EXECUTOR: "cloud-run" (CLOUD_RUN_JOB in CLOUD_RUN_REGION of the project),
+    # "local" (make dev, tests), or "" (none: a long job's start fails, as a delivery failure).
+    long_job_max_s: Annotated[float, Field(gt=0, le=168 * 3600)] = 86_400.0
+    long_job_executor: LongJobExecutor = LongJobExecutor.NONE
+    cloud_run_job: str | None = Field(default=None, pattern=r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+    cloud_run_region: str | None = Field(default=None, pattern=r"^[a-z]+-[a-z]+[0-9]+$")
+    # Only for tests; production uses Google's endpoint.
+    cloud_run_api_endpoint: str = "https://run.googleapis.com"
+    # How long `process` waits for the Admin API to start an execution.
+    long_job_start_timeout_s: Annotated[float, Field(gt=0, le=120)] = 30.0
     # Backoff after a transient failure: exponential from base to cap, with jitter.
     retry_base_s: Annotated[float, Field(ge=0, le=3600)] = 10.0
     retry_cap_s: Annotated[float, Field(ge=0, le=86_400)] = 600.0
@@ -243,6 +264,10 @@ class Settings(BaseModel):
             raise ValueError("ACK_MARGIN_S must be shorter than ACK_DEADLINE_S")
         if self.heartbeat_s >= self.lease_seconds:
             raise ValueError("HEARTBEAT_S must be shorter than LEASE_SECONDS")
+        if self.long_job_executor == "cloud-run" and not (self.cloud_run_job
+                                                          and self.cloud_run_region):
+            raise ValueError("LONG_JOB_EXECUTOR=cloud-run needs CLOUD_RUN_JOB and "
+                             "CLOUD_RUN_REGION")
         if self.is_production and self.webhook_allow_loopback:
             raise ValueError("WEBHOOK_ALLOW_LOOPBACK must not be on in production")
         if self.webhook_secret_key is not None:

@@ -44,6 +44,12 @@ locals {
     JOBS_TOPIC               = google_pubsub_topic.jobs.name
     RESULTS_TOPIC            = google_pubsub_topic.results.name
     ACK_DEADLINE_S           = tostring(var.ack_deadline_s)
+    # Long jobs (infra/long_jobs.tf): process starts executions of this job, the sweep cancels
+    # a rescued attempt's, submit checks long presets' limits against LONG_JOB_MAX_S.
+    LONG_JOB_EXECUTOR = "cloud-run"
+    CLOUD_RUN_JOB     = "${var.name}-execute"
+    CLOUD_RUN_REGION  = var.region
+    LONG_JOB_MAX_S    = tostring(var.long_job_max_s)
   }
 
   # Secret environment variables of each function: name => secret (at a pinned version), from

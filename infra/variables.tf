@@ -412,3 +412,31 @@ variable "budget_amount" {
   type        = number
   default     = 200
 }
+
+variable "long_job_max_s" {
+  description = "The longest time limit a long preset may declare (LONG_JOB_MAX_S); the Cloud Run job's task timeout is this plus 10 minutes, within a task's 168 h."
+  type        = number
+  default     = 86400
+  validation {
+    condition     = var.long_job_max_s > 0 && var.long_job_max_s <= 168 * 3600 - 600
+    error_message = "long_job_max_s must be between 1 and 604200 (168 h less the 10 minutes kept for the write)."
+  }
+}
+
+variable "long_job_image" {
+  description = "The image the long-job executions start with; cloudbuild.yaml deploys the real one (execute.Dockerfile) on each build."
+  type        = string
+  default     = "us-docker.pkg.dev/cloudrun/container/job:latest"
+}
+
+variable "long_job_cpu" {
+  description = "CPUs of a long-job execution."
+  type        = string
+  default     = "1"
+}
+
+variable "long_job_memory" {
+  description = "Memory of a long-job execution."
+  type        = string
+  default     = "1Gi"
+}

@@ -124,6 +124,8 @@ class DevStack:
             "HEARTBEAT_S": "1",  # progress shows within a second
             # A job that takes as long as you ask, with progress (docs/presets.md).
             "ENABLE_DEMO_PRESET": "true",
+            # Long jobs (`demo-long`, docs/worker.md) run as child processes of process.
+            "LONG_JOB_EXECUTOR": "local",
             "PYTHONUNBUFFERED": "1",
         }
         # process serves as many requests at once as the relay sends (gunicorn's threads).

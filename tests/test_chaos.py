@@ -34,6 +34,11 @@ def test_every_job_ends_once_under_faults(stack_database: str, emulator: Any) ->
     assert counts["instances_killed_by_their_handler"] > 0
     # Flow limits held through all of it (chaos_run._check_flow adds a problem otherwise), and
     # were really met: jobs under the running limit filled it, and the rate spaced its starts.
+    # Long jobs (issue 29) through the same faults, in child processes: all completed once,
+    # and each execution that killed itself after its work was rescued to a new attempt.
+    long_jobs = counts["long_jobs"]
+    assert long_jobs["long-plain:COMPLETED"] == 3 and long_jobs["long-killed:COMPLETED"] == 3
+    assert long_jobs["long_executions_killed_and_rescued"] >= 3
     assert counts["gpu_runs"] > 0 and counts["gpu_peak_running"] == 2
     assert counts["api_starts"] > 0
     # Workflows ran through the same faults (chaos_run._check_workflows): two diamonds, two

@@ -12,9 +12,9 @@ from sqlalchemy import Engine, text
 from common.store import callers
 from common.store import maintenance_queries as repo
 from common.store.job_store import JobStore
-from common.store.maintenance_queries import DeliveryFailure
 from common.store.models import DispatchItem, Job
 from common.store.states import JobState
+from common.store.sweep_results import DeliveryFailure
 from tests.conftest import table_counts
 from tests.jobs_helpers import job_in_state, new_job
 

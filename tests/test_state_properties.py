@@ -66,7 +66,9 @@ def test_state_machine_properties_hold_under_any_interleaving(
     for path in ("fenced-out worker refused", "worker move on a job no longer running refused",
                  "cancel requested while processing", "cancelled while pending", "owner retry",
                  "rescue -> PENDING", "rescue -> FAILED", "dead letter ignored", "purged",
-                 "heartbeat", "claim: stale-message"):
+                 "heartbeat", "claim: stale-message", "execution recorded",
+                 "second execution refused", "start failed -> PENDING",
+                 "start failure refused"):
         assert TALLY[path] > 0, (path, TALLY)
     assert any(k.startswith("dead letter -> ") for k in TALLY), TALLY
     assert TALLY["exit: complete -> CANCELLED"] + TALLY["rescue -> CANCELLED"] > 0, TALLY

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,6 +37,9 @@ from common.messaging.pubsub import subscription_path
 from common.service import JobService
 from common.settings import Settings
 from common.store.errors import DatabaseUnavailable
+
+if TYPE_CHECKING:
+    from common.messaging.executions import Executor
 
 Step = Literal[
     "rescue", "dead_letters", "schedules", "redispatch", "parked", "retention", "webhooks"
@@ -68,6 +71,16 @@ class Sweeper:
         from common.messaging.webhooks import WebhookDeliverer  # built with the sweeper
 
         self.webhooks = WebhookDeliverer(self.store, settings)
+        self._executor: Executor | None = None
+
+    def _cancel_execution(self, name: str) -> None:
+        """A rescued long job's execution (issue 29): its executor is built on first use, so a
+        deployment without long jobs never builds one."""
+        if self._executor is None:
+            from common.messaging.executions import executor_for
+
+            self._executor = executor_for(self.settings)
+        self._executor.cancel(name)
 
     def _webhooks(self, budget: Budget, batch: int) -> dict[str, Any]:
         from common.maintenance import webhooks
@@ -131,7 +144,8 @@ class Sweeper:
         s = self.settings
         batch = request.batch_size or s.sweep_batch_size
         work: dict[Step, Callable[[], dict[str, Any]]] = {
-            "rescue": lambda: rescuer.rescue(self.store, self.notifier, budget, batch),
+            "rescue": lambda: rescuer.rescue(self.store, self.notifier, budget, batch,
+                                             self._cancel_execution),
             "schedules": lambda: schedules.fire_due(self.store, budget, batch,
                                                     s.retention_days),
             "parked": lambda: parked.release(self.service, budget, batch),

@@ -84,6 +84,9 @@ class Handler:
     run: Callable[[JobContext, str, Any], Any]
     options: type[BaseModel] = NoOptions
     time_limit_s: float = 60.0
+    # A long preset (issue 29) runs in an execution of its own, not inside the push, so its
+    # time limit is its own (at most LONG_JOB_MAX_S) instead of being cut to the ack deadline.
+    long: bool = False
     # None: the DEFAULT_MAX_ATTEMPTS setting. A caller's own max_attempts wins over both.
     default_max_attempts: int | None = None
     max_content_chars: int | None = None

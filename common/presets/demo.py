@@ -2,6 +2,9 @@
 share and long polls by hand. `make dev` turns it on (ENABLE_DEMO_PRESET); it is off elsewhere
 unless that setting is.
 
+`demo-long` is the same handler as a long preset (issue 29): its content is up to three hours
+(`"1200"`), and it runs in an execution of its own, not inside the push (docs/worker.md).
+
 Its content is a number of seconds, 0 to 30 (up to three decimals: `"2.5"`), so a job fits the
 ack deadline of `make dev`'s push subscription and a `?wait=30` can see one end. It sleeps that
 long in steps of a tenth of a second, reporting its progress at each (the worker keeps only the
@@ -69,4 +72,15 @@ DEMO_HANDLER = Handler(
     "demo", demo, DemoOptions, time_limit_s=MAX_SECONDS + 15,
     content_pattern=SECONDS,
     content_description=f"a number of seconds to sleep, 0 to {MAX_SECONDS}, e.g. 2.5",
+)
+
+
+LONG_MAX_SECONDS = 3 * 3600
+# 0 to 10800 with up to three decimals.
+LONG_SECONDS = r"^(?:(?:[0-9]{1,4}|10[0-7][0-9]{2})(?:\.[0-9]{1,3})?|10800(?:\.0{1,3})?)$"
+
+DEMO_LONG_HANDLER = Handler(
+    "demo-long", demo, DemoOptions, time_limit_s=LONG_MAX_SECONDS + 60, long=True,
+    content_pattern=LONG_SECONDS,
+    content_description=f"a number of seconds to sleep, 0 to {LONG_MAX_SECONDS}, e.g. 1200",
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from common.store.batches import BatchQueries
 from common.store.bulk import BulkQueries
 from common.store.callers import CallerOperations
+from common.store.executions import ExecutionMoves
 from common.store.fair_share import FairShareQueries
 from common.store.flow_limits import FlowLimitQueries
 from common.store.insight import InsightQueries
@@ -23,7 +24,8 @@ from common.store.workflows import WorkflowQueries
 
 class JobStore(
     ScheduleQueries, FairShareQueries, FlowLimitQueries, BatchQueries, BulkQueries,
-    WorkflowQueries, WorkflowListing, CallerOperations, WorkerMoves, MaintenanceQueries,
+    WorkflowQueries, WorkflowListing, CallerOperations, WorkerMoves, ExecutionMoves,
+    MaintenanceQueries,
     WebhookQueries, InsightQueries,
 ):
     """The job repository. Thread-safe: each call checks one connection out of the pool."""

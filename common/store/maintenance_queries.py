@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any, NamedTuple
+from typing import Any
 from uuid import UUID
 
 from common.settings import Settings
@@ -33,6 +33,7 @@ from common.store.fragments import (
 from common.store.models import DispatchItem
 from common.store.states import JobState, Move
 from common.store.sweep_lock import SweepLock
+from common.store.sweep_results import DeliveryFailure, Rescued
 
 
 # Outbox bookkeeping, not a state change: guarded by state and attempt like every write.
@@ -122,7 +123,8 @@ WITH picked AS (
                  'attempt a lost lease gives' END
     WHERE j.id = ANY(ARRAY(SELECT id FROM picked)) AND j.state IN {sources(Move.RESCUE)}
       AND j.lease_expires_at < now()
-    RETURNING {J_COLS}, j.lease_graces
+    RETURNING {J_COLS}, j.lease_graces,
+        CASE WHEN j.execution_attempt = j.attempts THEN j.execution END AS execution
 ), {
     event_cte(
         lit(R),
@@ -131,7 +133,7 @@ WITH picked AS (
         GRACE_DETAILS,
     )
 }
-SELECT id, state, attempts, owner_id FROM moved"""
+SELECT id, state, attempts, owner_id, execution FROM moved"""
 
 # A dead letter for a job still PENDING at the message's attempt, whose dispatch is outstanding
 # (dispatched_at set: an undispatched job is already in the re-dispatch queue, so a second dead
@@ -256,19 +258,6 @@ RETURNING p.message_id"""
 
 
 
-class Rescued(NamedTuple):
-    id: UUID
-    state: JobState
-    owner_id: str
-
-
-class DeliveryFailure(NamedTuple):
-    id: UUID
-    state: JobState  # PENDING (dispatched again later) or FAILED (undeliverable)
-    owner_id: str
-    failures: int
-
-
 
 class MaintenanceQueries(StoreBase):
     """Dispatch marks, rescue, dead letters, retention and the queue report."""
@@ -318,7 +307,7 @@ class MaintenanceQueries(StoreBase):
         FAILED ('lease-expired'), or CANCELLED if a cancel was asked. Returns each job's new
         state (and owner, for the results notification)."""
         rows = self._rows(SQL_RESCUE, limit=limit)
-        return [Rescued(r["id"], JobState(r["state"]), r["owner_id"]) for r in rows]
+        return [Rescued(r["id"], JobState(r["state"]), r["owner_id"], r["execution"]) for r in rows]
 
     def delivery_failed(
         self, job_id: UUID | str, attempt: int, *, message_id: str = "",

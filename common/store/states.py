@@ -47,6 +47,10 @@ class Move(StrEnum):
     UNBLOCK = "unblock"
     UPSTREAM_FAILED = "upstream_failed"
     RESTORE = "restore"
+    # Long jobs (issue 29): the execution running an attempt is recorded on the job; a start
+    # that failed gives the attempt back.
+    RECORD_EXECUTION = "record_execution"
+    START_FAILED = "start_failed"
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,12 @@ TRANSITIONS: dict[Move, Transition] = {
     Move.UNBLOCK: Transition(frozenset({W}), P, fenced=False),
     Move.UPSTREAM_FAILED: Transition(frozenset({W}), X, fenced=False),
     Move.RESTORE: Transition(frozenset({X}), W, fenced=False),
+    # Not a state change: the attempt's execution is named, once (common/store/executions.py).
+    Move.RECORD_EXECUTION: Transition(frozenset({R}), R, fenced=True),
+    # An execution could not be started: a delivery failure. Back to PENDING with the attempt
+    # given back; FAILED ('unstartable') past the delivery budget, CANCELLED if a cancel was
+    # asked (decided inside the same statement).
+    Move.START_FAILED: Transition(frozenset({R}), P, fenced=True),
 }
 
 

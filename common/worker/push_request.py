@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from common.worker.runner import Delivery
+from common.worker.outcomes import Delivery
 
 # Our messages are a job id and an attempt count, with a few attributes: well under 1 KiB.
 # Anything near this cap is not ours, and parsing it would only cost CPU.

@@ -16,6 +16,9 @@ message is not acknowledged: the redelivery writes the kept outcome without runn
 again. A handler that succeeded therefore never turns into a FAILED job because our database
 was briefly unreachable: its result is written once the database is back, or (the instance gone,
 the redelivery elsewhere) its lease lapses and the sweep runs it again, on its last attempt too.
+
+A long preset's job (issue 29) is claimed the same way, then handed off to an execution of its
+own (common/worker/long_jobs.py), which runs the handler through this same code.
 """
 
 from __future__ import annotations
@@ -24,15 +27,15 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
-from uuid import UUID
 
 from common.logs import bind_traceparent, current_traceparent, log, unbind_trace
 from common.messaging.dispatch import Dispatcher
+from common.messaging.executions import Executor
 from common.messaging.job_message import PoisonMessage, backoff, decode_message
 from common.messaging.notify import Notifier
 from common.presets.base import Handler, JobContext, PermanentError
@@ -45,12 +48,15 @@ from common.store.errors import (
     JobNotFound,
     JobStoreError,
 )
+from common.store.executions import Taken
 from common.store.job_store import JobStore
 from common.store.models import Job, JobMove
 from common.store.worker_moves import Progress
 from common.worker.flow_gate import FlowGate
 from common.worker.handler_threads import HandlerAborted, HandlerThreads
 from common.worker.kept import KeptOutcomes
+from common.worker.long_jobs import LongJobs
+from common.worker.outcomes import Action, Delivery, WorkOutcome
 from common.worker.progress import ProgressBox
 from common.worker.workflow_steps import WorkflowSteps
 
@@ -64,28 +70,6 @@ if TYPE_CHECKING:  # built by functions/process on first use: not on the cold pa
 WRITE_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
 WRITE_RETRY_CAP_S = 2.0
 ANSWER_MARGIN_S = 5.0
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One Pub/Sub message as the trigger gave it: `data` is base64 text (or bytes)."""
-
-    data: Any
-    message_id: str = ""
-    attributes: Mapping[str, str] = field(default_factory=dict)
-
-
-Action = Literal[
-    "poison", "skipped", "deferred", "completed", "failed", "retry-scheduled", "cancelled",
-    "fenced", "lease-lost",
-]
-
-
-@dataclass(frozen=True)
-class WorkOutcome:
-    action: Action
-    job_id: UUID | None = None
-    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -122,6 +106,7 @@ class Worker:
         rng: random.Random | None = None,
         webhooks: WebhookDeliverer | None = None,
         dispatcher: Dispatcher | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -136,10 +121,17 @@ class Worker:
         self.flow = FlowGate(store, settings, dispatcher)
         self.workflow = WorkflowSteps(store, dispatcher)
         self.kept: KeptOutcomes[_Kept] = KeptOutcomes()
+        # Long jobs (issue 29); inside an execution, whether a heartbeat may use the network
+        # now (not between a maintenance event's SIGTSTP and SIGCONT: common/worker/execute.py).
+        self.long_jobs = LongJobs(self, executor)
+        self.heartbeat_ready: Callable[[], bool] = _always
 
     def time_limit(self, handler: Handler) -> float:
         """The handler's own limit, cut to end before the ack deadline (less the margin for
-        claiming and writing): past it, Pub/Sub would push the message again."""
+        claiming and writing): past it, Pub/Sub would push the message again. A long handler
+        runs in an execution of its own, which no ack deadline bounds: LONG_JOB_MAX_S does."""
+        if handler.long:
+            return min(handler.time_limit_s, self.settings.long_job_max_s)
         return min(handler.time_limit_s, self.settings.ack_deadline_s - self.settings.ack_margin_s)
 
     def handle(self, delivery: Delivery) -> WorkOutcome:
@@ -185,9 +177,20 @@ class Worker:
             bind_traceparent(job.traceparent, self.settings.google_cloud_project)
         if claim.rated:  # its start used a rate slot: the next parked jobs may book theirs
             self.flow.release(job)
+        handler = self.registry.get(job.preset)
+        if handler is not None and handler.long:  # issue 29: run in an execution of its own
+            return self.long_jobs.hand_off(job, claim.holds_slot, claim.flow_held, message_id)
         run = self._run(job)
         return self._finish(_Kept(job, run, claim.holds_slot, claim.flow_held), answer_by,
                             message_id)
+
+    def run_execution(self, taken: Taken, name: str) -> WorkOutcome:
+        """Inside a long job's execution that took its attempt: the same `_run` and `_finish`
+        as a push, the write retried while the lease would hold (common/worker/long_jobs.py)."""
+        bind_traceparent(taken.job.traceparent, self.settings.google_cloud_project)
+        run = self._run(taken.job)
+        return self._finish(_Kept(taken.job, run, taken.holds_slot, taken.flow_held),
+                            time.monotonic() + self.settings.lease_seconds, f"execution:{name}")
 
     def _finish(self, kept: _Kept, answer_by: float, message_id: str) -> WorkOutcome:
         """Write a run's outcome, retrying until `answer_by` while the database is away; past
@@ -291,6 +294,8 @@ class Worker:
                             duration_ms=took())
             else:
                 return _Run("ok", output=value, duration_ms=took())
+            if not self.heartbeat_ready():  # a maintenance event: no network until it ends
+                continue
             progress = box.take()
             try:
                 cancel = self.store.extend_lease(
@@ -365,6 +370,10 @@ class Worker:
                 if time.monotonic() + delay >= answer_by:
                     raise
                 time.sleep(delay)
+
+
+def _always() -> bool:
+    return True
 
 
 def _describe(exc: BaseException) -> tuple[str, str]:

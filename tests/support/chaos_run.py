@@ -120,6 +120,8 @@ def run(
         "PUBLISH_TIMEOUT_S": "5",
         "SWEEP_ALLOW_DEV_TOKENS": "true",
         "SWEEP_ALLOWED_INVOKERS": json.dumps([SCHEDULER]),
+        # Long jobs (issue 29) run as child processes of process, through its kill too.
+        "LONG_JOB_EXECUTOR": "local",
     }
     servers: list[FunctionServer] = []
     engine = create_engine(database_url, isolation_level="AUTOCOMMIT")
@@ -136,6 +138,7 @@ def run(
         _set_flow_limits(engine)
         # Workflows beside the jobs, through the same faults.
         flows = _start_workflows(database_url, topology.path("topics", topology.jobs_topic))
+        long_jobs = _submit_long_jobs(submit.url, tag, result)
         planned = plan(n, rng)
         ids: dict[str, Planned] = {}
         lock = threading.Lock()
@@ -202,7 +205,7 @@ def run(
             passes += 1
             states = _states(engine)
             done = (sum(states.get(s, 0) for s in TERMINAL) == len(ids)
-                    and _workflows_ended(engine))
+                    and _workflows_ended(engine) and _long_jobs_ended(engine))
             snapshot = (states, _event_count(engine))
             quiet = quiet + 1 if done and snapshot == last else 0
             last = snapshot
@@ -225,6 +228,7 @@ def run(
         _check(engine, ids, result)
         _check_flow(engine, result)
         _check_workflows(engine, flows, result)
+        _check_long_jobs(engine, long_jobs, result)
     finally:
         for server in servers:
             server.close()
@@ -393,6 +397,86 @@ def _check_workflows(engine: Engine, flows: dict[str, list[str]], result: ChaosR
         result.problems.append(f"steps started before their parents ended: {early[:5]}")
     if twice:
         result.problems.append(f"workflow steps succeeded twice: {twice[:5]}")
+
+
+# Long jobs (issue 29), under an owner of their own: each attempt runs in an execution (a child
+# process of `process`, which outlives the kill of process). Half finish their work and then
+# SIGKILL their own execution on attempt 1, before the write: the lease lapses, the sweep
+# rescues, and a new execution completes them.
+LONG_OWNER = "chaos-long-owner"
+LONG_JOBS = {"long-plain": 3, "long-killed": 3}
+
+
+def _submit_long_jobs(submit_url: str, tag: str, result: ChaosResult) -> dict[str, str]:
+    token = issue_dev_token(SECRET, LONG_OWNER, ttl_s=3600)
+    jobs: dict[str, str] = {}
+    for kind, count in LONG_JOBS.items():
+        options: dict[str, Any] = {"sleep_s": 1.0}
+        if kind == "long-killed":
+            options["kill_after_finish_times"] = 1
+        for number in range(count):
+            body = {"preset": "chaos-long", "content": "c", "metadata": {"options": options},
+                    "idempotency_key": f"{tag}-{kind}-{number}"}
+            for _ in range(50):
+                status, job = _post(submit_url + "/jobs", token, body)
+                if status != 503:
+                    break
+                time.sleep(0.2)
+            if status in (200, 202):
+                jobs[job["id"]] = kind
+            else:
+                result.problems.append(f"submit answered {status} to a long job: {job}")
+    return jobs
+
+
+def _long_jobs_ended(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        return not conn.execute(text(
+            "SELECT 1 FROM jobs WHERE owner_id = :owner AND state NOT IN "
+            "('COMPLETED', 'FAILED', 'CANCELLED') LIMIT 1"), {"owner": f"hs256:{LONG_OWNER}"}
+        ).first()
+
+
+def _check_long_jobs(engine: Engine, jobs: dict[str, str], result: ChaosResult) -> None:
+    """Each long job COMPLETED once, by one successful run at the attempt that completed it;
+    no attempt ran its handler twice; a killed execution's attempt was rescued, never written."""
+    with engine.connect() as conn:
+        rows = {str(r.id): r for r in conn.execute(text(
+            "SELECT id, state, attempts, execution FROM jobs WHERE owner_id = :owner"),
+            {"owner": f"hs256:{LONG_OWNER}"})}
+        events: dict[str, list[tuple[str, int]]] = {}
+        for r in conn.execute(text(
+                "SELECT job_id, reason, attempt FROM job_trail WHERE job_id = ANY(CAST(:ids AS "
+                "uuid[])) ORDER BY id"), {"ids": list(jobs)}):
+            events.setdefault(str(r.job_id), []).append((r.reason, r.attempt))
+        runs: dict[str, list[tuple[int, str]]] = {}
+        for r in conn.execute(text(
+                "SELECT job_id, attempt, outcome FROM chaos_runs WHERE job_id = ANY(CAST(:ids AS "
+                "uuid[])) ORDER BY id"), {"ids": list(jobs)}):
+            runs.setdefault(str(r.job_id), []).append((r.attempt, r.outcome))
+    counts: Counter[str] = Counter()
+    for job_id, kind in jobs.items():
+        job, reasons, job_runs = rows[job_id], events.get(job_id, []), runs.get(job_id, [])
+        counts[f"{kind}:{job.state}"] += 1
+        completed = [a for r, a in reasons if r == "completed"]
+        attempts_run = [a for a, _ in job_runs]
+        if job.state != "COMPLETED" or len(completed) != 1:
+            result.problems.append(f"long job {job_id} ({kind}) ended {job.state}: {reasons}")
+            continue
+        if len(set(attempts_run)) != len(attempts_run):
+            result.problems.append(f"long job {job_id}: an attempt ran twice: {job_runs}")
+        if [a for a, o in job_runs if o == "succeeded"] != completed:
+            result.problems.append(f"long job {job_id}: runs {job_runs}, events {reasons}")
+        if not (job.execution or "").startswith("local-"):
+            result.problems.append(f"long job {job_id}: no execution named ({job.execution})")
+        for attempt in [a for a, o in job_runs if o == LOST_WITH_INSTANCE]:
+            counts["long_executions_killed"] += 1
+            if ("lease-expired-retry", attempt) in reasons:
+                counts["long_executions_killed_and_rescued"] += 1
+            else:
+                result.problems.append(f"long job {job_id}: killed attempt {attempt} left "
+                                       f"events {reasons}")
+    result.counts["long_jobs"] = dict(sorted(counts.items()))
 
 
 def _terminate_connections(engine: Engine) -> int:

@@ -294,6 +294,61 @@ class JobMachine(RuleBasedStateMachine):
         assert (moved.state, moved.attempts) == (exp.state, exp.attempts)
         TALLY[f"exit: {how} -> {exp.state.value}"] += 1
 
+    # -- the long-job hand-off (issue 29) ---------------------------------------------------------
+
+    def _unnamed(self, exp: Expected | None, held: int, name: str | None) -> bool:
+        """Whether `held` is the current attempt of a PROCESSING job with no execution named for
+        it yet (or, given a name, named with that one: the other side of the same hand-off)."""
+        return (exp is not None and exp.state is R and exp.attempts == held
+                and (exp.execution is None or exp.execution[0] != held
+                     or (name is not None and exp.execution[1] == name)))
+
+    @precondition(_holding)
+    @rule(worker=st.integers(0, WORKERS - 1), n=PICK, name=st.sampled_from(["exec-a", "exec-b"]))
+    def record_execution(self, worker: int, n: int, name: str) -> None:
+        """process (after the start) or the execution (before the handler) names the attempt's
+        execution: the first name wins, the same name again is accepted, another is refused
+        and changes nothing, as is any attempt that is not the job's current PROCESSING one."""
+        job_id, held = self._token(worker, n)
+        exp = self.jobs.get(job_id)
+        before = snapshot(self.engine, job_id)
+        taken = self.store.record_execution(job_id, held, name)
+        ok = self._unnamed(exp, held, name)
+        assert (taken is not None) == ok, (taken, exp, held, name)
+        if not ok:
+            assert snapshot(self.engine, job_id) == before
+            second = exp is not None and exp.execution is not None and exp.execution[0] == held
+            TALLY["second execution refused" if second else "execution record refused"] += 1
+            return
+        assert exp is not None and taken is not None
+        assert (taken.job.state, taken.job.attempts) == (R, held)
+        exp.execution = (held, name)
+        TALLY["execution recorded"] += 1
+
+    @precondition(_holding)
+    @rule(worker=st.integers(0, WORKERS - 1), n=PICK)
+    def start_fails(self, worker: int, n: int) -> None:
+        """An execution could not be started: the attempt is given back (attempt_limit + 1) and
+        the job waits (a delivery failure), or ends CANCELLED if a cancel was asked. Refused,
+        changing nothing, once an execution took the attempt or the attempt moved on."""
+        job_id, held = self._token(worker, n)
+        exp = self.jobs.get(job_id)
+        before = snapshot(self.engine, job_id)
+        failure = self.store.start_failed(job_id, held, "quota exceeded")
+        ok = self._unnamed(exp, held, None)
+        assert (failure is not None) == ok, (failure, exp, held)
+        if not ok:
+            assert snapshot(self.engine, job_id) == before
+            TALLY["start failure refused"] += 1
+            return
+        assert exp is not None and failure is not None
+        want = X if exp.cancel_requested else P
+        assert failure.state is want
+        exp.attempt_limit += 1
+        self._exit(exp, want, ("", None, None))
+        exp.due = False  # it waits DELIVERY_RETRY_BASE_S or more
+        TALLY[f"start failed -> {want.value}"] += 1
+
     # -- time passes ----------------------------------------------------------------------------
 
     @precondition(lambda self: self._any(lapsable) or self._any(waiting))

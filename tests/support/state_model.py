@@ -53,6 +53,8 @@ class Expected:
     due: bool = True  # PENDING only: not_before absent or past
     lease_live: bool = False  # PROCESSING only
     result: tuple[str, str | None, Any] | None = None  # (status, error_type, output)
+    # Long jobs (issue 29): the execution named for an attempt, (attempt, name).
+    execution: tuple[int, str] | None = None
 
 
 def choose(pools: list[list[Any]], n: int) -> Any:
