@@ -36,6 +36,9 @@ def add_commands(sub: Any) -> None:
         c.add_argument("id")
         if name == "retry":
             c.add_argument("--step", help="only this FAILED step")
+        if name == "get":
+            c.add_argument("--wait", type=float, metavar="S",
+                           help="first wait up to S seconds for the workflow to end")
     ws.add_parser("list", help="your workflows, newest first")
 
 
@@ -71,6 +74,8 @@ def run(args: argparse.Namespace, api: JobsClient) -> WorkflowView | list[Workfl
     if command == "list":
         return api.workflows().workflows
     if command == "get":
+        if args.wait:
+            return api.wait_workflow(args.id, timeout_s=args.wait, poll_s=0.5)
         return api.get_workflow(args.id)
     if command == "cancel":
         return api.cancel_workflow(args.id)
