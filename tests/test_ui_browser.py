@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -95,12 +96,21 @@ class Dashboard:
             css))
 
     def click(self, css: str, text: str | None = None) -> None:
+        """Click the first match; found again if the page re-rendered it meanwhile (a poll
+        redraws the workflow and job pages: the element found may be gone by the click)."""
+        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.common.by import By
 
-        for el in self.driver.find_elements(By.CSS_SELECTOR, css):
-            if text is None or el.text.strip() == text:
-                el.click()
-                return
+        for _ in range(20):
+            try:
+                for el in self.driver.find_elements(By.CSS_SELECTOR, css):
+                    if text is None or el.text.strip() == text:
+                        el.click()
+                        return
+            except StaleElementReferenceException:
+                time.sleep(0.1)
+                continue
+            break
         raise AssertionError(f"no {css} with text {text!r}")
 
     def console(self) -> list[dict[str, Any]]:

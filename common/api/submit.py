@@ -14,7 +14,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import MethodNotAllowed, NotFound
-from werkzeug.routing import Map, Rule
+from werkzeug.routing import Map, RequestRedirect, Rule
 
 from common.api.admission import (
     PendingHints,
@@ -186,7 +186,7 @@ class SubmitApi:
                 home = self._workflows()
             handler: Callable[..., Response] = getattr(home, "_" + endpoint)
             response = handler(request, owner, **args)
-        except NotFound:
+        except (NotFound, RequestRedirect):  # a redirect: werkzeug's merging of `//` in a path
             response = _problem(ProblemError(404, "not-found", "No such route"), request.path)
         except MethodNotAllowed as exc:
             allowed = ", ".join(sorted(exc.valid_methods or []))

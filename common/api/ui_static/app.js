@@ -81,15 +81,20 @@ function signIn(view, reason) {
   return () => {};
 }
 
+// Why the last token was refused: kept while signed out, so a render that races the refusal
+// (the fragment's hashchange, another request's 401) still says it.
+let refusal;
+
 function render(reason) {
   stop();
   const signedIn = Boolean(token.get()) || iap.get();
   document.getElementById('nav').hidden = !signedIn;
   document.getElementById('who').hidden = !signedIn;
   if (!signedIn) {
-    stop = signIn(main, reason);
+    stop = signIn(main, reason ?? refusal);
     return;
   }
+  refusal = undefined;
   const [view, args] = route();
   for (const link of document.querySelectorAll('#nav a')) {
     const href = link.getAttribute('href');
@@ -109,13 +114,16 @@ document.querySelector('.skip').addEventListener('click', (event) => {
   main.focus();
 });
 document.getElementById('signout').addEventListener('click', () => {
+  refusal = undefined;
   token.clear();
   iap.clear();
   render();
   say('Signed out.');
 });
-window.addEventListener('jobs:signed-out', (event) => render(
-  'Your token was refused (' + event.detail + '). Sign in again.'));
+window.addEventListener('jobs:signed-out', (event) => {
+  refusal = 'Your token was refused (' + event.detail + '). Sign in again.';
+  render(refusal);
+});
 window.addEventListener('hashchange', () => {
   say('');  // a message belongs to the view it was said on
   takeTokenFromFragment();
