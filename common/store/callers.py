@@ -191,6 +191,19 @@ FROM jobs WHERE owner_id = :owner_id GROUP BY state"""
 class CallerOperations(StoreBase):
     """Create, read, list, cancel and retry, for one owner."""
 
+    def _owner_page(self, sql: dict[bool, str], owner_id: str, limit: int,
+                    cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of an owner's rows newest first (schedules, workflows): the rows, and the
+        cursor of the next page if there is one. `sql[True]` continues after a cursor."""
+        if not 1 <= limit <= self._settings.max_page_size:
+            raise InvalidInput("limit", f"must be between 1 and {self._settings.max_page_size}")
+        params: dict[str, Any] = {"owner_id": checked_owner(owner_id), "limit": limit + 1}
+        if cursor:
+            params["c_created"], params["c_id"] = decode_cursor(cursor)
+        rows = self._rows(sql[bool(cursor)], **params)
+        last = rows[limit - 1] if len(rows) > limit else None
+        return rows[:limit], encode_cursor(last["created_at"], last["id"]) if last else None
+
     # -- callers' operations (scoped by owner) ------------------------------------------------
 
     def create(

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from common.logs import log
-from common.store.cursor import decode_cursor, encode_cursor
 from common.store.errors import DatabaseUnavailable, InvalidInput, ScheduleLimitReached
 from common.store.errors import ScheduleNotFound as NotFound
 from common.store.fragments import as_uuid, checked_owner, lit, to_json
@@ -223,16 +222,9 @@ class ScheduleQueries(WorkflowQueries):
                        cursor: str | None = None) -> SchedulePage:
         from common.store.schedule_models import Schedule, SchedulePage
 
-        if not 1 <= limit <= self._settings.max_page_size:
-            raise InvalidInput("limit", f"must be between 1 and {self._settings.max_page_size}")
-        params: dict[str, Any] = {"owner_id": checked_owner(owner_id), "limit": limit + 1}
-        if cursor:
-            params["c_created"], params["c_id"] = decode_cursor(cursor)
-        rows = self._rows(SQL_LIST[bool(cursor)], **params)
-        items = [Schedule.model_validate(r) for r in rows[:limit]]
-        more = len(rows) > limit
-        next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if more else None
-        return SchedulePage(schedules=items, next_cursor=next_cursor)
+        rows, next_cursor = self._owner_page(SQL_LIST, owner_id, limit, cursor)
+        return SchedulePage(schedules=[Schedule.model_validate(r) for r in rows],
+                            next_cursor=next_cursor)
 
     def update_schedule(self, owner_id: str, schedule_id: UUID | str,
                         patch: SchedulePatch) -> Schedule:
