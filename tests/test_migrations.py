@@ -7,6 +7,9 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
+from common.settings import Settings
+from common.store.engine import create_engine_from_settings
+from common.store.job_store import JobStore
 from localstack.postgres import PostgresServer, migrate
 
 
@@ -130,5 +133,59 @@ def test_lean_rows_move_results_and_traces_into_the_job_row_and_back(scratch_url
                 "SELECT j.owner_id, j.traceparent, r.error_type FROM jobs j "
                 "LEFT JOIN job_results r ON r.job_id = j.id ORDER BY 1")).all()
         assert [tuple(r) for r in back] == [("t:new", trace, None), ("t:old", trace, "Boom")]
+    finally:
+        engine.dispose()
+
+
+def test_claim_in_exit_shows_each_claim_once_through_upgrade_and_downgrade(
+        scratch_url: str) -> None:
+    """0023 stops writing 'claimed' rows: the event ending an attempt carries its claim time.
+    A claim written by older code (its own row) shows once, whether its attempt ended before or
+    after the upgrade; a job PROCESSING now shows its claim from its row; the downgrade writes
+    every derived claim as a row, so the older view shows the same trail."""
+    migrate(scratch_url, "0022")
+    engine = create_engine(scratch_url)
+    claim_old_style = (
+        "WITH j AS (UPDATE jobs SET state = 'PROCESSING', attempts = attempts + 1, "
+        "started_at = now(), lease_expires_at = now() + interval '1 minute' "
+        "WHERE owner_id = :o RETURNING id, attempts) "
+        "INSERT INTO job_events (job_id, from_state, to_state, reason, attempt) "
+        "SELECT id, 'PENDING', 'PROCESSING', 'claimed', attempts FROM j")
+    new_job = ("INSERT INTO jobs (owner_id, preset, content, max_attempts, attempt_limit) "
+               "VALUES (:o, 'echo', 'x', 3, 3)")
+    try:
+        with engine.begin() as conn:
+            for owner in ("t:old", "t:straddles"):
+                conn.execute(text(new_job), {"o": owner})
+                conn.execute(text(claim_old_style), {"o": owner})
+        migrate(scratch_url)
+        settings = Settings(database_url=scratch_url)
+        store = JobStore(create_engine_from_settings(settings), settings)
+        with engine.begin() as conn:
+            conn.execute(text(new_job), {"o": "t:new"})
+            conn.execute(text(new_job), {"o": "t:running"})
+            ids = dict(conn.execute(text("SELECT owner_id, id FROM jobs")).all())
+        for owner in ("t:new", "t:running"):
+            assert store.claim(ids[owner]).reason == "claimed"
+        for owner in ("t:straddles", "t:new"):
+            store.complete(ids[owner], 1, {"ok": True})
+
+        def trail(owner: str) -> list[str]:
+            return [e.reason for e in store.events(owner, ids[owner])]
+
+        expected = {"t:old": ["created", "claimed"], "t:running": ["created", "claimed"],
+                    "t:straddles": ["created", "claimed", "completed"],
+                    "t:new": ["created", "claimed", "completed"]}
+        assert {owner: trail(owner) for owner in expected} == expected
+        with engine.begin() as conn:
+            rows = conn.execute(text("SELECT count(*) FROM job_events WHERE reason = 'claimed'"))
+            assert rows.scalar() == 2  # only the old code's
+        store._engine.dispose()
+        migrate(scratch_url, "0022", down=True)
+        with engine.begin() as conn:
+            claims = dict(conn.execute(text(
+                "SELECT j.owner_id, count(*) FROM job_trail e JOIN jobs j ON j.id = e.job_id "
+                "WHERE e.reason = 'claimed' GROUP BY 1")).all())
+        assert claims == {"t:old": 1, "t:running": 1, "t:straddles": 1, "t:new": 1}
     finally:
         engine.dispose()

@@ -4,7 +4,7 @@ statement (the worker's moves that follow it are in common/store/worker_moves.py
 from __future__ import annotations
 
 from common.store.flow_sql import FLOW_STARTED, RESERVED, claim_gate
-from common.store.fragments import COLS, OUT_COLS, P, event_cte, lit, sources, target
+from common.store.fragments import COLS, OUT_COLS, sources, target
 from common.store.states import Move
 
 
@@ -70,7 +70,7 @@ WITH {claim_gate(claimable)}, slot AS (
     WHERE (SELECT deferred_at FROM locked) IS NULL
       AND NOT EXISTS (SELECT 1 FROM job_events e WHERE e.job_id = parked.id
                       AND e.reason = 'deferred')
-), {FLOW_STARTED}, {event_cte(lit(P), "'claimed'")}
+), {FLOW_STARTED}
 SELECT {OUT_COLS}, 'claimed' AS outcome, holds_slot,
        (SELECT count(*) FILTER (WHERE max_starts IS NOT NULL) FROM fl) > 0 AS rated,
        flow_held, CAST(NULL AS float8) AS hold_s FROM moved

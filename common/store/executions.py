@@ -75,9 +75,10 @@ WITH prior AS (
                                     THEN CAST(:error_message AS text) END
     FROM prior
     WHERE j.id = prior.id AND {UNSTARTED}
-    RETURNING j.id, j.state, j.attempts, j.owner_id, prior.failures, prior.delay_s
+    RETURNING j.id, j.state, j.attempts, j.owner_id, prior.failures, prior.delay_s,
+              j.started_at
 ), ev AS (
-    INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, details)
+    INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, details, claimed_at)
     SELECT id, {lit(R)}, state,
            CASE state WHEN 'PENDING' THEN 'start-failed' WHEN 'CANCELLED' THEN 'cancelled'
                       ELSE 'unstartable' END,
@@ -85,7 +86,8 @@ WITH prior AS (
            jsonb_build_object('error', CAST(:error_message AS text), 'start_failures', failures)
            || CASE WHEN state = 'PENDING'
                    THEN jsonb_build_object('delay_s', round(CAST(delay_s AS numeric), 3))
-                   ELSE '{{}}'::jsonb END
+                   ELSE '{{}}'::jsonb END,
+           started_at
     FROM moved
 )
 SELECT id, state, owner_id, failures FROM moved"""

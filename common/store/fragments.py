@@ -85,10 +85,16 @@ TERMINAL = in_list(TERMINAL_STATES)
 P, R = JobState.PENDING, JobState.PROCESSING
 
 
-def event_cte(from_state: str, reason: str, details: str = "'{}'::jsonb") -> str:
+def event_cte(from_state: str, reason: str, details: str = "'{}'::jsonb", *,
+              ends_attempt: bool = False) -> str:
+    """The moved rows' event. One that ends an attempt carries the attempt's claim time (the
+    row's `started_at`, which `moved` must return): the claim writes no event of its own, and
+    the view `job_trail` shows it from this one (migration 0023)."""
+    claimed = (", claimed_at", ", started_at") if ends_attempt else ("", "")
     return (
-        "ev AS (INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, details) "
-        f"SELECT id, {from_state}, state, {reason}, attempts, {details} FROM moved)"
+        "ev AS (INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, details"
+        f"{claimed[0]}) SELECT id, {from_state}, state, {reason}, attempts, {details}{claimed[1]} "
+        "FROM moved)"
     )
 
 

@@ -131,6 +131,7 @@ WITH picked AS (
         "CASE state WHEN 'PENDING' THEN 'lease-expired-retry' WHEN 'CANCELLED' THEN 'cancelled' "
         "ELSE 'lease-expired' END",
         GRACE_DETAILS,
+        ends_attempt=True,
     )
 }
 SELECT id, state, attempts, owner_id, execution FROM moved"""

@@ -99,8 +99,8 @@ WITH moved AS (
         result_duration_ms = CASE WHEN {new_state} IN ('COMPLETED', 'FAILED')
                                   THEN CAST(:duration_ms AS integer) END
     WHERE id = :id AND state IN {sources(move)} AND attempts = :attempt
-    RETURNING {MOVE_COLS}, workflow_id
-), {event_cte(lit(R), EXIT_REASON, "CAST(:details AS jsonb)")}
+    RETURNING {MOVE_COLS}, workflow_id, started_at
+), {event_cte(lit(R), EXIT_REASON, "CAST(:details AS jsonb)", ends_attempt=True)}
 SELECT {MOVE_COLS}, {WORKFLOW_AFTER} FROM moved"""
 
 
