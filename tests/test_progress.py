@@ -15,9 +15,10 @@ from common.presets.base import Handler, JobContext
 from common.presets.builtin import CHECKSUM_CHUNK, ChecksumOptions, checksum
 from common.presets.registry import Registry
 from common.settings import Settings
+from common.store.exit_sql import SQL_EXIT
 from common.store.job_store import JobStore
 from common.store.states import JobState
-from common.store.worker_moves import SQL_EXIT, SQL_EXTEND_LEASE
+from common.store.worker_moves import SQL_EXTEND_LEASE
 from common.worker.progress import ProgressBox
 from common.worker.runner import Worker
 from tests.jobs_helpers import new_job

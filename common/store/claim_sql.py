@@ -3,7 +3,7 @@ statement (the worker's moves that follow it are in common/store/worker_moves.py
 
 from __future__ import annotations
 
-from common.store.flow_sql import FLOW_STARTED, RESERVED, claim_gate
+from common.store.flow_sql import FLOW_STARTED, GOVERNS, RESERVED, claim_gate
 from common.store.fragments import COLS, OUT_COLS, sources, target
 from common.store.states import Move
 
@@ -80,3 +80,41 @@ UNION ALL SELECT {OUT_COLS}, 'held', false, false, NULL,
 
 
 SQL_CLAIM = {flag: _claim_sql(flag) for flag in (False, True)}
+
+
+# The batched claim (issue 30): the deliveries an instance holds at once, claimed in one
+# statement. It takes only what the single claim would start at once without reading a limit:
+# a claimable job at its message's attempt whose owner has no running limit and which no flow
+# row governs, the same compare-and-set on each row (a duplicate that waited for a row's lock
+# re-checks the guard on the new version and takes nothing). Every other job is left to the
+# single claim: the caller runs it for those the outcome does not settle. `peek` reads each
+# requested row as the statement's snapshot saw it, so a duplicate or a stale message gets its
+# answer without another statement. Rows are taken in id order, so two batches that share jobs
+# lock them in one order.
+_PLAIN_CLAIMABLE = (
+    f"j.state IN {sources(Move.CLAIM)} AND NOT j.cancel_requested "
+    "AND (j.not_before IS NULL OR j.not_before <= now()) AND j.attempts = r.r_expected")
+_RETURNED = COLS.replace("(trace), traceparent", "(j.trace), j.traceparent")
+SQL_CLAIM_MANY = f"""
+WITH req AS (
+    SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:expected AS integer[]))
+        AS r(r_id, r_expected) ORDER BY r_id
+), plain AS (
+    SELECT j.id FROM req r JOIN jobs j ON j.id = r.r_id
+    LEFT JOIN owner_limits l ON l.owner_id = j.owner_id
+    WHERE {_PLAIN_CLAIMABLE} AND COALESCE(l.max_running, :default_limit) = 0
+      AND NOT EXISTS (SELECT 1 FROM flow_limits f WHERE {GOVERNS.replace("c.", "j.")})
+), moved AS (
+    UPDATE jobs j SET state = {target(Move.CLAIM)}, attempts = j.attempts + 1,
+        lease_expires_at = now() + make_interval(secs => :lease_s),
+        started_at = now(), updated_at = now(), not_before = NULL, deferred_at = NULL,
+        undelivered_since = NULL, delivery_failures = 0, holds_slot = false, wait_reason = NULL,
+        flow_held = NULL
+    FROM req r
+    WHERE j.id = r.r_id AND j.id = ANY(ARRAY(SELECT id FROM plain)) AND {_PLAIN_CLAIMABLE}
+    RETURNING {_RETURNED}
+)
+SELECT r.r_id, m.*, p.p_state, p.p_attempts
+FROM req r LEFT JOIN moved m ON m.id = r.r_id
+LEFT JOIN (SELECT id AS p_id, state AS p_state, attempts AS p_attempts FROM jobs) p
+    ON p.p_id = r.r_id"""

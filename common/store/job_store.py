@@ -7,6 +7,7 @@ them, so callers hold one object.
 
 from __future__ import annotations
 
+from common.store.batch_moves import BatchMoves
 from common.store.batches import BatchQueries
 from common.store.bulk import BulkQueries
 from common.store.callers import CallerOperations
@@ -17,14 +18,13 @@ from common.store.insight import InsightQueries
 from common.store.maintenance_queries import MaintenanceQueries
 from common.store.schedules import ScheduleQueries
 from common.store.webhooks import WebhookQueries
-from common.store.worker_moves import WorkerMoves
 from common.store.workflow_list import WorkflowListing
 from common.store.workflows import WorkflowQueries
 
 
 class JobStore(
     ScheduleQueries, FairShareQueries, FlowLimitQueries, BatchQueries, BulkQueries,
-    WorkflowQueries, WorkflowListing, CallerOperations, WorkerMoves, ExecutionMoves,
+    WorkflowQueries, WorkflowListing, CallerOperations, BatchMoves, ExecutionMoves,
     MaintenanceQueries,
     WebhookQueries, InsightQueries,
 ):

@@ -16,22 +16,17 @@ from uuid import UUID
 
 from common.store.base import SQL_PEEK, StoreBase
 from common.store.claim_sql import SQL_CLAIM
+from common.store.exit_sql import SQL_EXIT, progress_set
 from common.store.fragments import (
     J_COLS,
     MAX_ERROR_MESSAGE,
-    MOVE_COLS,
     RESULT_COLS,
-    TERMINAL,
-    P,
     R,
     as_uuid,
-    event_cte,
     job_from_row,
     lit,
-    sources,
     storable_error,
     storable_text,
-    target,
     to_json,
 )
 from common.store.models import (
@@ -47,79 +42,9 @@ SQL_GET_ANY_OWNER = f"""
 SELECT {J_COLS}, {RESULT_COLS} FROM jobs j WHERE j.id = :id"""
 
 
-
-
-# The handler's latest progress rides on the heartbeat and on the exit, never in a write of its
-# own: a NULL :progress leaves what is stored as it is.
-PROGRESS_SET = (
-    "progress = COALESCE(CAST(:progress AS real), progress), "
-    "progress_note = CASE WHEN CAST(:progress AS real) IS NULL THEN progress_note "
-    "ELSE CAST(:progress_note AS text) END, "
-    "progress_at = CASE WHEN CAST(:progress AS real) IS NULL THEN progress_at ELSE now() END, "
-    "progress_attempt = CASE WHEN CAST(:progress AS real) IS NULL THEN progress_attempt "
-    "ELSE attempts END"
-)
-
-# A worker's exits. A cancel requested while the job ran wins over every outcome, so each exit
-# computes its target in SQL from the row it guards, within the same statement.
-CANCELLED_IF_ASKED = f"WHEN cancel_requested THEN {target(Move.CONFIRM_CANCEL)}"
-EXIT_STATE = {
-    Move.COMPLETE: f"CASE {CANCELLED_IF_ASKED} ELSE {target(Move.COMPLETE)} END",
-    Move.FAIL: f"CASE {CANCELLED_IF_ASKED} ELSE {target(Move.FAIL)} END",
-    Move.RETRY_LATER: (
-        f"CASE {CANCELLED_IF_ASKED} WHEN attempts >= attempt_limit THEN {target(Move.FAIL)} "
-        f"ELSE {target(Move.RETRY_LATER)} END"
-    ),
-    Move.CONFIRM_CANCEL: target(Move.CONFIRM_CANCEL),
-}
-EXIT_REASON = (
-    "CASE state WHEN 'COMPLETED' THEN 'completed' WHEN 'CANCELLED' THEN 'cancelled' "
-    "WHEN 'PENDING' THEN 'retry-scheduled' "
-    "ELSE CASE WHEN :permanent THEN 'failed' ELSE 'attempts-exhausted' END END"
-)
-
-
-def _exit_sql(move: Move) -> str:
-    """The exit, its event, and for COMPLETED or FAILED the result, in the one row version the
-    update writes (migration 0012)."""
-    new_state = EXIT_STATE[move]
-    return f"""
-WITH moved AS (
-    UPDATE jobs SET state = {new_state},
-        lease_expires_at = NULL, updated_at = now(),
-        finished_at = CASE WHEN {new_state} IN {TERMINAL} THEN now() END,
-        not_before = CASE WHEN {new_state} = {lit(P)}
-                          THEN now() + make_interval(secs => :delay_s) END,
-        dispatched_at = NULL, {PROGRESS_SET},
-        result_output = CASE WHEN {new_state} = 'COMPLETED' THEN CAST(:output AS jsonb) END,
-        result_error_type = CASE WHEN {new_state} = 'FAILED'
-                                 THEN CAST(:error_type AS text) END,
-        result_error_message = CASE WHEN {new_state} = 'FAILED'
-                                    THEN CAST(:error_message AS text) END,
-        result_duration_ms = CASE WHEN {new_state} IN ('COMPLETED', 'FAILED')
-                                  THEN CAST(:duration_ms AS integer) END
-    WHERE id = :id AND state IN {sources(move)} AND attempts = :attempt
-    RETURNING {MOVE_COLS}, workflow_id, started_at
-), {event_cte(lit(R), EXIT_REASON, "CAST(:details AS jsonb)", ends_attempt=True)}
-SELECT {MOVE_COLS}, {WORKFLOW_AFTER} FROM moved"""
-
-
-# For a workflow's step only (a plain job reads nothing more): whether it has children, whose
-# moves its end made (so the worker takes and publishes those it made due), and whether its
-# workflow has a webhook (so the worker delivers it at once, should this end be the last).
-WORKFLOW_AFTER = """
-    workflow_id IS NOT NULL AND EXISTS (SELECT 1 FROM job_deps d WHERE d.parent_id = moved.id)
-        AS has_children,
-    workflow_id IS NOT NULL AND EXISTS (SELECT 1 FROM workflows w WHERE w.id = moved.workflow_id
-                                        AND w.callback_url IS NOT NULL) AS workflow_hook"""
-
-
-SQL_EXIT = {move: _exit_sql(move) for move in EXIT_STATE}
-
-
 SQL_EXTEND_LEASE = f"""
 UPDATE jobs SET lease_expires_at = now() + make_interval(secs => :lease_s), updated_at = now(),
-    {PROGRESS_SET}
+    {progress_set()}
 WHERE id = :id AND state = {lit(R)} AND attempts = :attempt
 RETURNING cancel_requested"""
 
@@ -148,6 +73,15 @@ class Progress(NamedTuple):
 
 
 MAX_PROGRESS_NOTE = 200
+
+
+class ExitRequest(NamedTuple):
+    """One exit, its values bound: written alone (`exit`) or in a batch (`exit_many`)."""
+
+    move: Move
+    job_id: UUID
+    attempt: int
+    values: dict[str, Any]
 
 
 def _progress_params(progress: Progress | None) -> dict[str, Any]:
@@ -232,14 +166,13 @@ class WorkerMoves(StoreBase):
             raise self._explain_refusal(job_id, Move.CLAIM, attempt)
         return bool(rows[0]["cancel_requested"])
 
-    def _exit(
+    def exit_request(
         self, move: Move, job_id: UUID, attempt: int, progress: Progress | None = None,
         **params: Any,
-    ) -> JobMove:
+    ) -> ExitRequest:
+        """An exit's values, ready for `exit` (alone) or `exit_many` (batched, issue 30)."""
         values: dict[str, Any] = {
             **_progress_params(progress),
-            "id": job_id,
-            "attempt": attempt,
             "delay_s": 0.0,
             "output": None,
             "error_type": None,
@@ -249,9 +182,14 @@ class WorkerMoves(StoreBase):
             "details": "{}",
         }
         values.update(params)
-        rows = self._rows(SQL_EXIT[move], **values)
+        return ExitRequest(move, job_id, attempt, values)
+
+    def exit(self, request: ExitRequest) -> JobMove:
+        """One exit in a statement of its own."""
+        rows = self._rows(SQL_EXIT[request.move], id=request.job_id, attempt=request.attempt,
+                          **request.values)
         if not rows:
-            raise self._explain_refusal(job_id, move, attempt)
+            raise self._explain_refusal(request.job_id, request.move, request.attempt)
         return JobMove.model_validate(rows[0])
 
     def complete(
@@ -260,58 +198,55 @@ class WorkerMoves(StoreBase):
     ) -> JobMove:
         """PROCESSING → COMPLETED with its one result row (CANCELLED if a cancel was asked).
         Each exit also stores the handler's last progress report, if the heartbeat has not."""
-        return self._exit(
-            Move.COMPLETE, job_id, attempt, progress, output=to_json(output),
-            duration_ms=duration_ms,
-        )
+        return self.exit(self.complete_request(job_id, attempt, output, duration_ms=duration_ms,
+                                               progress=progress))
+
+    def complete_request(
+        self, job_id: UUID, attempt: int, output: Any, *, duration_ms: int | None = None,
+        progress: Progress | None = None,
+    ) -> ExitRequest:
+        """`complete`'s values; InvalidInput here if the output cannot be stored."""
+        return self.exit_request(Move.COMPLETE, job_id, attempt, progress,
+                                 output=to_json(output), duration_ms=duration_ms)
 
     def fail(
-        self,
-        job_id: UUID,
-        attempt: int,
-        error_type: str,
-        error_message: str,
-        *,
-        duration_ms: int | None = None,
-        progress: Progress | None = None,
+        self, job_id: UUID, attempt: int, error_type: str, error_message: str, *,
+        duration_ms: int | None = None, progress: Progress | None = None,
     ) -> JobMove:
         """A permanent failure: PROCESSING → FAILED at once, the error kept as the result."""
+        return self.exit(self.fail_request(job_id, attempt, error_type, error_message,
+                                           duration_ms=duration_ms, progress=progress))
+
+    def fail_request(
+        self, job_id: UUID, attempt: int, error_type: str, error_message: str, *,
+        duration_ms: int | None = None, progress: Progress | None = None,
+    ) -> ExitRequest:
         etype, emsg = storable_error(error_type, error_message)
-        return self._exit(
-            Move.FAIL,
-            job_id,
-            attempt,
-            progress,
-            error_type=etype,
-            error_message=emsg,
+        return self.exit_request(
+            Move.FAIL, job_id, attempt, progress, error_type=etype, error_message=emsg,
             duration_ms=duration_ms,
             details=to_json({"error_type": etype, "error_message": emsg}),
         )
 
     def retry_later(
-        self,
-        job_id: UUID,
-        attempt: int,
-        error_type: str,
-        error_message: str,
-        *,
-        delay: timedelta,
-        duration_ms: int | None = None,
-        progress: Progress | None = None,
+        self, job_id: UUID, attempt: int, error_type: str, error_message: str, *,
+        delay: timedelta, duration_ms: int | None = None, progress: Progress | None = None,
     ) -> JobMove:
         """A transient failure: back to PENDING, due after `delay`, while attempts remain; FAILED
         ('attempts-exhausted') on the last one. The sweep re-dispatches it when due."""
+        return self.exit(self.retry_later_request(
+            job_id, attempt, error_type, error_message, delay=delay, duration_ms=duration_ms,
+            progress=progress))
+
+    def retry_later_request(
+        self, job_id: UUID, attempt: int, error_type: str, error_message: str, *,
+        delay: timedelta, duration_ms: int | None = None, progress: Progress | None = None,
+    ) -> ExitRequest:
         etype, emsg = storable_error(error_type, error_message)
         delay_s = max(delay.total_seconds(), 0.0)
-        return self._exit(
-            Move.RETRY_LATER,
-            job_id,
-            attempt,
-            progress,
-            error_type=etype,
-            error_message=emsg,
-            delay_s=delay_s,
-            duration_ms=duration_ms,
+        return self.exit_request(
+            Move.RETRY_LATER, job_id, attempt, progress, error_type=etype, error_message=emsg,
+            delay_s=delay_s, duration_ms=duration_ms,
             details=to_json({"error_type": etype, "error_message": emsg, "delay_s": delay_s}),
         )
 
@@ -319,7 +254,7 @@ class WorkerMoves(StoreBase):
         self, job_id: UUID, attempt: int, *, progress: Progress | None = None
     ) -> JobMove:
         """The worker saw the cancel flag and stopped: PROCESSING → CANCELLED."""
-        return self._exit(Move.CONFIRM_CANCEL, job_id, attempt, progress)
+        return self.exit(self.exit_request(Move.CONFIRM_CANCEL, job_id, attempt, progress))
 
     # -- worker records ----------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from common.logs import log
@@ -43,12 +44,14 @@ class FlowGate:
         self.dispatcher = dispatcher
         self._synced = False
         self._lock = threading.Lock()
+        # The first claim of a delivery: the worker's batched one (common/worker/batching.py);
+        # a held delivery's re-claims go alone.
+        self.first_claim: Callable[[object, int], ClaimOutcome] = self._claim_alone
 
     def claim(self, job_id: object, attempts: int, answer_by: float) -> ClaimOutcome:
         """Claim, holding a booked rate slot until it is due, while `answer_by` allows."""
         self._sync_preset_limits()
-        claim = self.store.claim(job_id,  # type: ignore[arg-type]
-                                 expected_attempts=attempts, lease_s=self.settings.lease_seconds)
+        claim = self.first_claim(job_id, attempts)
         for _ in range(MAX_HOLDS):
             if claim.reason != "held":
                 return claim
@@ -56,10 +59,12 @@ class FlowGate:
             if time.monotonic() + wait >= answer_by:
                 return claim  # the sweep publishes it when its slot is due
             time.sleep(wait)
-            claim = self.store.claim(job_id,  # type: ignore[arg-type]
-                                     expected_attempts=attempts,
-                                     lease_s=self.settings.lease_seconds)
+            claim = self._claim_alone(job_id, attempts)
         return claim
+
+    def _claim_alone(self, job_id: object, attempts: int) -> ClaimOutcome:
+        return self.store.claim(job_id,  # type: ignore[arg-type]
+                                expected_attempts=attempts, lease_s=self.settings.lease_seconds)
 
     def release(self, job: Job) -> None:
         """Publish the parked jobs the limits over this job have room for now (after a start

@@ -51,7 +51,9 @@ from common.store.errors import (
 from common.store.executions import Taken
 from common.store.job_store import JobStore
 from common.store.models import Job, JobMove
+from common.store.states import Move
 from common.store.worker_moves import Progress
+from common.worker.batching import Batching
 from common.worker.flow_gate import FlowGate
 from common.worker.handler_threads import HandlerAborted, HandlerThreads
 from common.worker.kept import KeptOutcomes
@@ -119,6 +121,10 @@ class Worker:
         self.dispatcher = dispatcher
         self._threads = HandlerThreads()
         self.flow = FlowGate(store, settings, dispatcher)
+        # Claims and exits of the deliveries this instance holds at once share statements
+        # (issue 30, common/worker/batching.py).
+        self.batching = Batching(store, settings)
+        self.flow.first_claim = self.batching.claim
         self.workflow = WorkflowSteps(store, dispatcher)
         self.kept: KeptOutcomes[_Kept] = KeptOutcomes()
         # Long jobs (issue 29); inside an execution, whether a heartbeat may use the network
@@ -334,28 +340,33 @@ class Worker:
         return WorkOutcome(action, job.id, move.state.value)
 
     def _write(self, job: Job, run: _Run) -> JobMove:
+        """The exit for this run, through the instance's batching of exits."""
+        store, write = self.store, self.batching.exit
         if run.kind == "ok":
             try:
-                return self.store.complete(job.id, job.attempts, run.output,
-                                           duration_ms=run.duration_ms, progress=run.progress)
+                return write(store.complete_request(job.id, job.attempts, run.output,
+                                                    duration_ms=run.duration_ms,
+                                                    progress=run.progress))
             except InvalidInput as exc:  # unstorable output: no retry can fix the handler's code
                 reason = f"output cannot be stored: {exc.message}"
             except JobStoreError:
                 raise  # unavailable (retried) or fenced (acknowledged): decided by the caller
             except Exception as exc:  # refused by the database in a way the check did not foresee
                 reason = f"output cannot be stored: the database refused it ({type(exc).__name__})"
-            return self.store.fail(job.id, job.attempts, "InvalidOutput", reason,
-                                   duration_ms=run.duration_ms, progress=run.progress)
+            return write(store.fail_request(job.id, job.attempts, "InvalidOutput", reason,
+                                            duration_ms=run.duration_ms, progress=run.progress))
         if run.kind == "cancelled":
-            return self.store.confirm_cancel(job.id, job.attempts, progress=run.progress)
+            return write(store.exit_request(Move.CONFIRM_CANCEL, job.id, job.attempts,
+                                            run.progress))
         if run.kind == "permanent":
-            return self.store.fail(job.id, job.attempts, run.error_type, run.error_message,
-                                   duration_ms=run.duration_ms, progress=run.progress)
+            return write(store.fail_request(job.id, job.attempts, run.error_type,
+                                            run.error_message, duration_ms=run.duration_ms,
+                                            progress=run.progress))
         delay = backoff(job.attempts, base_s=self.settings.retry_base_s,
                         cap_s=self.settings.retry_cap_s, rng=self._rng)
-        return self.store.retry_later(job.id, job.attempts, run.error_type, run.error_message,
-                                      delay=delay, duration_ms=run.duration_ms,
-                                      progress=run.progress)
+        return write(store.retry_later_request(
+            job.id, job.attempts, run.error_type, run.error_message, delay=delay,
+            duration_ms=run.duration_ms, progress=run.progress))
 
     @staticmethod
     def _with_retries(write: Callable[[], JobMove], answer_by: float) -> JobMove:
