@@ -118,6 +118,10 @@ class Settings(BaseModel):
     flow_hold_s: Annotated[float, Field(ge=0, le=300)] = 60.0
     flow_ahead: Annotated[int, Field(ge=1, le=100)] = 4
 
+    # Claims and exits of the deliveries one `process` instance holds at once share statements
+    # (issue 30, common/worker/coalescer.py). Off: each delivery writes alone, as before.
+    worker_batching: bool = True
+
     # Presets: modules to import for user handlers, each exposing HANDLERS (JSON list in env).
     preset_modules: list[str] = []
 

@@ -37,9 +37,13 @@ class Batching:
         self.exits: Coalescer[ExitRequest, JobMove] = Coalescer(store.exit, self._exit_many)
 
     def claim(self, job_id: object, attempts: int) -> ClaimOutcome:
+        if not self.settings.worker_batching:
+            return self._claim_one((job_id, attempts))  # type: ignore[arg-type]
         return self.claims.submit((job_id, attempts))  # type: ignore[arg-type]
 
     def exit(self, request: ExitRequest) -> JobMove:
+        if not self.settings.worker_batching:
+            return self.store.exit(request)
         return self.exits.submit(request)
 
     def _claim_one(self, request: ClaimRequest) -> ClaimOutcome:
