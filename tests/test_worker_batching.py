@@ -13,8 +13,11 @@ from sqlalchemy import Engine, text
 from common.store.states import JobState
 from common.worker.outcomes import WorkOutcome
 from common.worker.runner import Worker
+from tests import test_worker
 from tests.support.polling import wait_until
-from tests.test_worker import message_for, reasons, submit, tuned, worker  # noqa: F401
+from tests.test_worker import message_for, reasons, submit
+
+tuned, worker = test_worker.tuned, test_worker.worker  # the worker fixtures of test_worker
 
 
 def _handle(worker: Worker, deliveries: list[Any], indexes: range,
