@@ -57,8 +57,9 @@ def test_the_workflow_bench_runs_a_chain_singles_and_a_fan_out(
     assert fan["gap_from_last_parent_s"] >= 0  # the fan-in never starts before its last parent
     steps = 7  # split, 5 children, gather: each is claimed, completed and hands on what it freed
     assert _calls(fan, "spawn a child (split's handler)") == 5
-    assert _calls(fan, "claim") == steps
-    assert _calls(fan, "complete") == steps
+    # Claims and exits of steps that reach one instance at once share statements (issue 30).
+    for move in ("claim", "complete"):
+        assert 1 <= _calls(fan, move) + _calls(fan, f"{move}, batched") <= steps
     # Every step with children (split, and each child: the gather waits for them), not the
     # gather, which has none: its exit says so.
     assert _calls(fan, "take the steps this end made due") == steps - 1
