@@ -171,7 +171,9 @@ def test_claim_in_exit_shows_each_claim_once_through_upgrade_and_downgrade(
             store.complete(ids[owner], 1, {"ok": True})
 
         def trail(owner: str) -> list[str]:
-            return [e.reason for e in store.events(owner, ids[owner])]
+            events = store.events(owner, ids[owner])
+            assert [e.id for e in events] == sorted({e.id for e in events})  # unique, in order
+            return [e.reason for e in events]
 
         expected = {"t:old": ["created", "claimed"], "t:running": ["created", "claimed"],
                     "t:straddles": ["created", "claimed", "completed"],

@@ -71,14 +71,11 @@ WHERE j.id = :id AND j.owner_id = :owner_id"""
 SQL_STATE = """
 SELECT state FROM jobs WHERE id = :id AND owner_id = :owner_id"""
 
-# The trail in the order it happened: by attempt (a claim raises it, and every later event of
-# the attempt carries it), the attempt's claim first (served by the view from the event that
-# ended the attempt, migration 0023), then by id.
 SQL_EVENTS = """
 SELECT e.id, e.job_id, e.from_state, e.to_state, e.reason, e.attempt, e.details, e.at
 FROM job_trail e JOIN jobs j ON j.id = e.job_id
 WHERE j.id = :id AND j.owner_id = :owner_id
-ORDER BY e.attempt, e.reason <> 'claimed', e.id"""
+ORDER BY e.id"""
 
 
 def _list_sql(with_state: bool, with_cursor: bool, with_preset: bool = False) -> str:

@@ -4,7 +4,7 @@ statement (the worker's moves that follow it are in common/store/worker_moves.py
 from __future__ import annotations
 
 from common.store.flow_sql import FLOW_STARTED, GOVERNS, RESERVED, claim_gate
-from common.store.fragments import COLS, OUT_COLS, sources, target
+from common.store.fragments import CLAIM_ID, COLS, OUT_COLS, sources, target
 from common.store.states import Move
 
 
@@ -39,7 +39,8 @@ WITH {claim_gate(claimable)}, slot AS (
 ), moved AS (
     UPDATE jobs SET state = {target(Move.CLAIM)}, attempts = attempts + 1,
         lease_expires_at = now() + make_interval(secs => :lease_s),
-        started_at = now(), updated_at = now(), not_before = NULL, deferred_at = NULL,
+        started_at = now(), claim_id = {CLAIM_ID}, updated_at = now(), not_before = NULL,
+        deferred_at = NULL,
         undelivered_since = NULL, delivery_failures = 0, holds_slot = (SELECT n > 0 FROM cap),
         wait_reason = NULL,
         flow_held = (SELECT CAST(NULLIF(sum(bit), 0) AS smallint) FROM fl
@@ -107,7 +108,8 @@ WITH req AS (
 ), moved AS (
     UPDATE jobs j SET state = {target(Move.CLAIM)}, attempts = j.attempts + 1,
         lease_expires_at = now() + make_interval(secs => :lease_s),
-        started_at = now(), updated_at = now(), not_before = NULL, deferred_at = NULL,
+        started_at = now(), claim_id = {CLAIM_ID}, updated_at = now(), not_before = NULL,
+        deferred_at = NULL,
         undelivered_since = NULL, delivery_failures = 0, holds_slot = false, wait_reason = NULL,
         flow_held = NULL
     FROM req r

@@ -76,9 +76,10 @@ WITH prior AS (
     FROM prior
     WHERE j.id = prior.id AND {UNSTARTED}
     RETURNING j.id, j.state, j.attempts, j.owner_id, prior.failures, prior.delay_s,
-              j.started_at
+              j.started_at, j.claim_id
 ), ev AS (
-    INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, details, claimed_at)
+    INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, details, claimed_at,
+                            claim_id)
     SELECT id, {lit(R)}, state,
            CASE state WHEN 'PENDING' THEN 'start-failed' WHEN 'CANCELLED' THEN 'cancelled'
                       ELSE 'unstartable' END,
@@ -87,7 +88,7 @@ WITH prior AS (
            || CASE WHEN state = 'PENDING'
                    THEN jsonb_build_object('delay_s', round(CAST(delay_s AS numeric), 3))
                    ELSE '{{}}'::jsonb END,
-           started_at
+           started_at, claim_id
     FROM moved
 )
 SELECT id, state, owner_id, failures FROM moved"""

@@ -91,7 +91,7 @@ def _exit_sql(new_state: str, value: Value, batch: str, guard: str, carried: str
         result_duration_ms = CASE WHEN {new_state} IN ('COMPLETED', 'FAILED')
                                   THEN {value("duration_ms", "integer")} END
     {guard}
-    RETURNING {MOVE_COLS}, workflow_id, started_at{carried}
+    RETURNING {MOVE_COLS}, workflow_id, started_at, claim_id{carried}
 ), {event_cte(lit(R), _exit_reason(value), value("details", "jsonb"), ends_attempt=True)}
 SELECT {MOVE_COLS}, {WORKFLOW_AFTER} FROM moved"""
 

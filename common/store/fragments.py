@@ -83,14 +83,16 @@ RESULT_COLS = (
 )
 TERMINAL = in_list(TERMINAL_STATES)
 P, R = JobState.PENDING, JobState.PROCESSING
+# A claim takes the id its event would have had (migration 0023): from the events' sequence.
+CLAIM_ID = "nextval('job_events_id_seq')"
 
 
 def event_cte(from_state: str, reason: str, details: str = "'{}'::jsonb", *,
               ends_attempt: bool = False) -> str:
-    """The moved rows' event. One that ends an attempt carries the attempt's claim time (the
-    row's `started_at`, which `moved` must return): the claim writes no event of its own, and
-    the view `job_trail` shows it from this one (migration 0023)."""
-    claimed = (", claimed_at", ", started_at") if ends_attempt else ("", "")
+    """The moved rows' event. One that ends an attempt carries the attempt's claim (the row's
+    `started_at` and `claim_id`, which `moved` must return): the claim writes no event of its
+    own, and the view `job_trail` shows it from this one (migration 0023)."""
+    claimed = (", claimed_at, claim_id", ", started_at, claim_id") if ends_attempt else ("", "")
     return (
         "ev AS (INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, details"
         f"{claimed[0]}) SELECT id, {from_state}, state, {reason}, attempts, {details}{claimed[1]} "

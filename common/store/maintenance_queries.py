@@ -123,7 +123,7 @@ WITH picked AS (
                  'attempt a lost lease gives' END
     WHERE j.id = ANY(ARRAY(SELECT id FROM picked)) AND j.state IN {sources(Move.RESCUE)}
       AND j.lease_expires_at < now()
-    RETURNING {J_COLS}, j.lease_graces,
+    RETURNING {J_COLS}, j.lease_graces, j.claim_id,
         CASE WHEN j.execution_attempt = j.attempts THEN j.execution END AS execution
 ), {
     event_cte(

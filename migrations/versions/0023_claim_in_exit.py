@@ -4,20 +4,19 @@ A claim wrote a `job_events` row of its own (about 207 B of WAL per job: the hea
 entry, and its share of the page). Every attempt that was claimed is ended by exactly one event
 written by the statement that ends it: an exit (completed, failed, retry-scheduled,
 attempts-exhausted, cancelled), a rescue (lease-expired-retry, lease-expired, cancelled) or a
-failed start (start-failed, unstartable). That event now carries the attempt's claim time in
-`job_events.claimed_at` (the row's `started_at`, which only a claim writes), 8 bytes in a row
-that is written anyway. The view `job_trail` serves the 'claimed' event as before:
+failed start (start-failed, unstartable). That event now carries the attempt's claim:
+`claimed_at` (the row's `started_at`, which only a claim writes) and `claim_id`, 16 bytes in a
+row that is written anyway. The view `job_trail` serves the 'claimed' event as before:
 
-- for each event with `claimed_at`, a claimed event of its attempt at that time (its id is the
-  ending event's: the trail sorts by attempt, then a claim first, then id, which is the order the
-  events happened in, since a claim is what raises `attempts` and every later event of that
-  attempt carries it);
-- for a job PROCESSING now, a claimed event of its current attempt at `started_at`.
+- for each event with `claimed_at`, a claimed event of its attempt with id `claim_id`, at
+  `claimed_at`;
+- for a job PROCESSING now, a claimed event of its current attempt with the job's `claim_id`,
+  at `started_at`.
 
-A claim made by code older than this migration wrote its own 'claimed' row; the view skips the
-synthesised event of any attempt that has one, so a rolling deploy shows each claim once.
-The downgrade writes the synthesised events as rows, so the older view and code see the trail
-they expect.
+`claim_id` is drawn from the events' own sequence by the claim (`jobs.claim_id`, in the row
+version the claim writes anyway), so a claim's id is greater than every event before it and
+less than every event after it, exactly as the row it replaces: the trail still sorts by id, and
+ids stay unique and never change.
 
 Revision ID: 0023
 Revises: 0022
@@ -56,17 +55,17 @@ FROM job_events e WHERE e.reason <> 'created'"""
 NO_CLAIM_ROW = """NOT EXISTS (SELECT 1 FROM job_events c WHERE c.job_id = {job} AND c.attempt = {attempt}
                       AND c.reason = 'claimed')"""
 CLAIMS = f"""
-SELECT e.id, e.job_id, CAST('PENDING' AS text), CAST('PROCESSING' AS text),
+SELECT e.claim_id, e.job_id, CAST('PENDING' AS text), CAST('PROCESSING' AS text),
        CAST('claimed' AS text), e.attempt, CAST('{{}}' AS jsonb), e.claimed_at
 FROM job_events e
-WHERE e.claimed_at IS NOT NULL
+WHERE e.claim_id IS NOT NULL
   AND {NO_CLAIM_ROW.format(job="e.job_id", attempt="e.attempt")}
 UNION ALL
-SELECT COALESCE((SELECT max(x.id) FROM job_events x WHERE x.job_id = j.id), 0), j.id,
+SELECT j.claim_id, j.id,
        CAST('PENDING' AS text), CAST('PROCESSING' AS text), CAST('claimed' AS text),
        j.attempts, CAST('{{}}' AS jsonb), j.started_at
 FROM jobs j
-WHERE j.state = 'PROCESSING'
+WHERE j.state = 'PROCESSING' AND j.claim_id IS NOT NULL
   AND {NO_CLAIM_ROW.format(job="j.id", attempt="j.attempts")}"""
 
 # Same columns as before: replaced in place, so the grants on the view stay.
@@ -81,6 +80,8 @@ SELECT job_id, from_state, to_state, reason, attempt, details, at FROM ({CLAIMS}
 
 
 def upgrade() -> None:
+    op.add_column("jobs", sa.Column("claim_id", sa.BigInteger))
+    op.add_column("job_events", sa.Column("claim_id", sa.BigInteger))
     op.add_column("job_events", sa.Column("claimed_at", sa.TIMESTAMP(timezone=True)))
     op.execute(JOB_TRAIL)
 
@@ -89,3 +90,5 @@ def downgrade() -> None:
     op.execute(MATERIALISE)
     op.execute(OLD_JOB_TRAIL)
     op.drop_column("job_events", "claimed_at")
+    op.drop_column("job_events", "claim_id")
+    op.drop_column("jobs", "claim_id")
