@@ -132,6 +132,10 @@ def job_summary(job: JobView, now: datetime, paint: Paint) -> str:
         note = f" {job.progress.note}" if job.progress.note else ""
         lines.append(("progress", f"{job.progress.fraction:.0%}{note} "
                                   f"({age((now - job.progress.at).total_seconds())} ago)"))
+    if job.execution is not None:  # a long job's (issue 29), with its logs in the console
+        lines.append(("run in", f"{job.execution.name} (attempt {job.execution.attempt})"))
+        if job.execution.logs_url:
+            lines.append(("logs", job.execution.logs_url))
     if job.started_at and job.finished_at:
         lines.append(("ran", duration((job.finished_at - job.started_at).total_seconds())))
     if job.metadata:

@@ -86,14 +86,23 @@ resource "google_cloud_run_v2_job" "execute" {
   }
 }
 
-# process starts executions (with its arguments overridden) and the sweep cancels a rescued
-# attempt's execution: both on this job only, nothing else in Cloud Run.
+# On this job only, nothing else in Cloud Run (docs/deploy.md cites Google's pages):
+# - process starts executions with its arguments overridden: jobs.run needs run.jobs.run, and
+#   run.jobs.runWithOverrides for the overrides. roles/run.invoker grants the first only; the
+#   narrowest predefined role with both is roles/run.jobsExecutorWithOverrides ("execute and
+#   cancel with overrides"), far short of roles/run.developer (which can also update the job).
+# - the sweep cancels a rescued attempt's execution: executions.cancel needs
+#   run.executions.cancel (run.jobs.run before 2024-09-16). roles/run.jobsExecutor ("execute and
+#   cancel") has it without overrides: a start the sweep made would run nothing (no arguments).
 resource "google_cloud_run_v2_job_iam_member" "starts_executions" {
-  for_each = toset(["process", "sweep"])
+  for_each = {
+    process = "roles/run.jobsExecutorWithOverrides"
+    sweep   = "roles/run.jobsExecutor"
+  }
   project  = var.project_id
   location = google_cloud_run_v2_job.execute.location
   name     = google_cloud_run_v2_job.execute.name
-  role     = "roles/run.jobsExecutorWithOverrides"
+  role     = each.value
   member   = "serviceAccount:${google_service_account.function[each.key].email}"
 }
 

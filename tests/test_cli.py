@@ -397,6 +397,32 @@ def test_get_shows_the_priority_and_why_and_until_when_a_job_waits() -> None:
     assert JobView.model_validate(older).priority == 5  # a server before them: the default
 
 
+def test_get_names_a_long_job_s_execution_and_its_logs() -> None:
+    from datetime import UTC, datetime
+
+    from jobs_client import JobView
+
+    from cli import render as r
+
+    now = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
+    base = {"id": "fb041ba8-d9c1-4784-a61e-0ecdf690008d", "preset": "render",
+            "state": "PROCESSING", "attempts": 2, "max_attempts": 3, "metadata": {},
+            "cancel_requested": False, "created_at": now, "updated_at": now,
+            "started_at": now, "finished_at": None, "result": None, "not_before": None,
+            "links": {"self": "/jobs/x", "events": "/jobs/x/events"}}
+    logs = "https://console.cloud.google.com/logs/query;query=x?project=p"
+    shown = r.job_summary(JobView.model_validate({**base, "execution": {
+        "name": "jobs-execute-x7k2p", "attempt": 2, "logs_url": logs,
+        "console_url": "https://console.cloud.google.com/run/jobs/executions/details/r/x"}}),
+        now, r.Paint(False)).splitlines()
+    assert "run in    jobs-execute-x7k2p (attempt 2)" in shown and f"logs      {logs}" in shown
+    local = r.job_summary(JobView.model_validate({**base, "execution": {
+        "name": "local-4242", "attempt": 2, "logs_url": None, "console_url": None}}),
+        now, r.Paint(False)).splitlines()
+    assert "run in    local-4242 (attempt 2)" in local
+    assert not [line for line in local if line.startswith("logs")]
+
+
 def test_a_rate_is_read_as_starts_per_interval() -> None:
     from cli.limits import rate
     from cli.schedules import UsageError

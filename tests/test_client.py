@@ -375,7 +375,7 @@ def test_the_client_models_say_what_the_openapi_document_says(server: str) -> No
              "Stats", "Health", "History", "HistoryBucket", "Limits", "WebhookSecret",
              "ScheduleView", "ScheduleList", "ScheduleEvent", "ScheduleEventList", "TemplateView",
              "ScheduleLinks", "WebhookView", "BatchResult", "BatchItemResult", "BulkOutcome",
-             "Problem", "FlowWait", "LimitView"]
+             "Problem", "FlowWait", "LimitView", "ExecutionView"]
     import jobs_client.workflows as cw
 
     names += ["WorkflowView", "WorkflowList", "WorkflowLinks", "StepOut"]

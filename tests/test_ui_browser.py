@@ -705,3 +705,55 @@ def test_a_workflow_is_drawn_as_its_graph_with_each_step_s_state(dash: Dashboard
     dash.open("/workflows")
     dash.wait(lambda: dash.texts("tbody td:nth-child(4)") == ["4 / 4"], "the list")
     assert [e["message"] for e in dash.console() if e["level"] == "SEVERE"] == []
+
+
+@pytest.fixture()
+def cloud_run_executions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long jobs run in Cloud Run executions here (only the links depend on it: no job in
+    these tests starts one). Set before `dash`, so the submit server inherits it."""
+    monkeypatch.setenv("LONG_JOB_EXECUTOR", "cloud-run")
+    monkeypatch.setenv("CLOUD_RUN_JOB", "jobs-execute")
+    monkeypatch.setenv("CLOUD_RUN_REGION", "europe-west1")
+
+
+def test_a_long_job_links_to_its_execution_s_logs(cloud_run_executions: None, dash: Dashboard,
+                                                  engine: Engine) -> None:
+    """The job page names a long job's execution and links to its logs and its page in the
+    Google Cloud console (issue 29); a name that is not Cloud Run's shows as text, unlinked."""
+    from urllib.parse import unquote
+
+    from sqlalchemy import text
+
+    from common.store.models import NewJob
+
+    jobs = {}
+    for name in ("jobs-execute-x7k2p", MARKUP):
+        job, _ = dash.pipeline.store.create("hs256:alice", NewJob(preset="demo", content="1"))
+        with engine.connect() as conn:
+            conn.execute(text("UPDATE jobs SET state = 'PROCESSING', attempts = 2, "
+                              "lease_expires_at = now() + interval '1 hour', "
+                              "execution = :name, execution_attempt = 2 WHERE id = :id"),
+                         {"id": job.id, "name": name})
+        jobs[name] = str(job.id)
+    _sign_in_by_link(dash)
+    dash.open(f"/jobs/{jobs['jobs-execute-x7k2p']}")
+    dash.wait(lambda: "Execution" in dash.texts(".fields dt"), "the execution field")
+    field = dash.texts(".fields dt").index("Execution")
+    assert dash.texts(".fields dd")[field] == "jobs-execute-x7k2p (attempt 2) · Logs · Cloud Run"
+    links = dash.js("return [...document.querySelectorAll('.fields dd a[target=_blank]')]"
+                    ".map(a => [a.textContent, a.href, a.rel])")
+    (logs_text, logs, rel), (page_text, page, _) = links
+    assert (logs_text, page_text, rel) == ("Logs", "Cloud Run", "noopener noreferrer")
+    assert logs.startswith("https://console.cloud.google.com/logs/query;query=")
+    assert 'labels."run.googleapis.com/execution_name"="jobs-execute-x7k2p"' in unquote(logs)
+    assert page.startswith("https://console.cloud.google.com/run/jobs/executions/details/"
+                           "europe-west1/jobs-execute-x7k2p?project=")
+    assert dash.axe() == []
+
+    dash.open(f"/jobs/{jobs[MARKUP]}")
+    dash.wait(lambda: "Execution" in dash.texts(".fields dt"), "the other execution field")
+    field = dash.texts(".fields dt").index("Execution")
+    assert dash.texts(".fields dd")[field] == f"{MARKUP} (attempt 2)"
+    assert dash.js("return document.querySelectorAll('.fields dd a').length") == 0
+    assert dash.js("return window.__pwned === undefined")
+    assert [e for e in dash.console() if e["level"] == "SEVERE"] == []

@@ -95,6 +95,17 @@ class FlowWait(_Answer):
     until: datetime | None
 
 
+class ExecutionView(_Answer):
+    """A long job's execution (its preset runs in one of its own): the one that runs, or
+    ran, its latest started attempt. `logs_url` and `console_url` open it in the Google Cloud
+    console; both are None where executions are not Cloud Run's (`make dev`'s children)."""
+
+    name: str
+    attempt: int
+    logs_url: str | None
+    console_url: str | None
+
+
 class JobView(_Answer):
     """A job as its owner sees it (the content is not echoed back)."""
 
@@ -121,6 +132,7 @@ class JobView(_Answer):
     waiting: FlowWait | None = None
     workflow_id: str | None = None  # the workflow the job is a step of, and the step's name
     step: str | None = None
+    execution: ExecutionView | None = None  # a long job's, in get() only
     links: Links
 
 

@@ -8,6 +8,8 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field
 
+from common.messaging.executions import console_links
+from common.settings import Settings
 from common.store.flow_limits import FlowLimit
 from common.store.models import (
     DEFAULT_PRIORITY,
@@ -126,6 +128,28 @@ class FlowWait(BaseModel):
         return cls(reason=reason, limit=limit, until=until)
 
 
+class ExecutionView(BaseModel):
+    """The execution that runs, or ran, a long job's latest started attempt (issue 29): a
+    Cloud Run job execution in production, a child process (`local-<pid>`) in make dev."""
+
+    name: str = Field(description="The execution's name, as Cloud Run (or make dev) gave it.")
+    attempt: int = Field(description="The attempt it runs or ran; below the job's `attempts` "
+                         "while a later attempt has no execution yet.")
+    logs_url: str | None = Field(description="Its logs in the Google Cloud console (Logs "
+                                 "Explorer); null where executions are not Cloud Run's.")
+    console_url: str | None = Field(description="Its page in the Cloud Run console; null where "
+                                    "executions are not Cloud Run's.")
+
+    @classmethod
+    def of(cls, job: Job, settings: Settings) -> ExecutionView | None:
+        if job.execution is None or job.execution_attempt is None:
+            return None
+        links = console_links(settings, job.execution)
+        return cls(name=job.execution, attempt=job.execution_attempt,
+                   logs_url=links.logs if links else None,
+                   console_url=links.execution if links else None)
+
+
 class JobView(BaseModel):
     """A job as its owner sees it. The content is not echoed back: it can be large."""
 
@@ -163,6 +187,10 @@ class JobView(BaseModel):
     workflow_id: str | None = Field(default=None, description="The workflow the job is a step "
                                     "of (GET /workflows/{id}), if any.")
     step: str | None = Field(default=None, description="The step's name in its workflow.")
+    execution: ExecutionView | None = Field(
+        default=None, description="For a long job (its preset runs in an execution of its "
+        "own), the execution of its latest started attempt, in the answers of GET /jobs/{id}; "
+        "null in lists, elsewhere, and for a job whose preset is not long.")
     links: Links
 
     @classmethod
@@ -172,7 +200,7 @@ class JobView(BaseModel):
         base = f"/jobs/{job.id}"
         shared = job.model_dump(
             include=set(cls.model_fields) - {"id", "links", "progress", "webhook", "waiting",
-                                             "workflow_id"})
+                                             "workflow_id", "execution"})
         progress = None
         if job.progress is not None and job.progress_at is not None:
             progress = ProgressView(fraction=job.progress, note=job.progress_note,

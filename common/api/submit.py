@@ -31,6 +31,7 @@ from common.api.http import problem_response as _problem
 from common.api.job_input import JobInput
 from common.api.models import (
     EventList,
+    ExecutionView,
     Health,
     History,
     JobList,
@@ -315,6 +316,7 @@ class SubmitApi:
             until = self.service.store.rate_frontier(owner, job.preset, job.limit_key,
                                                      job.wait_reason)
         view = JobView.of(job, until)
+        view.execution = ExecutionView.of(job, self.settings)
         if job.callback_url is not None:
             row = self.service.store.webhook_state(owner, job.id)
             if row is not None:

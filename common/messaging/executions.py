@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Protocol
+from typing import IO, TYPE_CHECKING, NamedTuple, Protocol
+from urllib.parse import quote
 from uuid import UUID
 
-from common.settings import Settings
+from common.settings import LongJobExecutor, Settings
 
 if TYPE_CHECKING:
     from google.auth.transport.requests import AuthorizedSession
@@ -164,3 +166,37 @@ def executor_for(settings: Settings) -> Executor:
     if settings.long_job_executor == "cloud-run":
         return CloudRunExecutor(settings)
     return NoExecutor()
+
+
+CONSOLE = "https://console.cloud.google.com"
+# A Cloud Run execution's name is a DNS label (`<job>-<suffix>`); anything else gets no link.
+EXECUTION_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+class ConsoleLinks(NamedTuple):
+    logs: str  # the execution's logs in the Logs Explorer
+    execution: str  # its page in the Cloud Run console (tasks, state, its own logs tab)
+
+
+def console_links(settings: Settings, name: str) -> ConsoleLinks | None:
+    """Where a person reads an execution in the Google Cloud console (the dashboard links to
+    both). None where executions are not Cloud Run's: a local child (`local-<pid>`) has no
+    console. The logs query is the one for a Cloud Run job's execution: its resource
+    (`cloud_run_job`, with the job's name and region) and the `run.googleapis.com/execution_name`
+    label Cloud Run puts on every entry of that execution."""
+    s = settings
+    if (s.long_job_executor != LongJobExecutor.CLOUD_RUN or not s.cloud_run_job
+            or not s.cloud_run_region or not EXECUTION_NAME.match(name)):
+        return None
+    query = "\n".join([
+        'resource.type="cloud_run_job"',
+        f'resource.labels.job_name="{s.cloud_run_job}"',
+        f'resource.labels.location="{s.cloud_run_region}"',
+        f'labels."run.googleapis.com/execution_name"="{name}"',
+    ])
+    project = quote(s.google_cloud_project, safe="")
+    return ConsoleLinks(
+        logs=f"{CONSOLE}/logs/query;query={quote(query, safe='')}?project={project}",
+        execution=(f"{CONSOLE}/run/jobs/executions/details/{s.cloud_run_region}/{name}"
+                   f"?project={project}"),
+    )

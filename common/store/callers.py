@@ -63,8 +63,10 @@ SQL_BY_KEY = f"""
 SELECT {J_COLS}, j.request_hash, {RESULT_COLS} FROM jobs j
 WHERE j.owner_id = :owner_id AND j.idempotency_key = :idempotency_key"""
 
+# One job as GET /jobs/{id} shows it: with a long job's execution (issue 29), which no other
+# read needs (the claim path never reads these columns).
 SQL_GET = f"""
-SELECT {J_COLS}, {RESULT_COLS} FROM jobs j
+SELECT {J_COLS}, {RESULT_COLS}, j.execution, j.execution_attempt FROM jobs j
 WHERE j.id = :id AND j.owner_id = :owner_id"""
 
 # The waiting request's probe: the state only, on the primary key, owner-scoped.

@@ -192,6 +192,10 @@ class Job(BaseModel):
     # Workflows (issue 28): the workflow this job is a step of, and the step's name there.
     workflow_id: UUID | None = None
     step: str | None = None
+    # Long jobs (issue 29): the execution that took the attempt `execution_attempt`, the latest
+    # one started. Read by GET /jobs/{id} only (the dashboard links to its logs).
+    execution: str | None = None
+    execution_attempt: int | None = None
 
 
 class JobEvent(BaseModel):

@@ -111,6 +111,7 @@ function drawJob(body, job, events) {
         row('Attempts', job.attempt_limit && job.attempt_limit !== job.max_attempts
           ? `${job.attempts} of ${job.attempt_limit} (retried)` : String(job.attempts)),
         row('Max attempts per run', String(job.max_attempts)),
+        execution(job),
         row('Created', timeEl(job.created_at)),
         row('Started', timeEl(job.started_at)),
         job.not_before ? row(job.attempts ? 'Next try' : 'Due', timeEl(job.not_before)) : null,
@@ -139,6 +140,21 @@ function drawJob(body, job, events) {
         h('span', {class: 'reason'}, e.reason),
         h('span', {class: 'muted'}, ` attempt ${e.attempt}`),
         details(e.details))))));
+}
+
+const CONSOLE = 'https://console.cloud.google.com/';
+
+/** A long job's execution (`execution`: name, attempt, logs_url, console_url): its name, and
+ * links to its logs and to its page in the Google Cloud console, each in a new tab. Only a
+ * console URL becomes a link: anything else the API might carry is left out. */
+function execution(job) {
+  const x = job.execution;
+  if (!x || typeof x !== 'object' || !x.name) return null;
+  const link = (url, text) => (typeof url === 'string' && url.startsWith(CONSOLE)
+    ? [' · ', h('a', {href: url, target: '_blank', rel: 'noopener noreferrer'}, text)] : null);
+  return row('Execution', h('span', {class: 'mono'}, String(x.name)),
+    Number.isInteger(x.attempt) ? ` (attempt ${x.attempt})` : null,
+    link(x.logs_url, 'Logs'), link(x.console_url, 'Cloud Run'));
 }
 
 const WAITS = {
