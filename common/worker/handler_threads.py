@@ -23,6 +23,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from common.logs import bind_traceparent
+
 
 class HandlerAborted(Exception):
     """A handler raised a BaseException that is not an Exception (SystemExit, say): on its own
@@ -130,3 +132,22 @@ def _settle(future: Future[Any], context: contextvars.Context, fn: Callable[...,
         # An exception's traceback holds this frame: drop the job's content and context now
         # rather than when the cycle collector finds them.
         del fn, args, context, future
+
+
+def describe(exc: BaseException) -> tuple[str, str]:
+    """An exception's type name and message, whatever the exception: its `__str__` may raise
+    or return anything. The store makes both storable (no NUL, no lone surrogate, bounded)."""
+    if isinstance(exc, HandlerAborted) and exc.args:
+        return str(exc.args[0]), f"the handler raised {exc.args[0]}"
+    try:
+        message = str(exc)
+    except BaseException as err:  # user code: whatever its __str__ raises
+        message = f"(the exception's message could not be read: {type(err).__name__})"
+    return type(exc).__name__, message
+
+
+def run_traced(traceparent: str | None, project: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """A handler's run under its job's trace (its thread starts with an empty context), so
+    the lines it logs join the trace of the request that submitted the job."""
+    bind_traceparent(traceparent, project)
+    return fn(*args)

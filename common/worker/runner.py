@@ -55,7 +55,7 @@ from common.store.states import Move
 from common.store.worker_moves import Progress
 from common.worker.batching import Batching
 from common.worker.flow_gate import FlowGate
-from common.worker.handler_threads import HandlerAborted, HandlerThreads
+from common.worker.handler_threads import HandlerThreads, describe, run_traced
 from common.worker.kept import KeptOutcomes
 from common.worker.long_jobs import LongJobs
 from common.worker.outcomes import Action, Delivery, WorkOutcome
@@ -251,7 +251,7 @@ class Worker:
         try:
             options = handler.parse(job.content, job.metadata)
         except Exception as exc:  # PermanentError, or a surprise in the preset's options model
-            return _Run("permanent", error_type="InvalidJob", error_message=_describe(exc)[1])
+            return _Run("permanent", error_type="InvalidJob", error_message=describe(exc)[1])
         stop = threading.Event()
         box = ProgressBox()
         ctx = JobContext(job_id=str(job.id), attempt=job.attempts, cancelled=stop.is_set,
@@ -259,7 +259,7 @@ class Worker:
                          spawn=self.workflow.spawner(job))
         started = time.monotonic()
         future = self._threads.start(
-            _traced, current_traceparent(), self.settings.google_cloud_project,
+            run_traced, current_traceparent(), self.settings.google_cloud_project,
             handler.run, ctx, job.content, options,
         )
         try:
@@ -293,9 +293,9 @@ class Worker:
                 pass
             except PermanentError as exc:
                 return _Run("permanent", error_type="PermanentError",
-                            error_message=_describe(exc)[1], duration_ms=took())
+                            error_message=describe(exc)[1], duration_ms=took())
             except Exception as exc:  # TransientError, and any surprise, may pass next time
-                error_type, message = _describe(exc)
+                error_type, message = describe(exc)
                 return _Run("transient", error_type=error_type, error_message=message,
                             duration_ms=took())
             else:
@@ -385,22 +385,3 @@ class Worker:
 
 def _always() -> bool:
     return True
-
-
-def _describe(exc: BaseException) -> tuple[str, str]:
-    """An exception's type name and message, whatever the exception: its `__str__` may raise
-    or return anything. The store makes both storable (no NUL, no lone surrogate, bounded)."""
-    if isinstance(exc, HandlerAborted) and exc.args:
-        return str(exc.args[0]), f"the handler raised {exc.args[0]}"
-    try:
-        message = str(exc)
-    except BaseException as err:  # user code: whatever its __str__ raises
-        message = f"(the exception's message could not be read: {type(err).__name__})"
-    return type(exc).__name__, message
-
-
-def _traced(traceparent: str | None, project: str, fn: Callable[..., Any], *args: Any) -> Any:
-    """A handler's run under its job's trace (its thread starts with an empty context), so
-    the lines it logs join the trace of the request that submitted the job."""
-    bind_traceparent(traceparent, project)
-    return fn(*args)
