@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from common.store.states import JobState
 from common.worker.outcomes import WorkOutcome
@@ -38,7 +38,8 @@ def test_claims_arriving_while_one_runs_share_one_statement(worker: Worker,
     deliveries = [message_for(j, f"m-{i}") for i, j in enumerate(jobs)] + [duplicate]
     claims = worker.batching.claims
     outcomes: dict[int, WorkOutcome] = {}
-    with engine.connect() as blocker:
+    locking = create_engine(engine.url)  # not the store's autocommit engine: a transaction
+    with locking.connect() as blocker:
         blocker.execute(text("SELECT 1 FROM jobs WHERE id = :id FOR UPDATE"),
                         {"id": jobs[0].id})
         first = _handle(worker, deliveries, range(1), outcomes)
@@ -47,6 +48,7 @@ def test_claims_arriving_while_one_runs_share_one_statement(worker: Worker,
         wait_until(lambda: len(claims._queue) == len(deliveries) - 1,
                    what="the other claims to queue behind it")
         blocker.commit()
+    locking.dispose()
     for thread in first + rest:
         thread.join(timeout=60)
     assert claims.stats.sizes == {1: 1, 8: 1}  # the lone claim, then one batch of 8
