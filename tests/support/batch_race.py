@@ -61,16 +61,18 @@ def claims_race(self: BatchMachine, a: list[tuple[int, int]], b: list[tuple[int,
     if rescue:
         assert {r.id: r.state for r in results["rescue"]} == rescue_want
         self._apply_rescue(rescue_want, graced)
-    _follow_race(self, batches, results, victim)
+    _follow_race(self, batches, results, victim, set(rescue_want) if rescue else set())
     TALLY["claim races"] += 1
+
 
 def _claim_as_coalescer(self: BatchMachine, requests: list[tuple[UUID, int]]) -> list[ClaimOutcome]:
     answered = self.batching._claim_many(requests)
     return [self.batching._claim_one(req) if isinstance(got, Alone) else got
             for req, got in zip(requests, answered, strict=True)]  # type: ignore[misc]
 
-def _follow_race(self: BatchMachine, batches: list[list[tuple[UUID, int]]], results: dict[str, Any],
-                 victim: UUID | None) -> None:
+
+def _follow_race(self: BatchMachine, batches: list[list[tuple[UUID, int]]],
+                 results: dict[str, Any], victim: UUID | None, rescued: set[UUID]) -> None:
     won: dict[UUID, list[tuple[str, ClaimOutcome]]] = {}
     for i, requests in enumerate(batches):
         for index, (req, got) in enumerate(zip(requests, results[f"batch{i}"], strict=True)):
@@ -101,6 +103,8 @@ def _follow_race(self: BatchMachine, batches: list[list[tuple[UUID, int]]], resu
                 continue
             exp = self.jobs.get(job_id)
             allowed = {self._predict(job_id, expected), "in-progress", "stale-message"}
+            if job_id in rescued:  # the single claim saw it running, its peek after the
+                allowed.add("not-due")  # rescue sees it PENDING: acknowledged either way
             if job_id == victim:
                 allowed.add("terminal")
             if exp is not None and (self._limited(job_id) or job_id in won):
