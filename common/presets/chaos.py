@@ -14,11 +14,12 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.presets.base import Handler, JobContext, PermanentError, TransientError
+from common.presets.chaos_batch import kill_in_batch, meet
 
 RunLog = Callable[[str, int, str], None]
 
@@ -38,6 +39,13 @@ class ChaosOptions(BaseModel):
     spawn: int = Field(default=0, ge=0, le=1000)
     spawn_options: dict[str, Any] = Field(default_factory=dict)
     sum_parents: bool = False
+    # Batches (issue 30; common/presets/chaos_batch.py), on attempt 1 only: `meet` the other
+    # handlers of this group in this process (`meet_size` of them) before ending, so their exits
+    # reach the instance's exit coalescer together; `kill_in_batch` kills the instance once
+    # requests of that kind queue behind a running statement (this attempt writes nothing).
+    meet: str = Field(default="", max_length=100)
+    meet_size: int = Field(default=0, ge=0, le=64)
+    kill_in_batch: Literal["", "claims", "exits"] = ""
 
 
 def chaos_handler(record: RunLog) -> Handler:
@@ -67,7 +75,13 @@ def chaos_handler(record: RunLog) -> Handler:
         if ctx.attempt <= options.kill_after_finish_times:
             record(ctx.job_id, ctx.attempt, "finished-then-killed")  # first: then no more code
             os.kill(os.getpid(), signal.SIGKILL)
+        if options.kill_in_batch and ctx.attempt == 1:  # kills, recording first, in `process`
+            if options.meet:
+                meet(options.meet, options.meet_size)
+            kill_in_batch(options.kill_in_batch, record, ctx.job_id, ctx.attempt)
         record(ctx.job_id, ctx.attempt, "succeeded")
+        if options.meet and ctx.attempt == 1 and not options.kill_in_batch:
+            meet(options.meet, options.meet_size)  # then the exit, with the group's
         out: dict[str, Any] = {"attempt": ctx.attempt, "slept_s": options.sleep_s,
                                "length": len(content)}
         if options.sum_parents:

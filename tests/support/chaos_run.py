@@ -32,6 +32,7 @@ from localstack.emulator import PubSubEmulator
 from localstack.function_server import FunctionServer
 from localstack.paths import ROOT
 from localstack.topology import Topology
+from tests.support import chaos_batch
 
 SECRET = "chaos-run-secret-of-enough-length"
 SCHEDULER = "chaos-scheduler"
@@ -135,6 +136,11 @@ def run(
         servers += [submit, sweep]
         topology.create(process.url + "/")
         token = issue_dev_token(SECRET, "chaos-owner", ttl_s=3600)
+        # First, while nothing else runs (so no other fault kills the instance meanwhile):
+        # instances killed with a half-formed batch of exits, then of claims, in flight. Their
+        # lost attempts wait for the sweep, which rescues them once the jobs below flow.
+        batch_roles = chaos_batch.run_batch_kills(
+            database_url, process.url, groups=max(3, n // 70), claim_groups=max(2, n // 200))
         _set_flow_limits(engine)
         # Workflows beside the jobs, through the same faults.
         flows = _start_workflows(database_url, topology.path("topics", topology.jobs_topic))
@@ -205,7 +211,8 @@ def run(
             passes += 1
             states = _states(engine)
             done = (sum(states.get(s, 0) for s in TERMINAL) == len(ids)
-                    and _workflows_ended(engine) and _long_jobs_ended(engine))
+                    and _workflows_ended(engine) and _long_jobs_ended(engine)
+                    and chaos_batch.batch_jobs_ended(engine))
             snapshot = (states, _event_count(engine))
             quiet = quiet + 1 if done and snapshot == last else 0
             last = snapshot
@@ -229,6 +236,9 @@ def run(
         _check_flow(engine, result)
         _check_workflows(engine, flows, result)
         _check_long_jobs(engine, long_jobs, result)
+        result.counts["batch_kills"], problems = chaos_batch.check_batch_kills(engine,
+                                                                              batch_roles)
+        result.problems += problems
     finally:
         for server in servers:
             server.close()
@@ -253,12 +263,15 @@ def _set_flow_limits(engine: Engine) -> None:
 
 def _check_flow(engine: Engine, result: ChaosResult) -> None:
     """Under `gpu`, never more than its limit PROCESSING at once (each run from its claim to
-    the job's next event: an exit, or the rescue of a lost lease, which is when the slot comes
-    back); under `api`, no two starts nearer than the gap."""
+    the event that ends its attempt: an exit, or the rescue of a lost lease, which is when the
+    slot comes back; since migration 0023 that event carries the claim, and job_trail's
+    'claimed' event shares its id, so "the next event by id" would skip it); under `api`, no
+    two starts nearer than the gap."""
     with engine.connect() as conn:
         rows = conn.execute(text("""
             SELECT j.limit_key, e.at AS start, (
-                SELECT min(n.at) FROM job_trail n WHERE n.job_id = e.job_id AND n.id > e.id
+                SELECT min(n.at) FROM job_events n WHERE n.job_id = e.job_id
+                  AND n.attempt = e.attempt AND n.claimed_at IS NOT NULL
             ) AS stop
             FROM job_trail e JOIN jobs j ON j.id = e.job_id
             WHERE j.owner_id = 'hs256:chaos-owner' AND e.reason = 'claimed'
@@ -377,7 +390,7 @@ def _check_workflows(engine: Engine, flows: dict[str, list[str]], result: ChaosR
         early = conn.execute(text("""
             SELECT c.step FROM job_deps d JOIN jobs c ON c.id = d.child_id
             JOIN jobs p ON p.id = d.parent_id
-            JOIN job_events e ON e.job_id = c.id AND e.reason = 'claimed'
+            JOIN job_trail e ON e.job_id = c.id AND e.reason = 'claimed'
             WHERE c.owner_id = :o AND (p.finished_at IS NULL OR e.at < p.finished_at)
               AND NOT (c.on_upstream_failure = 'run' AND p.state = 'FAILED')""" ),
             {"o": FLOWS_OWNER}).all()
