@@ -9,9 +9,10 @@ resource, so cost per job is counted there too, not only in the function servers
   samples) is taken out, so a bench that polls more does not look dearer.
 - **Statements**: `pg_stat_statements` (when the server preloads it, `STATS_CONF`): calls in
   this database by every role but the observer's, top-level (what the clients sent) and nested
-  (a trigger's), counted as they finish. Without it, the database's committed and rolled-back
-  transactions from `pg_stat_database`, less the observer's: in autocommit one per statement,
-  but a backend reports them up to a second after it goes idle, so only roughly.
+  (a trigger's), counted as they finish. Without it (a server started without `STATS_CONF`),
+  only the database's committed and rolled-back transactions from `pg_stat_database`, less the
+  observer's, as information: in autocommit one per statement, but PostgreSQL 15 reports a
+  backend's counts up to 10 s after it goes idle, so a short run's figure is not exact.
 - **WAL**: the `pg_current_wal_insert_lsn()` difference.
 
 The emulator's CPU (a JVM) is no part of it: production publishes to Google's service."""
