@@ -190,11 +190,11 @@ def run(url: str, emulator: Any, n: int, rounds: int) -> dict[str, Any]:
             s.close()
     mean = {name: {k: statistics.mean(r[k] for r in rs) for k in rs[0]}
             for name, rs in runs.items()}
-    claiming = ratios(mean["ours"], mean["claiming"])
+    vs_claim = ratios(mean["ours"], mean["claiming"])
     return {"runs": runs, "mean": mean, "peak_rss_mib": rss,
             **ratios(mean["ours"], mean["floor"]),
-            "vs_claiming": {k: v for k, v in claiming.items() if k in VS_CLAIMING},
-            "db_vs_claiming": {k: v for k, v in claiming.items() if k not in VS_CLAIMING}}
+            "vs_claiming": {k: v for k, v in vs_claim.items() if k in VS_CLAIMING},
+            "db_vs_claiming": {k: v for k, v in vs_claim.items() if k not in VS_CLAIMING}}
 
 
 def main() -> int:
