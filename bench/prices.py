@@ -123,6 +123,7 @@ def pipeline_costs(e2e: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 def price_lines() -> list[str]:
     """The table of prices, for a report."""
-    return [f"- {name}: ${price.usd:.10g} {price.unit}; {price.source}"
+    return [f"- {name}: ${f'{price.usd:.10f}'.rstrip('0').rstrip('.')} {price.unit}; "
+            f"{price.source}"
             + ("" if price.confirmed else " (**not confirmed on Google's page**)")
             for name, price in PRICES.items()]

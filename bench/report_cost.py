@@ -24,7 +24,7 @@ def lifecycle_pinned_rows(life: dict[str, Any]) -> list[Row]:
 
 
 def _db_rows(where: str, ours: dict[str, Any], floor: dict[str, Any],
-             claiming: dict[str, Any] | None, floor_name: str) -> list[Row]:
+             claiming: dict[str, Any] | None, floor_name: str, wal: bool = True) -> list[Row]:
     """Database CPU, statements and WAL per job, ours against the floor (ours / floor: below
     1.0, ours costs the database less), and the claiming floor beside, as information."""
     out: list[Row] = []
@@ -32,7 +32,7 @@ def _db_rows(where: str, ours: dict[str, Any], floor: dict[str, Any],
             ("db_cpu_ms_per_job", "PostgreSQL CPU per job", "{:.2f} ms", "≤ 1.0"),
             ("statements_per_job", "statements per job (pg_stat_statements)", "{:.2f}", ""),
             ("wal_bytes_per_job", "WAL per job", "{:,.0f} B", "")):
-        if key not in ours or key not in floor:
+        if key not in ours or key not in floor or (key == "wal_bytes_per_job" and not wal):
             continue
         ratio = ours[key] / floor[key] if floor[key] else float("nan")
         beside = f"; claiming {fmt.format(claiming[key])}" if claiming and key in claiming else ""
@@ -46,7 +46,8 @@ def end_to_end_db_rows(e2e: dict[str, Any]) -> list[Row]:
     delivery = e2e.get("delivery", "push")
     where = "end to end" + (f" ({delivery}, {e2e['relay_concurrency']} at a time)"
                             if delivery == "relay" else " (emulator push)")
-    return _db_rows(where, e2e["ours"], e2e["floor"], e2e.get("claiming"), "pair")
+    # WAL per job has its own row there already (with its target).
+    return _db_rows(where, e2e["ours"], e2e["floor"], e2e.get("claiming"), "pair", wal=False)
 
 
 def process_alone_db_rows(alone: dict[str, Any]) -> list[Row]:
