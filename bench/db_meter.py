@@ -129,7 +129,7 @@ class DbMeter:
 
     def delta(self, before: DbSample, after: DbSample, n: int) -> dict[str, float | None]:
         """Per job: PostgreSQL's CPU (ms), statements (top-level and nested; None without
-        pg_stat_statements), transactions, and WAL bytes."""
+        pg_stat_statements), transactions (only without it), and WAL bytes."""
         with self.observer.connect() as conn:
             wal = int(conn.execute(text("SELECT pg_wal_lsn_diff(:a, :b)"),
                                    {"a": after.lsn, "b": before.lsn}).scalar_one())
@@ -140,7 +140,8 @@ class DbMeter:
             if counted else None,
             "nested_statements_per_job": ((after.nested or 0) - (before.nested or 0)) / n
             if counted else None,
-            "transactions_per_job": (after.xacts - before.xacts) / n,
+            # Only without pg_stat_statements: pg_stat_database's counts arrive seconds late.
+            "transactions_per_job": None if counted else (after.xacts - before.xacts) / n,
             "wal_bytes_per_job": wal / n,
         }
 
