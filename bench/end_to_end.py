@@ -298,7 +298,7 @@ def _alternate(
                 f"CPU {f['cpu_ms_per_job']:5.2f} ms/job (submit {f['submit_cpu_ms_per_job']:4.2f}, "
                 f"process {f['process_cpu_ms_per_job']:4.2f})  "
                 f"DB {f['db_cpu_ms_per_job']:4.2f} ms/job, "
-                f"{f.get('statements_per_job', f['transactions_per_job']):4.2f} "
+                f"{f.get('statements_per_job', f.get('transactions_per_job', 0.0)):4.2f} "
                 f"{'statements' if 'statements_per_job' in f else 'transactions'}/job  "
                 f"WAL {f['wal_bytes_per_job']:6.0f} B/job")
 
