@@ -9,7 +9,10 @@ INSERT), and the servers alternate for BENCH_ROUNDS rounds (default 4).
 
 Reports jobs/s per instance and CPU per job (user + system, from /proc) for each, as ratios
 floor-relative (target >= 0.8: ours' jobs/s / floor's, and floor's CPU per job / ours), and
-each function's peak RSS (VmHWM).
+each function's peak RSS (VmHWM). Beside them, what the database spent on each run
+(bench/db_meter.py): PostgreSQL's CPU per job (its processes, from /proc), statements per job
+(pg_stat_statements, preloaded in the throwaway server) and WAL per job, with the same ratios
+(floor / ours: above 1.0, ours costs the database less than the floor does).
 
 A third server, `process_claiming_floor`, runs in the same rounds as information: the floor plus
 the one thing no at-least-once worker can skip, claiming the row before running (two guarded
@@ -28,6 +31,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, text
 
+from bench.db_meter import STATS_CONF, DbMeter
 from bench.end_to_end import BODY, FLOOR_SOURCE, SECRET, post_jobs
 from bench.floor.main import TABLE_DDL
 from bench.proc_stats import cpu_seconds, peak_rss_mib
@@ -41,6 +45,7 @@ from tests.support.paths import ROOT
 TARGET = 0.8
 CLIENTS = 8
 CONCURRENCY = {"THREADS": "8", "WORKERS": "1"}
+VS_CLAIMING = ("throughput_ratio", "cpu_ratio")  # the rest go to db_vs_claiming
 
 
 def _envelope(i: int, data: dict[str, Any], attributes: dict[str, str]) -> bytes:
@@ -102,11 +107,25 @@ def push_all(server: FunctionServer, envelopes: list[bytes]) -> float:
     return took
 
 
-def measure(server: FunctionServer, envelopes: list[bytes]) -> dict[str, float]:
-    cpu = cpu_seconds(server.pid)
+def measure(server: FunctionServer, envelopes: list[bytes], meter: DbMeter) -> dict[str, float]:
+    cpu, db = cpu_seconds(server.pid), meter.sample()
     took = push_all(server, envelopes)
     n = len(envelopes)
-    return {"jobs_per_s": n / took, "cpu_ms_per_job": (cpu_seconds(server.pid) - cpu) * 1000 / n}
+    fig = {"jobs_per_s": n / took, "cpu_ms_per_job": (cpu_seconds(server.pid) - cpu) * 1000 / n}
+    fig.update({k: v for k, v in meter.delta(db, meter.sample(), n).items() if v is not None})
+    return fig
+
+
+def ratios(ours: dict[str, float], floor: dict[str, float]) -> dict[str, float]:
+    """Floor-relative, each the way its target reads: jobs/s ours / floor; CPU, database CPU,
+    statements and WAL per job floor / ours (above 1.0: ours costs less)."""
+    out = {"throughput_ratio": ours["jobs_per_s"] / floor["jobs_per_s"]}
+    for key, name in (("cpu_ms_per_job", "cpu_ratio"), ("db_cpu_ms_per_job", "db_cpu_ratio"),
+                      ("statements_per_job", "statements_ratio"),
+                      ("wal_bytes_per_job", "wal_ratio")):
+        if ours.get(key) and key in floor:
+            out[name] = floor[key] / ours[key]
+    return out
 
 
 def run(url: str, emulator: Any, n: int, rounds: int) -> dict[str, Any]:
@@ -118,6 +137,7 @@ def run(url: str, emulator: Any, n: int, rounds: int) -> dict[str, Any]:
     engine = create_engine(url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.execute(text(TABLE_DDL))
+    meter = DbMeter(url)
     env = {**emulator.env(), "DATABASE_URL": url, "GOOGLE_CLOUD_PROJECT": emulator.project,
            "AUTH_HS256_SECRET": SECRET, "JOBS_TOPIC": "jobs-alone",
            "RESULTS_TOPIC": "results-alone"}
@@ -143,13 +163,13 @@ def run(url: str, emulator: Any, n: int, rounds: int) -> dict[str, Any]:
             for name in order if r % 2 == 0 else order[::-1]:
                 if name == "ours":
                     envs = prepare_ours(engine, submit, n)
-                    fig = measure(ours, envs)
+                    fig = measure(ours, envs, meter)
                     with engine.connect() as conn:
                         done = conn.execute(text(
                             "SELECT count(*) FROM jobs WHERE state = 'COMPLETED'")).scalar_one()
                 else:
                     envs = prepare_floor(engine, n)
-                    fig = measure(floors[name], envs)
+                    fig = measure(floors[name], envs, meter)
                     with engine.connect() as conn:
                         done = conn.execute(text(
                             "SELECT count(*) FROM bench_floor WHERE done")).scalar_one()
@@ -157,44 +177,56 @@ def run(url: str, emulator: Any, n: int, rounds: int) -> dict[str, Any]:
                     raise RuntimeError(f"{name}: {done} of {n} jobs done")
                 runs[name].append(fig)
                 print(f"round {r + 1} {name:>8}: {fig['jobs_per_s']:6.1f} jobs/s  "
-                      f"CPU {fig['cpu_ms_per_job']:5.2f} ms/job")
+                      f"CPU {fig['cpu_ms_per_job']:5.2f} ms/job  DB CPU "
+                      f"{fig['db_cpu_ms_per_job']:5.2f} ms/job, "
+                      f"{fig.get('statements_per_job', float('nan')):4.2f} statements/job, "
+                      f"WAL {fig['wal_bytes_per_job']:5.0f} B/job")
         rss = {"process": peak_rss_mib(ours.pid), "process_floor": peak_rss_mib(floor.pid),
                "process_claiming_floor": peak_rss_mib(claiming.pid)}
     finally:
+        meter.close()
         engine.dispose()
         for s in servers:
             s.close()
     mean = {name: {k: statistics.mean(r[k] for r in rs) for k in rs[0]}
             for name, rs in runs.items()}
+    vs_claim = ratios(mean["ours"], mean["claiming"])
     return {"runs": runs, "mean": mean, "peak_rss_mib": rss,
-            "throughput_ratio": mean["ours"]["jobs_per_s"] / mean["floor"]["jobs_per_s"],
-            "cpu_ratio": mean["floor"]["cpu_ms_per_job"] / mean["ours"]["cpu_ms_per_job"],
-            "vs_claiming": {
-                "throughput_ratio": (mean["ours"]["jobs_per_s"]
-                                     / mean["claiming"]["jobs_per_s"]),
-                "cpu_ratio": (mean["claiming"]["cpu_ms_per_job"]
-                              / mean["ours"]["cpu_ms_per_job"]),
-            }}
+            **ratios(mean["ours"], mean["floor"]),
+            "vs_claiming": {k: v for k, v in vs_claim.items() if k in VS_CLAIMING},
+            "db_vs_claiming": {k: v for k, v in vs_claim.items() if k not in VS_CLAIMING}}
 
 
 def main() -> int:
     n = int(os.environ.get("BENCH_JOBS", "500"))
     rounds = int(os.environ.get("BENCH_ROUNDS", "4"))
-    with services("jobs_alone") as (url, emulator):
+    load_before = os.getloadavg()
+    with services("jobs_alone", STATS_CONF) as (url, emulator):
         res = run(url, emulator, n, rounds)
+    load_after = os.getloadavg()
     o, f = res["mean"]["ours"], res["mean"]["floor"]
     print(f"process alone, {n} jobs x {rounds} rounds, {CLIENTS} clients, concurrency 8")
     print(f"jobs/s per instance  ours {o['jobs_per_s']:6.1f}  floor {f['jobs_per_s']:6.1f}  "
           f"ratio {res['throughput_ratio']:.2f} (target >= {TARGET})")
     print(f"CPU per job          ours {o['cpu_ms_per_job']:6.2f}  floor {f['cpu_ms_per_job']:6.2f}"
           f"  floor/ours {res['cpu_ratio']:.2f} (target >= {TARGET})")
-    c, vc = res["mean"]["claiming"], res["vs_claiming"]
+    c, vc = res["mean"]["claiming"], {**res["vs_claiming"], **res["db_vs_claiming"]}
     print(f"information: process_claiming_floor {c['jobs_per_s']:6.1f} jobs/s, "
           f"CPU {c['cpu_ms_per_job']:5.2f} ms/job; ours against it: jobs/s "
           f"{vc['throughput_ratio']:.2f}, CPU (claiming / ours) {vc['cpu_ratio']:.2f}")
+    for key, unit, ratio in (("db_cpu_ms_per_job", "ms", "db_cpu_ratio"),
+                             ("statements_per_job", "", "statements_ratio"),
+                             ("wal_bytes_per_job", "B", "wal_ratio")):
+        if ratio in res:
+            digits = 0 if unit == "B" else 2
+            print(f"{key:<19}  ours {o[key]:7.{digits}f}{unit:<2} floor {f[key]:7.{digits}f}"
+                  f"{unit:<2} floor/ours {res[ratio]:.2f}; claiming {c[key]:.{digits}f}{unit}, "
+                  f"claiming/ours {vc.get(ratio, float('nan')):.2f}")
     print(f"peak RSS: process {res['peak_rss_mib']['process']:.0f} MiB, "
           f"process_floor {res['peak_rss_mib']['process_floor']:.0f} MiB")
-    record("process_alone", jobs=n, rounds=rounds, clients=CLIENTS, target=TARGET, **res)
+    print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}")
+    record("process_alone", jobs=n, rounds=rounds, clients=CLIENTS, target=TARGET,
+           load_average={"before": load_before, "after": load_after}, **res)
     ok = res["throughput_ratio"] >= TARGET and res["cpu_ratio"] >= TARGET
     return 0 if ok else 1
 

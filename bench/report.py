@@ -14,6 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.report_cost import (
+    dollar_rows,
+    end_to_end_db_rows,
+    lifecycle_pinned_rows,
+    price_notes,
+    process_alone_db_rows,
+)
 from bench.results import load
 
 HERE = Path(__file__).resolve().parent
@@ -49,6 +56,7 @@ def rows() -> list[tuple[str, str, str, str, str]]:
             out.append((f"lifecycle, {r['clients']} worker(s)", f"{r['ours']:.0f}/s",
                         f"pgbench {r['floor']:.0f}/s", f"{r['ratio']:.2f}",
                         f"≥ {life['target']} {_verdict(r['ratio'] >= life['target'])}"))
+        out.extend(lifecycle_pinned_rows(life))
     if sub := load("submit_latency"):
         for q, target in sub["targets"].items():
             ratio = sub["ours_ms"][q] / sub["floor_ms"][q]
@@ -62,8 +70,11 @@ def rows() -> list[tuple[str, str, str, str, str]]:
                         f"≤ {cold['target']} {_verdict(fig['ratio'] <= cold['target'])}"))
     if e2e := load("end_to_end"):
         out.extend(_end_to_end_rows(e2e))
+        out.extend(end_to_end_db_rows(e2e))
+        out.extend(dollar_rows(e2e))
     if alone := load("process_alone"):
         out.extend(_process_alone_rows(alone))
+        out.extend(process_alone_db_rows(alone))
     if sw := load("sweep_scale"):
         out.append((f"sweep pass, {sw['big']:,} vs 10,000 terminal jobs",
                      f"{sw['large_ms']:.0f} ms", f"{sw['small_ms']:.0f} ms", f"{sw['ratio']:.2f}",
@@ -274,6 +285,10 @@ def chart() -> bool:
     clients = [r["clients"] for r in life["rows"]]
     left.plot(clients, [r["ours"] for r in life["rows"]], "o-", label="job store lifecycle")
     left.plot(clients, [r["floor"] for r in life["rows"]], "s--", label="pgbench, same steps")
+    if pinned := life.get("pinned_rows"):
+        at = [r["clients"] for r in pinned]
+        left.plot(at, [r["ours"] for r in pinned], "o:", label="job store, pinned")
+        left.plot(at, [r["floor"] for r in pinned], "s:", label="pgbench, pinned")
     left.set(title="Throughput by concurrency", xlabel="concurrent workers",
              ylabel="lifecycles per second", xticks=clients)
     left.grid(alpha=0.3)
@@ -325,6 +340,8 @@ def main() -> int:
     if missing:
         lines += ["Not run (no figures recorded in bench/out/): "
                   + ", ".join(f"`bench.{name}`" for name in missing) + ".", ""]
+    if (e2e := load("end_to_end")) and "db_cpu_ms_per_job" in e2e["ours"]:
+        lines += price_notes()
     if chaos := load("chaos"):
         lines += ["Chaos run counts: `" + str(chaos["counts"]) + "`", ""]
     if chart():
