@@ -215,6 +215,17 @@ class FlowMachine(RuleBasedStateMachine):
                                  interval_s=1.0 if rate else None)
         _count("limit: key set")
 
+    @rule()
+    def a_flood(self) -> None:
+        """Every waiting job delivered at once, as after a burst of submits: a limit fills and
+        the rest park, whatever the timing of the machine (its load decides how many leases
+        lapse and slots come due between steps, so the random rules alone may never fill one)."""
+        with self.engine.connect() as conn:
+            waiting = [r[0] for r in conn.execute(text(
+                "SELECT id FROM jobs WHERE state = 'PENDING' ORDER BY id"))]
+        for job_id in waiting:
+            self.claim(self.jobs.index(job_id))
+
     @rule(n=PICK)
     def release(self, n: int) -> None:
         job_id = self._pick(n)
