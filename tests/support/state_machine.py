@@ -67,6 +67,9 @@ class JobMachine(RuleBasedStateMachine):
             # No foreign keys to cascade on (migration 0010): the trail goes with the jobs.
             conn.execute(text("DELETE FROM job_events"))  # a job's result is in its row
             conn.execute(text("DELETE FROM jobs"))
+            # No limits: another machine (the batch one) may have left some in this database.
+            for table in ("owner_limits", "owner_running", "flow_limits"):
+                conn.execute(text(f"DELETE FROM {table}"))
         self.jobs: dict[UUID, Expected] = {}
         self.ever: list[UUID] = []  # every id ever created, purged ones too: they stay pickable
         self.keys: dict[tuple[str, str], tuple[UUID, tuple[str, int]]] = {}
