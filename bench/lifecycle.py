@@ -52,12 +52,13 @@ PINNINGS = ("unpinned", "pinned")
 SERVER_CPU, CLIENT_CPU = 0, 1
 
 # The same three steps in their leanest SQL: an insert (its 'created' event is derived from the
-# row, as in the store); a guarded update with its event; a guarded update carrying the result
-# with its event. One statement each, like the store.
+# row, as in the store); a guarded update taking its claim id (its 'claimed' event is derived
+# from the ending event since migration 0023, as in the store); a guarded update carrying the
+# result with its event, which carries the claim. One statement each, like the store.
 PGBENCH_SCRIPT = """\
 INSERT INTO jobs (owner_id, preset, content, metadata, max_attempts, attempt_limit, state) VALUES ('pgbench', 'echo', 'hello', '{}', 3, 3, 'PENDING') RETURNING id \\gset
-WITH moved AS (UPDATE jobs SET state = 'PROCESSING', attempts = attempts + 1, lease_expires_at = now() + interval '5 minutes', started_at = now(), updated_at = now() WHERE id = CAST(:id AS uuid) AND state = 'PENDING' RETURNING id, state, attempts) INSERT INTO job_events (job_id, from_state, to_state, reason, attempt) SELECT id, 'PENDING', state, 'claimed', attempts FROM moved;
-WITH moved AS (UPDATE jobs SET state = 'COMPLETED', lease_expires_at = NULL, finished_at = now(), updated_at = now(), result_output = '{"echo": "hello"}', result_duration_ms = 1 WHERE id = CAST(:id AS uuid) AND state = 'PROCESSING' AND attempts = 1 RETURNING id, state, attempts) INSERT INTO job_events (job_id, from_state, to_state, reason, attempt) SELECT id, 'PROCESSING', state, 'completed', attempts FROM moved;
+UPDATE jobs SET state = 'PROCESSING', attempts = attempts + 1, lease_expires_at = now() + interval '5 minutes', started_at = now(), claim_id = nextval('job_events_id_seq'), updated_at = now() WHERE id = CAST(:id AS uuid) AND state = 'PENDING' RETURNING id, state, attempts;
+WITH moved AS (UPDATE jobs SET state = 'COMPLETED', lease_expires_at = NULL, finished_at = now(), updated_at = now(), result_output = '{"echo": "hello"}', result_duration_ms = 1 WHERE id = CAST(:id AS uuid) AND state = 'PROCESSING' AND attempts = 1 RETURNING id, state, attempts, started_at, claim_id) INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, claimed_at, claim_id) SELECT id, 'PROCESSING', state, 'completed', attempts, started_at, claim_id FROM moved;
 """
 
 

@@ -14,6 +14,9 @@ each function's peak RSS (VmHWM). Beside them, what the database spent on each r
 (pg_stat_statements, preloaded in the throwaway server) and WAL per job, with the same ratios
 (floor / ours: above 1.0, ours costs the database less than the floor does).
 
+A fourth, ours with WORKER_BATCHING=false (issue 30), runs in the same rounds as information:
+what sharing the claims' and exits' statements between deliveries in flight changes.
+
 A third server, `process_claiming_floor`, runs in the same rounds as information: the floor plus
 the one thing no at-least-once worker can skip, claiming the row before running (two guarded
 UPDATEs instead of one). Ours against it prices our other guarantees; it against the floor
@@ -147,23 +150,29 @@ def run(url: str, emulator: Any, n: int, rounds: int) -> dict[str, Any]:
         servers.append(FunctionServer("process_floor", FLOOR_SOURCE, {**env, **CONCURRENCY}))
         servers.append(FunctionServer("process_claiming_floor", FLOOR_SOURCE,
                                       {**env, **CONCURRENCY}))
+        # Ours with WORKER_BATCHING off (issue 30): what sharing statements changes.
+        servers.append(FunctionServer("process", ROOT / "main.py",
+                                      {**env, **CONCURRENCY, "WORKER_BATCHING": "false"}))
     except BaseException:
         for s in servers:
             s.close()
         raise
-    submit, ours, floor, claiming = servers
+    submit, ours, floor, claiming, unbatched = servers
     floors = {"floor": floor, "claiming": claiming}
-    runs: dict[str, list[dict[str, float]]] = {"ours": [], "floor": [], "claiming": []}
+    mine = {"ours": ours, "unbatched": unbatched}
+    runs: dict[str, list[dict[str, float]]] = {"ours": [], "floor": [], "claiming": [],
+                                               "unbatched": []}
     try:
         for server in floors.values():  # warm-up
             push_all(server, prepare_floor(engine, 40))
-        push_all(ours, prepare_ours(engine, submit, 40))
+        for server in mine.values():
+            push_all(server, prepare_ours(engine, submit, 40))
         for r in range(rounds):
-            order = ("floor", "ours", "claiming")
+            order = ("floor", "ours", "claiming", "unbatched")
             for name in order if r % 2 == 0 else order[::-1]:
-                if name == "ours":
+                if name in mine:
                     envs = prepare_ours(engine, submit, n)
-                    fig = measure(ours, envs, meter)
+                    fig = measure(mine[name], envs, meter)
                     with engine.connect() as conn:
                         done = conn.execute(text(
                             "SELECT count(*) FROM jobs WHERE state = 'COMPLETED'")).scalar_one()
@@ -176,12 +185,13 @@ def run(url: str, emulator: Any, n: int, rounds: int) -> dict[str, Any]:
                 if done != n:
                     raise RuntimeError(f"{name}: {done} of {n} jobs done")
                 runs[name].append(fig)
-                print(f"round {r + 1} {name:>8}: {fig['jobs_per_s']:6.1f} jobs/s  "
+                print(f"round {r + 1} {name:>9}: {fig['jobs_per_s']:6.1f} jobs/s  "
                       f"CPU {fig['cpu_ms_per_job']:5.2f} ms/job  DB CPU "
                       f"{fig['db_cpu_ms_per_job']:5.2f} ms/job, "
                       f"{fig.get('statements_per_job', float('nan')):4.2f} statements/job, "
                       f"WAL {fig['wal_bytes_per_job']:5.0f} B/job")
         rss = {"process": peak_rss_mib(ours.pid), "process_floor": peak_rss_mib(floor.pid),
+               "process_unbatched": peak_rss_mib(unbatched.pid),
                "process_claiming_floor": peak_rss_mib(claiming.pid)}
     finally:
         meter.close()
@@ -194,7 +204,8 @@ def run(url: str, emulator: Any, n: int, rounds: int) -> dict[str, Any]:
     return {"runs": runs, "mean": mean, "peak_rss_mib": rss,
             **ratios(mean["ours"], mean["floor"]),
             "vs_claiming": {k: v for k, v in vs_claim.items() if k in VS_CLAIMING},
-            "db_vs_claiming": {k: v for k, v in vs_claim.items() if k not in VS_CLAIMING}}
+            "db_vs_claiming": {k: v for k, v in vs_claim.items() if k not in VS_CLAIMING},
+            "vs_unbatched": ratios(mean["ours"], mean["unbatched"])}
 
 
 def main() -> int:
@@ -222,6 +233,12 @@ def main() -> int:
             print(f"{key:<19}  ours {o[key]:7.{digits}f}{unit:<2} floor {f[key]:7.{digits}f}"
                   f"{unit:<2} floor/ours {res[ratio]:.2f}; claiming {c[key]:.{digits}f}{unit}, "
                   f"claiming/ours {vc.get(ratio, float('nan')):.2f}")
+    u, vu = res["mean"]["unbatched"], res["vs_unbatched"]
+    print(f"batching off (information): {u['jobs_per_s']:6.1f} jobs/s, CPU "
+          f"{u['cpu_ms_per_job']:5.2f} ms/job, DB CPU {u.get('db_cpu_ms_per_job', 0):.2f} ms/job, "
+          f"{u.get('statements_per_job', float('nan')):.2f} statements/job; on against off: "
+          f"jobs/s {vu['throughput_ratio']:.2f}, CPU (off / on) {vu['cpu_ratio']:.2f}, "
+          f"DB CPU (off / on) {vu.get('db_cpu_ratio', float('nan')):.2f}")
     print(f"peak RSS: process {res['peak_rss_mib']['process']:.0f} MiB, "
           f"process_floor {res['peak_rss_mib']['process_floor']:.0f} MiB")
     print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}")

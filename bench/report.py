@@ -246,11 +246,14 @@ def _cost_panel(ax: Any, e2e: dict[str, Any] | None, alone: dict[str, Any] | Non
     """Ours against the floor pair (and the claiming pair, where measured): jobs/s end to end
     and per `process` instance, and CPU ms per job (end to end, both servers; process alone)."""
     labels: list[str] = []
-    bars: dict[str, list[float]] = {"ours": [], "floor pair": [], "claiming pair": []}
+    bars: dict[str, list[float]] = {"ours": [], "ours, batching off": [], "floor pair": [],
+                                    "claiming pair": []}
 
-    def add(label: str, key: str, scale: float, ours: Any, floor: Any, claiming: Any) -> None:
+    def add(label: str, key: str, scale: float, ours: Any, floor: Any, claiming: Any,
+            unbatched: Any = None) -> None:
         labels.append(label)
         bars["ours"].append(ours[key] * scale)
+        bars["ours, batching off"].append(unbatched[key] * scale if unbatched else 0.0)
         bars["floor pair"].append(floor[key] * scale)
         bars["claiming pair"].append(claiming[key] * scale if claiming else 0.0)
 
@@ -261,12 +264,17 @@ def _cost_panel(ax: Any, e2e: dict[str, Any] | None, alone: dict[str, Any] | Non
     if alone:
         m = alone["mean"]
         for label, key, scale in (("process alone\njobs/s", "jobs_per_s", 1),
-                                  ("process alone\nCPU µs/job ÷ 10", "cpu_ms_per_job", 100)):
-            add(label, key, scale, m["ours"], m["floor"], m.get("claiming"))
+                                  ("process alone\nCPU µs/job ÷ 10", "cpu_ms_per_job", 100),
+                                  ("process alone\nPostgreSQL µs/job ÷ 10",
+                                   "db_cpu_ms_per_job", 100)):
+            if key in m["ours"]:
+                add(label, key, scale, m["ours"], m["floor"], m.get("claiming"),
+                    m.get("unbatched"))
     x = range(len(labels))
-    for offset, (name, values) in zip((-0.27, 0.0, 0.27), bars.items(), strict=True):
-        ax.bar([i + offset for i in x], values, width=0.27, label=name)
-    ax.set(title="Cost per job against the floor pair and the claiming pair")
+    for offset, (name, values) in zip((-0.3, -0.1, 0.1, 0.3), bars.items(), strict=True):
+        ax.bar([i + offset for i in x], values, width=0.2, label=name)
+    ax.set(title="Cost per job against the floor pair and the claiming pair "
+                 "(process alone: ours also with batching off)")
     ax.set_xticks(list(x), labels, fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     ax.legend()

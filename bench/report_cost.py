@@ -52,7 +52,20 @@ def end_to_end_db_rows(e2e: dict[str, Any]) -> list[Row]:
 
 def process_alone_db_rows(alone: dict[str, Any]) -> list[Row]:
     m = alone["mean"]
-    return _db_rows("process alone", m["ours"], m["floor"], m.get("claiming"), "process_floor")
+    rows = _db_rows("process alone", m["ours"], m["floor"], m.get("claiming"), "process_floor")
+    if off := m.get("unbatched"):  # issue 30: ours with WORKER_BATCHING=false, same rounds
+        rows.append(("process alone, batching on vs off: jobs/s (on / off)",
+                     f"{m['ours']['jobs_per_s']:.0f}/s", f"off {off['jobs_per_s']:.0f}/s",
+                     f"{m['ours']['jobs_per_s'] / off['jobs_per_s']:.2f}", "information"))
+        for key, label, fmt in (("cpu_ms_per_job", "CPU per job", "{:.2f} ms"),
+                                ("db_cpu_ms_per_job", "PostgreSQL CPU per job", "{:.2f} ms"),
+                                ("statements_per_job", "statements per job", "{:.2f}"),
+                                ("wal_bytes_per_job", "WAL per job", "{:,.0f} B")):
+            if key in m["ours"] and off.get(key):
+                rows.append((f"process alone, batching on vs off: {label} (on / off)",
+                             fmt.format(m["ours"][key]), "off " + fmt.format(off[key]),
+                             f"{m['ours'][key] / off[key]:.2f}", "information"))
+    return rows
 
 
 def dollar_rows(e2e: dict[str, Any]) -> list[Row]:
