@@ -91,9 +91,10 @@ class DbMeter:
                     conn.execute(text(f"CREATE ROLE {OBSERVER} LOGIN"))
                 conn.execute(text(f"GRANT pg_read_all_data, pg_read_all_stats TO {OBSERVER}"))
                 backend = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+                # Read while the connection is open: once it closes, its backend exits.
+                fields = _stat(backend)
         finally:
             admin.dispose()
-        fields = _stat(backend)
         if fields is None:
             raise RuntimeError("cannot read PostgreSQL's processes from /proc (another host?)")
         self.postmaster = int(fields[1])

@@ -44,8 +44,9 @@ def test_end_to_end_alternates_the_floor_pair_ours_and_the_claiming_pair(
 def test_process_alone_posts_every_envelope(stack_database: str, emulator: Any) -> None:
     result = process_alone.run(stack_database, emulator, n=10, rounds=2)
     assert len(result["runs"]["ours"]) == len(result["runs"]["floor"]) == 2
-    assert len(result["runs"]["claiming"]) == 2
-    assert set(result["peak_rss_mib"]) == {"process", "process_floor", "process_claiming_floor"}
+    assert len(result["runs"]["claiming"]) == len(result["runs"]["unbatched"]) == 2
+    assert set(result["peak_rss_mib"]) == {"process", "process_floor", "process_claiming_floor",
+                                           "process_unbatched"}
     assert all(rss > 0 for rss in result["peak_rss_mib"].values())
     assert set(result["vs_claiming"]) == {"throughput_ratio", "cpu_ratio"}
 
