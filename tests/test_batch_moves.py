@@ -6,9 +6,12 @@ from __future__ import annotations
 from datetime import timedelta
 from uuid import uuid4
 
-from common.store.errors import IllegalTransition, JobNotFound, StaleAttempt
+import pytest
+
+from common.store.errors import DatabaseUnavailable, IllegalTransition, JobNotFound, StaleAttempt
 from common.store.job_store import JobStore
 from common.store.states import JobState
+from common.store.worker_moves import Progress
 from tests.jobs_helpers import job_in_state, new_job
 
 
@@ -78,3 +81,33 @@ def test_a_batch_of_exits_writes_each_fenced_by_its_attempt(store: JobStore) -> 
                           ["created", "claimed", "cancel-requested", "cancelled"]]
     again = store.exit_many(requests[:1])  # a redelivered exit: fenced, nothing written twice
     assert isinstance(again[0], IllegalTransition)
+
+
+def test_a_batch_of_exits_keeps_texts_that_read_null(store: JobStore) -> None:
+    """The batch goes as one JSON array: a text `null` stays a text (an array parameter per
+    column would have read it as SQL NULL), and a handler's None output stays JSON null."""
+    jobs = [job_in_state(store, JobState.PROCESSING) for _ in range(3)]
+    moves = store.exit_many([
+        store.fail_request(jobs[0].id, 1, "null", "NULL"),
+        store.complete_request(jobs[1].id, 1, None, progress=Progress(1.0, "null")),
+        store.complete_request(jobs[2].id, 1, "null"),
+    ])
+    assert [m.state for m in moves if not isinstance(m, Exception)] == [
+        JobState.FAILED, JobState.COMPLETED, JobState.COMPLETED]
+    failed = store.get("alice", jobs[0].id).result
+    assert failed is not None and (failed.error_type, failed.error_message) == ("null", "NULL")
+    assert store.get("alice", jobs[1].id).progress_note == "null"
+    assert store.get("alice", jobs[2].id).result.output == "null"  # type: ignore[union-attr]
+
+
+def test_a_deadlock_is_the_database_briefly_away_not_a_refusal(store: JobStore) -> None:
+    """SQLSTATE 40P01 (or 40001) rolled the statement back: DatabaseUnavailable, which the
+    worker retries (an exit) or answers 503 (a claim), and the connection stays pooled."""
+    store._rows("CREATE OR REPLACE FUNCTION raise_deadlock() RETURNS int LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'cycle' USING ERRCODE = '40P01'; END $$")
+    try:
+        with pytest.raises(DatabaseUnavailable):
+            store._rows("SELECT raise_deadlock() AS x")
+        assert store._rows("SELECT 1 AS ok") == [{"ok": 1}]
+    finally:
+        store._rows("DROP FUNCTION raise_deadlock()")

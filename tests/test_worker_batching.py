@@ -68,3 +68,17 @@ def test_without_batching_each_delivery_writes_alone(worker: Worker) -> None:
     assert worker.batching.claims.stats.statements == 0
     assert worker.batching.exits.stats.statements == 0
     assert reasons(worker, job) == ["created", "claimed", "completed"]
+
+
+def test_an_exit_that_gives_a_slot_back_is_never_batched(worker: Worker) -> None:
+    """Its trigger locks the owner's counter: in a batch, counters would be locked in the
+    batch's row order, against the order every single move takes them in (a deadlock)."""
+    worker.store.set_owner_limit("alice", 2)
+    job, delivery = submit(worker)
+    assert worker.handle(delivery).action == "completed"
+    assert worker.batching.exits.stats.statements == 0  # written alone, outside the coalescer
+    worker.store.set_owner_limit("alice", None)
+    _, plain = submit(worker)
+    assert worker.handle(plain).action == "completed"
+    assert worker.batching.exits.stats.statements == 1
+    assert reasons(worker, job) == ["created", "claimed", "completed"]

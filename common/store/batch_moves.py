@@ -11,6 +11,7 @@ exit) is settled the way it is alone, so a batch member gets the answer it would
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -63,26 +64,24 @@ class BatchMoves(WorkerMoves):
             else:
                 seen.add(request.job_id)
                 batch.append(request)
-        columns: dict[str, list[Any]] = {name: [] for name in EXIT_COLUMNS}
-        for request in batch:
-            values = {**request.values, "id": str(request.job_id), "attempt": request.attempt,
-                      "move": request.move.value}
-            for name, column in columns.items():
-                column.append(values[name])
+        exits = [{f"r_{name}": value for name, value in {
+            **request.values, "id": str(request.job_id), "attempt": request.attempt,
+            "move": request.move.value}.items() if name in EXIT_COLUMNS} for request in batch]
         moved = {row["id"]: JobMove.model_validate(row)
-                 for row in self._rows(SQL_EXIT_MANY, **columns)}
+                 for row in self._rows(SQL_EXIT_MANY, exits=json.dumps(exits))}
         results: list[JobMove | JobStoreError] = []
         for index, request in enumerate(requests):
-            if index in later:
-                try:
-                    results.append(self.exit(request))
-                except JobStoreError as refusal:
-                    results.append(refusal)
-            elif request.job_id in moved:
+            if request.job_id in moved and index not in later:
                 results.append(moved[request.job_id])
-            else:
-                results.append(self._explain_refusal(request.job_id, request.move,
-                                                     request.attempt))
+                continue
+            try:  # each member's own answer: an error here is this member's alone
+                if index in later:
+                    results.append(self.exit(request))
+                else:
+                    results.append(self._explain_refusal(request.job_id, request.move,
+                                                         request.attempt))
+            except JobStoreError as error:
+                results.append(error)
         return results
 
 

@@ -102,21 +102,23 @@ SQL_EXIT = {
     for move, state in EXIT_STATE.items()
 }
 
-# The batch: one row of `req` per exit, each with its own move, values and attempt. Jobs are
-# touched by primary key from the unnested ids (as the dispatch marks are), in id order, so two
-# batches that share jobs lock them in one order.
+# The batch: one row of `req` per exit, each with its own move, values and attempt, sent as one
+# JSON array (an array parameter per column would read an unquoted text element `null` as
+# NULL). Jobs are touched by primary key, in id order. Only exits that lock nothing but their
+# own job row are batched (common/worker/runner.py): the rows a batch shares with any other
+# statement are then none, so no order of theirs can deadlock.
 EXIT_COLUMNS = {
     "id": "uuid", "attempt": "integer", "move": "text", "delay_s": "float8", "output": "text",
     "error_type": "text", "error_message": "text", "duration_ms": "integer",
     "progress": "real", "progress_note": "text", "permanent": "boolean", "details": "text",
 }
-_UNNEST = ", ".join(f"CAST(:{name} AS {sqltype}[])" for name, sqltype in EXIT_COLUMNS.items())
-_NAMES = ", ".join(f"r_{name}" for name in EXIT_COLUMNS)
+_RECORD = ", ".join(f"r_{name} {sqltype}" for name, sqltype in EXIT_COLUMNS.items())
 _MANY_STATE = ("CASE r_move " + " ".join(
     f"WHEN '{move.value}' THEN {state}" for move, state in EXIT_STATE.items()) + " END")
 SQL_EXIT_MANY = _exit_sql(
     _MANY_STATE, per_row,
-    f"WITH req AS (SELECT * FROM unnest({_UNNEST}) AS r({_NAMES}) ORDER BY r_id),\n",
+    f"WITH req AS (SELECT * FROM jsonb_to_recordset(CAST(:exits AS jsonb)) AS r({_RECORD})\n"
+    "    ORDER BY r_id),\n",
     f"FROM req WHERE id = r_id AND state IN {EXIT_SOURCES} AND attempts = r_attempt",
     ", r_permanent, r_details",
 )

@@ -21,8 +21,12 @@ from common.store.engine import distrust_pooled_connections
 from common.store.errors import DatabaseUnavailable
 
 _CACHE_KEY = "jobs.prepared"
-# 57014 statement timeout, 57P0x shutdown or termination, 08xxx connection, 53xxx resources.
-_UNAVAILABLE_PREFIXES = ("57014", "57P", "08", "53")
+# 57014 statement timeout, 57P0x shutdown or termination, 08xxx connection, 53xxx resources,
+# 40xxx a transaction rolled back for a deadlock (40P01) or a serialization failure (40001):
+# nothing was written, and the same statement may pass when tried again.
+_UNAVAILABLE_PREFIXES = ("57014", "57P", "08", "53", "40")
+# Codes after which the connection itself is sound, so it goes back to the pool.
+_CONNECTION_SOUND = ("57014", "40")
 
 
 def sqlstate(driver_error: BaseException | None) -> str:
@@ -67,7 +71,7 @@ def run(conn: Connection, sql: str, params: Mapping[str, Any]) -> list[dict[str,
     except DatabaseError as exc:
         code = sqlstate(exc)
         if means_unavailable(code):
-            if code != "57014":  # a timed-out statement leaves a healthy connection
+            if not code.startswith(_CONNECTION_SOUND):  # a timeout or a rollback: healthy
                 conn.invalidate(exc)
             raise DatabaseUnavailable(code) from exc
         raise

@@ -37,7 +37,8 @@ class Batching:
         self.exits: Coalescer[ExitRequest, JobMove] = Coalescer(store.exit, self._exit_many)
 
     def claim(self, job_id: object, attempts: int) -> ClaimOutcome:
-        if not self.settings.worker_batching:
+        # Every owner under a limit (OWNER_MAX_RUNNING): no job is one a batch could claim.
+        if not self.settings.worker_batching or self.settings.owner_max_running > 0:
             return self._claim_one((job_id, attempts))  # type: ignore[arg-type]
         return self.claims.submit((job_id, attempts))  # type: ignore[arg-type]
 
@@ -53,9 +54,12 @@ class Batching:
 
     def _claim_many(self, requests: Sequence[ClaimRequest]
                     ) -> Sequence[ClaimOutcome | BaseException | Alone]:
-        if self.settings.owner_max_running > 0:  # every owner has a limit: none is plain
+        try:
+            outcomes = self.store.claim_many(requests, lease_s=self.settings.lease_seconds)
+        except DatabaseUnavailable:
+            raise  # every member would have met it alone: each answers 503, as alone
+        except Exception:  # refused for one member's sake: each claims alone
             return [ALONE] * len(requests)
-        outcomes = self.store.claim_many(requests, lease_s=self.settings.lease_seconds)
         return [ALONE if outcome is None else outcome for outcome in outcomes]
 
     def _exit_many(self, requests: Sequence[ExitRequest]

@@ -113,6 +113,8 @@ class Coalescer(Generic[In, Out]):
                 results = [self._one(batch[0].item)]
             else:
                 results = self._many([s.item for s in batch])
+                if len(results) != len(batch):  # never leave a member waiting for its answer
+                    raise RuntimeError(f"{len(results)} results for a batch of {len(batch)}")
         except BaseException as exc:  # each member gets it, as it would alone
             failure = exc
         finally:

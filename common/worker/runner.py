@@ -203,7 +203,7 @@ class Worker:
         it, keep the outcome for the redelivery and raise DatabaseUnavailable (not acked)."""
         job, run = kept.job, kept.run
         try:
-            outcome = self._record(job, run, answer_by)
+            outcome = self._record(job, run, answer_by, shared=_holds_nothing(kept))
         except DatabaseUnavailable:
             self.kept.keep(job.id, kept)
             log("ERROR", "could not record the outcome; kept for the redelivery",
@@ -317,13 +317,13 @@ class Worker:
 
     # -- recording the outcome -----------------------------------------------------------------
 
-    def _record(self, job: Job, run: _Run, answer_by: float) -> WorkOutcome:
+    def _record(self, job: Job, run: _Run, answer_by: float, *, shared: bool) -> WorkOutcome:
         """Write the outcome. DatabaseUnavailable if the database stayed away until
         `answer_by` (the caller keeps the outcome and does not acknowledge)."""
         if run.kind == "lease-lost":  # another attempt owns the job now: write nothing
             return WorkOutcome("lease-lost", job.id)
         try:
-            move = self._with_retries(lambda: self._write(job, run), answer_by)
+            move = self._with_retries(lambda: self._write(job, run, shared), answer_by)
         except (IllegalTransition, JobNotFound) as exc:
             return WorkOutcome("fenced", job.id, type(exc).__name__)
         if move.state.terminal:
@@ -339,9 +339,11 @@ class Worker:
         }[move.state.value]  # type: ignore[assignment]
         return WorkOutcome(action, job.id, move.state.value)
 
-    def _write(self, job: Job, run: _Run) -> JobMove:
-        """The exit for this run, through the instance's batching of exits."""
-        store, write = self.store, self.batching.exit
+    def _write(self, job: Job, run: _Run, shared: bool) -> JobMove:
+        """The exit for this run: `shared` (a job that holds no slot, no flow row, in no
+        workflow) through the instance's batching of exits, else alone."""
+        store = self.store
+        write = self.batching.exit if shared else store.exit
         if run.kind == "ok":
             try:
                 return write(store.complete_request(job.id, job.attempts, run.output,
@@ -381,6 +383,14 @@ class Worker:
                 if time.monotonic() + delay >= answer_by:
                     raise
                 time.sleep(delay)
+
+
+def _holds_nothing(kept: _Kept) -> bool:
+    """Whether this exit locks nothing but its own job row: no owner slot, no flow row, no
+    workflow step. Only such exits share a statement: the triggers of the others lock counters,
+    flow rows and workflows, which a batch would take in its rows' order, against the one
+    order every single move takes them in (common/store/flow_sql.py), and so could deadlock."""
+    return not kept.holds_slot and not kept.flow_held and kept.job.workflow_id is None
 
 
 def _always() -> bool:

@@ -72,10 +72,12 @@ WHERE j.state = 'PROCESSING' AND j.claim_id IS NOT NULL
 JOB_TRAIL = f"CREATE OR REPLACE VIEW job_trail AS {CREATED}\nUNION ALL{ROWS}\nUNION ALL{CLAIMS}"
 OLD_JOB_TRAIL = f"CREATE OR REPLACE VIEW job_trail AS {CREATED}\nUNION ALL{ROWS}"
 
-# The downgrade: each synthesised claim becomes the row the older code would have written.
+# The downgrade: each synthesised claim becomes the row the older code would have written, with
+# the id it had in the trail (drawn from the same sequence, so unique and in order).
 MATERIALISE = f"""
-INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, details, at)
-SELECT job_id, from_state, to_state, reason, attempt, details, at FROM ({CLAIMS}) AS c(
+INSERT INTO job_events (id, job_id, from_state, to_state, reason, attempt, details, at)
+OVERRIDING SYSTEM VALUE
+SELECT id, job_id, from_state, to_state, reason, attempt, details, at FROM ({CLAIMS}) AS c(
     id, job_id, from_state, to_state, reason, attempt, details, at)"""
 
 
