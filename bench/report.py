@@ -265,7 +265,7 @@ def _cost_panel(ax: Any, e2e: dict[str, Any] | None, alone: dict[str, Any] | Non
         m = alone["mean"]
         for label, key, scale in (("process alone\njobs/s", "jobs_per_s", 1),
                                   ("process alone\nCPU µs/job ÷ 10", "cpu_ms_per_job", 100),
-                                  ("process alone\nPostgreSQL µs/job ÷ 10",
+                                  ("process alone\nDB µs/job ÷ 10",
                                    "db_cpu_ms_per_job", 100)):
             if key in m["ours"]:
                 add(label, key, scale, m["ours"], m["floor"], m.get("claiming"),
@@ -273,8 +273,7 @@ def _cost_panel(ax: Any, e2e: dict[str, Any] | None, alone: dict[str, Any] | Non
     x = range(len(labels))
     for offset, (name, values) in zip((-0.3, -0.1, 0.1, 0.3), bars.items(), strict=True):
         ax.bar([i + offset for i in x], values, width=0.2, label=name)
-    ax.set(title="Cost per job against the floor pair and the claiming pair "
-                 "(process alone: ours also with batching off)")
+    ax.set(title="Cost per job against the floors")
     ax.set_xticks(list(x), labels, fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     ax.legend()
