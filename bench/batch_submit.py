@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from bench.proc_stats import cpu_seconds
+from bench.proc_stats import cpu_seconds, stat_fields
 from bench.results import record
 from bench.services import services
 from common.api.auth import issue_dev_token
@@ -35,21 +35,13 @@ BATCH = 1000
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _stat(pid: int) -> list[str] | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2:].split()
-
-
 def postgres_cpu(postmaster: int) -> float:
     """CPU seconds of the postmaster, the backends it reaped, and every live child of it."""
     total = 0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        fields = _stat(int(entry.name))
+        fields = stat_fields(int(entry.name))
         if fields is None:
             continue
         if int(entry.name) == postmaster or int(fields[1]) == postmaster:  # field 4: ppid
@@ -78,7 +70,7 @@ def main() -> int:
         engine = create_engine(url, isolation_level="AUTOCOMMIT")
         with engine.connect() as conn:
             backend = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
-        fields = _stat(backend)
+        fields = stat_fields(backend)
         assert fields is not None
         postmaster = int(fields[1])
         from google.cloud import pubsub_v1

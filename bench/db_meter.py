@@ -27,20 +27,13 @@ from typing import Any
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 
+from bench.proc_stats import stat_fields
+
 # The throwaway server's settings for counting statements: every statement, nested ones too.
 STATS_CONF = {"shared_preload_libraries": "'pg_stat_statements'",
               "pg_stat_statements.track": "all", "pg_stat_statements.max": "5000"}
 OBSERVER = "bench_observer"
 _TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _stat(pid: int) -> list[str] | None:
-    """/proc/PID/stat's fields from the state on (field 3), or None once it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2:].split()
 
 
 def _own_ticks(fields: list[str]) -> int:
@@ -54,7 +47,7 @@ def postgres_cpu_seconds(postmaster: int) -> float:
         if not entry.name.isdigit():
             continue
         pid = int(entry.name)
-        fields = _stat(pid)
+        fields = stat_fields(pid)
         if fields is None:
             continue
         if pid == postmaster:
@@ -92,7 +85,7 @@ class DbMeter:
                 conn.execute(text(f"GRANT pg_read_all_data, pg_read_all_stats TO {OBSERVER}"))
                 backend = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
                 # Read while the connection is open: once it closes, its backend exits.
-                fields = _stat(backend)
+                fields = stat_fields(backend)
         finally:
             admin.dispose()
         if fields is None:
@@ -122,7 +115,7 @@ class DbMeter:
                     "JOIN pg_roles r ON r.oid = s.userid "
                     "WHERE d.datname = current_database() AND r.rolname <> :observer"),
                     {"observer": OBSERVER}).one()
-        own = _stat(int(row.pid))
+        own = stat_fields(int(row.pid))
         cpu = postgres_cpu_seconds(self.postmaster) - (_own_ticks(own) / _TICK if own else 0.0)
         return DbSample(cpu, None if top is None else int(top),
                         None if nested is None else int(nested),

@@ -11,6 +11,15 @@ from pathlib import Path
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
+def stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat's fields from the state on (field 3), or None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2:].split()
+
+
 def _group(pgid: int) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
