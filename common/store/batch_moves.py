@@ -21,8 +21,7 @@ from common.store.errors import JobStoreError
 from common.store.exit_sql import EXIT_COLUMNS, SQL_EXIT_MANY
 from common.store.fragments import as_uuid, job_from_row
 from common.store.models import ClaimOutcome, JobMove
-from common.store.states import JobState
-from common.store.worker_moves import ExitRequest, WorkerMoves
+from common.store.worker_moves import ExitRequest, WorkerMoves, skipped
 
 
 class BatchMoves(WorkerMoves):
@@ -45,8 +44,8 @@ class BatchMoves(WorkerMoves):
             expected=[attempts for _, attempts in batch],
             lease_s=lease_s or self._settings.lease_seconds,
             default_limit=self._settings.owner_max_running)
-        settled = {row["r_id"]: _claim_outcome(row, expected)
-                   for row, (_, expected) in zip(_by_request(rows, batch), batch, strict=True)}
+        by_id = {row["r_id"]: row for row in rows}
+        settled = {job_id: _claim_outcome(by_id[job_id], expected) for job_id, expected in batch}
         return [settled[job_id] if first[job_id] == index else None
                 for index, (job_id, _) in enumerate(asked)]
 
@@ -85,23 +84,11 @@ class BatchMoves(WorkerMoves):
         return results
 
 
-def _by_request(rows: list[dict[str, Any]], batch: Sequence[tuple[UUID, int]]
-                ) -> list[dict[str, Any]]:
-    by_id = {row["r_id"]: row for row in rows}
-    return [by_id[job_id] for job_id, _ in batch]
-
-
 def _claim_outcome(row: dict[str, Any], expected: int) -> ClaimOutcome | None:
+    """Claimed, or why not as the statement's snapshot saw the row; None (claimable, under a
+    limit, or not due) for the single claim to decide and say why."""
     state, attempts = row.pop("p_state"), row.pop("p_attempts")
     row.pop("r_id")
     if row.get("id") is not None:
         return ClaimOutcome(job=job_from_row(row), reason="claimed")
-    if state is None:
-        return ClaimOutcome(job=None, reason="not-found")
-    if JobState(state).terminal:
-        return ClaimOutcome(job=None, reason="terminal")
-    if state == JobState.PROCESSING:
-        return ClaimOutcome(job=None, reason="in-progress")
-    if attempts != expected:
-        return ClaimOutcome(job=None, reason="stale-message")
-    return None  # claimable, under a limit, or not due: the single claim decides and says why
+    return skipped(state, attempts, expected)

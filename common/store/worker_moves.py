@@ -65,6 +65,22 @@ ORDER BY id"""
 
 
 
+def skipped(state: str | None, attempts: int | None, expected: int | None
+            ) -> ClaimOutcome | None:
+    """Why a claim that moved nothing took nothing, read from the row (None: no row): gone,
+    ended, running, or a message for another attempt. None if the row looks claimable (not
+    due yet, or under a limit): the caller says which."""
+    if state is None:
+        return ClaimOutcome(job=None, reason="not-found")
+    if JobState(state).terminal:
+        return ClaimOutcome(job=None, reason="terminal")
+    if state == JobState.PROCESSING:
+        return ClaimOutcome(job=None, reason="in-progress")
+    if expected is not None and attempts != expected:
+        return ClaimOutcome(job=None, reason="stale-message")
+    return None
+
+
 class Progress(NamedTuple):
     """A handler's report: how far (0..1) and a short note for people."""
 
@@ -134,16 +150,9 @@ class WorkerMoves(StoreBase):
             return ClaimOutcome(job=job, reason="claimed", holds_slot=holds_slot,
                                 rated=rated, flow_held=bool(flow_held))
         rows = self._rows(SQL_PEEK, id=uid)
-        if not rows:
-            return ClaimOutcome(job=None, reason="not-found")
-        peek = rows[0]
-        if JobState(peek["state"]).terminal:
-            return ClaimOutcome(job=None, reason="terminal")
-        if peek["state"] == JobState.PROCESSING:
-            return ClaimOutcome(job=None, reason="in-progress")
-        if expected_attempts is not None and peek["attempts"] != expected_attempts:
-            return ClaimOutcome(job=None, reason="stale-message")
-        return ClaimOutcome(job=None, reason="not-due")
+        peek = rows[0] if rows else {"state": None, "attempts": None}
+        return (skipped(peek["state"], peek["attempts"], expected_attempts)
+                or ClaimOutcome(job=None, reason="not-due"))
 
     def extend_lease(
         self,
